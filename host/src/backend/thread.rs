@@ -1,0 +1,93 @@
+//! The thread backend: every process a Wasm instance on a shared thread pool.
+//!
+//! A process is a task on the host's tokio runtime, so starting one costs an
+//! instantiation from a pre-reserved pool slot, not a new thread, and a
+//! sleeping or blocked process costs no thread at all. Guests yield at every
+//! epoch tick, so busy ones share the pool's threads. A signal wins a race
+//! against the guest's own future, which is then dropped: the process ends at
+//! once whether it spins, sleeps, waits in `join` or writes output. Pids are
+//! virtual, counting up from the host's own (1).
+
+use super::{Backend, BackendKind, Control};
+use crate::command::Launch;
+use crate::error::Error;
+use crate::exit::Signal;
+use crate::instance::{self, Outputs};
+use crate::process::{Ended, Node};
+use crate::runtime::HostInner;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+
+/// The host's own virtual pid.
+const HOST_PID: u32 = 1;
+
+pub(crate) struct ThreadBackend {
+    next_pid: AtomicU32,
+}
+
+impl ThreadBackend {
+    pub(crate) fn new() -> ThreadBackend {
+        ThreadBackend { next_pid: AtomicU32::new(HOST_PID + 1) }
+    }
+}
+
+impl Backend for ThreadBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Thread
+    }
+
+    fn root_pid(&self) -> u32 {
+        HOST_PID
+    }
+
+    fn start(&self, host: &Arc<HostInner>, node: &Arc<Node>, launch: &Launch) -> Result<Arc<dyn Control>, Error> {
+        node.set_pid(self.next_pid.fetch_add(1, Ordering::Relaxed));
+        let (signals, signalled) = oneshot::channel();
+        let (host, node, launch) = (host.clone(), node.clone(), launch.clone());
+        let engine = host.engine.clone();
+        host.runtime.clone().spawn(async move {
+            let outputs = Outputs::new(&launch);
+            let deadline = launch.deadline;
+            let ended = tokio::select! {
+                biased;
+                Ok(signal) = signalled => Ended::signal(signal),
+                _ = sleep_until(deadline) => timed_out(&outputs),
+                ended = instance::run(host.clone(), node.clone(), launch, &outputs) => ended,
+            };
+            outputs.finish();
+            node.finish(&host, ended);
+        });
+        Ok(Arc::new(ThreadControl { signals: Mutex::new(Some(signals)), engine }))
+    }
+}
+
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn timed_out(outputs: &Outputs) -> Ended {
+    outputs.stderr.finish();
+    outputs.stderr.write(b"error: timeout: the process ran past its time limit and was terminated (--timeout)\n");
+    Ended::signal(Signal::Term)
+}
+
+/// The sending end of a process's one signal.
+struct ThreadControl {
+    signals: Mutex<Option<oneshot::Sender<Signal>>>,
+    engine: wasmtime::Engine,
+}
+
+impl Control for ThreadControl {
+    fn signal(&self, signal: Signal) {
+        if let Some(signals) = self.signals.lock().unwrap().take() {
+            let _ = signals.send(signal);
+            // A guest in a tight loop notices the signal at its next epoch
+            // check; tick now rather than at the next time slice.
+            self.engine.increment_epoch();
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! The `host` command line: a thin client of the library.
+//!
+//! `host run FILE` loads a program, starts `--count` processes of it
+//! concurrently, joins them (and every orphan they leave), prints one summary
+//! line per process on stderr and exits with the first failure's status.
+//! Everything that can be checked before a process starts is checked first:
+//! bad input is one line on stderr and exit status 2.
+
+use clap::{Args, Parser, Subcommand};
+use host::{BackendKind, Command, Host, Limits, Process, Program};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Exit status for bad input: a missing or non-Wasm file, a wrong world, an
+/// unknown entry, a bad flag value.
+pub const BAD_INPUT: i32 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "host",
+    version,
+    about = "Python's multiprocessing for WebAssembly: run every process as a sandboxed Wasm instance",
+    long_about = None,
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Sub,
+}
+
+#[derive(Subcommand, Debug)]
+enum Sub {
+    /// Start N processes of a program concurrently, join them all, and print
+    /// one summary line per process on stderr.
+    ///
+    /// Exit status: 0 when every process exits 0; otherwise the first
+    /// non-zero exitcode in start order, a signal -S given as 128+S (a
+    /// timeout gives 143); 2 for bad input, before any process starts.
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// The program: a WASI 0.2 command component, a component of the mp:host
+    /// world, or a WASI preview 1 core module (.wasm or .wat).
+    file: PathBuf,
+
+    /// How many processes to start, named Process-1..N; with more than one,
+    /// each output line is prefixed with its process's name.
+    #[arg(long, short = 'n', default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    count: u32,
+
+    /// Which backend runs the processes: `thread` (Wasm instances on a
+    /// thread pool, virtual pids) or `native` (real OS processes; needs a
+    /// build with `--features native`).
+    #[arg(long, default_value = "thread", value_parser = parse_backend)]
+    backend: BackendKind,
+
+    /// Start at this named entry of the program instead of its main. The
+    /// entry's argument is built from ARGS: none gives null, one is read as
+    /// JSON (or else as a string), several make a JSON array.
+    #[arg(long)]
+    entry: Option<String>,
+
+    /// Terminate each process still running after this long (exitcode -15),
+    /// e.g. 1s, 500ms, 2m.
+    #[arg(long, value_name = "DURATION", value_parser = host::parse_duration)]
+    timeout: Option<Duration>,
+
+    /// Cap each process's linear memory, e.g. 64MiB, 1GiB; a process that
+    /// grows past it fails (exitcode 1) with a message naming the limit.
+    #[arg(long, value_name = "SIZE", value_parser = host::parse_size)]
+    max_memory: Option<u64>,
+
+    /// Give each process an instruction budget (wasmtime fuel); running out
+    /// ends it with exitcode 1.
+    #[arg(long, value_name = "N")]
+    fuel: Option<u64>,
+
+    /// Grant a host directory, seen by the guest at GUEST (default: the same
+    /// path). Repeat to grant more. Nothing is granted by default.
+    #[arg(long = "dir", value_name = "HOST[::GUEST]", value_parser = parse_dir)]
+    dirs: Vec<(PathBuf, String)>,
+
+    /// Grant one environment variable. Repeat to grant more. None is
+    /// granted by default.
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    envs: Vec<(String, String)>,
+
+    /// Arguments for the program's main (or, with --entry, the entry's argument).
+    #[arg(last = true, value_name = "ARGS")]
+    args: Vec<String>,
+}
+
+/// Runs the command line; returns the process exit status.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(error),
+    };
+    match cli.command {
+        Sub::Run(args) => match run(args) {
+            Ok(status) => status,
+            Err(message) => {
+                eprintln!("error: {message}");
+                BAD_INPUT
+            }
+        },
+    }
+}
+
+/// Help and version go to stdout with status 0; a usage error is one line.
+fn usage_error(error: clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+        let _ = error.print();
+        return 0;
+    }
+    let rendered = error.render().to_string();
+    let line = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+    eprintln!("{line} (see `host run --help`)");
+    BAD_INPUT
+}
+
+/// Checks everything, starts the processes, waits, reports. `Err` is bad input.
+fn run(args: RunArgs) -> Result<i32, String> {
+    check_dirs(&args.dirs)?;
+    let host = Host::builder()
+        .backend(args.backend)
+        .fuel(args.fuel.is_some())
+        .build()
+        .map_err(|e| format!("{e:#}"))?;
+    let program = host.load(&args.file).map_err(|e| e.to_string())?;
+    check_entry(&program, args.entry.as_deref(), &args.file)?;
+    let command = command(&program, &args)?;
+
+    let processes: Vec<Process> = (0..args.count).map(|_| command.create()).collect();
+    for process in &processes {
+        if let Err(error) = process.start() {
+            eprintln!("error: {}: {error}", process.name());
+        }
+    }
+    for process in &processes {
+        let _ = process.join();
+    }
+    host.wait();
+    Ok(summarize(&processes))
+}
+
+fn command(program: &Program, args: &RunArgs) -> Result<Command, String> {
+    let mut command = program.command();
+    command
+        .limits(Limits { max_memory: args.max_memory, fuel: args.fuel, timeout: args.timeout })
+        .label_output(args.count > 1);
+    for (key, value) in &args.envs {
+        command.env(key, value);
+    }
+    for (host_dir, guest_dir) in &args.dirs {
+        command.dir(host_dir, guest_dir);
+    }
+    match &args.entry {
+        Some(entry) => command.entry(entry).input_json(entry_input(&args.args)),
+        None => command.args(args.args.iter().cloned()),
+    };
+    Ok(command)
+}
+
+/// One summary line per process; returns the host's exit status.
+fn summarize(processes: &[Process]) -> i32 {
+    let mut status = 0;
+    for process in processes {
+        let code = process.exitcode();
+        let pid = process.pid().map_or_else(|| "-".to_string(), |p| p.to_string());
+        let wall = process.run_time().map_or_else(|| "-".to_string(), format_wall);
+        let code_text = code.map_or_else(|| "none".to_string(), |c| c.to_string());
+        eprintln!("[host] {} pid={pid} exitcode={code_text} wall={wall}", process.name());
+        let this = code.map_or(1, |c| c.shell_status());
+        if status == 0 && this != 0 {
+            status = this;
+        }
+    }
+    status
+}
+
+fn format_wall(time: Duration) -> String {
+    match time.as_secs_f64() {
+        s if s >= 1.0 => format!("{s:.3}s"),
+        s => format!("{:.3}ms", s * 1e3),
+    }
+}
+
+/// The entry's JSON argument from the command line's ARGS.
+fn entry_input(args: &[String]) -> Vec<u8> {
+    let value = |arg: &String| {
+        serde_json::from_str::<serde_json::Value>(arg).unwrap_or_else(|_| serde_json::Value::String(arg.clone()))
+    };
+    let json = match args {
+        [] => serde_json::Value::Null,
+        [one] => value(one),
+        many => serde_json::Value::Array(many.iter().map(value).collect()),
+    };
+    json.to_string().into_bytes()
+}
+
+fn check_entry(program: &Program, entry: Option<&str>, file: &std::path::Path) -> Result<(), String> {
+    let offers = || match program.entries() {
+        [] => "it has no named entries".to_string(),
+        entries => format!("it offers: {}", entries.join(", ")),
+    };
+    match entry {
+        Some(name) if !program.entries().iter().any(|e| e == name) => {
+            Err(format!("{} has no entry named `{name}` ({})", file.display(), offers()))
+        }
+        None if !program.has_main() => Err(format!(
+            "{} has no main to run; choose an entry with --entry ({})",
+            file.display(),
+            offers()
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn check_dirs(dirs: &[(PathBuf, String)]) -> Result<(), String> {
+    for (host_dir, _) in dirs {
+        if !host_dir.is_dir() {
+            return Err(format!("--dir {}: no such directory on the host", host_dir.display()));
+        }
+    }
+    Ok(())
+}
+
+fn parse_backend(text: &str) -> Result<BackendKind, String> {
+    let kind: BackendKind = text.parse()?;
+    if !kind.is_available() {
+        return Err(format!(
+            "the {text} backend is not built in: rebuild the host with `cargo build --features native` (Linux only)"
+        ));
+    }
+    Ok(kind)
+}
+
+fn parse_dir(text: &str) -> Result<(PathBuf, String), String> {
+    let (host_dir, guest_dir) = match text.split_once("::") {
+        Some((host_dir, guest_dir)) => (host_dir, guest_dir),
+        None => (text, text),
+    };
+    if host_dir.is_empty() || guest_dir.is_empty() {
+        return Err(format!("invalid directory grant `{text}`: expected HOST or HOST::GUEST"));
+    }
+    Ok((PathBuf::from(host_dir), guest_dir.to_string()))
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("invalid environment variable `{text}`: expected KEY=VALUE")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_arguments_are_json_or_strings() {
+        assert_eq!(entry_input(&[]), b"null");
+        assert_eq!(entry_input(&["7".into()]), b"7");
+        assert_eq!(entry_input(&["abc".into()]), b"\"abc\"");
+        assert_eq!(entry_input(&["1".into(), "x".into()]), b"[1,\"x\"]");
+    }
+
+    #[test]
+    fn grants_parse() {
+        assert_eq!(parse_dir("/tmp::/data"), Ok((PathBuf::from("/tmp"), "/data".into())));
+        assert_eq!(parse_dir("/tmp"), Ok((PathBuf::from("/tmp"), "/tmp".into())));
+        assert!(parse_dir("::/x").is_err());
+        assert_eq!(parse_env("A=b=c"), Ok(("A".into(), "b=c".into())));
+        assert!(parse_env("novalue").is_err());
+    }
+}

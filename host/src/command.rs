@@ -1,0 +1,233 @@
+//! Building a process: what to run, with which arguments, grants and limits.
+//!
+//! [`Command`] is the builder (as `std::process::Command`); [`Launch`] is what
+//! it hands to a backend when the process starts. A guest's child inherits
+//! its parent's launch (program, grants, limits, output) with a new entry.
+
+use crate::error::Error;
+use crate::limits::Limits;
+use crate::output::Stdio;
+use crate::process::Process;
+use crate::program::Program;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// A process to be: Python's `Process(target=.., args=.., name=.., daemon=..)`.
+///
+/// By default a process runs the program's `main`, with no arguments, no
+/// environment variables, no directories and no network: everything it may
+/// reach is granted here, one item at a time.
+///
+/// ```no_run
+/// # fn main() -> anyhow::Result<()> {
+/// use std::time::Duration;
+/// let host = host::Host::new()?;
+/// let program = host.load("target/guests/hello.wasm")?;
+/// let process = program
+///     .command()
+///     .arg("world")
+///     .env("GREETING", "hi")
+///     .max_memory(64 << 20)
+///     .timeout(Duration::from_secs(5))
+///     .spawn()?;
+/// assert!(process.join()?.success());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Command {
+    launch: Launch,
+    name: Option<String>,
+    daemon: bool,
+}
+
+/// Everything a backend needs to start a process.
+#[derive(Clone)]
+pub(crate) struct Launch {
+    pub(crate) program: Program,
+    /// `None` for `main`.
+    pub(crate) entry: Option<String>,
+    /// The entry's argument, JSON.
+    pub(crate) input: Vec<u8>,
+    pub(crate) args: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) dirs: Vec<(PathBuf, String)>,
+    pub(crate) limits: Limits,
+    /// When the process (and every descendant) is terminated; set at start
+    /// from `limits.timeout` unless inherited.
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) stdout: Stdio,
+    pub(crate) stderr: Stdio,
+    /// Prefix output lines with the process's name.
+    pub(crate) labelled: bool,
+    /// The prefix, fixed at start.
+    pub(crate) label: Option<String>,
+    /// The parent's prefix, which a child's extends.
+    pub(crate) parent_label: Option<String>,
+}
+
+impl Launch {
+    /// Fixes what is decided at start: the deadline and the output label.
+    pub(crate) fn prepare(&mut self, name: &str) {
+        if self.deadline.is_none() {
+            self.deadline = self.limits.timeout.map(|t| Instant::now() + t);
+        }
+        if self.labelled && self.label.is_none() {
+            self.label = Some(match &self.parent_label {
+                Some(parent) => format!("{parent}/{name}"),
+                None => name.to_string(),
+            });
+        }
+    }
+
+    /// The launch of a child started at `entry`: same program, grants,
+    /// limits and output; its label extends its parent's.
+    pub(crate) fn child(&self, entry: String, input: Vec<u8>) -> Launch {
+        Launch {
+            entry: Some(entry),
+            input,
+            args: Vec::new(),
+            label: None,
+            parent_label: self.label.clone(),
+            deadline: self.deadline,
+            ..self.clone()
+        }
+    }
+}
+
+impl Command {
+    pub(crate) fn new(program: Program) -> Command {
+        Command {
+            launch: Launch {
+                program,
+                entry: None,
+                input: b"null".to_vec(),
+                args: Vec::new(),
+                env: Vec::new(),
+                dirs: Vec::new(),
+                limits: Limits::default(),
+                deadline: None,
+                stdout: Stdio::inherit(),
+                stderr: Stdio::inherit(),
+                labelled: false,
+                label: None,
+                parent_label: None,
+            },
+            name: None,
+            daemon: false,
+        }
+    }
+
+    /// Starts at the named entry instead of `main` (Python's `target`).
+    pub fn entry(&mut self, name: impl Into<String>) -> &mut Command {
+        self.launch.entry = Some(name.into());
+        self
+    }
+
+    /// The entry's argument (Python's `args`), serialized as JSON.
+    pub fn input<T: serde::Serialize>(&mut self, value: &T) -> &mut Command {
+        self.launch.input = serde_json::to_vec(value).expect("a serde value serializes to JSON");
+        self
+    }
+
+    /// The entry's argument, already JSON.
+    pub fn input_json(&mut self, json: impl Into<Vec<u8>>) -> &mut Command {
+        self.launch.input = json.into();
+        self
+    }
+
+    /// A command-line argument for `main` (after the program's name).
+    pub fn arg(&mut self, arg: impl Into<String>) -> &mut Command {
+        self.launch.args.push(arg.into());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(&mut self, args: I) -> &mut Command {
+        self.launch.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Grants one environment variable.
+    pub fn env(&mut self, key: impl Into<String>, value: impl Into<String>) -> &mut Command {
+        self.launch.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Grants the host directory `host` to the process, seen there as `guest`.
+    pub fn dir(&mut self, host: impl Into<PathBuf>, guest: impl Into<String>) -> &mut Command {
+        self.launch.dirs.push((host.into(), guest.into()));
+        self
+    }
+
+    pub fn limits(&mut self, limits: Limits) -> &mut Command {
+        self.launch.limits = limits;
+        self
+    }
+
+    /// Caps the process's linear memory; growing past it fails the process.
+    pub fn max_memory(&mut self, bytes: u64) -> &mut Command {
+        self.launch.limits.max_memory = Some(bytes);
+        self
+    }
+
+    /// An instruction budget; needs a host built with [`fuel`](crate::HostBuilder::fuel).
+    pub fn fuel(&mut self, fuel: u64) -> &mut Command {
+        self.launch.limits.fuel = Some(fuel);
+        self
+    }
+
+    /// Terminates the process (and its descendants) after `timeout`.
+    pub fn timeout(&mut self, timeout: Duration) -> &mut Command {
+        self.launch.limits.timeout = Some(timeout);
+        self
+    }
+
+    pub fn stdout(&mut self, stdio: Stdio) -> &mut Command {
+        self.launch.stdout = stdio;
+        self
+    }
+
+    pub fn stderr(&mut self, stdio: Stdio) -> &mut Command {
+        self.launch.stderr = stdio;
+        self
+    }
+
+    /// Prefixes every output line with the process's name (`Process-2: ..`),
+    /// and its children's lines with theirs (`Process-2/Process-1: ..`).
+    pub fn label_output(&mut self, labelled: bool) -> &mut Command {
+        self.launch.labelled = labelled;
+        self
+    }
+
+    /// The process's name (default `Process-N`).
+    pub fn name(&mut self, name: impl Into<String>) -> &mut Command {
+        self.name = Some(name.into());
+        self
+    }
+
+    pub fn daemon(&mut self, daemon: bool) -> &mut Command {
+        self.daemon = daemon;
+        self
+    }
+
+    pub(crate) fn launch(&self) -> &Launch {
+        &self.launch
+    }
+
+    /// The process, not yet started: Python's `Process(...)`.
+    pub fn create(&self) -> Process {
+        let host = self.launch.program.inner.host.clone();
+        let node = host.root.create_child(self.launch.clone());
+        if let Some(name) = &self.name {
+            node.set_name(name.clone());
+        }
+        node.set_daemon(self.daemon).expect("a new process is not started");
+        Process { node, host }
+    }
+
+    /// The process, started.
+    pub fn spawn(&self) -> Result<Process, Error> {
+        let process = self.create();
+        process.start()?;
+        Ok(process)
+    }
+}

@@ -1,0 +1,169 @@
+//! The `mp:host/process` interface, as the host implements it for guests.
+//!
+//! A guest sees processes as WIT resources: each is an [`Arc<Node>`] in its
+//! store's resource table, so it can only reach the children it created (and
+//! itself, through `current-process`). Every operation maps onto the same
+//! [`Node`] methods the embedding API uses; waiting is asynchronous, so a
+//! guest blocked in `join` can itself be terminated at once.
+
+use crate::error::Error;
+use crate::exit::Signal;
+use crate::instance::Ctx;
+use crate::process::Node;
+use mp::host::process::{self as wit, Host, HostProcess};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::Resource;
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "program",
+    imports: { default: async | trappable },
+    exports: { default: async },
+    with: { "mp:host/process.process": GuestProcess },
+});
+
+/// A process as a guest holds it.
+pub struct GuestProcess {
+    node: Arc<Node>,
+    /// The calling process itself, from `current-process`.
+    is_self: bool,
+}
+
+impl From<Error> for wit::Error {
+    fn from(error: Error) -> wit::Error {
+        match error {
+            Error::AlreadyStarted => wit::Error::AlreadyStarted,
+            Error::NotStarted => wit::Error::NotStarted,
+            Error::JoinSelf => wit::Error::JoinSelf,
+            Error::StillRunning => wit::Error::StillRunning,
+            Error::Closed => wit::Error::Closed,
+            Error::DaemonChildren => wit::Error::DaemonChildren,
+            Error::UnknownEntry(name) => wit::Error::UnknownEntry(name),
+            Error::Spawn(why) => wit::Error::SpawnFailed(why),
+        }
+    }
+}
+
+type Answer<T> = wasmtime::Result<Result<T, wit::Error>>;
+
+impl Ctx {
+    fn process(&self, handle: &Resource<GuestProcess>) -> wasmtime::Result<&GuestProcess> {
+        Ok(self.table.get(handle)?)
+    }
+
+    /// Signals a process; signalling itself never returns, so that the
+    /// signal ends it before it runs on.
+    async fn signal(&mut self, handle: Resource<GuestProcess>, signal: Signal) -> Answer<()> {
+        let process = self.process(&handle)?;
+        let is_self = process.is_self;
+        if is_self {
+            let _ = self.node.signal(signal);
+            std::future::pending::<()>().await;
+        }
+        Ok(process.node.signal(signal).map_err(Into::into))
+    }
+}
+
+impl HostProcess for Ctx {
+    async fn new(&mut self, entry: String, args: Vec<u8>) -> wasmtime::Result<Resource<GuestProcess>> {
+        let launch = self.launch.child(entry, args);
+        let node = self.node.create_child(launch);
+        Ok(self.table.push(GuestProcess { node, is_self: false })?)
+    }
+
+    async fn name(&mut self, handle: Resource<GuestProcess>) -> wasmtime::Result<String> {
+        Ok(self.process(&handle)?.node.name())
+    }
+
+    async fn set_name(&mut self, handle: Resource<GuestProcess>, name: String) -> Answer<()> {
+        self.process(&handle)?.node.set_name(name);
+        Ok(Ok(()))
+    }
+
+    async fn daemon(&mut self, handle: Resource<GuestProcess>) -> wasmtime::Result<bool> {
+        Ok(self.process(&handle)?.node.is_daemon())
+    }
+
+    async fn set_daemon(&mut self, handle: Resource<GuestProcess>, daemon: bool) -> Answer<()> {
+        let process = self.process(&handle)?;
+        if process.is_self {
+            return Ok(Err(wit::Error::AlreadyStarted));
+        }
+        Ok(process.node.set_daemon(daemon).map_err(Into::into))
+    }
+
+    async fn start(&mut self, handle: Resource<GuestProcess>) -> Answer<()> {
+        let process = self.process(&handle)?;
+        if process.is_self {
+            return Ok(Err(wit::Error::AlreadyStarted));
+        }
+        if self.node.is_daemon() {
+            return Ok(Err(wit::Error::DaemonChildren));
+        }
+        Ok(process.node.start(&self.host).map_err(Into::into))
+    }
+
+    async fn join(&mut self, handle: Resource<GuestProcess>, timeout: Option<u64>) -> Answer<()> {
+        let process = self.process(&handle)?;
+        if process.is_self {
+            return Ok(Err(wit::Error::JoinSelf));
+        }
+        let node = process.node.clone();
+        let timeout = timeout.map(Duration::from_nanos);
+        Ok(node.join_async(timeout).await.map(|_| ()).map_err(Into::into))
+    }
+
+    async fn is_alive(&mut self, handle: Resource<GuestProcess>) -> wasmtime::Result<bool> {
+        let process = self.process(&handle)?;
+        Ok(process.is_self || process.node.is_alive())
+    }
+
+    async fn exitcode(&mut self, handle: Resource<GuestProcess>) -> wasmtime::Result<Option<i32>> {
+        Ok(self.process(&handle)?.node.exitcode().map(|c| c.code()))
+    }
+
+    async fn pid(&mut self, handle: Resource<GuestProcess>) -> wasmtime::Result<Option<u32>> {
+        Ok(self.process(&handle)?.node.pid())
+    }
+
+    async fn terminate(&mut self, handle: Resource<GuestProcess>) -> Answer<()> {
+        self.signal(handle, Signal::Term).await
+    }
+
+    async fn kill(&mut self, handle: Resource<GuestProcess>) -> Answer<()> {
+        self.signal(handle, Signal::Kill).await
+    }
+
+    async fn close(&mut self, handle: Resource<GuestProcess>) -> Answer<()> {
+        let process = self.process(&handle)?;
+        if process.is_self {
+            return Ok(Err(wit::Error::StillRunning));
+        }
+        Ok(process.node.close().map_err(Into::into))
+    }
+
+    async fn drop(&mut self, handle: Resource<GuestProcess>) -> wasmtime::Result<()> {
+        self.table.delete(handle)?;
+        Ok(())
+    }
+}
+
+impl Host for Ctx {
+    async fn current_process(&mut self) -> wasmtime::Result<Resource<GuestProcess>> {
+        let node = self.node.clone();
+        Ok(self.table.push(GuestProcess { node, is_self: true })?)
+    }
+
+    async fn getpid(&mut self) -> wasmtime::Result<u32> {
+        Ok(self.node.pid().unwrap_or_default())
+    }
+
+    async fn getppid(&mut self) -> wasmtime::Result<u32> {
+        Ok(self.node.ppid())
+    }
+
+    async fn cpu_count(&mut self) -> wasmtime::Result<u32> {
+        Ok(crate::runtime::cpu_count() as u32)
+    }
+}

@@ -1,0 +1,294 @@
+//! One process's Wasm instance, from a fresh store to its end.
+//!
+//! Both backends run a process the same way: a [`Store`] whose data is a
+//! [`Ctx`] (the WASI context with exactly the grants of the launch, the
+//! memory limiter, the process's place in the tree), an instance from the
+//! program's `InstancePre`, and a call of `main` or of a named entry. How the
+//! call ends (a return, `exit(N)`, a trap, an exceeded limit) becomes an
+//! [`Ended`] here, with a message that names the cause.
+
+use crate::command::Launch;
+use crate::limits::format_size;
+use crate::output::{GuestOutput, LineSink, Stdio, Stream};
+use crate::process::{Ended, Node};
+use crate::program::{Code, first_line};
+use crate::runtime::HostInner;
+use std::sync::Arc;
+use wasmtime::component::{HasSelf, ResourceTable};
+use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::bindings::Command as WasiCommand;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// The data of a process's store.
+pub(crate) struct Ctx {
+    wasi: WasiCtx,
+    /// Only for core modules, which see WASI through the preview 1 adapter.
+    p1: Option<WasiP1Ctx>,
+    pub(crate) table: ResourceTable,
+    limiter: MemoryLimiter,
+    pub(crate) node: Arc<Node>,
+    pub(crate) host: Arc<HostInner>,
+    pub(crate) launch: Launch,
+}
+
+impl WasiView for Ctx {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// The linker for components: WASI 0.2 and `mp:host/process`.
+pub(crate) fn component_linker(engine: &wasmtime::Engine) -> wasmtime::Result<wasmtime::component::Linker<Ctx>> {
+    let mut linker = wasmtime::component::Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    crate::guest::Program::add_to_linker::<_, HasSelf<_>>(&mut linker, |ctx| ctx)?;
+    Ok(linker)
+}
+
+/// The linker for core modules: WASI preview 1.
+pub(crate) fn core_linker(engine: &wasmtime::Engine) -> wasmtime::Result<wasmtime::Linker<Ctx>> {
+    let mut linker = wasmtime::Linker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |ctx: &mut Ctx| {
+        ctx.p1.as_mut().expect("a core module's store has a preview 1 context")
+    })?;
+    Ok(linker)
+}
+
+/// A process's stdout and stderr.
+pub(crate) struct Outputs {
+    pub(crate) stdout: Arc<LineSink>,
+    pub(crate) stderr: Arc<LineSink>,
+}
+
+impl Outputs {
+    pub(crate) fn new(launch: &Launch) -> Outputs {
+        Outputs {
+            stdout: LineSink::new(&launch.stdout, Stream::Stdout, launch.label.clone()),
+            stderr: LineSink::new(&launch.stderr, Stream::Stderr, launch.label.clone()),
+        }
+    }
+
+    /// Passes on what is left of the last lines.
+    pub(crate) fn finish(&self) {
+        self.stdout.finish();
+        self.stderr.finish();
+    }
+
+    /// Tells, on the process's stderr, why it ended.
+    pub(crate) fn report(&self, ended: &Ended) {
+        if let Some(reason) = &ended.reason {
+            self.stderr.finish();
+            self.stderr.write(format!("error: {reason}\n").as_bytes());
+        }
+    }
+}
+
+/// Runs the process described by `launch` to its end.
+pub(crate) async fn run(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, outputs: &Outputs) -> Ended {
+    let limits = launch.limits;
+    let ended = match call(host, node, launch, outputs).await {
+        Ok(ended) => ended,
+        Err(error) => classify(&error, &limits),
+    };
+    outputs.report(&ended);
+    ended
+}
+
+async fn call(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, outputs: &Outputs) -> wasmtime::Result<Ended> {
+    let program = launch.program.clone();
+    let entry = launch.entry.clone();
+    let input = launch.input.clone();
+    let mut store = new_store(host, node, launch, outputs)?;
+    match (&program.inner.code, entry) {
+        (Code::Component(pre), None) => {
+            let instance = pre.instantiate_async(&mut store).await?;
+            let command = WasiCommand::new(&mut store, &instance)?;
+            Ok(match command.wasi_cli_run().call_run(&mut store).await? {
+                Ok(()) => Ended::code(0),
+                Err(()) => Ended::code(1),
+            })
+        }
+        (Code::Component(pre), Some(entry)) => {
+            let instance = pre.instantiate_async(&mut store).await?;
+            let program = crate::guest::Program::new(&mut store, &instance)?;
+            Ok(match program.mp_host_entries().call_call(&mut store, &entry, &input).await? {
+                Ok(_) => Ended::code(0),
+                Err(message) => Ended::failure(format!("entry `{entry}` failed: {message}")),
+            })
+        }
+        (Code::Core(pre), entry) => {
+            let instance = pre.instantiate_async(&mut store).await?;
+            let name = entry.as_deref().unwrap_or("_start");
+            let func = instance.get_typed_func::<(), ()>(&mut store, name)?;
+            func.call_async(&mut store, ()).await?;
+            Ok(Ended::code(0))
+        }
+    }
+}
+
+/// The entry names a program offers, asked of one throwaway instance.
+pub(crate) async fn list_entries(
+    host: Arc<HostInner>,
+    pre: wasmtime::component::InstancePre<Ctx>,
+) -> wasmtime::Result<Vec<String>> {
+    let program = crate::guest::ProgramPre::new(pre.clone())?;
+    let launch_outputs = Outputs {
+        stdout: LineSink::new(&Stdio::null(), Stream::Stdout, None),
+        stderr: LineSink::new(&Stdio::null(), Stream::Stderr, None),
+    };
+    let mut store = Store::new(
+        &host.engine,
+        Ctx {
+            wasi: wasi_builder(&[], &launch_outputs).build(),
+            p1: None,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter { max: None },
+            node: Node::detached(),
+            launch: probe_launch(&host, pre)?,
+            host: host.clone(),
+        },
+    );
+    prepare_store(&mut store, None, host.fuel);
+    let program = program.instantiate_async(&mut store).await?;
+    program.mp_host_entries().call_list(&mut store).await
+}
+
+/// A launch for the probe instance: it never spawns, so any will do.
+fn probe_launch(host: &Arc<HostInner>, pre: wasmtime::component::InstancePre<Ctx>) -> wasmtime::Result<Launch> {
+    let program = crate::program::Program {
+        inner: Arc::new(crate::program::ProgramInner {
+            host: host.clone(),
+            path: None,
+            code: Code::Component(pre),
+            entries: Vec::new(),
+            has_main: false,
+            kind: crate::program::ProgramKind::Program,
+        }),
+    };
+    Ok(program.command().launch().clone())
+}
+
+fn new_store(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, outputs: &Outputs) -> wasmtime::Result<Store<Ctx>> {
+    let mut builder = wasi_builder(&launch.env, outputs);
+    builder.arg(program_name(&launch));
+    for arg in &launch.args {
+        builder.arg(arg);
+    }
+    for (host_dir, guest_dir) in &launch.dirs {
+        builder
+            .preopened_dir(host_dir, guest_dir, FsPerms::ReadWrite)
+            .map_err(|e| wasmtime::format_err!("cannot grant directory {}: {e}", host_dir.display()))?;
+    }
+    let (wasi, p1) = match &launch.program.inner.code {
+        Code::Component(_) => (builder.build(), None),
+        Code::Core(_) => (WasiCtxBuilder::new().build(), Some(builder.build_p1())),
+    };
+    let limits = launch.limits;
+    let fuel = host.fuel;
+    if limits.fuel.is_some() && !fuel {
+        wasmtime::bail!("a fuel limit needs a host built with fuel metering (HostBuilder::fuel)");
+    }
+    let engine = host.engine.clone();
+    let mut store = Store::new(
+        &engine,
+        Ctx {
+            wasi,
+            p1,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter { max: limits.max_memory },
+            node,
+            host,
+            launch,
+        },
+    );
+    prepare_store(&mut store, limits.fuel, fuel);
+    Ok(store)
+}
+
+fn prepare_store(store: &mut Store<Ctx>, budget: Option<u64>, metered: bool) {
+    store.limiter(|ctx| &mut ctx.limiter);
+    // Yield at every epoch tick: many guests share few threads, and a
+    // terminate (which ticks the epoch) reaches even a guest in a tight loop.
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_async_yield_and_update(1);
+    if metered {
+        store.set_fuel(budget.unwrap_or(u64::MAX)).expect("fuel metering is on");
+    }
+}
+
+fn wasi_builder(env: &[(String, String)], outputs: &Outputs) -> WasiCtxBuilder {
+    let mut builder = WasiCtxBuilder::new();
+    builder
+        .stdout(GuestOutput(outputs.stdout.clone()))
+        .stderr(GuestOutput(outputs.stderr.clone()))
+        .envs(env);
+    builder
+}
+
+/// `argv[0]`: the program's file name, as a shell would give it.
+fn program_name(launch: &Launch) -> String {
+    launch
+        .program
+        .path()
+        .and_then(|p| p.file_name())
+        .map_or_else(|| "program".to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+/// Turns a failed call into Python's exit code and a message naming the cause.
+fn classify(error: &wasmtime::Error, limits: &crate::limits::Limits) -> Ended {
+    if let Some(exit) = error.downcast_ref::<I32Exit>() {
+        return Ended::code(exit.0);
+    }
+    if let Some(limit) = error.downcast_ref::<MemoryLimitExceeded>() {
+        return Ended::failure(limit.to_string());
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => Ended::failure(format!(
+            "fuel exhausted: the process used up its budget of {} instructions (--fuel)",
+            limits.fuel.unwrap_or_default()
+        )),
+        Some(Trap::StackOverflow) => Ended::failure("wasm trap: stack overflow (call stack exhausted)".into()),
+        Some(trap) => Ended::failure(format!("wasm trap: {trap}")),
+        None => Ended::failure(first_line(error)),
+    }
+}
+
+/// Caps a process's linear memory; growing past the cap fails it.
+struct MemoryLimiter {
+    max: Option<u64>,
+}
+
+#[derive(Debug)]
+struct MemoryLimitExceeded {
+    limit: u64,
+    desired: u64,
+}
+
+impl std::fmt::Display for MemoryLimitExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "memory limit exceeded: the process tried to grow its memory to {} bytes, past its limit of {} (--max-memory)",
+            self.desired,
+            format_size(self.limit)
+        )
+    }
+}
+
+impl std::error::Error for MemoryLimitExceeded {}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        match self.max {
+            Some(limit) if desired as u64 > limit => {
+                Err(MemoryLimitExceeded { limit, desired: desired as u64 }.into())
+            }
+            _ => Ok(true),
+        }
+    }
+
+    fn table_growing(&mut self, _current: usize, _desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(true)
+    }
+}

@@ -1,0 +1,45 @@
+//! Python's `multiprocessing`, rebuilt for WebAssembly.
+//!
+//! A [`Host`] runs every process as an isolated Wasm instance and enforces the
+//! lifecycle Python users know: [`Process::start`], [`Process::join`],
+//! [`Process::terminate`], [`Process::kill`], [`Process::is_alive`],
+//! [`Process::exitcode`], daemons, pids, names, orphans adopted by the root,
+//! no zombies. A process sees nothing of the host unless granted (files,
+//! environment, network), and can be capped in memory, instructions and time.
+//! Guests reach the same model through the WIT interface in `wit/`.
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! let host = host::Host::new()?;
+//! let program = host.load("target/guests/seed-hello.wasm")?;
+//! let process = program.command().spawn()?;
+//! let code = process.join()?;
+//! println!("{} (pid {:?}) ended with {code}", process.name(), process.pid());
+//! # Ok(()) }
+//! ```
+//!
+//! The [`BackendKind::Thread`] backend (the default) runs processes as tasks
+//! on a shared thread pool with virtual pids; [`BackendKind::Native`] (cargo
+//! feature `native`) runs each as a real OS process.
+
+mod backend;
+mod command;
+mod error;
+mod exit;
+mod guest;
+mod instance;
+mod limits;
+mod output;
+mod process;
+mod program;
+mod runtime;
+
+pub use backend::BackendKind;
+pub use command::Command;
+pub use error::{Error, LoadError};
+pub use exit::{ExitCode, Signal};
+pub use limits::{Limits, format_size, parse_duration, parse_size};
+pub use output::{Capture, Stdio};
+pub use process::Process;
+pub use program::{Program, ProgramKind};
+pub use runtime::{Host, HostBuilder, cpu_count};

@@ -1,0 +1,419 @@
+//! A process: its handle, its place in the process tree, and its end.
+//!
+//! [`Node`] is the state of one process shared by everyone who may look at
+//! it: the embedder's [`Process`] handle, the guest that created it, the
+//! backend that runs it, and the tree (its parent's children, the root that
+//! adopts orphans). It follows Python's lifecycle: created, started once,
+//! ended (observed through `join`, `is_alive`, `exitcode`), and closed. The
+//! backends only start a process and report its end through
+//! [`Node::finish`]; every rule of the lifecycle lives here, written once.
+
+use crate::backend::Control;
+use crate::command::Launch;
+use crate::error::Error;
+use crate::exit::{ExitCode, Signal};
+use crate::runtime::HostInner;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// A process of a [`Program`](crate::Program): Python's `Process` object.
+///
+/// Made by [`Command::create`](crate::Command::create) (not started) or
+/// [`Command::spawn`](crate::Command::spawn) (started). Dropping the handle
+/// neither waits for nor ends the process.
+///
+/// ```no_run
+/// # fn main() -> anyhow::Result<()> {
+/// use std::time::Duration;
+/// let host = host::Host::new()?;
+/// let program = host.load("target/guests/sleep.wasm")?;
+/// let process = program.command().arg("60").create();
+/// assert_eq!(process.name(), "Process-1");
+/// process.start()?;
+/// assert_eq!(process.join_timeout(Duration::from_millis(10))?, None);
+/// process.terminate()?;
+/// assert_eq!(process.join()?.code(), -15);
+/// # Ok(()) }
+/// ```
+pub struct Process {
+    pub(crate) node: Arc<Node>,
+    pub(crate) host: Arc<HostInner>,
+}
+
+impl Process {
+    /// Starts the process; the caller is not blocked. At most once.
+    pub fn start(&self) -> Result<(), Error> {
+        self.node.start(&self.host)
+    }
+
+    /// Blocks until the process ends; returns its exit code.
+    pub fn join(&self) -> Result<ExitCode, Error> {
+        self.node.join(None).map(|code| code.expect("an unbounded join returns an end"))
+    }
+
+    /// Blocks until the process ends or `timeout` passes; `None` on timeout.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<Option<ExitCode>, Error> {
+        self.node.join(Some(timeout))
+    }
+
+    /// True from `start` until the process has ended.
+    pub fn is_alive(&self) -> bool {
+        self.node.is_alive()
+    }
+
+    /// `None` while running or before start; otherwise Python's exit code.
+    pub fn exitcode(&self) -> Option<ExitCode> {
+        self.node.exitcode()
+    }
+
+    /// Why the process failed (a trap, an exceeded limit, an entry's error),
+    /// once it has; the same text went to its stderr.
+    pub fn failure(&self) -> Option<String> {
+        self.node.ended().and_then(|ended| ended.reason)
+    }
+
+    /// How long the process has run: from start to its end, or to now.
+    pub fn run_time(&self) -> Option<Duration> {
+        self.node.run_time()
+    }
+
+    /// `None` before start; a virtual pid on the thread backend, a real one
+    /// on the native backend.
+    pub fn pid(&self) -> Option<u32> {
+        self.node.pid()
+    }
+
+    /// `Process-N` unless named otherwise.
+    pub fn name(&self) -> String {
+        self.node.name()
+    }
+
+    pub fn set_name(&self, name: impl Into<String>) {
+        self.node.set_name(name.into());
+    }
+
+    pub fn daemon(&self) -> bool {
+        self.node.is_daemon()
+    }
+
+    /// A daemon is terminated when its parent ends and may not have
+    /// children. Only before start.
+    pub fn set_daemon(&self, daemon: bool) -> Result<(), Error> {
+        self.node.set_daemon(daemon)
+    }
+
+    /// Ends the process however it is busy (`SIGTERM`; exitcode -15).
+    pub fn terminate(&self) -> Result<(), Error> {
+        self.node.signal(Signal::Term)
+    }
+
+    /// Ends the process however it is busy (`SIGKILL`; exitcode -9).
+    pub fn kill(&self) -> Result<(), Error> {
+        self.node.signal(Signal::Kill)
+    }
+
+    /// Releases the process object; an error while it is still running.
+    pub fn close(&self) -> Result<(), Error> {
+        self.node.close()
+    }
+}
+
+impl std::fmt::Debug for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process")
+            .field("name", &self.name())
+            .field("pid", &self.pid())
+            .field("daemon", &self.daemon())
+            .field("exitcode", &self.exitcode())
+            .finish()
+    }
+}
+
+/// How a process ended: its code and, for a failure, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Ended {
+    pub(crate) code: ExitCode,
+    pub(crate) reason: Option<String>,
+}
+
+impl Ended {
+    pub(crate) fn code(code: i32) -> Ended {
+        Ended { code: ExitCode::from(code), reason: None }
+    }
+
+    pub(crate) fn signal(signal: Signal) -> Ended {
+        Ended { code: ExitCode::from_signal(signal), reason: None }
+    }
+
+    pub(crate) fn failure(reason: String) -> Ended {
+        Ended { code: ExitCode::FAILURE, reason: Some(reason) }
+    }
+}
+
+enum State {
+    Created(Box<Launch>),
+    Running(Arc<dyn Control>),
+    Closed,
+}
+
+/// One process as the host tracks it.
+pub(crate) struct Node {
+    name: Mutex<String>,
+    daemon: AtomicBool,
+    pid: OnceLock<u32>,
+    ppid: AtomicU32,
+    state: Mutex<State>,
+    ended: Mutex<Option<Ended>>,
+    ended_cond: Condvar,
+    ended_notify: tokio::sync::Notify,
+    children: Mutex<Vec<Arc<Node>>>,
+    created: AtomicU32,
+    started_at: OnceLock<Instant>,
+    ended_at: OnceLock<Instant>,
+}
+
+impl Node {
+    fn new(name: String, ppid: u32, state: State) -> Arc<Node> {
+        Arc::new(Node {
+            name: Mutex::new(name),
+            daemon: AtomicBool::new(false),
+            pid: OnceLock::new(),
+            ppid: AtomicU32::new(ppid),
+            state: Mutex::new(state),
+            ended: Mutex::new(None),
+            ended_cond: Condvar::new(),
+            ended_notify: tokio::sync::Notify::new(),
+            children: Mutex::new(Vec::new()),
+            created: AtomicU32::new(0),
+            started_at: OnceLock::new(),
+            ended_at: OnceLock::new(),
+        })
+    }
+
+    /// The host itself: parent of root processes, adopter of orphans.
+    pub(crate) fn root(pid: u32) -> Arc<Node> {
+        let root = Node::new("MainProcess".into(), 0, State::Closed);
+        root.set_pid(pid);
+        root
+    }
+
+    /// A process outside the tree, for looking into a program once.
+    pub(crate) fn detached() -> Arc<Node> {
+        Node::new("probe".into(), 0, State::Closed)
+    }
+
+    /// A new, not yet started child of `self`, named `Process-N`.
+    pub(crate) fn create_child(self: &Arc<Node>, launch: Launch) -> Arc<Node> {
+        let n = self.created.fetch_add(1, Ordering::Relaxed) + 1;
+        let ppid = self.pid().unwrap_or_default();
+        let child = Node::new(format!("Process-{n}"), ppid, State::Created(Box::new(launch)));
+        let mut children = self.children.lock().unwrap();
+        children.retain(|c| c.ended().is_none());
+        children.push(child.clone());
+        child
+    }
+
+    pub(crate) fn set_pid(&self, pid: u32) {
+        let _ = self.pid.set(pid);
+    }
+
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.pid.get().copied()
+    }
+
+    pub(crate) fn ppid(&self) -> u32 {
+        self.ppid.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn name(&self) -> String {
+        self.name.lock().unwrap().clone()
+    }
+
+    pub(crate) fn set_name(&self, name: String) {
+        *self.name.lock().unwrap() = name;
+    }
+
+    pub(crate) fn is_daemon(&self) -> bool {
+        self.daemon.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_daemon(&self, daemon: bool) -> Result<(), Error> {
+        match &*self.state.lock().unwrap() {
+            State::Created(_) => {
+                self.daemon.store(daemon, Ordering::SeqCst);
+                Ok(())
+            }
+            State::Running(_) => Err(Error::AlreadyStarted),
+            State::Closed => Err(Error::Closed),
+        }
+    }
+
+    /// Starts the process on the host's backend.
+    pub(crate) fn start(self: &Arc<Node>, host: &Arc<HostInner>) -> Result<(), Error> {
+        let mut state = self.state.lock().unwrap();
+        let launch = match &mut *state {
+            State::Created(launch) => launch,
+            State::Running(_) => return Err(Error::AlreadyStarted),
+            State::Closed => return Err(Error::Closed),
+        };
+        if let Some(entry) = &launch.entry
+            && !launch.program.has_entry(entry)
+        {
+            return Err(Error::UnknownEntry(entry.clone()));
+        }
+        if host.closed.load(Ordering::SeqCst) {
+            return Err(Error::Spawn("the host is shutting down".into()));
+        }
+        launch.prepare(&self.name());
+        let _ = self.started_at.set(Instant::now());
+        let daemon = self.is_daemon();
+        if !daemon {
+            host.live.add();
+        }
+        match host.backend.start(host, self, launch) {
+            Ok(control) => {
+                *state = State::Running(control);
+                Ok(())
+            }
+            Err(error) => {
+                if !daemon {
+                    host.live.remove();
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Records the end of the process: daemon children are terminated,
+    /// the others adopted by the root; then waiters are woken.
+    pub(crate) fn finish(&self, host: &HostInner, ended: Ended) {
+        let children = std::mem::take(&mut *self.children.lock().unwrap());
+        let orphans: Vec<Arc<Node>> = children.into_iter().filter(|c| c.is_alive()).collect();
+        for child in &orphans {
+            if child.is_daemon() {
+                let _ = child.signal(Signal::Term);
+            } else {
+                child.ppid.store(host.root.pid().unwrap_or_default(), Ordering::SeqCst);
+            }
+        }
+        host.root
+            .children
+            .lock()
+            .unwrap()
+            .extend(orphans.into_iter().filter(|c| !c.is_daemon()));
+        let _ = self.ended_at.set(Instant::now());
+        *self.ended.lock().unwrap() = Some(ended);
+        self.ended_cond.notify_all();
+        self.ended_notify.notify_waiters();
+        if !self.is_daemon() {
+            host.live.remove();
+        }
+    }
+
+    pub(crate) fn ended(&self) -> Option<Ended> {
+        self.ended.lock().unwrap().clone()
+    }
+
+    /// From start to end (or to now, while running).
+    pub(crate) fn run_time(&self) -> Option<Duration> {
+        let started = *self.started_at.get()?;
+        Some(self.ended_at.get().copied().unwrap_or_else(Instant::now) - started)
+    }
+
+    pub(crate) fn exitcode(&self) -> Option<ExitCode> {
+        self.ended().map(|e| e.code)
+    }
+
+    pub(crate) fn is_alive(&self) -> bool {
+        matches!(*self.state.lock().unwrap(), State::Running(_)) && self.ended.lock().unwrap().is_none()
+    }
+
+    fn check_started(&self) -> Result<(), Error> {
+        match &*self.state.lock().unwrap() {
+            State::Created(_) => Err(Error::NotStarted),
+            State::Running(_) => Ok(()),
+            State::Closed => Err(Error::Closed),
+        }
+    }
+
+    /// Waits for the end, blocking the calling thread.
+    pub(crate) fn join(&self, timeout: Option<Duration>) -> Result<Option<ExitCode>, Error> {
+        self.check_started()?;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut ended = self.ended.lock().unwrap();
+        loop {
+            if let Some(e) = &*ended {
+                return Ok(Some(e.code));
+            }
+            ended = match deadline {
+                None => self.ended_cond.wait(ended).unwrap(),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok(None);
+                    }
+                    self.ended_cond.wait_timeout(ended, left).unwrap().0
+                }
+            };
+        }
+    }
+
+    /// Waits for the end without blocking a thread: what a guest's `join` does.
+    pub(crate) async fn join_async(&self, timeout: Option<Duration>) -> Result<Option<ExitCode>, Error> {
+        self.check_started()?;
+        let wait = async {
+            loop {
+                let notified = self.ended_notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if let Some(code) = self.exitcode() {
+                    return code;
+                }
+                notified.await;
+            }
+        };
+        match timeout {
+            None => Ok(Some(wait.await)),
+            Some(t) => Ok(tokio::time::timeout(t, wait).await.ok()),
+        }
+    }
+
+    /// Sends `signal`; a process that has already ended is left as it is.
+    pub(crate) fn signal(&self, signal: Signal) -> Result<(), Error> {
+        self.check_started()?;
+        if let State::Running(control) = &*self.state.lock().unwrap()
+            && self.ended.lock().unwrap().is_none()
+        {
+            control.signal(signal);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn close(&self) -> Result<(), Error> {
+        let mut state = self.state.lock().unwrap();
+        if matches!(*state, State::Running(_)) && self.ended.lock().unwrap().is_none() {
+            return Err(Error::StillRunning);
+        }
+        *state = State::Closed;
+        Ok(())
+    }
+
+    /// Terminates every live process below this one and waits for each; the
+    /// host's shutdown. Orphans adopted meanwhile are ended too.
+    pub(crate) fn terminate_descendants(&self) {
+        loop {
+            let children = std::mem::take(&mut *self.children.lock().unwrap());
+            let live: Vec<_> = children.into_iter().filter(|c| c.is_alive()).collect();
+            if live.is_empty() {
+                return;
+            }
+            for child in &live {
+                let _ = child.signal(Signal::Term);
+            }
+            for child in &live {
+                let _ = child.join(None);
+            }
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! The host: one engine, one executor and one process tree, shared by every
+//! process it runs.
+//!
+//! [`Host`] is the embedder's entry point. It owns the wasmtime [`Engine`]
+//! (configured once: pooling allocator with copy-on-write memory images, epoch
+//! interruption, optional fuel), the tokio runtime that drives guests on the
+//! thread backend, the linkers that give guests WASI and `mp:host/process`,
+//! and the root of the process tree, which adopts orphans. Everything a
+//! running process needs is in [`HostInner`], shared by `Arc`; the runtime
+//! itself stays with [`Host`] so that it is only ever dropped outside of it.
+
+use crate::backend::{self, Backend, BackendKind};
+use crate::error::LoadError;
+use crate::instance::Ctx;
+use crate::process::Node;
+use crate::program::{self, Program};
+use std::future::Future;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often running guests are asked to yield, so that many share few threads.
+const TIME_SLICE: Duration = Duration::from_millis(10);
+
+/// Configures a [`Host`].
+///
+/// ```no_run
+/// # fn main() -> anyhow::Result<()> {
+/// let host = host::Host::builder().fuel(true).max_processes(2_000).build()?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct HostBuilder {
+    backend: BackendKind,
+    fuel: bool,
+    max_processes: u32,
+    max_memory: u64,
+    threads: Option<usize>,
+}
+
+impl Default for HostBuilder {
+    fn default() -> HostBuilder {
+        HostBuilder {
+            backend: BackendKind::Thread,
+            fuel: false,
+            max_processes: 12_000,
+            max_memory: 1 << 30,
+            threads: None,
+        }
+    }
+}
+
+impl HostBuilder {
+    /// Which backend runs the processes (default: [`BackendKind::Thread`]).
+    pub fn backend(mut self, backend: BackendKind) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Meters instructions, so that processes can be given a fuel budget.
+    /// Off by default: metering costs every guest some speed.
+    pub fn fuel(mut self, enabled: bool) -> Self {
+        self.fuel = enabled;
+        self
+    }
+
+    /// How many processes may be alive at once (default 12,000). Each slot
+    /// reserves address space up front, so this bounds the host's footprint.
+    pub fn max_processes(mut self, n: u32) -> Self {
+        self.max_processes = n.max(1);
+        self
+    }
+
+    /// The most linear memory any one process may have (default 1 GiB); a
+    /// process's own `max_memory` limit can only be lower.
+    pub fn max_memory_per_process(mut self, bytes: u64) -> Self {
+        self.max_memory = bytes.max(64 << 10);
+        self
+    }
+
+    /// How many OS threads run guests on the thread backend (default: the
+    /// cpu count). Guests time-slice on them; blocked guests take none.
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = Some(n.max(1));
+        self
+    }
+
+    pub fn build(self) -> anyhow::Result<Host> {
+        let engine = Engine::new(&self.engine_config())?;
+        let threads = self.threads.unwrap_or_else(cpu_count).max(2);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("host-guest")
+            .enable_all()
+            .build()?;
+        let backend = backend::create(self.backend)?;
+        let inner = Arc::new(HostInner {
+            component_linker: crate::instance::component_linker(&engine)?,
+            core_linker: crate::instance::core_linker(&engine)?,
+            root: Node::root(backend.root_pid()),
+            engine,
+            runtime: runtime.handle().clone(),
+            backend,
+            fuel: self.fuel,
+            live: Live::default(),
+            closed: AtomicBool::new(false),
+        });
+        let ticker = inner.engine.weak();
+        runtime.spawn(async move {
+            let mut interval = tokio::time::interval(TIME_SLICE);
+            loop {
+                interval.tick().await;
+                match ticker.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        });
+        Ok(Host { inner, runtime: Some(runtime) })
+    }
+
+    fn engine_config(&self) -> Config {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.consume_fuel(self.fuel);
+        config.wasm_component_model(true);
+        // Every process instance comes from a pre-reserved slot: instantiation
+        // is a few page-table operations, and memory is a copy-on-write image.
+        // A slot reserves `max_memory` of address space, not 4 GiB + guards,
+        // so tens of thousands of processes fit.
+        let slots = self.max_processes;
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(slots)
+            .total_core_instances(slots.saturating_mul(4))
+            .total_memories(slots.saturating_mul(2))
+            .total_tables(slots.saturating_mul(4))
+            .total_stacks(slots)
+            .max_memory_size(self.max_memory as usize)
+            .max_core_instances_per_component(32)
+            .max_memories_per_component(4)
+            .max_tables_per_component(16);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        config.memory_reservation(self.max_memory);
+        config.memory_guard_size(64 << 10);
+        config.memory_reservation_for_growth(0);
+        config
+    }
+}
+
+/// The processes of one host, and the engine that runs them.
+///
+/// Dropping the host terminates every process still running; call
+/// [`Host::wait`] first to let non-daemon processes finish, as Python does at
+/// exit.
+///
+/// ```no_run
+/// # fn main() -> anyhow::Result<()> {
+/// let host = host::Host::new()?;
+/// let program = host.load("target/guests/seed-hello.wasm")?;
+/// let process = program.command().spawn()?;
+/// println!("started pid {:?}", process.pid());
+/// let code = process.join()?;
+/// host.wait();
+/// println!("ended with {code}");
+/// # Ok(()) }
+/// ```
+pub struct Host {
+    inner: Arc<HostInner>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// What running processes share with the host.
+pub(crate) struct HostInner {
+    pub(crate) engine: Engine,
+    pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) component_linker: wasmtime::component::Linker<Ctx>,
+    pub(crate) core_linker: wasmtime::Linker<Ctx>,
+    pub(crate) backend: Box<dyn Backend>,
+    pub(crate) root: Arc<Node>,
+    pub(crate) fuel: bool,
+    pub(crate) live: Live,
+    pub(crate) closed: AtomicBool,
+}
+
+impl Host {
+    /// A host with the default configuration: the thread backend.
+    pub fn new() -> anyhow::Result<Host> {
+        HostBuilder::default().build()
+    }
+
+    pub fn builder() -> HostBuilder {
+        HostBuilder::default()
+    }
+
+    /// Loads and compiles the program at `path` (a `.wasm` component or core
+    /// module, or a `.wat` text module).
+    pub fn load(&self, path: impl AsRef<Path>) -> Result<Program, LoadError> {
+        program::load_file(&self.inner, path.as_ref())
+    }
+
+    /// Compiles a program from its bytes.
+    pub fn load_bytes(&self, bytes: &[u8]) -> Result<Program, LoadError> {
+        program::load(&self.inner, bytes, None)
+    }
+
+    /// The host's own pid: the parent of root processes and of orphans.
+    pub fn pid(&self) -> u32 {
+        self.inner.root.pid().unwrap_or_default()
+    }
+
+    /// Which backend runs this host's processes.
+    pub fn backend(&self) -> BackendKind {
+        self.inner.backend.kind()
+    }
+
+    /// Blocks until every non-daemon process has ended, orphans included.
+    pub fn wait(&self) {
+        self.inner.live.wait_idle();
+    }
+
+    /// Terminates every process still running (daemons included) and waits
+    /// for them to end. Further starts are refused.
+    pub fn shutdown(&self) {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        self.inner.root.terminate_descendants();
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.shutdown();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+impl HostInner {
+    /// Runs `future` to completion on the host's executor, from outside it.
+    pub(crate) fn block_on<F: Future>(&self, future: F) -> F::Output {
+        match tokio::runtime::Handle::try_current() {
+            Ok(_) => tokio::task::block_in_place(|| self.runtime.block_on(future)),
+            Err(_) => self.runtime.block_on(future),
+        }
+    }
+}
+
+/// The count of running non-daemon processes, which the host waits on.
+#[derive(Default)]
+pub(crate) struct Live {
+    count: Mutex<usize>,
+    idle: Condvar,
+}
+
+impl Live {
+    pub(crate) fn add(&self) {
+        *self.count.lock().unwrap() += 1;
+    }
+
+    pub(crate) fn remove(&self) {
+        let mut count = self.count.lock().unwrap();
+        *count -= 1;
+        if *count == 0 {
+            self.idle.notify_all();
+        }
+    }
+
+    fn wait_idle(&self) {
+        let mut count = self.count.lock().unwrap();
+        while *count > 0 {
+            count = self.idle.wait(count).unwrap();
+        }
+    }
+}
+
+/// The host's cpu count, as Python's `os.cpu_count()`.
+pub fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
