@@ -1,0 +1,660 @@
+//! `mp`: Python's `multiprocessing`, for Rust programs compiled to
+//! `wasm32-wasip2` and run by the `host` of this project.
+//!
+//! # The model
+//!
+//! A *program* is one Wasm component; a *process* is one instance of it, with
+//! its own memory and its own pid. A program that uses this crate targets the
+//! `program` world of `wit/mp.wit`: it imports the host's `process` interface
+//! and exports *entries*, named functions (and types) at which the host can
+//! start a child. Creating a [`Process`] names an entry of **this same
+//! program**; starting it makes the host create a fresh instance of the
+//! program and call that entry with the serialized arguments. This is Python's
+//! `spawn` start method:
+//!
+//! - **Children never run `main`.** A child enters at its named entry, so
+//!   `fn main` plays the part of Python's `if __name__ == '__main__':` guard.
+//!   The re-entry guard is structural: there is nothing to forget.
+//! - **Module state starts fresh in every child.** A `static` in a child holds
+//!   its initial value, whatever the parent did to its own copy, and nothing
+//!   the child does is visible to the parent: processes share no memory.
+//! - **Arguments and results travel as JSON** (`serde_json`), so an entry's
+//!   argument type must implement [`serde::Deserialize`] and the value passed
+//!   to [`Process::new`] [`serde::Serialize`].
+//!
+//! # Example
+//!
+//! ```no_run
+//! use mp::{Process, getpid, target};
+//!
+//! fn worker(n: u32) {
+//!     println!("child {n} pid={}", getpid());
+//! }
+//!
+//! // The entries this program can be started at; exactly once per program.
+//! mp::entries!(worker);
+//!
+//! fn main() {
+//!     let p = Process::new(target!(worker), 5).with_name("w");
+//!     p.start().unwrap();
+//!     p.join().unwrap();
+//!     println!("{:?} {:?} {}", p.exitcode(), p.pid(), p.is_alive());
+//! }
+//! ```
+//!
+//! The type form (Python's "subclass `Process` and override `run`") is the
+//! [`Run`] trait with [`Process::from_type`], registered with
+//! `mp::entries!(...; types: MyType)`.
+//!
+//! # Entry functions
+//!
+//! An entry is a plain `fn` taking zero, one or several arguments and
+//! returning anything serializable (`()` included). With several arguments
+//! the value passed to [`Process::new`] is a tuple, as Python's `args=(..)`:
+//!
+//! ```no_run
+//! # use mp::{Process, target};
+//! fn hello() { println!("hello"); }
+//! fn square(x: i64) -> i64 { x * x }
+//! fn add(a: i32, b: i32) -> i32 { a + b }
+//! mp::entries!(hello, square, add);
+//! # fn main() {
+//! Process::new(target!(hello), ()).start().unwrap();
+//! Process::new(target!(square), 7).start().unwrap();
+//! Process::new(target!(add), (1, 2)).start().unwrap();
+//! # }
+//! ```
+//!
+//! An entry that panics ends its process with exitcode 1; one that calls
+//! `std::process::exit(n)` ends it with exitcode `n`.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The bindings generated from `wit/` by `wit-bindgen` (world `program`).
+///
+/// Used by [`entries!`]; programs normally need nothing from here.
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "program",
+        path: "../../wit",
+        pub_export_macro: true,
+        default_bindings_module: "::mp::bindings",
+    });
+}
+
+/// `wasi:cli/exit@0.2.12`, for [`exit`].
+mod wasi_exit {
+    wit_bindgen::generate!({
+        inline: "package mp:sdk; world exit { import wasi:cli/exit@0.2.12; }",
+        path: "wit/wasi-cli-exit.wit",
+        generate_all,
+    });
+}
+
+use bindings::mp::host::process as wit;
+
+#[doc(hidden)]
+pub use serde_json as __serde_json;
+
+/// Why an operation on a [`Process`] was refused: the error Python raises for
+/// the same misuse (mirrors the WIT `error` variant).
+///
+/// ```no_run
+/// # fn f(n: u32) {}
+/// # mp::entries!(f);
+/// # fn main() {
+/// let p = mp::Process::new(mp::target!(f), 1);
+/// assert_eq!(p.join(), Err(mp::Error::NotStarted));
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Error {
+    /// `start` on a process that was already started.
+    AlreadyStarted,
+    /// `join`, `terminate` or `kill` on a process never started.
+    NotStarted,
+    /// `join` on the calling process itself.
+    JoinSelf,
+    /// `close` on a running process, or `set_daemon` on a started one.
+    StillRunning,
+    /// Any operation on a process after `close`.
+    Closed,
+    /// A daemon tried to create a child ("daemonic processes are not allowed
+    /// to have children").
+    DaemonChildren,
+    /// The program has no entry of this name.
+    UnknownEntry(String),
+    /// The process could not be started (the message says why).
+    SpawnFailed(String),
+}
+
+impl Error {
+    /// The variant's name without its payload, e.g. `"UnknownEntry"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::AlreadyStarted => "AlreadyStarted",
+            Error::NotStarted => "NotStarted",
+            Error::JoinSelf => "JoinSelf",
+            Error::StillRunning => "StillRunning",
+            Error::Closed => "Closed",
+            Error::DaemonChildren => "DaemonChildren",
+            Error::UnknownEntry(_) => "UnknownEntry",
+            Error::SpawnFailed(_) => "SpawnFailed",
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::AlreadyStarted => f.write_str("processes can only be started once"),
+            Error::NotStarted => f.write_str("can only use a started process"),
+            Error::JoinSelf => f.write_str("can only join a child process"),
+            Error::StillRunning => f.write_str("process is still running"),
+            Error::Closed => f.write_str("process object is closed"),
+            Error::DaemonChildren => {
+                f.write_str("daemonic processes are not allowed to have children")
+            }
+            Error::UnknownEntry(name) => write!(f, "the program has no entry named {name:?}"),
+            Error::SpawnFailed(msg) => write!(f, "could not start the process: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<wit::Error> for Error {
+    fn from(e: wit::Error) -> Self {
+        match e {
+            wit::Error::AlreadyStarted => Error::AlreadyStarted,
+            wit::Error::NotStarted => Error::NotStarted,
+            wit::Error::JoinSelf => Error::JoinSelf,
+            wit::Error::StillRunning => Error::StillRunning,
+            wit::Error::Closed => Error::Closed,
+            wit::Error::DaemonChildren => Error::DaemonChildren,
+            wit::Error::UnknownEntry(name) => Error::UnknownEntry(name),
+            wit::Error::SpawnFailed(msg) => Error::SpawnFailed(msg),
+        }
+    }
+}
+
+/// A typed, named entry of this program: what a child runs (Python's
+/// `target=`). Made by [`target!`], which takes the entry's name from the
+/// function's name.
+///
+/// `A` is the argument type (a tuple for several arguments, `()` for none)
+/// and `R` the result type. The function itself runs only in the child,
+/// through [`entries!`]; the parent uses the name and the types.
+///
+/// ```no_run
+/// fn task(name: String) { println!("{name} is running"); }
+/// mp::entries!(task);
+/// # fn main() {
+/// let t: mp::Target<String, ()> = mp::target!(task);
+/// assert_eq!(t.name(), "task");
+/// // The same, by hand:
+/// let t = mp::Target::new("task", task);
+/// # }
+/// ```
+pub struct Target<A, R> {
+    /// The entry's name, as registered with [`entries!`].
+    pub name: &'static str,
+    /// The entry's body.
+    pub f: fn(A) -> R,
+}
+
+impl<A, R> Target<A, R> {
+    /// A target for entry `name`, whose body is `f`.
+    pub const fn new(name: &'static str, f: fn(A) -> R) -> Self {
+        Target { name, f }
+    }
+
+    /// The entry's name.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+impl<A, R> Clone for Target<A, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<A, R> Copy for Target<A, R> {}
+
+impl<A, R> fmt::Debug for Target<A, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Target").field("name", &self.name).finish()
+    }
+}
+
+/// The type form of a process body (Python's "subclass `Process`, override
+/// `run`"). The value is serialized in the parent, deserialized in the child,
+/// and `run` is called on it there.
+///
+/// ```no_run
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Downloader { url: String }
+///
+/// impl mp::Run for Downloader {
+///     fn run(&mut self) { println!("downloading {} in {}", self.url, mp::getpid()); }
+/// }
+///
+/// mp::entries!(; types: Downloader);
+///
+/// fn main() {
+///     let p = mp::Process::from_type(Downloader { url: "x".into() });
+///     p.start().unwrap();
+///     p.join().unwrap();
+/// }
+/// ```
+pub trait Run {
+    /// The process body, run in the child.
+    fn run(&mut self);
+}
+
+/// A process: a child created by this process, or the caller itself (from
+/// [`current_process`]). Python's `multiprocessing.Process`.
+///
+/// Dropping a `Process` does not end or wait for the child: a non-daemon
+/// child keeps running (the host waits for it before it exits), a daemon ends
+/// with its parent.
+///
+/// Naming: the builder methods that take and return the process are
+/// [`with_name`](Process::with_name) and [`with_daemon`](Process::with_daemon);
+/// [`name`](Process::name)/[`daemon`](Process::daemon) read and
+/// [`set_name`](Process::set_name)/[`set_daemon`](Process::set_daemon) write,
+/// as Python's `p.name` / `p.daemon` attributes.
+pub struct Process {
+    inner: wit::Process,
+    /// Set when the arguments could not be serialized: `start` reports it.
+    bad_args: Option<String>,
+}
+
+impl Process {
+    /// A new, not yet started process that will run `target` with `args`
+    /// (Python's `Process(target=f, args=(..))`). Its default name is
+    /// `Process-N`, N counting the processes this process created, from 1.
+    ///
+    /// If `args` cannot be serialized to JSON, [`start`](Process::start)
+    /// fails with [`Error::SpawnFailed`].
+    ///
+    /// ```no_run
+    /// fn task(name: String) { println!("{name} is running"); }
+    /// mp::entries!(task);
+    /// # fn main() {
+    /// let p = mp::Process::new(mp::target!(task), "p1".to_string());
+    /// p.start().unwrap();
+    /// p.join().unwrap();
+    /// # }
+    /// ```
+    pub fn new<A: Serialize, R>(target: Target<A, R>, args: A) -> Process {
+        Self::with_entry(target.name, &args)
+    }
+
+    /// A new, not yet started process that runs `obj.run()` (the type form;
+    /// see [`Run`]). The entry's name is `std::any::type_name::<T>()`; `T`
+    /// must be listed under `types:` in [`entries!`].
+    pub fn from_type<T: Run + Serialize + DeserializeOwned>(obj: T) -> Process {
+        Self::with_entry(std::any::type_name::<T>(), &obj)
+    }
+
+    fn with_entry<A: Serialize + ?Sized>(entry: &str, args: &A) -> Process {
+        match serde_json::to_vec(args) {
+            Ok(json) => Process {
+                inner: wit::Process::new(entry, &json),
+                bad_args: None,
+            },
+            Err(e) => Process {
+                inner: wit::Process::new(entry, b"null"),
+                bad_args: Some(format!(
+                    "cannot serialize the arguments of entry {entry}: {e}"
+                )),
+            },
+        }
+    }
+
+    /// Builder form of [`set_name`](Process::set_name).
+    ///
+    /// # Panics
+    /// If the name cannot be set (the process is closed).
+    #[must_use]
+    pub fn with_name(self, name: impl AsRef<str>) -> Process {
+        self.set_name(name).expect("Process::with_name");
+        self
+    }
+
+    /// Builder form of [`set_daemon`](Process::set_daemon).
+    ///
+    /// # Panics
+    /// If the flag cannot be set (the process was started or is closed).
+    #[must_use]
+    pub fn with_daemon(self, daemon: bool) -> Process {
+        self.set_daemon(daemon).expect("Process::with_daemon");
+        self
+    }
+
+    /// The process's name (default `Process-N`).
+    pub fn name(&self) -> String {
+        self.inner.name()
+    }
+
+    /// Renames the process (a name is only a label: it need not be unique).
+    pub fn set_name(&self, name: impl AsRef<str>) -> Result<(), Error> {
+        Ok(self.inner.set_name(name.as_ref())?)
+    }
+
+    /// Whether the process is a daemon: it ends when its parent ends, and it
+    /// may not create children.
+    pub fn daemon(&self) -> bool {
+        self.inner.daemon()
+    }
+
+    /// Sets the daemon flag; only before [`start`](Process::start) (an
+    /// error after).
+    pub fn set_daemon(&self, daemon: bool) -> Result<(), Error> {
+        Ok(self.inner.set_daemon(daemon)?)
+    }
+
+    /// Starts the process; the caller is not blocked. At most once
+    /// ([`Error::AlreadyStarted`]).
+    pub fn start(&self) -> Result<(), Error> {
+        if let Some(msg) = &self.bad_args {
+            return Err(Error::SpawnFailed(msg.clone()));
+        }
+        Ok(self.inner.start()?)
+    }
+
+    /// Blocks until the process ends. [`Error::NotStarted`] before `start`,
+    /// [`Error::JoinSelf`] on [`current_process`].
+    pub fn join(&self) -> Result<(), Error> {
+        Ok(self.inner.join(None)?)
+    }
+
+    /// Blocks until the process ends or `timeout` passes. A timeout is not an
+    /// error: check [`exitcode`](Process::exitcode) or
+    /// [`is_alive`](Process::is_alive).
+    ///
+    /// ```no_run
+    /// # fn f(_: ()) {}
+    /// # mp::entries!(f);
+    /// # fn main() {
+    /// # let p = mp::Process::new(mp::target!(f), ());
+    /// # p.start().unwrap();
+    /// p.join_timeout(std::time::Duration::from_millis(100)).unwrap();
+    /// if p.is_alive() {
+    ///     p.terminate().unwrap();
+    /// }
+    /// # }
+    /// ```
+    pub fn join_timeout(&self, timeout: Duration) -> Result<(), Error> {
+        let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+        Ok(self.inner.join(Some(nanos))?)
+    }
+
+    /// True from `start` until the process's end is observed.
+    pub fn is_alive(&self) -> bool {
+        self.inner.is_alive()
+    }
+
+    /// `None` while running or before start; `Some(0)` for a normal end,
+    /// `Some(n)` for `exit(n)`, `Some(1)` for a panic/trap or an entry's
+    /// error, `Some(-15)` after terminate, `Some(-9)` after kill.
+    pub fn exitcode(&self) -> Option<i32> {
+        self.inner.exitcode()
+    }
+
+    /// The process's pid; `None` before start.
+    pub fn pid(&self) -> Option<u32> {
+        self.inner.pid()
+    }
+
+    /// Ends the process however it is busy (SIGTERM on the native backend;
+    /// exitcode -15). No cleanup runs in it.
+    pub fn terminate(&self) -> Result<(), Error> {
+        Ok(self.inner.terminate()?)
+    }
+
+    /// Ends the process however it is busy (SIGKILL on the native backend;
+    /// exitcode -9).
+    pub fn kill(&self) -> Result<(), Error> {
+        Ok(self.inner.kill()?)
+    }
+
+    /// Releases the process object's resources; [`Error::StillRunning`] while
+    /// it runs. Any later operation fails with [`Error::Closed`].
+    pub fn close(&self) -> Result<(), Error> {
+        Ok(self.inner.close()?)
+    }
+}
+
+impl fmt::Debug for Process {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Process")
+            .field("name", &self.name())
+            .field("pid", &self.pid())
+            .field("daemon", &self.daemon())
+            .field("exitcode", &self.exitcode())
+            .finish()
+    }
+}
+
+/// The calling process (Python's `multiprocessing.current_process()`).
+/// Joining it fails with [`Error::JoinSelf`].
+///
+/// ```no_run
+/// println!("I am {} (pid {:?})", mp::current_process().name(), mp::current_process().pid());
+/// ```
+pub fn current_process() -> Process {
+    Process {
+        inner: wit::current_process(),
+        bad_args: None,
+    }
+}
+
+/// The calling process's pid (Python's `os.getpid()`).
+pub fn getpid() -> u32 {
+    wit::getpid()
+}
+
+/// The parent's pid (Python's `os.getppid()`); the root's pid once the
+/// parent has ended (orphans are adopted by the root).
+pub fn getppid() -> u32 {
+    wit::getppid()
+}
+
+/// The host's cpu count (Python's `os.cpu_count()`).
+pub fn cpu_count() -> u32 {
+    wit::cpu_count()
+}
+
+/// Ends the calling process at once with exitcode `code` (Python's
+/// `sys.exit(n)`), as far as the host is concerned: its parent sees
+/// `exitcode() == Some(code)`. Codes are 0-255 on the wire (`code & 0xff`,
+/// as a POSIX exit status).
+///
+/// Prefer this to `std::process::exit`: on `wasm32-wasip2`, Rust's standard
+/// library only reports success or failure, so `std::process::exit(3)` is
+/// seen as exitcode 1.
+///
+/// ```no_run
+/// mp::exit(3);
+/// ```
+pub fn exit(code: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    wasi_exit::wasi::cli::exit::exit_with_code((code & 0xff) as u8);
+    // The host never returns from exit-with-code; should it, end anyway.
+    std::process::exit(code)
+}
+
+/// Makes a [`Target`] from an entry function, named after it:
+/// `target!(f)` is `Target::new("f", ..)`. The function may take zero, one or
+/// several arguments (then the target's argument type is `()`, the argument's
+/// type, or a tuple of them).
+///
+/// ```no_run
+/// fn task1(name: String) {}
+/// mp::entries!(task1);
+/// # fn main() {
+/// let p = mp::Process::new(mp::target!(task1), "p1".to_string());
+/// # }
+/// ```
+#[macro_export]
+macro_rules! target {
+    ($f:ident) => {
+        $crate::Target::new(::core::stringify!($f), |args| {
+            $crate::__private::Invoke::invoke(&$f, args)
+        })
+    };
+}
+
+/// Declares the entries of this program, at which the host may start a child
+/// process, and exports them (the `entries` interface of the `program`
+/// world). Use it exactly once per program, at module level.
+///
+/// - `mp::entries!(f, g)`: functions, named after themselves (as
+///   [`target!`] names them);
+/// - `mp::entries!(f, g; types: T, U)`: also [`Run`] types, named
+///   `std::any::type_name::<T>()` (as [`Process::from_type`] names them);
+/// - `mp::entries!(; types: T)`: types only;
+/// - `mp::entries!()`: none (the program spawns nothing but targets the
+///   `program` world all the same).
+///
+/// A child's arguments that do not deserialize end it with exitcode 1 and
+/// `bad arguments for entry NAME: ...` on its stderr.
+///
+/// ```no_run
+/// fn worker(n: u32) {}
+/// mp::entries!(worker);
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! entries {
+    ($($f:ident),* $(,)? $(; types: $($t:ty),* $(,)?)?) => {
+        #[doc(hidden)]
+        struct __MpEntries;
+
+        impl $crate::bindings::exports::mp::host::entries::Guest for __MpEntries {
+            fn list() -> ::std::vec::Vec<::std::string::String> {
+                let mut names: ::std::vec::Vec<::std::string::String> = ::std::vec::Vec::new();
+                $( names.push(::std::string::String::from(::core::stringify!($f))); )*
+                $($( names.push(::std::string::String::from(::std::any::type_name::<$t>())); )*)?
+                names
+            }
+
+            fn call(
+                name: ::std::string::String,
+                args: ::std::vec::Vec<u8>,
+            ) -> ::core::result::Result<::std::vec::Vec<u8>, ::std::string::String> {
+                $(
+                    if name == ::core::stringify!($f) {
+                        return $crate::__private::call_fn(&name, &args, |a| {
+                            $crate::__private::Invoke::invoke(&$f, a)
+                        });
+                    }
+                )*
+                $($(
+                    if name == ::std::any::type_name::<$t>() {
+                        return $crate::__private::call_type::<$t>(&name, &args);
+                    }
+                )*)?
+                let _ = &args;
+                ::core::result::Result::Err(::std::format!("unknown entry {name}"))
+            }
+        }
+
+        $crate::bindings::export!(__MpEntries);
+    };
+}
+
+/// Support for the macros; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    use super::*;
+
+    /// Calls an entry function with its arguments, whatever its arity:
+    /// `M` is a marker that tells the impls apart (as axum's handlers).
+    pub trait Invoke<A, R, M> {
+        fn invoke(&self, args: A) -> R;
+    }
+
+    /// Marker: no argument.
+    pub struct Zero;
+    /// Marker: one argument.
+    pub struct One;
+    /// Marker: a tuple of `N` arguments.
+    pub struct Many<T>(PhantomData<T>);
+
+    impl<F: Fn() -> R, R> Invoke<(), R, Zero> for F {
+        fn invoke(&self, (): ()) -> R {
+            self()
+        }
+    }
+
+    impl<F: Fn(A) -> R, A, R> Invoke<A, R, One> for F {
+        fn invoke(&self, a: A) -> R {
+            self(a)
+        }
+    }
+
+    macro_rules! invoke_tuple {
+        ($($a:ident),+) => {
+            impl<F: Fn($($a),+) -> R, $($a,)+ R> Invoke<($($a,)+), R, Many<($($a,)+)>> for F {
+                #[allow(non_snake_case)]
+                fn invoke(&self, ($($a,)+): ($($a,)+)) -> R {
+                    self($($a),+)
+                }
+            }
+        };
+    }
+    invoke_tuple!(A1, A2);
+    invoke_tuple!(A1, A2, A3);
+    invoke_tuple!(A1, A2, A3, A4);
+    invoke_tuple!(A1, A2, A3, A4, A5);
+    invoke_tuple!(A1, A2, A3, A4, A5, A6);
+
+    /// Runs a function entry: JSON in, JSON out.
+    pub fn call_fn<A: DeserializeOwned, R: Serialize>(
+        name: &str,
+        args: &[u8],
+        f: fn(A) -> R,
+    ) -> Result<Vec<u8>, String> {
+        let a: A = serde_json::from_slice(args)
+            .map_err(|e| format!("bad arguments for entry {name}: {e}"))?;
+        let r = f(a);
+        flush();
+        serde_json::to_vec(&r)
+            .map_err(|e| format!("cannot serialize the result of entry {name}: {e}"))
+    }
+
+    /// Runs a type entry: deserialize the object, call `run`.
+    pub fn call_type<T: Run + DeserializeOwned>(
+        name: &str,
+        args: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        let mut obj: T = serde_json::from_slice(args)
+            .map_err(|e| format!("bad arguments for entry {name}: {e}"))?;
+        obj.run();
+        flush();
+        Ok(b"null".to_vec())
+    }
+
+    /// Writes out what the entry left in `print!`'s buffer: a child ends
+    /// when its entry returns, without the cleanup that follows `main`.
+    fn flush() {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+    }
+}

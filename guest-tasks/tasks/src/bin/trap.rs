@@ -1,0 +1,5 @@
+//! Test program: panics with "deliberate panic" (a trap: exitcode 1).
+fn main() {
+    println!("about to panic");
+    panic!("deliberate panic");
+}
