@@ -160,7 +160,7 @@ impl Host for Ctx {
     }
 
     async fn getppid(&mut self) -> wasmtime::Result<u32> {
-        Ok(self.node.ppid())
+        Ok(self.host.backend.ppid(&self.node))
     }
 
     async fn cpu_count(&mut self) -> wasmtime::Result<u32> {

@@ -84,6 +84,29 @@ impl Outputs {
     }
 }
 
+/// Runs the process to its end or to its deadline, whichever comes first.
+pub(crate) async fn run_until_deadline(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, outputs: &Outputs) -> Ended {
+    let deadline = launch.deadline;
+    tokio::select! {
+        biased;
+        _ = sleep_until(deadline) => timed_out(outputs),
+        ended = run(host, node, launch, outputs) => ended,
+    }
+}
+
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn timed_out(outputs: &Outputs) -> Ended {
+    outputs.stderr.finish();
+    outputs.stderr.write(b"error: timeout: the process ran past its time limit and was terminated (--timeout)\n");
+    Ended::signal(crate::exit::Signal::Term)
+}
+
 /// Runs the process described by `launch` to its end.
 pub(crate) async fn run(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, outputs: &Outputs) -> Ended {
     let limits = launch.limits;
@@ -164,6 +187,7 @@ fn probe_launch(host: &Arc<HostInner>, pre: wasmtime::component::InstancePre<Ctx
             entries: Vec::new(),
             has_main: false,
             kind: crate::program::ProgramKind::Program,
+            artifact: std::sync::OnceLock::new(),
         }),
     };
     Ok(program.command().launch().clone())
@@ -248,10 +272,27 @@ fn classify(error: &wasmtime::Error, limits: &crate::limits::Limits) -> Ended {
             "fuel exhausted: the process used up its budget of {} instructions (--fuel)",
             limits.fuel.unwrap_or_default()
         )),
-        Some(Trap::StackOverflow) => Ended::failure("wasm trap: stack overflow (call stack exhausted)".into()),
-        Some(trap) => Ended::failure(format!("wasm trap: {trap}")),
+        Some(Trap::StackOverflow) => Ended::failure("stack overflow: the call stack is exhausted".into()),
+        Some(Trap::MemoryOutOfBounds) if in_deep_recursion(error) => Ended::failure(format!(
+            "stack overflow: the guest's stack ran out of memory in deep recursion ({})",
+            Trap::MemoryOutOfBounds
+        )),
+        Some(trap) => Ended::failure(trap.to_string()),
         None => Ended::failure(first_line(error)),
     }
+}
+
+/// Guests keep their data stack in linear memory, below their globals: when
+/// it overflows, the next store lands out of bounds. A trap whose (capped)
+/// backtrace is full of a few functions calling themselves is reported as
+/// what it is.
+fn in_deep_recursion(error: &wasmtime::Error) -> bool {
+    let Some(trace) = error.downcast_ref::<wasmtime::WasmBacktrace>() else {
+        return false;
+    };
+    let frames = trace.frames();
+    let distinct: std::collections::HashSet<_> = frames.iter().map(|f| f.func_index()).collect();
+    frames.len() >= 16 && distinct.len() <= 3
 }
 
 /// Caps a process's linear memory; growing past the cap fails it.

@@ -35,6 +35,9 @@ mod program;
 mod runtime;
 
 pub use backend::BackendKind;
+/// Worker mode of the native backend: what the re-executed binary runs.
+#[cfg(all(feature = "native", target_os = "linux"))]
+pub use backend::native::{WORKER_ARG, worker};
 pub use command::Command;
 pub use error::{Error, LoadError};
 pub use exit::{ExitCode, Signal};

@@ -198,6 +198,23 @@ impl Node {
         root
     }
 
+    /// The process this host is, in a native worker: signalling it signals
+    /// the worker itself.
+    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
+    pub(crate) fn this_process(pid: u32, name: String, daemon: bool) -> Arc<Node> {
+        let ppid = unsafe { libc::getppid() } as u32;
+        let node = Node::new(name, ppid, State::Running(Arc::new(ThisProcess)));
+        node.set_pid(pid);
+        node.daemon.store(daemon, Ordering::SeqCst);
+        node
+    }
+
+    /// The children still running.
+    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
+    pub(crate) fn live_children(&self) -> Vec<Arc<Node>> {
+        self.children.lock().unwrap().iter().filter(|c| c.is_alive()).cloned().collect()
+    }
+
     /// A process outside the tree, for looking into a program once.
     pub(crate) fn detached() -> Arc<Node> {
         Node::new("probe".into(), 0, State::Closed)
@@ -415,5 +432,14 @@ impl Node {
                 let _ = child.join(None);
             }
         }
+    }
+}
+
+/// Signals to the process the host itself is (a native worker).
+struct ThisProcess;
+
+impl Control for ThisProcess {
+    fn signal(&self, signal: Signal) {
+        unsafe { libc::raise(signal.number()) };
     }
 }

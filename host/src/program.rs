@@ -12,7 +12,7 @@ use crate::error::LoadError;
 use crate::instance::Ctx;
 use crate::runtime::HostInner;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use wasmtime::component::{Component, types::ComponentItem};
 use wasmtime::{ExternType, Module};
 
@@ -42,6 +42,8 @@ pub(crate) struct ProgramInner {
     pub(crate) entries: Vec<String>,
     pub(crate) has_main: bool,
     pub(crate) kind: ProgramKind,
+    /// The compiled code, serialized for native workers (made on first use).
+    pub(crate) artifact: OnceLock<PathBuf>,
 }
 
 /// The compiled code, ready to instantiate.
@@ -84,6 +86,30 @@ impl Program {
 
     pub fn kind(&self) -> ProgramKind {
         self.inner.kind
+    }
+
+    /// The compiled code as a file a native worker maps instead of compiling.
+    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
+    pub(crate) fn artifact(&self) -> std::io::Result<PathBuf> {
+        if let Some(path) = self.inner.artifact.get() {
+            return Ok(path.clone());
+        }
+        let host = &self.inner.host;
+        let dir = match host.artifacts.get() {
+            Some(dir) => dir,
+            None => {
+                let dir = tempfile::Builder::new().prefix("host-artifacts-").tempdir()?;
+                host.artifacts.get_or_init(|| dir)
+            }
+        };
+        let bytes = match &self.inner.code {
+            Code::Component(pre) => pre.component().serialize(),
+            Code::Core(pre) => pre.module().serialize(),
+        }
+        .map_err(std::io::Error::other)?;
+        let path = dir.path().join(format!("{:p}.cwasm", Arc::as_ptr(&self.inner)));
+        std::fs::write(&path, bytes)?;
+        Ok(self.inner.artifact.get_or_init(|| path).clone())
     }
 
     pub(crate) fn has_entry(&self, name: &str) -> bool {
@@ -145,6 +171,7 @@ fn load_component(host: &Arc<HostInner>, bytes: &[u8], name: &str) -> Result<Pro
         entries,
         has_main,
         kind: if has_entries { ProgramKind::Program } else { ProgramKind::Command },
+        artifact: OnceLock::new(),
     })
 }
 
@@ -172,6 +199,7 @@ fn load_core(host: &Arc<HostInner>, bytes: &[u8], name: &str) -> Result<ProgramI
         entries,
         has_main,
         kind: ProgramKind::CoreModule,
+        artifact: OnceLock::new(),
     })
 }
 
@@ -205,4 +233,43 @@ fn looks_like_text(bytes: &[u8]) -> bool {
 
 pub(crate) fn first_line(error: &wasmtime::Error) -> String {
     format!("{error:#}").lines().next().unwrap_or_default().to_string()
+}
+
+/// The program a native worker runs: the host's compiled code, mapped.
+#[cfg(all(feature = "native", target_os = "linux"))]
+pub(crate) fn from_artifact(
+    host: &Arc<HostInner>,
+    start: &crate::backend::native::protocol::Start,
+) -> Result<Program, LoadError> {
+    let name = start.artifact.display().to_string();
+    let unreadable = |e: wasmtime::Error| LoadError::new(format!("cannot load compiled code {name}: {}", first_line(&e)));
+    // SAFETY: the artifact was serialized by our own host, for this engine
+    // configuration, and nobody else writes to its private directory.
+    let code = if start.core {
+        let module = unsafe { Module::deserialize_file(&host.engine, &start.artifact) }.map_err(unreadable)?;
+        Code::Core(host.core_linker.instantiate_pre(&module).map_err(|e| unsupported_imports(&name, &e))?)
+    } else {
+        let component = unsafe { Component::deserialize_file(&host.engine, &start.artifact) }.map_err(unreadable)?;
+        Code::Component(
+            host.component_linker
+                .instantiate_pre(&component)
+                .map_err(|e| unsupported_imports(&name, &e))?,
+        )
+    };
+    let kind = match (&code, start.entries.is_empty() && start.has_main) {
+        (Code::Core(_), _) => ProgramKind::CoreModule,
+        (Code::Component(_), true) => ProgramKind::Command,
+        (Code::Component(_), false) => ProgramKind::Program,
+    };
+    Ok(Program {
+        inner: Arc::new(ProgramInner {
+            host: host.clone(),
+            path: start.source.clone(),
+            code,
+            entries: start.entries.clone(),
+            has_main: start.has_main,
+            kind,
+            artifact: OnceLock::from(start.artifact.clone()),
+        }),
+    })
 }

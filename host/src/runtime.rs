@@ -15,9 +15,9 @@ use crate::instance::Ctx;
 use crate::process::Node;
 use crate::program::{self, Program};
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
@@ -38,6 +38,9 @@ pub struct HostBuilder {
     max_processes: u32,
     max_memory: u64,
     threads: Option<usize>,
+    worker_program: Option<PathBuf>,
+    /// In a native worker: the process this host is (its name, daemon flag).
+    this_process: Option<(String, bool)>,
 }
 
 impl Default for HostBuilder {
@@ -48,6 +51,8 @@ impl Default for HostBuilder {
             max_processes: 12_000,
             max_memory: 1 << 30,
             threads: None,
+            worker_program: None,
+            this_process: None,
         }
     }
 }
@@ -87,6 +92,22 @@ impl HostBuilder {
         self
     }
 
+    /// The binary the native backend re-executes as a worker (default: the
+    /// `HOST_WORKER_EXE` environment variable, else the current executable,
+    /// which must then call [`worker::main`](crate::worker::main) when its
+    /// first argument is `__worker`; the `host` binary does).
+    pub fn worker_program(mut self, path: impl Into<PathBuf>) -> Self {
+        self.worker_program = Some(path.into());
+        self
+    }
+
+    /// Makes this host the one process of a native worker.
+    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
+    pub(crate) fn this_process(mut self, name: String, daemon: bool) -> Self {
+        self.this_process = Some((name, daemon));
+        self
+    }
+
     pub fn build(self) -> anyhow::Result<Host> {
         let engine = Engine::new(&self.engine_config())?;
         let threads = self.threads.unwrap_or_else(cpu_count).max(2);
@@ -95,11 +116,22 @@ impl HostBuilder {
             .thread_name("host-guest")
             .enable_all()
             .build()?;
-        let backend = backend::create(self.backend)?;
+        let backend = backend::create(backend::Settings {
+            kind: self.backend,
+            worker_program: self.worker_program.clone(),
+            fuel: self.fuel,
+            max_memory: self.max_memory,
+            max_processes: self.max_processes,
+        })?;
+        let root = match &self.this_process {
+            Some((name, daemon)) => Node::this_process(backend.root_pid(), name.clone(), *daemon),
+            None => Node::root(backend.root_pid()),
+        };
         let inner = Arc::new(HostInner {
             component_linker: crate::instance::component_linker(&engine)?,
             core_linker: crate::instance::core_linker(&engine)?,
-            root: Node::root(backend.root_pid()),
+            root,
+            artifacts: OnceLock::new(),
             engine,
             runtime: runtime.handle().clone(),
             backend,
@@ -182,6 +214,8 @@ pub(crate) struct HostInner {
     pub(crate) fuel: bool,
     pub(crate) live: Live,
     pub(crate) closed: AtomicBool,
+    /// Where compiled programs are stored for native workers to map.
+    pub(crate) artifacts: OnceLock<tempfile::TempDir>,
 }
 
 impl Host {
@@ -218,6 +252,15 @@ impl Host {
     /// Blocks until every non-daemon process has ended, orphans included.
     pub fn wait(&self) {
         self.inner.live.wait_idle();
+        #[cfg(all(feature = "native", target_os = "linux"))]
+        if self.inner.backend.kind() == BackendKind::Native {
+            crate::backend::native::ORPHANS.wait();
+        }
+    }
+
+    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
+    pub(crate) fn inner(&self) -> &Arc<HostInner> {
+        &self.inner
     }
 
     /// Terminates every process still running (daemons included) and waits

@@ -55,6 +55,11 @@ pub(crate) trait Backend: Send + Sync {
     /// The pid of the host itself, parent of the root processes.
     fn root_pid(&self) -> u32;
 
+    /// The parent pid a process sees for itself.
+    fn ppid(&self, node: &Node) -> u32 {
+        node.ppid()
+    }
+
     /// Starts `node` as `launch` says: sets its pid before anything can
     /// observe it, calls [`Node::finish`] when it ends, and returns the means
     /// to signal it.
@@ -66,11 +71,27 @@ pub(crate) trait Control: Send + Sync {
     fn signal(&self, signal: Signal);
 }
 
-pub(crate) fn create(kind: BackendKind) -> anyhow::Result<Box<dyn Backend>> {
-    match kind {
+/// What a backend needs to know of the host's configuration.
+pub(crate) struct Settings {
+    pub(crate) kind: BackendKind,
+    pub(crate) worker_program: Option<std::path::PathBuf>,
+    pub(crate) fuel: bool,
+    pub(crate) max_memory: u64,
+    pub(crate) max_processes: u32,
+}
+
+pub(crate) fn create(settings: Settings) -> anyhow::Result<Box<dyn Backend>> {
+    match settings.kind {
         BackendKind::Thread => Ok(Box::new(thread::ThreadBackend::new())),
         #[cfg(all(feature = "native", target_os = "linux"))]
-        BackendKind::Native => Ok(Box::new(native::NativeBackend::new()?)),
+        BackendKind::Native => Ok(Box::new(native::NativeBackend::new(
+            settings.worker_program,
+            native::protocol::EngineSettings {
+                fuel: settings.fuel,
+                max_memory: settings.max_memory,
+                max_processes: settings.max_processes,
+            },
+        )?)),
         #[cfg(not(all(feature = "native", target_os = "linux")))]
         BackendKind::Native => anyhow::bail!(
             "the native backend is not built in: rebuild the host with `cargo build --features native` (Linux only)"

@@ -48,31 +48,16 @@ impl Backend for ThreadBackend {
         let engine = host.engine.clone();
         host.runtime.clone().spawn(async move {
             let outputs = Outputs::new(&launch);
-            let deadline = launch.deadline;
             let ended = tokio::select! {
                 biased;
                 Ok(signal) = signalled => Ended::signal(signal),
-                _ = sleep_until(deadline) => timed_out(&outputs),
-                ended = instance::run(host.clone(), node.clone(), launch, &outputs) => ended,
+                ended = instance::run_until_deadline(host.clone(), node.clone(), launch, &outputs) => ended,
             };
             outputs.finish();
             node.finish(&host, ended);
         });
         Ok(Arc::new(ThreadControl { signals: Mutex::new(Some(signals)), engine }))
     }
-}
-
-async fn sleep_until(deadline: Option<std::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
-        None => std::future::pending().await,
-    }
-}
-
-fn timed_out(outputs: &Outputs) -> Ended {
-    outputs.stderr.finish();
-    outputs.stderr.write(b"error: timeout: the process ran past its time limit and was terminated (--timeout)\n");
-    Ended::signal(Signal::Term)
 }
 
 /// The sending end of a process's one signal.

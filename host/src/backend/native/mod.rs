@@ -1,0 +1,426 @@
+//! The native backend: every process a real OS process (Linux).
+//!
+//! A process is a worker: the host's own binary re-executed in worker mode
+//! (never a `fork` of the multi-threaded host without `exec`). It loads the
+//! program's compiled code from the artifact the host serialized once
+//! (memory-mapped, not recompiled) and runs it as the thread backend would.
+//! Pids are real, and so is the tree: a child a guest spawns in a worker is
+//! an OS child of that worker.
+//!
+//! The descriptors every worker gets, besides its stdio (piped to its parent,
+//! which passes on whole lines):
+//! - fd 3, the report pipe: one [`protocol::Ended`] frame saying why it ended;
+//! - fd 4, the lifeline: the read end of a pipe whose only writer is the root
+//!   host, so that when the root dies, even by `SIGKILL`, every worker sees
+//!   end-of-file and kills itself;
+//! - fd 5, the orphanage: a pipe to the root host on which a worker that ends
+//!   before its non-daemon children announces their pids, so that the root
+//!   (a `PR_SET_CHILD_SUBREAPER`) adopts, waits for and reaps them.
+//!
+//! Daemons are started with `PR_SET_PDEATHSIG`, so they die with their parent
+//! even when it crashes. Every child is waited for through a pidfd, which
+//! reaps exactly our own children (never an embedder's) and no zombie stays.
+
+pub(crate) mod protocol;
+pub mod worker;
+
+use super::{Backend, BackendKind, Control};
+use crate::command::Launch;
+use crate::error::Error;
+use crate::exit::Signal;
+use crate::output::{LineSink, Stream};
+use crate::process::{Ended, Node};
+use crate::runtime::HostInner;
+use protocol::{EngineSettings, Start};
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+const REPORT_FD: RawFd = 3;
+const LIFELINE_FD: RawFd = 4;
+const ORPHANAGE_FD: RawFd = 5;
+
+/// The subcommand that puts the host binary in worker mode.
+pub const WORKER_ARG: &str = "__worker";
+
+pub(crate) struct NativeBackend {
+    exe: PathBuf,
+    settings: EngineSettings,
+    /// Read end of the lifeline, passed to every worker as fd 4.
+    lifeline: OwnedFd,
+    /// Write end of the orphanage, passed to every worker as fd 5.
+    orphanage: OwnedFd,
+    /// Daemons are spawned from one long-lived thread: `PR_SET_PDEATHSIG`
+    /// fires when the *thread* that forked ends, not only the process.
+    spawner: crossbeam_channel::Sender<Box<dyn FnOnce() + Send>>,
+    /// The root keeps the lifeline's write end for as long as it lives.
+    _lifeline_writer: Option<OwnedFd>,
+}
+
+/// What a worker inherited from its parent.
+pub(crate) struct Inherited {
+    lifeline: OwnedFd,
+    orphanage: OwnedFd,
+}
+
+static INHERITED: OnceLock<Inherited> = OnceLock::new();
+
+impl NativeBackend {
+    pub(crate) fn new(exe: Option<PathBuf>, settings: EngineSettings) -> anyhow::Result<NativeBackend> {
+        let exe = match exe.or_else(|| std::env::var_os("HOST_WORKER_EXE").map(PathBuf::from)) {
+            Some(exe) => exe,
+            None => std::env::current_exe()?,
+        };
+        let (lifeline, orphanage, lifeline_writer) = match INHERITED.get() {
+            Some(inherited) => (inherited.lifeline.try_clone()?, inherited.orphanage.try_clone()?, None),
+            None => root_pipes()?,
+        };
+        Ok(NativeBackend {
+            exe,
+            settings,
+            lifeline,
+            orphanage,
+            spawner: spawner_thread(),
+            _lifeline_writer: lifeline_writer,
+        })
+    }
+}
+
+/// The root host's side of the lifeline and the orphanage.
+fn root_pipes() -> anyhow::Result<(OwnedFd, OwnedFd, Option<OwnedFd>)> {
+    // Orphans re-parent to the nearest subreaper: us, not init.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let (lifeline_read, lifeline_write) = pipe()?;
+    let (orphans_read, orphans_write) = pipe()?;
+    std::thread::Builder::new()
+        .name("host-orphanage".into())
+        .spawn(move || adopt_orphans(orphans_read))?;
+    Ok((lifeline_read, orphans_write, Some(lifeline_write)))
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn spawner_thread() -> crossbeam_channel::Sender<Box<dyn FnOnce() + Send>> {
+    let (jobs, incoming) = crossbeam_channel::unbounded::<Box<dyn FnOnce() + Send>>();
+    std::thread::Builder::new()
+        .name("host-spawner".into())
+        .spawn(move || incoming.iter().for_each(|job| job()))
+        .expect("the spawner thread starts");
+    jobs
+}
+
+impl Backend for NativeBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Native
+    }
+
+    fn root_pid(&self) -> u32 {
+        std::process::id()
+    }
+
+    fn ppid(&self, node: &Node) -> u32 {
+        if node.pid() == Some(std::process::id()) {
+            // Our own parent may have ended: the kernel knows who adopted us.
+            unsafe { libc::getppid() as u32 }
+        } else {
+            node.ppid()
+        }
+    }
+
+    fn start(&self, host: &Arc<HostInner>, node: &Arc<Node>, launch: &Launch) -> Result<Arc<dyn Control>, Error> {
+        let start = self.start_message(node, launch)?;
+        let daemon = node.is_daemon();
+        let worker = if daemon {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let exe = self.exe.clone();
+            let (lifeline, orphanage) = self.fds()?;
+            let job = move || {
+                let _ = tx.send(spawn_worker(&exe, &lifeline, &orphanage, true));
+            };
+            self.spawner
+                .send(Box::new(job))
+                .map_err(|_| Error::Spawn("the spawner thread is gone".into()))?;
+            rx.recv().map_err(|_| Error::Spawn("the spawner thread is gone".into()))?
+        } else {
+            spawn_worker(&self.exe, &self.lifeline, &self.orphanage, false)
+        }
+        .map_err(|e| Error::Spawn(format!("cannot start a worker ({}): {e}", self.exe.display())))?;
+        let pid = worker.child.id();
+        node.set_pid(pid);
+        let control = Arc::new(NativeControl { pid });
+        let (host, node, launch) = (host.clone(), node.clone(), launch.clone());
+        host.runtime.clone().spawn(supervise(host, node, launch, worker, start));
+        Ok(control)
+    }
+}
+
+impl NativeBackend {
+    fn fds(&self) -> Result<(OwnedFd, OwnedFd), Error> {
+        let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| Error::Spawn(e.to_string()));
+        Ok((dup(&self.lifeline)?, dup(&self.orphanage)?))
+    }
+
+    fn start_message(&self, node: &Node, launch: &Launch) -> Result<Start, Error> {
+        let program = &launch.program;
+        let artifact = program
+            .artifact()
+            .map_err(|e| Error::Spawn(format!("cannot store the compiled program: {e}")))?;
+        Ok(Start {
+            artifact,
+            source: program.path().map(|p| p.to_path_buf()),
+            core: program.kind() == crate::ProgramKind::CoreModule,
+            entries: program.entries().to_vec(),
+            has_main: program.has_main(),
+            entry: launch.entry.clone(),
+            input: launch.input.clone(),
+            args: launch.args.clone(),
+            env: launch.env.clone(),
+            dirs: launch.dirs.clone(),
+            max_memory: launch.limits.max_memory,
+            fuel: launch.limits.fuel,
+            time_left: launch
+                .deadline
+                .map(|d| d.saturating_duration_since(std::time::Instant::now()).as_nanos() as u64),
+            name: node.name(),
+            daemon: node.is_daemon(),
+            label: launch.label.clone(),
+            labelled: launch.labelled,
+            engine: self.settings,
+        })
+    }
+}
+
+/// A started worker and the parent's ends of its pipes.
+struct Worker {
+    child: std::process::Child,
+    report: OwnedFd,
+}
+
+fn spawn_worker(exe: &PathBuf, lifeline: &OwnedFd, orphanage: &OwnedFd, daemon: bool) -> std::io::Result<Worker> {
+    let (report_read, report_write) = pipe()?;
+    let fds = [
+        (report_write.as_raw_fd(), REPORT_FD),
+        (lifeline.as_raw_fd(), LIFELINE_FD),
+        (orphanage.as_raw_fd(), ORPHANAGE_FD),
+    ];
+    // The root host reads each of its workers' output through a pipe; the
+    // workers below share it, writing whole (labelled) lines, so that an
+    // orphan's output still reaches the root after its parent is gone.
+    let output = || match INHERITED.get() {
+        None => std::process::Stdio::piped(),
+        Some(_) => std::process::Stdio::inherit(),
+    };
+    let mut command = std::process::Command::new(exe);
+    command
+        .arg(WORKER_ARG)
+        .env_clear()
+        .stdin(std::process::Stdio::piped())
+        .stdout(output())
+        .stderr(output());
+    // SAFETY: between fork and exec only async-signal-safe calls are made.
+    unsafe {
+        command.pre_exec(move || {
+            for (from, to) in fds {
+                // dup2 leaves the new descriptor without close-on-exec.
+                if libc::dup2(from, to) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if daemon {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0);
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn()?;
+    Ok(Worker { child, report: report_read })
+}
+
+/// Feeds a worker its start message, passes on its output, waits for its end
+/// (reaping it) and records that end on its node.
+async fn supervise(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, mut worker: Worker, start: Start) {
+    let pid = worker.child.id();
+    let mut stdin = worker.child.stdin.take().expect("piped stdin");
+    let fed = std::thread::spawn(move || protocol::write_frame(&mut stdin, &start));
+    // The worker labels its own lines (and its descendants'): pass them on
+    // as they are, until every process sharing the pipes has ended.
+    let sinks = [
+        (worker.child.stdout.take().map(OwnedFd::from), &launch.stdout, Stream::Stdout),
+        (worker.child.stderr.take().map(OwnedFd::from), &launch.stderr, Stream::Stderr),
+    ];
+    for (fd, stdio, stream) in sinks {
+        if let Some(reader) = pipe_reader(fd) {
+            let sink = LineSink::new(stdio, stream, None);
+            host.live.add();
+            let host = host.clone();
+            host.runtime.clone().spawn(async move {
+                forward(reader, &sink).await;
+                sink.finish();
+                host.live.remove();
+            });
+        }
+    }
+    let report = std::fs::File::from(worker.report);
+    let read_report = tokio::task::spawn_blocking(move || {
+        let report = protocol::read_frame::<protocol::Ended>(&mut { report });
+        if report.is_err() {
+            // A worker that breaks the protocol is not trusted to go on.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+        report
+    });
+    let (report, status) = tokio::join!(read_report, wait_pid(pid));
+    let _ = fed.join();
+    let report = report.unwrap_or_else(|e| Err(e.to_string()));
+    let ended = match (report, status) {
+        (Err(why), _) => {
+            let reason = format!("worker {pid} broke the control protocol and was killed: {why}");
+            let stderr = LineSink::new(&launch.stderr, Stream::Stderr, launch.label.clone());
+            stderr.write(format!("error: {reason}\n").as_bytes());
+            Ended::failure(reason)
+        }
+        (_, Status::Signalled(signal)) => Ended { code: crate::ExitCode::from(-signal), reason: None },
+        (Ok(Some(report)), Status::Exited(code)) if report.code == code => Ended {
+            code: crate::ExitCode::from(code),
+            reason: report.reason,
+        },
+        (Ok(_), Status::Exited(code)) => Ended::code(code),
+        (_, Status::Lost(why)) => Ended::failure(format!("lost track of worker {pid}: {why}")),
+    };
+    node.finish(&host, ended);
+}
+
+fn pipe_reader(fd: Option<OwnedFd>) -> Option<tokio::net::unix::pipe::Receiver> {
+    tokio::net::unix::pipe::Receiver::from_owned_fd(fd?).ok()
+}
+
+/// Passes everything a worker writes on to `sink`, until end-of-file.
+async fn forward<R: AsyncRead + Unpin>(mut reader: R, sink: &LineSink) {
+    let mut buffer = vec![0u8; 64 << 10];
+    loop {
+        match reader.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => sink.write(&buffer[..n]),
+        }
+    }
+}
+
+enum Status {
+    Exited(i32),
+    Signalled(i32),
+    Lost(String),
+}
+
+/// Waits for the process `pid` (our child) to end, and reaps it.
+async fn wait_pid(pid: u32) -> Status {
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if pidfd < 0 {
+        return Status::Lost(std::io::Error::last_os_error().to_string());
+    }
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
+    // SAFETY: the pidfd is owned by the AsyncFd, and closed only with it.
+    let ready = match unsafe { tokio::io::unix::AsyncFd::register(pidfd) } {
+        Ok(fd) => fd,
+        Err(e) => return Status::Lost(e.to_string()),
+    };
+    loop {
+        match ready.readable().await {
+            Ok(mut guard) => {
+                if let Some(status) = reap(ready.get_ref()) {
+                    return status;
+                }
+                guard.clear_ready();
+                // An orphan that ended before its parent is still the
+                // parent's for a moment; look again shortly.
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            Err(e) => return Status::Lost(e.to_string()),
+        }
+    }
+}
+
+/// Reaps the ended process behind `pidfd`, if it is ours to reap yet.
+fn reap(pidfd: &OwnedFd) -> Option<Status> {
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WNOHANG;
+    let result = unsafe { libc::waitid(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, flags) };
+    if result != 0 {
+        let error = std::io::Error::last_os_error();
+        return (error.raw_os_error() != Some(libc::ECHILD)).then(|| Status::Lost(error.to_string()));
+    }
+    let pid = unsafe { info.si_pid() };
+    if pid == 0 {
+        return None;
+    }
+    let status = unsafe { info.si_status() };
+    Some(match info.si_code {
+        libc::CLD_EXITED => Status::Exited(status),
+        _ => Status::Signalled(status),
+    })
+}
+
+/// The root's side of the orphanage: adopts every pid a worker announces,
+/// and reaps it when it ends.
+fn adopt_orphans(orphans: OwnedFd) {
+    let mut orphans = std::fs::File::from(orphans);
+    let mut pid = [0u8; 4];
+    while orphans.read_exact(&mut pid).is_ok() {
+        ORPHANS.adopt(u32::from_le_bytes(pid));
+    }
+}
+
+/// Orphans adopted by the root host, which it waits for before exiting.
+pub(crate) static ORPHANS: Orphans = Orphans::new();
+
+pub(crate) struct Orphans {
+    live: std::sync::Mutex<usize>,
+    idle: std::sync::Condvar,
+}
+
+impl Orphans {
+    const fn new() -> Orphans {
+        Orphans { live: std::sync::Mutex::new(0), idle: std::sync::Condvar::new() }
+    }
+
+    fn adopt(&'static self, pid: u32) {
+        *self.live.lock().unwrap() += 1;
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            if let Ok(runtime) = runtime {
+                runtime.block_on(wait_pid(pid));
+            }
+            let mut live = self.live.lock().unwrap();
+            *live -= 1;
+            self.idle.notify_all();
+        });
+    }
+
+    /// Blocks until every adopted orphan has ended.
+    pub(crate) fn wait(&self) {
+        let mut live = self.live.lock().unwrap();
+        while *live > 0 {
+            live = self.idle.wait(live).unwrap();
+        }
+    }
+}
+
+/// Signals one worker.
+struct NativeControl {
+    pid: u32,
+}
+
+impl Control for NativeControl {
+    fn signal(&self, signal: Signal) {
+        // The pid stays ours until we reap it, so it cannot have been reused.
+        unsafe { libc::kill(self.pid as libc::pid_t, signal.number()) };
+    }
+}

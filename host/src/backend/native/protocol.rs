@@ -1,0 +1,185 @@
+//! The control channel between a host and its workers.
+//!
+//! A frame is a 4-byte magic, a little-endian `u32` length, and that many
+//! bytes of JSON (serde). The magic carries the protocol version, so a worker
+//! of another build is refused rather than misread. The decoder never trusts
+//! a peer: a wrong magic, an oversized length, a truncated body or a body of
+//! the wrong shape is an [`Err`] with a message, never a panic or a hang.
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+/// `MPH` and the protocol version.
+const MAGIC: [u8; 4] = *b"MPH1";
+/// The largest frame either side accepts.
+pub(crate) const MAX_FRAME: usize = 16 << 20;
+
+/// What a host tells a new worker to run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Start {
+    /// The program's compiled code, serialized by the host.
+    pub(crate) artifact: PathBuf,
+    pub(crate) source: Option<PathBuf>,
+    pub(crate) core: bool,
+    pub(crate) entries: Vec<String>,
+    pub(crate) has_main: bool,
+    pub(crate) entry: Option<String>,
+    pub(crate) input: Vec<u8>,
+    pub(crate) args: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) dirs: Vec<(PathBuf, String)>,
+    pub(crate) max_memory: Option<u64>,
+    pub(crate) fuel: Option<u64>,
+    /// Time left before the deadline, in nanoseconds.
+    pub(crate) time_left: Option<u64>,
+    pub(crate) name: String,
+    pub(crate) daemon: bool,
+    pub(crate) label: Option<String>,
+    pub(crate) labelled: bool,
+    /// The engine settings the artifact was compiled with.
+    pub(crate) engine: EngineSettings,
+}
+
+/// Settings that must match for a worker to load the host's compiled code.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub(crate) struct EngineSettings {
+    pub(crate) fuel: bool,
+    pub(crate) max_memory: u64,
+    pub(crate) max_processes: u32,
+}
+
+/// What a worker tells its host as it ends.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Ended {
+    pub(crate) code: i32,
+    pub(crate) reason: Option<String>,
+}
+
+pub(crate) fn write_frame<T: Serialize>(out: &mut impl Write, message: &T) -> std::io::Result<()> {
+    let body = serde_json::to_vec(message)?;
+    let mut frame = Vec::with_capacity(body.len() + 8);
+    frame.extend_from_slice(&MAGIC);
+    frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&body);
+    out.write_all(&frame)?;
+    out.flush()
+}
+
+/// Reads one frame; `Ok(None)` if the peer closed before sending any byte.
+pub(crate) fn read_frame<T: DeserializeOwned>(input: &mut impl Read) -> Result<Option<T>, String> {
+    let mut header = [0u8; 8];
+    let mut got = 0;
+    while got < header.len() {
+        match input.read(&mut header[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err("truncated frame header".into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("cannot read frame: {e}")),
+        }
+    }
+    let mut body = vec![0u8; body_length(&header)?];
+    input
+        .read_exact(&mut body)
+        .map_err(|_| "truncated frame body".to_string())?;
+    decode(&body).map(Some)
+}
+
+/// Decodes a whole frame held in memory.
+#[cfg(test)]
+pub(crate) fn decode_frame<T: DeserializeOwned>(frame: &[u8]) -> Result<T, String> {
+    let header: [u8; 8] = frame
+        .get(..8)
+        .and_then(|h| h.try_into().ok())
+        .ok_or("truncated frame header")?;
+    let length = body_length(&header)?;
+    let body = frame.get(8..8 + length).ok_or("truncated frame body")?;
+    if frame.len() > 8 + length {
+        return Err("trailing bytes after the frame".into());
+    }
+    decode(body)
+}
+
+fn body_length(header: &[u8; 8]) -> Result<usize, String> {
+    if header[..4] != MAGIC {
+        return Err("not a frame of this protocol version (bad magic)".into());
+    }
+    let length = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
+    if length > MAX_FRAME {
+        return Err(format!("frame of {length} bytes exceeds the limit of {MAX_FRAME}"));
+    }
+    Ok(length)
+}
+
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("malformed message: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(message: &Ended) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_frame(&mut out, message).unwrap();
+        out
+    }
+
+    #[test]
+    fn round_trip() {
+        let message = Ended { code: 3, reason: Some("why".into()) };
+        let bytes = frame(&message);
+        assert_eq!(read_frame::<Ended>(&mut &bytes[..]), Ok(Some(message.clone())));
+        assert_eq!(decode_frame::<Ended>(&bytes), Ok(message));
+        assert_eq!(read_frame::<Ended>(&mut &[][..]), Ok(None));
+    }
+
+    #[test]
+    fn hostile_frames_are_errors() {
+        let good = frame(&Ended { code: 0, reason: None });
+        for cut in 1..good.len() {
+            assert!(read_frame::<Ended>(&mut &good[..cut]).is_err(), "cut at {cut}");
+            assert!(decode_frame::<Ended>(&good[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut huge = MAGIC.to_vec();
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(read_frame::<Ended>(&mut &huge[..]).unwrap_err().contains("exceeds"));
+        let mut wrong = good.clone();
+        wrong[0] = b'X';
+        assert!(read_frame::<Ended>(&mut &wrong[..]).is_err());
+        let mut other = MAGIC.to_vec();
+        other.extend_from_slice(&4u32.to_le_bytes());
+        other.extend_from_slice(b"[1] ");
+        assert!(read_frame::<Ended>(&mut &other[..]).unwrap_err().contains("malformed"));
+    }
+
+    /// A cheap deterministic fuzz of the decoder: random bytes and random
+    /// mutations of a valid frame never panic.
+    #[test]
+    fn decoder_survives_random_input() {
+        let good = frame(&Ended { code: -15, reason: Some("terminated".into()) });
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let mut bytes = if next() % 2 == 0 { good.clone() } else { vec![0; (next() % 64) as usize] };
+            for _ in 0..(next() % 8) {
+                if bytes.is_empty() {
+                    break;
+                }
+                let i = (next() as usize) % bytes.len();
+                bytes[i] = next() as u8;
+            }
+            if next() % 3 == 0 {
+                bytes.truncate((next() as usize) % (bytes.len() + 1));
+            }
+            let _ = decode_frame::<Ended>(&bytes);
+            let _ = read_frame::<Start>(&mut &bytes[..]);
+        }
+    }
+}

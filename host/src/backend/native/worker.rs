@@ -1,0 +1,131 @@
+//! Worker mode: the host binary running one process for its parent host.
+//!
+//! A worker reads its [`Start`](protocol::Start) message from stdin, loads
+//! the compiled artifact the root host serialized, and runs the process as
+//! its own root: children a guest spawns become the worker's OS children.
+//! When the guest ends, the worker reports why on fd 3, announces its
+//! still-running non-daemon children to the root for adoption, and exits
+//! with the process's exit code; a signal ends it for real (so -15 and -9
+//! are what `waitpid` sees). Embedders whose own binary is re-executed as
+//! the worker call [`main`] when their first argument is [`WORKER_ARG`](super::WORKER_ARG).
+
+use super::protocol::{self, Start};
+use super::{INHERITED, Inherited, LIFELINE_FD, ORPHANAGE_FD, REPORT_FD};
+use crate::backend::BackendKind;
+use crate::command::Launch;
+use crate::exit::Signal;
+use crate::instance::{self, Outputs};
+use crate::limits::Limits;
+use crate::output::Stdio;
+use crate::runtime::HostBuilder;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// Runs this process as a worker; returns its exit status.
+pub fn main() -> i32 {
+    match serve() {
+        Ok(status) => status,
+        Err(message) => {
+            eprintln!("error: {message}");
+            crate::ExitCode::FAILURE.code()
+        }
+    }
+}
+
+fn serve() -> Result<i32, String> {
+    let start: Start = match protocol::read_frame(&mut std::io::stdin().lock()) {
+        Ok(Some(start)) => start,
+        Ok(None) => return Err("worker mode is for the host's own use: no start message on stdin".into()),
+        Err(why) => return Err(format!("bad start message: {why}")),
+    };
+    let inherited = inherit().ok_or("worker mode is for the host's own use: its descriptors are missing")?;
+    watch_lifeline(&inherited.lifeline)?;
+    let _ = INHERITED.set(inherited);
+
+    let host = HostBuilder::default()
+        .backend(BackendKind::Native)
+        .fuel(start.engine.fuel)
+        .max_memory_per_process(start.engine.max_memory)
+        .max_processes(start.engine.max_processes)
+        .this_process(start.name.clone(), start.daemon)
+        .build()
+        .map_err(|e| format!("cannot start the worker's engine: {e:#}"))?;
+    let inner = host.inner().clone();
+    let program = crate::program::from_artifact(&inner, &start).map_err(|e| e.to_string())?;
+    let launch = Launch {
+        entry: start.entry,
+        input: start.input,
+        args: start.args,
+        env: start.env,
+        dirs: start.dirs,
+        limits: Limits { max_memory: start.max_memory, fuel: start.fuel, timeout: None },
+        deadline: start.time_left.map(|left| Instant::now() + Duration::from_nanos(left)),
+        stdout: Stdio::inherit(),
+        stderr: Stdio::inherit(),
+        labelled: start.labelled,
+        label: start.label,
+        parent_label: None,
+        ..program.command().launch().clone()
+    };
+    let outputs = Outputs::new(&launch);
+    let node = inner.root.clone();
+    let ended = inner.block_on(instance::run_until_deadline(inner.clone(), node.clone(), launch, &outputs));
+    outputs.finish();
+    let _ = std::io::stdout().flush();
+
+    let mut report = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(REPORT_FD) });
+    let message = protocol::Ended { code: ended.code.code(), reason: ended.reason.clone() };
+    let _ = protocol::write_frame(&mut report, &message);
+    announce_orphans(&node.live_children());
+    if ended.code == crate::ExitCode::from_signal(Signal::Term) {
+        // A timeout: end the way a terminate does, so the parent sees -15.
+        unsafe { libc::raise(libc::SIGTERM) };
+    }
+    // Exit at once: no destructor may terminate the children we leave.
+    std::process::exit(ended.code.code())
+}
+
+/// Takes ownership of the descriptors the parent passed, if they are there.
+fn inherit() -> Option<Inherited> {
+    let valid = |fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0;
+    if !(valid(REPORT_FD) && valid(LIFELINE_FD) && valid(ORPHANAGE_FD)) {
+        return None;
+    }
+    for fd in [REPORT_FD, LIFELINE_FD, ORPHANAGE_FD] {
+        // Our children get their own copies by dup2, never these.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Some(Inherited {
+        lifeline: unsafe { OwnedFd::from_raw_fd(LIFELINE_FD) },
+        orphanage: unsafe { OwnedFd::from_raw_fd(ORPHANAGE_FD) },
+    })
+}
+
+/// Dies as soon as the root host does, however it died.
+fn watch_lifeline(lifeline: &OwnedFd) -> Result<(), String> {
+    let mut lifeline = std::fs::File::from(lifeline.try_clone().map_err(|e| e.to_string())?);
+    std::thread::Builder::new()
+        .name("host-lifeline".into())
+        .spawn(move || {
+            let mut byte = [0u8; 1];
+            // The root never writes: any return means it is gone.
+            let _ = lifeline.read(&mut byte);
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        })
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Tells the root which of our children it is about to adopt.
+fn announce_orphans(children: &[std::sync::Arc<crate::process::Node>]) {
+    let Some(inherited) = INHERITED.get() else { return };
+    let Ok(orphanage) = inherited.orphanage.try_clone() else { return };
+    let mut orphanage = std::fs::File::from(orphanage);
+    for child in children.iter().filter(|c| !c.is_daemon()) {
+        if let Some(pid) = child.pid() {
+            // Four bytes: well under PIPE_BUF, so never torn by another writer.
+            let _ = orphanage.write_all(&pid.to_le_bytes());
+        }
+    }
+}
