@@ -72,6 +72,7 @@ pub(crate) trait Control: Send + Sync {
 }
 
 /// What a backend needs to know of the host's configuration.
+#[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
 pub(crate) struct Settings {
     pub(crate) kind: BackendKind,
     pub(crate) worker_program: Option<std::path::PathBuf>,

@@ -48,13 +48,17 @@ impl Backend for ThreadBackend {
         let engine = host.engine.clone();
         host.runtime.clone().spawn(async move {
             let outputs = Outputs::new(&launch);
+            let guest = instance::run_until_deadline(host.clone(), node.clone(), launch, &outputs);
+            tokio::pin!(guest);
             let ended = tokio::select! {
                 biased;
                 Ok(signal) = signalled => Ended::signal(signal),
-                ended = instance::run_until_deadline(host.clone(), node.clone(), launch, &outputs) => ended,
+                ended = &mut guest => ended,
             };
             outputs.finish();
             node.finish(&host, ended);
+            // Only now tear the instance down: joiners need not wait for it.
+            drop(guest);
         });
         Ok(Arc::new(ThreadControl { signals: Mutex::new(Some(signals)), engine }))
     }

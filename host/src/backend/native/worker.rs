@@ -47,7 +47,8 @@ fn serve() -> Result<i32, String> {
         .backend(BackendKind::Native)
         .fuel(start.engine.fuel)
         .max_memory_per_process(start.engine.max_memory)
-        .max_processes(start.engine.max_processes)
+        // A worker runs one instance: its children are processes of their own.
+        .max_processes(1)
         .this_process(start.name.clone(), start.daemon)
         .build()
         .map_err(|e| format!("cannot start the worker's engine: {e:#}"))?;
