@@ -28,6 +28,11 @@ struct Options {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The native backend re-executes this binary as its worker.
+    #[cfg(feature = "native")]
+    if std::env::args().nth(1).as_deref() == Some(host::WORKER_ARG) {
+        std::process::exit(host::worker::main());
+    }
     let options = options()?;
     let python = options.python.as_ref().map(|script| python_figures(script, options.quick)).transpose()?;
     let mut columns = Vec::new();

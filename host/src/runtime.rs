@@ -110,12 +110,15 @@ impl HostBuilder {
 
     pub fn build(self) -> anyhow::Result<Host> {
         let engine = Engine::new(&self.engine_config())?;
-        let threads = self.threads.unwrap_or_else(cpu_count).max(2);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name("host-guest")
-            .enable_all()
-            .build()?;
+        let runtime = match (&self.this_process, self.threads) {
+            // A native worker runs one guest, driven by its main thread.
+            (Some(_), _) => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+            (None, threads) => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads.unwrap_or_else(cpu_count).max(2))
+                .thread_name("host-guest")
+                .enable_all()
+                .build()?,
+        };
         let backend = backend::create(backend::Settings {
             kind: self.backend,
             worker_program: self.worker_program.clone(),
@@ -261,6 +264,13 @@ impl Host {
     #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
     pub(crate) fn inner(&self) -> &Arc<HostInner> {
         &self.inner
+    }
+
+    /// Runs `future` on the host's own runtime, driving its timers and I/O
+    /// from this thread (which a current-thread runtime needs).
+    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
+    pub(crate) fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.runtime.as_ref().expect("the runtime lives as long as the host").block_on(future)
     }
 
     /// Terminates every process still running (daemons included) and waits

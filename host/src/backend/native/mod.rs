@@ -7,19 +7,22 @@
 //! Pids are real, and so is the tree: a child a guest spawns in a worker is
 //! an OS child of that worker.
 //!
-//! The descriptors every worker gets, besides its stdio (piped to its parent,
-//! which passes on whole lines):
-//! - fd 3, the report pipe: one [`protocol::Ended`] frame saying why it ended;
-//! - fd 4, the lifeline: the read end of a pipe whose only writer is the root
+//! Workers are started with `posix_spawn` (no `fork` of the host's large
+//! address space), one at a time from one long-lived spawner thread. Besides
+//! its stdio (piped to the root host, which passes on whole lines), every
+//! worker gets three descriptors, named in `HOST_WORKER_FDS`:
+//! - the report pipe: one [`protocol::Ended`] frame saying why it ended;
+//! - the lifeline: the read end of a pipe whose only writer is the root
 //!   host, so that when the root dies, even by `SIGKILL`, every worker sees
 //!   end-of-file and kills itself;
-//! - fd 5, the orphanage: a pipe to the root host on which a worker that ends
+//! - the orphanage: a pipe to the root host on which a worker that ends
 //!   before its non-daemon children announces their pids, so that the root
 //!   (a `PR_SET_CHILD_SUBREAPER`) adopts, waits for and reaps them.
 //!
-//! Daemons are started with `PR_SET_PDEATHSIG`, so they die with their parent
-//! even when it crashes. Every child is waited for through a pidfd, which
-//! reaps exactly our own children (never an embedder's) and no zombie stays.
+//! A daemon sets `PR_SET_PDEATHSIG` on itself, so it dies with its parent
+//! even when the parent crashes (the spawner thread lives as long as the
+//! parent). Every child is waited for through a pidfd, which reaps exactly
+//! our own children (never an embedder's), so no zombie stays.
 
 pub(crate) mod protocol;
 pub mod worker;
@@ -34,14 +37,13 @@ use crate::runtime::HostInner;
 use protocol::{EngineSettings, Start};
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-const REPORT_FD: RawFd = 3;
-const LIFELINE_FD: RawFd = 4;
-const ORPHANAGE_FD: RawFd = 5;
+/// The environment variable naming a worker's report, lifeline and
+/// orphanage descriptors.
+const FDS_VAR: &str = "HOST_WORKER_FDS";
 
 /// The subcommand that puts the host binary in worker mode.
 pub const WORKER_ARG: &str = "__worker";
@@ -53,8 +55,9 @@ pub(crate) struct NativeBackend {
     lifeline: OwnedFd,
     /// Write end of the orphanage, passed to every worker as fd 5.
     orphanage: OwnedFd,
-    /// Daemons are spawned from one long-lived thread: `PR_SET_PDEATHSIG`
-    /// fires when the *thread* that forked ends, not only the process.
+    /// Workers are spawned from one long-lived thread: `PR_SET_PDEATHSIG`
+    /// fires when the *thread* that spawned ends, and descriptors made
+    /// inheritable for one spawn must not leak into another.
     spawner: crossbeam_channel::Sender<Box<dyn FnOnce() + Send>>,
     /// The root keeps the lifeline's write end for as long as it lives.
     _lifeline_writer: Option<OwnedFd>,
@@ -138,27 +141,22 @@ impl Backend for NativeBackend {
 
     fn start(&self, host: &Arc<HostInner>, node: &Arc<Node>, launch: &Launch) -> Result<Arc<dyn Control>, Error> {
         let start = self.start_message(node, launch)?;
-        let daemon = node.is_daemon();
-        let worker = if daemon {
-            let (tx, rx) = crossbeam_channel::bounded(1);
-            let exe = self.exe.clone();
-            let (lifeline, orphanage) = self.fds()?;
-            let job = move || {
-                let _ = tx.send(spawn_worker(&exe, &lifeline, &orphanage, true));
-            };
-            self.spawner
-                .send(Box::new(job))
-                .map_err(|_| Error::Spawn("the spawner thread is gone".into()))?;
-            rx.recv().map_err(|_| Error::Spawn("the spawner thread is gone".into()))?
-        } else {
-            spawn_worker(&self.exe, &self.lifeline, &self.orphanage, false)
-        }
-        .map_err(|e| Error::Spawn(format!("cannot start a worker ({}): {e}", self.exe.display())))?;
+        let (exe, lifeline, orphanage) = (self.exe.clone(), self.fds()?.0, self.fds()?.1);
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let job = move || {
+            let _ = tx.send(spawn_worker(&exe, &lifeline, &orphanage, &start));
+        };
+        let gone = || Error::Spawn("the spawner thread is gone".into());
+        self.spawner.send(Box::new(job)).map_err(|_| gone())?;
+        let worker = rx
+            .recv()
+            .map_err(|_| gone())?
+            .map_err(|e| Error::Spawn(format!("cannot start a worker ({}): {e}", self.exe.display())))?;
         let pid = worker.child.id();
         node.set_pid(pid);
         let control = Arc::new(NativeControl { pid });
         let (host, node, launch) = (host.clone(), node.clone(), launch.clone());
-        host.runtime.clone().spawn(supervise(host, node, launch, worker, start));
+        host.runtime.clone().spawn(supervise(host, node, launch, worker));
         Ok(control)
     }
 }
@@ -192,6 +190,7 @@ impl NativeBackend {
                 .map(|d| d.saturating_duration_since(std::time::Instant::now()).as_nanos() as u64),
             name: node.name(),
             daemon: node.is_daemon(),
+            parent: std::process::id(),
             label: launch.label.clone(),
             labelled: launch.labelled,
             engine: self.settings,
@@ -205,13 +204,10 @@ struct Worker {
     report: OwnedFd,
 }
 
-fn spawn_worker(exe: &PathBuf, lifeline: &OwnedFd, orphanage: &OwnedFd, daemon: bool) -> std::io::Result<Worker> {
+fn spawn_worker(exe: &PathBuf, lifeline: &OwnedFd, orphanage: &OwnedFd, start: &Start) -> std::io::Result<Worker> {
     let (report_read, report_write) = pipe()?;
-    let fds = [
-        (report_write.as_raw_fd(), REPORT_FD),
-        (lifeline.as_raw_fd(), LIFELINE_FD),
-        (orphanage.as_raw_fd(), ORPHANAGE_FD),
-    ];
+    let passed = [&report_write, lifeline, orphanage];
+    let fds = passed.map(|fd| fd.as_raw_fd().to_string()).join(",");
     // The root host reads each of its workers' output through a pipe; the
     // workers below share it, writing whole (labelled) lines, so that an
     // orphan's output still reaches the root after its parent is gone.
@@ -223,34 +219,35 @@ fn spawn_worker(exe: &PathBuf, lifeline: &OwnedFd, orphanage: &OwnedFd, daemon: 
     command
         .arg(WORKER_ARG)
         .env_clear()
+        .env(FDS_VAR, fds)
         .stdin(std::process::Stdio::piped())
         .stdout(output())
         .stderr(output());
-    // SAFETY: between fork and exec only async-signal-safe calls are made.
-    unsafe {
-        command.pre_exec(move || {
-            for (from, to) in fds {
-                // dup2 leaves the new descriptor without close-on-exec.
-                if libc::dup2(from, to) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            if daemon {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0);
-            }
-            Ok(())
-        });
+    // Inheritable for this one spawn only: spawns are serialized on the
+    // spawner thread, so no other child can catch them.
+    passed.iter().for_each(|fd| set_cloexec(fd, false));
+    let child = command.spawn();
+    passed.iter().for_each(|fd| set_cloexec(fd, true));
+    let mut child = child?;
+    // Written before `start` returns: the parent may end right after it.
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    if let Err(error) = protocol::write_frame(&mut stdin, start) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(error);
     }
-    let child = command.spawn()?;
     Ok(Worker { child, report: report_read })
 }
 
-/// Feeds a worker its start message, passes on its output, waits for its end
+fn set_cloexec(fd: &OwnedFd, cloexec: bool) {
+    let flags = if cloexec { libc::FD_CLOEXEC } else { 0 };
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flags) };
+}
+
+/// Passes on a worker's output, waits for its end
 /// (reaping it) and records that end on its node.
-async fn supervise(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, mut worker: Worker, start: Start) {
+async fn supervise(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, mut worker: Worker) {
     let pid = worker.child.id();
-    let mut stdin = worker.child.stdin.take().expect("piped stdin");
-    let fed = std::thread::spawn(move || protocol::write_frame(&mut stdin, &start));
     // The worker labels its own lines (and its descendants'): pass them on
     // as they are, until every process sharing the pipes has ended.
     let sinks = [
@@ -279,7 +276,6 @@ async fn supervise(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, mut wo
         report
     });
     let (report, status) = tokio::join!(read_report, wait_pid(pid));
-    let _ = fed.join();
     let report = report.unwrap_or_else(|e| Err(e.to_string()));
     let ended = match (report, status) {
         (Err(why), _) => {

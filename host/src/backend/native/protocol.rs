@@ -35,6 +35,8 @@ pub(crate) struct Start {
     pub(crate) time_left: Option<u64>,
     pub(crate) name: String,
     pub(crate) daemon: bool,
+    /// The parent's pid, which a daemon checks it still has.
+    pub(crate) parent: u32,
     pub(crate) label: Option<String>,
     pub(crate) labelled: bool,
     /// The engine settings the artifact was compiled with.

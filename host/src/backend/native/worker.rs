@@ -10,7 +10,7 @@
 //! the worker call [`main`] when their first argument is [`WORKER_ARG`](super::WORKER_ARG).
 
 use super::protocol::{self, Start};
-use super::{INHERITED, Inherited, LIFELINE_FD, ORPHANAGE_FD, REPORT_FD};
+use super::{FDS_VAR, INHERITED, Inherited};
 use crate::backend::BackendKind;
 use crate::command::Launch;
 use crate::exit::Signal;
@@ -39,7 +39,10 @@ fn serve() -> Result<i32, String> {
         Ok(None) => return Err("worker mode is for the host's own use: no start message on stdin".into()),
         Err(why) => return Err(format!("bad start message: {why}")),
     };
-    let inherited = inherit().ok_or("worker mode is for the host's own use: its descriptors are missing")?;
+    let (report, inherited) = inherit().ok_or("worker mode is for the host's own use: its descriptors are missing")?;
+    if start.daemon {
+        die_with_parent(start.parent);
+    }
     watch_lifeline(&inherited.lifeline)?;
     let _ = INHERITED.set(inherited);
 
@@ -71,11 +74,11 @@ fn serve() -> Result<i32, String> {
     };
     let outputs = Outputs::new(&launch);
     let node = inner.root.clone();
-    let ended = inner.block_on(instance::run_until_deadline(inner.clone(), node.clone(), launch, &outputs));
+    let ended = host.block_on(instance::run_until_deadline(inner.clone(), node.clone(), launch, &outputs));
     outputs.finish();
     let _ = std::io::stdout().flush();
 
-    let mut report = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(REPORT_FD) });
+    let mut report = std::fs::File::from(report);
     let message = protocol::Ended { code: ended.code.code(), reason: ended.reason.clone() };
     let _ = protocol::write_frame(&mut report, &message);
     announce_orphans(&node.live_children());
@@ -88,19 +91,37 @@ fn serve() -> Result<i32, String> {
 }
 
 /// Takes ownership of the descriptors the parent passed, if they are there.
-fn inherit() -> Option<Inherited> {
-    let valid = |fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0;
-    if !(valid(REPORT_FD) && valid(LIFELINE_FD) && valid(ORPHANAGE_FD)) {
-        return None;
+fn inherit() -> Option<(OwnedFd, Inherited)> {
+    let fds: Vec<i32> = std::env::var(FDS_VAR)
+        .ok()?
+        .split(',')
+        .map(|fd| fd.parse().ok())
+        .collect::<Option<_>>()?;
+    let [report, lifeline, orphanage] = fds[..] else { return None };
+    for fd in [report, lifeline, orphanage] {
+        // Valid, and not passed on to our own children (they get copies).
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+            return None;
+        }
     }
-    for fd in [REPORT_FD, LIFELINE_FD, ORPHANAGE_FD] {
-        // Our children get their own copies by dup2, never these.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    // SAFETY: the parent passed these descriptors to us alone.
+    unsafe {
+        Some((
+            OwnedFd::from_raw_fd(report),
+            Inherited { lifeline: OwnedFd::from_raw_fd(lifeline), orphanage: OwnedFd::from_raw_fd(orphanage) },
+        ))
     }
-    Some(Inherited {
-        lifeline: unsafe { OwnedFd::from_raw_fd(LIFELINE_FD) },
-        orphanage: unsafe { OwnedFd::from_raw_fd(ORPHANAGE_FD) },
-    })
+}
+
+/// A daemon dies with its parent, even when the parent crashes.
+fn die_with_parent(parent: u32) {
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0);
+        // The parent may have died before the line above took effect.
+        if libc::getppid() as u32 != parent {
+            libc::raise(libc::SIGTERM);
+        }
+    }
 }
 
 /// Dies as soon as the root host does, however it died.
