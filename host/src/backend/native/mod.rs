@@ -266,17 +266,17 @@ async fn supervise(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, mut wo
             });
         }
     }
-    let report = std::fs::File::from(worker.report);
-    let read_report = tokio::task::spawn_blocking(move || {
-        let report = protocol::read_frame::<protocol::Ended>(&mut { report });
+    let read_report = async {
+        let mut report = tokio::net::unix::pipe::Receiver::from_owned_fd(worker.report)
+            .map_err(|e| format!("cannot read the report pipe: {e}"))?;
+        let report = protocol::read_frame_async::<protocol::Ended>(&mut report).await;
         if report.is_err() {
             // A worker that breaks the protocol is not trusted to go on.
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
         }
         report
-    });
+    };
     let (report, status) = tokio::join!(read_report, wait_pid(pid));
-    let report = report.unwrap_or_else(|e| Err(e.to_string()));
     let ended = match (report, status) {
         (Err(why), _) => {
             let reason = format!("worker {pid} broke the control protocol and was killed: {why}");

@@ -71,21 +71,57 @@ pub(crate) fn write_frame<T: Serialize>(out: &mut impl Write, message: &T) -> st
 /// Reads one frame; `Ok(None)` if the peer closed before sending any byte.
 pub(crate) fn read_frame<T: DeserializeOwned>(input: &mut impl Read) -> Result<Option<T>, String> {
     let mut header = [0u8; 8];
+    let got = read_full(&mut header, |buf| input.read(buf))?;
+    let Some(length) = frame_length(&header, got)? else { return Ok(None) };
+    let mut body = vec![0u8; length];
+    input.read_exact(&mut body).map_err(|_| "truncated frame body".to_string())?;
+    decode(&body).map(Some)
+}
+
+/// [`read_frame`], without holding a thread while the peer is silent.
+pub(crate) async fn read_frame_async<T: DeserializeOwned>(
+    input: &mut (impl tokio::io::AsyncRead + Unpin),
+) -> Result<Option<T>, String> {
+    use tokio::io::AsyncReadExt;
+    let mut header = [0u8; 8];
     let mut got = 0;
     while got < header.len() {
-        match input.read(&mut header[got..]) {
-            Ok(0) if got == 0 => return Ok(None),
-            Ok(0) => return Err("truncated frame header".into()),
+        match input.read(&mut header[got..]).await {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) => return Err(format!("cannot read frame: {e}")),
+        }
+    }
+    let Some(length) = frame_length(&header, got)? else { return Ok(None) };
+    let mut body = vec![0u8; length];
+    input
+        .read_exact(&mut body)
+        .await
+        .map_err(|_| "truncated frame body".to_string())?;
+    decode(&body).map(Some)
+}
+
+/// Fills `buffer` until end-of-file; how many bytes it got.
+fn read_full(buffer: &mut [u8], mut read: impl FnMut(&mut [u8]) -> std::io::Result<usize>) -> Result<usize, String> {
+    let mut got = 0;
+    while got < buffer.len() {
+        match read(&mut buffer[got..]) {
+            Ok(0) => break,
             Ok(n) => got += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(format!("cannot read frame: {e}")),
         }
     }
-    let mut body = vec![0u8; body_length(&header)?];
-    input
-        .read_exact(&mut body)
-        .map_err(|_| "truncated frame body".to_string())?;
-    decode(&body).map(Some)
+    Ok(got)
+}
+
+/// The body length a header of `got` bytes announces; `None` for no frame.
+fn frame_length(header: &[u8; 8], got: usize) -> Result<Option<usize>, String> {
+    match got {
+        0 => Ok(None),
+        8 => body_length(header).map(Some),
+        _ => Err("truncated frame header".into()),
+    }
 }
 
 /// Decodes a whole frame held in memory.
