@@ -9,26 +9,11 @@
 use crate::error::Error;
 use crate::exit::Signal;
 use crate::instance::Ctx;
-use crate::process::Node;
-use mp::host::process::{self as wit, Host, HostProcess};
-use std::sync::Arc;
+use super::GuestProcess;
+use super::mp::host::process::{self as wit, Host, HostProcess};
 use std::time::Duration;
 use wasmtime::component::Resource;
 
-wasmtime::component::bindgen!({
-    path: "../wit",
-    world: "program",
-    imports: { default: async | trappable },
-    exports: { default: async },
-    with: { "mp:host/process.process": GuestProcess },
-});
-
-/// A process as a guest holds it.
-pub struct GuestProcess {
-    node: Arc<Node>,
-    /// The calling process itself, from `current-process`.
-    is_self: bool,
-}
 
 impl From<Error> for wit::Error {
     fn from(error: Error) -> wit::Error {
