@@ -1,0 +1,27 @@
+# Tasks for the mp host. `just --list` shows them.
+
+# Build the host; host/build.rs builds the guest programs into target/guests/.
+build-guests:
+    cargo build -p host
+
+# Run the README's example: a seed program, guests built automatically.
+run:
+    cargo run -- run target/guests/seed-hello.wasm
+
+# Every test on both backends (the README's test command; .ci/run runs it).
+test:
+    cargo test && cargo test --features native
+
+# SPEC's workloads on both backends, beside Python's multiprocessing.
+bench *ARGS:
+    cargo run --features native --example bench -- {{ARGS}}
+
+# Format the host, the tests and the guests.
+fmt:
+    cargo fmt --all
+    cargo fmt --all --manifest-path guest-tasks/Cargo.toml
+
+# Lint both backends' code, the tests and the example.
+clippy:
+    cargo clippy --all-targets
+    cargo clippy --all-targets --features native

@@ -1,0 +1,309 @@
+//! The sandbox and the limits: nothing is granted by default, `--env` and
+//! `--dir` grant one item each; memory, fuel and stack exhaustion end only the
+//! process at fault (exitcode 1, a message naming the cause), and the host and
+//! the other processes carry on without losing output.
+
+mod common;
+
+use common::*;
+use host::Stdio;
+
+/// Lines of the `env-dir` program that are environment variables.
+fn env_lines(out: &Output) -> Vec<&str> {
+    out.stdout_lines()
+        .into_iter()
+        .filter(|l| {
+            !l.starts_with("entry: ")
+                && !l.starts_with("no access: ")
+                && !l.starts_with("file: ")
+                && !l.starts_with("no file: ")
+        })
+        .collect()
+}
+
+#[test]
+fn no_environment_variables_by_default() {
+    // Even a variable in the host's own environment stays outside.
+    let out = host_with(
+        &["run", "--backend", backend_name(), s(&guest("env-dir"))],
+        &[("MP_TEST_SECRET", "leaked")],
+    );
+    out.assert_status(0);
+    assert!(
+        env_lines(&out).is_empty(),
+        "no variable may be visible: {out:#?}"
+    );
+    assert!(!out.stdout.contains("leaked"));
+}
+
+#[test]
+fn env_grants_exactly_the_variables_given() {
+    let out = host_with(
+        &[
+            "run",
+            "--backend",
+            backend_name(),
+            "--env",
+            "GREETING=hi there",
+            "--env",
+            "EMPTY=",
+            "--env",
+            "EQ=a=b",
+            s(&guest("env-dir")),
+        ],
+        &[("MP_TEST_SECRET", "leaked")],
+    );
+    out.assert_status(0);
+    let mut vars = env_lines(&out);
+    vars.sort();
+    assert_eq!(
+        vars,
+        vec!["EMPTY=", "EQ=a=b", "GREETING=hi there"],
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn no_directories_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    write_file(dir.path(), "secret.txt", "top secret");
+    let path = dir.path().to_str().unwrap().to_string();
+    let file = format!("{path}/secret.txt");
+    let out = run(&[s(&guest("env-dir")), "--", &path, &file]);
+    out.assert_status(0);
+    let lines = out.stdout_lines();
+    assert!(
+        lines.iter().any(|l| l.starts_with("no access: ")),
+        "{out:#?}"
+    );
+    assert!(lines.iter().any(|l| l.starts_with("no file: ")), "{out:#?}");
+    assert!(!out.stdout.contains("top secret"));
+    assert!(!lines.iter().any(|l| l.starts_with("entry: ")));
+}
+
+#[test]
+fn dir_grants_a_directory_under_a_guest_path() {
+    let dir = tempfile::tempdir().unwrap();
+    write_file(dir.path(), "greeting.txt", "hello from the host\n");
+    write_file(dir.path(), "other.txt", "x");
+    let grant = format!("{}::/data", dir.path().display());
+    let out = run(&[
+        "--dir",
+        &grant,
+        s(&guest("env-dir")),
+        "--",
+        "/data",
+        "/data/greeting.txt",
+    ]);
+    out.assert_status(0);
+    let lines = out.stdout_lines();
+    assert_eq!(
+        lines,
+        vec![
+            "entry: greeting.txt",
+            "entry: other.txt",
+            "file: hello from the host"
+        ],
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn dir_grants_a_directory_at_its_own_path() {
+    let dir = tempfile::tempdir().unwrap();
+    write_file(dir.path(), "a.txt", "A");
+    let path = dir.path().to_str().unwrap().to_string();
+    let out = run(&[
+        "--dir",
+        &path,
+        s(&guest("env-dir")),
+        "--",
+        &path,
+        &format!("{path}/a.txt"),
+    ]);
+    out.assert_status(0);
+    assert_eq!(
+        out.stdout_lines(),
+        vec!["entry: a.txt", "file: A"],
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn a_grant_covers_only_its_directory() {
+    // parent/b.txt sits right next to the granted parent/granted.
+    let parent = tempfile::tempdir().unwrap();
+    let granted = parent.path().join("granted");
+    std::fs::create_dir(&granted).unwrap();
+    write_file(parent.path(), "b.txt", "B");
+    let grant = format!("{}::/data", granted.display());
+    let parent_path = parent.path().to_str().unwrap().to_string();
+    let out = run(&[
+        "--dir",
+        &grant,
+        s(&guest("env-dir")),
+        "--",
+        &parent_path,
+        "/data/../b.txt",
+    ]);
+    out.assert_status(0);
+    let lines = out.stdout_lines();
+    assert!(
+        lines.iter().any(|l| l.starts_with("no access: ")),
+        "{out:#?}"
+    );
+    assert!(lines.iter().any(|l| l.starts_with("no file: ")), "{out:#?}");
+    assert!(!out.stdout.contains("file: B"), "{out:#?}");
+}
+
+#[test]
+fn out_of_memory_fails_the_process_and_names_the_limit() {
+    let out = run(&["--max-memory", "64MiB", s(&guest("oom"))]);
+    out.assert_status(1);
+    assert!(
+        out.stdout_lines().contains(&"allocated 16 MiB"),
+        "output before the failure is kept: {out:#?}"
+    );
+    let stderr = out.process_stderr();
+    assert!(
+        stderr.contains("64MiB"),
+        "the message names the limit: {out:#?}"
+    );
+    assert!(stderr.to_lowercase().contains("memory"), "{out:#?}");
+    assert_eq!(out.summaries()[0].exitcode, 1);
+}
+
+#[test]
+fn out_of_memory_in_one_process_spares_the_others() {
+    let out = run(&["--count", "2", "--max-memory", "32MiB", s(&guest("oom"))]);
+    out.assert_status(1);
+    let summaries = out.summaries();
+    assert_eq!(summaries.len(), 2);
+    assert!(summaries.iter().all(|s| s.exitcode == 1));
+    assert_eq!(out.process_stderr().matches("32MiB").count(), 2, "{out:#?}");
+}
+
+#[test]
+fn a_program_within_its_memory_limit_runs() {
+    run(&["--max-memory", "64MiB", s(&guest("hello"))]).assert_status(0);
+}
+
+#[test]
+fn out_of_fuel_fails_the_process() {
+    let out = run(&["--fuel", "1000000", s(&guest("spin"))]);
+    out.assert_status(1);
+    assert_eq!(out.stdout_lines(), vec!["spinning"], "{out:#?}");
+    assert!(
+        out.process_stderr().to_lowercase().contains("fuel"),
+        "{out:#?}"
+    );
+    assert_eq!(out.summaries()[0].exitcode, 1);
+}
+
+#[test]
+fn enough_fuel_changes_nothing() {
+    run(&["--fuel", "1000000000", s(&guest("hello"))]).assert_status(0);
+}
+
+#[test]
+fn stack_overflow_fails_the_process() {
+    let out = run(&[s(&guest("stack-overflow"))]);
+    out.assert_status(1);
+    assert_eq!(out.stdout_lines(), vec!["recursing"], "{out:#?}");
+    assert!(out.process_stderr().contains("stack overflow"), "{out:#?}");
+}
+
+#[test]
+fn trap_fails_the_process_with_a_message() {
+    let out = run(&[s(&guest("trap"))]);
+    out.assert_status(1);
+    let stderr = out.process_stderr();
+    assert!(stderr.contains("deliberate panic"), "{out:#?}");
+    assert!(
+        stderr.contains("error:"),
+        "the host says why the process ended: {out:#?}"
+    );
+}
+
+/// Library: a process that exceeds its memory fails alone; another process of
+/// the same host runs to its end with all its output.
+#[test]
+fn library_limits_fail_only_the_process_at_fault() {
+    let host = host();
+    let oom = host.load(guest("oom")).unwrap();
+    let lines = host.load(guest("lines")).unwrap();
+    let oom_out = host::Capture::new();
+    let oom_err = host::Capture::new();
+    let good_out = host::Capture::new();
+    let bad = oom
+        .command()
+        .max_memory(64 << 20)
+        .stdout(Stdio::capture(&oom_out))
+        .stderr(Stdio::capture(&oom_err))
+        .spawn()
+        .unwrap();
+    let good = lines
+        .command()
+        .arg("500")
+        .stdout(Stdio::capture(&good_out))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert_eq!(join(&bad).code(), 1);
+    assert_eq!(join(&good).code(), 0);
+    let failure = bad.failure().expect("a failure reason");
+    assert!(failure.contains("64MiB"), "{failure}");
+    assert!(
+        oom_err.text().contains("64MiB"),
+        "the reason also goes to the process's stderr"
+    );
+    assert!(oom_out.text().contains("allocated 16 MiB"));
+    assert_eq!(good_out.text().lines().count(), 500);
+    assert!(good.failure().is_none());
+}
+
+#[test]
+fn library_fuel_and_stack_overflow() {
+    let host = fuel_host();
+    let spin = host.load(guest("spin")).unwrap();
+    let p = spin
+        .command()
+        .fuel(1_000_000)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert_eq!(join(&p).code(), 1);
+    assert!(p.failure().unwrap().to_lowercase().contains("fuel"));
+
+    let deep = host.load(guest("stack-overflow")).unwrap();
+    let p = deep
+        .command()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert_eq!(join(&p).code(), 1);
+    assert!(
+        p.failure().unwrap().contains("stack overflow"),
+        "{:?}",
+        p.failure()
+    );
+}
+
+#[test]
+fn library_timeout_terminates() {
+    let host = host();
+    let sleep = host.load(guest("sleep")).unwrap();
+    let out = host::Capture::new();
+    let p = sleep
+        .command()
+        .arg("3600")
+        .timeout(std::time::Duration::from_millis(200))
+        .stdout(Stdio::capture(&out))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert_eq!(join(&p).code(), -15);
+    assert_eq!(out.text(), "sleeping\n");
+}
