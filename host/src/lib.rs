@@ -33,6 +33,7 @@ mod output;
 mod process;
 mod program;
 mod runtime;
+pub mod sync;
 
 pub use backend::BackendKind;
 /// Worker mode of the native backend: what the re-executed binary runs.

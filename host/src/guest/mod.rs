@@ -7,13 +7,24 @@ use crate::process::Node;
 use std::sync::Arc;
 
 mod process;
+mod sync;
 
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "program",
     imports: { default: async | trappable },
     exports: { default: async },
-    with: { "mp:host/process.process": GuestProcess },
+    with: {
+        "mp:host/process.process": GuestProcess,
+        "mp:host/sync.queue": sync::GuestQueue,
+        "mp:host/sync.connection": sync::GuestConnection,
+        "mp:host/sync.lock": sync::GuestLock,
+        "mp:host/sync.semaphore": sync::GuestSemaphore,
+        "mp:host/sync.event": sync::GuestEvent,
+        "mp:host/sync.condition": sync::GuestCondition,
+        "mp:host/sync.barrier": sync::GuestBarrier,
+        "mp:host/sync.shared-array": sync::GuestArray,
+    },
 });
 
 /// A process as a guest holds it.

@@ -142,9 +142,10 @@ impl Backend for NativeBackend {
     fn start(&self, host: &Arc<HostInner>, node: &Arc<Node>, launch: &Launch) -> Result<Arc<dyn Control>, Error> {
         let start = self.start_message(node, launch)?;
         let (exe, lifeline, orphanage) = (self.exe.clone(), self.fds()?.0, self.fds()?.1);
+        let broker = host.sync.worker_env();
         let (tx, rx) = crossbeam_channel::bounded(1);
         let job = move || {
-            let _ = tx.send(spawn_worker(&exe, &lifeline, &orphanage, &start));
+            let _ = tx.send(spawn_worker(&exe, &lifeline, &orphanage, &start, broker));
         };
         let gone = || Error::Spawn("the spawner thread is gone".into());
         self.spawner.send(Box::new(job)).map_err(|_| gone())?;
@@ -204,7 +205,13 @@ struct Worker {
     report: OwnedFd,
 }
 
-fn spawn_worker(exe: &PathBuf, lifeline: &OwnedFd, orphanage: &OwnedFd, start: &Start) -> std::io::Result<Worker> {
+fn spawn_worker(
+    exe: &PathBuf,
+    lifeline: &OwnedFd,
+    orphanage: &OwnedFd,
+    start: &Start,
+    broker: Option<(&str, PathBuf)>,
+) -> std::io::Result<Worker> {
     let (report_read, report_write) = pipe()?;
     let passed = [&report_write, lifeline, orphanage];
     let fds = passed.map(|fd| fd.as_raw_fd().to_string()).join(",");
@@ -220,6 +227,7 @@ fn spawn_worker(exe: &PathBuf, lifeline: &OwnedFd, orphanage: &OwnedFd, start: &
         .arg(WORKER_ARG)
         .env_clear()
         .env(FDS_VAR, fds)
+        .envs(broker)
         .stdin(std::process::Stdio::piped())
         .stdout(output())
         .stderr(output());
