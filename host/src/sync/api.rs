@@ -17,7 +17,7 @@
 //! # Ok(()) }
 //! ```
 
-use super::{Answer, Broker, Error, Number, Numbers, Payload, Reply, Request, Spec, Token, nanos};
+use super::{Answer, Error, Number, Numbers, Payload, Reply, Request, Spec, Token, nanos};
 use crate::runtime::{Host, HostInner};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -88,7 +88,7 @@ impl Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        if let Broker::Local(registry, _) = &self.host.sync {
+        if let Some(registry) = self.host.sync.local() {
             let _ = registry.drop_hold(self.host.root.pid().unwrap_or_default(), self.token.id);
         }
     }
@@ -103,13 +103,9 @@ impl Serialize for Handle {
 }
 
 fn call(host: &Arc<HostInner>, request: Request) -> Answer {
-    match &host.sync {
-        Broker::Local(registry, _) => {
-            let pid = host.root.pid().unwrap_or_default();
-            host.block_on(registry.call(pid, request))
-        }
-        #[cfg(all(feature = "native", target_os = "linux"))]
-        Broker::Remote(_) => Err(Error::Broker("shared objects are created by the root host".into())),
+    match host.sync.local() {
+        Some(registry) => host.block_on(registry.call(host.root.pid().unwrap_or_default(), request)),
+        None => Err(Error::Broker("shared objects are created by the root host".into())),
     }
 }
 

@@ -14,7 +14,7 @@
 //! released.
 
 use super::wire;
-use super::{Answer, Error, Registry, Request};
+use super::{Answer, Error, Registry, Reply, Request};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -58,14 +58,24 @@ async fn serve(stream: UnixStream, registry: Arc<Registry>, pid: u32) {
     let (reader, mut writer) = stream.into_split();
     let mut reader = BufReader::new(reader);
     while let Ok(Some(request)) = wire::read::<Request>(&mut reader).await {
+        let taken_from = match request {
+            Request::Get { id, .. } | Request::Recv { id } => Some(id),
+            _ => None,
+        };
         let answer = tokio::select! {
-            answer = registry.call(pid, request) => answer,
+            biased;
             // A worker sends nothing while it waits for an answer: anything
             // here is its end (or a breach of the protocol).
             _ = reader.read_u8() => break,
+            answer = registry.call(pid, request) => answer,
         };
-        let Ok(frame) = wire::encode(answer) else { break };
-        if writer.write_all(&frame).await.is_err() {
+        let frame = wire::encode(answer.clone());
+        if frame.is_err() || writer.write_all(frame.as_ref().expect("encoded")).await.is_err() {
+            // Not handed over: a message taken for a worker that is gone
+            // goes back where it was.
+            if let (Some(id), Ok(Reply::Bytes(message))) = (taken_from, answer) {
+                registry.give_back(id, message.0);
+            }
             break;
         }
     }

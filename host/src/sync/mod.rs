@@ -360,6 +360,15 @@ impl Broker {
         Some((broker::BROKER_VAR, path))
     }
 
+    /// The registry, in a root host.
+    pub(crate) fn local(&self) -> Option<&Arc<Registry>> {
+        match self {
+            Broker::Local(registry, _) => Some(registry),
+            #[cfg(all(feature = "native", target_os = "linux"))]
+            Broker::Remote(_) => None,
+        }
+    }
+
     /// Runs `request` for the process `node`.
     pub(crate) async fn call(&self, node: &Arc<crate::process::Node>, request: Request) -> Answer {
         let pid = node.pid().unwrap_or_default();

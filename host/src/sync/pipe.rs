@@ -75,6 +75,13 @@ impl Pipe {
         .is_some()
     }
 
+    /// Puts a message taken by `recv` back in front (it was not handed over).
+    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
+    pub(crate) fn give_back(&self, end: usize, message: Vec<u8>) {
+        self.state.lock().unwrap().inbox[end].push_front(message);
+        self.changed.notify_waiters();
+    }
+
     /// Closes `end`: its peer sees end-of-file.
     pub(crate) fn close(&self, end: usize) {
         let mut state = self.state.lock().unwrap();

@@ -187,6 +187,18 @@ impl Registry {
         Ok(())
     }
 
+    /// Puts back a message taken for a process that could not receive it
+    /// (native backend: its worker ended as the answer was sent).
+    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
+    pub(crate) fn give_back(&self, id: u64, message: Vec<u8>) {
+        let object = self.objects.lock().unwrap().map.get(&id).map(|e| e.object.clone());
+        match object {
+            Some(Object::Queue(queue)) => queue.give_back(message),
+            Some(Object::Connection(pipe, end)) => pipe.give_back(end, message),
+            _ => {}
+        }
+    }
+
     fn object(&self, pid: u32, id: u64) -> Result<Object, Error> {
         Ok(self.objects.lock().unwrap().held(pid, id)?.object.clone())
     }
