@@ -14,7 +14,7 @@
 //! released.
 
 use super::wire;
-use super::{Answer, Error, Registry, Reply, Request};
+use super::{Answer, Error, MAX_MESSAGE, Registry, Reply, Request};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -98,7 +98,10 @@ impl Client {
         Ok(Client { path: path.into(), connection: tokio::sync::Mutex::new(None) })
     }
 
-    pub(crate) async fn call(&self, request: Request) -> Answer {
+    pub(crate) async fn call(&self, mut request: Request) -> Answer {
+        if let Some(size) = request.payload_mut().map(|p| p.len()).filter(|&size| size > MAX_MESSAGE) {
+            return Err(Error::TooLarge { size: size as u64, limit: MAX_MESSAGE as u64 });
+        }
         let broken = |e: String| Error::Broker(e);
         let frame = wire::encode(request).map_err(broken)?;
         let mut connection = self.connection.lock().await;
