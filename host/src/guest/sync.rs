@@ -8,7 +8,9 @@
 //! spawn arguments, which the guest cannot change: the host side of the
 //! capability rule (see [`crate::sync`]).
 
-use super::mp::host::sync::{self as wit, Host, HostBarrier, HostCondition, HostConnection, HostEvent};
+use super::mp::host::sync::{
+    self as wit, Host, HostBarrier, HostCondition, HostConnection, HostEvent,
+};
 use super::mp::host::sync::{HostLock, HostQueue, HostSemaphore, HostSharedArray};
 use crate::instance::Ctx;
 use crate::sync::{Error, Kind, Number, Numbers, Payload, Reply, Request, Spec, Token};
@@ -88,15 +90,25 @@ fn unexpected(reply: Reply) -> wit::Error {
 impl Ctx {
     /// Sends `request` as this process; the future holds no borrow of the
     /// store's data (which is not `Sync`).
-    fn sync(&self, request: Request) -> impl Future<Output = Result<Reply, wit::Error>> + Send + 'static {
+    fn sync(
+        &self,
+        request: Request,
+    ) -> impl Future<Output = Result<Reply, wit::Error>> + Send + 'static {
         let (host, node) = (self.host.clone(), self.node.clone());
         async move { host.sync.call(&node, request).await.map_err(Into::into) }
     }
 
     /// The object behind an open handle.
-    fn id<K: 'static + Send>(&self, handle: &Resource<SyncHandle<K>>) -> wasmtime::Result<Result<u64, wit::Error>> {
+    fn id<K: 'static + Send>(
+        &self,
+        handle: &Resource<SyncHandle<K>>,
+    ) -> wasmtime::Result<Result<u64, wit::Error>> {
         let handle = self.table.get(handle)?;
-        Ok(if handle.closed { Err(wit::Error::Closed) } else { Ok(handle.token.id) })
+        Ok(if handle.closed {
+            Err(wit::Error::Closed)
+        } else {
+            Ok(handle.token.id)
+        })
     }
 
     async fn request<K: 'static + Send>(
@@ -111,55 +123,106 @@ impl Ctx {
         Ok(self.sync(request(id)).await)
     }
 
-    async fn unit<K: 'static + Send>(&mut self, handle: &Resource<SyncHandle<K>>, request: impl FnOnce(u64) -> Request) -> Answer<()> {
+    async fn unit<K: 'static + Send>(
+        &mut self,
+        handle: &Resource<SyncHandle<K>>,
+        request: impl FnOnce(u64) -> Request,
+    ) -> Answer<()> {
         Ok(self.request(handle, request).await?.map(|_| ()))
     }
 
-    async fn flag<K: 'static + Send>(&mut self, handle: &Resource<SyncHandle<K>>, request: impl FnOnce(u64) -> Request) -> Answer<bool> {
-        Ok(self.request(handle, request).await?.and_then(|reply| match reply {
-            Reply::Bool(flag) => Ok(flag),
-            other => Err(unexpected(other)),
-        }))
+    async fn flag<K: 'static + Send>(
+        &mut self,
+        handle: &Resource<SyncHandle<K>>,
+        request: impl FnOnce(u64) -> Request,
+    ) -> Answer<bool> {
+        Ok(self
+            .request(handle, request)
+            .await?
+            .and_then(|reply| match reply {
+                Reply::Bool(flag) => Ok(flag),
+                other => Err(unexpected(other)),
+            }))
     }
 
-    async fn count<K: 'static + Send>(&mut self, handle: &Resource<SyncHandle<K>>, request: impl FnOnce(u64) -> Request) -> Answer<u64> {
-        Ok(self.request(handle, request).await?.and_then(|reply| match reply {
-            Reply::Count(n) => Ok(n),
-            other => Err(unexpected(other)),
-        }))
+    async fn count<K: 'static + Send>(
+        &mut self,
+        handle: &Resource<SyncHandle<K>>,
+        request: impl FnOnce(u64) -> Request,
+    ) -> Answer<u64> {
+        Ok(self
+            .request(handle, request)
+            .await?
+            .and_then(|reply| match reply {
+                Reply::Count(n) => Ok(n),
+                other => Err(unexpected(other)),
+            }))
     }
 
-    async fn bytes<K: 'static + Send>(&mut self, handle: &Resource<SyncHandle<K>>, request: impl FnOnce(u64) -> Request) -> Answer<Vec<u8>> {
-        Ok(self.request(handle, request).await?.and_then(|reply| match reply {
-            Reply::Bytes(bytes) => Ok(bytes.0),
-            other => Err(unexpected(other)),
-        }))
+    async fn bytes<K: 'static + Send>(
+        &mut self,
+        handle: &Resource<SyncHandle<K>>,
+        request: impl FnOnce(u64) -> Request,
+    ) -> Answer<Vec<u8>> {
+        Ok(self
+            .request(handle, request)
+            .await?
+            .and_then(|reply| match reply {
+                Reply::Bytes(bytes) => Ok(bytes.0),
+                other => Err(unexpected(other)),
+            }))
     }
 
-    fn push<K: 'static + Send>(&mut self, token: Token) -> wasmtime::Result<Resource<SyncHandle<K>>> {
-        Ok(self.table.push(SyncHandle { token, closed: false, kind: PhantomData })?)
+    fn push<K: 'static + Send>(
+        &mut self,
+        token: Token,
+    ) -> wasmtime::Result<Resource<SyncHandle<K>>> {
+        Ok(self.table.push(SyncHandle {
+            token,
+            closed: false,
+            kind: PhantomData,
+        })?)
     }
 
     /// Creates one object; a failure traps (only a broken broker or a bad
     /// constructor argument can fail).
-    async fn create<K: 'static + Send>(&mut self, spec: Spec) -> wasmtime::Result<Resource<SyncHandle<K>>> {
+    async fn create<K: 'static + Send>(
+        &mut self,
+        spec: Spec,
+    ) -> wasmtime::Result<Resource<SyncHandle<K>>> {
         match self.sync(Request::Create(spec)).await {
             Ok(Reply::Handles(tokens)) if tokens.len() == 1 => self.push(tokens[0]),
-            Ok(other) => Err(wasmtime::format_err!("{}", Error::from_wit(unexpected(other)))),
-            Err(error) => Err(wasmtime::format_err!("cannot create a shared object: {}", Error::from_wit(error))),
+            Ok(other) => Err(wasmtime::format_err!(
+                "{}",
+                Error::from_wit(unexpected(other))
+            )),
+            Err(error) => Err(wasmtime::format_err!(
+                "cannot create a shared object: {}",
+                Error::from_wit(error)
+            )),
         }
     }
 
     /// Opens a token of `kind` given to this process in its spawn arguments.
-    async fn open<K: 'static + Send>(&mut self, token: String, kind: Kind) -> Answer<Resource<SyncHandle<K>>> {
+    async fn open<K: 'static + Send>(
+        &mut self,
+        token: String,
+        kind: Kind,
+    ) -> Answer<Resource<SyncHandle<K>>> {
         let parsed = match Token::parse(&token) {
             Ok(parsed) if parsed.kind == kind => parsed,
-            Ok(_) => return Ok(Err(wit::Error::UnknownObject(format!("`{token}` is not a token of a {kind:?}")))),
+            Ok(_) => {
+                return Ok(Err(wit::Error::UnknownObject(format!(
+                    "`{token}` is not a token of a {kind:?}"
+                ))));
+            }
             Err(error) => return Ok(Err(error.into())),
         };
         let input = &self.launch.input;
         if !input.windows(token.len()).any(|w| w == token.as_bytes()) {
-            return Ok(Err(wit::Error::NotGiven(format!("{kind:?} {}", parsed.id).to_lowercase())));
+            return Ok(Err(wit::Error::NotGiven(
+                format!("{kind:?} {}", parsed.id).to_lowercase(),
+            )));
         }
         if let Err(error) = self.sync(Request::Open(parsed)).await {
             return Ok(Err(error));
@@ -167,12 +230,18 @@ impl Ctx {
         Ok(Ok(self.push(parsed)?))
     }
 
-    fn token_of<K: 'static + Send>(&self, handle: &Resource<SyncHandle<K>>) -> wasmtime::Result<String> {
+    fn token_of<K: 'static + Send>(
+        &self,
+        handle: &Resource<SyncHandle<K>>,
+    ) -> wasmtime::Result<String> {
         Ok(self.table.get(handle)?.token.encode())
     }
 
     /// Gives up the hold of a handle (once).
-    async fn close_handle<K: 'static + Send>(&mut self, handle: &Resource<SyncHandle<K>>) -> wasmtime::Result<()> {
+    async fn close_handle<K: 'static + Send>(
+        &mut self,
+        handle: &Resource<SyncHandle<K>>,
+    ) -> wasmtime::Result<()> {
         let entry = self.table.get_mut(handle)?;
         if std::mem::replace(&mut entry.closed, true) {
             return Ok(());
@@ -183,13 +252,19 @@ impl Ctx {
         Ok(())
     }
 
-    async fn drop_handle<K: 'static + Send>(&mut self, handle: Resource<SyncHandle<K>>) -> wasmtime::Result<()> {
+    async fn drop_handle<K: 'static + Send>(
+        &mut self,
+        handle: Resource<SyncHandle<K>>,
+    ) -> wasmtime::Result<()> {
         self.close_handle(&handle).await?;
         self.table.delete(handle)?;
         Ok(())
     }
 
-    async fn lock_of<K: 'static + Send>(&mut self, handle: &Resource<SyncHandle<K>>) -> Answer<Resource<GuestLock>> {
+    async fn lock_of<K: 'static + Send>(
+        &mut self,
+        handle: &Resource<SyncHandle<K>>,
+    ) -> Answer<Resource<GuestLock>> {
         match self.request(handle, |id| Request::GetLock { id }).await? {
             Ok(Reply::Handles(tokens)) if tokens.len() == 1 => Ok(Ok(self.push(tokens[0])?)),
             Ok(other) => Ok(Err(unexpected(other))),
@@ -222,20 +297,38 @@ impl Host for Ctx {
             Ok(token) => token,
             Err(error) => return Ok(Err(error.into())),
         };
-        Ok(self.sync(Request::Reserve { id: token.id }).await.map(|_| ()))
+        Ok(self
+            .sync(Request::Reserve { id: token.id })
+            .await
+            .map(|_| ()))
     }
 
-    async fn pipe(&mut self, duplex: bool) -> wasmtime::Result<(Resource<GuestConnection>, Resource<GuestConnection>)> {
+    async fn pipe(
+        &mut self,
+        duplex: bool,
+    ) -> wasmtime::Result<(Resource<GuestConnection>, Resource<GuestConnection>)> {
         match self.sync(Request::Create(Spec::Pipe { duplex })).await {
-            Ok(Reply::Handles(tokens)) if tokens.len() == 2 => Ok((self.push(tokens[0])?, self.push(tokens[1])?)),
-            Ok(other) => Err(wasmtime::format_err!("{}", Error::from_wit(unexpected(other)))),
-            Err(error) => Err(wasmtime::format_err!("cannot create a pipe: {}", Error::from_wit(error))),
+            Ok(Reply::Handles(tokens)) if tokens.len() == 2 => {
+                Ok((self.push(tokens[0])?, self.push(tokens[1])?))
+            }
+            Ok(other) => Err(wasmtime::format_err!(
+                "{}",
+                Error::from_wit(unexpected(other))
+            )),
+            Err(error) => Err(wasmtime::format_err!(
+                "cannot create a pipe: {}",
+                Error::from_wit(error)
+            )),
         }
     }
 }
 
 impl HostQueue for Ctx {
-    async fn new(&mut self, maxsize: u32, joinable: bool) -> wasmtime::Result<Resource<GuestQueue>> {
+    async fn new(
+        &mut self,
+        maxsize: u32,
+        joinable: bool,
+    ) -> wasmtime::Result<Resource<GuestQueue>> {
         self.create(Spec::Queue { maxsize, joinable }).await
     }
     async fn open(&mut self, token: String) -> Answer<Resource<GuestQueue>> {
@@ -244,8 +337,18 @@ impl HostQueue for Ctx {
     async fn token(&mut self, handle: Resource<GuestQueue>) -> wasmtime::Result<String> {
         self.token_of(&handle)
     }
-    async fn put(&mut self, handle: Resource<GuestQueue>, item: Vec<u8>, timeout: Option<u64>) -> Answer<()> {
-        self.unit(&handle, |id| Request::Put { id, item: Payload(item), timeout }).await
+    async fn put(
+        &mut self,
+        handle: Resource<GuestQueue>,
+        item: Vec<u8>,
+        timeout: Option<u64>,
+    ) -> Answer<()> {
+        self.unit(&handle, |id| Request::Put {
+            id,
+            item: Payload(item),
+            timeout,
+        })
+        .await
     }
     async fn get(&mut self, handle: Resource<GuestQueue>, timeout: Option<u64>) -> Answer<Vec<u8>> {
         self.bytes(&handle, |id| Request::Get { id, timeout }).await
@@ -275,12 +378,20 @@ impl HostConnection for Ctx {
         self.token_of(&handle)
     }
     async fn send(&mut self, handle: Resource<GuestConnection>, message: Vec<u8>) -> Answer<()> {
-        self.unit(&handle, |id| Request::Send { id, message: Payload(message) }).await
+        self.unit(&handle, |id| Request::Send {
+            id,
+            message: Payload(message),
+        })
+        .await
     }
     async fn recv(&mut self, handle: Resource<GuestConnection>) -> Answer<Vec<u8>> {
         self.bytes(&handle, |id| Request::Recv { id }).await
     }
-    async fn poll(&mut self, handle: Resource<GuestConnection>, timeout: Option<u64>) -> Answer<bool> {
+    async fn poll(
+        &mut self,
+        handle: Resource<GuestConnection>,
+        timeout: Option<u64>,
+    ) -> Answer<bool> {
         self.flag(&handle, |id| Request::Poll { id, timeout }).await
     }
     async fn close(&mut self, handle: Resource<GuestConnection>) -> wasmtime::Result<()> {
@@ -302,7 +413,8 @@ impl HostLock for Ctx {
         self.token_of(&handle)
     }
     async fn acquire(&mut self, handle: Resource<GuestLock>, timeout: Option<u64>) -> Answer<bool> {
-        self.flag(&handle, |id| Request::Acquire { id, timeout }).await
+        self.flag(&handle, |id| Request::Acquire { id, timeout })
+            .await
     }
     async fn release(&mut self, handle: Resource<GuestLock>) -> Answer<()> {
         self.unit(&handle, |id| Request::Release { id }).await
@@ -313,7 +425,11 @@ impl HostLock for Ctx {
 }
 
 impl HostSemaphore for Ctx {
-    async fn new(&mut self, value: u32, bounded: bool) -> wasmtime::Result<Resource<GuestSemaphore>> {
+    async fn new(
+        &mut self,
+        value: u32,
+        bounded: bool,
+    ) -> wasmtime::Result<Resource<GuestSemaphore>> {
         self.create(Spec::Semaphore { value, bounded }).await
     }
     async fn open(&mut self, token: String) -> Answer<Resource<GuestSemaphore>> {
@@ -322,14 +438,22 @@ impl HostSemaphore for Ctx {
     async fn token(&mut self, handle: Resource<GuestSemaphore>) -> wasmtime::Result<String> {
         self.token_of(&handle)
     }
-    async fn acquire(&mut self, handle: Resource<GuestSemaphore>, timeout: Option<u64>) -> Answer<bool> {
-        self.flag(&handle, |id| Request::Acquire { id, timeout }).await
+    async fn acquire(
+        &mut self,
+        handle: Resource<GuestSemaphore>,
+        timeout: Option<u64>,
+    ) -> Answer<bool> {
+        self.flag(&handle, |id| Request::Acquire { id, timeout })
+            .await
     }
     async fn release(&mut self, handle: Resource<GuestSemaphore>) -> Answer<()> {
         self.unit(&handle, |id| Request::Release { id }).await
     }
     async fn get_value(&mut self, handle: Resource<GuestSemaphore>) -> Answer<u32> {
-        Ok(self.count(&handle, |id| Request::SemaphoreValue { id }).await?.map(|n| n as u32))
+        Ok(self
+            .count(&handle, |id| Request::SemaphoreValue { id })
+            .await?
+            .map(|n| n as u32))
     }
     async fn drop(&mut self, handle: Resource<GuestSemaphore>) -> wasmtime::Result<()> {
         self.drop_handle(handle).await
@@ -356,7 +480,8 @@ impl HostEvent for Ctx {
         self.unit(&handle, |id| Request::EventClear { id }).await
     }
     async fn wait(&mut self, handle: Resource<GuestEvent>, timeout: Option<u64>) -> Answer<bool> {
-        self.flag(&handle, |id| Request::EventWait { id, timeout }).await
+        self.flag(&handle, |id| Request::EventWait { id, timeout })
+            .await
     }
     async fn drop(&mut self, handle: Resource<GuestEvent>) -> wasmtime::Result<()> {
         self.drop_handle(handle).await
@@ -364,9 +489,15 @@ impl HostEvent for Ctx {
 }
 
 impl HostCondition for Ctx {
-    async fn new(&mut self, lock: Option<Resource<GuestLock>>) -> wasmtime::Result<Resource<GuestCondition>> {
+    async fn new(
+        &mut self,
+        lock: Option<Resource<GuestLock>>,
+    ) -> wasmtime::Result<Resource<GuestCondition>> {
         let lock = match &lock {
-            Some(lock) => Some(self.id(lock)?.map_err(|e| wasmtime::format_err!("{}", Error::from_wit(e)))?),
+            Some(lock) => Some(
+                self.id(lock)?
+                    .map_err(|e| wasmtime::format_err!("{}", Error::from_wit(e)))?,
+            ),
             None => None,
         };
         self.create(Spec::Condition { lock }).await
@@ -380,14 +511,21 @@ impl HostCondition for Ctx {
     async fn get_lock(&mut self, handle: Resource<GuestCondition>) -> Answer<Resource<GuestLock>> {
         self.lock_of(&handle).await
     }
-    async fn wait(&mut self, handle: Resource<GuestCondition>, timeout: Option<u64>) -> Answer<bool> {
-        self.flag(&handle, |id| Request::ConditionWait { id, timeout }).await
+    async fn wait(
+        &mut self,
+        handle: Resource<GuestCondition>,
+        timeout: Option<u64>,
+    ) -> Answer<bool> {
+        self.flag(&handle, |id| Request::ConditionWait { id, timeout })
+            .await
     }
     async fn notify(&mut self, handle: Resource<GuestCondition>, n: u32) -> Answer<()> {
-        self.unit(&handle, |id| Request::ConditionNotify { id, n: Some(n) }).await
+        self.unit(&handle, |id| Request::ConditionNotify { id, n: Some(n) })
+            .await
     }
     async fn notify_all(&mut self, handle: Resource<GuestCondition>) -> Answer<()> {
-        self.unit(&handle, |id| Request::ConditionNotify { id, n: None }).await
+        self.unit(&handle, |id| Request::ConditionNotify { id, n: None })
+            .await
     }
     async fn drop(&mut self, handle: Resource<GuestCondition>) -> wasmtime::Result<()> {
         self.drop_handle(handle).await
@@ -396,10 +534,17 @@ impl HostCondition for Ctx {
 
 impl Ctx {
     async fn barrier_state(&mut self, handle: &Resource<GuestBarrier>) -> Answer<(u32, u32, bool)> {
-        Ok(self.request(handle, |id| Request::BarrierState { id }).await?.and_then(|reply| match reply {
-            Reply::Barrier { parties, waiting, broken } => Ok((parties, waiting, broken)),
-            other => Err(unexpected(other)),
-        }))
+        Ok(self
+            .request(handle, |id| Request::BarrierState { id })
+            .await?
+            .and_then(|reply| match reply {
+                Reply::Barrier {
+                    parties,
+                    waiting,
+                    broken,
+                } => Ok((parties, waiting, broken)),
+                other => Err(unexpected(other)),
+            }))
     }
 }
 
@@ -414,7 +559,10 @@ impl HostBarrier for Ctx {
         self.token_of(&handle)
     }
     async fn wait(&mut self, handle: Resource<GuestBarrier>, timeout: Option<u64>) -> Answer<u32> {
-        Ok(self.count(&handle, |id| Request::BarrierWait { id, timeout }).await?.map(|n| n as u32))
+        Ok(self
+            .count(&handle, |id| Request::BarrierWait { id, timeout })
+            .await?
+            .map(|n| n as u32))
     }
     async fn abort(&mut self, handle: Resource<GuestBarrier>) -> Answer<()> {
         self.unit(&handle, |id| Request::BarrierAbort { id }).await
@@ -451,23 +599,42 @@ impl HostSharedArray for Ctx {
         self.token_of(&handle)
     }
     async fn len(&mut self, handle: Resource<GuestArray>) -> Answer<u32> {
-        Ok(self.count(&handle, |id| Request::ArrayLen { id }).await?.map(|n| n as u32))
+        Ok(self
+            .count(&handle, |id| Request::ArrayLen { id })
+            .await?
+            .map(|n| n as u32))
     }
     async fn get(&mut self, handle: Resource<GuestArray>, index: u32) -> Answer<wit::Number> {
-        Ok(self.request(&handle, |id| Request::ArrayGet { id, index }).await?.and_then(|reply| match reply {
-            Reply::Number(n) => Ok(n.into()),
-            other => Err(unexpected(other)),
-        }))
+        Ok(self
+            .request(&handle, |id| Request::ArrayGet { id, index })
+            .await?
+            .and_then(|reply| match reply {
+                Reply::Number(n) => Ok(n.into()),
+                other => Err(unexpected(other)),
+            }))
     }
-    async fn set(&mut self, handle: Resource<GuestArray>, index: u32, value: wit::Number) -> Answer<()> {
-        self.unit(&handle, |id| Request::ArraySet { id, index, value: value.into() }).await
+    async fn set(
+        &mut self,
+        handle: Resource<GuestArray>,
+        index: u32,
+        value: wit::Number,
+    ) -> Answer<()> {
+        self.unit(&handle, |id| Request::ArraySet {
+            id,
+            index,
+            value: value.into(),
+        })
+        .await
     }
     async fn get_all(&mut self, handle: Resource<GuestArray>) -> Answer<wit::Numbers> {
-        Ok(self.request(&handle, |id| Request::ArrayGetAll { id }).await?.and_then(|reply| match reply {
-            Reply::Numbers(Numbers::Ints(v)) => Ok(wit::Numbers::Ints(v)),
-            Reply::Numbers(Numbers::Floats(v)) => Ok(wit::Numbers::Floats(v)),
-            other => Err(unexpected(other)),
-        }))
+        Ok(self
+            .request(&handle, |id| Request::ArrayGetAll { id })
+            .await?
+            .and_then(|reply| match reply {
+                Reply::Numbers(Numbers::Ints(v)) => Ok(wit::Numbers::Ints(v)),
+                Reply::Numbers(Numbers::Floats(v)) => Ok(wit::Numbers::Floats(v)),
+                other => Err(unexpected(other)),
+            }))
     }
     async fn get_lock(&mut self, handle: Resource<GuestArray>) -> Answer<Resource<GuestLock>> {
         self.lock_of(&handle).await

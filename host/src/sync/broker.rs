@@ -31,7 +31,10 @@ pub(crate) struct Endpoint {
 }
 
 /// Listens for workers on a new socket and serves `registry` to them.
-pub(crate) fn listen(runtime: &tokio::runtime::Handle, registry: Arc<Registry>) -> anyhow::Result<Endpoint> {
+pub(crate) fn listen(
+    runtime: &tokio::runtime::Handle,
+    registry: Arc<Registry>,
+) -> anyhow::Result<Endpoint> {
     let dir = tempfile::Builder::new().prefix("mp-broker-").tempdir()?;
     let path = dir.path().join("broker.sock");
     let listener = std::os::unix::net::UnixListener::bind(&path)?;
@@ -41,7 +44,9 @@ pub(crate) fn listen(runtime: &tokio::runtime::Handle, registry: Arc<Registry>) 
     let uid = unsafe { libc::getuid() };
     runtime.spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let Ok(peer) = stream.peer_cred() else { continue };
+            let Ok(peer) = stream.peer_cred() else {
+                continue;
+            };
             match peer.pid() {
                 Some(pid) if peer.uid() == uid && pid > 0 => {
                     tokio::spawn(serve(stream, registry.clone(), pid as u32));
@@ -70,7 +75,12 @@ async fn serve(stream: UnixStream, registry: Arc<Registry>, pid: u32) {
             answer = registry.call(pid, request) => answer,
         };
         let frame = wire::encode(answer.clone());
-        if frame.is_err() || writer.write_all(frame.as_ref().expect("encoded")).await.is_err() {
+        if frame.is_err()
+            || writer
+                .write_all(frame.as_ref().expect("encoded"))
+                .await
+                .is_err()
+        {
             // Not handed over: a message taken for a worker that is gone
             // goes back where it was.
             if let (Some(id), Ok(Reply::Bytes(message))) = (taken_from, answer) {
@@ -93,25 +103,41 @@ pub(crate) struct Client {
 impl Client {
     /// The broker this worker was given by its parent.
     pub(crate) fn from_env() -> anyhow::Result<Client> {
-        let path = std::env::var_os(BROKER_VAR)
-            .ok_or_else(|| anyhow::anyhow!("worker mode is for the host's own use: {BROKER_VAR} is missing"))?;
-        Ok(Client { path: path.into(), connection: tokio::sync::Mutex::new(None) })
+        let path = std::env::var_os(BROKER_VAR).ok_or_else(|| {
+            anyhow::anyhow!("worker mode is for the host's own use: {BROKER_VAR} is missing")
+        })?;
+        Ok(Client {
+            path: path.into(),
+            connection: tokio::sync::Mutex::new(None),
+        })
     }
 
     pub(crate) async fn call(&self, mut request: Request) -> Answer {
-        if let Some(size) = request.payload_mut().map(|p| p.len()).filter(|&size| size > MAX_MESSAGE) {
-            return Err(Error::TooLarge { size: size as u64, limit: MAX_MESSAGE as u64 });
+        if let Some(size) = request
+            .payload_mut()
+            .map(|p| p.len())
+            .filter(|&size| size > MAX_MESSAGE)
+        {
+            return Err(Error::TooLarge {
+                size: size as u64,
+                limit: MAX_MESSAGE as u64,
+            });
         }
         let broken = |e: String| Error::Broker(e);
         let frame = wire::encode(request).map_err(broken)?;
         let mut connection = self.connection.lock().await;
         if connection.is_none() {
-            let stream = UnixStream::connect(&self.path).await.map_err(|e| broken(e.to_string()))?;
+            let stream = UnixStream::connect(&self.path)
+                .await
+                .map_err(|e| broken(e.to_string()))?;
             let (reader, writer) = stream.into_split();
             *connection = Some((BufReader::new(reader), writer));
         }
         let (reader, writer) = connection.as_mut().expect("connected");
-        writer.write_all(&frame).await.map_err(|e| broken(e.to_string()))?;
+        writer
+            .write_all(&frame)
+            .await
+            .map_err(|e| broken(e.to_string()))?;
         match wire::read::<Answer>(reader).await {
             Ok(Some(answer)) => answer,
             Ok(None) => Err(broken("the root host closed the connection".into())),

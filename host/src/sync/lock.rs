@@ -23,7 +23,11 @@ struct Owner {
 
 impl Lock {
     pub(crate) fn new(recursive: bool) -> Lock {
-        Lock { recursive, state: Mutex::new(Owner::default()), changed: Notify::new() }
+        Lock {
+            recursive,
+            state: Mutex::new(Owner::default()),
+            changed: Notify::new(),
+        }
     }
 
     /// Takes the lock for `pid` (`count` times over for an `RLock` being
@@ -33,7 +37,10 @@ impl Lock {
             let mut owner = self.state.lock().unwrap();
             match owner.pid {
                 None => {
-                    *owner = Owner { pid: Some(pid), count };
+                    *owner = Owner {
+                        pid: Some(pid),
+                        count,
+                    };
                     Some(())
                 }
                 Some(holder) if self.recursive && holder == pid => {
@@ -50,7 +57,9 @@ impl Lock {
     pub(crate) fn release(&self, pid: u32) -> Result<(), Error> {
         let mut owner = self.state.lock().unwrap();
         match owner.pid {
-            None if self.recursive => return Err(Error::Invalid("cannot release un-acquired lock".into())),
+            None if self.recursive => {
+                return Err(Error::Invalid("cannot release un-acquired lock".into()));
+            }
             None => return Err(Error::Invalid("release unlocked lock".into())),
             Some(holder) if self.recursive && holder != pid => {
                 return Err(Error::Invalid("cannot release un-acquired lock".into()));
@@ -98,7 +107,11 @@ pub(crate) struct Semaphore {
 
 impl Semaphore {
     pub(crate) fn new(value: u32, bounded: bool) -> Semaphore {
-        Semaphore { bound: bounded.then_some(value), value: Mutex::new(value), changed: Notify::new() }
+        Semaphore {
+            bound: bounded.then_some(value),
+            value: Mutex::new(value),
+            changed: Notify::new(),
+        }
     }
 
     pub(crate) async fn acquire(&self, timeout: Option<u64>) -> bool {
@@ -113,7 +126,9 @@ impl Semaphore {
     pub(crate) fn release(&self) -> Result<(), Error> {
         let mut value = self.value.lock().unwrap();
         if self.bound.is_some_and(|bound| *value >= bound) || *value == u32::MAX {
-            return Err(Error::Invalid("semaphore or lock released too many times".into()));
+            return Err(Error::Invalid(
+                "semaphore or lock released too many times".into(),
+            ));
         }
         *value += 1;
         drop(value);

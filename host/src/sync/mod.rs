@@ -45,11 +45,11 @@
 //! loses nothing: an item is removed from its queue only as it is handed
 //! over.
 
-#[cfg(all(feature = "native", target_os = "linux"))]
-pub(crate) mod broker;
 mod api;
 mod array;
 mod barrier;
+#[cfg(all(feature = "native", target_os = "linux"))]
+pub(crate) mod broker;
 mod condition;
 mod event;
 mod lock;
@@ -59,10 +59,13 @@ mod registry;
 #[cfg(all(feature = "native", target_os = "linux"))]
 mod wire;
 
-pub use api::{Array, Barrier, Condition, Connection, Event, JoinableQueue, Lock, Queue, RLock, Semaphore, Value};
-pub(crate) use registry::Registry;
+pub use api::{
+    Array, Barrier, Condition, Connection, Event, JoinableQueue, Lock, Queue, RLock, Semaphore,
+    Value,
+};
 #[cfg(all(feature = "native", target_os = "linux"))]
 use broker::Endpoint;
+pub(crate) use registry::Registry;
 /// Without the native backend there is no socket to listen on.
 #[cfg(not(all(feature = "native", target_os = "linux")))]
 pub(crate) enum Endpoint {}
@@ -118,13 +121,17 @@ impl std::fmt::Display for Error {
             Error::Full => f.write_str("the queue is full"),
             Error::Closed => f.write_str("the handle is closed"),
             Error::Eof => f.write_str("end of file: the other end of the connection is closed"),
-            Error::BrokenPipe => f.write_str("broken pipe: the other end of the connection is closed"),
+            Error::BrokenPipe => {
+                f.write_str("broken pipe: the other end of the connection is closed")
+            }
             Error::UnknownObject(what) => write!(f, "no such shared object: {what}"),
             Error::NotGiven(what) => write!(
                 f,
                 "{what} was never given to this process (objects pass to a child only in its spawn arguments)"
             ),
-            Error::TooLarge { size, limit } => write!(f, "a message of {size} bytes exceeds the limit of {limit}"),
+            Error::TooLarge { size, limit } => {
+                write!(f, "a message of {size} bytes exceeds the limit of {limit}")
+            }
             Error::Invalid(why) => f.write_str(why),
             Error::BrokenBarrier => f.write_str("the barrier is broken"),
             Error::Broker(why) => write!(f, "the sync broker is unreachable: {why}"),
@@ -187,13 +194,25 @@ const TOKEN_PREFIX: &str = "mp-sync:";
 impl Token {
     /// `mp-sync:<kind>:<id>:<secret in hex>`.
     pub(crate) fn encode(&self) -> String {
-        format!("{TOKEN_PREFIX}{}:{}:{:016x}", self.kind.name(), self.id, self.secret)
+        format!(
+            "{TOKEN_PREFIX}{}:{}:{:016x}",
+            self.kind.name(),
+            self.id,
+            self.secret
+        )
     }
 
     pub(crate) fn parse(text: &str) -> Result<Token, Error> {
-        let bad = || Error::UnknownObject(format!("`{}` is not a token", text.chars().take(80).collect::<String>()));
+        let bad = || {
+            Error::UnknownObject(format!(
+                "`{}` is not a token",
+                text.chars().take(80).collect::<String>()
+            ))
+        };
         let mut parts = text.strip_prefix(TOKEN_PREFIX).ok_or_else(bad)?.split(':');
-        let kind = parts.next().and_then(|k| Kind::ALL.into_iter().find(|kind| kind.name() == k));
+        let kind = parts
+            .next()
+            .and_then(|k| Kind::ALL.into_iter().find(|kind| kind.name() == k));
         let id = parts.next().and_then(|id| id.parse().ok());
         let secret = parts.next().and_then(|s| u64::from_str_radix(s, 16).ok());
         match (kind, id, secret, parts.next()) {
@@ -221,14 +240,28 @@ pub enum Numbers {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) enum Spec {
     /// `maxsize` 0: unbounded.
-    Queue { maxsize: u32, joinable: bool },
-    Pipe { duplex: bool },
-    Lock { recursive: bool },
-    Semaphore { value: u32, bounded: bool },
+    Queue {
+        maxsize: u32,
+        joinable: bool,
+    },
+    Pipe {
+        duplex: bool,
+    },
+    Lock {
+        recursive: bool,
+    },
+    Semaphore {
+        value: u32,
+        bounded: bool,
+    },
     Event,
     /// The condition's lock: an existing lock (by id) or a new `RLock`.
-    Condition { lock: Option<u64> },
-    Barrier { parties: u32 },
+    Condition {
+        lock: Option<u64>,
+    },
+    Barrier {
+        parties: u32,
+    },
     Array(Numbers),
 }
 
@@ -240,37 +273,106 @@ pub(crate) enum Request {
     /// Opens a token found in the caller's spawn arguments.
     Open(Token),
     /// Holds `id` for a child the caller is about to spawn with its token.
-    Reserve { id: u64 },
+    Reserve {
+        id: u64,
+    },
     /// Drops one of the caller's holds on `id`.
-    Drop { id: u64 },
-    Put { id: u64, item: Payload, timeout: Option<u64> },
-    Get { id: u64, timeout: Option<u64> },
-    QueueSize { id: u64 },
-    TaskDone { id: u64 },
-    JoinQueue { id: u64 },
-    Send { id: u64, message: Payload },
-    Recv { id: u64 },
-    Poll { id: u64, timeout: Option<u64> },
-    Acquire { id: u64, timeout: Option<u64> },
-    Release { id: u64 },
-    SemaphoreValue { id: u64 },
-    EventSet { id: u64 },
-    EventClear { id: u64 },
-    EventIsSet { id: u64 },
-    EventWait { id: u64, timeout: Option<u64> },
+    Drop {
+        id: u64,
+    },
+    Put {
+        id: u64,
+        item: Payload,
+        timeout: Option<u64>,
+    },
+    Get {
+        id: u64,
+        timeout: Option<u64>,
+    },
+    QueueSize {
+        id: u64,
+    },
+    TaskDone {
+        id: u64,
+    },
+    JoinQueue {
+        id: u64,
+    },
+    Send {
+        id: u64,
+        message: Payload,
+    },
+    Recv {
+        id: u64,
+    },
+    Poll {
+        id: u64,
+        timeout: Option<u64>,
+    },
+    Acquire {
+        id: u64,
+        timeout: Option<u64>,
+    },
+    Release {
+        id: u64,
+    },
+    SemaphoreValue {
+        id: u64,
+    },
+    EventSet {
+        id: u64,
+    },
+    EventClear {
+        id: u64,
+    },
+    EventIsSet {
+        id: u64,
+    },
+    EventWait {
+        id: u64,
+        timeout: Option<u64>,
+    },
     /// The lock of a condition or an array, which the caller then holds.
-    GetLock { id: u64 },
-    ConditionWait { id: u64, timeout: Option<u64> },
+    GetLock {
+        id: u64,
+    },
+    ConditionWait {
+        id: u64,
+        timeout: Option<u64>,
+    },
     /// `None`: notify all.
-    ConditionNotify { id: u64, n: Option<u32> },
-    BarrierWait { id: u64, timeout: Option<u64> },
-    BarrierAbort { id: u64 },
-    BarrierReset { id: u64 },
-    BarrierState { id: u64 },
-    ArrayLen { id: u64 },
-    ArrayGet { id: u64, index: u32 },
-    ArraySet { id: u64, index: u32, value: Number },
-    ArrayGetAll { id: u64 },
+    ConditionNotify {
+        id: u64,
+        n: Option<u32>,
+    },
+    BarrierWait {
+        id: u64,
+        timeout: Option<u64>,
+    },
+    BarrierAbort {
+        id: u64,
+    },
+    BarrierReset {
+        id: u64,
+    },
+    BarrierState {
+        id: u64,
+    },
+    ArrayLen {
+        id: u64,
+    },
+    ArrayGet {
+        id: u64,
+        index: u32,
+    },
+    ArraySet {
+        id: u64,
+        index: u32,
+        value: Number,
+    },
+    ArrayGetAll {
+        id: u64,
+    },
 }
 
 /// The bytes of a message: carried beside the request on the wire, not
@@ -292,7 +394,13 @@ impl Request {
     /// Whether the request gives the caller a new hold (so that the thread
     /// backend watches for the caller's end).
     fn adds_holds(&self) -> bool {
-        matches!(self, Request::Create(_) | Request::Open(_) | Request::Reserve { .. } | Request::GetLock { .. })
+        matches!(
+            self,
+            Request::Create(_)
+                | Request::Open(_)
+                | Request::Reserve { .. }
+                | Request::GetLock { .. }
+        )
     }
 }
 
@@ -307,7 +415,11 @@ pub(crate) enum Reply {
     Handles(Vec<Token>),
     Number(Number),
     Numbers(Numbers),
-    Barrier { parties: u32, waiting: u32, broken: bool },
+    Barrier {
+        parties: u32,
+        waiting: u32,
+        broken: bool,
+    },
 }
 
 impl Reply {
@@ -335,7 +447,11 @@ pub(crate) enum Broker {
 impl Broker {
     /// The broker of a new host: local for a root host (listening for
     /// workers on the native backend), remote in a native worker.
-    pub(crate) fn new(runtime: &tokio::runtime::Handle, native: bool, worker: bool) -> anyhow::Result<Broker> {
+    pub(crate) fn new(
+        runtime: &tokio::runtime::Handle,
+        native: bool,
+        worker: bool,
+    ) -> anyhow::Result<Broker> {
         #[cfg(all(feature = "native", target_os = "linux"))]
         if worker {
             return Ok(Broker::Remote(broker::Client::from_env()?));
@@ -393,7 +509,11 @@ pub(crate) fn nanos(duration: Duration) -> u64 {
 /// Waits until `ready` gives a value, re-checking each time `notify` fires,
 /// for at most `timeout` nanoseconds (`None`: for ever). Cancel-safe: a
 /// waiter dropped midway has taken nothing.
-pub(crate) async fn wait_for<T>(notify: &Notify, timeout: Option<u64>, mut ready: impl FnMut() -> Option<T>) -> Option<T> {
+pub(crate) async fn wait_for<T>(
+    notify: &Notify,
+    timeout: Option<u64>,
+    mut ready: impl FnMut() -> Option<T>,
+) -> Option<T> {
     let deadline = timeout.map(|t| Instant::now().checked_add(Duration::from_nanos(t)));
     loop {
         let notified = notify.notified();
@@ -405,7 +525,10 @@ pub(crate) async fn wait_for<T>(notify: &Notify, timeout: Option<u64>, mut ready
         match deadline {
             None | Some(None) => notified.await,
             Some(Some(deadline)) => {
-                if tokio::time::timeout_at(deadline.into(), notified).await.is_err() {
+                if tokio::time::timeout_at(deadline.into(), notified)
+                    .await
+                    .is_err()
+                {
                     return ready();
                 }
             }
@@ -425,7 +548,8 @@ pub(crate) fn random_u64() -> u64 {
     }
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(Instant::now().elapsed().as_nanos());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    hasher.write_u128(now.as_nanos());
     bytes = hasher.finish().to_le_bytes();
     u64::from_le_bytes(bytes)
 }
@@ -436,10 +560,24 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_refuse_garbage() {
-        let token = Token { kind: Kind::Connection, id: 42, secret: 0xdead_beef };
+        let token = Token {
+            kind: Kind::Connection,
+            id: 42,
+            secret: 0xdead_beef,
+        };
         assert_eq!(Token::parse(&token.encode()), Ok(token));
-        for bad in ["", "mp-sync:", "mp-sync:queue:1", "mp-sync:frob:1:2", "mp-sync:queue:x:2", "mp-sync:queue:1:2:3"] {
-            assert!(matches!(Token::parse(bad), Err(Error::UnknownObject(_))), "{bad}");
+        for bad in [
+            "",
+            "mp-sync:",
+            "mp-sync:queue:1",
+            "mp-sync:frob:1:2",
+            "mp-sync:queue:x:2",
+            "mp-sync:queue:1:2:3",
+        ] {
+            assert!(
+                matches!(Token::parse(bad), Err(Error::UnknownObject(_))),
+                "{bad}"
+            );
         }
     }
 }

@@ -27,7 +27,10 @@ impl Pipe {
     pub(crate) fn new(duplex: bool) -> Pipe {
         Pipe {
             duplex,
-            state: Mutex::new(State { inbox: [VecDeque::new(), VecDeque::new()], closed: [false; 2] }),
+            state: Mutex::new(State {
+                inbox: [VecDeque::new(), VecDeque::new()],
+                closed: [false; 2],
+            }),
             changed: Notify::new(),
         }
     }

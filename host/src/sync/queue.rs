@@ -28,7 +28,10 @@ impl Queue {
         Queue {
             maxsize: maxsize as usize,
             joinable,
-            state: Mutex::new(State { items: VecDeque::new(), unfinished: 0 }),
+            state: Mutex::new(State {
+                items: VecDeque::new(),
+                unfinished: 0,
+            }),
             changed: Notify::new(),
         }
     }
@@ -41,7 +44,9 @@ impl Queue {
             if self.maxsize != 0 && state.items.len() >= self.maxsize {
                 return None;
             }
-            state.items.push_back(item.take().expect("an item is put once"));
+            state
+                .items
+                .push_back(item.take().expect("an item is put once"));
             state.unfinished += 1;
             Some(())
         })
@@ -57,7 +62,10 @@ impl Queue {
 
     /// Removes the first item, waiting up to `timeout`; [`Error::Empty`] after.
     pub(crate) async fn get(&self, timeout: Option<u64>) -> Result<Vec<u8>, Error> {
-        let item = wait_for(&self.changed, timeout, || self.state.lock().unwrap().items.pop_front()).await;
+        let item = wait_for(&self.changed, timeout, || {
+            self.state.lock().unwrap().items.pop_front()
+        })
+        .await;
         match item {
             Some(item) => {
                 if self.maxsize != 0 {
@@ -83,7 +91,9 @@ impl Queue {
     /// Marks one item as processed (`JoinableQueue.task_done`).
     pub(crate) fn task_done(&self) -> Result<(), Error> {
         if !self.joinable {
-            return Err(Error::Invalid("task_done() on a queue that is not joinable".into()));
+            return Err(Error::Invalid(
+                "task_done() on a queue that is not joinable".into(),
+            ));
         }
         let mut state = self.state.lock().unwrap();
         if state.unfinished == 0 {
@@ -99,9 +109,14 @@ impl Queue {
     /// Waits until every item put has been marked done.
     pub(crate) async fn join(&self) -> Result<(), Error> {
         if !self.joinable {
-            return Err(Error::Invalid("join() on a queue that is not joinable".into()));
+            return Err(Error::Invalid(
+                "join() on a queue that is not joinable".into(),
+            ));
         }
-        wait_for(&self.changed, None, || (self.state.lock().unwrap().unfinished == 0).then_some(())).await;
+        wait_for(&self.changed, None, || {
+            (self.state.lock().unwrap().unfinished == 0).then_some(())
+        })
+        .await;
         Ok(())
     }
 }

@@ -77,20 +77,41 @@ impl Objects {
     }
 
     fn insert_at(&mut self, id: u64, object: Object, holder: Holder) -> Token {
-        let token = Token { kind: object.kind(), id, secret: random_u64() };
-        self.map.insert(id, Entry { secret: token.secret, holders: HashMap::from([(holder, 1)]), object });
+        let token = Token {
+            kind: object.kind(),
+            id,
+            secret: random_u64(),
+        };
+        self.map.insert(
+            id,
+            Entry {
+                secret: token.secret,
+                holders: HashMap::from([(holder, 1)]),
+                object,
+            },
+        );
         token
     }
 
     fn token(&self, id: u64) -> Option<Token> {
-        self.map.get(&id).map(|e| Token { kind: e.object.kind(), id, secret: e.secret })
+        self.map.get(&id).map(|e| Token {
+            kind: e.object.kind(),
+            id,
+            secret: e.secret,
+        })
     }
 
     /// The entry `id`, if `pid` holds it.
     fn held(&mut self, pid: u32, id: u64) -> Result<&mut Entry, Error> {
-        let entry = self.map.get_mut(&id).ok_or_else(|| Error::UnknownObject(format!("object {id}")))?;
+        let entry = self
+            .map
+            .get_mut(&id)
+            .ok_or_else(|| Error::UnknownObject(format!("object {id}")))?;
         if !entry.holders.contains_key(&Holder::Process(pid)) {
-            return Err(Error::NotGiven(format!("{} {id}", entry.object.kind().name())));
+            return Err(Error::NotGiven(format!(
+                "{} {id}",
+                entry.object.kind().name()
+            )));
         }
         Ok(entry)
     }
@@ -104,7 +125,9 @@ impl Objects {
     /// Drops `count` of `holder`'s holds on `id` (all of them for `None`),
     /// freeing the object when none is left.
     fn remove(&mut self, id: u64, holder: Holder, count: Option<u32>) {
-        let Some(entry) = self.map.get_mut(&id) else { return };
+        let Some(entry) = self.map.get_mut(&id) else {
+            return;
+        };
         if let Some(held) = entry.holders.get_mut(&holder) {
             *held = count.map_or(0, |c| held.saturating_sub(c));
             if *held == 0 {
@@ -117,7 +140,9 @@ impl Objects {
         let entry = self.map.remove(&id).expect("present");
         match entry.object {
             Object::Connection(pipe, end) => pipe.close(end),
-            Object::Condition(condition) => self.remove(condition.lock_id, Holder::Object(id), None),
+            Object::Condition(condition) => {
+                self.remove(condition.lock_id, Holder::Object(id), None)
+            }
             Object::Array(array) => self.remove(array.lock_id, Holder::Object(id), None),
             _ => {}
         }
@@ -135,14 +160,25 @@ macro_rules! object {
     ($self:ident, $pid:ident, $id:ident, $variant:ident) => {
         match $self.object($pid, $id)? {
             Object::$variant(object) => object,
-            other => return Err(Error::UnknownObject(format!("{} {} is not a {}", other.kind().name(), $id, Kind::$variant.name()))),
+            other => {
+                return Err(Error::UnknownObject(format!(
+                    "{} {} is not a {}",
+                    other.kind().name(),
+                    $id,
+                    Kind::$variant.name()
+                )))
+            }
         }
     };
 }
 
 impl Registry {
     pub(crate) fn new(runtime: tokio::runtime::Handle) -> Registry {
-        Registry { objects: Mutex::default(), watched: Mutex::default(), runtime }
+        Registry {
+            objects: Mutex::default(),
+            watched: Mutex::default(),
+            runtime,
+        }
     }
 
     /// Releases `pid`'s holds when the process `node` ends (once per pid).
@@ -169,7 +205,11 @@ impl Registry {
             if let Object::Lock(lock) = &entry.object {
                 lock.release_all(pid);
             }
-            if entry.holders.keys().any(|h| matches!(h, Holder::Process(p) | Holder::Reserved(p) if *p == pid)) {
+            if entry
+                .holders
+                .keys()
+                .any(|h| matches!(h, Holder::Process(p) | Holder::Reserved(p) if *p == pid))
+            {
                 ids.push(id);
             }
         }
@@ -191,7 +231,13 @@ impl Registry {
     /// (native backend: its worker ended as the answer was sent).
     #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
     pub(crate) fn give_back(&self, id: u64, message: Vec<u8>) {
-        let object = self.objects.lock().unwrap().map.get(&id).map(|e| e.object.clone());
+        let object = self
+            .objects
+            .lock()
+            .unwrap()
+            .map
+            .get(&id)
+            .map(|e| e.object.clone());
         match object {
             Some(Object::Queue(queue)) => queue.give_back(message),
             Some(Object::Connection(pipe, end)) => pipe.give_back(end, message),
@@ -217,14 +263,23 @@ impl Registry {
             Request::Drop { id } => self.drop_hold(pid, id).map(|()| Reply::Unit),
             Request::Put { id, item, timeout } => {
                 check_size(&item.0)?;
-                object!(self, pid, id, Queue).put(item.0, timeout).await.map(|()| Reply::Unit)
+                object!(self, pid, id, Queue)
+                    .put(item.0, timeout)
+                    .await
+                    .map(|()| Reply::Unit)
             }
-            Request::Get { id, timeout } => {
-                object!(self, pid, id, Queue).get(timeout).await.map(|item| Reply::Bytes(super::Payload(item)))
-            }
+            Request::Get { id, timeout } => object!(self, pid, id, Queue)
+                .get(timeout)
+                .await
+                .map(|item| Reply::Bytes(super::Payload(item))),
             Request::QueueSize { id } => Ok(Reply::Count(object!(self, pid, id, Queue).len())),
-            Request::TaskDone { id } => object!(self, pid, id, Queue).task_done().map(|()| Reply::Unit),
-            Request::JoinQueue { id } => object!(self, pid, id, Queue).join().await.map(|()| Reply::Unit),
+            Request::TaskDone { id } => object!(self, pid, id, Queue)
+                .task_done()
+                .map(|()| Reply::Unit),
+            Request::JoinQueue { id } => object!(self, pid, id, Queue)
+                .join()
+                .await
+                .map(|()| Reply::Unit),
             Request::Send { id, message } => {
                 check_size(&message.0)?;
                 let (pipe, end) = self.connection(pid, id)?;
@@ -232,7 +287,9 @@ impl Registry {
             }
             Request::Recv { id } => {
                 let (pipe, end) = self.connection(pid, id)?;
-                pipe.recv(end).await.map(|m| Reply::Bytes(super::Payload(m)))
+                pipe.recv(end)
+                    .await
+                    .map(|m| Reply::Bytes(super::Payload(m)))
             }
             Request::Poll { id, timeout } => {
                 let (pipe, end) = self.connection(pid, id)?;
@@ -241,7 +298,9 @@ impl Registry {
             Request::Acquire { id, timeout } => match self.object(pid, id)? {
                 Object::Lock(lock) => Ok(Reply::Bool(lock.acquire(pid, 1, timeout).await)),
                 Object::Semaphore(semaphore) => Ok(Reply::Bool(semaphore.acquire(timeout).await)),
-                Object::Condition(condition) => Ok(Reply::Bool(condition.lock.acquire(pid, 1, timeout).await)),
+                Object::Condition(condition) => {
+                    Ok(Reply::Bool(condition.lock.acquire(pid, 1, timeout).await))
+                }
                 other => Err(not_a(&other, id, "lock")),
             },
             Request::Release { id } => match self.object(pid, id)? {
@@ -250,7 +309,9 @@ impl Registry {
                 Object::Condition(condition) => condition.lock.release(pid).map(|()| Reply::Unit),
                 other => Err(not_a(&other, id, "lock")),
             },
-            Request::SemaphoreValue { id } => Ok(Reply::Count(object!(self, pid, id, Semaphore).value().into())),
+            Request::SemaphoreValue { id } => Ok(Reply::Count(
+                object!(self, pid, id, Semaphore).value().into(),
+            )),
             Request::EventSet { id } => {
                 object!(self, pid, id, Event).set(true);
                 Ok(Reply::Unit)
@@ -260,7 +321,9 @@ impl Registry {
                 Ok(Reply::Unit)
             }
             Request::EventIsSet { id } => Ok(Reply::Bool(object!(self, pid, id, Event).is_set())),
-            Request::EventWait { id, timeout } => Ok(Reply::Bool(object!(self, pid, id, Event).wait(timeout).await)),
+            Request::EventWait { id, timeout } => Ok(Reply::Bool(
+                object!(self, pid, id, Event).wait(timeout).await,
+            )),
             Request::GetLock { id } => {
                 let lock_id = match self.object(pid, id)? {
                     Object::Condition(condition) => condition.lock_id,
@@ -269,16 +332,22 @@ impl Registry {
                 };
                 let mut objects = self.objects.lock().unwrap();
                 objects.add(lock_id, Holder::Process(pid));
-                let token = objects.token(lock_id).ok_or_else(|| Error::UnknownObject(format!("lock {lock_id}")))?;
+                let token = objects
+                    .token(lock_id)
+                    .ok_or_else(|| Error::UnknownObject(format!("lock {lock_id}")))?;
                 Ok(Reply::Handles(vec![token]))
             }
-            Request::ConditionWait { id, timeout } => {
-                object!(self, pid, id, Condition).wait(pid, timeout).await.map(Reply::Bool)
-            }
-            Request::ConditionNotify { id, n } => object!(self, pid, id, Condition).notify(pid, n).map(|()| Reply::Unit),
-            Request::BarrierWait { id, timeout } => {
-                object!(self, pid, id, Barrier).wait(timeout).await.map(|i| Reply::Count(i.into()))
-            }
+            Request::ConditionWait { id, timeout } => object!(self, pid, id, Condition)
+                .wait(pid, timeout)
+                .await
+                .map(Reply::Bool),
+            Request::ConditionNotify { id, n } => object!(self, pid, id, Condition)
+                .notify(pid, n)
+                .map(|()| Reply::Unit),
+            Request::BarrierWait { id, timeout } => object!(self, pid, id, Barrier)
+                .wait(timeout)
+                .await
+                .map(|i| Reply::Count(i.into())),
             Request::BarrierAbort { id } => {
                 object!(self, pid, id, Barrier).abort();
                 Ok(Reply::Unit)
@@ -289,12 +358,22 @@ impl Registry {
             }
             Request::BarrierState { id } => {
                 let (parties, waiting, broken) = object!(self, pid, id, Barrier).state();
-                Ok(Reply::Barrier { parties, waiting, broken })
+                Ok(Reply::Barrier {
+                    parties,
+                    waiting,
+                    broken,
+                })
             }
             Request::ArrayLen { id } => Ok(Reply::Count(object!(self, pid, id, Array).len())),
-            Request::ArrayGet { id, index } => object!(self, pid, id, Array).get(index).map(Reply::Number),
-            Request::ArraySet { id, index, value } => object!(self, pid, id, Array).set(index, value).map(|()| Reply::Unit),
-            Request::ArrayGetAll { id } => Ok(Reply::Numbers(object!(self, pid, id, Array).get_all())),
+            Request::ArrayGet { id, index } => {
+                object!(self, pid, id, Array).get(index).map(Reply::Number)
+            }
+            Request::ArraySet { id, index, value } => object!(self, pid, id, Array)
+                .set(index, value)
+                .map(|()| Reply::Unit),
+            Request::ArrayGetAll { id } => {
+                Ok(Reply::Numbers(object!(self, pid, id, Array).get_all()))
+            }
         }
     }
 
@@ -309,7 +388,9 @@ impl Registry {
         let me = Holder::Process(pid);
         let mut objects = self.objects.lock().unwrap();
         let object = match spec {
-            Spec::Queue { maxsize, joinable } => Object::Queue(Arc::new(Queue::new(maxsize, joinable))),
+            Spec::Queue { maxsize, joinable } => {
+                Object::Queue(Arc::new(Queue::new(maxsize, joinable)))
+            }
             Spec::Pipe { duplex } => {
                 let pipe = Arc::new(Pipe::new(duplex));
                 let first = objects.insert(Object::Connection(pipe.clone(), 0), me);
@@ -317,7 +398,9 @@ impl Registry {
                 return Ok(vec![first, second]);
             }
             Spec::Lock { recursive } => Object::Lock(Arc::new(Lock::new(recursive))),
-            Spec::Semaphore { value, bounded } => Object::Semaphore(Arc::new(Semaphore::new(value, bounded))),
+            Spec::Semaphore { value, bounded } => {
+                Object::Semaphore(Arc::new(Semaphore::new(value, bounded)))
+            }
             Spec::Event => Object::Event(Arc::default()),
             Spec::Barrier { parties } => Object::Barrier(Arc::new(Barrier::new(parties)?)),
             Spec::Condition { lock } => {
@@ -334,17 +417,28 @@ impl Registry {
                     },
                     None => {
                         let lock = Arc::new(Lock::new(true));
-                        (lock.clone(), objects.insert(Object::Lock(lock), Holder::Object(id)).id)
+                        (
+                            lock.clone(),
+                            objects.insert(Object::Lock(lock), Holder::Object(id)).id,
+                        )
                     }
                 };
-                return Ok(vec![objects.insert_at(id, Object::Condition(Arc::new(Condition::new(lock, lock_id))), me)]);
+                return Ok(vec![objects.insert_at(
+                    id,
+                    Object::Condition(Arc::new(Condition::new(lock, lock_id))),
+                    me,
+                )]);
             }
             Spec::Array(values) => {
                 objects.next += 1;
                 let id = objects.next;
                 let lock = Object::Lock(Arc::new(Lock::new(true)));
                 let lock_id = objects.insert(lock, Holder::Object(id)).id;
-                return Ok(vec![objects.insert_at(id, Object::Array(Arc::new(Array::new(values, lock_id))), me)]);
+                return Ok(vec![objects.insert_at(
+                    id,
+                    Object::Array(Arc::new(Array::new(values, lock_id))),
+                    me,
+                )]);
             }
         };
         Ok(vec![objects.insert(object, me)])
@@ -353,12 +447,22 @@ impl Registry {
     /// Opens a token for `pid`, taking over a reservation made for it.
     fn open(&self, pid: u32, token: Token) -> Answer {
         let mut objects = self.objects.lock().unwrap();
-        let unknown = || Error::UnknownObject(format!("{} {} (freed, or a forged token)", token.kind.name(), token.id));
+        let unknown = || {
+            Error::UnknownObject(format!(
+                "{} {} (freed, or a forged token)",
+                token.kind.name(),
+                token.id
+            ))
+        };
         let entry = objects.map.get_mut(&token.id).ok_or_else(unknown)?;
         if entry.secret != token.secret || entry.object.kind() != token.kind {
             return Err(unknown());
         }
-        let reserved = entry.holders.keys().copied().find(|h| matches!(h, Holder::Reserved(_)));
+        let reserved = entry
+            .holders
+            .keys()
+            .copied()
+            .find(|h| matches!(h, Holder::Reserved(_)));
         *entry.holders.entry(Holder::Process(pid)).or_default() += 1;
         if let Some(reservation) = reserved {
             objects.remove(token.id, reservation, Some(1));
@@ -369,7 +473,10 @@ impl Registry {
 
 fn check_size(message: &[u8]) -> Result<(), Error> {
     if message.len() > MAX_MESSAGE {
-        return Err(Error::TooLarge { size: message.len() as u64, limit: MAX_MESSAGE as u64 });
+        return Err(Error::TooLarge {
+            size: message.len() as u64,
+            limit: MAX_MESSAGE as u64,
+        });
     }
     Ok(())
 }

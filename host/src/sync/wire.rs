@@ -40,7 +40,10 @@ pub(crate) fn encode<T: Framed>(mut message: T) -> Result<Vec<u8>, String> {
     let payload = message.payload().map(std::mem::take).unwrap_or_default();
     let head = serde_json::to_vec(&message).map_err(|e| format!("cannot encode: {e}"))?;
     if head.len() > MAX_HEAD || payload.len() > MAX_MESSAGE {
-        return Err(format!("a message of {} bytes exceeds the limit of {MAX_MESSAGE}", payload.len()));
+        return Err(format!(
+            "a message of {} bytes exceeds the limit of {MAX_MESSAGE}",
+            payload.len()
+        ));
     }
     let mut frame = Vec::with_capacity(HEADER + head.len() + payload.len());
     frame.extend_from_slice(&MAGIC);
@@ -59,16 +62,21 @@ fn lengths(header: &[u8; HEADER]) -> Result<(usize, usize), String> {
     let head = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
     let payload = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes")) as usize;
     if head > MAX_HEAD {
-        return Err(format!("a head of {head} bytes exceeds the limit of {MAX_HEAD}"));
+        return Err(format!(
+            "a head of {head} bytes exceeds the limit of {MAX_HEAD}"
+        ));
     }
     if payload > MAX_MESSAGE {
-        return Err(format!("a payload of {payload} bytes exceeds the limit of {MAX_MESSAGE}"));
+        return Err(format!(
+            "a payload of {payload} bytes exceeds the limit of {MAX_MESSAGE}"
+        ));
     }
     Ok((head, payload))
 }
 
 fn assemble<T: Framed>(head: &[u8], payload: Vec<u8>) -> Result<T, String> {
-    let mut message: T = serde_json::from_slice(head).map_err(|e| format!("malformed message: {e}"))?;
+    let mut message: T =
+        serde_json::from_slice(head).map_err(|e| format!("malformed message: {e}"))?;
     match message.payload() {
         Some(slot) => *slot = payload,
         None if payload.is_empty() => {}
@@ -78,7 +86,9 @@ fn assemble<T: Framed>(head: &[u8], payload: Vec<u8>) -> Result<T, String> {
 }
 
 /// Reads one frame; `Ok(None)` if the peer closed before sending a byte.
-pub(crate) async fn read<T: Framed>(input: &mut (impl AsyncRead + Unpin)) -> Result<Option<T>, String> {
+pub(crate) async fn read<T: Framed>(
+    input: &mut (impl AsyncRead + Unpin),
+) -> Result<Option<T>, String> {
     let mut header = [0u8; HEADER];
     let mut got = 0;
     while got < HEADER {
@@ -91,18 +101,29 @@ pub(crate) async fn read<T: Framed>(input: &mut (impl AsyncRead + Unpin)) -> Res
     }
     let (head_len, payload_len) = lengths(&header)?;
     let mut head = vec![0u8; head_len];
-    input.read_exact(&mut head).await.map_err(|_| "truncated frame head".to_string())?;
+    input
+        .read_exact(&mut head)
+        .await
+        .map_err(|_| "truncated frame head".to_string())?;
     let mut payload = vec![0u8; payload_len];
-    input.read_exact(&mut payload).await.map_err(|_| "truncated frame payload".to_string())?;
+    input
+        .read_exact(&mut payload)
+        .await
+        .map_err(|_| "truncated frame payload".to_string())?;
     assemble(&head, payload).map(Some)
 }
 
 /// Decodes a whole frame held in memory.
 #[cfg(test)]
 pub(crate) fn decode<T: Framed>(frame: &[u8]) -> Result<T, String> {
-    let header: &[u8; HEADER] = frame.get(..HEADER).and_then(|h| h.try_into().ok()).ok_or("truncated frame header")?;
+    let header: &[u8; HEADER] = frame
+        .get(..HEADER)
+        .and_then(|h| h.try_into().ok())
+        .ok_or("truncated frame header")?;
     let (head_len, payload_len) = lengths(header)?;
-    let head = frame.get(HEADER..HEADER + head_len).ok_or("truncated frame head")?;
+    let head = frame
+        .get(HEADER..HEADER + head_len)
+        .ok_or("truncated frame head")?;
     let rest = &frame[HEADER + head_len..];
     if rest.len() != payload_len {
         return Err("the payload does not match its length".into());
@@ -116,7 +137,11 @@ mod tests {
     use crate::sync::{Error, Payload};
 
     fn put() -> Request {
-        Request::Put { id: 7, item: Payload(b"hello".to_vec()), timeout: Some(5) }
+        Request::Put {
+            id: 7,
+            item: Payload(b"hello".to_vec()),
+            timeout: Some(5),
+        }
     }
 
     #[test]
@@ -124,12 +149,23 @@ mod tests {
         let frame = encode(put()).unwrap();
         assert_eq!(decode::<Request>(&frame), Ok(put()));
         let answer: Answer = Ok(Reply::Bytes(Payload(vec![1, 2, 3])));
-        assert_eq!(decode::<Answer>(&encode(answer.clone()).unwrap()), Ok(answer));
+        assert_eq!(
+            decode::<Answer>(&encode(answer.clone()).unwrap()),
+            Ok(answer)
+        );
         let failure: Answer = Err(Error::Empty);
-        assert_eq!(decode::<Answer>(&encode(failure.clone()).unwrap()), Ok(failure));
+        assert_eq!(
+            decode::<Answer>(&encode(failure.clone()).unwrap()),
+            Ok(failure)
+        );
         let mut input = &frame[..];
-        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        assert_eq!(runtime.block_on(read::<Request>(&mut input)), Ok(Some(put())));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(
+            runtime.block_on(read::<Request>(&mut input)),
+            Ok(Some(put()))
+        );
         assert_eq!(runtime.block_on(read::<Request>(&mut input)), Ok(None));
     }
 
@@ -151,7 +187,10 @@ mod tests {
         frame[8] = 1;
         frame.push(0);
         assert!(decode::<Request>(&frame).is_err());
-        let too_big = Request::Send { id: 1, message: Payload(vec![0; MAX_MESSAGE + 1]) };
+        let too_big = Request::Send {
+            id: 1,
+            message: Payload(vec![0; MAX_MESSAGE + 1]),
+        };
         assert!(encode(too_big).is_err());
     }
 
@@ -159,7 +198,10 @@ mod tests {
     /// valid frames never panic, in either direction.
     #[test]
     fn decoder_survives_random_input() {
-        let frames = [encode(put()).unwrap(), encode::<Answer>(Ok(Reply::Count(3))).unwrap()];
+        let frames = [
+            encode(put()).unwrap(),
+            encode::<Answer>(Ok(Reply::Count(3))).unwrap(),
+        ];
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         let mut next = move || {
             seed ^= seed << 13;
