@@ -69,6 +69,15 @@ impl Outputs {
         }
     }
 
+    /// Outputs that pass bytes on at once (a native worker's own).
+    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
+    pub(crate) fn passthrough(launch: &Launch) -> Outputs {
+        Outputs {
+            stdout: LineSink::passthrough(&launch.stdout, Stream::Stdout, launch.label.clone()),
+            stderr: LineSink::passthrough(&launch.stderr, Stream::Stderr, launch.label.clone()),
+        }
+    }
+
     /// Passes on what is left of the last lines.
     pub(crate) fn finish(&self) {
         self.stdout.finish();

@@ -115,6 +115,9 @@ impl HostBuilder {
             (Some(_), _) => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
             (None, threads) => tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(threads.unwrap_or_else(cpu_count).max(2))
+                // A guest's every time slice is one poll: look at timers (a
+                // deadline, a sleeper's wake-up) after each, not every 61st.
+                .event_interval(1)
                 .thread_name("host-guest")
                 .enable_all()
                 .build()?,
@@ -142,17 +145,7 @@ impl HostBuilder {
             live: Live::default(),
             closed: AtomicBool::new(false),
         });
-        let ticker = inner.engine.weak();
-        runtime.spawn(async move {
-            let mut interval = tokio::time::interval(TIME_SLICE);
-            loop {
-                interval.tick().await;
-                match ticker.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
-                    None => break,
-                }
-            }
-        });
+        tick_epochs(&inner.engine)?;
         Ok(Host { inner, runtime: Some(runtime) })
     }
 
@@ -164,13 +157,15 @@ impl HostBuilder {
         // Every process instance comes from a pre-reserved slot: instantiation
         // is a few page-table operations, and memory is a copy-on-write image.
         // A slot reserves `max_memory` of address space, not 4 GiB + guards,
-        // so tens of thousands of processes fit.
+        // so tens of thousands of processes fit (12,000 slots of 1 GiB: 12
+        // TiB of the 128 TiB a process can address). A program with more
+        // than one memory per instance takes more than one slot.
         let slots = self.max_processes;
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(slots)
             .total_core_instances(slots.saturating_mul(4))
-            .total_memories(slots.saturating_mul(2))
-            .total_tables(slots.saturating_mul(4))
+            .total_memories(slots)
+            .total_tables(slots.saturating_mul(2))
             .total_stacks(slots)
             .max_memory_size(self.max_memory as usize)
             .max_core_instances_per_component(32)
@@ -182,6 +177,21 @@ impl HostBuilder {
         config.memory_reservation_for_growth(0);
         config
     }
+}
+
+/// Ticks the engine's epoch every time slice, from a thread of its own: the
+/// guests' threads may all be busy in guests that only yield on a tick.
+/// Ends with the engine.
+fn tick_epochs(engine: &Engine) -> std::io::Result<()> {
+    let engine = engine.weak();
+    std::thread::Builder::new().name("host-epoch".into()).spawn(move || {
+        while let Some(engine) = engine.upgrade() {
+            engine.increment_epoch();
+            drop(engine);
+            std::thread::sleep(TIME_SLICE);
+        }
+    })?;
+    Ok(())
 }
 
 /// The processes of one host, and the engine that runs them.

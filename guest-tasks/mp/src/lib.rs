@@ -66,7 +66,8 @@
 //! ```
 //!
 //! An entry that panics ends its process with exitcode 1; one that calls
-//! `std::process::exit(n)` ends it with exitcode `n`.
+//! [`exit`]`(n)` ends it with exitcode `n` (`std::process::exit` on wasip2
+//! can only say success or failure: any `n != 0` becomes 1).
 
 use std::fmt;
 use std::marker::PhantomData;

@@ -226,7 +226,7 @@ fn spawn_worker(exe: &PathBuf, lifeline: &OwnedFd, orphanage: &OwnedFd, start: &
     // Inheritable for this one spawn only: spawns are serialized on the
     // spawner thread, so no other child can catch them.
     passed.iter().for_each(|fd| set_cloexec(fd, false));
-    let child = command.spawn();
+    let child = spawn_retrying(&mut command);
     passed.iter().for_each(|fd| set_cloexec(fd, true));
     let mut child = child?;
     // Written before `start` returns: the parent may end right after it.
@@ -237,6 +237,22 @@ fn spawn_worker(exe: &PathBuf, lifeline: &OwnedFd, orphanage: &OwnedFd, start: &
         return Err(error);
     }
     Ok(Worker { child, report: report_read })
+}
+
+/// Spawns, retrying briefly while the executable is "busy": a file just
+/// written can still be open for writing in a child that another thread
+/// forked and that has not yet reached its exec.
+fn spawn_retrying(command: &mut std::process::Command) -> std::io::Result<std::process::Child> {
+    let mut attempts = 0;
+    loop {
+        match command.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempts < 50 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            result => return result,
+        }
+    }
 }
 
 fn set_cloexec(fd: &OwnedFd, cloexec: bool) {

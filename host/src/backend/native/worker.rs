@@ -72,7 +72,7 @@ fn serve() -> Result<i32, String> {
         parent_label: None,
         ..program.command().launch().clone()
     };
-    let outputs = Outputs::new(&launch);
+    let outputs = Outputs::passthrough(&launch);
     let node = inner.root.clone();
     let ended = host.block_on(instance::run_until_deadline(inner.clone(), node.clone(), launch, &outputs));
     outputs.finish();
