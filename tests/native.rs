@@ -204,3 +204,17 @@ fn a_worker_that_breaks_the_protocol_is_killed_and_reported() {
         assert!(join(&program.command().stdout(host::Stdio::null()).spawn().unwrap()).success());
     }
 }
+
+#[test]
+fn workers_fork_from_the_zygote_and_are_the_hosts_children() {
+    let host = host();
+    let program = host.load(guest("sleep")).unwrap();
+    let process = program.command().arg("3600").stdout(host::Stdio::null()).spawn().unwrap();
+    let pid = process.pid().unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(cmdline.contains("__worker zygote"), "forked from the zygote, not exec'd: {cmdline}");
+    assert_eq!(status_field(pid, "PPid"), Some(std::process::id().to_string()));
+    process.kill().unwrap();
+    assert_eq!(join(&process).code(), -9);
+}

@@ -41,6 +41,34 @@ pub struct HostBuilder {
     worker_program: Option<PathBuf>,
     /// In a native worker: the process this host is (its name, daemon flag).
     this_process: Option<(String, bool)>,
+    /// An engine made earlier (a zygote's, before it forked this worker).
+    engines: Option<Engines>,
+}
+
+/// The engine and the linkers, which a native zygote makes once and every
+/// worker it forks shares.
+#[derive(Clone)]
+pub(crate) struct Engines {
+    pub(crate) engine: Engine,
+    pub(crate) component_linker: wasmtime::component::Linker<Ctx>,
+    pub(crate) core_linker: wasmtime::Linker<Ctx>,
+}
+
+impl std::fmt::Debug for Engines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engines").finish_non_exhaustive()
+    }
+}
+
+impl Engines {
+    fn new(config: &Config) -> anyhow::Result<Engines> {
+        let engine = Engine::new(config)?;
+        Ok(Engines {
+            component_linker: crate::instance::component_linker(&engine)?,
+            core_linker: crate::instance::core_linker(&engine)?,
+            engine,
+        })
+    }
 }
 
 impl Default for HostBuilder {
@@ -53,6 +81,7 @@ impl Default for HostBuilder {
             threads: None,
             worker_program: None,
             this_process: None,
+            engines: None,
         }
     }
 }
@@ -108,8 +137,24 @@ impl HostBuilder {
         self
     }
 
-    pub fn build(self) -> anyhow::Result<Host> {
-        let engine = Engine::new(&self.engine_config())?;
+    /// Builds on an engine made earlier (a zygote's).
+    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
+    pub(crate) fn engines(mut self, engines: Engines) -> Self {
+        self.engines = Some(engines);
+        self
+    }
+
+    /// The engine and linkers of this configuration, made now.
+    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
+    pub(crate) fn make_engines(&self) -> anyhow::Result<Engines> {
+        Engines::new(&self.engine_config())
+    }
+
+    pub fn build(mut self) -> anyhow::Result<Host> {
+        let engines = match self.engines.take() {
+            Some(engines) => engines,
+            None => self.make_engines()?,
+        };
         let runtime = match (&self.this_process, self.threads) {
             // A native worker runs one guest, driven by its main thread.
             (Some(_), _) => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
@@ -134,11 +179,11 @@ impl HostBuilder {
             None => Node::root(backend.root_pid()),
         };
         let inner = Arc::new(HostInner {
-            component_linker: crate::instance::component_linker(&engine)?,
-            core_linker: crate::instance::core_linker(&engine)?,
+            component_linker: engines.component_linker,
+            core_linker: engines.core_linker,
             root,
             artifacts: OnceLock::new(),
-            engine,
+            engine: engines.engine,
             runtime: runtime.handle().clone(),
             backend,
             fuel: self.fuel,

@@ -26,6 +26,7 @@
 
 pub(crate) mod protocol;
 pub mod worker;
+mod zygote;
 
 use super::{Backend, BackendKind, Control};
 use crate::command::Launch;
@@ -51,14 +52,10 @@ pub const WORKER_ARG: &str = "__worker";
 pub(crate) struct NativeBackend {
     exe: PathBuf,
     settings: EngineSettings,
-    /// Read end of the lifeline, passed to every worker as fd 4.
-    lifeline: OwnedFd,
-    /// Write end of the orphanage, passed to every worker as fd 5.
-    orphanage: OwnedFd,
     /// Workers are spawned from one long-lived thread: `PR_SET_PDEATHSIG`
     /// fires when the *thread* that spawned ends, and descriptors made
     /// inheritable for one spawn must not leak into another.
-    spawner: crossbeam_channel::Sender<Box<dyn FnOnce() + Send>>,
+    spawner: crossbeam_channel::Sender<SpawnRequest>,
     /// The root keeps the lifeline's write end for as long as it lives.
     _lifeline_writer: Option<OwnedFd>,
 }
@@ -81,12 +78,19 @@ impl NativeBackend {
             Some(inherited) => (inherited.lifeline.try_clone()?, inherited.orphanage.try_clone()?, None),
             None => root_pipes()?,
         };
+        let spawner = Spawner {
+            exe: exe.clone(),
+            lifeline,
+            orphanage,
+            settings,
+            // Only the root forks workers from a zygote (they become its
+            // children); a worker's children must be its own, so it execs.
+            zygote: if INHERITED.get().is_none() { ZygoteState::NotYet } else { ZygoteState::Off },
+        };
         Ok(NativeBackend {
             exe,
             settings,
-            lifeline,
-            orphanage,
-            spawner: spawner_thread(),
+            spawner: spawner.run()?,
             _lifeline_writer: lifeline_writer,
         })
     }
@@ -104,7 +108,7 @@ fn root_pipes() -> anyhow::Result<(OwnedFd, OwnedFd, Option<OwnedFd>)> {
     Ok((lifeline_read, orphans_write, Some(lifeline_write)))
 }
 
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return Err(std::io::Error::last_os_error());
@@ -112,13 +116,60 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-fn spawner_thread() -> crossbeam_channel::Sender<Box<dyn FnOnce() + Send>> {
-    let (jobs, incoming) = crossbeam_channel::unbounded::<Box<dyn FnOnce() + Send>>();
-    std::thread::Builder::new()
-        .name("host-spawner".into())
-        .spawn(move || incoming.iter().for_each(|job| job()))
-        .expect("the spawner thread starts");
-    jobs
+/// A worker to start, and where to send it once started.
+struct SpawnRequest {
+    start: Start,
+    started: crossbeam_channel::Sender<std::io::Result<Worker>>,
+}
+
+/// The spawner thread's state: how it starts workers.
+struct Spawner {
+    exe: PathBuf,
+    /// Read end of the lifeline, passed to every worker.
+    lifeline: OwnedFd,
+    /// Write end of the orphanage, passed to every worker.
+    orphanage: OwnedFd,
+    settings: EngineSettings,
+    zygote: ZygoteState,
+}
+
+enum ZygoteState {
+    /// Started on first use.
+    NotYet,
+    Running(zygote::Zygote),
+    /// Not used: in a worker, or after the zygote failed.
+    Off,
+}
+
+impl Spawner {
+    fn run(mut self) -> std::io::Result<crossbeam_channel::Sender<SpawnRequest>> {
+        let (requests, incoming) = crossbeam_channel::unbounded::<SpawnRequest>();
+        std::thread::Builder::new().name("host-spawner".into()).spawn(move || {
+            for request in incoming {
+                let _ = request.started.send(self.spawn(&request.start));
+            }
+        })?;
+        Ok(requests)
+    }
+
+    /// Forks the worker from the zygote if there is one, else execs it.
+    fn spawn(&mut self, start: &Start) -> std::io::Result<Worker> {
+        if let ZygoteState::NotYet = self.zygote {
+            self.zygote = match zygote::Zygote::start(&self.exe, &self.lifeline, &self.orphanage, self.settings) {
+                Ok(zygote) => ZygoteState::Running(zygote),
+                Err(_) => ZygoteState::Off,
+            };
+        }
+        if let ZygoteState::Running(zygote) = &self.zygote {
+            match zygote.spawn(start) {
+                Ok(worker) => return Ok(worker),
+                Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
+                // A zygote that fails once is not trusted again.
+                Err(_) => self.zygote = ZygoteState::Off,
+            }
+        }
+        spawn_worker(&self.exe, &self.lifeline, &self.orphanage, start)
+    }
 }
 
 impl Backend for NativeBackend {
@@ -141,18 +192,14 @@ impl Backend for NativeBackend {
 
     fn start(&self, host: &Arc<HostInner>, node: &Arc<Node>, launch: &Launch) -> Result<Arc<dyn Control>, Error> {
         let start = self.start_message(node, launch)?;
-        let (exe, lifeline, orphanage) = (self.exe.clone(), self.fds()?.0, self.fds()?.1);
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let job = move || {
-            let _ = tx.send(spawn_worker(&exe, &lifeline, &orphanage, &start));
-        };
+        let (started, worker) = crossbeam_channel::bounded(1);
         let gone = || Error::Spawn("the spawner thread is gone".into());
-        self.spawner.send(Box::new(job)).map_err(|_| gone())?;
-        let worker = rx
+        self.spawner.send(SpawnRequest { start, started }).map_err(|_| gone())?;
+        let worker = worker
             .recv()
             .map_err(|_| gone())?
             .map_err(|e| Error::Spawn(format!("cannot start a worker ({}): {e}", self.exe.display())))?;
-        let pid = worker.child.id();
+        let pid = worker.pid;
         node.set_pid(pid);
         let control = Arc::new(NativeControl { pid });
         let (host, node, launch) = (host.clone(), node.clone(), launch.clone());
@@ -162,11 +209,6 @@ impl Backend for NativeBackend {
 }
 
 impl NativeBackend {
-    fn fds(&self) -> Result<(OwnedFd, OwnedFd), Error> {
-        let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| Error::Spawn(e.to_string()));
-        Ok((dup(&self.lifeline)?, dup(&self.orphanage)?))
-    }
-
     fn start_message(&self, node: &Node, launch: &Launch) -> Result<Start, Error> {
         let program = &launch.program;
         let artifact = program
@@ -198,9 +240,12 @@ impl NativeBackend {
     }
 }
 
-/// A started worker and the parent's ends of its pipes.
+/// A started worker and the parent's ends of its pipes (no stdout or
+/// stderr when the worker shares its parent's).
 struct Worker {
-    child: std::process::Child,
+    pid: u32,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
     report: OwnedFd,
 }
 
@@ -236,13 +281,18 @@ fn spawn_worker(exe: &PathBuf, lifeline: &OwnedFd, orphanage: &OwnedFd, start: &
         let _ = child.wait();
         return Err(error);
     }
-    Ok(Worker { child, report: report_read })
+    Ok(Worker {
+        pid: child.id(),
+        stdout: child.stdout.take().map(OwnedFd::from),
+        stderr: child.stderr.take().map(OwnedFd::from),
+        report: report_read,
+    })
 }
 
 /// Spawns, retrying briefly while the executable is "busy": a file just
 /// written can still be open for writing in a child that another thread
 /// forked and that has not yet reached its exec.
-fn spawn_retrying(command: &mut std::process::Command) -> std::io::Result<std::process::Child> {
+pub(crate) fn spawn_retrying(command: &mut std::process::Command) -> std::io::Result<std::process::Child> {
     let mut attempts = 0;
     loop {
         match command.spawn() {
@@ -255,20 +305,20 @@ fn spawn_retrying(command: &mut std::process::Command) -> std::io::Result<std::p
     }
 }
 
-fn set_cloexec(fd: &OwnedFd, cloexec: bool) {
+pub(crate) fn set_cloexec(fd: &OwnedFd, cloexec: bool) {
     let flags = if cloexec { libc::FD_CLOEXEC } else { 0 };
     unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flags) };
 }
 
 /// Passes on a worker's output, waits for its end
 /// (reaping it) and records that end on its node.
-async fn supervise(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, mut worker: Worker) {
-    let pid = worker.child.id();
+async fn supervise(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, worker: Worker) {
+    let pid = worker.pid;
     // The worker labels its own lines (and its descendants'): pass them on
     // as they are, until every process sharing the pipes has ended.
     let sinks = [
-        (worker.child.stdout.take().map(OwnedFd::from), &launch.stdout, Stream::Stdout),
-        (worker.child.stderr.take().map(OwnedFd::from), &launch.stderr, Stream::Stderr),
+        (worker.stdout, &launch.stdout, Stream::Stdout),
+        (worker.stderr, &launch.stderr, Stream::Stderr),
     ];
     for (fd, stdio, stream) in sinks {
         if let Some(reader) = pipe_reader(fd) {

@@ -59,13 +59,18 @@ pub(crate) struct Ended {
 }
 
 pub(crate) fn write_frame<T: Serialize>(out: &mut impl Write, message: &T) -> std::io::Result<()> {
+    out.write_all(&encode_frame(message)?)?;
+    out.flush()
+}
+
+/// A whole frame in memory.
+pub(crate) fn encode_frame<T: Serialize>(message: &T) -> std::io::Result<Vec<u8>> {
     let body = serde_json::to_vec(message)?;
     let mut frame = Vec::with_capacity(body.len() + 8);
     frame.extend_from_slice(&MAGIC);
     frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
     frame.extend_from_slice(&body);
-    out.write_all(&frame)?;
-    out.flush()
+    Ok(frame)
 }
 
 /// Reads one frame; `Ok(None)` if the peer closed before sending any byte.
@@ -125,7 +130,6 @@ fn frame_length(header: &[u8; 8], got: usize) -> Result<Option<usize>, String> {
 }
 
 /// Decodes a whole frame held in memory.
-#[cfg(test)]
 pub(crate) fn decode_frame<T: DeserializeOwned>(frame: &[u8]) -> Result<T, String> {
     let header: [u8; 8] = frame
         .get(..8)
