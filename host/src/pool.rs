@@ -560,10 +560,7 @@ impl PoolBuilder {
         let host = self.program.inner.host.clone();
         let mut command = self.program.command();
         let task_timeout = self.limits.timeout;
-        command
-            .limits(Limits { timeout: None, ..self.limits })
-            .stdout(self.stdout)
-            .stderr(self.stderr);
+        command.limits(Limits { timeout: None, ..self.limits }).stdout(self.stdout).stderr(self.stderr);
         let settings = Settings {
             processes: self.processes.unwrap_or_else(crate::runtime::cpu_count),
             max_tasks: self.max_tasks,
@@ -708,13 +705,24 @@ impl Pool {
     /// Runs `entry` on items that are already JSON; yields each item's
     /// result as JSON, in order (`ordered`) or as they complete. What the
     /// CLI's `host map` uses.
-    pub fn imap_json(&self, entry: &str, inputs: Vec<Vec<u8>>, chunksize: usize, ordered: bool) -> Result<Imap<serde_json::Value>, TaskError> {
+    pub fn imap_json(
+        &self,
+        entry: &str,
+        inputs: Vec<Vec<u8>>,
+        chunksize: usize,
+        ordered: bool,
+    ) -> Result<Imap<serde_json::Value>, TaskError> {
         let mut results = self.map_json(entry, inputs, chunksize)?;
         results.ordered = ordered;
         Ok(results)
     }
 
-    fn map_json<R: DeserializeOwned>(&self, entry: &str, inputs: Vec<Vec<u8>>, chunksize: usize) -> Result<Imap<R>, TaskError> {
+    fn map_json<R: DeserializeOwned>(
+        &self,
+        entry: &str,
+        inputs: Vec<Vec<u8>>,
+        chunksize: usize,
+    ) -> Result<Imap<R>, TaskError> {
         let (sender, receiver) = mpsc::channel();
         let deliver = move |index, outcome| {
             let _ = sender.send((index, outcome));
