@@ -352,3 +352,37 @@ fn cli_map_bad_input() {
     let out = host_with(&["map", "/no/such/file.wasm", "--entry", "square"], &[]);
     out.assert_bad_input();
 }
+
+#[test]
+fn cli_map_timeout_fails_one_task_and_replaces_its_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = common::write_file(dir.path(), "input.jsonl", "0\n600\n0\n");
+    let program = guest("pool-tasks");
+    let out = host_with(
+        &[
+            "map",
+            s(&program),
+            "--entry",
+            "sleep_secs",
+            "--backend",
+            common::backend_name(),
+            "--input",
+            s(&file),
+            "--workers",
+            "1",
+            "--chunksize",
+            "1",
+            "--timeout",
+            "300ms",
+        ],
+        &[],
+    );
+    out.assert_status(1);
+    let lines = out.stdout_lines();
+    assert_eq!(lines.len(), 3, "{out:#?}");
+    assert!(lines[1].contains("timeout"), "{out:#?}");
+    assert_ne!(
+        lines[0], lines[2],
+        "a fresh worker (new pid) after the timeout: {out:#?}"
+    );
+}

@@ -143,16 +143,32 @@ impl HostBuilder {
             closed: AtomicBool::new(false),
         });
         let ticker = inner.engine.weak();
-        runtime.spawn(async move {
-            let mut interval = tokio::time::interval(TIME_SLICE);
-            loop {
-                interval.tick().await;
-                match ticker.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
-                    None => break,
+        if self.this_process.is_some() {
+            // A native worker's one runtime thread runs the guest: a guest
+            // spinning there would starve a ticker task on the same thread
+            // (and so never yield, nor meet its deadline). Tick from a thread.
+            std::thread::Builder::new().name("host-epoch".into()).spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    drop(engine);
+                    std::thread::sleep(TIME_SLICE);
+                    match ticker.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
                 }
-            }
-        });
+            })?;
+        } else {
+            runtime.spawn(async move {
+                let mut interval = tokio::time::interval(TIME_SLICE);
+                loop {
+                    interval.tick().await;
+                    match ticker.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            });
+        }
         Ok(Host { inner, runtime: Some(runtime) })
     }
 
