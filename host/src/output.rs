@@ -35,6 +35,8 @@ enum Target {
     Inherit,
     Null,
     Capture(Capture),
+    /// The host's own stderr, whichever stream this is.
+    HostStderr,
 }
 
 impl Stdio {
@@ -46,6 +48,12 @@ impl Stdio {
     /// Discarded.
     pub fn null() -> Stdio {
         Stdio(Target::Null)
+    }
+
+    /// The host's own stderr, also for a process's stdout (so that the
+    /// host's stdout carries only what the host itself writes).
+    pub fn host_stderr() -> Stdio {
+        Stdio(Target::HostStderr)
     }
 
     /// Appended to `capture`, a buffer the embedder reads.
@@ -177,7 +185,7 @@ impl LineSink {
                 let mut out = std::io::stdout().lock();
                 let _ = out.write_all(bytes).and_then(|_| out.flush());
             }
-            (Target::Inherit, Stream::Stderr) => {
+            (Target::Inherit, Stream::Stderr) | (Target::HostStderr, _) => {
                 let _ = std::io::stderr().lock().write_all(bytes);
             }
         }

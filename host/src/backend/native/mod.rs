@@ -11,7 +11,9 @@
 //! address space), one at a time from one long-lived spawner thread. Besides
 //! its stdio (piped to the root host, which passes on whole lines), every
 //! worker gets three descriptors, named in `HOST_WORKER_FDS`:
-//! - the report pipe: one [`protocol::Ended`] frame saying why it ended;
+//! - the report pipe: one [`protocol::Report::Ended`] frame saying why it
+//!   ended (a pool worker first sends a [`protocol::Report::Done`] frame per
+//!   task; its tasks come on its stdin, after the start message);
 //! - the lifeline: the read end of a pipe whose only writer is the root
 //!   host, so that when the root dies, even by `SIGKILL`, every worker sees
 //!   end-of-file and kills itself;
@@ -33,6 +35,7 @@ use crate::command::Launch;
 use crate::error::Error;
 use crate::exit::Signal;
 use crate::output::{LineSink, Stream};
+use crate::pool::{Outcome, ServeChannel};
 use crate::process::{Ended, Node};
 use crate::runtime::HostInner;
 use protocol::{EngineSettings, Start};
@@ -236,6 +239,11 @@ impl NativeBackend {
             label: launch.label.clone(),
             labelled: launch.labelled,
             engine: self.settings,
+            serve: launch.serve.as_ref().map(|serve| protocol::Serve {
+                initializer: serve.initializer.clone(),
+                max_tasks: serve.max_tasks,
+                task_timeout: serve.task_timeout.map(|t| t.as_nanos() as u64),
+            }),
         })
     }
 }
@@ -247,6 +255,8 @@ struct Worker {
     stdout: Option<OwnedFd>,
     stderr: Option<OwnedFd>,
     report: OwnedFd,
+    /// A pool worker's stdin, on which its tasks go.
+    tasks: Option<std::process::ChildStdin>,
 }
 
 fn spawn_worker(exe: &PathBuf, lifeline: &OwnedFd, orphanage: &OwnedFd, start: &Start) -> std::io::Result<Worker> {
@@ -281,11 +291,13 @@ fn spawn_worker(exe: &PathBuf, lifeline: &OwnedFd, orphanage: &OwnedFd, start: &
         let _ = child.wait();
         return Err(error);
     }
+    let tasks = start.serve.is_some().then_some(stdin);
     Ok(Worker {
         pid: child.id(),
         stdout: child.stdout.take().map(OwnedFd::from),
         stderr: child.stderr.take().map(OwnedFd::from),
         report: report_read,
+        tasks,
     })
 }
 
@@ -333,9 +345,16 @@ async fn supervise(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, worker
         }
     }
     let read_report = async {
-        let mut report = tokio::net::unix::pipe::Receiver::from_owned_fd(worker.report)
+        let report = tokio::net::unix::pipe::Receiver::from_owned_fd(worker.report)
             .map_err(|e| format!("cannot read the report pipe: {e}"))?;
-        let report = protocol::read_frame_async::<protocol::Ended>(&mut report).await;
+        let reports = read_reports(report);
+        let report = match (&launch.serve, worker.tasks) {
+            (Some(serve), Some(stdin)) => bridge(pid, serve, stdin, reports).await,
+            _ => {
+                let mut reports = reports;
+                ended_report(reports.recv().await)
+            }
+        };
         if report.is_err() {
             // A worker that breaks the protocol is not trusted to go on.
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
@@ -359,6 +378,101 @@ async fn supervise(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, worker
         (_, Status::Lost(why)) => Ended::failure(format!("lost track of worker {pid}: {why}")),
     };
     node.finish(&host, ended);
+}
+
+/// The frames of a worker's report pipe, read as they come.
+type Reports = tokio::sync::mpsc::UnboundedReceiver<Result<protocol::Report, String>>;
+
+/// Reads report frames in a task of their own (a read cut short by a
+/// `select!` would lose bytes), until end-of-file or a bad frame.
+fn read_reports(mut pipe: tokio::net::unix::pipe::Receiver) -> Reports {
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match protocol::read_frame_async::<protocol::Report>(&mut pipe).await {
+                Ok(Some(report)) => {
+                    let last = matches!(report, protocol::Report::Ended(_));
+                    if sender.send(Ok(report)).is_err() || last {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(why) => {
+                    let _ = sender.send(Err(why));
+                    return;
+                }
+            }
+        }
+    });
+    receiver
+}
+
+/// The host's side of a pool worker: takes one task at a time from the
+/// pool's queue, hands it to the worker and delivers its result, until the
+/// queue closes (then the worker's stdin closes and it ends), the worker has
+/// served its `max_tasks`, or it ends. A task in flight when the worker ends
+/// fails with the reason the worker gave (a trap, a limit, a timeout).
+async fn bridge(
+    pid: u32,
+    serve: &ServeChannel,
+    stdin: std::process::ChildStdin,
+    mut reports: Reports,
+) -> Result<Option<protocol::Ended>, String> {
+    let mut stdin = tokio::net::unix::pipe::Sender::from_owned_fd(OwnedFd::from(stdin))
+        .map_err(|e| format!("cannot write to the worker's stdin: {e}"))?;
+    let mut sent: u64 = 0;
+    while serve.max_tasks.is_none_or(|max| sent < u64::from(max)) {
+        let job = tokio::select! {
+            job = serve.tasks.recv() => match job {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+            // The worker ended while idle (its initializer failed, or it was
+            // terminated): take no task for it.
+            report = reports.recv() => return ended_report(report),
+        };
+        sent += 1;
+        let task = protocol::Task {
+            id: sent,
+            entry: job.entry.clone(),
+            inputs: job.inputs.iter().map(|input| String::from_utf8_lossy(input).into_owned()).collect(),
+            many: job.many,
+        };
+        if let Err(error) = protocol::write_frame_async(&mut stdin, &task).await {
+            job.reply.send(Outcome::Failed(format!("cannot hand the task to worker {pid}: {error}")));
+            if error.kind() == std::io::ErrorKind::InvalidInput {
+                continue;
+            }
+            break;
+        }
+        match reports.recv().await {
+            Some(Ok(protocol::Report::Done { id, results })) if id == sent && results.len() == job.inputs.len() => {
+                let results = results.into_iter().map(|r| r.map(String::into_bytes)).collect();
+                job.reply.send(Outcome::Done(results));
+            }
+            Some(Ok(protocol::Report::Done { .. })) => return Err("a result for another task".into()),
+            Some(Ok(protocol::Report::Ended(ended))) => {
+                let why = ended.reason.clone().unwrap_or_else(|| format!("its worker exited with code {}", ended.code));
+                job.reply.send(Outcome::Failed(why));
+                return Ok(Some(ended));
+            }
+            Some(Err(why)) => return Err(why),
+            // Ended by a signal: dropping the job reports it.
+            None => return Ok(None),
+        }
+    }
+    drop(stdin);
+    ended_report(reports.recv().await)
+}
+
+/// The worker's final report; `None` if it ended without one (a signal).
+fn ended_report(report: Option<Result<protocol::Report, String>>) -> Result<Option<protocol::Ended>, String> {
+    match report {
+        None => Ok(None),
+        Some(Ok(protocol::Report::Ended(ended))) => Ok(Some(ended)),
+        Some(Ok(protocol::Report::Done { .. })) => Err("a task result from a worker given no task".into()),
+        Some(Err(why)) => Err(why),
+    }
 }
 
 fn pipe_reader(fd: Option<OwnedFd>) -> Option<tokio::net::unix::pipe::Receiver> {

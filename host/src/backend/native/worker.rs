@@ -19,9 +19,11 @@ use crate::instance::{self, Outputs};
 use crate::limits::Limits;
 use crate::program::Code;
 use crate::output::Stdio;
+use crate::pool::{Job, Outcome, Reply, ServeChannel};
 use crate::runtime::HostBuilder;
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Runs this process as a worker (or, as `__worker zygote`, as the zygote
@@ -70,6 +72,7 @@ pub(crate) fn run(start: Start, report: OwnedFd, inherited: Inherited, builder: 
     }
     watch_lifeline(&inherited.lifeline)?;
     let _ = INHERITED.set(inherited);
+    let report = Arc::new(Mutex::new(std::fs::File::from(report)));
 
     let host = builder
         .this_process(start.name.clone(), start.daemon)
@@ -90,6 +93,12 @@ pub(crate) fn run(start: Start, report: OwnedFd, inherited: Inherited, builder: 
         labelled: start.labelled,
         label: start.label,
         parent_label: None,
+        serve: start.serve.map(|serve| ServeChannel {
+            tasks: take_tasks(report.clone()),
+            initializer: serve.initializer,
+            max_tasks: serve.max_tasks,
+            task_timeout: serve.task_timeout.map(Duration::from_nanos),
+        }),
         ..program.command().launch().clone()
     };
     let outputs = Outputs::passthrough(&launch);
@@ -98,9 +107,8 @@ pub(crate) fn run(start: Start, report: OwnedFd, inherited: Inherited, builder: 
     outputs.finish();
     let _ = std::io::stdout().flush();
 
-    let mut report = std::fs::File::from(report);
     let message = protocol::Ended { code: ended.code.code(), reason: ended.reason.clone() };
-    let _ = protocol::write_frame(&mut report, &message);
+    let _ = protocol::write_frame(&mut *report.lock().unwrap(), &protocol::Report::Ended(message));
     announce_orphans(&node.live_children());
     if ended.code == crate::ExitCode::from_signal(Signal::Term) {
         // A timeout: end the way a terminate does, so the parent sees -15.
@@ -108,6 +116,49 @@ pub(crate) fn run(start: Start, report: OwnedFd, inherited: Inherited, builder: 
     }
     // Exit at once: no destructor may terminate the children we leave.
     std::process::exit(ended.code.code())
+}
+
+/// A pool worker's tasks: read from stdin (after the start message) on a
+/// thread of their own; each finished task's results go back on the report
+/// pipe before the next task is read. End-of-file (the pool closed) or a bad
+/// frame ends the queue, and so the worker.
+fn take_tasks(report: Arc<Mutex<std::fs::File>>) -> async_channel::Receiver<Job> {
+    let (sender, receiver) = async_channel::unbounded();
+    let reader = move || {
+        let mut stdin = std::io::stdin().lock();
+        loop {
+            let task = match protocol::read_frame::<protocol::Task>(&mut stdin) {
+                Ok(Some(task)) if task.many || task.inputs.len() == 1 => task,
+                Ok(Some(_)) => {
+                    eprintln!("error: bad task message: one input expected");
+                    return;
+                }
+                Ok(None) => return,
+                Err(why) => {
+                    eprintln!("error: bad task message: {why}");
+                    return;
+                }
+            };
+            let (id, report) = (task.id, report.clone());
+            let reply = Reply::new(move |outcome| {
+                // A failed task ends the worker: its `Ended` report says why.
+                if let Outcome::Done(results) = outcome {
+                    let utf8 = |json: Vec<u8>| String::from_utf8(json).map_err(|_| "the task's result is not UTF-8 JSON".to_string());
+                    let results = results.into_iter().map(|r| r.and_then(utf8)).collect();
+                    let _ = protocol::write_frame(&mut *report.lock().unwrap(), &protocol::Report::Done { id, results });
+                }
+            });
+            let inputs = task.inputs.into_iter().map(String::into_bytes).collect();
+            let job = Job { entry: task.entry, inputs, many: task.many, reply };
+            if sender.send_blocking(job).is_err() {
+                return;
+            }
+        }
+    };
+    if let Err(error) = std::thread::Builder::new().name("host-tasks".into()).spawn(reader) {
+        eprintln!("error: cannot read tasks: {error}");
+    }
+    receiver
 }
 
 /// Takes ownership of the descriptors the parent passed, if they are there.

@@ -12,7 +12,8 @@
 //! message carries a [`Start`] frame and, as `SCM_RIGHTS`, the write ends of
 //! the new worker's stdout, stderr and report pipes; the answer is one frame
 //! with the new pid or why there is none. A request too large for one
-//! message, or any failure of the zygote, falls back to exec.
+//! message, a pool worker (its tasks come on a stdin only exec sets up), or
+//! any failure of the zygote falls back to exec.
 
 use super::protocol::{self, EngineSettings, Start};
 use super::worker;
@@ -70,7 +71,8 @@ impl Zygote {
     /// A new worker, forked by the zygote, running `start`.
     pub(crate) fn spawn(&self, start: &Start) -> std::io::Result<Worker> {
         let request = protocol::encode_frame(start)?;
-        if request.len() > MAX_REQUEST {
+        // A pool worker takes its tasks on its stdin, which only exec sets up.
+        if request.len() > MAX_REQUEST || start.serve.is_some() {
             return Err(std::io::ErrorKind::Unsupported.into());
         }
         let (stdout, stdout_theirs) = pipe()?;
@@ -83,7 +85,7 @@ impl Zygote {
         let pid = protocol::decode_frame::<Result<u32, String>>(&answer)
             .map_err(std::io::Error::other)?
             .map_err(std::io::Error::other)?;
-        Ok(Worker { pid, stdout: Some(stdout), stderr: Some(stderr), report })
+        Ok(Worker { pid, stdout: Some(stdout), stderr: Some(stderr), report, tasks: None })
     }
 }
 
