@@ -213,7 +213,6 @@ fn timeout_ends_every_process() {
 
 /// More busy loops than the host has cpus: the timeout must still end them.
 #[test]
-#[ignore = "host bug: the epoch ticker runs on the guests' own tokio runtime and starves when every worker spins (see report)"]
 fn timeout_ends_more_spinners_than_cpus() {
     let n = (host::cpu_count() + 1).to_string();
     let out = run(&["--count", &n, "--timeout", "300ms", s(&guest("spin"))]);

@@ -128,6 +128,25 @@ fn measure(backend: BackendKind, quick: bool) -> anyhow::Result<Vec<(String, Fig
     record("W4-terminate-spin", terminate_latency(&program, "spin")?, false);
     record("W4-terminate-sleeper", terminate_latency(&program, "sleep_forever")?, false);
 
+    let squares = host.load(concat!(env!("GUESTS_DIR"), "/pool-square.wasm"))?;
+    let pool = host::Pool::new(&squares, 2)?;
+    // Warm up: both workers running.
+    let _: Vec<i64> = pool.map("square", 0..100)?;
+    let n = scaled(100_000.0);
+    let start = Instant::now();
+    let results: Vec<i64> = pool.map("square", 0..n as i64)?;
+    anyhow::ensure!(results.len() == n, "map lost results");
+    record("W5-pool-map", n as f64 / start.elapsed().as_secs_f64(), true);
+
+    let n = scaled(10_000.0);
+    let start = Instant::now();
+    let pending: Vec<host::AsyncResult<i64>> = (0..n as i64).map(|i| pool.apply_async("square", &i)).collect();
+    for result in &pending {
+        result.get(None)?;
+    }
+    record("W6-pool-apply-async", n as f64 / start.elapsed().as_secs_f64(), true);
+    drop(pool);
+
     record("W7-rss-per-idle-process", idle_memory(&program, backend, scaled(200.0))?, false);
 
     let queue_program = host.load(concat!(env!("GUESTS_DIR"), "/ipc-queue-throughput.wasm"))?;
@@ -238,5 +257,5 @@ fn print_table(python: &HashMap<String, f64>, columns: &[(BackendKind, Vec<(Stri
     }
     println!();
     println!("ratio: how many times better than Python (fork) in the same run; W1/W2 in us/process,");
-    println!("W3 in s wall, W4 in us median, W7 in KiB/process, W8 in messages/s. W5, W6 (Pool) are not built yet.");
+    println!("W3 in s wall, W4 in us median, W5 in items/s, W6 in tasks/s, W7 in KiB/process, W8 in messages/s.");
 }

@@ -5,9 +5,19 @@
 //! line per process on stderr and exits with the first failure's status.
 //! Everything that can be checked before a process starts is checked first:
 //! bad input is one line on stderr and exit status 2.
+//!
+//! `host map FILE --entry NAME` runs a [`Pool`] of `--workers` processes of
+//! the program and the entry on every line of its input: one JSON argument
+//! per line in (stdin, or `--input FILE`), one JSON result per line out on
+//! stdout, in input order (completion order with `--unordered`). A line that
+//! is not JSON, or whose task fails, gives `{"error": "..."}` on its line and
+//! nothing else is lost; the exit status is then 1 (0 when every line
+//! succeeded, 2 for bad input before any process starts). The workers'
+//! own output goes to stderr, so that stdout holds only results.
 
 use clap::{Args, Parser, Subcommand};
-use host::{BackendKind, Command, Host, Limits, Process, Program};
+use host::{BackendKind, Command, Host, Limits, Pool, Process, Program, Stdio};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -36,6 +46,59 @@ enum Sub {
     /// non-zero exitcode in start order, a signal -S given as 128+S (a
     /// timeout gives 143); 2 for bad input, before any process starts.
     Run(RunArgs),
+    /// Run an entry on every input line with a pool of worker processes:
+    /// one JSON argument per line in (stdin, or --input), one JSON result per
+    /// line out, in input order (completion order with --unordered).
+    ///
+    /// A line that is not JSON, or whose task fails (an error, a trap, an
+    /// exceeded limit), gives {"error": "..."} on its line; the others are
+    /// unaffected. Exit status: 0 when every line succeeded, 1 when any
+    /// failed, 2 for bad input (file, entry, flags) before any process starts.
+    Map(MapArgs),
+}
+
+#[derive(Args, Debug)]
+struct MapArgs {
+    /// The program: a component of the mp:host world (named entries).
+    file: PathBuf,
+
+    /// The entry to run on each input.
+    #[arg(long)]
+    entry: String,
+
+    /// How many worker processes (default: the cpu count).
+    #[arg(long, short = 'w', value_parser = clap::value_parser!(u32).range(1..))]
+    workers: Option<u32>,
+
+    /// How many inputs each task carries (default: about four tasks per worker).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    chunksize: Option<u32>,
+
+    /// Print results as they complete instead of in input order.
+    #[arg(long)]
+    unordered: bool,
+
+    /// Read the inputs from this file instead of stdin.
+    #[arg(long, value_name = "FILE")]
+    input: Option<PathBuf>,
+
+    /// Which backend runs the workers: `thread` or `native`.
+    #[arg(long, default_value = "thread", value_parser = parse_backend)]
+    backend: BackendKind,
+
+    /// A task running longer than this fails, and its worker is replaced
+    /// (e.g. 1s, 500ms).
+    #[arg(long, value_name = "DURATION", value_parser = host::parse_duration)]
+    timeout: Option<Duration>,
+
+    /// Cap each worker's linear memory (e.g. 64MiB); a task that grows past
+    /// it fails with a message naming the limit, and its worker is replaced.
+    #[arg(long, value_name = "SIZE", value_parser = host::parse_size)]
+    max_memory: Option<u64>,
+
+    /// Give each task an instruction budget (wasmtime fuel).
+    #[arg(long, value_name = "N")]
+    fuel: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -97,23 +160,33 @@ pub fn main() -> i32 {
         Ok(cli) => cli,
         Err(error) => return usage_error(error),
     };
-    match cli.command {
-        Sub::Run(args) => match run(args) {
-            Ok(status) => status,
-            Err(message) => {
-                eprintln!("error: {message}");
-                BAD_INPUT
-            }
-        },
+    let status = match cli.command {
+        Sub::Run(args) => run(args),
+        Sub::Map(args) => map(args),
+    };
+    match status {
+        Ok(status) => status,
+        Err(message) => {
+            eprintln!("error: {message}");
+            BAD_INPUT
+        }
     }
 }
 
 /// Help and version go to stdout with status 0; a usage error is one line.
 fn usage_error(error: clap::Error) -> i32 {
     use clap::error::ErrorKind;
-    if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
-        let _ = error.print();
-        return 0;
+    match error.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = error.print();
+            return 0;
+        }
+        // `host` alone: the help, as a usage error.
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            eprint!("{}", error.render());
+            return BAD_INPUT;
+        }
+        _ => {}
     }
     let rendered = error.render().to_string();
     let line = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
@@ -144,6 +217,74 @@ fn run(args: RunArgs) -> Result<i32, String> {
     }
     host.wait();
     Ok(summarize(&processes))
+}
+
+/// Runs `host map`. `Err` is bad input.
+fn map(args: MapArgs) -> Result<i32, String> {
+    let text = match &args.input {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        None => std::io::read_to_string(std::io::stdin()).map_err(|e| format!("cannot read stdin: {e}"))?,
+    };
+    let host = Host::builder()
+        .backend(args.backend)
+        .fuel(args.fuel.is_some())
+        .build()
+        .map_err(|e| format!("{e:#}"))?;
+    let program = host.load(&args.file).map_err(|e| e.to_string())?;
+    check_entry(&program, Some(&args.entry), &args.file)?;
+    let mut builder = Pool::builder(&program)
+        .limits(Limits { max_memory: args.max_memory, fuel: args.fuel, timeout: args.timeout })
+        .stdout(Stdio::host_stderr());
+    if let Some(workers) = args.workers {
+        builder = builder.processes(workers as usize);
+    }
+    let pool = builder.build().map_err(|e| e.to_string())?;
+
+    // Each line is an input, or the error that it is not JSON.
+    let lines: Vec<Result<Vec<u8>, String>> = text
+        .lines()
+        .enumerate()
+        .map(|(n, line)| match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(value) => Ok(value.to_string().into_bytes()),
+            Err(e) => Err(format!("line {}: not JSON: {e}", n + 1)),
+        })
+        .collect();
+    let inputs: Vec<Vec<u8>> = lines.iter().filter_map(|l| l.as_ref().ok().cloned()).collect();
+    let chunksize = args.chunksize.map_or_else(|| inputs.len().div_ceil(pool.processes() * 4).max(1), |c| c as usize);
+    let mut results = pool.imap_json(&args.entry, inputs, chunksize, !args.unordered).map_err(|e| e.to_string())?;
+
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut failed = false;
+    let mut emit = |result: Result<serde_json::Value, String>| {
+        let line = match result {
+            Ok(value) => value,
+            Err(error) => {
+                failed = true;
+                serde_json::json!({ "error": error })
+            }
+        };
+        let _ = writeln!(out, "{line}");
+    };
+    if args.unordered {
+        // A malformed line has its answer at once: it comes first.
+        lines.iter().filter_map(|l| l.as_ref().err()).for_each(|e| emit(Err(e.clone())));
+        results.by_ref().for_each(|r| emit(r.map_err(|e| e.to_string())));
+    } else {
+        for line in &lines {
+            match line {
+                Ok(_) => match results.next() {
+                    Some(result) => emit(result.map_err(|e| e.to_string())),
+                    None => emit(Err("no result".into())),
+                },
+                Err(error) => emit(Err(error.clone())),
+            }
+        }
+    }
+    let _ = out.flush();
+    drop(out);
+    pool.close();
+    let _ = pool.join();
+    Ok(i32::from(failed))
 }
 
 fn command(program: &Program, args: &RunArgs) -> Result<Command, String> {

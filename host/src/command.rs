@@ -7,6 +7,7 @@
 use crate::error::Error;
 use crate::limits::Limits;
 use crate::output::Stdio;
+use crate::pool::ServeChannel;
 use crate::process::Process;
 use crate::program::Program;
 use std::path::PathBuf;
@@ -63,6 +64,8 @@ pub(crate) struct Launch {
     pub(crate) label: Option<String>,
     /// The parent's prefix, which a child's extends.
     pub(crate) parent_label: Option<String>,
+    /// A pool worker: where it takes its tasks from (`entry` is unused).
+    pub(crate) serve: Option<ServeChannel>,
 }
 
 impl Launch {
@@ -89,6 +92,7 @@ impl Launch {
             label: None,
             parent_label: self.label.clone(),
             deadline: self.deadline,
+            serve: None,
             ..self.clone()
         }
     }
@@ -111,6 +115,7 @@ impl Command {
                 labelled: false,
                 label: None,
                 parent_label: None,
+                serve: None,
             },
             name: None,
             daemon: false,

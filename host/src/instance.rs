@@ -10,6 +10,7 @@
 use crate::command::Launch;
 use crate::limits::format_size;
 use crate::output::{GuestOutput, LineSink, Stdio, Stream};
+use crate::pool::{Outcome, ServeChannel};
 use crate::process::{Ended, Node};
 use crate::program::{Code, first_line};
 use crate::runtime::HostInner;
@@ -69,6 +70,15 @@ impl Outputs {
         }
     }
 
+    /// Outputs that pass bytes on at once (a native worker's own).
+    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
+    pub(crate) fn passthrough(launch: &Launch) -> Outputs {
+        Outputs {
+            stdout: LineSink::passthrough(&launch.stdout, Stream::Stdout, launch.label.clone()),
+            stderr: LineSink::passthrough(&launch.stderr, Stream::Stderr, launch.label.clone()),
+        }
+    }
+
     /// Passes on what is left of the last lines.
     pub(crate) fn finish(&self) {
         self.stdout.finish();
@@ -110,7 +120,11 @@ fn timed_out(outputs: &Outputs) -> Ended {
 /// Runs the process described by `launch` to its end.
 pub(crate) async fn run(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, outputs: &Outputs) -> Ended {
     let limits = launch.limits;
-    let ended = match call(host, node, launch, outputs).await {
+    let result = match launch.serve.clone() {
+        Some(serve) => self::serve(host, node, launch, outputs, serve).await,
+        None => call(host, node, launch, outputs).await,
+    };
+    let ended = match result {
         Ok(ended) => ended,
         Err(error) => classify(&error, &limits),
     };
@@ -148,6 +162,71 @@ async fn call(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, outputs: &O
             Ok(Ended::code(0))
         }
     }
+}
+
+/// A pool worker: one instance that runs the initializer, then task after
+/// task from `serve`, until the queue is closed or `max_tasks` are done. A
+/// task that traps, exceeds a limit or runs past its time limit fails and
+/// ends the worker; an entry's error is only that task's result.
+async fn serve(
+    host: Arc<HostInner>,
+    node: Arc<Node>,
+    launch: Launch,
+    outputs: &Outputs,
+    serve: ServeChannel,
+) -> wasmtime::Result<Ended> {
+    let program = launch.program.clone();
+    let limits = launch.limits;
+    let metered = host.fuel;
+    let Code::Component(pre) = &program.inner.code else {
+        wasmtime::bail!("a pool worker needs a program of the mp:host world (one that exports named entries)");
+    };
+    let mut store = new_store(host, node, launch, outputs)?;
+    let instance = pre.instantiate_async(&mut store).await?;
+    let guest = crate::guest::Program::new(&mut store, &instance)?;
+    let entries = guest.mp_host_entries();
+    if let Some((entry, input)) = &serve.initializer
+        && let Err(message) = entries.call_call(&mut store, entry, input).await?
+    {
+        return Ok(Ended::failure(format!("initializer `{entry}` failed: {message}")));
+    }
+    let mut served = 0;
+    while serve.max_tasks.is_none_or(|max| served < max) {
+        let Ok(job) = serve.tasks.recv().await else { break };
+        served += 1;
+        if metered {
+            store.set_fuel(limits.fuel.unwrap_or(u64::MAX))?;
+        }
+        let task = async {
+            match (job.many, job.inputs.first()) {
+                (false, Some(input)) => entries.call_call(&mut store, &job.entry, input).await.map(|r| vec![r]),
+                _ => entries.call_call_many(&mut store, &job.entry, &job.inputs).await,
+            }
+        };
+        let outcome = match serve.task_timeout {
+            Some(limit) => tokio::time::timeout(limit, task).await.ok(),
+            None => Some(task.await),
+        };
+        match outcome {
+            Some(Ok(results)) => job.reply.send(Outcome::Done(results)),
+            Some(Err(error)) => {
+                let ended = classify(&error, &limits);
+                let why = ended.reason.clone().unwrap_or_else(|| format!("it exited with code {}", ended.code));
+                job.reply.send(Outcome::Failed(format!("task `{}` ended its worker: {why}", job.entry)));
+                return Ok(ended);
+            }
+            None => {
+                let why = format!(
+                    "timeout: task `{}` ran past its time limit of {:?} and its worker was terminated (--timeout)",
+                    job.entry,
+                    serve.task_timeout.unwrap_or_default()
+                );
+                job.reply.send(Outcome::Failed(why.clone()));
+                return Ok(Ended { code: crate::ExitCode::from_signal(crate::exit::Signal::Term), reason: Some(why) });
+            }
+        }
+    }
+    Ok(Ended::code(0))
 }
 
 /// The entry names a program offers, asked of one throwaway instance.

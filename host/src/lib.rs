@@ -18,6 +18,9 @@
 //! # Ok(()) }
 //! ```
 //!
+//! A [`Pool`] runs many tasks (named entries of a program) on a fixed set of
+//! worker processes, as Python's `multiprocessing.Pool`.
+//!
 //! The [`BackendKind::Thread`] backend (the default) runs processes as tasks
 //! on a shared thread pool with virtual pids; [`BackendKind::Native`] (cargo
 //! feature `native`) runs each as a real OS process.
@@ -30,6 +33,7 @@ mod guest;
 mod instance;
 mod limits;
 mod output;
+mod pool;
 mod process;
 mod program;
 mod runtime;
@@ -44,6 +48,7 @@ pub use error::{Error, LoadError};
 pub use exit::{ExitCode, Signal};
 pub use limits::{Limits, format_size, parse_duration, parse_size};
 pub use output::{Capture, Stdio};
+pub use pool::{AsyncResult, Imap, Pool, PoolBuilder, TaskError};
 pub use process::Process;
 pub use program::{Program, ProgramKind};
 pub use runtime::{Host, HostBuilder, cpu_count};

@@ -35,6 +35,8 @@ enum Target {
     Inherit,
     Null,
     Capture(Capture),
+    /// The host's own stderr, whichever stream this is.
+    HostStderr,
 }
 
 impl Stdio {
@@ -46,6 +48,12 @@ impl Stdio {
     /// Discarded.
     pub fn null() -> Stdio {
         Stdio(Target::Null)
+    }
+
+    /// The host's own stderr, also for a process's stdout (so that the
+    /// host's stdout carries only what the host itself writes).
+    pub fn host_stderr() -> Stdio {
+        Stdio(Target::HostStderr)
     }
 
     /// Appended to `capture`, a buffer the embedder reads.
@@ -86,7 +94,19 @@ pub(crate) struct LineSink {
     target: Target,
     stream: Stream,
     prefix: Option<String>,
-    tail: Mutex<Vec<u8>>,
+    /// Pass bytes on at once, lines or not: a native worker does, so that
+    /// whatever it wrote reaches the root host, which makes the lines, even
+    /// when a signal ends the worker mid-line.
+    passthrough: bool,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The unfinished last line (line mode).
+    tail: Vec<u8>,
+    /// The last byte passed on was not a newline (passthrough mode).
+    mid_line: bool,
 }
 
 impl LineSink {
@@ -95,8 +115,15 @@ impl LineSink {
             target: stdio.0.clone(),
             stream,
             prefix,
-            tail: Mutex::new(Vec::new()),
+            passthrough: false,
+            state: Mutex::default(),
         })
+    }
+
+    /// A sink that labels lines but passes bytes on as they come.
+    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
+    pub(crate) fn passthrough(stdio: &Stdio, stream: Stream, prefix: Option<String>) -> Arc<LineSink> {
+        Arc::new(LineSink { passthrough: true, ..Arc::into_inner(LineSink::new(stdio, stream, prefix)).unwrap() })
     }
 
     /// Takes bytes a process wrote; passes on every line they complete.
@@ -104,49 +131,62 @@ impl LineSink {
         if matches!(self.target, Target::Null) {
             return;
         }
-        let mut tail = self.tail.lock().unwrap();
-        tail.extend_from_slice(bytes);
-        if let Some(end) = tail.iter().rposition(|&b| b == b'\n') {
-            let rest = tail.split_off(end + 1);
-            let lines = std::mem::replace(&mut *tail, rest);
-            self.emit(&lines);
+        let mut state = self.state.lock().unwrap();
+        if self.passthrough {
+            let labelled = self.label(bytes, &mut state.mid_line);
+            self.deliver(&labelled);
+            return;
+        }
+        state.tail.extend_from_slice(bytes);
+        if let Some(end) = state.tail.iter().rposition(|&b| b == b'\n') {
+            let rest = state.tail.split_off(end + 1);
+            let lines = std::mem::replace(&mut state.tail, rest);
+            self.deliver(&self.label(&lines, &mut false));
         }
     }
 
     /// Passes on an unfinished last line, ending it with a newline.
     pub(crate) fn finish(&self) {
-        let mut tail = self.tail.lock().unwrap();
-        if !tail.is_empty() {
-            tail.push(b'\n');
-            let lines = std::mem::take(&mut *tail);
-            self.emit(&lines);
+        let mut state = self.state.lock().unwrap();
+        if state.mid_line {
+            state.mid_line = false;
+            self.deliver(b"\n");
+        }
+        if !state.tail.is_empty() {
+            state.tail.push(b'\n');
+            let lines = std::mem::take(&mut state.tail);
+            self.deliver(&self.label(&lines, &mut false));
         }
     }
 
-    /// Writes whole lines (ending in `\n`), prefixed, in one locked write.
-    fn emit(&self, lines: &[u8]) {
-        let text = match &self.prefix {
-            None => lines.to_vec(),
-            Some(prefix) => {
-                let mut out = Vec::with_capacity(lines.len() + 16);
-                for line in lines.split_inclusive(|&b| b == b'\n') {
-                    out.extend_from_slice(prefix.as_bytes());
-                    out.extend_from_slice(b": ");
-                    out.extend_from_slice(line);
-                }
-                out
+    /// `bytes` with the prefix at the start of every line; `mid_line` says
+    /// whether they continue a line already begun, and is updated.
+    fn label(&self, bytes: &[u8], mid_line: &mut bool) -> Vec<u8> {
+        let Some(prefix) = &self.prefix else { return bytes.to_vec() };
+        let mut out = Vec::with_capacity(bytes.len() + 16);
+        for piece in bytes.split_inclusive(|&b| b == b'\n') {
+            if !*mid_line {
+                out.extend_from_slice(prefix.as_bytes());
+                out.extend_from_slice(b": ");
             }
-        };
+            out.extend_from_slice(piece);
+            *mid_line = !piece.ends_with(b"\n");
+        }
+        out
+    }
+
+    /// Hands bytes to the destination in one locked write.
+    fn deliver(&self, bytes: &[u8]) {
         match (&self.target, self.stream) {
             (Target::Null, _) => {}
-            (Target::Capture(capture), _) => capture.0.lock().unwrap().extend_from_slice(&text),
+            (Target::Capture(capture), _) => capture.0.lock().unwrap().extend_from_slice(bytes),
             // A closed host stream must not take the process down with it.
             (Target::Inherit, Stream::Stdout) => {
                 let mut out = std::io::stdout().lock();
-                let _ = out.write_all(&text).and_then(|_| out.flush());
+                let _ = out.write_all(bytes).and_then(|_| out.flush());
             }
-            (Target::Inherit, Stream::Stderr) => {
-                let _ = std::io::stderr().lock().write_all(&text);
+            (Target::Inherit, Stream::Stderr) | (Target::HostStderr, _) => {
+                let _ = std::io::stderr().lock().write_all(bytes);
             }
         }
     }
@@ -225,5 +265,17 @@ mod tests {
         sink.write(b"ld\nlast");
         sink.finish();
         assert_eq!(capture.text(), "P-1: hello\nP-1: world\nP-1: last\n");
+    }
+
+    #[test]
+    fn passthrough_labels_line_starts_only() {
+        let capture = Capture::new();
+        let sink = LineSink::passthrough(&Stdio::capture(&capture), Stream::Stdout, Some("P".into()));
+        sink.write(b"ab");
+        assert_eq!(capture.text(), "P: ab");
+        sink.write(b"c\nd\ne");
+        assert_eq!(capture.text(), "P: abc\nP: d\nP: e");
+        sink.finish();
+        assert_eq!(capture.text(), "P: abc\nP: d\nP: e\n");
     }
 }

@@ -47,6 +47,7 @@ pub(crate) struct ProgramInner {
 }
 
 /// The compiled code, ready to instantiate.
+#[derive(Clone)]
 pub(crate) enum Code {
     Component(wasmtime::component::InstancePre<Ctx>),
     Core(wasmtime::InstancePre<Ctx>),
@@ -235,33 +236,37 @@ pub(crate) fn first_line(error: &wasmtime::Error) -> String {
     format!("{error:#}").lines().next().unwrap_or_default().to_string()
 }
 
-/// The program a native worker runs: the host's compiled code, mapped.
+/// The compiled code of a native worker's program: the host's artifact,
+/// mapped, linked against `engines`.
 #[cfg(all(feature = "native", target_os = "linux"))]
-pub(crate) fn from_artifact(
-    host: &Arc<HostInner>,
+pub(crate) fn compiled_code(
+    engines: &crate::runtime::Engines,
     start: &crate::backend::native::protocol::Start,
-) -> Result<Program, LoadError> {
+) -> Result<Code, LoadError> {
     let name = start.artifact.display().to_string();
     let unreadable = |e: wasmtime::Error| LoadError::new(format!("cannot load compiled code {name}: {}", first_line(&e)));
+    let unlinkable = |e: wasmtime::Error| unsupported_imports(&name, &e);
     // SAFETY: the artifact was serialized by our own host, for this engine
     // configuration, and nobody else writes to its private directory.
-    let code = if start.core {
-        let module = unsafe { Module::deserialize_file(&host.engine, &start.artifact) }.map_err(unreadable)?;
-        Code::Core(host.core_linker.instantiate_pre(&module).map_err(|e| unsupported_imports(&name, &e))?)
+    Ok(if start.core {
+        let module = unsafe { Module::deserialize_file(&engines.engine, &start.artifact) }.map_err(unreadable)?;
+        Code::Core(engines.core_linker.instantiate_pre(&module).map_err(unlinkable)?)
     } else {
-        let component = unsafe { Component::deserialize_file(&host.engine, &start.artifact) }.map_err(unreadable)?;
-        Code::Component(
-            host.component_linker
-                .instantiate_pre(&component)
-                .map_err(|e| unsupported_imports(&name, &e))?,
-        )
-    };
+        let component =
+            unsafe { Component::deserialize_file(&engines.engine, &start.artifact) }.map_err(unreadable)?;
+        Code::Component(engines.component_linker.instantiate_pre(&component).map_err(unlinkable)?)
+    })
+}
+
+/// The program a native worker runs, from its compiled code.
+#[cfg(all(feature = "native", target_os = "linux"))]
+pub(crate) fn from_code(host: &Arc<HostInner>, start: &crate::backend::native::protocol::Start, code: Code) -> Program {
     let kind = match (&code, start.entries.is_empty() && start.has_main) {
         (Code::Core(_), _) => ProgramKind::CoreModule,
         (Code::Component(_), true) => ProgramKind::Command,
         (Code::Component(_), false) => ProgramKind::Program,
     };
-    Ok(Program {
+    Program {
         inner: Arc::new(ProgramInner {
             host: host.clone(),
             path: start.source.clone(),
@@ -271,5 +276,5 @@ pub(crate) fn from_artifact(
             kind,
             artifact: OnceLock::from(start.artifact.clone()),
         }),
-    })
+    }
 }

@@ -41,6 +41,34 @@ pub struct HostBuilder {
     worker_program: Option<PathBuf>,
     /// In a native worker: the process this host is (its name, daemon flag).
     this_process: Option<(String, bool)>,
+    /// An engine made earlier (a zygote's, before it forked this worker).
+    engines: Option<Engines>,
+}
+
+/// The engine and the linkers, which a native zygote makes once and every
+/// worker it forks shares.
+#[derive(Clone)]
+pub(crate) struct Engines {
+    pub(crate) engine: Engine,
+    pub(crate) component_linker: wasmtime::component::Linker<Ctx>,
+    pub(crate) core_linker: wasmtime::Linker<Ctx>,
+}
+
+impl std::fmt::Debug for Engines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engines").finish_non_exhaustive()
+    }
+}
+
+impl Engines {
+    fn new(config: &Config) -> anyhow::Result<Engines> {
+        let engine = Engine::new(config)?;
+        Ok(Engines {
+            component_linker: crate::instance::component_linker(&engine)?,
+            core_linker: crate::instance::core_linker(&engine)?,
+            engine,
+        })
+    }
 }
 
 impl Default for HostBuilder {
@@ -53,6 +81,7 @@ impl Default for HostBuilder {
             threads: None,
             worker_program: None,
             this_process: None,
+            engines: None,
         }
     }
 }
@@ -108,13 +137,32 @@ impl HostBuilder {
         self
     }
 
-    pub fn build(self) -> anyhow::Result<Host> {
-        let engine = Engine::new(&self.engine_config())?;
+    /// Builds on an engine made earlier (a zygote's).
+    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
+    pub(crate) fn engines(mut self, engines: Engines) -> Self {
+        self.engines = Some(engines);
+        self
+    }
+
+    /// The engine and linkers of this configuration, made now.
+    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
+    pub(crate) fn make_engines(&self) -> anyhow::Result<Engines> {
+        Engines::new(&self.engine_config())
+    }
+
+    pub fn build(mut self) -> anyhow::Result<Host> {
+        let engines = match self.engines.take() {
+            Some(engines) => engines,
+            None => self.make_engines()?,
+        };
         let runtime = match (&self.this_process, self.threads) {
             // A native worker runs one guest, driven by its main thread.
             (Some(_), _) => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
             (None, threads) => tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(threads.unwrap_or_else(cpu_count).max(2))
+                // A guest's every time slice is one poll: look at timers (a
+                // deadline, a sleeper's wake-up) after each, not every 61st.
+                .event_interval(1)
                 .thread_name("host-guest")
                 .enable_all()
                 .build()?,
@@ -131,11 +179,11 @@ impl HostBuilder {
             None => Node::root(backend.root_pid()),
         };
         let inner = Arc::new(HostInner {
-            component_linker: crate::instance::component_linker(&engine)?,
-            core_linker: crate::instance::core_linker(&engine)?,
+            component_linker: engines.component_linker,
+            core_linker: engines.core_linker,
             root,
             artifacts: OnceLock::new(),
-            engine,
+            engine: engines.engine,
             runtime: runtime.handle().clone(),
             backend,
             fuel: self.fuel,
@@ -143,33 +191,7 @@ impl HostBuilder {
             live: Live::default(),
             closed: AtomicBool::new(false),
         });
-        let ticker = inner.engine.weak();
-        if self.this_process.is_some() {
-            // A native worker's one runtime thread runs the guest: a guest
-            // spinning there would starve a ticker task on the same thread
-            // (and so never yield, nor meet its deadline). Tick from a thread.
-            std::thread::Builder::new().name("host-epoch".into()).spawn(move || {
-                while let Some(engine) = ticker.upgrade() {
-                    drop(engine);
-                    std::thread::sleep(TIME_SLICE);
-                    match ticker.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
-                    }
-                }
-            })?;
-        } else {
-            runtime.spawn(async move {
-                let mut interval = tokio::time::interval(TIME_SLICE);
-                loop {
-                    interval.tick().await;
-                    match ticker.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
-                    }
-                }
-            });
-        }
+        tick_epochs(&inner.engine)?;
         Ok(Host { inner, runtime: Some(runtime) })
     }
 
@@ -181,13 +203,15 @@ impl HostBuilder {
         // Every process instance comes from a pre-reserved slot: instantiation
         // is a few page-table operations, and memory is a copy-on-write image.
         // A slot reserves `max_memory` of address space, not 4 GiB + guards,
-        // so tens of thousands of processes fit.
+        // so tens of thousands of processes fit (12,000 slots of 1 GiB: 12
+        // TiB of the 128 TiB a process can address). A program with more
+        // than one memory per instance takes more than one slot.
         let slots = self.max_processes;
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(slots)
             .total_core_instances(slots.saturating_mul(4))
-            .total_memories(slots.saturating_mul(2))
-            .total_tables(slots.saturating_mul(4))
+            .total_memories(slots)
+            .total_tables(slots.saturating_mul(2))
             .total_stacks(slots)
             .max_memory_size(self.max_memory as usize)
             .max_core_instances_per_component(32)
@@ -199,6 +223,21 @@ impl HostBuilder {
         config.memory_reservation_for_growth(0);
         config
     }
+}
+
+/// Ticks the engine's epoch every time slice, from a thread of its own: the
+/// guests' threads may all be busy in guests that only yield on a tick.
+/// Ends with the engine.
+fn tick_epochs(engine: &Engine) -> std::io::Result<()> {
+    let engine = engine.weak();
+    std::thread::Builder::new().name("host-epoch".into()).spawn(move || {
+        while let Some(engine) = engine.upgrade() {
+            engine.increment_epoch();
+            drop(engine);
+            std::thread::sleep(TIME_SLICE);
+        }
+    })?;
+    Ok(())
 }
 
 /// The processes of one host, and the engine that runs them.

@@ -65,8 +65,27 @@
 //! # }
 //! ```
 //!
+//! # Pools
+//!
+//! [`Pool`] is Python's `multiprocessing.Pool`: worker processes (children
+//! of this one, daemonic) that run entries of this program as tasks:
+//!
+//! ```no_run
+//! fn square(x: i64) -> i64 { x * x }
+//! mp::entries!(square);
+//! fn main() {
+//!     let pool = mp::Pool::new(2);
+//!     let squares: Vec<i64> = pool.map(mp::target!(square), 1..=10).unwrap();
+//!     let nine = pool.apply_async(mp::target!(square), 3);
+//!     println!("{squares:?} {}", nine.get().unwrap());
+//!     pool.close();
+//!     pool.join().unwrap();
+//! }
+//! ```
+//!
 //! An entry that panics ends its process with exitcode 1; one that calls
-//! `std::process::exit(n)` ends it with exitcode `n`.
+//! [`exit`]`(n)` ends it with exitcode `n` (`std::process::exit` on wasip2
+//! can only say success or failure: any `n != 0` becomes 1).
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -106,6 +125,9 @@ mod wasi_exit {
 }
 
 use bindings::mp::host::process as wit;
+
+mod pool;
+pub use pool::{AsyncResult, Pool, PoolBuilder, TaskError};
 
 #[doc(hidden)]
 pub use serde_json as __serde_json;
@@ -599,6 +621,35 @@ macro_rules! entries {
                 )*)?
                 let _ = &args;
                 ::core::result::Result::Err(::std::format!("unknown entry {name}"))
+            }
+
+            fn call_many(
+                name: ::std::string::String,
+                args: ::std::vec::Vec<::std::vec::Vec<u8>>,
+            ) -> ::std::vec::Vec<::core::result::Result<::std::vec::Vec<u8>, ::std::string::String>> {
+                $(
+                    if name == ::core::stringify!($f) {
+                        return args
+                            .iter()
+                            .map(|a| {
+                                $crate::__private::call_fn(&name, a, |a| {
+                                    $crate::__private::Invoke::invoke(&$f, a)
+                                })
+                            })
+                            .collect();
+                    }
+                )*
+                $($(
+                    if name == ::std::any::type_name::<$t>() {
+                        return args
+                            .iter()
+                            .map(|a| $crate::__private::call_type::<$t>(&name, a))
+                            .collect();
+                    }
+                )*)?
+                args.iter()
+                    .map(|_| ::core::result::Result::Err(::std::format!("unknown entry {name}")))
+                    .collect()
             }
         }
 

@@ -56,9 +56,9 @@ impl Backend for ThreadBackend {
                 ended = &mut guest => ended,
             };
             outputs.finish();
+            // The instance is torn down only after this, when `guest` goes
+            // out of scope: joiners need not wait for it.
             node.finish(&host, ended);
-            // Only now tear the instance down: joiners need not wait for it.
-            drop(guest);
         });
         Ok(Arc::new(ThreadControl { signals: Mutex::new(Some(signals)), engine }))
     }

@@ -3,9 +3,11 @@
 //! The bindings for the `mp:host/program` world are generated here, once;
 //! each interface's implementation lives in a module of its own.
 
+use crate::pool::{PoolCore, ResultSlot};
 use crate::process::Node;
 use std::sync::Arc;
 
+mod pool;
 mod process;
 mod sync;
 
@@ -16,6 +18,8 @@ wasmtime::component::bindgen!({
     exports: { default: async },
     with: {
         "mp:host/process.process": GuestProcess,
+        "mp:host/pool.pool": GuestPool,
+        "mp:host/pool.async-result": GuestAsyncResult,
         "mp:host/sync.queue": sync::GuestQueue,
         "mp:host/sync.connection": sync::GuestConnection,
         "mp:host/sync.lock": sync::GuestLock,
@@ -32,4 +36,20 @@ pub struct GuestProcess {
     pub(crate) node: Arc<Node>,
     /// The calling process itself, from `current-process`.
     pub(crate) is_self: bool,
+}
+
+/// A pool as a guest holds it; dropping it (or ending the guest) terminates it.
+pub struct GuestPool {
+    pub(crate) core: Arc<PoolCore>,
+}
+
+impl Drop for GuestPool {
+    fn drop(&mut self) {
+        self.core.terminate_now();
+    }
+}
+
+/// The result of one of a guest's pool tasks.
+pub struct GuestAsyncResult {
+    pub(crate) slot: Arc<ResultSlot>,
 }

@@ -454,7 +454,7 @@ impl Broker {
     ) -> anyhow::Result<Broker> {
         #[cfg(all(feature = "native", target_os = "linux"))]
         if worker {
-            return Ok(Broker::Remote(broker::Client::from_env()?));
+            return Ok(Broker::Remote(broker::Client::for_worker()?));
         }
         let registry = Arc::new(Registry::new(runtime.clone()));
         #[cfg(all(feature = "native", target_os = "linux"))]
@@ -466,14 +466,13 @@ impl Broker {
         Ok(Broker::Local(registry, None))
     }
 
-    /// The environment variable that tells a new worker where the broker is.
+    /// Where a new worker finds the broker (its start message names it).
     #[cfg(all(feature = "native", target_os = "linux"))]
-    pub(crate) fn worker_env(&self) -> Option<(&'static str, std::path::PathBuf)> {
-        let path = match self {
-            Broker::Local(_, endpoint) => endpoint.as_ref()?.path.clone(),
-            Broker::Remote(client) => client.path.clone(),
-        };
-        Some((broker::BROKER_VAR, path))
+    pub(crate) fn broker_path(&self) -> Option<std::path::PathBuf> {
+        match self {
+            Broker::Local(_, endpoint) => endpoint.as_ref().map(|e| e.path.clone()),
+            Broker::Remote(client) => Some(client.path.clone()),
+        }
     }
 
     /// The registry, in a root host.

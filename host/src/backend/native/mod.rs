@@ -11,7 +11,9 @@
 //! address space), one at a time from one long-lived spawner thread. Besides
 //! its stdio (piped to the root host, which passes on whole lines), every
 //! worker gets three descriptors, named in `HOST_WORKER_FDS`:
-//! - the report pipe: one [`protocol::Ended`] frame saying why it ended;
+//! - the report pipe: one [`protocol::Report::Ended`] frame saying why it
+//!   ended (a pool worker first sends a [`protocol::Report::Done`] frame per
+//!   task; its tasks come on its stdin, after the start message);
 //! - the lifeline: the read end of a pipe whose only writer is the root
 //!   host, so that when the root dies, even by `SIGKILL`, every worker sees
 //!   end-of-file and kills itself;
@@ -26,12 +28,14 @@
 
 pub(crate) mod protocol;
 pub mod worker;
+mod zygote;
 
 use super::{Backend, BackendKind, Control};
 use crate::command::Launch;
 use crate::error::Error;
 use crate::exit::Signal;
 use crate::output::{LineSink, Stream};
+use crate::pool::{Outcome, ServeChannel};
 use crate::process::{Ended, Node};
 use crate::runtime::HostInner;
 use protocol::{EngineSettings, Start};
@@ -51,14 +55,10 @@ pub const WORKER_ARG: &str = "__worker";
 pub(crate) struct NativeBackend {
     exe: PathBuf,
     settings: EngineSettings,
-    /// Read end of the lifeline, passed to every worker as fd 4.
-    lifeline: OwnedFd,
-    /// Write end of the orphanage, passed to every worker as fd 5.
-    orphanage: OwnedFd,
     /// Workers are spawned from one long-lived thread: `PR_SET_PDEATHSIG`
     /// fires when the *thread* that spawned ends, and descriptors made
     /// inheritable for one spawn must not leak into another.
-    spawner: crossbeam_channel::Sender<Box<dyn FnOnce() + Send>>,
+    spawner: crossbeam_channel::Sender<SpawnRequest>,
     /// The root keeps the lifeline's write end for as long as it lives.
     _lifeline_writer: Option<OwnedFd>,
 }
@@ -81,12 +81,19 @@ impl NativeBackend {
             Some(inherited) => (inherited.lifeline.try_clone()?, inherited.orphanage.try_clone()?, None),
             None => root_pipes()?,
         };
+        let spawner = Spawner {
+            exe: exe.clone(),
+            lifeline,
+            orphanage,
+            settings,
+            // Only the root forks workers from a zygote (they become its
+            // children); a worker's children must be its own, so it execs.
+            zygote: if INHERITED.get().is_none() { ZygoteState::NotYet } else { ZygoteState::Off },
+        };
         Ok(NativeBackend {
             exe,
             settings,
-            lifeline,
-            orphanage,
-            spawner: spawner_thread(),
+            spawner: spawner.run()?,
             _lifeline_writer: lifeline_writer,
         })
     }
@@ -104,7 +111,7 @@ fn root_pipes() -> anyhow::Result<(OwnedFd, OwnedFd, Option<OwnedFd>)> {
     Ok((lifeline_read, orphans_write, Some(lifeline_write)))
 }
 
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return Err(std::io::Error::last_os_error());
@@ -112,13 +119,60 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-fn spawner_thread() -> crossbeam_channel::Sender<Box<dyn FnOnce() + Send>> {
-    let (jobs, incoming) = crossbeam_channel::unbounded::<Box<dyn FnOnce() + Send>>();
-    std::thread::Builder::new()
-        .name("host-spawner".into())
-        .spawn(move || incoming.iter().for_each(|job| job()))
-        .expect("the spawner thread starts");
-    jobs
+/// A worker to start, and where to send it once started.
+struct SpawnRequest {
+    start: Start,
+    started: crossbeam_channel::Sender<std::io::Result<Worker>>,
+}
+
+/// The spawner thread's state: how it starts workers.
+struct Spawner {
+    exe: PathBuf,
+    /// Read end of the lifeline, passed to every worker.
+    lifeline: OwnedFd,
+    /// Write end of the orphanage, passed to every worker.
+    orphanage: OwnedFd,
+    settings: EngineSettings,
+    zygote: ZygoteState,
+}
+
+enum ZygoteState {
+    /// Started on first use.
+    NotYet,
+    Running(zygote::Zygote),
+    /// Not used: in a worker, or after the zygote failed.
+    Off,
+}
+
+impl Spawner {
+    fn run(mut self) -> std::io::Result<crossbeam_channel::Sender<SpawnRequest>> {
+        let (requests, incoming) = crossbeam_channel::unbounded::<SpawnRequest>();
+        std::thread::Builder::new().name("host-spawner".into()).spawn(move || {
+            for request in incoming {
+                let _ = request.started.send(self.spawn(&request.start));
+            }
+        })?;
+        Ok(requests)
+    }
+
+    /// Forks the worker from the zygote if there is one, else execs it.
+    fn spawn(&mut self, start: &Start) -> std::io::Result<Worker> {
+        if let ZygoteState::NotYet = self.zygote {
+            self.zygote = match zygote::Zygote::start(&self.exe, &self.lifeline, &self.orphanage, self.settings) {
+                Ok(zygote) => ZygoteState::Running(zygote),
+                Err(_) => ZygoteState::Off,
+            };
+        }
+        if let ZygoteState::Running(zygote) = &self.zygote {
+            match zygote.spawn(start) {
+                Ok(worker) => return Ok(worker),
+                Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
+                // A zygote that fails once is not trusted again.
+                Err(_) => self.zygote = ZygoteState::Off,
+            }
+        }
+        spawn_worker(&self.exe, &self.lifeline, &self.orphanage, start)
+    }
 }
 
 impl Backend for NativeBackend {
@@ -140,20 +194,16 @@ impl Backend for NativeBackend {
     }
 
     fn start(&self, host: &Arc<HostInner>, node: &Arc<Node>, launch: &Launch) -> Result<Arc<dyn Control>, Error> {
-        let start = self.start_message(node, launch)?;
-        let (exe, lifeline, orphanage) = (self.exe.clone(), self.fds()?.0, self.fds()?.1);
-        let broker = host.sync.worker_env();
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let job = move || {
-            let _ = tx.send(spawn_worker(&exe, &lifeline, &orphanage, &start, broker));
-        };
+        let mut start = self.start_message(node, launch)?;
+        start.broker = host.sync.broker_path();
+        let (started, worker) = crossbeam_channel::bounded(1);
         let gone = || Error::Spawn("the spawner thread is gone".into());
-        self.spawner.send(Box::new(job)).map_err(|_| gone())?;
-        let worker = rx
+        self.spawner.send(SpawnRequest { start, started }).map_err(|_| gone())?;
+        let worker = worker
             .recv()
             .map_err(|_| gone())?
             .map_err(|e| Error::Spawn(format!("cannot start a worker ({}): {e}", self.exe.display())))?;
-        let pid = worker.child.id();
+        let pid = worker.pid;
         node.set_pid(pid);
         let control = Arc::new(NativeControl { pid });
         let (host, node, launch) = (host.clone(), node.clone(), launch.clone());
@@ -163,11 +213,6 @@ impl Backend for NativeBackend {
 }
 
 impl NativeBackend {
-    fn fds(&self) -> Result<(OwnedFd, OwnedFd), Error> {
-        let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| Error::Spawn(e.to_string()));
-        Ok((dup(&self.lifeline)?, dup(&self.orphanage)?))
-    }
-
     fn start_message(&self, node: &Node, launch: &Launch) -> Result<Start, Error> {
         let program = &launch.program;
         let artifact = program
@@ -195,23 +240,28 @@ impl NativeBackend {
             label: launch.label.clone(),
             labelled: launch.labelled,
             engine: self.settings,
+            serve: launch.serve.as_ref().map(|serve| protocol::Serve {
+                initializer: serve.initializer.clone(),
+                max_tasks: serve.max_tasks,
+                task_timeout: serve.task_timeout.map(|t| t.as_nanos() as u64),
+            }),
+            broker: None,
         })
     }
 }
 
-/// A started worker and the parent's ends of its pipes.
+/// A started worker and the parent's ends of its pipes (no stdout or
+/// stderr when the worker shares its parent's).
 struct Worker {
-    child: std::process::Child,
+    pid: u32,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
     report: OwnedFd,
+    /// A pool worker's stdin, on which its tasks go.
+    tasks: Option<std::process::ChildStdin>,
 }
 
-fn spawn_worker(
-    exe: &PathBuf,
-    lifeline: &OwnedFd,
-    orphanage: &OwnedFd,
-    start: &Start,
-    broker: Option<(&str, PathBuf)>,
-) -> std::io::Result<Worker> {
+fn spawn_worker(exe: &PathBuf, lifeline: &OwnedFd, orphanage: &OwnedFd, start: &Start) -> std::io::Result<Worker> {
     let (report_read, report_write) = pipe()?;
     let passed = [&report_write, lifeline, orphanage];
     let fds = passed.map(|fd| fd.as_raw_fd().to_string()).join(",");
@@ -227,14 +277,13 @@ fn spawn_worker(
         .arg(WORKER_ARG)
         .env_clear()
         .env(FDS_VAR, fds)
-        .envs(broker)
         .stdin(std::process::Stdio::piped())
         .stdout(output())
         .stderr(output());
     // Inheritable for this one spawn only: spawns are serialized on the
     // spawner thread, so no other child can catch them.
     passed.iter().for_each(|fd| set_cloexec(fd, false));
-    let child = command.spawn();
+    let child = spawn_retrying(&mut command);
     passed.iter().for_each(|fd| set_cloexec(fd, true));
     let mut child = child?;
     // Written before `start` returns: the parent may end right after it.
@@ -244,23 +293,46 @@ fn spawn_worker(
         let _ = child.wait();
         return Err(error);
     }
-    Ok(Worker { child, report: report_read })
+    let tasks = start.serve.is_some().then_some(stdin);
+    Ok(Worker {
+        pid: child.id(),
+        stdout: child.stdout.take().map(OwnedFd::from),
+        stderr: child.stderr.take().map(OwnedFd::from),
+        report: report_read,
+        tasks,
+    })
 }
 
-fn set_cloexec(fd: &OwnedFd, cloexec: bool) {
+/// Spawns, retrying briefly while the executable is "busy": a file just
+/// written can still be open for writing in a child that another thread
+/// forked and that has not yet reached its exec.
+pub(crate) fn spawn_retrying(command: &mut std::process::Command) -> std::io::Result<std::process::Child> {
+    let mut attempts = 0;
+    loop {
+        match command.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempts < 50 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            result => return result,
+        }
+    }
+}
+
+pub(crate) fn set_cloexec(fd: &OwnedFd, cloexec: bool) {
     let flags = if cloexec { libc::FD_CLOEXEC } else { 0 };
     unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flags) };
 }
 
 /// Passes on a worker's output, waits for its end
 /// (reaping it) and records that end on its node.
-async fn supervise(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, mut worker: Worker) {
-    let pid = worker.child.id();
+async fn supervise(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, worker: Worker) {
+    let pid = worker.pid;
     // The worker labels its own lines (and its descendants'): pass them on
     // as they are, until every process sharing the pipes has ended.
     let sinks = [
-        (worker.child.stdout.take().map(OwnedFd::from), &launch.stdout, Stream::Stdout),
-        (worker.child.stderr.take().map(OwnedFd::from), &launch.stderr, Stream::Stderr),
+        (worker.stdout, &launch.stdout, Stream::Stdout),
+        (worker.stderr, &launch.stderr, Stream::Stderr),
     ];
     for (fd, stdio, stream) in sinks {
         if let Some(reader) = pipe_reader(fd) {
@@ -275,9 +347,16 @@ async fn supervise(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, mut wo
         }
     }
     let read_report = async {
-        let mut report = tokio::net::unix::pipe::Receiver::from_owned_fd(worker.report)
+        let report = tokio::net::unix::pipe::Receiver::from_owned_fd(worker.report)
             .map_err(|e| format!("cannot read the report pipe: {e}"))?;
-        let report = protocol::read_frame_async::<protocol::Ended>(&mut report).await;
+        let reports = read_reports(report);
+        let report = match (&launch.serve, worker.tasks) {
+            (Some(serve), Some(stdin)) => bridge(pid, serve, stdin, reports).await,
+            _ => {
+                let mut reports = reports;
+                ended_report(reports.recv().await)
+            }
+        };
         if report.is_err() {
             // A worker that breaks the protocol is not trusted to go on.
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
@@ -301,6 +380,101 @@ async fn supervise(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, mut wo
         (_, Status::Lost(why)) => Ended::failure(format!("lost track of worker {pid}: {why}")),
     };
     node.finish(&host, ended);
+}
+
+/// The frames of a worker's report pipe, read as they come.
+type Reports = tokio::sync::mpsc::UnboundedReceiver<Result<protocol::Report, String>>;
+
+/// Reads report frames in a task of their own (a read cut short by a
+/// `select!` would lose bytes), until end-of-file or a bad frame.
+fn read_reports(mut pipe: tokio::net::unix::pipe::Receiver) -> Reports {
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match protocol::read_frame_async::<protocol::Report>(&mut pipe).await {
+                Ok(Some(report)) => {
+                    let last = matches!(report, protocol::Report::Ended(_));
+                    if sender.send(Ok(report)).is_err() || last {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(why) => {
+                    let _ = sender.send(Err(why));
+                    return;
+                }
+            }
+        }
+    });
+    receiver
+}
+
+/// The host's side of a pool worker: takes one task at a time from the
+/// pool's queue, hands it to the worker and delivers its result, until the
+/// queue closes (then the worker's stdin closes and it ends), the worker has
+/// served its `max_tasks`, or it ends. A task in flight when the worker ends
+/// fails with the reason the worker gave (a trap, a limit, a timeout).
+async fn bridge(
+    pid: u32,
+    serve: &ServeChannel,
+    stdin: std::process::ChildStdin,
+    mut reports: Reports,
+) -> Result<Option<protocol::Ended>, String> {
+    let mut stdin = tokio::net::unix::pipe::Sender::from_owned_fd(OwnedFd::from(stdin))
+        .map_err(|e| format!("cannot write to the worker's stdin: {e}"))?;
+    let mut sent: u64 = 0;
+    while serve.max_tasks.is_none_or(|max| sent < u64::from(max)) {
+        let job = tokio::select! {
+            job = serve.tasks.recv() => match job {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+            // The worker ended while idle (its initializer failed, or it was
+            // terminated): take no task for it.
+            report = reports.recv() => return ended_report(report),
+        };
+        sent += 1;
+        let task = protocol::Task {
+            id: sent,
+            entry: job.entry.clone(),
+            inputs: job.inputs.iter().map(|input| String::from_utf8_lossy(input).into_owned()).collect(),
+            many: job.many,
+        };
+        if let Err(error) = protocol::write_frame_async(&mut stdin, &task).await {
+            job.reply.send(Outcome::Failed(format!("cannot hand the task to worker {pid}: {error}")));
+            if error.kind() == std::io::ErrorKind::InvalidInput {
+                continue;
+            }
+            break;
+        }
+        match reports.recv().await {
+            Some(Ok(protocol::Report::Done { id, results })) if id == sent && results.len() == job.inputs.len() => {
+                let results = results.into_iter().map(|r| r.map(String::into_bytes)).collect();
+                job.reply.send(Outcome::Done(results));
+            }
+            Some(Ok(protocol::Report::Done { .. })) => return Err("a result for another task".into()),
+            Some(Ok(protocol::Report::Ended(ended))) => {
+                let why = ended.reason.clone().unwrap_or_else(|| format!("its worker exited with code {}", ended.code));
+                job.reply.send(Outcome::Failed(why));
+                return Ok(Some(ended));
+            }
+            Some(Err(why)) => return Err(why),
+            // Ended by a signal: dropping the job reports it.
+            None => return Ok(None),
+        }
+    }
+    drop(stdin);
+    ended_report(reports.recv().await)
+}
+
+/// The worker's final report; `None` if it ended without one (a signal).
+fn ended_report(report: Option<Result<protocol::Report, String>>) -> Result<Option<protocol::Ended>, String> {
+    match report {
+        None => Ok(None),
+        Some(Ok(protocol::Report::Ended(ended))) => Ok(Some(ended)),
+        Some(Ok(protocol::Report::Done { .. })) => Err("a task result from a worker given no task".into()),
+        Some(Err(why)) => Err(why),
+    }
 }
 
 fn pipe_reader(fd: Option<OwnedFd>) -> Option<tokio::net::unix::pipe::Receiver> {

@@ -1,7 +1,10 @@
 //! The control channel between a host and its workers.
 //!
 //! A frame is a 4-byte magic, a little-endian `u32` length, and that many
-//! bytes of JSON (serde). The magic carries the protocol version, so a worker
+//! bytes of JSON (serde). The host writes a [`Start`] on the worker's stdin,
+//! then (a pool worker) one [`Task`] at a time; the worker writes on its
+//! report pipe a [`Report::Done`] per finished task, then one
+//! [`Report::Ended`] as it ends. The magic carries the protocol version, so a worker
 //! of another build is refused rather than misread. The decoder never trusts
 //! a peer: a wrong magic, an oversized length, a truncated body or a body of
 //! the wrong shape is an [`Err`] with a message, never a panic or a hang.
@@ -11,7 +14,7 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 
 /// `MPH` and the protocol version.
-const MAGIC: [u8; 4] = *b"MPH1";
+const MAGIC: [u8; 4] = *b"MPH2";
 /// The largest frame either side accepts.
 pub(crate) const MAX_FRAME: usize = 16 << 20;
 
@@ -41,6 +44,40 @@ pub(crate) struct Start {
     pub(crate) labelled: bool,
     /// The engine settings the artifact was compiled with.
     pub(crate) engine: EngineSettings,
+    /// A pool worker: it serves [`Task`]s instead of running `entry`.
+    pub(crate) serve: Option<Serve>,
+    /// The root host's sync broker socket (see [`crate::sync`]).
+    #[serde(default)]
+    pub(crate) broker: Option<PathBuf>,
+}
+
+/// What makes a worker a pool worker.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Serve {
+    /// An entry and its argument (JSON), run once before the first task.
+    pub(crate) initializer: Option<(String, Vec<u8>)>,
+    pub(crate) max_tasks: Option<u32>,
+    /// Each task's time limit, in nanoseconds.
+    pub(crate) task_timeout: Option<u64>,
+}
+
+/// One task for a pool worker: an entry and its inputs (JSON text), one
+/// input unless `many`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Task {
+    pub(crate) id: u64,
+    pub(crate) entry: String,
+    pub(crate) inputs: Vec<String>,
+    pub(crate) many: bool,
+}
+
+/// What a worker tells its host on the report pipe.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) enum Report {
+    /// A task's results (JSON text, or an entry's error), one per input.
+    Done { id: u64, results: Vec<Result<String, String>> },
+    /// The worker's end: the last frame.
+    Ended(Ended),
 }
 
 /// Settings that must match for a worker to load the host's compiled code.
@@ -58,14 +95,35 @@ pub(crate) struct Ended {
     pub(crate) reason: Option<String>,
 }
 
-pub(crate) fn write_frame<T: Serialize>(out: &mut impl Write, message: &T) -> std::io::Result<()> {
-    let body = serde_json::to_vec(message)?;
-    let mut frame = Vec::with_capacity(body.len() + 8);
+/// A message as one frame; an error if it is larger than the peer accepts.
+pub(crate) fn encode_frame<T: Serialize>(message: &T) -> std::io::Result<Vec<u8>> {
+    let mut frame = Vec::with_capacity(256);
     frame.extend_from_slice(&MAGIC);
-    frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    frame.extend_from_slice(&body);
-    out.write_all(&frame)?;
+    frame.extend_from_slice(&[0; 4]);
+    serde_json::to_writer(&mut frame, message)?;
+    let length = frame.len() - 8;
+    if length > MAX_FRAME {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("a message of {length} bytes exceeds the protocol's limit of {MAX_FRAME}"),
+        ));
+    }
+    frame[4..8].copy_from_slice(&(length as u32).to_le_bytes());
+    Ok(frame)
+}
+
+pub(crate) fn write_frame<T: Serialize>(out: &mut impl Write, message: &T) -> std::io::Result<()> {
+    out.write_all(&encode_frame(message)?)?;
     out.flush()
+}
+
+/// [`write_frame`], without holding a thread while the pipe is full.
+pub(crate) async fn write_frame_async<T: Serialize>(
+    out: &mut (impl tokio::io::AsyncWrite + Unpin),
+    message: &T,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    out.write_all(&encode_frame(message)?).await
 }
 
 /// Reads one frame; `Ok(None)` if the peer closed before sending any byte.
@@ -125,7 +183,6 @@ fn frame_length(header: &[u8; 8], got: usize) -> Result<Option<usize>, String> {
 }
 
 /// Decodes a whole frame held in memory.
-#[cfg(test)]
 pub(crate) fn decode_frame<T: DeserializeOwned>(frame: &[u8]) -> Result<T, String> {
     let header: [u8; 8] = frame
         .get(..8)
@@ -158,7 +215,7 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
 mod tests {
     use super::*;
 
-    fn frame(message: &Ended) -> Vec<u8> {
+    fn frame<T: Serialize>(message: &T) -> Vec<u8> {
         let mut out = Vec::new();
         write_frame(&mut out, message).unwrap();
         out
@@ -171,6 +228,16 @@ mod tests {
         assert_eq!(read_frame::<Ended>(&mut &bytes[..]), Ok(Some(message.clone())));
         assert_eq!(decode_frame::<Ended>(&bytes), Ok(message));
         assert_eq!(read_frame::<Ended>(&mut &[][..]), Ok(None));
+        let task = Task { id: 7, entry: "square".into(), inputs: vec!["3".into(), "4".into()], many: true };
+        assert_eq!(decode_frame::<Task>(&frame(&task)), Ok(task));
+        let done = Report::Done { id: 7, results: vec![Ok("9".into()), Err("bad".into())] };
+        assert_eq!(read_frame::<Report>(&mut &frame(&done)[..]), Ok(Some(done)));
+    }
+
+    #[test]
+    fn oversized_messages_are_refused() {
+        let task = Task { id: 1, entry: "e".into(), inputs: vec!["x".repeat(MAX_FRAME)], many: false };
+        assert!(encode_frame(&task).unwrap_err().to_string().contains("exceeds"));
     }
 
     #[test]
@@ -196,7 +263,11 @@ mod tests {
     /// mutations of a valid frame never panic.
     #[test]
     fn decoder_survives_random_input() {
-        let good = frame(&Ended { code: -15, reason: Some("terminated".into()) });
+        let frames = [
+            frame(&Ended { code: -15, reason: Some("terminated".into()) }),
+            frame(&Report::Done { id: 3, results: vec![Ok("1".into()), Err("no".into())] }),
+            frame(&Task { id: 3, entry: "f".into(), inputs: vec!["[1,2]".into()], many: true }),
+        ];
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = move || {
             seed ^= seed << 13;
@@ -205,7 +276,10 @@ mod tests {
             seed
         };
         for _ in 0..20_000 {
-            let mut bytes = if next() % 2 == 0 { good.clone() } else { vec![0; (next() % 64) as usize] };
+            let mut bytes = match next() % 4 {
+                3 => vec![0; (next() % 64) as usize],
+                i => frames[i as usize].clone(),
+            };
             for _ in 0..(next() % 8) {
                 if bytes.is_empty() {
                     break;
@@ -218,6 +292,8 @@ mod tests {
             }
             let _ = decode_frame::<Ended>(&bytes);
             let _ = read_frame::<Start>(&mut &bytes[..]);
+            let _ = decode_frame::<Report>(&bytes);
+            let _ = read_frame::<Task>(&mut &bytes[..]);
         }
     }
 }

@@ -9,22 +9,29 @@
 //! are what `waitpid` sees). Embedders whose own binary is re-executed as
 //! the worker call [`main`] when their first argument is [`WORKER_ARG`](super::WORKER_ARG).
 
-use super::protocol::{self, Start};
+use super::protocol::{self, EngineSettings, Start};
+use super::zygote;
 use super::{FDS_VAR, INHERITED, Inherited};
 use crate::backend::BackendKind;
 use crate::command::Launch;
 use crate::exit::Signal;
 use crate::instance::{self, Outputs};
 use crate::limits::Limits;
+use crate::program::Code;
 use crate::output::Stdio;
+use crate::pool::{Job, Outcome, Reply, ServeChannel};
 use crate::runtime::HostBuilder;
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Runs this process as a worker; returns its exit status.
+/// Runs this process as a worker (or, as `__worker zygote`, as the zygote
+/// that forks workers); returns its exit status.
 pub fn main() -> i32 {
-    match serve() {
+    let zygote = std::env::args_os().nth(2).is_some_and(|arg| arg == zygote::ZYGOTE_ARG);
+    let served = if zygote { zygote::serve() } else { serve() };
+    match served {
         Ok(status) => status,
         Err(message) => {
             eprintln!("error: {message}");
@@ -33,30 +40,47 @@ pub fn main() -> i32 {
     }
 }
 
+/// A worker started by exec: its start message on stdin, its descriptors
+/// named in the environment.
 fn serve() -> Result<i32, String> {
     let start: Start = match protocol::read_frame(&mut std::io::stdin().lock()) {
         Ok(Some(start)) => start,
         Ok(None) => return Err("worker mode is for the host's own use: no start message on stdin".into()),
         Err(why) => return Err(format!("bad start message: {why}")),
     };
-    let (report, inherited) = inherit().ok_or("worker mode is for the host's own use: its descriptors are missing")?;
+    let [report, lifeline, orphanage] = inherit().ok_or("worker mode is for the host's own use: its descriptors are missing")?;
+    let builder = builder(start.engine);
+    let engines = builder.make_engines().map_err(|e| format!("cannot start the worker's engine: {e:#}"))?;
+    let code = crate::program::compiled_code(&engines, &start).map_err(|e| e.to_string())?;
+    run(start, report, Inherited { lifeline, orphanage }, builder.engines(engines), code)
+}
+
+/// The host configuration of a worker: one process, the root's engine settings.
+pub(crate) fn builder(settings: EngineSettings) -> HostBuilder {
+    HostBuilder::default()
+        .backend(BackendKind::Native)
+        .fuel(settings.fuel)
+        .max_memory_per_process(settings.max_memory)
+        // A worker runs one instance: its children are processes of their own.
+        .max_processes(1)
+}
+
+/// Runs the process of `start` as this worker, to its end; exits.
+pub(crate) fn run(start: Start, report: OwnedFd, inherited: Inherited, builder: HostBuilder, code: Code) -> Result<i32, String> {
     if start.daemon {
         die_with_parent(start.parent);
     }
     watch_lifeline(&inherited.lifeline)?;
     let _ = INHERITED.set(inherited);
+    let report = Arc::new(Mutex::new(std::fs::File::from(report)));
+    crate::sync::broker::set_worker_broker(start.broker.clone());
 
-    let host = HostBuilder::default()
-        .backend(BackendKind::Native)
-        .fuel(start.engine.fuel)
-        .max_memory_per_process(start.engine.max_memory)
-        // A worker runs one instance: its children are processes of their own.
-        .max_processes(1)
+    let host = builder
         .this_process(start.name.clone(), start.daemon)
         .build()
-        .map_err(|e| format!("cannot start the worker's engine: {e:#}"))?;
+        .map_err(|e| format!("cannot start the worker's host: {e:#}"))?;
     let inner = host.inner().clone();
-    let program = crate::program::from_artifact(&inner, &start).map_err(|e| e.to_string())?;
+    let program = crate::program::from_code(&inner, &start, code);
     let launch = Launch {
         entry: start.entry,
         input: start.input,
@@ -70,17 +94,22 @@ fn serve() -> Result<i32, String> {
         labelled: start.labelled,
         label: start.label,
         parent_label: None,
+        serve: start.serve.map(|serve| ServeChannel {
+            tasks: take_tasks(report.clone()),
+            initializer: serve.initializer,
+            max_tasks: serve.max_tasks,
+            task_timeout: serve.task_timeout.map(Duration::from_nanos),
+        }),
         ..program.command().launch().clone()
     };
-    let outputs = Outputs::new(&launch);
+    let outputs = Outputs::passthrough(&launch);
     let node = inner.root.clone();
     let ended = host.block_on(instance::run_until_deadline(inner.clone(), node.clone(), launch, &outputs));
     outputs.finish();
     let _ = std::io::stdout().flush();
 
-    let mut report = std::fs::File::from(report);
     let message = protocol::Ended { code: ended.code.code(), reason: ended.reason.clone() };
-    let _ = protocol::write_frame(&mut report, &message);
+    let _ = protocol::write_frame(&mut *report.lock().unwrap(), &protocol::Report::Ended(message));
     announce_orphans(&node.live_children());
     if ended.code == crate::ExitCode::from_signal(Signal::Term) {
         // A timeout: end the way a terminate does, so the parent sees -15.
@@ -90,27 +119,65 @@ fn serve() -> Result<i32, String> {
     std::process::exit(ended.code.code())
 }
 
+/// A pool worker's tasks: read from stdin (after the start message) on a
+/// thread of their own; each finished task's results go back on the report
+/// pipe before the next task is read. End-of-file (the pool closed) or a bad
+/// frame ends the queue, and so the worker.
+fn take_tasks(report: Arc<Mutex<std::fs::File>>) -> async_channel::Receiver<Job> {
+    let (sender, receiver) = async_channel::unbounded();
+    let reader = move || {
+        let mut stdin = std::io::stdin().lock();
+        loop {
+            let task = match protocol::read_frame::<protocol::Task>(&mut stdin) {
+                Ok(Some(task)) if task.many || task.inputs.len() == 1 => task,
+                Ok(Some(_)) => {
+                    eprintln!("error: bad task message: one input expected");
+                    return;
+                }
+                Ok(None) => return,
+                Err(why) => {
+                    eprintln!("error: bad task message: {why}");
+                    return;
+                }
+            };
+            let (id, report) = (task.id, report.clone());
+            let reply = Reply::new(move |outcome| {
+                // A failed task ends the worker: its `Ended` report says why.
+                if let Outcome::Done(results) = outcome {
+                    let utf8 = |json: Vec<u8>| String::from_utf8(json).map_err(|_| "the task's result is not UTF-8 JSON".to_string());
+                    let results = results.into_iter().map(|r| r.and_then(utf8)).collect();
+                    let _ = protocol::write_frame(&mut *report.lock().unwrap(), &protocol::Report::Done { id, results });
+                }
+            });
+            let inputs = task.inputs.into_iter().map(String::into_bytes).collect();
+            let job = Job { entry: task.entry, inputs, many: task.many, reply };
+            if sender.send_blocking(job).is_err() {
+                return;
+            }
+        }
+    };
+    if let Err(error) = std::thread::Builder::new().name("host-tasks".into()).spawn(reader) {
+        eprintln!("error: cannot read tasks: {error}");
+    }
+    receiver
+}
+
 /// Takes ownership of the descriptors the parent passed, if they are there.
-fn inherit() -> Option<(OwnedFd, Inherited)> {
+pub(crate) fn inherit() -> Option<[OwnedFd; 3]> {
     let fds: Vec<i32> = std::env::var(FDS_VAR)
         .ok()?
         .split(',')
         .map(|fd| fd.parse().ok())
         .collect::<Option<_>>()?;
-    let [report, lifeline, orphanage] = fds[..] else { return None };
-    for fd in [report, lifeline, orphanage] {
+    let fds: [i32; 3] = fds.try_into().ok()?;
+    for fd in fds {
         // Valid, and not passed on to our own children (they get copies).
         if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
             return None;
         }
     }
     // SAFETY: the parent passed these descriptors to us alone.
-    unsafe {
-        Some((
-            OwnedFd::from_raw_fd(report),
-            Inherited { lifeline: OwnedFd::from_raw_fd(lifeline), orphanage: OwnedFd::from_raw_fd(orphanage) },
-        ))
-    }
+    Some(fds.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
 /// A daemon dies with its parent, even when the parent crashes.

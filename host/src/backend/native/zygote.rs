@@ -1,0 +1,232 @@
+//! The zygote: a pre-started, single-threaded worker that forks workers.
+//!
+//! Starting a worker by exec costs a few milliseconds: loading the host
+//! binary, building an engine and its linkers, mapping the program. The root
+//! host therefore starts one zygote (the host binary as `__worker zygote`)
+//! that does all of that once, stays single-threaded, and for every process
+//! forks a child that already has it. The fork uses `clone3` with
+//! `CLONE_PARENT`, so the new worker is the root host's own child (the root
+//! waits for it, reaps it, and is its ppid), exactly as an exec'd worker is.
+//!
+//! The root talks to the zygote over a `SOCK_SEQPACKET` socket pair: one
+//! message carries a [`Start`] frame and, as `SCM_RIGHTS`, the write ends of
+//! the new worker's stdout, stderr and report pipes; the answer is one frame
+//! with the new pid or why there is none. A request too large for one
+//! message, a pool worker (its tasks come on a stdin only exec sets up), or
+//! any failure of the zygote falls back to exec.
+
+use super::protocol::{self, EngineSettings, Start};
+use super::worker;
+use super::{FDS_VAR, Inherited, Worker, pipe, set_cloexec, spawn_retrying};
+use crate::program::Code;
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg, sendmsg, socketpair,
+};
+use std::collections::HashMap;
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+/// The second argument that makes a worker a zygote.
+pub(crate) const ZYGOTE_ARG: &str = "zygote";
+
+/// How long the root waits for the zygote's answer before going by exec.
+const ANSWER_TIMEOUT_SECS: i64 = 10;
+
+/// The largest request sent in one message; larger ones go by exec.
+const MAX_REQUEST: usize = 60 << 10;
+
+/// The root host's handle on its zygote.
+pub(crate) struct Zygote {
+    socket: OwnedFd,
+    process: std::process::Child,
+}
+
+impl Zygote {
+    /// Starts the zygote and hands it the engine settings.
+    pub(crate) fn start(
+        exe: &Path,
+        lifeline: &OwnedFd,
+        orphanage: &OwnedFd,
+        settings: EngineSettings,
+    ) -> std::io::Result<Zygote> {
+        let (socket, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
+        let passed = [&theirs, lifeline, orphanage];
+        let mut command = std::process::Command::new(exe);
+        command
+            .args([super::WORKER_ARG, ZYGOTE_ARG])
+            .env_clear()
+            .env(FDS_VAR, passed.map(|fd| fd.as_raw_fd().to_string()).join(","))
+            .stdin(std::process::Stdio::null());
+        passed.iter().for_each(|fd| set_cloexec(fd, false));
+        let process = spawn_retrying(&mut command);
+        passed.iter().for_each(|fd| set_cloexec(fd, true));
+        // A zygote that stops answering is given up on, not waited for.
+        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::ReceiveTimeout, &nix::sys::time::TimeVal::new(ANSWER_TIMEOUT_SECS, 0))?;
+        let zygote = Zygote { socket, process: process? };
+        send(&zygote.socket, &protocol::encode_frame(&settings)?, &[])?;
+        Ok(zygote)
+    }
+
+    /// A new worker, forked by the zygote, running `start`.
+    pub(crate) fn spawn(&self, start: &Start) -> std::io::Result<Worker> {
+        let request = protocol::encode_frame(start)?;
+        // A pool worker takes its tasks on its stdin, which only exec sets up.
+        if request.len() > MAX_REQUEST || start.serve.is_some() {
+            return Err(std::io::ErrorKind::Unsupported.into());
+        }
+        let (stdout, stdout_theirs) = pipe()?;
+        let (stderr, stderr_theirs) = pipe()?;
+        let (report, report_theirs) = pipe()?;
+        let theirs = [stdout_theirs.as_raw_fd(), stderr_theirs.as_raw_fd(), report_theirs.as_raw_fd()];
+        send(&self.socket, &request, &theirs)?;
+        drop((stdout_theirs, stderr_theirs, report_theirs));
+        let (answer, _) = receive(&self.socket)?;
+        let pid = protocol::decode_frame::<Result<u32, String>>(&answer)
+            .map_err(std::io::Error::other)?
+            .map_err(std::io::Error::other)?;
+        Ok(Worker { pid, stdout: Some(stdout), stderr: Some(stderr), report, tasks: None })
+    }
+}
+
+impl Drop for Zygote {
+    fn drop(&mut self) {
+        // The workers it forked are our children, not its: they live on.
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// The zygote's side: build once, then fork a worker per request until the
+/// root host goes away.
+pub(crate) fn serve() -> Result<i32, String> {
+    let [socket, lifeline, orphanage] =
+        worker::inherit().ok_or("zygote mode is for the host's own use: its descriptors are missing")?;
+    let (settings, _) = receive(&socket).map_err(|e| format!("no engine settings: {e}"))?;
+    let settings: EngineSettings = protocol::decode_frame(&settings)?;
+    let engines = worker::builder(settings)
+        .make_engines()
+        .map_err(|e| format!("cannot build the zygote's engine: {e:#}"))?;
+    let mut programs: HashMap<PathBuf, Code> = HashMap::new();
+    loop {
+        let (request, fds) = match receive(&socket) {
+            Ok((request, _)) if request.is_empty() => return Ok(0),
+            Ok(message) => message,
+            Err(e) => return Err(format!("lost the root host: {e}")),
+        };
+        let answer = fork_worker(&request, fds, &socket, &lifeline, &orphanage, settings, &engines, &mut programs);
+        send(&socket, &protocol::encode_frame(&answer).map_err(|e| e.to_string())?, &[])
+            .map_err(|e| format!("lost the root host: {e}"))?;
+    }
+}
+
+/// Forks the worker one request asks for; the new pid, or why not.
+#[allow(clippy::too_many_arguments)]
+fn fork_worker(
+    request: &[u8],
+    fds: Vec<OwnedFd>,
+    socket: &OwnedFd,
+    lifeline: &OwnedFd,
+    orphanage: &OwnedFd,
+    settings: EngineSettings,
+    engines: &crate::runtime::Engines,
+    programs: &mut HashMap<PathBuf, Code>,
+) -> Result<u32, String> {
+    let start: Start = protocol::decode_frame(request)?;
+    let [stdout, stderr, report]: [OwnedFd; 3] = fds.try_into().map_err(|_| "expected three descriptors")?;
+    let code = match programs.get(&start.artifact) {
+        Some(code) => code.clone(),
+        None => {
+            // Mapped here, before forking, so every worker shares the pages.
+            let code = crate::program::compiled_code(engines, &start).map_err(|e| e.to_string())?;
+            programs.insert(start.artifact.clone(), code.clone());
+            code
+        }
+    };
+    match fork_sibling().map_err(|e| format!("cannot fork a worker: {e}"))? {
+        0 => {
+            // The new worker: stdio to its pipes, then run and exit.
+            let status = (|| {
+                dup_onto(&stdout, 1)?;
+                dup_onto(&stderr, 2)?;
+                drop((stdout, stderr));
+                let _ = nix::unistd::close(socket.as_raw_fd());
+                let inherited = Inherited {
+                    lifeline: lifeline.try_clone().map_err(|e| e.to_string())?,
+                    orphanage: orphanage.try_clone().map_err(|e| e.to_string())?,
+                };
+                worker::run(start, report, inherited, worker::builder(settings).engines(engines.clone()), code)
+            })();
+            let status = status.unwrap_or_else(|message| {
+                eprintln!("error: {message}");
+                crate::ExitCode::FAILURE.code()
+            });
+            std::process::exit(status)
+        }
+        pid => Ok(pid),
+    }
+}
+
+/// Forks this (single-threaded) process into a sibling: a child of our
+/// parent. Returns 0 in the child, the child's pid in the parent.
+fn fork_sibling() -> std::io::Result<u32> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+    }
+    // With CLONE_PARENT the kernel takes the exit signal from ours (SIGCHLD)
+    // and refuses any other.
+    let mut args = CloneArgs { flags: libc::CLONE_PARENT as u64, ..CloneArgs::default() };
+    // SAFETY: the zygote has one thread, so the child's copy of its memory
+    // holds no lock another thread was in; with no stack given, the child
+    // runs on a copy of ours, as after fork(2).
+    let pid = unsafe { libc::syscall(libc::SYS_clone3, &mut args as *mut CloneArgs, size_of::<CloneArgs>()) };
+    match pid {
+        -1 => Err(std::io::Error::last_os_error()),
+        pid => Ok(pid as u32),
+    }
+}
+
+fn dup_onto(fd: &OwnedFd, target: RawFd) -> Result<(), String> {
+    // SAFETY: `target` is one of our standard streams, replaced atomically.
+    match unsafe { libc::dup2(fd.as_raw_fd(), target) } {
+        -1 => Err(format!("cannot set up stdio: {}", std::io::Error::last_os_error())),
+        _ => Ok(()),
+    }
+}
+
+fn send(socket: &OwnedFd, bytes: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
+    let rights = [ControlMessage::ScmRights(fds)];
+    let control: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
+    sendmsg::<()>(socket.as_raw_fd(), &[IoSlice::new(bytes)], control, MsgFlags::empty(), None)?;
+    Ok(())
+}
+
+/// One message and the descriptors it carried; empty at end-of-file.
+fn receive(socket: &OwnedFd) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+    let mut buffer = vec![0u8; MAX_REQUEST + 64];
+    let mut space = nix::cmsg_space!([RawFd; 3]);
+    let mut iov = [IoSliceMut::new(&mut buffer)];
+    let message = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    let mut fds = Vec::new();
+    for control in message.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(received) = control {
+            // SAFETY: the kernel just gave us these descriptors.
+            fds.extend(received.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+        }
+    }
+    if message.flags.contains(MsgFlags::MSG_TRUNC) {
+        return Err(std::io::Error::other("message too large"));
+    }
+    let length = message.bytes;
+    buffer.truncate(length);
+    Ok((buffer, fds))
+}

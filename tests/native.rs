@@ -1,0 +1,220 @@
+//! Native-backend-only tests: what only real OS processes can show.
+//!
+//! Pids are real and visible in `/proc`, ended children are reaped (no
+//! zombies), orphans are adopted by the root host, daemons die with a parent
+//! killed by `SIGKILL`, nothing outlives a killed host, and a worker that
+//! breaks the control protocol is killed and reported without harming the
+//! host. Bounded by the hang safety net only; no timing assertions.
+#![cfg(all(feature = "native", target_os = "linux"))]
+
+mod common;
+
+use common::{HANG, guest, host, join};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+/// `/proc/<pid>/status` field `key`, if the process exists.
+fn status_field(pid: u32, key: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{key}:")))
+        .map(|value| value.trim().to_string())
+}
+
+/// True while `pid` exists and is not a zombie.
+fn running(pid: u32) -> bool {
+    status_field(pid, "State").is_some_and(|state| !state.starts_with('Z'))
+}
+
+/// True while `pid` exists at all (a zombie counts).
+fn exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < HANG, "{what} never happened");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// The pids whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| status_field(p, "PPid").as_deref() == Some(&pid.to_string()))
+        .collect()
+}
+
+#[test]
+fn pids_are_real_processes_of_the_host() {
+    let host = host();
+    let program = host.load(guest("sleep")).unwrap();
+    let process = program.command().arg("3600").spawn().unwrap();
+    let pid = process.pid().unwrap();
+    assert!(running(pid), "/proc/{pid} shows a running process");
+    assert_eq!(status_field(pid, "PPid"), Some(std::process::id().to_string()));
+    assert_eq!(host.pid(), std::process::id());
+    process.terminate().unwrap();
+    assert_eq!(join(&process).code(), -15);
+    assert!(!exists(pid), "the ended worker {pid} was reaped");
+}
+
+#[test]
+fn unjoined_children_leave_no_zombies() {
+    let host = host();
+    let program = host.load(guest("children")).unwrap();
+    let processes: Vec<_> = (0..5)
+        .map(|_| program.command().entry("noop").spawn().unwrap())
+        .collect();
+    for process in &processes {
+        // Never joined: poll only what the host observed.
+        wait_until("the end of a noop process", || process.exitcode().is_some());
+        let pid = process.pid().unwrap();
+        assert!(!exists(pid), "worker {pid} ended and was reaped, not left a zombie");
+    }
+}
+
+#[test]
+fn a_killed_worker_reports_minus_nine_and_is_reaped() {
+    let host = host();
+    let program = host.load(guest("spin")).unwrap();
+    let process = program.command().spawn().unwrap();
+    let pid = process.pid().unwrap();
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    assert_eq!(join(&process).code(), -9);
+    assert!(!exists(pid));
+}
+
+#[test]
+fn another_signal_reports_minus_its_number() {
+    let host = host();
+    let program = host.load(guest("sleep")).unwrap();
+    let process = program.command().arg("3600").spawn().unwrap();
+    unsafe { libc::kill(process.pid().unwrap() as i32, libc::SIGINT) };
+    assert_eq!(join(&process).code(), -2);
+}
+
+#[test]
+fn orphans_are_adopted_by_the_root_host() {
+    let child = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(["run", "--backend", "native"])
+        .arg(guest("seed-orphan"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let host_pid = child.id();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let parent = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("parent pid="))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the parent's line");
+    let orphan = stdout.lines().find(|l| l.starts_with("orphan")).expect("the orphan's line, waited for");
+    assert!(orphan.ends_with(&format!("ppid={host_pid}")), "adopted by the host {host_pid}: {orphan}");
+    assert!(!orphan.ends_with(&format!("ppid={parent}")));
+}
+
+#[test]
+fn a_daemon_dies_when_its_parent_is_killed() {
+    let host = host();
+    let program = host.load(guest("children")).unwrap();
+    let parent = program.command().entry("join_grandchild").spawn().unwrap();
+    let parent_pid = parent.pid().unwrap();
+    wait_until("the daemon grandchild's start", || !children_of(parent_pid).is_empty());
+    let daemon = children_of(parent_pid)[0];
+    unsafe { libc::kill(parent_pid as i32, libc::SIGKILL) };
+    assert_eq!(join(&parent).code(), -9);
+    wait_until("the daemon's death with its parent", || !running(daemon));
+}
+
+#[test]
+fn nothing_outlives_a_killed_host() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(["run", "--backend", "native", "--count", "2", "--entry", "join_grandchild"])
+        .arg(guest("children"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let host_pid = child.id();
+    // Two workers, each with a daemon grandchild.
+    let mut tree = Vec::new();
+    wait_until("the process tree's start", || {
+        let workers = children_of(host_pid);
+        let grandchildren: Vec<u32> = workers.iter().flat_map(|&w| children_of(w)).collect();
+        tree = workers.into_iter().chain(grandchildren.iter().copied()).collect();
+        grandchildren.len() == 2
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for pid in tree {
+        wait_until("a worker's death with the host", || !running(pid));
+    }
+}
+
+/// A stand-in worker that writes `bytes` (printf escapes) as its report,
+/// then runs `then`.
+fn hostile_worker(dir: &Path, bytes: &str, then: &str) -> std::path::PathBuf {
+    let script = dir.join("worker.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/bash\nfd=${{HOST_WORKER_FDS%%,*}}\neval \"printf '{bytes}' >&$fd\"\n{then}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+#[test]
+fn a_worker_that_breaks_the_protocol_is_killed_and_reported() {
+    // A worker that goes on running is killed as soon as what it sent is
+    // wrong; a truncated frame shows when the worker ends.
+    let cases = [
+        ("garbage!", "exec sleep 3600", "not a frame"),
+        ("MPH1\\377\\377\\377\\377", "exec sleep 3600", "oversized frame"),
+        ("MPH1\\005\\000\\000\\000[1,2]", "exec sleep 3600", "wrong message type"),
+        ("MPH1\\100\\000\\000\\000{", "exit 0", "truncated frame"),
+        ("MPH", "exit 0", "truncated header"),
+    ];
+    for (bytes, then, case) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let worker = hostile_worker(dir.path(), bytes, then);
+        let host = common::builder().worker_program(worker).build().unwrap();
+        let program = host.load(guest("hello")).unwrap();
+        let capture = host::Capture::new();
+        let process = program.command().stderr(host::Stdio::capture(&capture)).spawn().unwrap();
+        let pid = process.pid().unwrap();
+        let code = join(&process);
+        assert_eq!(code.code(), 1, "{case}");
+        let failure = process.failure().expect("a reason");
+        assert!(failure.contains("broke the control protocol"), "{case}: {failure}");
+        assert!(!exists(pid), "{case}: the hostile worker was killed and reaped");
+        // The host carries on.
+        let good = common::host();
+        let program = good.load(guest("hello")).unwrap();
+        assert!(join(&program.command().stdout(host::Stdio::null()).spawn().unwrap()).success());
+    }
+}
+
+#[test]
+fn workers_fork_from_the_zygote_and_are_the_hosts_children() {
+    let host = host();
+    let program = host.load(guest("sleep")).unwrap();
+    let process = program.command().arg("3600").stdout(host::Stdio::null()).spawn().unwrap();
+    let pid = process.pid().unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(cmdline.contains("__worker zygote"), "forked from the zygote, not exec'd: {cmdline}");
+    assert_eq!(status_field(pid, "PPid"), Some(std::process::id().to_string()));
+    process.kill().unwrap();
+    assert_eq!(join(&process).code(), -9);
+}

@@ -1,0 +1,388 @@
+//! The pool (Python's `multiprocessing.Pool`) on the backend under test:
+//! the library API, the guest SDK, `host map` and the seed example. Order
+//! and completeness only, never timing.
+
+mod common;
+
+use common::{guest, host, host_with, run, s};
+use host::{Pool, TaskError};
+use std::collections::HashSet;
+use std::time::Duration;
+
+fn pool_tasks(host: &host::Host) -> host::Program {
+    host.load(guest("pool-tasks")).expect("pool-tasks loads")
+}
+
+#[test]
+fn map_keeps_input_order() {
+    let host = host();
+    let pool = Pool::new(&pool_tasks(&host), 2).unwrap();
+    let squares: Vec<i64> = pool.map("square", 1..=1000).unwrap();
+    assert_eq!(squares, (1..=1000).map(|x| x * x).collect::<Vec<i64>>());
+    let chunked: Vec<i64> = pool.map_chunked("square", [5, 6, 7], 1).unwrap();
+    assert_eq!(chunked, vec![25, 36, 49]);
+    let ordered: Vec<i64> = pool
+        .imap("square", 1..=50, 7)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(ordered, (1..=50).map(|x| x * x).collect::<Vec<i64>>());
+    let empty: Vec<i64> = pool.map("square", Vec::<i64>::new()).unwrap();
+    assert!(empty.is_empty());
+}
+
+#[test]
+fn imap_unordered_yields_every_result() {
+    let host = host();
+    let pool = Pool::new(&pool_tasks(&host), 3).unwrap();
+    let mut got: Vec<i64> = pool
+        .imap_unordered("square", 1..=200, 3)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    got.sort();
+    assert_eq!(got, (1..=200).map(|x| x * x).collect::<Vec<i64>>());
+}
+
+#[test]
+fn apply_and_async_results() {
+    let host = host();
+    let pool = Pool::new(&pool_tasks(&host), 2).unwrap();
+    assert_eq!(pool.apply::<_, i64>("square", &9).unwrap(), 81);
+    let result = pool.apply_async::<_, i64>("square", &12);
+    result.wait(None);
+    assert!(result.ready());
+    assert_eq!(result.successful(), Some(true));
+    assert_eq!(result.get(Some(Duration::from_secs(60))).unwrap(), 144);
+    let slow = pool.apply_async::<_, u32>("sleep_secs", &30.0);
+    assert_eq!(
+        slow.get(Some(Duration::from_millis(1))),
+        Err(TaskError::Timeout)
+    );
+    assert!(!slow.ready());
+    assert_eq!(slow.successful(), None);
+    let pairs: Vec<i64> = pool.starmap("square", [2, 3]).unwrap();
+    assert_eq!(pairs, vec![4, 9]);
+    assert!(matches!(
+        pool.apply::<_, i64>("no_such_entry", &1),
+        Err(TaskError::UnknownEntry(_))
+    ));
+}
+
+#[test]
+fn worker_state_persists_between_tasks() {
+    let host = host();
+    let pool = Pool::builder(&pool_tasks(&host))
+        .processes(1)
+        .initializer("init", &100)
+        .build()
+        .unwrap();
+    let counts: Vec<u32> = (0..3).map(|_| pool.apply("count", &()).unwrap()).collect();
+    assert_eq!(counts, vec![101, 102, 103]);
+}
+
+#[test]
+fn errors_surface_at_get_and_the_pool_carries_on() {
+    let host = host();
+    let pool = Pool::builder(&pool_tasks(&host))
+        .processes(2)
+        .max_memory(32 << 20)
+        .stderr(host::Stdio::null())
+        .build()
+        .unwrap();
+    // An entry's error (bad arguments): the worker survives.
+    match pool.apply::<_, i64>("square", &"not a number") {
+        Err(TaskError::Failed(why)) => assert!(why.contains("bad arguments"), "{why}"),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    // A panic (a trap): the worker is replaced.
+    let panicked = pool.apply_async::<_, ()>("fail", &"boom");
+    match panicked.get(None) {
+        Err(TaskError::Failed(why)) => assert!(why.contains("unreachable"), "{why}"),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    assert_eq!(panicked.successful(), Some(false));
+    // Past the memory limit: the message names it.
+    match pool.apply::<_, usize>("grow", &64) {
+        Err(TaskError::Failed(why)) => assert!(why.contains("memory limit"), "{why}"),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    // Later tasks succeed.
+    let squares: Vec<i64> = pool.map("square", 1..=20).unwrap();
+    assert_eq!(squares.len(), 20);
+    assert_eq!(pool.apply::<_, i64>("square", &4).unwrap(), 16);
+    // `map` reports the first failing item.
+    assert!(matches!(
+        pool.map::<_, i64, _>("square", [serde_json::json!(1), serde_json::json!("x")]),
+        Err(TaskError::Failed(_))
+    ));
+}
+
+#[test]
+fn maxtasksperchild_recycles_workers() {
+    let host = host();
+    let pool = Pool::builder(&pool_tasks(&host))
+        .processes(1)
+        .maxtasksperchild(2)
+        .build()
+        .unwrap();
+    let pids: Vec<u32> = (0..6).map(|_| pool.apply("whoami", &()).unwrap()).collect();
+    assert_eq!(pids[0], pids[1], "{pids:?}");
+    assert_ne!(pids[1], pids[2], "{pids:?}");
+    assert_eq!(pids[2], pids[3], "{pids:?}");
+    assert_ne!(pids[3], pids[4], "{pids:?}");
+    assert_eq!(pids.iter().collect::<HashSet<_>>().len(), 3, "{pids:?}");
+}
+
+#[test]
+fn terminate_ends_busy_workers_and_fails_pending_tasks() {
+    let host = host();
+    let pool = Pool::new(&pool_tasks(&host), 2).unwrap();
+    let results: Vec<_> = (0..5)
+        .map(|_| pool.apply_async::<_, u32>("sleep_secs", &600.0))
+        .collect();
+    // Both workers busy: wait until the pool has its two pids.
+    while pool.pids().len() < 2 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    pool.terminate();
+    for result in &results {
+        assert!(matches!(result.get(None), Err(TaskError::Failed(_))));
+    }
+    assert!(matches!(
+        pool.apply::<_, i64>("square", &1),
+        Err(TaskError::NotRunning)
+    ));
+    pool.join().unwrap();
+}
+
+#[test]
+fn join_needs_close_or_terminate() {
+    let host = host();
+    let pool = Pool::new(&pool_tasks(&host), 1).unwrap();
+    assert_eq!(pool.join(), Err(TaskError::StillRunning));
+    let pending = pool.apply_async::<_, i64>("square", &3);
+    pool.close();
+    assert!(matches!(
+        pool.apply::<_, i64>("square", &1),
+        Err(TaskError::NotRunning)
+    ));
+    pool.join().unwrap();
+    assert_eq!(pending.get(None).unwrap(), 9);
+    assert!(pool.pids().is_empty());
+}
+
+#[test]
+fn dropping_a_pool_terminates_it() {
+    let host = host();
+    let pending = {
+        let pool = Pool::new(&pool_tasks(&host), 1).unwrap();
+        pool.apply_async::<_, u32>("sleep_secs", &600.0)
+    };
+    assert!(matches!(pending.get(None), Err(TaskError::Failed(_))));
+}
+
+#[test]
+fn guest_pool_api() {
+    let out = run(&[s(&guest("pool-tasks"))]);
+    out.assert_status(0);
+    let report = out.report();
+    assert_eq!(report["map"], "[1, 4, 9, 16, 25, 36, 49, 64, 81, 100]");
+    assert_eq!(report["map_chunked"], "[9, 16]");
+    assert_eq!(report["apply"], "49");
+    assert_eq!(report["apply_async"], "144 ready=true successful=Ok(true)");
+    assert_eq!(report["failed"], "Failed successful=Ok(false)");
+    assert_eq!(report["after failure"], "25");
+    assert_eq!(report["join before close"], "Err(StillRunning)");
+    assert_eq!(report["apply after close"], "Err(NotRunning)");
+    assert_eq!(report["join"], "Ok(())");
+    assert_eq!(report["recycled"], "true");
+    assert!(out.stdout_lines().contains(&"done"), "{out:#?}");
+}
+
+#[test]
+fn seed_pool_three_workers_ten_tasks() {
+    let out = run(&[s(&guest("seed-pool"))]);
+    out.assert_status(0);
+    let tasks: Vec<&str> = out
+        .stdout_lines()
+        .into_iter()
+        .filter(|l| l.starts_with("----pid="))
+        .collect();
+    assert_eq!(tasks.len(), 10, "{out:#?}");
+    let pids: HashSet<&str> = tasks
+        .iter()
+        .map(|l| l.trim_start_matches("----pid=").split(' ').next().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 3, "{out:#?}");
+    let mut nums: Vec<u32> = tasks
+        .iter()
+        .map(|l| {
+            l.split("num=")
+                .nth(1)
+                .unwrap()
+                .trim_end_matches("---")
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    nums.sort();
+    assert_eq!(nums, (0..10).collect::<Vec<_>>());
+    let submitted = out
+        .stdout_lines()
+        .iter()
+        .filter(|l| l.starts_with("---") && l.ends_with("--") && !l.starts_with("----"))
+        .count();
+    assert_eq!(submitted, 10, "{out:#?}");
+}
+
+/// Runs `host map` with `input` on its stdin (through a file).
+fn host_map(input: &str, extra: &[&str]) -> common::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let file = common::write_file(dir.path(), "input.jsonl", input);
+    let square = guest("pool-tasks");
+    let mut args = vec![
+        "map",
+        s(&square),
+        "--entry",
+        "square",
+        "--backend",
+        common::backend_name(),
+        "--input",
+        s(&file),
+    ];
+    args.extend_from_slice(extra);
+    host_with(&args, &[])
+}
+
+#[test]
+fn cli_map_json_lines_in_order() {
+    let input: String = (1..=500).map(|i| format!("{i}\n")).collect();
+    let out = host_map(&input, &["--workers", "2", "--chunksize", "7"]);
+    out.assert_status(0);
+    let expected: Vec<String> = (1..=500i64).map(|i| (i * i).to_string()).collect();
+    assert_eq!(out.stdout_lines(), expected);
+}
+
+#[test]
+fn cli_map_malformed_line_and_failed_task() {
+    let out = host_map("1\nnot json\n3\n\"x\"\n5\n", &["--workers", "2"]);
+    out.assert_status(1);
+    let lines = out.stdout_lines();
+    assert_eq!(lines.len(), 5, "{out:#?}");
+    assert_eq!(lines[0], "1");
+    assert!(
+        lines[1].starts_with("{\"error\":") && lines[1].contains("line 2"),
+        "{out:#?}"
+    );
+    assert_eq!(lines[2], "9");
+    assert!(
+        lines[3].starts_with("{\"error\":") && lines[3].contains("bad arguments"),
+        "{out:#?}"
+    );
+    assert_eq!(lines[4], "25");
+}
+
+#[test]
+fn cli_map_unordered_is_complete() {
+    let input: String = (1..=300)
+        .map(|i| format!("{i}\n"))
+        .chain(["oops\n".to_string()])
+        .collect();
+    let out = host_map(
+        &input,
+        &["--workers", "3", "--chunksize", "5", "--unordered"],
+    );
+    out.assert_status(1);
+    let lines = out.stdout_lines();
+    assert_eq!(lines.len(), 301, "{out:#?}");
+    assert_eq!(lines.iter().filter(|l| l.contains("\"error\"")).count(), 1);
+    let mut got: Vec<i64> = lines.iter().filter_map(|l| l.parse().ok()).collect();
+    got.sort();
+    assert_eq!(got, (1..=300).map(|i| i * i).collect::<Vec<i64>>());
+}
+
+#[test]
+fn cli_map_memory_limit_fails_one_line_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = common::write_file(dir.path(), "input.jsonl", "1\n64\n2\n");
+    let program = guest("pool-tasks");
+    let out = host_with(
+        &[
+            "map",
+            s(&program),
+            "--entry",
+            "grow",
+            "--backend",
+            common::backend_name(),
+            "--input",
+            s(&file),
+            "--workers",
+            "1",
+            "--chunksize",
+            "1",
+            "--max-memory",
+            "32MiB",
+        ],
+        &[],
+    );
+    out.assert_status(1);
+    let lines = out.stdout_lines();
+    assert_eq!(lines.len(), 3, "{out:#?}");
+    assert_eq!(lines[0], "1048576");
+    assert!(lines[1].contains("memory limit"), "{out:#?}");
+    assert_eq!(lines[2], "2097152");
+}
+
+#[test]
+fn cli_map_bad_input() {
+    host_map("1\n", &["--workers", "0"]).assert_bad_input();
+    let out = host_with(
+        &[
+            "map",
+            s(&guest("pool-tasks")),
+            "--entry",
+            "nope",
+            "--backend",
+            common::backend_name(),
+        ],
+        &[],
+    );
+    out.assert_bad_input();
+    let out = host_with(&["map", "/no/such/file.wasm", "--entry", "square"], &[]);
+    out.assert_bad_input();
+}
+
+#[test]
+fn cli_map_timeout_fails_one_task_and_replaces_its_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = common::write_file(dir.path(), "input.jsonl", "0\n600\n0\n");
+    let program = guest("pool-tasks");
+    let out = host_with(
+        &[
+            "map",
+            s(&program),
+            "--entry",
+            "sleep_secs",
+            "--backend",
+            common::backend_name(),
+            "--input",
+            s(&file),
+            "--workers",
+            "1",
+            "--chunksize",
+            "1",
+            "--timeout",
+            "300ms",
+        ],
+        &[],
+    );
+    out.assert_status(1);
+    let lines = out.stdout_lines();
+    assert_eq!(lines.len(), 3, "{out:#?}");
+    assert!(lines[1].contains("timeout"), "{out:#?}");
+    assert_ne!(
+        lines[0], lines[2],
+        "a fresh worker (new pid) after the timeout: {out:#?}"
+    );
+}
