@@ -148,6 +148,9 @@ fn measure(backend: BackendKind, quick: bool) -> anyhow::Result<Vec<(String, Fig
     drop(pool);
 
     record("W7-rss-per-idle-process", idle_memory(&program, backend, scaled(200.0))?, false);
+
+    let queue_program = host.load(concat!(env!("GUESTS_DIR"), "/ipc-queue-throughput.wasm"))?;
+    record("W8-queue-throughput", queue_throughput(&host, &queue_program, scaled(100_000.0))?, true);
     Ok(figures)
 }
 
@@ -199,6 +202,18 @@ fn idle_memory(program: &Program, backend: BackendKind, n: usize) -> anyhow::Res
     Ok(total as f64 / n as f64)
 }
 
+/// Messages per second through a `Queue` from one process to another: `n`
+/// small messages, from the producer's start to the consumer's end.
+fn queue_throughput(host: &Host, program: &Program, n: usize) -> anyhow::Result<f64> {
+    let queue = host::sync::Queue::new(host, 0)?;
+    let args = (&queue, n as u64);
+    let start = Instant::now();
+    let consumer = program.command().entry("consume").input(&args).stdout(host::Stdio::null()).spawn()?;
+    let producer = program.command().entry("produce").input(&args).spawn()?;
+    anyhow::ensure!(producer.join()?.success() && consumer.join()?.success(), "the W8 processes failed");
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
 fn pss_kib(pid: u32) -> u64 {
     let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
     rollup
@@ -242,5 +257,5 @@ fn print_table(python: &HashMap<String, f64>, columns: &[(BackendKind, Vec<(Stri
     }
     println!();
     println!("ratio: how many times better than Python (fork) in the same run; W1/W2 in us/process,");
-    println!("W3 in s wall, W4 in us median, W5 in items/s, W6 in tasks/s, W7 in KiB/process. W8 (Queue) is not built yet.");
+    println!("W3 in s wall, W4 in us median, W5 in items/s, W6 in tasks/s, W7 in KiB/process, W8 in messages/s.");
 }

@@ -37,6 +37,7 @@ mod pool;
 mod process;
 mod program;
 mod runtime;
+pub mod sync;
 
 pub use backend::BackendKind;
 /// Worker mode of the native backend: what the re-executed binary runs.

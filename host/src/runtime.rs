@@ -187,6 +187,7 @@ impl HostBuilder {
             runtime: runtime.handle().clone(),
             backend,
             fuel: self.fuel,
+            sync: crate::sync::Broker::new(runtime.handle(), self.backend == BackendKind::Native, self.this_process.is_some())?,
             live: Live::default(),
             closed: AtomicBool::new(false),
         });
@@ -270,6 +271,8 @@ pub(crate) struct HostInner {
     pub(crate) backend: Box<dyn Backend>,
     pub(crate) root: Arc<Node>,
     pub(crate) fuel: bool,
+    /// Where processes' shared objects live (see [`crate::sync`]).
+    pub(crate) sync: crate::sync::Broker,
     pub(crate) live: Live,
     pub(crate) closed: AtomicBool,
     /// Where compiled programs are stored for native workers to map.

@@ -94,6 +94,14 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub mod sync;
+pub use sync::{
+    Array, Barrier, BoundedSemaphore, Condition, Connection, Event, JoinableQueue, Lock, LockGuard,
+    Pipe, Queue, RLock, Semaphore, Value,
+};
+/// Why an operation on a shared object failed (see [`sync::Error`]).
+pub use sync::Error as SyncError;
+
 /// The bindings generated from `wit/` by `wit-bindgen` (world `program`).
 ///
 /// Used by [`entries!`]; programs normally need nothing from here.
@@ -323,6 +331,25 @@ impl Process {
         Self::with_entry(target.name, &args)
     }
 
+    /// [`new`](Process::new) for arguments that hold shared objects
+    /// ([`Queue`], [`Lock`], ...): `args` need only serialize as the
+    /// entry's argument type does, so handles can be lent (`(&queue, 3)`
+    /// for an entry taking `(Queue<T>, u32)`); each is given to the child.
+    ///
+    /// ```no_run
+    /// fn worker((q, n): (mp::Queue<u32>, u32)) { q.put(&n).unwrap(); }
+    /// mp::entries!(worker);
+    /// # fn main() {
+    /// let q = mp::Queue::new();
+    /// let p = mp::Process::with_handles(mp::target!(worker), (&q, 3));
+    /// p.start().unwrap();
+    /// assert_eq!(q.get().unwrap(), 3);
+    /// # }
+    /// ```
+    pub fn with_handles<A, R>(target: Target<A, R>, args: impl Serialize) -> Process {
+        Self::with_entry(target.name, &args)
+    }
+
     /// A new, not yet started process that runs `obj.run()` (the type form;
     /// see [`Run`]). The entry's name is `std::any::type_name::<T>()`; `T`
     /// must be listed under `types:` in [`entries!`].
@@ -331,7 +358,8 @@ impl Process {
     }
 
     fn with_entry<A: Serialize + ?Sized>(entry: &str, args: &A) -> Process {
-        match serde_json::to_vec(args) {
+        // Handles to shared objects in `args` serialize as tokens the child opens.
+        match sync::spawning(|| serde_json::to_vec(args)) {
             Ok(json) => Process {
                 inner: wit::Process::new(entry, &json),
                 bad_args: None,

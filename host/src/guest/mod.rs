@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 mod pool;
 mod process;
+mod sync;
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -19,6 +20,14 @@ wasmtime::component::bindgen!({
         "mp:host/process.process": GuestProcess,
         "mp:host/pool.pool": GuestPool,
         "mp:host/pool.async-result": GuestAsyncResult,
+        "mp:host/sync.queue": sync::GuestQueue,
+        "mp:host/sync.connection": sync::GuestConnection,
+        "mp:host/sync.lock": sync::GuestLock,
+        "mp:host/sync.semaphore": sync::GuestSemaphore,
+        "mp:host/sync.event": sync::GuestEvent,
+        "mp:host/sync.condition": sync::GuestCondition,
+        "mp:host/sync.barrier": sync::GuestBarrier,
+        "mp:host/sync.shared-array": sync::GuestArray,
     },
 });
 

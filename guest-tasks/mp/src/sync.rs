@@ -1,0 +1,870 @@
+//! Objects shared between processes, through the host: Python's `Queue`,
+//! `JoinableQueue`, `Pipe`, `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore`,
+//! `Event`, `Condition`, `Barrier`, `Value` and `Array`.
+//!
+//! Each object lives in the host; a value of these types is a handle to it.
+//! Pass a handle to a child in its arguments (as Python passes them at
+//! `Process(args=..)`): it is serialized as a token the child opens, and
+//! holds the object for the child until it does. A handle serialized in any
+//! other way fails ("should only be shared between processes through
+//! inheritance", as in Python), and a token a process was not given is
+//! refused by the host. Messages are serialized with `serde_json`.
+//!
+//! ```no_run
+//! use mp::{Process, Queue, target};
+//!
+//! fn worker(q: Queue<String>) {
+//!     q.put(&format!("hello from {}", mp::getpid())).unwrap();
+//! }
+//! mp::entries!(worker);
+//!
+//! fn main() {
+//!     let q = Queue::new();
+//!     let p = Process::new(target!(worker), &q);
+//!     p.start().unwrap();
+//!     println!("{}", q.get().unwrap());
+//!     p.join().unwrap();
+//! }
+//! ```
+
+use std::cell::{Cell, OnceCell};
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::bindings::mp::host::sync as wit;
+
+/// Why an operation on a shared object failed: the exception Python raises.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// `get` found no item in time (`queue.Empty`).
+    Empty,
+    /// `put` found no room in time (`queue.Full`).
+    Full,
+    /// The handle was closed.
+    Closed,
+    /// `recv` after the other end closed (`EOFError`).
+    Eof,
+    /// `send` to a closed end (`BrokenPipeError`).
+    BrokenPipe,
+    /// The token names no live object.
+    UnknownObject(String),
+    /// The object was never given to this process.
+    NotGiven(String),
+    /// A message over the host's size limit.
+    TooLarge { size: u64, limit: u64 },
+    /// A misuse (`ValueError`, `RuntimeError`): releasing a lock not held, ...
+    Invalid(String),
+    /// The barrier is broken (`BrokenBarrierError`).
+    BrokenBarrier,
+    /// The host's broker is unreachable.
+    Broker(String),
+    /// A message did not serialize or deserialize.
+    Serde(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Empty => f.write_str("the queue is empty"),
+            Error::Full => f.write_str("the queue is full"),
+            Error::Closed => f.write_str("the handle is closed"),
+            Error::Eof => f.write_str("end of file: the other end is closed"),
+            Error::BrokenPipe => f.write_str("broken pipe: the other end is closed"),
+            Error::UnknownObject(what) => write!(f, "no such shared object: {what}"),
+            Error::NotGiven(what) => write!(f, "{what} was never given to this process"),
+            Error::TooLarge { size, limit } => {
+                write!(f, "a message of {size} bytes exceeds the limit of {limit}")
+            }
+            Error::Invalid(why) => f.write_str(why),
+            Error::BrokenBarrier => f.write_str("the barrier is broken"),
+            Error::Broker(why) => write!(f, "the host's broker is unreachable: {why}"),
+            Error::Serde(why) => write!(f, "bad message: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<wit::Error> for Error {
+    fn from(e: wit::Error) -> Error {
+        match e {
+            wit::Error::Empty => Error::Empty,
+            wit::Error::Full => Error::Full,
+            wit::Error::Closed => Error::Closed,
+            wit::Error::Eof => Error::Eof,
+            wit::Error::BrokenPipe => Error::BrokenPipe,
+            wit::Error::UnknownObject(what) => Error::UnknownObject(what),
+            wit::Error::NotGiven(what) => Error::NotGiven(what),
+            wit::Error::TooLarge((size, limit)) => Error::TooLarge { size, limit },
+            wit::Error::Invalid(why) => Error::Invalid(why),
+            wit::Error::BrokenBarrier => Error::BrokenBarrier,
+            wit::Error::Broker(why) => Error::Broker(why),
+        }
+    }
+}
+
+thread_local! {
+    /// Set while the arguments of a new process are serialized.
+    static SPAWNING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` (the serialization of a child's arguments) with handles allowed
+/// to serialize.
+pub(crate) fn spawning<R>(f: impl FnOnce() -> R) -> R {
+    SPAWNING.with(|s| s.set(true));
+    let result = f();
+    SPAWNING.with(|s| s.set(false));
+    result
+}
+
+/// A handle's token for a child's arguments, the object held for the child.
+fn share<S: Serializer>(token: String, what: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    if !SPAWNING.with(|s| s.get()) {
+        return Err(serde::ser::Error::custom(format!(
+            "{what} objects should only be shared between processes through inheritance"
+        )));
+    }
+    wit::share(&token).map_err(|e| serde::ser::Error::custom(Error::from(e)))?;
+    serializer.serialize_str(&token)
+}
+
+fn open<'de, D: Deserializer<'de>, T>(
+    deserializer: D,
+    open: fn(&str) -> Result<T, wit::Error>,
+) -> Result<T, D::Error> {
+    let token = String::deserialize(deserializer)?;
+    open(&token).map_err(|e| serde::de::Error::custom(Error::from(e)))
+}
+
+fn timeout(d: Option<Duration>) -> Option<u64> {
+    d.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec(value).map_err(|e| Error::Serde(e.to_string()))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Serde(e.to_string()))
+}
+
+/// Serialize as a token (only into a child's arguments), deserialize by
+/// opening it.
+macro_rules! handle_serde {
+    ($name:literal, $t:ident $(<$g:ident>)?, $wit:ty, |$h:ident| $inner:expr, |$w:ident| $make:expr) => {
+        impl$(<$g>)? Serialize for $t$(<$g>)? {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let $h = self;
+                share($inner.token(), $name, serializer)
+            }
+        }
+
+        impl<'de $(, $g)?> Deserialize<'de> for $t$(<$g>)? {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let $w: $wit = open(deserializer, <$wit>::open)?;
+                Ok($make)
+            }
+        }
+    };
+}
+
+/// Python's `multiprocessing.Queue`: items of type `T` in FIFO order.
+///
+/// ```no_run
+/// let q: mp::Queue<u32> = mp::Queue::with_maxsize(2);
+/// q.put(&1).unwrap();
+/// assert_eq!(q.get().unwrap(), 1);
+/// assert_eq!(q.get_nowait(), Err(mp::SyncError::Empty));
+/// ```
+pub struct Queue<T> {
+    inner: wit::Queue,
+    item: PhantomData<fn(T) -> T>,
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// An unbounded queue.
+    pub fn new() -> Queue<T> {
+        Queue::with_maxsize(0)
+    }
+
+    /// A queue of at most `maxsize` items (0: unbounded).
+    pub fn with_maxsize(maxsize: u32) -> Queue<T> {
+        Queue {
+            inner: wit::Queue::new(maxsize, false),
+            item: PhantomData,
+        }
+    }
+
+    /// Puts `item`, waiting for room while the queue is full.
+    pub fn put(&self, item: &T) -> Result<(), Error> {
+        Ok(self.inner.put(&encode(item)?, None)?)
+    }
+
+    /// Puts `item` if there is room now; [`Error::Full`] otherwise.
+    pub fn put_nowait(&self, item: &T) -> Result<(), Error> {
+        Ok(self.inner.put(&encode(item)?, Some(0))?)
+    }
+
+    /// Puts `item`, waiting at most `timeout` for room; [`Error::Full`] after.
+    pub fn put_timeout(&self, item: &T, timeout: Duration) -> Result<(), Error> {
+        Ok(self
+            .inner
+            .put(&encode(item)?, self::timeout(Some(timeout)))?)
+    }
+
+    /// Takes the first item, waiting for one.
+    pub fn get(&self) -> Result<T, Error> {
+        decode(&self.inner.get(None)?)
+    }
+
+    /// Takes the first item if there is one; [`Error::Empty`] otherwise.
+    pub fn get_nowait(&self) -> Result<T, Error> {
+        decode(&self.inner.get(Some(0))?)
+    }
+
+    /// Takes the first item, waiting at most `timeout`; [`Error::Empty`] after.
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, Error> {
+        decode(&self.inner.get(self::timeout(Some(timeout)))?)
+    }
+
+    /// How many items the queue holds now.
+    pub fn qsize(&self) -> Result<u64, Error> {
+        Ok(self.inner.qsize()?)
+    }
+
+    pub fn empty(&self) -> Result<bool, Error> {
+        Ok(self.qsize()? == 0)
+    }
+
+    /// This process is done with the queue: later calls on this handle fail
+    /// with [`Error::Closed`].
+    pub fn close(&self) {
+        self.inner.close()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Default for Queue<T> {
+    fn default() -> Self {
+        Queue::new()
+    }
+}
+
+handle_serde!("Queue", Queue<T>, wit::Queue, |h| h.inner, |w| Queue {
+    inner: w,
+    item: PhantomData
+});
+
+/// Python's `multiprocessing.JoinableQueue`: a [`Queue`] whose consumers
+/// call [`task_done`](JoinableQueue::task_done) per item, and whose
+/// [`join`](JoinableQueue::join) waits until every item is done.
+///
+/// ```no_run
+/// let q: mp::JoinableQueue<u32> = mp::JoinableQueue::new();
+/// q.put(&1).unwrap();
+/// q.get().unwrap();
+/// q.task_done().unwrap();
+/// q.join().unwrap();
+/// ```
+pub struct JoinableQueue<T>(Queue<T>);
+
+impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
+    pub fn new() -> JoinableQueue<T> {
+        JoinableQueue::with_maxsize(0)
+    }
+
+    pub fn with_maxsize(maxsize: u32) -> JoinableQueue<T> {
+        JoinableQueue(Queue {
+            inner: wit::Queue::new(maxsize, true),
+            item: PhantomData,
+        })
+    }
+
+    /// One item taken from the queue is processed.
+    pub fn task_done(&self) -> Result<(), Error> {
+        Ok(self.0.inner.task_done()?)
+    }
+
+    /// Waits until every item put has been marked done.
+    pub fn join(&self) -> Result<(), Error> {
+        Ok(self.0.inner.join()?)
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Default for JoinableQueue<T> {
+    fn default() -> Self {
+        JoinableQueue::new()
+    }
+}
+
+impl<T> std::ops::Deref for JoinableQueue<T> {
+    type Target = Queue<T>;
+    fn deref(&self) -> &Queue<T> {
+        &self.0
+    }
+}
+
+handle_serde!(
+    "JoinableQueue",
+    JoinableQueue<T>,
+    wit::Queue,
+    |h| h.0.inner,
+    |w| JoinableQueue(Queue {
+        inner: w,
+        item: PhantomData
+    })
+);
+
+/// One end of a pipe: Python's `Connection`.
+///
+/// ```no_run
+/// let (a, b) = mp::Pipe(true);
+/// a.send(&"ping").unwrap();
+/// let got: String = b.recv().unwrap();
+/// ```
+pub struct Connection {
+    inner: wit::Connection,
+}
+
+/// Python's `Pipe(duplex)`: two connected ends. One-way unless `duplex`:
+/// the first receives, the second sends.
+#[allow(non_snake_case)]
+pub fn Pipe(duplex: bool) -> (Connection, Connection) {
+    let (a, b) = wit::pipe(duplex);
+    (Connection { inner: a }, Connection { inner: b })
+}
+
+impl Connection {
+    /// Sends a value (JSON).
+    pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), Error> {
+        self.send_bytes(&encode(value)?)
+    }
+
+    /// Receives a value, waiting for one; [`Error::Eof`] once the other end
+    /// is closed and everything was read.
+    pub fn recv<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        decode(&self.recv_bytes()?)
+    }
+
+    pub fn send_bytes(&self, bytes: &[u8]) -> Result<(), Error> {
+        Ok(self.inner.send(bytes)?)
+    }
+
+    pub fn recv_bytes(&self) -> Result<Vec<u8>, Error> {
+        Ok(self.inner.recv()?)
+    }
+
+    /// Whether `recv` would not block, waiting at most `timeout` (`None`:
+    /// for ever) for it to be so.
+    pub fn poll(&self, timeout: Option<Duration>) -> Result<bool, Error> {
+        Ok(self.inner.poll(self::timeout(timeout))?)
+    }
+
+    /// Closes this end for this process (its peer reads end-of-file once
+    /// nobody holds it).
+    pub fn close(&self) {
+        self.inner.close()
+    }
+}
+
+handle_serde!(
+    "Connection",
+    Connection,
+    wit::Connection,
+    |h| h.inner,
+    |w| Connection { inner: w }
+);
+
+/// Python's `multiprocessing.Lock`. A lock held by a process that ends is
+/// released by the host.
+///
+/// ```no_run
+/// let lock = mp::Lock::new();
+/// {
+///     let _held = lock.lock().unwrap();
+///     // ... critical section ...
+/// }
+/// assert!(lock.try_acquire().unwrap());
+/// lock.release().unwrap();
+/// ```
+pub struct Lock {
+    inner: wit::Lock,
+}
+
+/// Holds a [`Lock`] until dropped (Python's `with lock:`).
+pub struct LockGuard<'a> {
+    lock: &'a Lock,
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.lock.release();
+    }
+}
+
+impl Lock {
+    pub fn new() -> Lock {
+        Lock {
+            inner: wit::Lock::new(false),
+        }
+    }
+
+    /// Waits for the lock and takes it.
+    pub fn acquire(&self) -> Result<(), Error> {
+        self.inner.acquire(None)?;
+        Ok(())
+    }
+
+    /// Takes the lock if it is free; whether it did.
+    pub fn try_acquire(&self) -> Result<bool, Error> {
+        Ok(self.inner.acquire(Some(0))?)
+    }
+
+    /// Waits at most `timeout` for the lock; whether it took it.
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error> {
+        Ok(self.inner.acquire(self::timeout(Some(timeout)))?)
+    }
+
+    pub fn release(&self) -> Result<(), Error> {
+        Ok(self.inner.release()?)
+    }
+
+    /// Takes the lock until the guard is dropped.
+    pub fn lock(&self) -> Result<LockGuard<'_>, Error> {
+        self.acquire()?;
+        Ok(LockGuard { lock: self })
+    }
+}
+
+impl Default for Lock {
+    fn default() -> Self {
+        Lock::new()
+    }
+}
+
+handle_serde!("Lock", Lock, wit::Lock, |h| h.inner, |w| Lock { inner: w });
+
+/// Python's `multiprocessing.RLock`: a [`Lock`] its owner may take again
+/// (and must release as many times).
+///
+/// ```no_run
+/// let lock = mp::RLock::new();
+/// lock.acquire().unwrap();
+/// lock.acquire().unwrap();
+/// lock.release().unwrap();
+/// lock.release().unwrap();
+/// ```
+pub struct RLock(Lock);
+
+impl RLock {
+    pub fn new() -> RLock {
+        RLock(Lock {
+            inner: wit::Lock::new(true),
+        })
+    }
+}
+
+impl Default for RLock {
+    fn default() -> Self {
+        RLock::new()
+    }
+}
+
+impl std::ops::Deref for RLock {
+    type Target = Lock;
+    fn deref(&self) -> &Lock {
+        &self.0
+    }
+}
+
+handle_serde!("RLock", RLock, wit::Lock, |h| h.0.inner, |w| RLock(Lock {
+    inner: w
+}));
+
+/// Python's `multiprocessing.Semaphore` (and, from
+/// [`Semaphore::bounded`], `BoundedSemaphore`).
+///
+/// ```no_run
+/// let s = mp::Semaphore::new(2);
+/// s.acquire().unwrap();
+/// assert_eq!(s.get_value().unwrap(), 1);
+/// s.release().unwrap();
+/// ```
+pub struct Semaphore {
+    inner: wit::Semaphore,
+}
+
+impl Semaphore {
+    pub fn new(value: u32) -> Semaphore {
+        Semaphore {
+            inner: wit::Semaphore::new(value, false),
+        }
+    }
+
+    /// A `BoundedSemaphore`: releasing past `value` is an error.
+    pub fn bounded(value: u32) -> Semaphore {
+        Semaphore {
+            inner: wit::Semaphore::new(value, true),
+        }
+    }
+
+    pub fn acquire(&self) -> Result<(), Error> {
+        self.inner.acquire(None)?;
+        Ok(())
+    }
+
+    pub fn try_acquire(&self) -> Result<bool, Error> {
+        Ok(self.inner.acquire(Some(0))?)
+    }
+
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error> {
+        Ok(self.inner.acquire(self::timeout(Some(timeout)))?)
+    }
+
+    pub fn release(&self) -> Result<(), Error> {
+        Ok(self.inner.release()?)
+    }
+
+    pub fn get_value(&self) -> Result<u32, Error> {
+        Ok(self.inner.get_value()?)
+    }
+}
+
+handle_serde!("Semaphore", Semaphore, wit::Semaphore, |h| h.inner, |w| {
+    Semaphore { inner: w }
+});
+
+/// Python's `BoundedSemaphore(value)`.
+#[allow(non_snake_case)]
+pub fn BoundedSemaphore(value: u32) -> Semaphore {
+    Semaphore::bounded(value)
+}
+
+/// Python's `multiprocessing.Event`.
+///
+/// ```no_run
+/// let e = mp::Event::new();
+/// e.set().unwrap();
+/// assert!(e.wait(None).unwrap());
+/// ```
+pub struct Event {
+    inner: wit::Event,
+}
+
+impl Event {
+    pub fn new() -> Event {
+        Event {
+            inner: wit::Event::new(),
+        }
+    }
+
+    pub fn set(&self) -> Result<(), Error> {
+        Ok(self.inner.set()?)
+    }
+
+    pub fn clear(&self) -> Result<(), Error> {
+        Ok(self.inner.clear()?)
+    }
+
+    pub fn is_set(&self) -> Result<bool, Error> {
+        Ok(self.inner.is_set()?)
+    }
+
+    /// Waits until the flag is set (at most `timeout`); the flag.
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool, Error> {
+        Ok(self.inner.wait(self::timeout(timeout))?)
+    }
+}
+
+impl Default for Event {
+    fn default() -> Self {
+        Event::new()
+    }
+}
+
+handle_serde!("Event", Event, wit::Event, |h| h.inner, |w| Event {
+    inner: w
+});
+
+/// Python's `multiprocessing.Condition`: [`acquire`](Condition::acquire)
+/// its lock, then [`wait`](Condition::wait) or [`notify`](Condition::notify).
+///
+/// ```no_run
+/// let c = mp::Condition::new(None);
+/// let _held = c.lock().unwrap();
+/// c.notify_all().unwrap();
+/// ```
+pub struct Condition {
+    inner: wit::Condition,
+    lock: OnceCell<Lock>,
+}
+
+impl Condition {
+    /// Over `lock`, or over a new `RLock` for `None`.
+    pub fn new(lock: Option<&Lock>) -> Condition {
+        Condition {
+            inner: wit::Condition::new(lock.map(|l| &l.inner)),
+            lock: OnceCell::new(),
+        }
+    }
+
+    /// The condition's lock.
+    pub fn get_lock(&self) -> Result<&Lock, Error> {
+        if let Some(lock) = self.lock.get() {
+            return Ok(lock);
+        }
+        let lock = Lock {
+            inner: self.inner.get_lock()?,
+        };
+        Ok(self.lock.get_or_init(|| lock))
+    }
+
+    pub fn acquire(&self) -> Result<(), Error> {
+        self.get_lock()?.acquire()
+    }
+
+    pub fn release(&self) -> Result<(), Error> {
+        self.get_lock()?.release()
+    }
+
+    /// Holds the lock until the guard is dropped (Python's `with cond:`).
+    pub fn lock(&self) -> Result<LockGuard<'_>, Error> {
+        self.get_lock()?.lock()
+    }
+
+    /// Releases the lock, waits for a notification (at most `timeout`), takes
+    /// the lock back; false if it timed out.
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool, Error> {
+        Ok(self.inner.wait(self::timeout(timeout))?)
+    }
+
+    pub fn notify(&self, n: u32) -> Result<(), Error> {
+        Ok(self.inner.notify(n)?)
+    }
+
+    pub fn notify_all(&self) -> Result<(), Error> {
+        Ok(self.inner.notify_all()?)
+    }
+}
+
+handle_serde!("Condition", Condition, wit::Condition, |h| h.inner, |w| {
+    Condition {
+        inner: w,
+        lock: OnceCell::new(),
+    }
+});
+
+/// Python's `multiprocessing.Barrier`.
+///
+/// ```no_run
+/// let b = mp::Barrier::new(1);
+/// assert_eq!(b.wait(None).unwrap(), 0);
+/// ```
+pub struct Barrier {
+    inner: wit::Barrier,
+}
+
+impl Barrier {
+    /// A barrier for `parties` processes (at least 1).
+    pub fn new(parties: u32) -> Barrier {
+        Barrier {
+            inner: wit::Barrier::new(parties.max(1)),
+        }
+    }
+
+    /// Waits for every party (at most `timeout`); this party's arrival index.
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<u32, Error> {
+        Ok(self.inner.wait(self::timeout(timeout))?)
+    }
+
+    pub fn abort(&self) -> Result<(), Error> {
+        Ok(self.inner.abort()?)
+    }
+
+    pub fn reset(&self) -> Result<(), Error> {
+        Ok(self.inner.reset()?)
+    }
+
+    pub fn parties(&self) -> Result<u32, Error> {
+        Ok(self.inner.parties()?)
+    }
+
+    pub fn n_waiting(&self) -> Result<u32, Error> {
+        Ok(self.inner.n_waiting()?)
+    }
+
+    pub fn broken(&self) -> Result<bool, Error> {
+        Ok(self.inner.broken()?)
+    }
+}
+
+handle_serde!("Barrier", Barrier, wit::Barrier, |h| h.inner, |w| Barrier {
+    inner: w
+});
+
+/// A number a [`Value`] or [`Array`] can hold: `i64` or `f64`.
+pub trait Number: Copy + sealed::Sealed {
+    #[doc(hidden)]
+    fn to_wit(self) -> wit::Number;
+    #[doc(hidden)]
+    fn from_wit(n: wit::Number) -> Result<Self, Error>;
+    #[doc(hidden)]
+    fn numbers(values: Vec<Self>) -> wit::Numbers;
+    #[doc(hidden)]
+    fn from_numbers(n: wit::Numbers) -> Result<Vec<Self>, Error>;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for i64 {}
+    impl Sealed for f64 {}
+}
+
+impl Number for i64 {
+    fn to_wit(self) -> wit::Number {
+        wit::Number::Int(self)
+    }
+    fn from_wit(n: wit::Number) -> Result<i64, Error> {
+        match n {
+            wit::Number::Int(n) => Ok(n),
+            wit::Number::Float(_) => Err(Error::Invalid(
+                "a float where an integer was expected".into(),
+            )),
+        }
+    }
+    fn numbers(values: Vec<i64>) -> wit::Numbers {
+        wit::Numbers::Ints(values)
+    }
+    fn from_numbers(n: wit::Numbers) -> Result<Vec<i64>, Error> {
+        match n {
+            wit::Numbers::Ints(v) => Ok(v),
+            wit::Numbers::Floats(_) => {
+                Err(Error::Invalid("floats where integers were expected".into()))
+            }
+        }
+    }
+}
+
+impl Number for f64 {
+    fn to_wit(self) -> wit::Number {
+        wit::Number::Float(self)
+    }
+    fn from_wit(n: wit::Number) -> Result<f64, Error> {
+        match n {
+            wit::Number::Int(n) => Ok(n as f64),
+            wit::Number::Float(n) => Ok(n),
+        }
+    }
+    fn numbers(values: Vec<f64>) -> wit::Numbers {
+        wit::Numbers::Floats(values)
+    }
+    fn from_numbers(n: wit::Numbers) -> Result<Vec<f64>, Error> {
+        match n {
+            wit::Numbers::Ints(v) => Ok(v.into_iter().map(|n| n as f64).collect()),
+            wit::Numbers::Floats(v) => Ok(v),
+        }
+    }
+}
+
+/// Python's `multiprocessing.Array` of `i64` or `f64`, with an `RLock`.
+///
+/// ```no_run
+/// let a = mp::Array::new(vec![0i64; 4]);
+/// a.set(2, 7).unwrap();
+/// assert_eq!(a.to_vec().unwrap(), vec![0, 0, 7, 0]);
+/// ```
+pub struct Array<T> {
+    inner: wit::SharedArray,
+    lock: OnceCell<Lock>,
+    item: PhantomData<T>,
+}
+
+impl<T: Number> Array<T> {
+    pub fn new(values: Vec<T>) -> Array<T> {
+        Array {
+            inner: wit::SharedArray::new(&T::numbers(values)),
+            lock: OnceCell::new(),
+            item: PhantomData,
+        }
+    }
+
+    pub fn len(&self) -> Result<u32, Error> {
+        Ok(self.inner.len()?)
+    }
+
+    pub fn is_empty(&self) -> Result<bool, Error> {
+        Ok(self.len()? == 0)
+    }
+
+    pub fn get(&self, index: u32) -> Result<T, Error> {
+        T::from_wit(self.inner.get(index)?)
+    }
+
+    pub fn set(&self, index: u32, value: T) -> Result<(), Error> {
+        Ok(self.inner.set(index, value.to_wit())?)
+    }
+
+    pub fn to_vec(&self) -> Result<Vec<T>, Error> {
+        T::from_numbers(self.inner.get_all()?)
+    }
+
+    /// The array's lock (an `RLock`), for read-modify-write sequences.
+    pub fn get_lock(&self) -> Result<&Lock, Error> {
+        if let Some(lock) = self.lock.get() {
+            return Ok(lock);
+        }
+        let lock = Lock {
+            inner: self.inner.get_lock()?,
+        };
+        Ok(self.lock.get_or_init(|| lock))
+    }
+}
+
+handle_serde!("Array", Array<T>, wit::SharedArray, |h| h.inner, |w| {
+    Array {
+        inner: w,
+        lock: OnceCell::new(),
+        item: PhantomData,
+    }
+});
+
+/// Python's `multiprocessing.Value`: one `i64` or `f64` in the host, with
+/// an `RLock`.
+///
+/// ```no_run
+/// let v = mp::Value::new(0i64);
+/// {
+///     let _held = v.get_lock().unwrap().lock().unwrap();
+///     v.set(v.get().unwrap() + 1).unwrap();
+/// }
+/// ```
+pub struct Value<T>(Array<T>);
+
+impl<T: Number> Value<T> {
+    pub fn new(value: T) -> Value<T> {
+        Value(Array::new(vec![value]))
+    }
+
+    pub fn get(&self) -> Result<T, Error> {
+        self.0.get(0)
+    }
+
+    pub fn set(&self, value: T) -> Result<(), Error> {
+        self.0.set(0, value)
+    }
+
+    pub fn get_lock(&self) -> Result<&Lock, Error> {
+        self.0.get_lock()
+    }
+}
+
+handle_serde!("Value", Value<T>, wit::SharedArray, |h| h.0.inner, |w| {
+    Value(Array {
+        inner: w,
+        lock: OnceCell::new(),
+        item: PhantomData,
+    })
+});

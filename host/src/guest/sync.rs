@@ -1,0 +1,645 @@
+//! The `mp:host/sync` interface, as the host implements it for guests.
+//!
+//! A guest's handle is a [`SyncHandle`] in its store's resource table: the
+//! object's token and whether the guest closed it. Every operation becomes
+//! one [`Request`] to the host's broker (the registry itself on the thread
+//! backend, the root host over a socket on the native backend), made as the
+//! calling process. `open` accepts only a token found in the caller's own
+//! spawn arguments, which the guest cannot change: the host side of the
+//! capability rule (see [`crate::sync`]).
+
+use super::mp::host::sync::{
+    self as wit, Host, HostBarrier, HostCondition, HostConnection, HostEvent,
+};
+use super::mp::host::sync::{HostLock, HostQueue, HostSemaphore, HostSharedArray};
+use crate::instance::Ctx;
+use crate::sync::{Error, Kind, Number, Numbers, Payload, Reply, Request, Spec, Token};
+use std::marker::PhantomData;
+use wasmtime::component::Resource;
+
+/// A guest's handle on a shared object; `K` tells the resource types apart.
+pub struct SyncHandle<K> {
+    token: Token,
+    closed: bool,
+    kind: PhantomData<K>,
+}
+
+/// Marker types, one per WIT resource.
+pub mod kinds {
+    pub struct Queue;
+    pub struct Connection;
+    pub struct Lock;
+    pub struct Semaphore;
+    pub struct Event;
+    pub struct Condition;
+    pub struct Barrier;
+    pub struct Array;
+}
+
+pub type GuestQueue = SyncHandle<kinds::Queue>;
+pub type GuestConnection = SyncHandle<kinds::Connection>;
+pub type GuestLock = SyncHandle<kinds::Lock>;
+pub type GuestSemaphore = SyncHandle<kinds::Semaphore>;
+pub type GuestEvent = SyncHandle<kinds::Event>;
+pub type GuestCondition = SyncHandle<kinds::Condition>;
+pub type GuestBarrier = SyncHandle<kinds::Barrier>;
+pub type GuestArray = SyncHandle<kinds::Array>;
+
+impl From<Error> for wit::Error {
+    fn from(error: Error) -> wit::Error {
+        match error {
+            Error::Empty => wit::Error::Empty,
+            Error::Full => wit::Error::Full,
+            Error::Closed => wit::Error::Closed,
+            Error::Eof => wit::Error::Eof,
+            Error::BrokenPipe => wit::Error::BrokenPipe,
+            Error::UnknownObject(what) => wit::Error::UnknownObject(what),
+            Error::NotGiven(what) => wit::Error::NotGiven(what),
+            Error::TooLarge { size, limit } => wit::Error::TooLarge((size, limit)),
+            Error::Invalid(why) => wit::Error::Invalid(why),
+            Error::BrokenBarrier => wit::Error::BrokenBarrier,
+            Error::Broker(why) => wit::Error::Broker(why),
+        }
+    }
+}
+
+impl From<wit::Number> for Number {
+    fn from(n: wit::Number) -> Number {
+        match n {
+            wit::Number::Int(n) => Number::Int(n),
+            wit::Number::Float(n) => Number::Float(n),
+        }
+    }
+}
+
+impl From<Number> for wit::Number {
+    fn from(n: Number) -> wit::Number {
+        match n {
+            Number::Int(n) => wit::Number::Int(n),
+            Number::Float(n) => wit::Number::Float(n),
+        }
+    }
+}
+
+type Answer<T> = wasmtime::Result<Result<T, wit::Error>>;
+
+fn unexpected(reply: Reply) -> wit::Error {
+    wit::Error::Invalid(format!("unexpected reply from the broker: {reply:?}"))
+}
+
+impl Ctx {
+    /// Sends `request` as this process; the future holds no borrow of the
+    /// store's data (which is not `Sync`).
+    fn sync(
+        &self,
+        request: Request,
+    ) -> impl Future<Output = Result<Reply, wit::Error>> + Send + 'static {
+        let (host, node) = (self.host.clone(), self.node.clone());
+        async move { host.sync.call(&node, request).await.map_err(Into::into) }
+    }
+
+    /// The object behind an open handle.
+    fn id<K: 'static + Send>(
+        &self,
+        handle: &Resource<SyncHandle<K>>,
+    ) -> wasmtime::Result<Result<u64, wit::Error>> {
+        let handle = self.table.get(handle)?;
+        Ok(if handle.closed {
+            Err(wit::Error::Closed)
+        } else {
+            Ok(handle.token.id)
+        })
+    }
+
+    async fn request<K: 'static + Send>(
+        &mut self,
+        handle: &Resource<SyncHandle<K>>,
+        request: impl FnOnce(u64) -> Request,
+    ) -> Answer<Reply> {
+        let id = match self.id(handle)? {
+            Ok(id) => id,
+            Err(error) => return Ok(Err(error)),
+        };
+        Ok(self.sync(request(id)).await)
+    }
+
+    async fn unit<K: 'static + Send>(
+        &mut self,
+        handle: &Resource<SyncHandle<K>>,
+        request: impl FnOnce(u64) -> Request,
+    ) -> Answer<()> {
+        Ok(self.request(handle, request).await?.map(|_| ()))
+    }
+
+    async fn flag<K: 'static + Send>(
+        &mut self,
+        handle: &Resource<SyncHandle<K>>,
+        request: impl FnOnce(u64) -> Request,
+    ) -> Answer<bool> {
+        Ok(self
+            .request(handle, request)
+            .await?
+            .and_then(|reply| match reply {
+                Reply::Bool(flag) => Ok(flag),
+                other => Err(unexpected(other)),
+            }))
+    }
+
+    async fn count<K: 'static + Send>(
+        &mut self,
+        handle: &Resource<SyncHandle<K>>,
+        request: impl FnOnce(u64) -> Request,
+    ) -> Answer<u64> {
+        Ok(self
+            .request(handle, request)
+            .await?
+            .and_then(|reply| match reply {
+                Reply::Count(n) => Ok(n),
+                other => Err(unexpected(other)),
+            }))
+    }
+
+    async fn bytes<K: 'static + Send>(
+        &mut self,
+        handle: &Resource<SyncHandle<K>>,
+        request: impl FnOnce(u64) -> Request,
+    ) -> Answer<Vec<u8>> {
+        Ok(self
+            .request(handle, request)
+            .await?
+            .and_then(|reply| match reply {
+                Reply::Bytes(bytes) => Ok(bytes.0),
+                other => Err(unexpected(other)),
+            }))
+    }
+
+    fn push<K: 'static + Send>(
+        &mut self,
+        token: Token,
+    ) -> wasmtime::Result<Resource<SyncHandle<K>>> {
+        Ok(self.table.push(SyncHandle {
+            token,
+            closed: false,
+            kind: PhantomData,
+        })?)
+    }
+
+    /// Creates one object; a failure traps (only a broken broker or a bad
+    /// constructor argument can fail).
+    async fn create<K: 'static + Send>(
+        &mut self,
+        spec: Spec,
+    ) -> wasmtime::Result<Resource<SyncHandle<K>>> {
+        match self.sync(Request::Create(spec)).await {
+            Ok(Reply::Handles(tokens)) if tokens.len() == 1 => self.push(tokens[0]),
+            Ok(other) => Err(wasmtime::format_err!(
+                "{}",
+                Error::from_wit(unexpected(other))
+            )),
+            Err(error) => Err(wasmtime::format_err!(
+                "cannot create a shared object: {}",
+                Error::from_wit(error)
+            )),
+        }
+    }
+
+    /// Opens a token of `kind` given to this process in its spawn arguments.
+    async fn open<K: 'static + Send>(
+        &mut self,
+        token: String,
+        kind: Kind,
+    ) -> Answer<Resource<SyncHandle<K>>> {
+        let parsed = match Token::parse(&token) {
+            Ok(parsed) if parsed.kind == kind => parsed,
+            Ok(_) => {
+                return Ok(Err(wit::Error::UnknownObject(format!(
+                    "`{token}` is not a token of a {kind:?}"
+                ))));
+            }
+            Err(error) => return Ok(Err(error.into())),
+        };
+        let input = &self.launch.input;
+        if !input.windows(token.len()).any(|w| w == token.as_bytes()) {
+            return Ok(Err(wit::Error::NotGiven(
+                format!("{kind:?} {}", parsed.id).to_lowercase(),
+            )));
+        }
+        if let Err(error) = self.sync(Request::Open(parsed)).await {
+            return Ok(Err(error));
+        }
+        Ok(Ok(self.push(parsed)?))
+    }
+
+    fn token_of<K: 'static + Send>(
+        &self,
+        handle: &Resource<SyncHandle<K>>,
+    ) -> wasmtime::Result<String> {
+        Ok(self.table.get(handle)?.token.encode())
+    }
+
+    /// Gives up the hold of a handle (once).
+    async fn close_handle<K: 'static + Send>(
+        &mut self,
+        handle: &Resource<SyncHandle<K>>,
+    ) -> wasmtime::Result<()> {
+        let entry = self.table.get_mut(handle)?;
+        if std::mem::replace(&mut entry.closed, true) {
+            return Ok(());
+        }
+        let id = entry.token.id;
+        // An error here means the object is gone already: nothing to give up.
+        let _ = self.sync(Request::Drop { id }).await;
+        Ok(())
+    }
+
+    async fn drop_handle<K: 'static + Send>(
+        &mut self,
+        handle: Resource<SyncHandle<K>>,
+    ) -> wasmtime::Result<()> {
+        self.close_handle(&handle).await?;
+        self.table.delete(handle)?;
+        Ok(())
+    }
+
+    async fn lock_of<K: 'static + Send>(
+        &mut self,
+        handle: &Resource<SyncHandle<K>>,
+    ) -> Answer<Resource<GuestLock>> {
+        match self.request(handle, |id| Request::GetLock { id }).await? {
+            Ok(Reply::Handles(tokens)) if tokens.len() == 1 => Ok(Ok(self.push(tokens[0])?)),
+            Ok(other) => Ok(Err(unexpected(other))),
+            Err(error) => Ok(Err(error)),
+        }
+    }
+}
+
+impl Error {
+    fn from_wit(error: wit::Error) -> Error {
+        match error {
+            wit::Error::Empty => Error::Empty,
+            wit::Error::Full => Error::Full,
+            wit::Error::Closed => Error::Closed,
+            wit::Error::Eof => Error::Eof,
+            wit::Error::BrokenPipe => Error::BrokenPipe,
+            wit::Error::UnknownObject(what) => Error::UnknownObject(what),
+            wit::Error::NotGiven(what) => Error::NotGiven(what),
+            wit::Error::TooLarge((size, limit)) => Error::TooLarge { size, limit },
+            wit::Error::Invalid(why) => Error::Invalid(why),
+            wit::Error::BrokenBarrier => Error::BrokenBarrier,
+            wit::Error::Broker(why) => Error::Broker(why),
+        }
+    }
+}
+
+impl Host for Ctx {
+    async fn share(&mut self, token: String) -> Answer<()> {
+        let token = match Token::parse(&token) {
+            Ok(token) => token,
+            Err(error) => return Ok(Err(error.into())),
+        };
+        Ok(self
+            .sync(Request::Reserve { id: token.id })
+            .await
+            .map(|_| ()))
+    }
+
+    async fn pipe(
+        &mut self,
+        duplex: bool,
+    ) -> wasmtime::Result<(Resource<GuestConnection>, Resource<GuestConnection>)> {
+        match self.sync(Request::Create(Spec::Pipe { duplex })).await {
+            Ok(Reply::Handles(tokens)) if tokens.len() == 2 => {
+                Ok((self.push(tokens[0])?, self.push(tokens[1])?))
+            }
+            Ok(other) => Err(wasmtime::format_err!(
+                "{}",
+                Error::from_wit(unexpected(other))
+            )),
+            Err(error) => Err(wasmtime::format_err!(
+                "cannot create a pipe: {}",
+                Error::from_wit(error)
+            )),
+        }
+    }
+}
+
+impl HostQueue for Ctx {
+    async fn new(
+        &mut self,
+        maxsize: u32,
+        joinable: bool,
+    ) -> wasmtime::Result<Resource<GuestQueue>> {
+        self.create(Spec::Queue { maxsize, joinable }).await
+    }
+    async fn open(&mut self, token: String) -> Answer<Resource<GuestQueue>> {
+        Ctx::open(self, token, Kind::Queue).await
+    }
+    async fn token(&mut self, handle: Resource<GuestQueue>) -> wasmtime::Result<String> {
+        self.token_of(&handle)
+    }
+    async fn put(
+        &mut self,
+        handle: Resource<GuestQueue>,
+        item: Vec<u8>,
+        timeout: Option<u64>,
+    ) -> Answer<()> {
+        self.unit(&handle, |id| Request::Put {
+            id,
+            item: Payload(item),
+            timeout,
+        })
+        .await
+    }
+    async fn get(&mut self, handle: Resource<GuestQueue>, timeout: Option<u64>) -> Answer<Vec<u8>> {
+        self.bytes(&handle, |id| Request::Get { id, timeout }).await
+    }
+    async fn qsize(&mut self, handle: Resource<GuestQueue>) -> Answer<u64> {
+        self.count(&handle, |id| Request::QueueSize { id }).await
+    }
+    async fn task_done(&mut self, handle: Resource<GuestQueue>) -> Answer<()> {
+        self.unit(&handle, |id| Request::TaskDone { id }).await
+    }
+    async fn join(&mut self, handle: Resource<GuestQueue>) -> Answer<()> {
+        self.unit(&handle, |id| Request::JoinQueue { id }).await
+    }
+    async fn close(&mut self, handle: Resource<GuestQueue>) -> wasmtime::Result<()> {
+        self.close_handle(&handle).await
+    }
+    async fn drop(&mut self, handle: Resource<GuestQueue>) -> wasmtime::Result<()> {
+        self.drop_handle(handle).await
+    }
+}
+
+impl HostConnection for Ctx {
+    async fn open(&mut self, token: String) -> Answer<Resource<GuestConnection>> {
+        Ctx::open(self, token, Kind::Connection).await
+    }
+    async fn token(&mut self, handle: Resource<GuestConnection>) -> wasmtime::Result<String> {
+        self.token_of(&handle)
+    }
+    async fn send(&mut self, handle: Resource<GuestConnection>, message: Vec<u8>) -> Answer<()> {
+        self.unit(&handle, |id| Request::Send {
+            id,
+            message: Payload(message),
+        })
+        .await
+    }
+    async fn recv(&mut self, handle: Resource<GuestConnection>) -> Answer<Vec<u8>> {
+        self.bytes(&handle, |id| Request::Recv { id }).await
+    }
+    async fn poll(
+        &mut self,
+        handle: Resource<GuestConnection>,
+        timeout: Option<u64>,
+    ) -> Answer<bool> {
+        self.flag(&handle, |id| Request::Poll { id, timeout }).await
+    }
+    async fn close(&mut self, handle: Resource<GuestConnection>) -> wasmtime::Result<()> {
+        self.close_handle(&handle).await
+    }
+    async fn drop(&mut self, handle: Resource<GuestConnection>) -> wasmtime::Result<()> {
+        self.drop_handle(handle).await
+    }
+}
+
+impl HostLock for Ctx {
+    async fn new(&mut self, recursive: bool) -> wasmtime::Result<Resource<GuestLock>> {
+        self.create(Spec::Lock { recursive }).await
+    }
+    async fn open(&mut self, token: String) -> Answer<Resource<GuestLock>> {
+        Ctx::open(self, token, Kind::Lock).await
+    }
+    async fn token(&mut self, handle: Resource<GuestLock>) -> wasmtime::Result<String> {
+        self.token_of(&handle)
+    }
+    async fn acquire(&mut self, handle: Resource<GuestLock>, timeout: Option<u64>) -> Answer<bool> {
+        self.flag(&handle, |id| Request::Acquire { id, timeout })
+            .await
+    }
+    async fn release(&mut self, handle: Resource<GuestLock>) -> Answer<()> {
+        self.unit(&handle, |id| Request::Release { id }).await
+    }
+    async fn drop(&mut self, handle: Resource<GuestLock>) -> wasmtime::Result<()> {
+        self.drop_handle(handle).await
+    }
+}
+
+impl HostSemaphore for Ctx {
+    async fn new(
+        &mut self,
+        value: u32,
+        bounded: bool,
+    ) -> wasmtime::Result<Resource<GuestSemaphore>> {
+        self.create(Spec::Semaphore { value, bounded }).await
+    }
+    async fn open(&mut self, token: String) -> Answer<Resource<GuestSemaphore>> {
+        Ctx::open(self, token, Kind::Semaphore).await
+    }
+    async fn token(&mut self, handle: Resource<GuestSemaphore>) -> wasmtime::Result<String> {
+        self.token_of(&handle)
+    }
+    async fn acquire(
+        &mut self,
+        handle: Resource<GuestSemaphore>,
+        timeout: Option<u64>,
+    ) -> Answer<bool> {
+        self.flag(&handle, |id| Request::Acquire { id, timeout })
+            .await
+    }
+    async fn release(&mut self, handle: Resource<GuestSemaphore>) -> Answer<()> {
+        self.unit(&handle, |id| Request::Release { id }).await
+    }
+    async fn get_value(&mut self, handle: Resource<GuestSemaphore>) -> Answer<u32> {
+        Ok(self
+            .count(&handle, |id| Request::SemaphoreValue { id })
+            .await?
+            .map(|n| n as u32))
+    }
+    async fn drop(&mut self, handle: Resource<GuestSemaphore>) -> wasmtime::Result<()> {
+        self.drop_handle(handle).await
+    }
+}
+
+impl HostEvent for Ctx {
+    async fn new(&mut self) -> wasmtime::Result<Resource<GuestEvent>> {
+        self.create(Spec::Event).await
+    }
+    async fn open(&mut self, token: String) -> Answer<Resource<GuestEvent>> {
+        Ctx::open(self, token, Kind::Event).await
+    }
+    async fn token(&mut self, handle: Resource<GuestEvent>) -> wasmtime::Result<String> {
+        self.token_of(&handle)
+    }
+    async fn is_set(&mut self, handle: Resource<GuestEvent>) -> Answer<bool> {
+        self.flag(&handle, |id| Request::EventIsSet { id }).await
+    }
+    async fn set(&mut self, handle: Resource<GuestEvent>) -> Answer<()> {
+        self.unit(&handle, |id| Request::EventSet { id }).await
+    }
+    async fn clear(&mut self, handle: Resource<GuestEvent>) -> Answer<()> {
+        self.unit(&handle, |id| Request::EventClear { id }).await
+    }
+    async fn wait(&mut self, handle: Resource<GuestEvent>, timeout: Option<u64>) -> Answer<bool> {
+        self.flag(&handle, |id| Request::EventWait { id, timeout })
+            .await
+    }
+    async fn drop(&mut self, handle: Resource<GuestEvent>) -> wasmtime::Result<()> {
+        self.drop_handle(handle).await
+    }
+}
+
+impl HostCondition for Ctx {
+    async fn new(
+        &mut self,
+        lock: Option<Resource<GuestLock>>,
+    ) -> wasmtime::Result<Resource<GuestCondition>> {
+        let lock = match &lock {
+            Some(lock) => Some(
+                self.id(lock)?
+                    .map_err(|e| wasmtime::format_err!("{}", Error::from_wit(e)))?,
+            ),
+            None => None,
+        };
+        self.create(Spec::Condition { lock }).await
+    }
+    async fn open(&mut self, token: String) -> Answer<Resource<GuestCondition>> {
+        Ctx::open(self, token, Kind::Condition).await
+    }
+    async fn token(&mut self, handle: Resource<GuestCondition>) -> wasmtime::Result<String> {
+        self.token_of(&handle)
+    }
+    async fn get_lock(&mut self, handle: Resource<GuestCondition>) -> Answer<Resource<GuestLock>> {
+        self.lock_of(&handle).await
+    }
+    async fn wait(
+        &mut self,
+        handle: Resource<GuestCondition>,
+        timeout: Option<u64>,
+    ) -> Answer<bool> {
+        self.flag(&handle, |id| Request::ConditionWait { id, timeout })
+            .await
+    }
+    async fn notify(&mut self, handle: Resource<GuestCondition>, n: u32) -> Answer<()> {
+        self.unit(&handle, |id| Request::ConditionNotify { id, n: Some(n) })
+            .await
+    }
+    async fn notify_all(&mut self, handle: Resource<GuestCondition>) -> Answer<()> {
+        self.unit(&handle, |id| Request::ConditionNotify { id, n: None })
+            .await
+    }
+    async fn drop(&mut self, handle: Resource<GuestCondition>) -> wasmtime::Result<()> {
+        self.drop_handle(handle).await
+    }
+}
+
+impl Ctx {
+    async fn barrier_state(&mut self, handle: &Resource<GuestBarrier>) -> Answer<(u32, u32, bool)> {
+        Ok(self
+            .request(handle, |id| Request::BarrierState { id })
+            .await?
+            .and_then(|reply| match reply {
+                Reply::Barrier {
+                    parties,
+                    waiting,
+                    broken,
+                } => Ok((parties, waiting, broken)),
+                other => Err(unexpected(other)),
+            }))
+    }
+}
+
+impl HostBarrier for Ctx {
+    async fn new(&mut self, parties: u32) -> wasmtime::Result<Resource<GuestBarrier>> {
+        self.create(Spec::Barrier { parties }).await
+    }
+    async fn open(&mut self, token: String) -> Answer<Resource<GuestBarrier>> {
+        Ctx::open(self, token, Kind::Barrier).await
+    }
+    async fn token(&mut self, handle: Resource<GuestBarrier>) -> wasmtime::Result<String> {
+        self.token_of(&handle)
+    }
+    async fn wait(&mut self, handle: Resource<GuestBarrier>, timeout: Option<u64>) -> Answer<u32> {
+        Ok(self
+            .count(&handle, |id| Request::BarrierWait { id, timeout })
+            .await?
+            .map(|n| n as u32))
+    }
+    async fn abort(&mut self, handle: Resource<GuestBarrier>) -> Answer<()> {
+        self.unit(&handle, |id| Request::BarrierAbort { id }).await
+    }
+    async fn reset(&mut self, handle: Resource<GuestBarrier>) -> Answer<()> {
+        self.unit(&handle, |id| Request::BarrierReset { id }).await
+    }
+    async fn parties(&mut self, handle: Resource<GuestBarrier>) -> Answer<u32> {
+        Ok(self.barrier_state(&handle).await?.map(|s| s.0))
+    }
+    async fn n_waiting(&mut self, handle: Resource<GuestBarrier>) -> Answer<u32> {
+        Ok(self.barrier_state(&handle).await?.map(|s| s.1))
+    }
+    async fn broken(&mut self, handle: Resource<GuestBarrier>) -> Answer<bool> {
+        Ok(self.barrier_state(&handle).await?.map(|s| s.2))
+    }
+    async fn drop(&mut self, handle: Resource<GuestBarrier>) -> wasmtime::Result<()> {
+        self.drop_handle(handle).await
+    }
+}
+
+impl HostSharedArray for Ctx {
+    async fn new(&mut self, values: wit::Numbers) -> wasmtime::Result<Resource<GuestArray>> {
+        let values = match values {
+            wit::Numbers::Ints(v) => Numbers::Ints(v),
+            wit::Numbers::Floats(v) => Numbers::Floats(v),
+        };
+        self.create(Spec::Array(values)).await
+    }
+    async fn open(&mut self, token: String) -> Answer<Resource<GuestArray>> {
+        Ctx::open(self, token, Kind::Array).await
+    }
+    async fn token(&mut self, handle: Resource<GuestArray>) -> wasmtime::Result<String> {
+        self.token_of(&handle)
+    }
+    async fn len(&mut self, handle: Resource<GuestArray>) -> Answer<u32> {
+        Ok(self
+            .count(&handle, |id| Request::ArrayLen { id })
+            .await?
+            .map(|n| n as u32))
+    }
+    async fn get(&mut self, handle: Resource<GuestArray>, index: u32) -> Answer<wit::Number> {
+        Ok(self
+            .request(&handle, |id| Request::ArrayGet { id, index })
+            .await?
+            .and_then(|reply| match reply {
+                Reply::Number(n) => Ok(n.into()),
+                other => Err(unexpected(other)),
+            }))
+    }
+    async fn set(
+        &mut self,
+        handle: Resource<GuestArray>,
+        index: u32,
+        value: wit::Number,
+    ) -> Answer<()> {
+        self.unit(&handle, |id| Request::ArraySet {
+            id,
+            index,
+            value: value.into(),
+        })
+        .await
+    }
+    async fn get_all(&mut self, handle: Resource<GuestArray>) -> Answer<wit::Numbers> {
+        Ok(self
+            .request(&handle, |id| Request::ArrayGetAll { id })
+            .await?
+            .and_then(|reply| match reply {
+                Reply::Numbers(Numbers::Ints(v)) => Ok(wit::Numbers::Ints(v)),
+                Reply::Numbers(Numbers::Floats(v)) => Ok(wit::Numbers::Floats(v)),
+                other => Err(unexpected(other)),
+            }))
+    }
+    async fn get_lock(&mut self, handle: Resource<GuestArray>) -> Answer<Resource<GuestLock>> {
+        self.lock_of(&handle).await
+    }
+    async fn drop(&mut self, handle: Resource<GuestArray>) -> wasmtime::Result<()> {
+        self.drop_handle(handle).await
+    }
+}

@@ -1,0 +1,583 @@
+//! Queues, pipes, locks and the other objects processes share: Python's
+//! `Queue`, `JoinableQueue`, `Pipe`, `Lock`, `RLock`, `Semaphore`,
+//! `BoundedSemaphore`, `Event`, `Condition`, `Barrier`, `Value` and `Array`.
+//!
+//! Every object lives in the root host, in one [`Registry`]; processes never
+//! share memory, they only send requests ([`Request`]) naming an object. On
+//! the thread backend a guest's request is a call into the registry; on the
+//! native backend a worker sends it over a unix socket to the root host (the
+//! broker, see [`broker`]), which runs it and answers. Either way the same
+//! code runs every object's semantics, and every wait is asynchronous (a
+//! tokio `Notify`), so a process blocked in `get`, `recv`, `acquire`, `wait`
+//! or `join` holds no thread and is terminated at once.
+//!
+//! # Capabilities
+//!
+//! A process reaches an object only through a handle it created, or one its
+//! parent gave it at spawn: the SDK serializes a handle into the child's
+//! arguments as a *token* (`mp-sync:<kind>:<id>:<secret>`, the secret 64
+//! random bits), and the child's host opens a token only if it appears in
+//! that child's own spawn arguments, which the host holds and the guest
+//! cannot change. The registry then checks the secret and that the caller
+//! holds the object before every operation. A forged, guessed or
+//! second-hand token is refused with a clear error ([`Error::NotGiven`],
+//! [`Error::UnknownObject`]); nothing a guest sends can crash the host.
+//!
+//! # Lifetime, and a lock whose holder ends
+//!
+//! An object lives while some process holds it (created or opened it, and
+//! has not dropped or closed its handle), or while a token of it is on its
+//! way to a child (a parent's handle serialized for a spawn reserves a hold
+//! for the child until the child opens it, or the parent ends). When a
+//! process ends, however it ends (return, exit, trap, terminate, kill), its
+//! holds are released: the end of a pipe it alone held is closed (its peer
+//! reads end-of-file), and **a `Lock` or `RLock` it held is released**, so
+//! that the others go on. Python leaves such a lock held, and every other
+//! process that wants it deadlocks; a host that knows who holds what can do
+//! better, and does. Semaphores have no owner and are left as they are, as in
+//! Python.
+//!
+//! # Messages
+//!
+//! Queue items and pipe messages are bytes (the SDK serializes typed values
+//! with serde), at most [`MAX_MESSAGE`] bytes each: a larger one is refused
+//! with [`Error::TooLarge`]. A consumer terminated while it waits in `get`
+//! loses nothing: an item is removed from its queue only as it is handed
+//! over.
+
+mod api;
+mod array;
+mod barrier;
+#[cfg(all(feature = "native", target_os = "linux"))]
+pub(crate) mod broker;
+mod condition;
+mod event;
+mod lock;
+mod pipe;
+mod queue;
+mod registry;
+#[cfg(all(feature = "native", target_os = "linux"))]
+mod wire;
+
+pub use api::{
+    Array, Barrier, Condition, Connection, Event, JoinableQueue, Lock, Queue, RLock, Semaphore,
+    Value,
+};
+#[cfg(all(feature = "native", target_os = "linux"))]
+use broker::Endpoint;
+pub(crate) use registry::Registry;
+/// Without the native backend there is no socket to listen on.
+#[cfg(not(all(feature = "native", target_os = "linux")))]
+pub(crate) enum Endpoint {}
+
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// The largest queue item or pipe message, in bytes (4 MiB).
+pub const MAX_MESSAGE: usize = 4 << 20;
+
+/// Why an operation on a shared object failed: the exception Python raises
+/// for the same case, or a refusal of the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Error {
+    /// `get` on an empty queue, without blocking or after its timeout
+    /// (Python's `queue.Empty`).
+    Empty,
+    /// `put` on a full queue, without blocking or after its timeout
+    /// (Python's `queue.Full`).
+    Full,
+    /// An operation on a handle after its `close`.
+    Closed,
+    /// `recv` on a connection whose other end is closed (by `close`, or by
+    /// the end of every process holding it) and nothing is left to read
+    /// (Python's `EOFError`).
+    Eof,
+    /// `send` on a connection whose other end is closed (`BrokenPipeError`).
+    BrokenPipe,
+    /// A token or id that names no live object of its kind.
+    UnknownObject(String),
+    /// A token the calling process was never given (objects pass to a child
+    /// only in its spawn arguments), or an object it does not hold.
+    NotGiven(String),
+    /// A message over [`MAX_MESSAGE`].
+    TooLarge { size: u64, limit: u64 },
+    /// A misuse Python answers with `ValueError`, `RuntimeError` or
+    /// `AssertionError`: releasing a lock one does not hold, `task_done` too
+    /// many times, an index out of range, ...
+    Invalid(String),
+    /// A `Barrier` broken by `abort`, a timeout or the end of a waiting party
+    /// (`BrokenBarrierError`).
+    BrokenBarrier,
+    /// The native backend's broker could not be reached.
+    Broker(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Empty => f.write_str("the queue is empty"),
+            Error::Full => f.write_str("the queue is full"),
+            Error::Closed => f.write_str("the handle is closed"),
+            Error::Eof => f.write_str("end of file: the other end of the connection is closed"),
+            Error::BrokenPipe => {
+                f.write_str("broken pipe: the other end of the connection is closed")
+            }
+            Error::UnknownObject(what) => write!(f, "no such shared object: {what}"),
+            Error::NotGiven(what) => write!(
+                f,
+                "{what} was never given to this process (objects pass to a child only in its spawn arguments)"
+            ),
+            Error::TooLarge { size, limit } => {
+                write!(f, "a message of {size} bytes exceeds the limit of {limit}")
+            }
+            Error::Invalid(why) => f.write_str(why),
+            Error::BrokenBarrier => f.write_str("the barrier is broken"),
+            Error::Broker(why) => write!(f, "the sync broker is unreachable: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// The kinds of shared object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub(crate) enum Kind {
+    Queue,
+    Connection,
+    Lock,
+    Semaphore,
+    Event,
+    Condition,
+    Barrier,
+    Array,
+}
+
+impl Kind {
+    const ALL: [Kind; 8] = [
+        Kind::Queue,
+        Kind::Connection,
+        Kind::Lock,
+        Kind::Semaphore,
+        Kind::Event,
+        Kind::Condition,
+        Kind::Barrier,
+        Kind::Array,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Queue => "queue",
+            Kind::Connection => "connection",
+            Kind::Lock => "lock",
+            Kind::Semaphore => "semaphore",
+            Kind::Event => "event",
+            Kind::Condition => "condition",
+            Kind::Barrier => "barrier",
+            Kind::Array => "array",
+        }
+    }
+}
+
+/// A handle as it travels in spawn arguments: which object, and the secret
+/// that proves the sender held it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Token {
+    pub(crate) kind: Kind,
+    pub(crate) id: u64,
+    pub(crate) secret: u64,
+}
+
+const TOKEN_PREFIX: &str = "mp-sync:";
+
+impl Token {
+    /// `mp-sync:<kind>:<id>:<secret in hex>`.
+    pub(crate) fn encode(&self) -> String {
+        format!(
+            "{TOKEN_PREFIX}{}:{}:{:016x}",
+            self.kind.name(),
+            self.id,
+            self.secret
+        )
+    }
+
+    pub(crate) fn parse(text: &str) -> Result<Token, Error> {
+        let bad = || {
+            Error::UnknownObject(format!(
+                "`{}` is not a token",
+                text.chars().take(80).collect::<String>()
+            ))
+        };
+        let mut parts = text.strip_prefix(TOKEN_PREFIX).ok_or_else(bad)?.split(':');
+        let kind = parts
+            .next()
+            .and_then(|k| Kind::ALL.into_iter().find(|kind| kind.name() == k));
+        let id = parts.next().and_then(|id| id.parse().ok());
+        let secret = parts.next().and_then(|s| u64::from_str_radix(s, 16).ok());
+        match (kind, id, secret, parts.next()) {
+            (Some(kind), Some(id), Some(secret), None) => Ok(Token { kind, id, secret }),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// A number of a `Value` or `Array`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Number {
+    Int(i64),
+    Float(f64),
+}
+
+/// The contents of an `Array`: integers or floats.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Numbers {
+    Ints(Vec<i64>),
+    Floats(Vec<f64>),
+}
+
+/// What a new object is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) enum Spec {
+    /// `maxsize` 0: unbounded.
+    Queue {
+        maxsize: u32,
+        joinable: bool,
+    },
+    Pipe {
+        duplex: bool,
+    },
+    Lock {
+        recursive: bool,
+    },
+    Semaphore {
+        value: u32,
+        bounded: bool,
+    },
+    Event,
+    /// The condition's lock: an existing lock (by id) or a new `RLock`.
+    Condition {
+        lock: Option<u64>,
+    },
+    Barrier {
+        parties: u32,
+    },
+    Array(Numbers),
+}
+
+/// One operation on the registry. Blocking operations carry their timeout
+/// (`None`: wait for ever; `Some(0)`: do not block) in nanoseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) enum Request {
+    Create(Spec),
+    /// Opens a token found in the caller's spawn arguments.
+    Open(Token),
+    /// Holds `id` for a child the caller is about to spawn with its token.
+    Reserve {
+        id: u64,
+    },
+    /// Drops one of the caller's holds on `id`.
+    Drop {
+        id: u64,
+    },
+    Put {
+        id: u64,
+        item: Payload,
+        timeout: Option<u64>,
+    },
+    Get {
+        id: u64,
+        timeout: Option<u64>,
+    },
+    QueueSize {
+        id: u64,
+    },
+    TaskDone {
+        id: u64,
+    },
+    JoinQueue {
+        id: u64,
+    },
+    Send {
+        id: u64,
+        message: Payload,
+    },
+    Recv {
+        id: u64,
+    },
+    Poll {
+        id: u64,
+        timeout: Option<u64>,
+    },
+    Acquire {
+        id: u64,
+        timeout: Option<u64>,
+    },
+    Release {
+        id: u64,
+    },
+    SemaphoreValue {
+        id: u64,
+    },
+    EventSet {
+        id: u64,
+    },
+    EventClear {
+        id: u64,
+    },
+    EventIsSet {
+        id: u64,
+    },
+    EventWait {
+        id: u64,
+        timeout: Option<u64>,
+    },
+    /// The lock of a condition or an array, which the caller then holds.
+    GetLock {
+        id: u64,
+    },
+    ConditionWait {
+        id: u64,
+        timeout: Option<u64>,
+    },
+    /// `None`: notify all.
+    ConditionNotify {
+        id: u64,
+        n: Option<u32>,
+    },
+    BarrierWait {
+        id: u64,
+        timeout: Option<u64>,
+    },
+    BarrierAbort {
+        id: u64,
+    },
+    BarrierReset {
+        id: u64,
+    },
+    BarrierState {
+        id: u64,
+    },
+    ArrayLen {
+        id: u64,
+    },
+    ArrayGet {
+        id: u64,
+        index: u32,
+    },
+    ArraySet {
+        id: u64,
+        index: u32,
+        value: Number,
+    },
+    ArrayGetAll {
+        id: u64,
+    },
+}
+
+/// The bytes of a message: carried beside the request on the wire, not
+/// inside its JSON.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Payload(#[serde(skip)] pub(crate) Vec<u8>);
+
+impl Request {
+    /// The message this request carries, if any.
+    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
+    pub(crate) fn payload_mut(&mut self) -> Option<&mut Vec<u8>> {
+        match self {
+            Request::Put { item, .. } => Some(&mut item.0),
+            Request::Send { message, .. } => Some(&mut message.0),
+            _ => None,
+        }
+    }
+
+    /// Whether the request gives the caller a new hold (so that the thread
+    /// backend watches for the caller's end).
+    fn adds_holds(&self) -> bool {
+        matches!(
+            self,
+            Request::Create(_)
+                | Request::Open(_)
+                | Request::Reserve { .. }
+                | Request::GetLock { .. }
+        )
+    }
+}
+
+/// The answer to a [`Request`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) enum Reply {
+    Unit,
+    Bool(bool),
+    Count(u64),
+    Bytes(Payload),
+    /// New handles: one, or two for a pipe.
+    Handles(Vec<Token>),
+    Number(Number),
+    Numbers(Numbers),
+    Barrier {
+        parties: u32,
+        waiting: u32,
+        broken: bool,
+    },
+}
+
+impl Reply {
+    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
+    pub(crate) fn payload_mut(&mut self) -> Option<&mut Vec<u8>> {
+        match self {
+            Reply::Bytes(bytes) => Some(&mut bytes.0),
+            _ => None,
+        }
+    }
+}
+
+pub(crate) type Answer = Result<Reply, Error>;
+
+/// Where a host's processes send their requests.
+pub(crate) enum Broker {
+    /// This host is the root: the objects are here (and, on the native
+    /// backend, the socket its workers reach them through).
+    Local(Arc<Registry>, Option<Endpoint>),
+    /// A native worker: the objects are in the root host.
+    #[cfg(all(feature = "native", target_os = "linux"))]
+    Remote(broker::Client),
+}
+
+impl Broker {
+    /// The broker of a new host: local for a root host (listening for
+    /// workers on the native backend), remote in a native worker.
+    pub(crate) fn new(
+        runtime: &tokio::runtime::Handle,
+        native: bool,
+        worker: bool,
+    ) -> anyhow::Result<Broker> {
+        #[cfg(all(feature = "native", target_os = "linux"))]
+        if worker {
+            return Ok(Broker::Remote(broker::Client::from_env()?));
+        }
+        let registry = Arc::new(Registry::new(runtime.clone()));
+        #[cfg(all(feature = "native", target_os = "linux"))]
+        if native {
+            let endpoint = broker::listen(runtime, registry.clone())?;
+            return Ok(Broker::Local(registry, Some(endpoint)));
+        }
+        let _ = (native, worker);
+        Ok(Broker::Local(registry, None))
+    }
+
+    /// The environment variable that tells a new worker where the broker is.
+    #[cfg(all(feature = "native", target_os = "linux"))]
+    pub(crate) fn worker_env(&self) -> Option<(&'static str, std::path::PathBuf)> {
+        let path = match self {
+            Broker::Local(_, endpoint) => endpoint.as_ref()?.path.clone(),
+            Broker::Remote(client) => client.path.clone(),
+        };
+        Some((broker::BROKER_VAR, path))
+    }
+
+    /// The registry, in a root host.
+    pub(crate) fn local(&self) -> Option<&Arc<Registry>> {
+        match self {
+            Broker::Local(registry, _) => Some(registry),
+            #[cfg(all(feature = "native", target_os = "linux"))]
+            Broker::Remote(_) => None,
+        }
+    }
+
+    /// Runs `request` for the process `node`.
+    pub(crate) async fn call(&self, node: &Arc<crate::process::Node>, request: Request) -> Answer {
+        let pid = node.pid().unwrap_or_default();
+        match self {
+            Broker::Local(registry, _) => {
+                if request.adds_holds() {
+                    registry.watch(pid, node);
+                }
+                registry.call(pid, request).await
+            }
+            #[cfg(all(feature = "native", target_os = "linux"))]
+            Broker::Remote(client) => client.call(request).await,
+        }
+    }
+}
+
+/// Nanoseconds as a duration, saturating.
+pub(crate) fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Waits until `ready` gives a value, re-checking each time `notify` fires,
+/// for at most `timeout` nanoseconds (`None`: for ever). Cancel-safe: a
+/// waiter dropped midway has taken nothing.
+pub(crate) async fn wait_for<T>(
+    notify: &Notify,
+    timeout: Option<u64>,
+    mut ready: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = timeout.map(|t| Instant::now().checked_add(Duration::from_nanos(t)));
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(value) = ready() {
+            return Some(value);
+        }
+        match deadline {
+            None | Some(None) => notified.await,
+            Some(Some(deadline)) => {
+                if tokio::time::timeout_at(deadline.into(), notified)
+                    .await
+                    .is_err()
+                {
+                    return ready();
+                }
+            }
+        }
+    }
+}
+
+/// 64 random bits, for the secrets of tokens.
+pub(crate) fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    #[cfg(unix)]
+    {
+        let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+        if got == bytes.len() as isize {
+            return u64::from_le_bytes(bytes);
+        }
+    }
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    hasher.write_u128(now.as_nanos());
+    bytes = hasher.finish().to_le_bytes();
+    u64::from_le_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_refuse_garbage() {
+        let token = Token {
+            kind: Kind::Connection,
+            id: 42,
+            secret: 0xdead_beef,
+        };
+        assert_eq!(Token::parse(&token.encode()), Ok(token));
+        for bad in [
+            "",
+            "mp-sync:",
+            "mp-sync:queue:1",
+            "mp-sync:frob:1:2",
+            "mp-sync:queue:x:2",
+            "mp-sync:queue:1:2:3",
+        ] {
+            assert!(
+                matches!(Token::parse(bad), Err(Error::UnknownObject(_))),
+                "{bad}"
+            );
+        }
+    }
+}

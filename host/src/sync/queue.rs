@@ -1,0 +1,122 @@
+//! `Queue` and `JoinableQueue`: a FIFO of messages, optionally bounded.
+//!
+//! `get` removes an item only in the same step that hands it to the caller,
+//! so a consumer terminated while it waits takes nothing with it. Every
+//! change wakes the waiters (putters, getters, joiners), which look again.
+
+use super::{Error, wait_for};
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use tokio::sync::Notify;
+
+pub(crate) struct Queue {
+    /// 0: unbounded.
+    maxsize: usize,
+    joinable: bool,
+    state: Mutex<State>,
+    changed: Notify,
+}
+
+struct State {
+    items: VecDeque<Vec<u8>>,
+    /// Items put and not yet marked done (`JoinableQueue`).
+    unfinished: u64,
+}
+
+impl Queue {
+    pub(crate) fn new(maxsize: u32, joinable: bool) -> Queue {
+        Queue {
+            maxsize: maxsize as usize,
+            joinable,
+            state: Mutex::new(State {
+                items: VecDeque::new(),
+                unfinished: 0,
+            }),
+            changed: Notify::new(),
+        }
+    }
+
+    /// Appends `item`, waiting up to `timeout` for room; [`Error::Full`] after.
+    pub(crate) async fn put(&self, item: Vec<u8>, timeout: Option<u64>) -> Result<(), Error> {
+        let mut item = Some(item);
+        let put = wait_for(&self.changed, timeout, || {
+            let mut state = self.state.lock().unwrap();
+            if self.maxsize != 0 && state.items.len() >= self.maxsize {
+                return None;
+            }
+            state
+                .items
+                .push_back(item.take().expect("an item is put once"));
+            state.unfinished += 1;
+            Some(())
+        })
+        .await;
+        match put {
+            Some(()) => {
+                self.changed.notify_waiters();
+                Ok(())
+            }
+            None => Err(Error::Full),
+        }
+    }
+
+    /// Removes the first item, waiting up to `timeout`; [`Error::Empty`] after.
+    pub(crate) async fn get(&self, timeout: Option<u64>) -> Result<Vec<u8>, Error> {
+        let item = wait_for(&self.changed, timeout, || {
+            self.state.lock().unwrap().items.pop_front()
+        })
+        .await;
+        match item {
+            Some(item) => {
+                if self.maxsize != 0 {
+                    self.changed.notify_waiters();
+                }
+                Ok(item)
+            }
+            None => Err(Error::Empty),
+        }
+    }
+
+    /// Puts an item taken by `get` back in front (it was not handed over).
+    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
+    pub(crate) fn give_back(&self, item: Vec<u8>) {
+        self.state.lock().unwrap().items.push_front(item);
+        self.changed.notify_waiters();
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.state.lock().unwrap().items.len() as u64
+    }
+
+    /// Marks one item as processed (`JoinableQueue.task_done`).
+    pub(crate) fn task_done(&self) -> Result<(), Error> {
+        if !self.joinable {
+            return Err(Error::Invalid(
+                "task_done() on a queue that is not joinable".into(),
+            ));
+        }
+        let mut state = self.state.lock().unwrap();
+        if state.unfinished == 0 {
+            return Err(Error::Invalid("task_done() called too many times".into()));
+        }
+        state.unfinished -= 1;
+        if state.unfinished == 0 {
+            self.changed.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Waits until every item put has been marked done.
+    pub(crate) async fn join(&self) -> Result<(), Error> {
+        if !self.joinable {
+            return Err(Error::Invalid(
+                "join() on a queue that is not joinable".into(),
+            ));
+        }
+        wait_for(&self.changed, None, || {
+            (self.state.lock().unwrap().unfinished == 0).then_some(())
+        })
+        .await;
+        Ok(())
+    }
+}

@@ -1,0 +1,486 @@
+//! The registry: every shared object of a root host, who holds each, and
+//! the one place where requests are carried out.
+//!
+//! Callers are processes, named by pid (virtual pids are unique per host,
+//! real ones among live processes). A hold is one of: a process's handle
+//! (counted: a process may hold an object through several handles), a
+//! reservation a parent made for a child it spawns with the object's token,
+//! or another object that needs it (a condition's or an array's lock). An
+//! object with no hold left is freed; the end of a pipe freed this way is
+//! closed. When a process ends, [`Registry::release`] drops all its holds and
+//! releases every lock it held.
+
+use super::array::Array;
+use super::barrier::Barrier;
+use super::condition::Condition;
+use super::event::Event;
+use super::lock::{Lock, Semaphore};
+use super::pipe::Pipe;
+use super::queue::Queue;
+use super::{Answer, Error, Kind, MAX_MESSAGE, Reply, Request, Spec, Token, random_u64};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Holder {
+    Process(u32),
+    /// Held for a child of this process, until the child opens it.
+    Reserved(u32),
+    /// Held by another object (by id).
+    Object(u64),
+}
+
+#[derive(Clone)]
+enum Object {
+    Queue(Arc<Queue>),
+    Connection(Arc<Pipe>, usize),
+    Lock(Arc<Lock>),
+    Semaphore(Arc<Semaphore>),
+    Event(Arc<Event>),
+    Condition(Arc<Condition>),
+    Barrier(Arc<Barrier>),
+    Array(Arc<Array>),
+}
+
+impl Object {
+    fn kind(&self) -> Kind {
+        match self {
+            Object::Queue(_) => Kind::Queue,
+            Object::Connection(..) => Kind::Connection,
+            Object::Lock(_) => Kind::Lock,
+            Object::Semaphore(_) => Kind::Semaphore,
+            Object::Event(_) => Kind::Event,
+            Object::Condition(_) => Kind::Condition,
+            Object::Barrier(_) => Kind::Barrier,
+            Object::Array(_) => Kind::Array,
+        }
+    }
+}
+
+struct Entry {
+    secret: u64,
+    holders: HashMap<Holder, u32>,
+    object: Object,
+}
+
+#[derive(Default)]
+struct Objects {
+    next: u64,
+    map: HashMap<u64, Entry>,
+}
+
+impl Objects {
+    fn insert(&mut self, object: Object, holder: Holder) -> Token {
+        self.next += 1;
+        let id = self.next;
+        self.insert_at(id, object, holder)
+    }
+
+    fn insert_at(&mut self, id: u64, object: Object, holder: Holder) -> Token {
+        let token = Token {
+            kind: object.kind(),
+            id,
+            secret: random_u64(),
+        };
+        self.map.insert(
+            id,
+            Entry {
+                secret: token.secret,
+                holders: HashMap::from([(holder, 1)]),
+                object,
+            },
+        );
+        token
+    }
+
+    fn token(&self, id: u64) -> Option<Token> {
+        self.map.get(&id).map(|e| Token {
+            kind: e.object.kind(),
+            id,
+            secret: e.secret,
+        })
+    }
+
+    /// The entry `id`, if `pid` holds it.
+    fn held(&mut self, pid: u32, id: u64) -> Result<&mut Entry, Error> {
+        let entry = self
+            .map
+            .get_mut(&id)
+            .ok_or_else(|| Error::UnknownObject(format!("object {id}")))?;
+        if !entry.holders.contains_key(&Holder::Process(pid)) {
+            return Err(Error::NotGiven(format!(
+                "{} {id}",
+                entry.object.kind().name()
+            )));
+        }
+        Ok(entry)
+    }
+
+    fn add(&mut self, id: u64, holder: Holder) {
+        if let Some(entry) = self.map.get_mut(&id) {
+            *entry.holders.entry(holder).or_default() += 1;
+        }
+    }
+
+    /// Drops `count` of `holder`'s holds on `id` (all of them for `None`),
+    /// freeing the object when none is left.
+    fn remove(&mut self, id: u64, holder: Holder, count: Option<u32>) {
+        let Some(entry) = self.map.get_mut(&id) else {
+            return;
+        };
+        if let Some(held) = entry.holders.get_mut(&holder) {
+            *held = count.map_or(0, |c| held.saturating_sub(c));
+            if *held == 0 {
+                entry.holders.remove(&holder);
+            }
+        }
+        if !entry.holders.is_empty() {
+            return;
+        }
+        let entry = self.map.remove(&id).expect("present");
+        match entry.object {
+            Object::Connection(pipe, end) => pipe.close(end),
+            Object::Condition(condition) => {
+                self.remove(condition.lock_id, Holder::Object(id), None)
+            }
+            Object::Array(array) => self.remove(array.lock_id, Holder::Object(id), None),
+            _ => {}
+        }
+    }
+}
+
+pub(crate) struct Registry {
+    objects: Mutex<Objects>,
+    /// Processes whose end is being watched (thread backend).
+    watched: Mutex<HashSet<u32>>,
+    runtime: tokio::runtime::Handle,
+}
+
+macro_rules! object {
+    ($self:ident, $pid:ident, $id:ident, $variant:ident) => {
+        match $self.object($pid, $id)? {
+            Object::$variant(object) => object,
+            other => {
+                return Err(Error::UnknownObject(format!(
+                    "{} {} is not a {}",
+                    other.kind().name(),
+                    $id,
+                    Kind::$variant.name()
+                )))
+            }
+        }
+    };
+}
+
+impl Registry {
+    pub(crate) fn new(runtime: tokio::runtime::Handle) -> Registry {
+        Registry {
+            objects: Mutex::default(),
+            watched: Mutex::default(),
+            runtime,
+        }
+    }
+
+    /// Releases `pid`'s holds when the process `node` ends (once per pid).
+    pub(crate) fn watch(self: &Arc<Self>, pid: u32, node: &Arc<crate::process::Node>) {
+        if !self.watched.lock().unwrap().insert(pid) {
+            return;
+        }
+        let (registry, node) = (Arc::downgrade(self), node.clone());
+        self.runtime.spawn(async move {
+            let _ = node.join_async(None).await;
+            if let Some(registry) = registry.upgrade() {
+                registry.release(pid);
+                registry.watched.lock().unwrap().remove(&pid);
+            }
+        });
+    }
+
+    /// The process `pid` has ended: every lock it held is released, its
+    /// holds (and reservations) dropped.
+    pub(crate) fn release(&self, pid: u32) {
+        let mut objects = self.objects.lock().unwrap();
+        let mut ids = Vec::new();
+        for (&id, entry) in &objects.map {
+            if let Object::Lock(lock) = &entry.object {
+                lock.release_all(pid);
+            }
+            if entry
+                .holders
+                .keys()
+                .any(|h| matches!(h, Holder::Process(p) | Holder::Reserved(p) if *p == pid))
+            {
+                ids.push(id);
+            }
+        }
+        for id in ids {
+            objects.remove(id, Holder::Process(pid), None);
+            objects.remove(id, Holder::Reserved(pid), None);
+        }
+    }
+
+    /// Drops one of `pid`'s holds on `id`.
+    pub(crate) fn drop_hold(&self, pid: u32, id: u64) -> Result<(), Error> {
+        let mut objects = self.objects.lock().unwrap();
+        objects.held(pid, id)?;
+        objects.remove(id, Holder::Process(pid), Some(1));
+        Ok(())
+    }
+
+    /// Puts back a message taken for a process that could not receive it
+    /// (native backend: its worker ended as the answer was sent).
+    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
+    pub(crate) fn give_back(&self, id: u64, message: Vec<u8>) {
+        let object = self
+            .objects
+            .lock()
+            .unwrap()
+            .map
+            .get(&id)
+            .map(|e| e.object.clone());
+        match object {
+            Some(Object::Queue(queue)) => queue.give_back(message),
+            Some(Object::Connection(pipe, end)) => pipe.give_back(end, message),
+            _ => {}
+        }
+    }
+
+    fn object(&self, pid: u32, id: u64) -> Result<Object, Error> {
+        Ok(self.objects.lock().unwrap().held(pid, id)?.object.clone())
+    }
+
+    /// Carries out `request` for the process `pid`.
+    pub(crate) async fn call(&self, pid: u32, request: Request) -> Answer {
+        match request {
+            Request::Create(spec) => self.create(pid, spec).map(Reply::Handles),
+            Request::Open(token) => self.open(pid, token),
+            Request::Reserve { id } => {
+                let mut objects = self.objects.lock().unwrap();
+                objects.held(pid, id)?;
+                objects.add(id, Holder::Reserved(pid));
+                Ok(Reply::Unit)
+            }
+            Request::Drop { id } => self.drop_hold(pid, id).map(|()| Reply::Unit),
+            Request::Put { id, item, timeout } => {
+                check_size(&item.0)?;
+                object!(self, pid, id, Queue)
+                    .put(item.0, timeout)
+                    .await
+                    .map(|()| Reply::Unit)
+            }
+            Request::Get { id, timeout } => object!(self, pid, id, Queue)
+                .get(timeout)
+                .await
+                .map(|item| Reply::Bytes(super::Payload(item))),
+            Request::QueueSize { id } => Ok(Reply::Count(object!(self, pid, id, Queue).len())),
+            Request::TaskDone { id } => object!(self, pid, id, Queue)
+                .task_done()
+                .map(|()| Reply::Unit),
+            Request::JoinQueue { id } => object!(self, pid, id, Queue)
+                .join()
+                .await
+                .map(|()| Reply::Unit),
+            Request::Send { id, message } => {
+                check_size(&message.0)?;
+                let (pipe, end) = self.connection(pid, id)?;
+                pipe.send(end, message.0).map(|()| Reply::Unit)
+            }
+            Request::Recv { id } => {
+                let (pipe, end) = self.connection(pid, id)?;
+                pipe.recv(end)
+                    .await
+                    .map(|m| Reply::Bytes(super::Payload(m)))
+            }
+            Request::Poll { id, timeout } => {
+                let (pipe, end) = self.connection(pid, id)?;
+                Ok(Reply::Bool(pipe.poll(end, timeout).await))
+            }
+            Request::Acquire { id, timeout } => match self.object(pid, id)? {
+                Object::Lock(lock) => Ok(Reply::Bool(lock.acquire(pid, 1, timeout).await)),
+                Object::Semaphore(semaphore) => Ok(Reply::Bool(semaphore.acquire(timeout).await)),
+                Object::Condition(condition) => {
+                    Ok(Reply::Bool(condition.lock.acquire(pid, 1, timeout).await))
+                }
+                other => Err(not_a(&other, id, "lock")),
+            },
+            Request::Release { id } => match self.object(pid, id)? {
+                Object::Lock(lock) => lock.release(pid).map(|()| Reply::Unit),
+                Object::Semaphore(semaphore) => semaphore.release().map(|()| Reply::Unit),
+                Object::Condition(condition) => condition.lock.release(pid).map(|()| Reply::Unit),
+                other => Err(not_a(&other, id, "lock")),
+            },
+            Request::SemaphoreValue { id } => Ok(Reply::Count(
+                object!(self, pid, id, Semaphore).value().into(),
+            )),
+            Request::EventSet { id } => {
+                object!(self, pid, id, Event).set(true);
+                Ok(Reply::Unit)
+            }
+            Request::EventClear { id } => {
+                object!(self, pid, id, Event).set(false);
+                Ok(Reply::Unit)
+            }
+            Request::EventIsSet { id } => Ok(Reply::Bool(object!(self, pid, id, Event).is_set())),
+            Request::EventWait { id, timeout } => Ok(Reply::Bool(
+                object!(self, pid, id, Event).wait(timeout).await,
+            )),
+            Request::GetLock { id } => {
+                let lock_id = match self.object(pid, id)? {
+                    Object::Condition(condition) => condition.lock_id,
+                    Object::Array(array) => array.lock_id,
+                    other => return Err(not_a(&other, id, "condition or array")),
+                };
+                let mut objects = self.objects.lock().unwrap();
+                objects.add(lock_id, Holder::Process(pid));
+                let token = objects
+                    .token(lock_id)
+                    .ok_or_else(|| Error::UnknownObject(format!("lock {lock_id}")))?;
+                Ok(Reply::Handles(vec![token]))
+            }
+            Request::ConditionWait { id, timeout } => object!(self, pid, id, Condition)
+                .wait(pid, timeout)
+                .await
+                .map(Reply::Bool),
+            Request::ConditionNotify { id, n } => object!(self, pid, id, Condition)
+                .notify(pid, n)
+                .map(|()| Reply::Unit),
+            Request::BarrierWait { id, timeout } => object!(self, pid, id, Barrier)
+                .wait(timeout)
+                .await
+                .map(|i| Reply::Count(i.into())),
+            Request::BarrierAbort { id } => {
+                object!(self, pid, id, Barrier).abort();
+                Ok(Reply::Unit)
+            }
+            Request::BarrierReset { id } => {
+                object!(self, pid, id, Barrier).reset();
+                Ok(Reply::Unit)
+            }
+            Request::BarrierState { id } => {
+                let (parties, waiting, broken) = object!(self, pid, id, Barrier).state();
+                Ok(Reply::Barrier {
+                    parties,
+                    waiting,
+                    broken,
+                })
+            }
+            Request::ArrayLen { id } => Ok(Reply::Count(object!(self, pid, id, Array).len())),
+            Request::ArrayGet { id, index } => {
+                object!(self, pid, id, Array).get(index).map(Reply::Number)
+            }
+            Request::ArraySet { id, index, value } => object!(self, pid, id, Array)
+                .set(index, value)
+                .map(|()| Reply::Unit),
+            Request::ArrayGetAll { id } => {
+                Ok(Reply::Numbers(object!(self, pid, id, Array).get_all()))
+            }
+        }
+    }
+
+    fn connection(&self, pid: u32, id: u64) -> Result<(Arc<Pipe>, usize), Error> {
+        match self.object(pid, id)? {
+            Object::Connection(pipe, end) => Ok((pipe, end)),
+            other => Err(not_a(&other, id, "connection")),
+        }
+    }
+
+    fn create(&self, pid: u32, spec: Spec) -> Result<Vec<Token>, Error> {
+        let me = Holder::Process(pid);
+        let mut objects = self.objects.lock().unwrap();
+        let object = match spec {
+            Spec::Queue { maxsize, joinable } => {
+                Object::Queue(Arc::new(Queue::new(maxsize, joinable)))
+            }
+            Spec::Pipe { duplex } => {
+                let pipe = Arc::new(Pipe::new(duplex));
+                let first = objects.insert(Object::Connection(pipe.clone(), 0), me);
+                let second = objects.insert(Object::Connection(pipe, 1), me);
+                return Ok(vec![first, second]);
+            }
+            Spec::Lock { recursive } => Object::Lock(Arc::new(Lock::new(recursive))),
+            Spec::Semaphore { value, bounded } => {
+                Object::Semaphore(Arc::new(Semaphore::new(value, bounded)))
+            }
+            Spec::Event => Object::Event(Arc::default()),
+            Spec::Barrier { parties } => Object::Barrier(Arc::new(Barrier::new(parties)?)),
+            Spec::Condition { lock } => {
+                objects.next += 1;
+                let id = objects.next;
+                let (lock, lock_id) = match lock {
+                    Some(lock_id) => match &objects.held(pid, lock_id)?.object {
+                        Object::Lock(lock) => {
+                            let lock = lock.clone();
+                            objects.add(lock_id, Holder::Object(id));
+                            (lock, lock_id)
+                        }
+                        other => return Err(not_a(other, lock_id, "lock")),
+                    },
+                    None => {
+                        let lock = Arc::new(Lock::new(true));
+                        (
+                            lock.clone(),
+                            objects.insert(Object::Lock(lock), Holder::Object(id)).id,
+                        )
+                    }
+                };
+                return Ok(vec![objects.insert_at(
+                    id,
+                    Object::Condition(Arc::new(Condition::new(lock, lock_id))),
+                    me,
+                )]);
+            }
+            Spec::Array(values) => {
+                objects.next += 1;
+                let id = objects.next;
+                let lock = Object::Lock(Arc::new(Lock::new(true)));
+                let lock_id = objects.insert(lock, Holder::Object(id)).id;
+                return Ok(vec![objects.insert_at(
+                    id,
+                    Object::Array(Arc::new(Array::new(values, lock_id))),
+                    me,
+                )]);
+            }
+        };
+        Ok(vec![objects.insert(object, me)])
+    }
+
+    /// Opens a token for `pid`, taking over a reservation made for it.
+    fn open(&self, pid: u32, token: Token) -> Answer {
+        let mut objects = self.objects.lock().unwrap();
+        let unknown = || {
+            Error::UnknownObject(format!(
+                "{} {} (freed, or a forged token)",
+                token.kind.name(),
+                token.id
+            ))
+        };
+        let entry = objects.map.get_mut(&token.id).ok_or_else(unknown)?;
+        if entry.secret != token.secret || entry.object.kind() != token.kind {
+            return Err(unknown());
+        }
+        let reserved = entry
+            .holders
+            .keys()
+            .copied()
+            .find(|h| matches!(h, Holder::Reserved(_)));
+        *entry.holders.entry(Holder::Process(pid)).or_default() += 1;
+        if let Some(reservation) = reserved {
+            objects.remove(token.id, reservation, Some(1));
+        }
+        Ok(Reply::Unit)
+    }
+}
+
+fn check_size(message: &[u8]) -> Result<(), Error> {
+    if message.len() > MAX_MESSAGE {
+        return Err(Error::TooLarge {
+            size: message.len() as u64,
+            limit: MAX_MESSAGE as u64,
+        });
+    }
+    Ok(())
+}
+
+fn not_a(object: &Object, id: u64, what: &str) -> Error {
+    Error::UnknownObject(format!("{} {id} is not a {what}", object.kind().name()))
+}
