@@ -2,8 +2,8 @@
 //! workers over a unix socket.
 //!
 //! The root host listens on `broker.sock` in a private (0700) temporary
-//! directory and names it in every worker's start message (and workers in
-//! their children's). A worker connects the first time its guest uses a
+//! directory and passes its path to every worker (and workers to theirs) in
+//! `HOST_SYNC_BROKER`. A worker connects the first time its guest uses a
 //! shared object and keeps the connection for its life: one request at a
 //! time, each answered in turn ([`wire`](super::wire) frames). The root
 //! learns the peer's pid from the kernel (`SO_PEERCRED`), so a worker acts
@@ -16,20 +16,13 @@
 use super::wire;
 use super::{Answer, Error, MAX_MESSAGE, Registry, Reply, Request};
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
-/// In a worker: the root host's broker socket, from the start message.
-static WORKER_BROKER: OnceLock<PathBuf> = OnceLock::new();
-
-/// Records where this worker's broker is (before its host is built).
-pub(crate) fn set_worker_broker(path: Option<PathBuf>) {
-    if let Some(path) = path {
-        let _ = WORKER_BROKER.set(path);
-    }
-}
+/// The environment variable naming the broker's socket.
+pub(crate) const BROKER_VAR: &str = "HOST_SYNC_BROKER";
 
 /// The root host's listening socket.
 pub(crate) struct Endpoint {
@@ -108,13 +101,13 @@ pub(crate) struct Client {
 }
 
 impl Client {
-    /// The broker named in this worker's start message.
-    pub(crate) fn for_worker() -> anyhow::Result<Client> {
-        let path = WORKER_BROKER.get().ok_or_else(|| {
-            anyhow::anyhow!("worker mode is for the host's own use: no sync broker was named")
+    /// The broker this worker was given by its parent.
+    pub(crate) fn from_env() -> anyhow::Result<Client> {
+        let path = std::env::var_os(BROKER_VAR).ok_or_else(|| {
+            anyhow::anyhow!("worker mode is for the host's own use: {BROKER_VAR} is missing")
         })?;
         Ok(Client {
-            path: path.clone(),
+            path: path.into(),
             connection: tokio::sync::Mutex::new(None),
         })
     }

@@ -454,7 +454,7 @@ impl Broker {
     ) -> anyhow::Result<Broker> {
         #[cfg(all(feature = "native", target_os = "linux"))]
         if worker {
-            return Ok(Broker::Remote(broker::Client::for_worker()?));
+            return Ok(Broker::Remote(broker::Client::from_env()?));
         }
         let registry = Arc::new(Registry::new(runtime.clone()));
         #[cfg(all(feature = "native", target_os = "linux"))]
@@ -466,13 +466,14 @@ impl Broker {
         Ok(Broker::Local(registry, None))
     }
 
-    /// Where a new worker finds the broker (its start message names it).
+    /// The environment variable that tells a new worker where the broker is.
     #[cfg(all(feature = "native", target_os = "linux"))]
-    pub(crate) fn broker_path(&self) -> Option<std::path::PathBuf> {
-        match self {
-            Broker::Local(_, endpoint) => endpoint.as_ref().map(|e| e.path.clone()),
-            Broker::Remote(client) => Some(client.path.clone()),
-        }
+    pub(crate) fn worker_env(&self) -> Option<(&'static str, std::path::PathBuf)> {
+        let path = match self {
+            Broker::Local(_, endpoint) => endpoint.as_ref()?.path.clone(),
+            Broker::Remote(client) => client.path.clone(),
+        };
+        Some((broker::BROKER_VAR, path))
     }
 
     /// The registry, in a root host.

@@ -122,6 +122,8 @@ pub(crate) fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 /// A worker to start, and where to send it once started.
 struct SpawnRequest {
     start: Start,
+    /// Where the worker finds the broker of shared objects.
+    broker: Option<(&'static str, PathBuf)>,
     started: crossbeam_channel::Sender<std::io::Result<Worker>>,
 }
 
@@ -149,16 +151,19 @@ impl Spawner {
         let (requests, incoming) = crossbeam_channel::unbounded::<SpawnRequest>();
         std::thread::Builder::new().name("host-spawner".into()).spawn(move || {
             for request in incoming {
-                let _ = request.started.send(self.spawn(&request.start));
+                let _ = request.started.send(self.spawn(&request.start, request.broker));
             }
         })?;
         Ok(requests)
     }
 
     /// Forks the worker from the zygote if there is one, else execs it.
-    fn spawn(&mut self, start: &Start) -> std::io::Result<Worker> {
+    fn spawn(&mut self, start: &Start, broker: Option<(&'static str, PathBuf)>) -> std::io::Result<Worker> {
         if let ZygoteState::NotYet = self.zygote {
-            self.zygote = match zygote::Zygote::start(&self.exe, &self.lifeline, &self.orphanage, self.settings) {
+            // The broker is the root's for its whole life: the zygote's
+            // children find it in the environment they inherit.
+            let zygote = zygote::Zygote::start(&self.exe, &self.lifeline, &self.orphanage, self.settings, broker.clone());
+            self.zygote = match zygote {
                 Ok(zygote) => ZygoteState::Running(zygote),
                 Err(_) => ZygoteState::Off,
             };
@@ -171,7 +176,7 @@ impl Spawner {
                 Err(_) => self.zygote = ZygoteState::Off,
             }
         }
-        spawn_worker(&self.exe, &self.lifeline, &self.orphanage, start)
+        spawn_worker(&self.exe, &self.lifeline, &self.orphanage, start, broker)
     }
 }
 
@@ -194,11 +199,11 @@ impl Backend for NativeBackend {
     }
 
     fn start(&self, host: &Arc<HostInner>, node: &Arc<Node>, launch: &Launch) -> Result<Arc<dyn Control>, Error> {
-        let mut start = self.start_message(node, launch)?;
-        start.broker = host.sync.broker_path();
+        let start = self.start_message(node, launch)?;
         let (started, worker) = crossbeam_channel::bounded(1);
         let gone = || Error::Spawn("the spawner thread is gone".into());
-        self.spawner.send(SpawnRequest { start, started }).map_err(|_| gone())?;
+        let broker = host.sync.worker_env();
+        self.spawner.send(SpawnRequest { start, broker, started }).map_err(|_| gone())?;
         let worker = worker
             .recv()
             .map_err(|_| gone())?
@@ -245,7 +250,6 @@ impl NativeBackend {
                 max_tasks: serve.max_tasks,
                 task_timeout: serve.task_timeout.map(|t| t.as_nanos() as u64),
             }),
-            broker: None,
         })
     }
 }
@@ -261,7 +265,13 @@ struct Worker {
     tasks: Option<std::process::ChildStdin>,
 }
 
-fn spawn_worker(exe: &PathBuf, lifeline: &OwnedFd, orphanage: &OwnedFd, start: &Start) -> std::io::Result<Worker> {
+fn spawn_worker(
+    exe: &PathBuf,
+    lifeline: &OwnedFd,
+    orphanage: &OwnedFd,
+    start: &Start,
+    broker: Option<(&str, PathBuf)>,
+) -> std::io::Result<Worker> {
     let (report_read, report_write) = pipe()?;
     let passed = [&report_write, lifeline, orphanage];
     let fds = passed.map(|fd| fd.as_raw_fd().to_string()).join(",");
@@ -277,6 +287,7 @@ fn spawn_worker(exe: &PathBuf, lifeline: &OwnedFd, orphanage: &OwnedFd, start: &
         .arg(WORKER_ARG)
         .env_clear()
         .env(FDS_VAR, fds)
+        .envs(broker)
         .stdin(std::process::Stdio::piped())
         .stdout(output())
         .stderr(output());
@@ -288,10 +299,15 @@ fn spawn_worker(exe: &PathBuf, lifeline: &OwnedFd, orphanage: &OwnedFd, start: &
     let mut child = child?;
     // Written before `start` returns: the parent may end right after it.
     let mut stdin = child.stdin.take().expect("piped stdin");
-    if let Err(error) = protocol::write_frame(&mut stdin, start) {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(error);
+    match protocol::write_frame(&mut stdin, start) {
+        // Already gone: it ended without its start, which its end will say.
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(error) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(error);
+        }
+        Ok(()) => {}
     }
     let tasks = start.serve.is_some().then_some(stdin);
     Ok(Worker {

@@ -46,9 +46,6 @@ pub(crate) struct Start {
     pub(crate) engine: EngineSettings,
     /// A pool worker: it serves [`Task`]s instead of running `entry`.
     pub(crate) serve: Option<Serve>,
-    /// The root host's sync broker socket (see [`crate::sync`]).
-    #[serde(default)]
-    pub(crate) broker: Option<PathBuf>,
 }
 
 /// What makes a worker a pool worker.

@@ -73,7 +73,6 @@ pub(crate) fn run(start: Start, report: OwnedFd, inherited: Inherited, builder: 
     watch_lifeline(&inherited.lifeline)?;
     let _ = INHERITED.set(inherited);
     let report = Arc::new(Mutex::new(std::fs::File::from(report)));
-    crate::sync::broker::set_worker_broker(start.broker.clone());
 
     let host = builder
         .this_process(start.name.clone(), start.daemon)

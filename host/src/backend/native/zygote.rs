@@ -49,6 +49,7 @@ impl Zygote {
         lifeline: &OwnedFd,
         orphanage: &OwnedFd,
         settings: EngineSettings,
+        broker: Option<(&'static str, PathBuf)>,
     ) -> std::io::Result<Zygote> {
         let (socket, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
         let passed = [&theirs, lifeline, orphanage];
@@ -57,6 +58,7 @@ impl Zygote {
             .args([super::WORKER_ARG, ZYGOTE_ARG])
             .env_clear()
             .env(FDS_VAR, passed.map(|fd| fd.as_raw_fd().to_string()).join(","))
+            .envs(broker)
             .stdin(std::process::Stdio::null());
         passed.iter().for_each(|fd| set_cloexec(fd, false));
         let process = spawn_retrying(&mut command);
