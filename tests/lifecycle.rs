@@ -63,12 +63,7 @@ fn operations_before_start_are_errors() {
 fn join_with_a_timeout_returns_while_the_process_runs() {
     let host = host();
     let program = host.load(guest("sleep")).unwrap();
-    let p = program
-        .command()
-        .arg("3600")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let p = sleeper(&program);
     assert_eq!(p.join_timeout(Duration::from_millis(50)).unwrap(), None);
     assert!(p.is_alive(), "still alive after a join that timed out");
     assert_eq!(p.exitcode(), None, "no exitcode while running");
@@ -198,12 +193,7 @@ fn terminate_a_writer() {
 fn terminate_right_after_start() {
     let host = host();
     let program = host.load(guest("sleep")).unwrap();
-    let p = program
-        .command()
-        .arg("3600")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let p = sleeper(&program);
     p.terminate().unwrap();
     assert_eq!(join(&p).code(), -15);
 }
@@ -214,12 +204,7 @@ fn pids_are_unique_among_live_processes() {
     let program = host.load(guest("sleep")).unwrap();
     let ps: Vec<_> = (0..8)
         .map(|_| {
-            program
-                .command()
-                .arg("3600")
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap()
+            sleeper(&program)
         })
         .collect();
     let pids: HashSet<u32> = ps.iter().map(|p| p.pid().unwrap()).collect();
@@ -306,12 +291,7 @@ fn daemon_is_settable_only_before_start() {
 fn close_is_an_error_while_running_and_works_after() {
     let host = host();
     let program = host.load(guest("sleep")).unwrap();
-    let p = program
-        .command()
-        .arg("3600")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let p = sleeper(&program);
     assert_eq!(p.close(), Err(Error::StillRunning));
     assert!(p.is_alive(), "a refused close changes nothing");
     p.terminate().unwrap();
@@ -573,12 +553,7 @@ fn labelled_output_names_parent_and_child() {
 fn dropping_the_host_ends_its_processes() {
     let host = host();
     let program = host.load(guest("sleep")).unwrap();
-    let p = program
-        .command()
-        .arg("3600")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let p = sleeper(&program);
     let daemon = program
         .command()
         .arg("3600")

@@ -71,6 +71,17 @@ pub fn builder() -> HostBuilder {
         .worker_program(env!("CARGO_BIN_EXE_host"))
 }
 
+/// A started process of the `sleep` program sleeping an hour, output discarded:
+/// something to terminate, kill, join with a timeout or close.
+pub fn sleeper(program: &host::Program) -> Process {
+    program
+        .command()
+        .arg("3600")
+        .stdout(host::Stdio::null())
+        .spawn()
+        .expect("a sleeper starts")
+}
+
 /// Joins with the hang safety net; the process's exit code.
 pub fn join(process: &Process) -> ExitCode {
     process
