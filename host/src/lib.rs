@@ -29,6 +29,8 @@ mod backend;
 mod command;
 mod error;
 mod exit;
+#[cfg(all(test, feature = "native", target_os = "linux"))]
+mod fuzz;
 mod guest;
 mod instance;
 mod limits;

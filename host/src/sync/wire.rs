@@ -202,29 +202,7 @@ mod tests {
             encode(put()).unwrap(),
             encode::<Answer>(Ok(Reply::Count(3))).unwrap(),
         ];
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
-        for _ in 0..20_000 {
-            let mut bytes = match next() % 3 {
-                0 => frames[0].clone(),
-                1 => frames[1].clone(),
-                _ => vec![0; (next() % 64) as usize],
-            };
-            for _ in 0..(next() % 8) {
-                if bytes.is_empty() {
-                    break;
-                }
-                let i = (next() as usize) % bytes.len();
-                bytes[i] = next() as u8;
-            }
-            if next() % 3 == 0 {
-                bytes.truncate((next() as usize) % (bytes.len() + 1));
-            }
+        for bytes in crate::fuzz::mutants(&frames, 0x2545_f491_4f6c_dd1du64) {
             let _ = decode::<Request>(&bytes);
             let _ = decode::<Answer>(&bytes);
         }

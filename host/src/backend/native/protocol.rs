@@ -265,28 +265,7 @@ mod tests {
             frame(&Report::Done { id: 3, results: vec![Ok("1".into()), Err("no".into())] }),
             frame(&Task { id: 3, entry: "f".into(), inputs: vec!["[1,2]".into()], many: true }),
         ];
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
-        for _ in 0..20_000 {
-            let mut bytes = match next() % 4 {
-                3 => vec![0; (next() % 64) as usize],
-                i => frames[i as usize].clone(),
-            };
-            for _ in 0..(next() % 8) {
-                if bytes.is_empty() {
-                    break;
-                }
-                let i = (next() as usize) % bytes.len();
-                bytes[i] = next() as u8;
-            }
-            if next() % 3 == 0 {
-                bytes.truncate((next() as usize) % (bytes.len() + 1));
-            }
+        for bytes in crate::fuzz::mutants(&frames, 0x9e37_79b9_7f4a_7c15u64) {
             let _ = decode_frame::<Ended>(&bytes);
             let _ = read_frame::<Start>(&mut &bytes[..]);
             let _ = decode_frame::<Report>(&bytes);
