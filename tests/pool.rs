@@ -236,16 +236,21 @@ fn seed_pool_three_workers_ten_tasks() {
     assert_eq!(submitted, 10, "{out:#?}");
 }
 
-/// Runs `host map` with `input` on its stdin (through a file).
+/// Runs `host map` of `square` with `input` on its stdin (through a file).
 fn host_map(input: &str, extra: &[&str]) -> common::Output {
+    host_map_entry("square", input, extra)
+}
+
+/// Runs `host map` of a `pool-tasks` entry with `input` (through a file).
+fn host_map_entry(entry: &str, input: &str, extra: &[&str]) -> common::Output {
     let dir = tempfile::tempdir().unwrap();
     let file = common::write_file(dir.path(), "input.jsonl", input);
-    let square = guest("pool-tasks");
+    let program = guest("pool-tasks");
     let mut args = vec![
         "map",
-        s(&square),
+        s(&program),
         "--entry",
-        "square",
+        entry,
         "--backend",
         common::backend_name(),
         "--input",
@@ -304,28 +309,7 @@ fn cli_map_unordered_is_complete() {
 
 #[test]
 fn cli_map_memory_limit_fails_one_line_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = common::write_file(dir.path(), "input.jsonl", "1\n64\n2\n");
-    let program = guest("pool-tasks");
-    let out = host_with(
-        &[
-            "map",
-            s(&program),
-            "--entry",
-            "grow",
-            "--backend",
-            common::backend_name(),
-            "--input",
-            s(&file),
-            "--workers",
-            "1",
-            "--chunksize",
-            "1",
-            "--max-memory",
-            "32MiB",
-        ],
-        &[],
-    );
+    let out = host_map_entry("grow", "1\n64\n2\n", &["--workers", "1", "--chunksize", "1", "--max-memory", "32MiB"]);
     out.assert_status(1);
     let lines = out.stdout_lines();
     assert_eq!(lines.len(), 3, "{out:#?}");
@@ -355,28 +339,7 @@ fn cli_map_bad_input() {
 
 #[test]
 fn cli_map_timeout_fails_one_task_and_replaces_its_worker() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = common::write_file(dir.path(), "input.jsonl", "0\n600\n0\n");
-    let program = guest("pool-tasks");
-    let out = host_with(
-        &[
-            "map",
-            s(&program),
-            "--entry",
-            "sleep_secs",
-            "--backend",
-            common::backend_name(),
-            "--input",
-            s(&file),
-            "--workers",
-            "1",
-            "--chunksize",
-            "1",
-            "--timeout",
-            "300ms",
-        ],
-        &[],
-    );
+    let out = host_map_entry("sleep_secs", "0\n600\n0\n", &["--workers", "1", "--chunksize", "1", "--timeout", "300ms"]);
     out.assert_status(1);
     let lines = out.stdout_lines();
     assert_eq!(lines.len(), 3, "{out:#?}");

@@ -172,7 +172,6 @@ impl HostBuilder {
             worker_program: self.worker_program.clone(),
             fuel: self.fuel,
             max_memory: self.max_memory,
-            max_processes: self.max_processes,
         })?;
         let root = match &self.this_process {
             Some((name, daemon)) => Node::this_process(backend.root_pid(), name.clone(), *daemon),

@@ -78,7 +78,6 @@ pub(crate) struct Settings {
     pub(crate) worker_program: Option<std::path::PathBuf>,
     pub(crate) fuel: bool,
     pub(crate) max_memory: u64,
-    pub(crate) max_processes: u32,
 }
 
 pub(crate) fn create(settings: Settings) -> anyhow::Result<Box<dyn Backend>> {
@@ -90,7 +89,6 @@ pub(crate) fn create(settings: Settings) -> anyhow::Result<Box<dyn Backend>> {
             native::protocol::EngineSettings {
                 fuel: settings.fuel,
                 max_memory: settings.max_memory,
-                max_processes: settings.max_processes,
             },
         )?)),
         #[cfg(not(all(feature = "native", target_os = "linux")))]

@@ -82,7 +82,6 @@ pub(crate) enum Report {
 pub(crate) struct EngineSettings {
     pub(crate) fuel: bool,
     pub(crate) max_memory: u64,
-    pub(crate) max_processes: u32,
 }
 
 /// What a worker tells its host as it ends.
