@@ -138,15 +138,17 @@ fn seed_terminate() {
     // The child may or may not get to print its first line before the
     // terminate reaches it: only the parent's lines are checked.
     let lines: Vec<&str> = out.stdout_lines().into_iter().filter(|l| !l.starts_with("changxin")).collect();
-    // Right after terminate the end may or may not be observed yet.
+    assert_eq!(lines[0], "is_alive after start: true", "{out:#?}");
+    // Right after terminate the end may or may not be observed yet; if it
+    // is, the exitcode says so.
     assert!(
-        lines[0] == "is_alive after terminate: true"
-            || lines[0] == "is_alive after terminate: false",
+        ["is_alive after terminate: true", "is_alive after terminate: false"].contains(&lines[1]),
         "{out:#?}"
     );
     assert_eq!(
-        &lines[1..],
+        &lines[2..],
         [
+            "ended means an exitcode: true",
             "is_alive after join: false",
             "exitcode: Some(-15)",
             "name: Process-1"

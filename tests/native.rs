@@ -178,12 +178,14 @@ fn hostile_worker(dir: &Path, bytes: &str, then: &str) -> std::path::PathBuf {
 fn a_worker_that_breaks_the_protocol_is_killed_and_reported() {
     // A worker that goes on running is killed as soon as what it sent is
     // wrong; a truncated frame shows when the worker ends.
+    // Each case names the decoder's own words for it, so that a frame
+    // refused for another reason (a stale magic, say) fails the test.
     let cases = [
-        ("garbage!", "exec sleep 3600", "not a frame"),
-        ("MPH1\\377\\377\\377\\377", "exec sleep 3600", "oversized frame"),
-        ("MPH1\\005\\000\\000\\000[1,2]", "exec sleep 3600", "wrong message type"),
-        ("MPH1\\100\\000\\000\\000{", "exit 0", "truncated frame"),
-        ("MPH", "exit 0", "truncated header"),
+        ("garbage!", "exec sleep 3600", "bad magic"),
+        ("MPH2\\377\\377\\377\\377", "exec sleep 3600", "exceeds the limit"),
+        ("MPH2\\005\\000\\000\\000[1,2]", "exec sleep 3600", "malformed message"),
+        ("MPH2\\100\\000\\000\\000{", "exit 0", "truncated frame body"),
+        ("MPH", "exit 0", "truncated frame header"),
     ];
     for (bytes, then, case) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -197,6 +199,7 @@ fn a_worker_that_breaks_the_protocol_is_killed_and_reported() {
         assert_eq!(code.code(), 1, "{case}");
         let failure = process.failure().expect("a reason");
         assert!(failure.contains("broke the control protocol"), "{case}: {failure}");
+        assert!(failure.contains(case), "refused for the wrong reason: expected `{case}` in: {failure}");
         assert!(!exists(pid), "{case}: the hostile worker was killed and reaped");
         // The host carries on.
         let good = common::host();

@@ -142,7 +142,9 @@ fn terminate_ends_busy_workers_and_fails_pending_tasks() {
         .map(|_| pool.apply_async::<_, u32>("sleep_secs", &600.0))
         .collect();
     // Both workers busy: wait until the pool has its two pids.
+    let give_up = std::time::Instant::now() + Duration::from_secs(60);
     while pool.pids().len() < 2 {
+        assert!(std::time::Instant::now() < give_up, "the pool never had its two workers: {:?}", pool.pids());
         std::thread::sleep(Duration::from_millis(5));
     }
     pool.terminate();
