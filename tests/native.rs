@@ -221,3 +221,23 @@ fn workers_fork_from_the_zygote_and_are_the_hosts_children() {
     process.kill().unwrap();
     assert_eq!(join(&process).code(), -9);
 }
+
+#[test]
+fn compiled_code_is_out_of_reach_of_a_granted_temp_dir() {
+    // The host's temp dir granted to a guest that overwrites every file it
+    // finds there; its own worker and its child's run on, and the host
+    // leaves nothing in the temp dir for a later guest to reach.
+    let tmp = tempfile::tempdir().unwrap();
+    let grant = format!("{}::/tmp", tmp.path().display());
+    let out = common::host_with(
+        &["run", "--backend", "native", "--dir", &grant, common::s(&guest("overwrite-all")), "--", "/tmp"],
+        &[("TMPDIR", common::s(tmp.path()))],
+    );
+    out.assert_status(0);
+    let overwritten: Vec<&str> = out.stdout_lines().into_iter().filter(|l| l.starts_with("overwrote")).collect();
+    assert!(overwritten.iter().all(|l| !l.ends_with(".cwasm")), "{out:#?}");
+    assert!(out.stdout.contains("child ran"), "{out:#?}");
+    assert!(out.stdout.contains("child exitcode: Some(0)"), "{out:#?}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().filter_map(Result::ok).map(|e| e.path()).collect();
+    assert!(left.is_empty(), "the host left {left:?} in its temp dir");
+}

@@ -266,7 +266,7 @@ fn probe_launch(host: &Arc<HostInner>, pre: wasmtime::component::InstancePre<Ctx
             entries: Vec::new(),
             has_main: false,
             kind: crate::program::ProgramKind::Program,
-            artifact: std::sync::OnceLock::new(),
+            backend_data: std::sync::OnceLock::new(),
         }),
     };
     Ok(program.command().launch().clone())

@@ -42,8 +42,10 @@ pub(crate) struct ProgramInner {
     pub(crate) entries: Vec<String>,
     pub(crate) has_main: bool,
     pub(crate) kind: ProgramKind,
-    /// The compiled code, serialized for native workers (made on first use).
-    pub(crate) artifact: OnceLock<PathBuf>,
+    /// Whatever a backend keeps per program, made on first use (the native
+    /// backend: the compiled code it hands its workers).
+    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
+    pub(crate) backend_data: OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 /// The compiled code, ready to instantiate.
@@ -87,30 +89,6 @@ impl Program {
 
     pub fn kind(&self) -> ProgramKind {
         self.inner.kind
-    }
-
-    /// The compiled code as a file a native worker maps instead of compiling.
-    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
-    pub(crate) fn artifact(&self) -> std::io::Result<PathBuf> {
-        if let Some(path) = self.inner.artifact.get() {
-            return Ok(path.clone());
-        }
-        let host = &self.inner.host;
-        let dir = match host.artifacts.get() {
-            Some(dir) => dir,
-            None => {
-                let dir = tempfile::Builder::new().prefix("host-artifacts-").tempdir()?;
-                host.artifacts.get_or_init(|| dir)
-            }
-        };
-        let bytes = match &self.inner.code {
-            Code::Component(pre) => pre.component().serialize(),
-            Code::Core(pre) => pre.module().serialize(),
-        }
-        .map_err(std::io::Error::other)?;
-        let path = dir.path().join(format!("{:p}.cwasm", Arc::as_ptr(&self.inner)));
-        std::fs::write(&path, bytes)?;
-        Ok(self.inner.artifact.get_or_init(|| path).clone())
     }
 
     pub(crate) fn has_entry(&self, name: &str) -> bool {
@@ -172,7 +150,7 @@ fn load_component(host: &Arc<HostInner>, bytes: &[u8], name: &str) -> Result<Pro
         entries,
         has_main,
         kind: if has_entries { ProgramKind::Program } else { ProgramKind::Command },
-        artifact: OnceLock::new(),
+        backend_data: OnceLock::new(),
     })
 }
 
@@ -200,7 +178,7 @@ fn load_core(host: &Arc<HostInner>, bytes: &[u8], name: &str) -> Result<ProgramI
         entries,
         has_main,
         kind: ProgramKind::CoreModule,
-        artifact: OnceLock::new(),
+        backend_data: OnceLock::new(),
     })
 }
 
@@ -211,7 +189,7 @@ fn component_exports(component: &Component, engine: &wasmtime::Engine, prefix: &
         .any(|(export, item)| export.starts_with(prefix) && matches!(item.ty, ComponentItem::ComponentInstance(_)))
 }
 
-fn unsupported_imports(name: &str, error: &wasmtime::Error) -> LoadError {
+pub(crate) fn unsupported_imports(name: &str, error: &wasmtime::Error) -> LoadError {
     LoadError::new(format!(
         "{name} needs what this host does not provide ({}); it runs WASI 0.2 commands, \
          WASI preview 1 modules and programs of the mp:host world",
@@ -234,47 +212,4 @@ fn looks_like_text(bytes: &[u8]) -> bool {
 
 pub(crate) fn first_line(error: &wasmtime::Error) -> String {
     format!("{error:#}").lines().next().unwrap_or_default().to_string()
-}
-
-/// The compiled code of a native worker's program: the host's artifact,
-/// mapped, linked against `engines`.
-#[cfg(all(feature = "native", target_os = "linux"))]
-pub(crate) fn compiled_code(
-    engines: &crate::runtime::Engines,
-    start: &crate::backend::native::protocol::Start,
-) -> Result<Code, LoadError> {
-    let name = start.artifact.display().to_string();
-    let unreadable = |e: wasmtime::Error| LoadError::new(format!("cannot load compiled code {name}: {}", first_line(&e)));
-    let unlinkable = |e: wasmtime::Error| unsupported_imports(&name, &e);
-    // SAFETY: the artifact was serialized by our own host, for this engine
-    // configuration, and nobody else writes to its private directory.
-    Ok(if start.core {
-        let module = unsafe { Module::deserialize_file(&engines.engine, &start.artifact) }.map_err(unreadable)?;
-        Code::Core(engines.core_linker.instantiate_pre(&module).map_err(unlinkable)?)
-    } else {
-        let component =
-            unsafe { Component::deserialize_file(&engines.engine, &start.artifact) }.map_err(unreadable)?;
-        Code::Component(engines.component_linker.instantiate_pre(&component).map_err(unlinkable)?)
-    })
-}
-
-/// The program a native worker runs, from its compiled code.
-#[cfg(all(feature = "native", target_os = "linux"))]
-pub(crate) fn from_code(host: &Arc<HostInner>, start: &crate::backend::native::protocol::Start, code: Code) -> Program {
-    let kind = match (&code, start.entries.is_empty() && start.has_main) {
-        (Code::Core(_), _) => ProgramKind::CoreModule,
-        (Code::Component(_), true) => ProgramKind::Command,
-        (Code::Component(_), false) => ProgramKind::Program,
-    };
-    Program {
-        inner: Arc::new(ProgramInner {
-            host: host.clone(),
-            path: start.source.clone(),
-            code,
-            entries: start.entries.clone(),
-            has_main: start.has_main,
-            kind,
-            artifact: OnceLock::from(start.artifact.clone()),
-        }),
-    }
 }

@@ -17,7 +17,7 @@ use crate::program::{self, Program};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
@@ -181,7 +181,6 @@ impl HostBuilder {
             component_linker: engines.component_linker,
             core_linker: engines.core_linker,
             root,
-            artifacts: OnceLock::new(),
             engine: engines.engine,
             runtime: runtime.handle().clone(),
             backend,
@@ -274,8 +273,6 @@ pub(crate) struct HostInner {
     pub(crate) sync: crate::sync::Broker,
     pub(crate) live: Live,
     pub(crate) closed: AtomicBool,
-    /// Where compiled programs are stored for native workers to map.
-    pub(crate) artifacts: OnceLock<tempfile::TempDir>,
 }
 
 impl Host {

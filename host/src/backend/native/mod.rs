@@ -1,16 +1,18 @@
 //! The native backend: every process a real OS process (Linux).
 //!
 //! A process is a worker: the host's own binary re-executed in worker mode
-//! (never a `fork` of the multi-threaded host without `exec`). It loads the
-//! program's compiled code from the artifact the host serialized once
-//! (memory-mapped, not recompiled) and runs it as the thread backend would.
+//! (never a `fork` of the multi-threaded host without `exec`). It maps the
+//! program's compiled code, which the host serialized once into sealed
+//! memory and hands over by descriptor (see [`code`]; never recompiled, and
+//! never on a file system a guest could be granted), and runs it as the
+//! thread backend would.
 //! Pids are real, and so is the tree: a child a guest spawns in a worker is
 //! an OS child of that worker.
 //!
 //! Workers are started with `posix_spawn` (no `fork` of the host's large
 //! address space), one at a time from one long-lived spawner thread. Besides
 //! its stdio (piped to the root host, which passes on whole lines), every
-//! worker gets three descriptors, named in `HOST_WORKER_FDS`:
+//! worker gets four descriptors, named in `HOST_WORKER_FDS`:
 //! - the report pipe: one [`protocol::Report::Ended`] frame saying why it
 //!   ended (a pool worker first sends a [`protocol::Report::Done`] frame per
 //!   task; its tasks come on its stdin, after the start message);
@@ -19,13 +21,15 @@
 //!   end-of-file and kills itself;
 //! - the orphanage: a pipe to the root host on which a worker that ends
 //!   before its non-daemon children announces their pids, so that the root
-//!   (a `PR_SET_CHILD_SUBREAPER`) adopts, waits for and reaps them.
+//!   (a `PR_SET_CHILD_SUBREAPER`) adopts, waits for and reaps them;
+//! - the sealed compiled code of its program.
 //!
 //! A daemon sets `PR_SET_PDEATHSIG` on itself, so it dies with its parent
 //! even when the parent crashes (the spawner thread lives as long as the
 //! parent). Every child is waited for through a pidfd, which reaps exactly
 //! our own children (never an embedder's), so no zombie stays.
 
+mod code;
 pub(crate) mod protocol;
 pub mod worker;
 mod zygote;
@@ -40,7 +44,7 @@ use crate::process::{Ended, Node};
 use crate::runtime::HostInner;
 use protocol::{EngineSettings, Start};
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -122,6 +126,7 @@ pub(crate) fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 /// A worker to start, and where to send it once started.
 struct SpawnRequest {
     start: Start,
+    code: Arc<code::Sealed>,
     /// Where the worker finds the broker of shared objects.
     broker: Option<(&'static str, PathBuf)>,
     started: crossbeam_channel::Sender<std::io::Result<Worker>>,
@@ -151,14 +156,14 @@ impl Spawner {
         let (requests, incoming) = crossbeam_channel::unbounded::<SpawnRequest>();
         std::thread::Builder::new().name("host-spawner".into()).spawn(move || {
             for request in incoming {
-                let _ = request.started.send(self.spawn(&request.start, request.broker));
+                let _ = request.started.send(self.spawn(&request.start, &request.code, request.broker));
             }
         })?;
         Ok(requests)
     }
 
     /// Forks the worker from the zygote if there is one, else execs it.
-    fn spawn(&mut self, start: &Start, broker: Option<(&'static str, PathBuf)>) -> std::io::Result<Worker> {
+    fn spawn(&mut self, start: &Start, code: &code::Sealed, broker: Option<(&'static str, PathBuf)>) -> std::io::Result<Worker> {
         if let ZygoteState::NotYet = self.zygote {
             // The broker is the root's for its whole life: the zygote's
             // children find it in the environment they inherit.
@@ -169,14 +174,14 @@ impl Spawner {
             };
         }
         if let ZygoteState::Running(zygote) = &self.zygote {
-            match zygote.spawn(start) {
+            match zygote.spawn(start, code) {
                 Ok(worker) => return Ok(worker),
                 Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
                 // A zygote that fails once is not trusted again.
                 Err(_) => self.zygote = ZygoteState::Off,
             }
         }
-        spawn_worker(&self.exe, &self.lifeline, &self.orphanage, start, broker)
+        spawn_worker(&self.exe, &self.lifeline, &self.orphanage, start, code, broker)
     }
 }
 
@@ -199,11 +204,13 @@ impl Backend for NativeBackend {
     }
 
     fn start(&self, host: &Arc<HostInner>, node: &Arc<Node>, launch: &Launch) -> Result<Arc<dyn Control>, Error> {
-        let start = self.start_message(node, launch)?;
+        let code = code::Sealed::of(&launch.program)
+            .map_err(|e| Error::Spawn(format!("cannot seal the compiled program: {e}")))?;
+        let start = self.start_message(node, launch, code.id());
         let (started, worker) = crossbeam_channel::bounded(1);
         let gone = || Error::Spawn("the spawner thread is gone".into());
         let broker = host.sync.worker_env();
-        self.spawner.send(SpawnRequest { start, broker, started }).map_err(|_| gone())?;
+        self.spawner.send(SpawnRequest { start, code, broker, started }).map_err(|_| gone())?;
         let worker = worker
             .recv()
             .map_err(|_| gone())?
@@ -218,13 +225,10 @@ impl Backend for NativeBackend {
 }
 
 impl NativeBackend {
-    fn start_message(&self, node: &Node, launch: &Launch) -> Result<Start, Error> {
+    fn start_message(&self, node: &Node, launch: &Launch, code: protocol::CodeId) -> Start {
         let program = &launch.program;
-        let artifact = program
-            .artifact()
-            .map_err(|e| Error::Spawn(format!("cannot store the compiled program: {e}")))?;
-        Ok(Start {
-            artifact,
+        Start {
+            code,
             source: program.path().map(|p| p.to_path_buf()),
             core: program.kind() == crate::ProgramKind::CoreModule,
             entries: program.entries().to_vec(),
@@ -250,7 +254,7 @@ impl NativeBackend {
                 max_tasks: serve.max_tasks,
                 task_timeout: serve.task_timeout.map(|t| t.as_nanos() as u64),
             }),
-        })
+        }
     }
 }
 
@@ -270,10 +274,11 @@ fn spawn_worker(
     lifeline: &OwnedFd,
     orphanage: &OwnedFd,
     start: &Start,
+    code: &code::Sealed,
     broker: Option<(&str, PathBuf)>,
 ) -> std::io::Result<Worker> {
     let (report_read, report_write) = pipe()?;
-    let passed = [&report_write, lifeline, orphanage];
+    let passed = [report_write.as_fd(), lifeline.as_fd(), orphanage.as_fd(), code.fd()];
     let fds = passed.map(|fd| fd.as_raw_fd().to_string()).join(",");
     // The root host reads each of its workers' output through a pipe; the
     // workers below share it, writing whole (labelled) lines, so that an
@@ -335,9 +340,9 @@ pub(crate) fn spawn_retrying(command: &mut std::process::Command) -> std::io::Re
     }
 }
 
-pub(crate) fn set_cloexec(fd: &OwnedFd, cloexec: bool) {
+pub(crate) fn set_cloexec(fd: &impl AsFd, cloexec: bool) {
     let flags = if cloexec { libc::FD_CLOEXEC } else { 0 };
-    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flags) };
+    unsafe { libc::fcntl(fd.as_fd().as_raw_fd(), libc::F_SETFD, flags) };
 }
 
 /// Passes on a worker's output, waits for its end

@@ -21,8 +21,9 @@ pub(crate) const MAX_FRAME: usize = 16 << 20;
 /// What a host tells a new worker to run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub(crate) struct Start {
-    /// The program's compiled code, serialized by the host.
-    pub(crate) artifact: PathBuf,
+    /// The program's compiled code, which comes as a sealed descriptor
+    /// beside this message: what it must be.
+    pub(crate) code: CodeId,
     pub(crate) source: Option<PathBuf>,
     pub(crate) core: bool,
     pub(crate) entries: Vec<String>,
@@ -42,7 +43,7 @@ pub(crate) struct Start {
     pub(crate) parent: u32,
     pub(crate) label: Option<String>,
     pub(crate) labelled: bool,
-    /// The engine settings the artifact was compiled with.
+    /// The engine settings the code was compiled with.
     pub(crate) engine: EngineSettings,
     /// A pool worker: it serves [`Task`]s instead of running `entry`.
     pub(crate) serve: Option<Serve>,
@@ -75,6 +76,13 @@ pub(crate) enum Report {
     Done { id: u64, results: Vec<Result<String, String>> },
     /// The worker's end: the last frame.
     Ended(Ended),
+}
+
+/// What a worker checks the compiled code it is handed against.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct CodeId {
+    pub(crate) len: u64,
+    pub(crate) digest: u64,
 }
 
 /// Settings that must match for a worker to load the host's compiled code.

@@ -1,7 +1,7 @@
 //! Worker mode: the host binary running one process for its parent host.
 //!
-//! A worker reads its [`Start`](protocol::Start) message from stdin, loads
-//! the compiled artifact the root host serialized, and runs the process as
+//! A worker reads its [`Start`](protocol::Start) message from stdin, maps
+//! the sealed compiled code the root host handed it, and runs the process as
 //! its own root: children a guest spawns become the worker's OS children.
 //! When the guest ends, the worker reports why on fd 3, announces its
 //! still-running non-daemon children to the root for adoption, and exits
@@ -10,6 +10,7 @@
 //! the worker call [`main`] when their first argument is [`WORKER_ARG`](super::WORKER_ARG).
 
 use super::protocol::{self, EngineSettings, Start};
+use super::code::Sealed;
 use super::zygote;
 use super::{FDS_VAR, INHERITED, Inherited};
 use crate::backend::BackendKind;
@@ -48,11 +49,12 @@ fn serve() -> Result<i32, String> {
         Ok(None) => return Err("worker mode is for the host's own use: no start message on stdin".into()),
         Err(why) => return Err(format!("bad start message: {why}")),
     };
-    let [report, lifeline, orphanage] = inherit().ok_or("worker mode is for the host's own use: its descriptors are missing")?;
+    let [report, lifeline, orphanage, code] =
+        inherit().ok_or("worker mode is for the host's own use: its descriptors are missing")?;
     let builder = builder(start.engine);
     let engines = builder.make_engines().map_err(|e| format!("cannot start the worker's engine: {e:#}"))?;
-    let code = crate::program::compiled_code(&engines, &start).map_err(|e| e.to_string())?;
-    run(start, report, Inherited { lifeline, orphanage }, builder.engines(engines), code)
+    let (code, sealed) = super::code::load(&engines, code, &start).map_err(|e| e.to_string())?;
+    run(start, report, Inherited { lifeline, orphanage }, builder.engines(engines), code, sealed)
 }
 
 /// The host configuration of a worker: one process, the root's engine settings.
@@ -66,7 +68,14 @@ pub(crate) fn builder(settings: EngineSettings) -> HostBuilder {
 }
 
 /// Runs the process of `start` as this worker, to its end; exits.
-pub(crate) fn run(start: Start, report: OwnedFd, inherited: Inherited, builder: HostBuilder, code: Code) -> Result<i32, String> {
+pub(crate) fn run(
+    start: Start,
+    report: OwnedFd,
+    inherited: Inherited,
+    builder: HostBuilder,
+    code: Code,
+    sealed: Arc<Sealed>,
+) -> Result<i32, String> {
     if start.daemon {
         die_with_parent(start.parent);
     }
@@ -79,7 +88,7 @@ pub(crate) fn run(start: Start, report: OwnedFd, inherited: Inherited, builder: 
         .build()
         .map_err(|e| format!("cannot start the worker's host: {e:#}"))?;
     let inner = host.inner().clone();
-    let program = crate::program::from_code(&inner, &start, code);
+    let program = super::code::program(&inner, &start, code, sealed);
     let launch = Launch {
         entry: start.entry,
         input: start.input,
@@ -161,14 +170,14 @@ fn take_tasks(report: Arc<Mutex<std::fs::File>>) -> async_channel::Receiver<Job>
     receiver
 }
 
-/// Takes ownership of the descriptors the parent passed, if they are there.
-pub(crate) fn inherit() -> Option<[OwnedFd; 3]> {
+/// Takes ownership of the `N` descriptors the parent passed, if they are there.
+pub(crate) fn inherit<const N: usize>() -> Option<[OwnedFd; N]> {
     let fds: Vec<i32> = std::env::var(FDS_VAR)
         .ok()?
         .split(',')
         .map(|fd| fd.parse().ok())
         .collect::<Option<_>>()?;
-    let fds: [i32; 3] = fds.try_into().ok()?;
+    let fds: [i32; N] = fds.try_into().ok()?;
     for fd in fds {
         // Valid, and not passed on to our own children (they get copies).
         if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {

@@ -10,12 +10,14 @@
 //!
 //! The root talks to the zygote over a `SOCK_SEQPACKET` socket pair: one
 //! message carries a [`Start`] frame and, as `SCM_RIGHTS`, the write ends of
-//! the new worker's stdout, stderr and report pipes; the answer is one frame
+//! the new worker's stdout, stderr and report pipes and the program's sealed
+//! code (mapped once per program, shared by every fork); the answer is one frame
 //! with the new pid or why there is none. A request too large for one
 //! message, a pool worker (its tasks come on a stdin only exec sets up), or
 //! any failure of the zygote falls back to exec.
 
 use super::protocol::{self, EngineSettings, Start};
+use super::code::Sealed;
 use super::worker;
 use super::{FDS_VAR, Inherited, Worker, pipe, set_cloexec, spawn_retrying};
 use crate::program::Code;
@@ -26,6 +28,7 @@ use std::collections::HashMap;
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The second argument that makes a worker a zygote.
 pub(crate) const ZYGOTE_ARG: &str = "zygote";
@@ -71,7 +74,7 @@ impl Zygote {
     }
 
     /// A new worker, forked by the zygote, running `start`.
-    pub(crate) fn spawn(&self, start: &Start) -> std::io::Result<Worker> {
+    pub(crate) fn spawn(&self, start: &Start, code: &Sealed) -> std::io::Result<Worker> {
         let request = protocol::encode_frame(start)?;
         // A pool worker takes its tasks on its stdin, which only exec sets up.
         if request.len() > MAX_REQUEST || start.serve.is_some() {
@@ -80,7 +83,8 @@ impl Zygote {
         let (stdout, stdout_theirs) = pipe()?;
         let (stderr, stderr_theirs) = pipe()?;
         let (report, report_theirs) = pipe()?;
-        let theirs = [stdout_theirs.as_raw_fd(), stderr_theirs.as_raw_fd(), report_theirs.as_raw_fd()];
+        let theirs =
+            [stdout_theirs.as_raw_fd(), stderr_theirs.as_raw_fd(), report_theirs.as_raw_fd(), code.fd().as_raw_fd()];
         send(&self.socket, &request, &theirs)?;
         drop((stdout_theirs, stderr_theirs, report_theirs));
         let (answer, _) = receive(&self.socket)?;
@@ -109,7 +113,7 @@ pub(crate) fn serve() -> Result<i32, String> {
     let engines = worker::builder(settings)
         .make_engines()
         .map_err(|e| format!("cannot build the zygote's engine: {e:#}"))?;
-    let mut programs: HashMap<PathBuf, Code> = HashMap::new();
+    let mut programs: HashMap<(u64, u64), (Code, Arc<Sealed>)> = HashMap::new();
     loop {
         let (request, fds) = match receive(&socket) {
             Ok((request, _)) if request.is_empty() => return Ok(0),
@@ -132,17 +136,18 @@ fn fork_worker(
     orphanage: &OwnedFd,
     settings: EngineSettings,
     engines: &crate::runtime::Engines,
-    programs: &mut HashMap<PathBuf, Code>,
+    programs: &mut HashMap<(u64, u64), (Code, Arc<Sealed>)>,
 ) -> Result<u32, String> {
     let start: Start = protocol::decode_frame(request)?;
-    let [stdout, stderr, report]: [OwnedFd; 3] = fds.try_into().map_err(|_| "expected three descriptors")?;
-    let code = match programs.get(&start.artifact) {
-        Some(code) => code.clone(),
+    let [stdout, stderr, report, code]: [OwnedFd; 4] = fds.try_into().map_err(|_| "expected four descriptors")?;
+    let key = super::code::identity(&code).map_err(|e| format!("cannot look at the compiled code: {e}"))?;
+    let (code, sealed) = match programs.get(&key) {
+        Some(known) => known.clone(),
         None => {
             // Mapped here, before forking, so every worker shares the pages.
-            let code = crate::program::compiled_code(engines, &start).map_err(|e| e.to_string())?;
-            programs.insert(start.artifact.clone(), code.clone());
-            code
+            let loaded = super::code::load(engines, code, &start).map_err(|e| e.to_string())?;
+            programs.insert(key, loaded.clone());
+            loaded
         }
     };
     match fork_sibling().map_err(|e| format!("cannot fork a worker: {e}"))? {
@@ -157,7 +162,7 @@ fn fork_worker(
                     lifeline: lifeline.try_clone().map_err(|e| e.to_string())?,
                     orphanage: orphanage.try_clone().map_err(|e| e.to_string())?,
                 };
-                worker::run(start, report, inherited, worker::builder(settings).engines(engines.clone()), code)
+                worker::run(start, report, inherited, worker::builder(settings).engines(engines.clone()), code, sealed)
             })();
             let status = status.unwrap_or_else(|message| {
                 eprintln!("error: {message}");
@@ -215,7 +220,7 @@ fn send(socket: &OwnedFd, bytes: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
 /// One message and the descriptors it carried; empty at end-of-file.
 fn receive(socket: &OwnedFd) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> {
     let mut buffer = vec![0u8; MAX_REQUEST + 64];
-    let mut space = nix::cmsg_space!([RawFd; 3]);
+    let mut space = nix::cmsg_space!([RawFd; 4]);
     let mut iov = [IoSliceMut::new(&mut buffer)];
     let message = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
     let mut fds = Vec::new();
