@@ -502,6 +502,33 @@ fn orphans_are_adopted_and_waited_for() {
     assert_ne!(Some(pid), p.pid());
 }
 
+/// `Host::wait` waits for non-daemon processes only: a daemon still running
+/// and an open pool (whose workers are daemons) do not hold it.
+#[test]
+fn wait_returns_while_daemons_and_pools_run() {
+    let host = host();
+    let sleep = host.load(guest("sleep")).unwrap();
+    let daemon = sleep.command().arg("3600").daemon(true).stdout(Stdio::null()).spawn().unwrap();
+    let tasks = host.load(guest("pool-tasks")).unwrap();
+    let pool = host::Pool::new(&tasks, 2).unwrap();
+    assert_eq!(pool.apply::<_, i64>("square", &3).unwrap(), 9);
+    let (done, waited) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            host.wait();
+            let _ = done.send(());
+        });
+        let returned = waited.recv_timeout(HANG).is_ok();
+        if !returned {
+            // Unblock the waiter before failing.
+            host.shutdown();
+        }
+        assert!(returned, "Host::wait waited for a daemon or a pool's workers");
+    });
+    assert!(daemon.is_alive());
+    pool.terminate();
+}
+
 /// A daemon child is terminated when its parent ends: seed-daemon's child
 /// never gets to print "is gone", even after the host has shut down.
 #[test]

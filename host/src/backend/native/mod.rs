@@ -350,7 +350,10 @@ pub(crate) fn set_cloexec(fd: &impl AsFd, cloexec: bool) {
 async fn supervise(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, worker: Worker) {
     let pid = worker.pid;
     // The worker labels its own lines (and its descendants'): pass them on
-    // as they are, until every process sharing the pipes has ended.
+    // as they are, until every process sharing the pipes has ended. Those of
+    // a non-daemon (orphans among them) are what `Host::wait` waits for; a
+    // daemon's are not.
+    let counted = !node.is_daemon();
     let sinks = [
         (worker.stdout, &launch.stdout, Stream::Stdout),
         (worker.stderr, &launch.stderr, Stream::Stderr),
@@ -358,12 +361,16 @@ async fn supervise(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, worker
     for (fd, stdio, stream) in sinks {
         if let Some(reader) = pipe_reader(fd) {
             let sink = LineSink::new(stdio, stream, None);
-            host.live.add();
+            if counted {
+                host.live.add();
+            }
             let host = host.clone();
             host.runtime.clone().spawn(async move {
                 forward(reader, &sink).await;
                 sink.finish();
-                host.live.remove();
+                if counted {
+                    host.live.remove();
+                }
             });
         }
     }
