@@ -3,7 +3,8 @@
 //! - `square(x)`: x*x; `whoami()`: the worker's pid; `count()`: how many
 //!   times this worker has run it (state that persists between tasks, set
 //!   by the initializer `init(start)`); `fail(msg)`: panics; `grow(mib)`:
-//!   allocates that many MiB; `sleep_secs(s)`: sleeps, returns the pid.
+//!   allocates that many MiB; `sleep_secs(s)`: sleeps, returns the pid;
+//!   `text(mib)`: a string of that many MiB.
 //! - `main` exercises `mp::Pool` and prints one `key: value` line per check.
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -41,7 +42,11 @@ fn sleep_secs(secs: f64) -> u32 {
     mp::getpid()
 }
 
-mp::entries!(square, whoami, init, count, fail, grow, sleep_secs);
+fn text(mib: u32) -> String {
+    "x".repeat((mib as usize) << 20)
+}
+
+mp::entries!(square, whoami, init, count, fail, grow, sleep_secs, text);
 
 fn main() {
     let pool = mp::Pool::builder().processes(2).build().unwrap();

@@ -153,8 +153,17 @@ fn take_tasks(report: Arc<Mutex<std::fs::File>>) -> async_channel::Receiver<Job>
                 // A failed task ends the worker: its `Ended` report says why.
                 if let Outcome::Done(results) = outcome {
                     let utf8 = |json: Vec<u8>| String::from_utf8(json).map_err(|_| "the task's result is not UTF-8 JSON".to_string());
-                    let results = results.into_iter().map(|r| r.and_then(utf8)).collect();
-                    let _ = protocol::write_frame(&mut *report.lock().unwrap(), &protocol::Report::Done { id, results });
+                    let results: Vec<_> = results.into_iter().map(|r| r.and_then(utf8)).collect();
+                    let count = results.len();
+                    let mut report = report.lock().unwrap();
+                    // Results too large for one frame fail their task, rather
+                    // than leave the host waiting for an answer that never comes.
+                    if let Err(error) = protocol::write_frame(&mut *report, &protocol::Report::Done { id, results })
+                        && error.kind() == std::io::ErrorKind::InvalidInput
+                    {
+                        let results = vec![Err(format!("the task's results cannot be sent to the host: {error}")); count];
+                        let _ = protocol::write_frame(&mut *report, &protocol::Report::Done { id, results });
+                    }
                 }
             });
             let inputs = task.inputs.into_iter().map(String::into_bytes).collect();
