@@ -241,3 +241,25 @@ fn compiled_code_is_out_of_reach_of_a_granted_temp_dir() {
     let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().filter_map(Result::ok).map(|e| e.path()).collect();
     assert!(left.is_empty(), "the host left {left:?} in its temp dir");
 }
+
+#[test]
+fn a_silent_zygote_never_runs_a_process_twice() {
+    // A zygote that takes the request and never answers may have forked the
+    // worker: that start fails with a clear error instead of starting the
+    // process again by exec; later starts go by exec.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("worker.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/bash\nif [ \"$2\" = zygote ]; then exec sleep 3600; fi\nexec {} \"$@\"\n", env!("CARGO_BIN_EXE_host")),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let host = common::builder().worker_program(&script).build().unwrap();
+    let program = host.load(guest("hello")).unwrap();
+    let first = program.command().stdout(host::Stdio::null()).spawn();
+    let error = first.expect_err("a start the zygote may have taken is not repeated").to_string();
+    assert!(error.contains("zygote did not answer"), "{error}");
+    let second = program.command().stdout(host::Stdio::null()).spawn().unwrap();
+    assert!(join(&second).success());
+}

@@ -176,9 +176,18 @@ impl Spawner {
         if let ZygoteState::Running(zygote) = &self.zygote {
             match zygote.spawn(start, code) {
                 Ok(worker) => return Ok(worker),
-                Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
+                Err(zygote::Failed::Unsupported) => {}
                 // A zygote that fails once is not trusted again.
-                Err(_) => self.zygote = ZygoteState::Off,
+                Err(zygote::Failed::Refused) => self.zygote = ZygoteState::Off,
+                // It may have forked the worker all the same: starting it
+                // again by exec could run the process twice.
+                Err(zygote::Failed::Unanswered(error)) => {
+                    self.zygote = ZygoteState::Off;
+                    return Err(std::io::Error::new(
+                        error.kind(),
+                        format!("the zygote did not answer ({error}); the process was not started again, so that it never runs twice"),
+                    ));
+                }
             }
         }
         spawn_worker(&self.exe, &self.lifeline, &self.orphanage, start, code, broker)

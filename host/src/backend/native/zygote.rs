@@ -74,25 +74,36 @@ impl Zygote {
     }
 
     /// A new worker, forked by the zygote, running `start`.
-    pub(crate) fn spawn(&self, start: &Start, code: &Sealed) -> std::io::Result<Worker> {
-        let request = protocol::encode_frame(start)?;
+    pub(crate) fn spawn(&self, start: &Start, code: &Sealed) -> Result<Worker, Failed> {
+        let request = protocol::encode_frame(start).map_err(|_| Failed::Refused)?;
         // A pool worker takes its tasks on its stdin, which only exec sets up.
         if request.len() > MAX_REQUEST || start.serve.is_some() {
-            return Err(std::io::ErrorKind::Unsupported.into());
+            return Err(Failed::Unsupported);
         }
-        let (stdout, stdout_theirs) = pipe()?;
-        let (stderr, stderr_theirs) = pipe()?;
-        let (report, report_theirs) = pipe()?;
+        let (stdout, stdout_theirs) = pipe().map_err(|_| Failed::Refused)?;
+        let (stderr, stderr_theirs) = pipe().map_err(|_| Failed::Refused)?;
+        let (report, report_theirs) = pipe().map_err(|_| Failed::Refused)?;
         let theirs =
             [stdout_theirs.as_raw_fd(), stderr_theirs.as_raw_fd(), report_theirs.as_raw_fd(), code.fd().as_raw_fd()];
-        send(&self.socket, &request, &theirs)?;
+        send(&self.socket, &request, &theirs).map_err(|_| Failed::Refused)?;
         drop((stdout_theirs, stderr_theirs, report_theirs));
-        let (answer, _) = receive(&self.socket)?;
+        let (answer, _) = receive(&self.socket).map_err(Failed::Unanswered)?;
         let pid = protocol::decode_frame::<Result<u32, String>>(&answer)
-            .map_err(std::io::Error::other)?
-            .map_err(std::io::Error::other)?;
+            .map_err(|why| Failed::Unanswered(std::io::Error::other(why)))?
+            .map_err(|_| Failed::Refused)?;
         Ok(Worker { pid, stdout: Some(stdout), stderr: Some(stderr), report, tasks: None })
     }
+}
+
+/// Why the zygote did not start a worker, and so whether exec may.
+pub(crate) enum Failed {
+    /// It cannot start this kind of worker (exec it instead).
+    Unsupported,
+    /// It did not start the worker, and said so or was never asked.
+    Refused,
+    /// It was asked and did not answer (in time, or in words): it may have
+    /// forked the worker all the same.
+    Unanswered(std::io::Error),
 }
 
 impl Drop for Zygote {
