@@ -225,10 +225,17 @@ impl Backend for NativeBackend {
             .map_err(|_| gone())?
             .map_err(|e| Error::Spawn(format!("cannot start a worker ({}): {e}", self.exe.display())))?;
         let pid = worker.pid;
+        // Signals and the wait go through a pidfd: once the worker is reaped
+        // its pid may be another process's, its pidfd never is.
+        let pidfd = open_pidfd(pid).and_then(|fd| Ok((fd.try_clone()?, fd))).map_err(|e| {
+            // Not reaped yet, so the pid is still the worker's.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            Error::Spawn(format!("cannot watch worker {pid}: {e}"))
+        })?;
         node.set_pid(pid);
-        let control = Arc::new(NativeControl { pid });
+        let control = Arc::new(NativeControl { pidfd: pidfd.0 });
         let (host, node, launch) = (host.clone(), node.clone(), launch.clone());
-        host.runtime.clone().spawn(supervise(host, node, launch, worker));
+        host.runtime.clone().spawn(supervise(host, node, launch, worker, pidfd.1));
         Ok(control)
     }
 }
@@ -356,8 +363,9 @@ pub(crate) fn set_cloexec(fd: &impl AsFd, cloexec: bool) {
 
 /// Passes on a worker's output, waits for its end
 /// (reaping it) and records that end on its node.
-async fn supervise(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, worker: Worker) {
+async fn supervise(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, worker: Worker, pidfd: OwnedFd) {
     let pid = worker.pid;
+    let killer = pidfd.try_clone();
     // The worker labels its own lines (and its descendants'): pass them on
     // as they are, until every process sharing the pipes has ended. Those of
     // a non-daemon (orphans among them) are what `Host::wait` waits for; a
@@ -396,11 +404,13 @@ async fn supervise(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, worker
         };
         if report.is_err() {
             // A worker that breaks the protocol is not trusted to go on.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            if let Ok(killer) = &killer {
+                send_signal(killer, libc::SIGKILL);
+            }
         }
         report
     };
-    let (report, status) = tokio::join!(read_report, wait_pid(pid));
+    let (report, status) = tokio::join!(read_report, wait_pidfd(pidfd));
     let ended = match (report, status) {
         (Err(why), _) => {
             let reason = format!("worker {pid} broke the control protocol and was killed: {why}");
@@ -535,13 +545,36 @@ enum Status {
     Lost(String),
 }
 
-/// Waits for the process `pid` (our child) to end, and reaps it.
-async fn wait_pid(pid: u32) -> Status {
+/// A descriptor for the process `pid`, our unreaped child.
+fn open_pidfd(pid: u32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
+    // (always close-on-exec).
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
     if pidfd < 0 {
-        return Status::Lost(std::io::Error::last_os_error().to_string());
+        return Err(std::io::Error::last_os_error());
     }
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
+    // SAFETY: the kernel just gave us this descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) })
+}
+
+/// Sends `signal` to the process behind `pidfd`; nothing once it is reaped.
+fn send_signal(pidfd: &OwnedFd, signal: i32) {
+    // SAFETY: no siginfo, no flags: the same as kill(2), by descriptor.
+    unsafe {
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), signal, std::ptr::null::<libc::siginfo_t>(), 0)
+    };
+}
+
+/// Waits for the process `pid` (our child) to end, and reaps it.
+async fn wait_pid(pid: u32) -> Status {
+    match open_pidfd(pid) {
+        Ok(pidfd) => wait_pidfd(pidfd).await,
+        Err(e) => Status::Lost(e.to_string()),
+    }
+}
+
+/// Waits for the process behind `pidfd` (our child) to end, and reaps it.
+async fn wait_pidfd(pidfd: OwnedFd) -> Status {
     // SAFETY: the pidfd is owned by the AsyncFd, and closed only with it.
     let ready = match unsafe { tokio::io::unix::AsyncFd::register(pidfd) } {
         Ok(fd) => fd,
@@ -630,12 +663,11 @@ impl Orphans {
 
 /// Signals one worker.
 struct NativeControl {
-    pid: u32,
+    pidfd: OwnedFd,
 }
 
 impl Control for NativeControl {
     fn signal(&self, signal: Signal) {
-        // The pid stays ours until we reap it, so it cannot have been reused.
-        unsafe { libc::kill(self.pid as libc::pid_t, signal.number()) };
+        send_signal(&self.pidfd, signal.number());
     }
 }
