@@ -88,8 +88,9 @@ impl Zygote {
         send(&self.socket, &request, &theirs).map_err(|_| Failed::Refused)?;
         drop((stdout_theirs, stderr_theirs, report_theirs));
         let (answer, _) = receive(&self.socket).map_err(Failed::Unanswered)?;
+        // An answer not in our words is not from a zygote of ours: it forks nothing.
         let pid = protocol::decode_frame::<Result<u32, String>>(&answer)
-            .map_err(|why| Failed::Unanswered(std::io::Error::other(why)))?
+            .map_err(|_| Failed::Refused)?
             .map_err(|_| Failed::Refused)?;
         Ok(Worker { pid, stdout: Some(stdout), stderr: Some(stderr), report, tasks: None })
     }
@@ -99,10 +100,11 @@ impl Zygote {
 pub(crate) enum Failed {
     /// It cannot start this kind of worker (exec it instead).
     Unsupported,
-    /// It did not start the worker, and said so or was never asked.
+    /// It did not start the worker, and said so (or was never asked, or is
+    /// no zygote of ours).
     Refused,
-    /// It was asked and did not answer (in time, or in words): it may have
-    /// forked the worker all the same.
+    /// It was asked and did not answer in time (or died): it may have forked
+    /// the worker all the same.
     Unanswered(std::io::Error),
 }
 
