@@ -43,7 +43,17 @@ pub(crate) fn listen(
     let listener = tokio::net::UnixListener::from_std(listener)?;
     let uid = unsafe { libc::getuid() };
     runtime.spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                // Out of descriptors in a spawn storm, a peer gone before it
+                // was accepted: the broker serves on, after a breath, for as
+                // long as the host lives.
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
             let Ok(peer) = stream.peer_cred() else {
                 continue;
             };
