@@ -309,10 +309,7 @@ impl Host {
     /// Blocks until every non-daemon process has ended, orphans included.
     pub fn wait(&self) {
         self.inner.live.wait_idle();
-        #[cfg(all(feature = "native", target_os = "linux"))]
-        if self.inner.backend.kind() == BackendKind::Native {
-            crate::backend::native::ORPHANS.wait();
-        }
+        self.inner.backend.wait_adopted();
     }
 
     #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]

@@ -55,6 +55,10 @@ pub(crate) trait Backend: Send + Sync {
     /// The pid of the host itself, parent of the root processes.
     fn root_pid(&self) -> u32;
 
+    /// Blocks until every process the host adopted outside its own tree
+    /// (the native backend's orphans of workers) has ended.
+    fn wait_adopted(&self) {}
+
     /// The parent pid a process sees for itself.
     fn ppid(&self, node: &Node) -> u32 {
         node.ppid()

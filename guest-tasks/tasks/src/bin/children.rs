@@ -64,6 +64,14 @@ fn join_grandchild() {
     println!("child-unreachable: joined a sleeper");
 }
 
+/// Starts a non-daemon grandchild that sleeps 2 s, then sleeps forever
+/// itself (until the parent terminates us): the grandchild is orphaned.
+fn orphan_a_sleeper() {
+    let p = Process::new(target!(sleep_secs), 2.0);
+    println!("child-grandchild-start: {}", show(p.start()));
+    sleep_forever();
+}
+
 fn report_pids() {
     println!("child-pid: {}", getpid());
     println!("child-ppid: {}", getppid());
@@ -96,6 +104,7 @@ mp::entries!(
     takes_u32,
     spawn_grandchild,
     join_grandchild,
+    orphan_a_sleeper,
     report_pids,
     report_name,
     mutate,

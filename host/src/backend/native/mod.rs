@@ -30,6 +30,7 @@
 //! our own children (never an embedder's), so no zombie stays.
 
 mod code;
+mod orphans;
 pub(crate) mod protocol;
 pub mod worker;
 mod zygote;
@@ -43,7 +44,6 @@ use crate::pool::{Outcome, ServeChannel};
 use crate::process::{Ended, Node};
 use crate::runtime::HostInner;
 use protocol::{EngineSettings, Start};
-use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -111,7 +111,7 @@ fn root_pipes() -> anyhow::Result<(OwnedFd, OwnedFd, Option<OwnedFd>)> {
     let (orphans_read, orphans_write) = pipe()?;
     std::thread::Builder::new()
         .name("host-orphanage".into())
-        .spawn(move || adopt_orphans(orphans_read))?;
+        .spawn(move || orphans::adopt_announced(orphans_read))?;
     Ok((lifeline_read, orphans_write, Some(lifeline_write)))
 }
 
@@ -156,20 +156,37 @@ impl Spawner {
         let (requests, incoming) = crossbeam_channel::unbounded::<SpawnRequest>();
         std::thread::Builder::new().name("host-spawner".into()).spawn(move || {
             for request in incoming {
-                let _ = request.started.send(self.spawn(&request.start, &request.code, request.broker));
+                // No stray search may take a worker for an orphan between its
+                // birth and the moment it is known.
+                let mut known = orphans::KNOWN.lock().unwrap();
+                let spawned = self.spawn(&request.start, &request.code, request.broker, &mut known);
+                if let Ok(worker) = &spawned {
+                    known.insert(worker.pid);
+                }
+                drop(known);
+                let _ = request.started.send(spawned);
             }
         })?;
         Ok(requests)
     }
 
     /// Forks the worker from the zygote if there is one, else execs it.
-    fn spawn(&mut self, start: &Start, code: &code::Sealed, broker: Option<(&'static str, PathBuf)>) -> std::io::Result<Worker> {
+    fn spawn(
+        &mut self,
+        start: &Start,
+        code: &code::Sealed,
+        broker: Option<(&'static str, PathBuf)>,
+        known: &mut std::collections::BTreeSet<u32>,
+    ) -> std::io::Result<Worker> {
         if let ZygoteState::NotYet = self.zygote {
             // The broker is the root's for its whole life: the zygote's
             // children find it in the environment they inherit.
             let zygote = zygote::Zygote::start(&self.exe, &self.lifeline, &self.orphanage, self.settings, broker.clone());
             self.zygote = match zygote {
-                Ok(zygote) => ZygoteState::Running(zygote),
+                Ok(zygote) => {
+                    known.insert(zygote.pid());
+                    ZygoteState::Running(zygote)
+                }
                 Err(_) => ZygoteState::Off,
             };
         }
@@ -179,14 +196,22 @@ impl Spawner {
                 Err(zygote::Failed::Unsupported) => {}
                 // A zygote that fails once is not trusted again.
                 Err(zygote::Failed::Refused) => self.zygote = ZygoteState::Off,
-                // It may have forked the worker all the same: starting it
-                // again by exec could run the process twice.
-                Err(zygote::Failed::Unanswered(error)) => {
-                    self.zygote = ZygoteState::Off;
-                    return Err(std::io::Error::new(
-                        error.kind(),
-                        format!("the zygote did not answer ({error}); the process was not started again, so that it never runs twice"),
-                    ));
+                // It may have forked the worker before it fell silent or
+                // died. Stopped for good, it forks no more: a fork of it
+                // nobody knows is that worker; without one, exec is safe.
+                Err(zygote::Failed::Unanswered(mut worker)) => {
+                    if let ZygoteState::Running(zygote) = std::mem::replace(&mut self.zygote, ZygoteState::Off) {
+                        known.remove(&zygote.pid());
+                        drop(zygote);
+                    }
+                    match orphans::unknown_zygote_forks(known)[..] {
+                        [] => {}
+                        [pid] => {
+                            worker.pid = pid;
+                            return Ok(*worker);
+                        }
+                        _ => return Err(std::io::Error::other("the zygote forked workers nobody asked for")),
+                    }
                 }
             }
         }
@@ -201,6 +226,10 @@ impl Backend for NativeBackend {
 
     fn root_pid(&self) -> u32 {
         std::process::id()
+    }
+
+    fn wait_adopted(&self) {
+        orphans::wait_all();
     }
 
     fn ppid(&self, node: &Node) -> u32 {
@@ -411,6 +440,7 @@ async fn supervise(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, worker
         report
     };
     let (report, status) = tokio::join!(read_report, wait_pidfd(pidfd));
+    let signalled = matches!(status, Status::Signalled(_));
     let ended = match (report, status) {
         (Err(why), _) => {
             let reason = format!("worker {pid} broke the control protocol and was killed: {why}");
@@ -426,6 +456,11 @@ async fn supervise(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, worker
         (Ok(_), Status::Exited(code)) => Ended::code(code),
         (_, Status::Lost(why)) => Ended::failure(format!("lost track of worker {pid}: {why}")),
     };
+    orphans::KNOWN.lock().unwrap().remove(&pid);
+    if signalled {
+        // It announced nothing: its children are ours now, unannounced.
+        orphans::adopt_strays();
+    }
     node.finish(&host, ended);
 }
 
@@ -539,7 +574,7 @@ async fn forward<R: AsyncRead + Unpin>(mut reader: R, sink: &LineSink) {
     }
 }
 
-enum Status {
+pub(super) enum Status {
     Exited(i32),
     Signalled(i32),
     Lost(String),
@@ -566,7 +601,7 @@ fn send_signal(pidfd: &OwnedFd, signal: i32) {
 }
 
 /// Waits for the process `pid` (our child) to end, and reaps it.
-async fn wait_pid(pid: u32) -> Status {
+pub(super) async fn wait_pid(pid: u32) -> Status {
     match open_pidfd(pid) {
         Ok(pidfd) => wait_pidfd(pidfd).await,
         Err(e) => Status::Lost(e.to_string()),
@@ -614,51 +649,6 @@ fn reap(pidfd: &OwnedFd) -> Option<Status> {
         libc::CLD_EXITED => Status::Exited(status),
         _ => Status::Signalled(status),
     })
-}
-
-/// The root's side of the orphanage: adopts every pid a worker announces,
-/// and reaps it when it ends.
-fn adopt_orphans(orphans: OwnedFd) {
-    let mut orphans = std::fs::File::from(orphans);
-    let mut pid = [0u8; 4];
-    while orphans.read_exact(&mut pid).is_ok() {
-        ORPHANS.adopt(u32::from_le_bytes(pid));
-    }
-}
-
-/// Orphans adopted by the root host, which it waits for before exiting.
-pub(crate) static ORPHANS: Orphans = Orphans::new();
-
-pub(crate) struct Orphans {
-    live: std::sync::Mutex<usize>,
-    idle: std::sync::Condvar,
-}
-
-impl Orphans {
-    const fn new() -> Orphans {
-        Orphans { live: std::sync::Mutex::new(0), idle: std::sync::Condvar::new() }
-    }
-
-    fn adopt(&'static self, pid: u32) {
-        *self.live.lock().unwrap() += 1;
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
-            if let Ok(runtime) = runtime {
-                runtime.block_on(wait_pid(pid));
-            }
-            let mut live = self.live.lock().unwrap();
-            *live -= 1;
-            self.idle.notify_all();
-        });
-    }
-
-    /// Blocks until every adopted orphan has ended.
-    pub(crate) fn wait(&self) {
-        let mut live = self.live.lock().unwrap();
-        while *live > 0 {
-            live = self.idle.wait(live).unwrap();
-        }
-    }
 }
 
 /// Signals one worker.

@@ -73,6 +73,10 @@ impl Zygote {
         Ok(zygote)
     }
 
+    pub(crate) fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
     /// A new worker, forked by the zygote, running `start`.
     pub(crate) fn spawn(&self, start: &Start, code: &Sealed) -> Result<Worker, Failed> {
         let request = protocol::encode_frame(start).map_err(|_| Failed::Refused)?;
@@ -87,7 +91,9 @@ impl Zygote {
             [stdout_theirs.as_raw_fd(), stderr_theirs.as_raw_fd(), report_theirs.as_raw_fd(), code.fd().as_raw_fd()];
         send(&self.socket, &request, &theirs).map_err(|_| Failed::Refused)?;
         drop((stdout_theirs, stderr_theirs, report_theirs));
-        let (answer, _) = receive(&self.socket).map_err(Failed::Unanswered)?;
+        let Ok((answer, _)) = receive(&self.socket) else {
+            return Err(Failed::Unanswered(Box::new(Worker { pid: 0, stdout: Some(stdout), stderr: Some(stderr), report, tasks: None })));
+        };
         // An answer not in our words is not from a zygote of ours: it forks nothing.
         let pid = protocol::decode_frame::<Result<u32, String>>(&answer)
             .map_err(|_| Failed::Refused)?
@@ -104,8 +110,8 @@ pub(crate) enum Failed {
     /// no zygote of ours).
     Refused,
     /// It was asked and did not answer in time (or died): it may have forked
-    /// the worker all the same.
-    Unanswered(std::io::Error),
+    /// the worker all the same. The pipes the worker would have (no pid).
+    Unanswered(Box<Worker>),
 }
 
 impl Drop for Zygote {

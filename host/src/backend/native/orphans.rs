@@ -1,0 +1,148 @@
+//! Orphans: workers whose parent ended before them, adopted by the root.
+//!
+//! The root host is a `PR_SET_CHILD_SUBREAPER`, so every worker whose parent
+//! worker ends re-parents to it, not to init; the root then waits for each
+//! (`Host::wait` does not return before they end) and reaps it. A parent
+//! that ends normally announces its running non-daemon children on the
+//! orphanage pipe. One ended by a signal (terminate, kill, a crash)
+//! announces nothing: the root then looks for *strays*, its children that
+//! are workers and that nobody waits for, and adopts them too. Daemons need
+//! none of this: they die with their parent.
+//!
+//! Being a subreaper is a property of the whole process: an embedder's own
+//! grandchildren whose parent ends re-parent to it as well. The root adopts
+//! only workers (processes running the host binary in worker mode) and
+//! leaves the embedder's to the embedder.
+
+use super::{Status, WORKER_ARG, wait_pid};
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::sync::{Condvar, Mutex};
+
+/// Children of this process that somebody already waits for (workers,
+/// orphans, the zygote): never adopted twice.
+pub(super) static KNOWN: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+
+/// How many adopted orphans are still running.
+static LIVE: Mutex<usize> = Mutex::new(0);
+static IDLE: Condvar = Condvar::new();
+
+/// The root's side of the orphanage: adopts every pid a worker announces.
+pub(super) fn adopt_announced(orphans: OwnedFd) {
+    let mut orphans = std::fs::File::from(orphans);
+    let mut pid = [0u8; 4];
+    while orphans.read_exact(&mut pid).is_ok() {
+        let pid = u32::from_le_bytes(pid);
+        if KNOWN.lock().unwrap().insert(pid) {
+            adopt(pid);
+        }
+    }
+}
+
+/// Adopts every stray: a child of ours running in worker mode that nobody
+/// waits for. Only the root host adopts; how many it found.
+pub(super) fn adopt_strays() -> usize {
+    if super::INHERITED.get().is_some() {
+        return 0;
+    }
+    let me = std::process::id();
+    let mut known = KNOWN.lock().unwrap();
+    let strays: Vec<u32> = children_of(me)
+        .into_iter()
+        .filter(|pid| !known.contains(pid) && mode(*pid).is_some())
+        .collect();
+    for &pid in &strays {
+        known.insert(pid);
+        adopt(pid);
+    }
+    strays.len()
+}
+
+/// Children of ours forked by the zygote that nobody knows: after the
+/// zygote fell silent, the worker it forked before it stopped answering.
+pub(super) fn unknown_zygote_forks(known: &BTreeSet<u32>) -> Vec<u32> {
+    children_of(std::process::id())
+        .into_iter()
+        .filter(|pid| !known.contains(pid) && mode(*pid).is_some_and(|mode| mode == Mode::ZygoteFork))
+        .collect()
+}
+
+/// Waits for `pid` on a thread of its own, then reaps it; a stray's own
+/// children, if it ended by a signal, are adopted in turn.
+fn adopt(pid: u32) {
+    *LIVE.lock().unwrap() += 1;
+    let waiter = move || {
+        let status = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map(|runtime| runtime.block_on(wait_pid(pid)));
+        KNOWN.lock().unwrap().remove(&pid);
+        if matches!(status, Ok(Status::Signalled(_))) {
+            adopt_strays();
+        }
+        let mut live = LIVE.lock().unwrap();
+        *live -= 1;
+        IDLE.notify_all();
+    };
+    if std::thread::Builder::new().name("host-orphan".into()).spawn(waiter).is_err() {
+        // No thread to wait with: let the next search find it again.
+        KNOWN.lock().unwrap().remove(&pid);
+        *LIVE.lock().unwrap() -= 1;
+    }
+}
+
+/// Blocks until every adopted orphan has ended, strays found meanwhile
+/// (children of workers ended by signals, deeper in the tree) included.
+pub(super) fn wait_all() {
+    loop {
+        let mut live = LIVE.lock().unwrap();
+        while *live > 0 {
+            live = IDLE.wait(live).unwrap();
+        }
+        drop(live);
+        if adopt_strays() == 0 {
+            return;
+        }
+    }
+}
+
+/// The pids whose parent is `parent`, from `/proc`.
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| parent_of(pid) == Some(parent))
+        .collect()
+}
+
+/// The parent of `pid`: the field after the state in `/proc/PID/stat`,
+/// read after the command name's closing parenthesis (which may itself
+/// hold spaces and parentheses).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// How a host binary runs in worker mode.
+#[derive(PartialEq, Eq)]
+enum Mode {
+    /// Exec'd as a worker.
+    Worker,
+    /// The zygote, or a worker it forked (they share its command line).
+    ZygoteFork,
+}
+
+/// How `pid` runs the host binary in worker mode; `None` if it does not.
+fn mode(pid: u32) -> Option<Mode> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let mut args = cmdline.split(|&b| b == 0).skip(1);
+    if args.next()? != WORKER_ARG.as_bytes() {
+        return None;
+    }
+    Some(match args.next() {
+        Some(arg) if arg == super::zygote::ZYGOTE_ARG.as_bytes() => Mode::ZygoteFork,
+        _ => Mode::Worker,
+    })
+}
