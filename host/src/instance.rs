@@ -120,6 +120,7 @@ fn timed_out(outputs: &Outputs) -> Ended {
 /// Runs the process described by `launch` to its end.
 pub(crate) async fn run(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, outputs: &Outputs) -> Ended {
     let limits = launch.limits;
+    host.sync.claim(&node, launch.ticket).await;
     let result = match launch.serve.clone() {
         Some(serve) => self::serve(host, node, launch, outputs, serve).await,
         None => call(host, node, launch, outputs).await,

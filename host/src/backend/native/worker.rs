@@ -83,6 +83,7 @@ pub(crate) fn run(start: Start, report: OwnedFd, inherited: Inherited, builder: 
     let launch = Launch {
         entry: start.entry,
         input: start.input,
+        ticket: start.ticket,
         args: start.args,
         env: start.env,
         dirs: start.dirs,
