@@ -358,6 +358,11 @@ fn classify(error: &wasmtime::Error, limits: &crate::limits::Limits) -> Ended {
             Trap::MemoryOutOfBounds
         )),
         Some(trap) => Ended::failure(trap.to_string()),
+        // A host call that failed (a shared object refused at creation):
+        // its own message, not the backtrace's heading.
+        None if error.downcast_ref::<wasmtime::WasmBacktrace>().is_some() => {
+            Ended::failure(error.root_cause().to_string())
+        }
         None => Ended::failure(first_line(error)),
     }
 }
