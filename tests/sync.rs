@@ -252,6 +252,8 @@ fn embedder_queue_between_processes() {
 /// Runs `host run --backend <under test> ARGS...` and measures the peak
 /// resident set of the host and every process it waited for (the kernel's
 /// `ru_maxrss` of the reaped child, in bytes). Bounded by the hang safety net.
+// Reaped by `wait4`, which std's `wait` cannot replace: it gives no rusage.
+#[allow(clippy::zombie_processes)]
 fn run_measured(args: &[&str]) -> (Output, u64) {
     use std::io::Read;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_host"))
@@ -382,7 +384,7 @@ fn objects_are_bounded_and_freed_ones_give_their_room_back() {
     out.assert_status(1);
     check(&out.report(), &[("created and dropped", "10000")]);
     // It reports every 1024 objects kept: the last report is the limit.
-    let kept = out.stdout_lines().into_iter().filter(|l| l.starts_with("kept: ")).next_back();
+    let kept = out.stdout_lines().into_iter().rfind(|l| l.starts_with("kept: "));
     assert_eq!(kept, Some(format!("kept: {DEFAULT_MAX_SHARED_OBJECTS}").as_str()), "{out:#?}");
     let limit = format!(
         "quota exceeded: this process would hold {} shared objects, over its limit of {DEFAULT_MAX_SHARED_OBJECTS}",
