@@ -578,3 +578,48 @@ fn check_size(message: &[u8]) -> Result<(), Error> {
 fn not_a(object: &Object, id: u64, what: &str) -> Error {
     Error::UnknownObject(format!("{} {id} is not a {what}", object.kind().name()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::Payload;
+
+    fn call(registry: &Registry, runtime: &tokio::runtime::Runtime, pid: u32, request: Request) -> Answer {
+        runtime.block_on(registry.call(pid, request))
+    }
+
+    /// A reservation handed to a child's ticket outlives the parent; the
+    /// child that claims it opens the object and finds the items; a ticket
+    /// never claimed is dropped when the child ends, freeing the object.
+    #[test]
+    fn a_handed_reservation_outlives_the_parent_until_the_child() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let registry = Registry::new(runtime.handle().clone(), Quotas::default());
+        let (parent, child) = (10, 11);
+        let create = Request::Create(Spec::Queue { maxsize: 0, joinable: false });
+        let Ok(Reply::Handles(tokens)) = call(&registry, &runtime, parent, create) else { panic!() };
+        let token = tokens[0];
+        let put = Request::Put { id: token.id, item: Payload(b"7".to_vec()), timeout: None };
+        call(&registry, &runtime, parent, put).unwrap();
+        call(&registry, &runtime, parent, Request::Reserve { id: token.id }).unwrap();
+        call(&registry, &runtime, parent, Request::Hand { ticket: 99, ids: vec![token.id] }).unwrap();
+        registry.release(parent);
+        call(&registry, &runtime, child, Request::Claim { ticket: 99 }).unwrap();
+        call(&registry, &runtime, child, Request::Open(token)).unwrap();
+        let get = Request::Get { id: token.id, timeout: Some(0) };
+        assert_eq!(call(&registry, &runtime, child, get), Ok(Reply::Bytes(Payload(b"7".to_vec()))));
+        registry.release(child);
+        assert!(registry.objects.lock().unwrap().map.is_empty());
+
+        // Handed, never claimed: the child's end (Unticket) frees it.
+        let create = Request::Create(Spec::Event);
+        let Ok(Reply::Handles(tokens)) = call(&registry, &runtime, parent, create) else { panic!() };
+        call(&registry, &runtime, parent, Request::Reserve { id: tokens[0].id }).unwrap();
+        call(&registry, &runtime, parent, Request::Hand { ticket: 7, ids: vec![tokens[0].id] }).unwrap();
+        registry.release(parent);
+        assert_eq!(registry.objects.lock().unwrap().map.len(), 1);
+        call(&registry, &runtime, parent, Request::Unticket { ticket: 7 }).unwrap();
+        assert!(registry.objects.lock().unwrap().map.is_empty());
+        assert!(registry.objects.lock().unwrap().tickets.is_empty());
+    }
+}
