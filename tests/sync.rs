@@ -248,3 +248,177 @@ fn embedder_queue_between_processes() {
     lock.release().unwrap();
     assert!(lock.release().is_err());
 }
+
+/// Runs `host run --backend <under test> ARGS...` and measures the peak
+/// resident set of the host and every process it waited for (the kernel's
+/// `ru_maxrss` of the reaped child, in bytes). Bounded by the hang safety net.
+// Reaped by `wait4`, which std's `wait` cannot replace: it gives no rusage.
+#[allow(clippy::zombie_processes)]
+fn run_measured(args: &[&str]) -> (Output, u64) {
+    use std::io::Read;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(["run", "--backend", backend_name()])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the host binary");
+    let read = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = read(Box::new(child.stdout.take().unwrap()));
+    let stderr = read(Box::new(child.stderr.take().unwrap()));
+    let pid = child.id();
+    let (done, watchdog) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if watchdog.recv_timeout(HANG).is_err() {
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+    });
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
+    let _ = done.send(());
+    assert_eq!(waited, pid as libc::pid_t, "wait4 of the host");
+    let output = Output {
+        status: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    };
+    (output, usage.ru_maxrss as u64 * 1024)
+}
+
+/// Issue 8.3, the hostile guest: under `--max-memory 16MiB` it puts 300
+/// items of 1 MiB on a queue nobody reads. The puts past its budget (the
+/// default `--max-shared`, 64 MiB) fail with a quota error that names the
+/// flag, a taken item gives its room back, and the host does not grow
+/// beyond what an idle run costs plus that budget.
+#[test]
+fn a_queue_nobody_reads_is_bounded() {
+    use host::sync::budget::{DEFAULT_MAX_SHARED, ITEM_OVERHEAD};
+    let (idle, idle_rss) = run_measured(&[s(&guest("hello"))]);
+    idle.assert_status(0);
+    let (out, rss) = run_measured(&["--max-memory", "16MiB", s(&guest("shared-limits")), "--", "flood", "300"]);
+    out.assert_status(0);
+    let fits = DEFAULT_MAX_SHARED / ((1 << 20) + ITEM_OVERHEAD);
+    let report = out.report();
+    check(
+        &report,
+        &[
+            ("put", fits.to_string().as_str()),
+            ("quota", "true"),
+            ("queued", fits.to_string().as_str()),
+            ("get after the flood", "true"),
+            ("put after a get", "true"),
+        ],
+    );
+    assert!(report["error"].contains("quota exceeded") && report["error"].contains("--max-shared"), "{out:#?}");
+    let bound = idle_rss + DEFAULT_MAX_SHARED + (64 << 20);
+    assert!(rss < bound, "host peak RSS {} MiB, over {} MiB (idle run: {} MiB)", rss >> 20, bound >> 20, idle_rss >> 20);
+}
+
+/// `--max-shared` sets the budget: 4 MiB fit three items of 1 MiB.
+#[test]
+fn max_shared_sets_the_budget() {
+    let out = run(&["--max-shared", "4MiB", s(&guest("shared-limits")), "--", "flood", "300"]);
+    out.assert_status(0);
+    check(&out.report(), &[("put", "3"), ("quota", "true"), ("put after a get", "true")]);
+    assert!(out.stdout.contains("over its limit of 4194304 (--max-shared)"), "{out:#?}");
+    run(&["--max-shared", "lots", s(&guest("shared-limits"))]).assert_bad_input();
+}
+
+/// Each process has its own budget: a child parks all it may and ends; its
+/// parent may still put on the same queue, and finds every item the child
+/// left there.
+#[test]
+fn each_process_has_its_own_budget() {
+    let out = run(&["--max-shared", "4MiB", s(&guest("shared-limits")), "--", "per-process", "65536"]);
+    out.assert_status(0);
+    let fits = (4u64 << 20) / (65536 + host::sync::budget::ITEM_OVERHEAD);
+    let report = out.report();
+    check(
+        &report,
+        &[
+            ("child put", fits.to_string().as_str()),
+            ("child exitcode", "Some(0)"),
+            ("parent put after the child's end", "true"),
+            ("parent got", (fits + 1).to_string().as_str()),
+        ],
+    );
+    assert!(report["child error"].contains("--max-shared"), "{out:#?}");
+}
+
+/// A pipe whose reader never reads holds its writer back once a window of
+/// bytes is in flight; the blocked writer is terminated at once, and the
+/// reader still gets every message that was in flight.
+#[test]
+fn a_pipe_whose_reader_lags_holds_its_writer_back() {
+    use host::sync::{PIPE_WINDOW, budget::ITEM_OVERHEAD};
+    let cost = 64 << 10;
+    let window = (PIPE_WINDOW / cost).to_string();
+    let size = (cost - ITEM_OVERHEAD).to_string();
+    let out = run(&[s(&guest("shared-limits")), "--", "pipe-flood", &size, &window]);
+    out.assert_status(0);
+    check(
+        &out.report(),
+        &[
+            ("sent before the terminate", window.as_str()),
+            ("writer exitcode", "Some(-15)"),
+            ("received", window.as_str()),
+        ],
+    );
+}
+
+/// Objects are bounded too: a process may create and free as many as it
+/// likes, but one that keeps them is refused past the limit (the object
+/// cannot be made, so the process fails with a message naming the limit).
+#[test]
+fn objects_are_bounded_and_freed_ones_give_their_room_back() {
+    use host::sync::budget::DEFAULT_MAX_SHARED_OBJECTS;
+    let out = run(&[s(&guest("shared-limits")), "--", "objects", "10000"]);
+    out.assert_status(1);
+    check(&out.report(), &[("created and dropped", "10000")]);
+    // It reports every 1024 objects kept: the last report is the limit.
+    let kept = out.stdout_lines().into_iter().rfind(|l| l.starts_with("kept: "));
+    assert_eq!(kept, Some(format!("kept: {DEFAULT_MAX_SHARED_OBJECTS}").as_str()), "{out:#?}");
+    let limit = format!(
+        "quota exceeded: this process would hold {} shared objects, over its limit of {DEFAULT_MAX_SHARED_OBJECTS}",
+        DEFAULT_MAX_SHARED_OBJECTS + 1
+    );
+    assert!(out.process_stderr().contains(&limit), "{out:#?}");
+}
+
+/// The embedder's own puts are bounded by the same budget.
+#[test]
+fn the_embedders_puts_are_bounded() {
+    let host = builder().max_shared(1 << 20).build().unwrap();
+    let queue = host::sync::Queue::new(&host, 0).unwrap();
+    let item = "x".repeat((64 << 10) - 2);
+    let fits = (1u64 << 20) / ((64 << 10) + host::sync::budget::ITEM_OVERHEAD);
+    for _ in 0..fits {
+        queue.put(&item).unwrap();
+    }
+    match queue.put(&item) {
+        Err(host::sync::Error::Quota { kind: host::sync::QuotaKind::Bytes, limit, .. }) => assert_eq!(limit, 1 << 20),
+        other => panic!("{other:?}"),
+    }
+    let _: String = queue.get().unwrap();
+    queue.put(&item).unwrap();
+}
+
+/// Issue 8.4: a parent puts ten items on a queue, starts a consumer holding
+/// it and returns at once; the consumer opens the queue only after its
+/// parent has ended, and still gets all ten. Five runs: it used to be racy.
+#[test]
+fn a_queue_outlives_the_parent_that_hands_it_on() {
+    for _ in 0..5 {
+        let out = run(&[s(&guest("ipc-orphan-queue"))]);
+        out.assert_status(0);
+        check(&out.report(), &[("consumed", "10"), ("sum", "45"), ("parent", "returns")]);
+    }
+}

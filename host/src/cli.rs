@@ -99,6 +99,12 @@ struct MapArgs {
     /// Give each task an instruction budget (wasmtime fuel).
     #[arg(long, value_name = "N")]
     fuel: Option<u64>,
+
+    /// What each worker may park in shared objects (queue items, pipe
+    /// messages in flight, arrays), e.g. 16MiB (default 64MiB); past it a put
+    /// or send fails.
+    #[arg(long, value_name = "SIZE", value_parser = host::parse_size)]
+    max_shared: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -138,6 +144,13 @@ struct RunArgs {
     /// ends it with exitcode 1.
     #[arg(long, value_name = "N")]
     fuel: Option<u64>,
+
+    /// What each process may park in shared objects: queue items nobody has
+    /// taken, pipe messages in flight, arrays, e.g. 16MiB (default 64MiB).
+    /// Past it a put or send fails with a quota error; the whole run may
+    /// park 16 times it.
+    #[arg(long, value_name = "SIZE", value_parser = host::parse_size)]
+    max_shared: Option<u64>,
 
     /// Grant a host directory, seen by the guest at GUEST (default: the same
     /// path). Repeat to grant more. Nothing is granted by default.
@@ -197,11 +210,7 @@ fn usage_error(error: clap::Error) -> i32 {
 /// Checks everything, starts the processes, waits, reports. `Err` is bad input.
 fn run(args: RunArgs) -> Result<i32, String> {
     check_dirs(&args.dirs)?;
-    let host = Host::builder()
-        .backend(args.backend)
-        .fuel(args.fuel.is_some())
-        .build()
-        .map_err(|e| format!("{e:#}"))?;
+    let host = new_host(args.backend, args.fuel.is_some(), args.max_shared)?;
     let program = host.load(&args.file).map_err(|e| e.to_string())?;
     check_entry(&program, args.entry.as_deref(), &args.file)?;
     let command = command(&program, &args)?;
@@ -225,11 +234,7 @@ fn map(args: MapArgs) -> Result<i32, String> {
         Some(path) => std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
         None => std::io::read_to_string(std::io::stdin()).map_err(|e| format!("cannot read stdin: {e}"))?,
     };
-    let host = Host::builder()
-        .backend(args.backend)
-        .fuel(args.fuel.is_some())
-        .build()
-        .map_err(|e| format!("{e:#}"))?;
+    let host = new_host(args.backend, args.fuel.is_some(), args.max_shared)?;
     let program = host.load(&args.file).map_err(|e| e.to_string())?;
     check_entry(&program, Some(&args.entry), &args.file)?;
     let mut builder = Pool::builder(&program)
@@ -285,6 +290,15 @@ fn map(args: MapArgs) -> Result<i32, String> {
     pool.close();
     let _ = pool.join();
     Ok(i32::from(failed))
+}
+
+/// A host as the common flags ask; `Err` is bad input.
+fn new_host(backend: BackendKind, fuel: bool, max_shared: Option<u64>) -> Result<Host, String> {
+    let mut builder = Host::builder().backend(backend).fuel(fuel);
+    if let Some(bytes) = max_shared {
+        builder = builder.max_shared(bytes);
+    }
+    builder.build().map_err(|e| format!("{e:#}"))
 }
 
 fn command(program: &Program, args: &RunArgs) -> Result<Command, String> {

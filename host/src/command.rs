@@ -66,6 +66,9 @@ pub(crate) struct Launch {
     pub(crate) parent_label: Option<String>,
     /// A pool worker: where it takes its tasks from (`entry` is unused).
     pub(crate) serve: Option<ServeChannel>,
+    /// The secret under which its parent handed it shared objects, which it
+    /// claims as it starts (see [`crate::sync`]).
+    pub(crate) ticket: Option<u64>,
 }
 
 impl Launch {
@@ -93,6 +96,7 @@ impl Launch {
             parent_label: self.label.clone(),
             deadline: self.deadline,
             serve: None,
+            ticket: None,
             ..self.clone()
         }
     }
@@ -116,6 +120,7 @@ impl Command {
                 label: None,
                 parent_label: None,
                 serve: None,
+                ticket: None,
             },
             name: None,
             daemon: false,

@@ -120,6 +120,7 @@ fn timed_out(outputs: &Outputs) -> Ended {
 /// Runs the process described by `launch` to its end.
 pub(crate) async fn run(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, outputs: &Outputs) -> Ended {
     let limits = launch.limits;
+    host.sync.claim(&node, launch.ticket).await;
     let result = match launch.serve.clone() {
         Some(serve) => self::serve(host, node, launch, outputs, serve).await,
         None => call(host, node, launch, outputs).await,
@@ -357,6 +358,11 @@ fn classify(error: &wasmtime::Error, limits: &crate::limits::Limits) -> Ended {
             Trap::MemoryOutOfBounds
         )),
         Some(trap) => Ended::failure(trap.to_string()),
+        // A host call that failed (a shared object refused at creation):
+        // its own message, not the backtrace's heading.
+        None if error.downcast_ref::<wasmtime::WasmBacktrace>().is_some() => {
+            Ended::failure(error.root_cause().to_string())
+        }
         None => Ended::failure(first_line(error)),
     }
 }

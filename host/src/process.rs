@@ -231,6 +231,14 @@ impl Node {
         child
     }
 
+    /// Changes the launch of a process not yet started; `None` after.
+    pub(crate) fn update_launch<R>(&self, f: impl FnOnce(&mut Launch) -> R) -> Option<R> {
+        match &mut *self.state.lock().unwrap() {
+            State::Created(launch) => Some(f(launch)),
+            _ => None,
+        }
+    }
+
     pub(crate) fn set_pid(&self, pid: u32) {
         let _ = self.pid.set(pid);
     }

@@ -37,6 +37,7 @@ pub struct HostBuilder {
     fuel: bool,
     max_processes: u32,
     max_memory: u64,
+    shared: crate::sync::budget::Quotas,
     threads: Option<usize>,
     worker_program: Option<PathBuf>,
     /// In a native worker: the process this host is (its name, daemon flag).
@@ -78,6 +79,7 @@ impl Default for HostBuilder {
             fuel: false,
             max_processes: 12_000,
             max_memory: 1 << 30,
+            shared: crate::sync::budget::Quotas::default(),
             threads: None,
             worker_program: None,
             this_process: None,
@@ -111,6 +113,26 @@ impl HostBuilder {
     /// process's own `max_memory` limit can only be lower.
     pub fn max_memory_per_process(mut self, bytes: u64) -> Self {
         self.max_memory = bytes.max(64 << 10);
+        self
+    }
+
+    /// How many bytes each process may park in shared objects: queue items
+    /// nobody has taken yet, pipe messages in flight, arrays (default
+    /// [`DEFAULT_MAX_SHARED`](crate::sync::budget::DEFAULT_MAX_SHARED),
+    /// 64 MiB; the whole run [`RUN_FACTOR`](crate::sync::budget::RUN_FACTOR)
+    /// times that). Past it a `put` or `send` fails with
+    /// [`sync::Error::Quota`](crate::sync::Error::Quota). The CLI's `--max-shared`.
+    pub fn max_shared(mut self, bytes: u64) -> Self {
+        self.shared.bytes = bytes;
+        self
+    }
+
+    /// How many shared objects each process may have created and not freed
+    /// (default [`DEFAULT_MAX_SHARED_OBJECTS`](crate::sync::budget::DEFAULT_MAX_SHARED_OBJECTS),
+    /// 4096; a pipe counts two; the whole run
+    /// [`RUN_FACTOR`](crate::sync::budget::RUN_FACTOR) times that).
+    pub fn max_shared_objects(mut self, n: u64) -> Self {
+        self.shared.objects = n;
         self
     }
 
@@ -185,7 +207,12 @@ impl HostBuilder {
             runtime: runtime.handle().clone(),
             backend,
             fuel: self.fuel,
-            sync: crate::sync::Broker::new(runtime.handle(), self.backend == BackendKind::Native, self.this_process.is_some())?,
+            sync: crate::sync::Broker::new(
+                runtime.handle(),
+                self.backend == BackendKind::Native,
+                self.this_process.is_some(),
+                self.shared,
+            )?,
             live: Live::default(),
             closed: AtomicBool::new(false),
         });

@@ -37,6 +37,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::bindings::mp::host::sync as wit;
 
+/// Which budget a [`Error::Quota`] ran into: this process's bytes
+/// (`--max-shared`) or objects, or the whole run's.
+pub use wit::QuotaKind;
+
 /// Why an operation on a shared object failed: the exception Python raises.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
@@ -62,6 +66,9 @@ pub enum Error {
     BrokenBarrier,
     /// The host's broker is unreachable.
     Broker(String),
+    /// Past what this process (or the whole run) may park in the host:
+    /// `used` is what the put, send or new object would have come to.
+    Quota { kind: QuotaKind, used: u64, limit: u64 },
     /// A message did not serialize or deserialize.
     Serde(String),
 }
@@ -82,6 +89,24 @@ impl fmt::Display for Error {
             Error::Invalid(why) => f.write_str(why),
             Error::BrokenBarrier => f.write_str("the barrier is broken"),
             Error::Broker(why) => write!(f, "the host's broker is unreachable: {why}"),
+            Error::Quota { kind, used, limit } => match kind {
+                QuotaKind::Bytes => write!(
+                    f,
+                    "quota exceeded: this process would park {used} bytes in shared objects, over its limit of {limit} (--max-shared)"
+                ),
+                QuotaKind::Objects => write!(
+                    f,
+                    "quota exceeded: this process would hold {used} shared objects, over its limit of {limit}"
+                ),
+                QuotaKind::RunBytes => write!(
+                    f,
+                    "quota exceeded: the run would park {used} bytes in shared objects, over its limit of {limit} (a multiple of --max-shared)"
+                ),
+                QuotaKind::RunObjects => write!(
+                    f,
+                    "quota exceeded: the run would hold {used} shared objects, over its limit of {limit}"
+                ),
+            },
             Error::Serde(why) => write!(f, "bad message: {why}"),
         }
     }
@@ -103,6 +128,7 @@ impl From<wit::Error> for Error {
             wit::Error::Invalid(why) => Error::Invalid(why),
             wit::Error::BrokenBarrier => Error::BrokenBarrier,
             wit::Error::Broker(why) => Error::Broker(why),
+            wit::Error::Quota(q) => Error::Quota { kind: q.kind, used: q.used, limit: q.limit },
         }
     }
 }

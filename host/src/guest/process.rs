@@ -86,7 +86,8 @@ impl HostProcess for Ctx {
         if self.node.is_daemon() {
             return Ok(Err(wit::Error::DaemonChildren));
         }
-        Ok(process.node.start(&self.host).map_err(Into::into))
+        let child = process.node.clone();
+        Ok(self.host.sync.start_child(&self.host, &self.node, &child).await.map_err(Into::into))
     }
 
     async fn join(&mut self, handle: Resource<GuestProcess>, timeout: Option<u64>) -> Answer<()> {

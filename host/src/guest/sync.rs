@@ -13,7 +13,7 @@ use super::mp::host::sync::{
 };
 use super::mp::host::sync::{HostLock, HostQueue, HostSemaphore, HostSharedArray};
 use crate::instance::Ctx;
-use crate::sync::{Error, Kind, Number, Numbers, Payload, Reply, Request, Spec, Token};
+use crate::sync::{Error, Kind, Number, Numbers, Payload, QuotaKind, Reply, Request, Spec, Token};
 use std::marker::PhantomData;
 use wasmtime::component::Resource;
 
@@ -59,6 +59,16 @@ impl From<Error> for wit::Error {
             Error::Invalid(why) => wit::Error::Invalid(why),
             Error::BrokenBarrier => wit::Error::BrokenBarrier,
             Error::Broker(why) => wit::Error::Broker(why),
+            Error::Quota { kind, used, limit } => wit::Error::Quota(wit::QuotaExceeded {
+                kind: match kind {
+                    QuotaKind::Bytes => wit::QuotaKind::Bytes,
+                    QuotaKind::Objects => wit::QuotaKind::Objects,
+                    QuotaKind::RunBytes => wit::QuotaKind::RunBytes,
+                    QuotaKind::RunObjects => wit::QuotaKind::RunObjects,
+                },
+                used,
+                limit,
+            }),
         }
     }
 }
@@ -287,6 +297,16 @@ impl Error {
             wit::Error::Invalid(why) => Error::Invalid(why),
             wit::Error::BrokenBarrier => Error::BrokenBarrier,
             wit::Error::Broker(why) => Error::Broker(why),
+            wit::Error::Quota(quota) => Error::Quota {
+                kind: match quota.kind {
+                    wit::QuotaKind::Bytes => QuotaKind::Bytes,
+                    wit::QuotaKind::Objects => QuotaKind::Objects,
+                    wit::QuotaKind::RunBytes => QuotaKind::RunBytes,
+                    wit::QuotaKind::RunObjects => QuotaKind::RunObjects,
+                },
+                used: quota.used,
+                limit: quota.limit,
+            },
         }
     }
 }

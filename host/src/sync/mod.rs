@@ -28,7 +28,10 @@
 //! An object lives while some process holds it (created or opened it, and
 //! has not dropped or closed its handle), or while a token of it is on its
 //! way to a child (a parent's handle serialized for a spawn reserves a hold
-//! for the child until the child opens it, or the parent ends). When a
+//! for the child). The reservation is the parent's until it starts the
+//! child, then the child's until the child opens the token or ends: a parent
+//! may put items on a queue, start a consumer and return at once, and the
+//! consumer still finds every item. When a
 //! process ends, however it ends (return, exit, trap, terminate, kill), its
 //! holds are released: the end of a pipe it alone held is closed (its peer
 //! reads end-of-file), and **a `Lock` or `RLock` it held is released**, so
@@ -37,17 +40,24 @@
 //! better, and does. Semaphores have no owner and are left as they are, as in
 //! Python.
 //!
-//! # Messages
+//! # Messages, and what a process may park
 //!
 //! Queue items and pipe messages are bytes (the SDK serializes typed values
 //! with serde), at most [`MAX_MESSAGE`] bytes each: a larger one is refused
 //! with [`Error::TooLarge`]. A consumer terminated while it waits in `get`
 //! loses nothing: an item is removed from its queue only as it is handed
 //! over.
+//!
+//! What a process parks in the host (items nobody has taken, messages in
+//! flight, arrays, the objects themselves) is charged to it and bounded
+//! (see [`budget`]): past its budget a `put` or `send` fails with
+//! [`Error::Quota`]. A pipe also pushes back: a `send` waits while
+//! [`PIPE_WINDOW`] bytes are already in flight towards its reader.
 
 mod api;
 mod array;
 mod barrier;
+pub mod budget;
 #[cfg(all(feature = "native", target_os = "linux"))]
 pub(crate) mod broker;
 mod condition;
@@ -77,6 +87,12 @@ use tokio::sync::Notify;
 
 /// The largest queue item or pipe message, in bytes (4 MiB).
 pub const MAX_MESSAGE: usize = 4 << 20;
+
+/// How many bytes may be in flight towards one end of a pipe (each message
+/// counted with [`budget::ITEM_OVERHEAD`]): a `send` past it waits until the
+/// reader takes some. A message always goes when nothing is in flight, so
+/// one of up to [`MAX_MESSAGE`] bytes still passes.
+pub const PIPE_WINDOW: u64 = 1 << 20;
 
 /// Why an operation on a shared object failed: the exception Python raises
 /// for the same case, or a refusal of the host.
@@ -112,6 +128,22 @@ pub enum Error {
     BrokenBarrier,
     /// The native backend's broker could not be reached.
     Broker(String),
+    /// A `put`, `send` or new object past what the process (or the whole
+    /// run) may park in the host; `used` is what it would have come to.
+    Quota { kind: QuotaKind, used: u64, limit: u64 },
+}
+
+/// Which budget an [`Error::Quota`] ran into (see [`budget`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QuotaKind {
+    /// Bytes this process has parked (`--max-shared`).
+    Bytes,
+    /// Objects this process has created and not freed.
+    Objects,
+    /// Bytes the whole run has parked ([`budget::RUN_FACTOR`] times `--max-shared`).
+    RunBytes,
+    /// Objects the whole run holds.
+    RunObjects,
 }
 
 impl std::fmt::Display for Error {
@@ -135,6 +167,25 @@ impl std::fmt::Display for Error {
             Error::Invalid(why) => f.write_str(why),
             Error::BrokenBarrier => f.write_str("the barrier is broken"),
             Error::Broker(why) => write!(f, "the sync broker is unreachable: {why}"),
+            Error::Quota { kind, used, limit } => match kind {
+                QuotaKind::Bytes => write!(
+                    f,
+                    "quota exceeded: this process would park {used} bytes in shared objects, over its limit of {limit} (--max-shared)"
+                ),
+                QuotaKind::Objects => write!(
+                    f,
+                    "quota exceeded: this process would hold {used} shared objects, over its limit of {limit}"
+                ),
+                QuotaKind::RunBytes => write!(
+                    f,
+                    "quota exceeded: the run would park {used} bytes in shared objects, over its limit of {limit} ({} x --max-shared)",
+                    budget::RUN_FACTOR
+                ),
+                QuotaKind::RunObjects => write!(
+                    f,
+                    "quota exceeded: the run would hold {used} shared objects, over its limit of {limit}"
+                ),
+            },
         }
     }
 }
@@ -276,6 +327,24 @@ pub(crate) enum Request {
     Reserve {
         id: u64,
     },
+    /// The caller starts a child with these objects' tokens in its
+    /// arguments (an id once per token): one of its reservations of each
+    /// passes to the child's `ticket`, so that it no longer ends with the
+    /// caller.
+    Hand {
+        ticket: u64,
+        ids: Vec<u64>,
+    },
+    /// The caller, a child that has just started, takes what was handed to
+    /// its `ticket`: reservations that are now its own, until it opens
+    /// them or ends.
+    Claim {
+        ticket: u64,
+    },
+    /// The child of `ticket` has ended: what it never claimed is dropped.
+    Unticket {
+        ticket: u64,
+    },
     /// Drops one of the caller's holds on `id`.
     Drop {
         id: u64,
@@ -399,6 +468,7 @@ impl Request {
             Request::Create(_)
                 | Request::Open(_)
                 | Request::Reserve { .. }
+                | Request::Claim { .. }
                 | Request::GetLock { .. }
         )
     }
@@ -451,12 +521,13 @@ impl Broker {
         runtime: &tokio::runtime::Handle,
         native: bool,
         worker: bool,
+        quotas: budget::Quotas,
     ) -> anyhow::Result<Broker> {
         #[cfg(all(feature = "native", target_os = "linux"))]
         if worker {
             return Ok(Broker::Remote(broker::Client::from_env()?));
         }
-        let registry = Arc::new(Registry::new(runtime.clone()));
+        let registry = Arc::new(Registry::new(runtime.clone(), quotas));
         #[cfg(all(feature = "native", target_os = "linux"))]
         if native {
             let endpoint = broker::listen(runtime, registry.clone())?;
@@ -499,6 +570,77 @@ impl Broker {
             Broker::Remote(client) => client.call(request).await,
         }
     }
+
+    /// Starts `child`, a child of `parent`, and hands it the objects whose
+    /// tokens are in its arguments: the holds `parent` reserved for them
+    /// pass to a ticket in the child's launch, which the child claims as it
+    /// starts ([`Broker::claim`]). So they stay alive for the child however
+    /// soon `parent` ends, until the child opens them or ends itself.
+    pub(crate) async fn start_child(
+        &self,
+        host: &Arc<crate::runtime::HostInner>,
+        parent: &Arc<crate::process::Node>,
+        child: &Arc<crate::process::Node>,
+    ) -> Result<(), crate::Error> {
+        let handed = child
+            .update_launch(|launch| {
+                let ids = handed_ids(&launch.input);
+                (!ids.is_empty()).then(|| {
+                    let ticket = random_u64();
+                    launch.ticket = Some(ticket);
+                    (ticket, ids)
+                })
+            })
+            .flatten();
+        let Some((ticket, ids)) = handed else {
+            return child.start(host);
+        };
+        // Unreachable broker: the reservations stay the parent's, as before.
+        let _ = self.call(parent, Request::Hand { ticket, ids }).await;
+        let started = child.start(host);
+        if started.is_err() {
+            let _ = self.call(parent, Request::Unticket { ticket }).await;
+            return started;
+        }
+        // A child that ends before it could claim (terminated at once, or
+        // its program failed to instantiate) leaves nothing behind.
+        let (weak, parent, child) = (Arc::downgrade(host), parent.clone(), child.clone());
+        host.runtime.spawn(async move {
+            let _ = child.join_async(None).await;
+            if let Some(host) = weak.upgrade() {
+                let _ = host.sync.call(&parent, Request::Unticket { ticket }).await;
+            }
+        });
+        started
+    }
+
+    /// Takes what the process `node` was handed at its start (see
+    /// [`Broker::start_child`]); first thing, before its guest runs.
+    pub(crate) async fn claim(&self, node: &Arc<crate::process::Node>, ticket: Option<u64>) {
+        if let Some(ticket) = ticket {
+            // Unreachable broker: the guest's own `open` will say so.
+            let _ = self.call(node, Request::Claim { ticket }).await;
+        }
+    }
+}
+
+/// The object ids of the tokens in a child's arguments, once per token.
+fn handed_ids(input: &[u8]) -> Vec<u64> {
+    let prefix = TOKEN_PREFIX.as_bytes();
+    let mut ids = Vec::new();
+    let mut rest = input;
+    while let Some(at) = rest.windows(prefix.len()).position(|w| w == prefix) {
+        let token = &rest[at..];
+        let len = token
+            .iter()
+            .position(|&b| !(b.is_ascii_alphanumeric() || b == b':' || b == b'-'))
+            .unwrap_or(token.len());
+        if let Ok(token) = Token::parse(&String::from_utf8_lossy(&token[..len])) {
+            ids.push(token.id);
+        }
+        rest = &token[len.max(prefix.len())..];
+    }
+    ids
 }
 
 /// Nanoseconds as a duration, saturating.
@@ -557,6 +699,14 @@ pub(crate) fn random_u64() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_are_found_in_a_childs_arguments() {
+        let token = |id| Token { kind: Kind::Queue, id, secret: 0xabc }.encode();
+        let input = format!("[\"{}\",3,[\"{}\",\"mp-sync:nonsense\"],\"{}\"]", token(7), token(9), token(7));
+        assert_eq!(handed_ids(input.as_bytes()), vec![7, 9, 7]);
+        assert_eq!(handed_ids(b"null"), Vec::<u64>::new());
+    }
 
     #[test]
     fn tokens_round_trip_and_refuse_garbage() {

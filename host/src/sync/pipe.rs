@@ -5,8 +5,14 @@
 //! An end is closed when the registry frees it (every process holding it
 //! closed or dropped it, or ended): its peer then reads what is left and
 //! after that end-of-file, and a send to it is a broken pipe.
+//!
+//! A reader that lags pushes back on its writer: a `send` waits (without a
+//! thread, so it can still be terminated) while [`PIPE_WINDOW`] bytes are in
+//! flight towards the reader. Each message carries its charge on the
+//! sender's budget until it is received (or its end closed).
 
-use super::{Error, wait_for};
+use super::budget::Message;
+use super::{Error, PIPE_WINDOW, wait_for};
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use tokio::sync::Notify;
@@ -19,7 +25,9 @@ pub(crate) struct Pipe {
 
 struct State {
     /// What each end has to read.
-    inbox: [VecDeque<Vec<u8>>; 2],
+    inbox: [VecDeque<Message>; 2],
+    /// The bytes charged for each inbox (messages and overhead).
+    in_flight: [u64; 2],
     closed: [bool; 2],
 }
 
@@ -29,24 +37,45 @@ impl Pipe {
             duplex,
             state: Mutex::new(State {
                 inbox: [VecDeque::new(), VecDeque::new()],
+                in_flight: [0; 2],
                 closed: [false; 2],
             }),
             changed: Notify::new(),
         }
     }
 
-    pub(crate) fn send(&self, end: usize, message: Vec<u8>) -> Result<(), Error> {
+    /// Sends `message` to the other end, waiting while its inbox is full
+    /// (more than [`PIPE_WINDOW`] bytes with this one, unless it is empty).
+    pub(crate) async fn send(&self, end: usize, message: Message) -> Result<(), Error> {
         if !self.duplex && end == 0 {
             return Err(Error::Invalid("connection is read-only".into()));
         }
-        let mut state = self.state.lock().unwrap();
-        if state.closed[1 - end] {
-            return Err(Error::BrokenPipe);
-        }
-        state.inbox[1 - end].push_back(message);
-        drop(state);
+        let to = 1 - end;
+        let mut message = Some(message);
+        let sent = wait_for(&self.changed, None, || {
+            let mut state = self.state.lock().unwrap();
+            if state.closed[to] {
+                return Some(Err(Error::BrokenPipe));
+            }
+            let size = message.as_ref().map_or(0, Message::charged);
+            if !state.inbox[to].is_empty() && state.in_flight[to] + size > PIPE_WINDOW {
+                return None;
+            }
+            state.in_flight[to] += size;
+            state.inbox[to].push_back(message.take().expect("a message is sent once"));
+            Some(Ok(()))
+        })
+        .await
+        .expect("an unbounded wait ends with a value");
         self.changed.notify_waiters();
-        Ok(())
+        sent
+    }
+
+    /// Takes the next message of `end`'s inbox (the caller holds the state).
+    fn take(state: &mut State, end: usize) -> Option<Message> {
+        let message = state.inbox[end].pop_front()?;
+        state.in_flight[end] -= message.charged();
+        Some(message)
     }
 
     /// The next message for `end`; [`Error::Eof`] once the peer is closed
@@ -55,16 +84,19 @@ impl Pipe {
         if !self.duplex && end == 1 {
             return Err(Error::Invalid("connection is write-only".into()));
         }
-        wait_for(&self.changed, None, || {
+        let message = wait_for(&self.changed, None, || {
             let mut state = self.state.lock().unwrap();
-            match state.inbox[end].pop_front() {
+            match Pipe::take(&mut state, end) {
                 Some(message) => Some(Ok(message)),
                 None if state.closed[1 - end] => Some(Err(Error::Eof)),
                 None => None,
             }
         })
         .await
-        .expect("an unbounded wait ends with a value")
+        .expect("an unbounded wait ends with a value")?;
+        // A sender may be waiting for room.
+        self.changed.notify_waiters();
+        Ok(message.into_bytes())
     }
 
     /// Whether a `recv` on `end` would not block (a message, or end-of-file),
@@ -80,8 +112,11 @@ impl Pipe {
 
     /// Puts a message taken by `recv` back in front (it was not handed over).
     #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
-    pub(crate) fn give_back(&self, end: usize, message: Vec<u8>) {
-        self.state.lock().unwrap().inbox[end].push_front(message);
+    pub(crate) fn give_back(&self, end: usize, message: Message) {
+        let mut state = self.state.lock().unwrap();
+        state.in_flight[end] += message.charged();
+        state.inbox[end].push_front(message);
+        drop(state);
         self.changed.notify_waiters();
     }
 
@@ -90,6 +125,7 @@ impl Pipe {
         let mut state = self.state.lock().unwrap();
         state.closed[end] = true;
         state.inbox[end].clear();
+        state.in_flight[end] = 0;
         drop(state);
         self.changed.notify_waiters();
     }

@@ -3,7 +3,10 @@
 //! `get` removes an item only in the same step that hands it to the caller,
 //! so a consumer terminated while it waits takes nothing with it. Every
 //! change wakes the waiters (putters, getters, joiners), which look again.
+//! Each item carries its charge on its putter's budget until it is handed
+//! over (or the queue is freed).
 
+use super::budget::Message;
 use super::{Error, wait_for};
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -18,7 +21,7 @@ pub(crate) struct Queue {
 }
 
 struct State {
-    items: VecDeque<Vec<u8>>,
+    items: VecDeque<Message>,
     /// Items put and not yet marked done (`JoinableQueue`).
     unfinished: u64,
 }
@@ -37,7 +40,7 @@ impl Queue {
     }
 
     /// Appends `item`, waiting up to `timeout` for room; [`Error::Full`] after.
-    pub(crate) async fn put(&self, item: Vec<u8>, timeout: Option<u64>) -> Result<(), Error> {
+    pub(crate) async fn put(&self, item: Message, timeout: Option<u64>) -> Result<(), Error> {
         let mut item = Some(item);
         let put = wait_for(&self.changed, timeout, || {
             let mut state = self.state.lock().unwrap();
@@ -71,7 +74,7 @@ impl Queue {
                 if self.maxsize != 0 {
                     self.changed.notify_waiters();
                 }
-                Ok(item)
+                Ok(item.into_bytes())
             }
             None => Err(Error::Empty),
         }
@@ -79,7 +82,7 @@ impl Queue {
 
     /// Puts an item taken by `get` back in front (it was not handed over).
     #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
-    pub(crate) fn give_back(&self, item: Vec<u8>) {
+    pub(crate) fn give_back(&self, item: Message) {
         self.state.lock().unwrap().items.push_front(item);
         self.changed.notify_waiters();
     }

@@ -4,28 +4,40 @@
 //! Callers are processes, named by pid (virtual pids are unique per host,
 //! real ones among live processes). A hold is one of: a process's handle
 //! (counted: a process may hold an object through several handles), a
-//! reservation a parent made for a child it spawns with the object's token,
+//! reservation a parent made for a child it spawns with the object's token
+//! (the parent's until it starts the child, then, handed to the child's
+//! ticket and claimed by the child, the child's until it opens the token),
 //! or another object that needs it (a condition's or an array's lock). An
 //! object with no hold left is freed; the end of a pipe freed this way is
 //! closed. When a process ends, [`Registry::release`] drops all its holds and
 //! releases every lock it held.
+//!
+//! The registry also keeps every process's [`Budgets`] account: each object
+//! is charged to its creator and each queue item or pipe message to its
+//! sender, and a request past a budget is refused.
 
 use super::array::Array;
 use super::barrier::Barrier;
+use super::budget::{Budgets, Charge, Message, Quotas};
 use super::condition::Condition;
 use super::event::Event;
 use super::lock::{Lock, Semaphore};
 use super::pipe::Pipe;
 use super::queue::Queue;
-use super::{Answer, Error, Kind, MAX_MESSAGE, Reply, Request, Spec, Token, random_u64};
+use super::{Answer, Error, Kind, MAX_MESSAGE, Numbers, Reply, Request, Spec, Token, random_u64};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Holder {
     Process(u32),
-    /// Held for a child of this process, until the child opens it.
+    /// Held by this process for a child it has yet to start.
     Reserved(u32),
+    /// Handed to a child that has started and not yet claimed it (by the
+    /// ticket in the child's launch).
+    Ticket(u64),
+    /// Held for this process, a child that claimed it, until it opens it.
+    Given(u32),
     /// Held by another object (by id).
     Object(u64),
 }
@@ -61,12 +73,16 @@ struct Entry {
     secret: u64,
     holders: HashMap<Holder, u32>,
     object: Object,
+    /// What the object costs its creator, given back when it is freed.
+    _charge: Option<Charge>,
 }
 
 #[derive(Default)]
 struct Objects {
     next: u64,
     map: HashMap<u64, Entry>,
+    /// The objects handed to each ticket (an id once per hold).
+    tickets: HashMap<u64, Vec<u64>>,
 }
 
 impl Objects {
@@ -74,6 +90,14 @@ impl Objects {
         self.next += 1;
         let id = self.next;
         self.insert_at(id, object, holder)
+    }
+
+    /// Makes the object of `token` carry `charge`, its creator's, until it is freed.
+    fn paid(&mut self, token: Token, charge: Charge) -> Token {
+        if let Some(entry) = self.map.get_mut(&token.id) {
+            entry._charge = Some(charge);
+        }
+        token
     }
 
     fn insert_at(&mut self, id: u64, object: Object, holder: Holder) -> Token {
@@ -88,6 +112,7 @@ impl Objects {
                 secret: token.secret,
                 holders: HashMap::from([(holder, 1)]),
                 object,
+                _charge: None,
             },
         );
         token
@@ -122,6 +147,22 @@ impl Objects {
         }
     }
 
+    /// Moves one of `from`'s holds on `id` to `to`; whether there was one.
+    fn pass(&mut self, id: u64, from: Holder, to: Holder) -> bool {
+        let Some(entry) = self.map.get_mut(&id) else {
+            return false;
+        };
+        let Some(held) = entry.holders.get_mut(&from) else {
+            return false;
+        };
+        *held -= 1;
+        if *held == 0 {
+            entry.holders.remove(&from);
+        }
+        *entry.holders.entry(to).or_default() += 1;
+        true
+    }
+
     /// Drops `count` of `holder`'s holds on `id` (all of them for `None`),
     /// freeing the object when none is left.
     fn remove(&mut self, id: u64, holder: Holder, count: Option<u32>) {
@@ -151,6 +192,7 @@ impl Objects {
 
 pub(crate) struct Registry {
     objects: Mutex<Objects>,
+    budgets: Arc<Budgets>,
     /// Processes whose end is being watched (thread backend).
     watched: Mutex<HashSet<u32>>,
     runtime: tokio::runtime::Handle,
@@ -173,9 +215,10 @@ macro_rules! object {
 }
 
 impl Registry {
-    pub(crate) fn new(runtime: tokio::runtime::Handle) -> Registry {
+    pub(crate) fn new(runtime: tokio::runtime::Handle, quotas: Quotas) -> Registry {
         Registry {
             objects: Mutex::default(),
+            budgets: Budgets::new(quotas),
             watched: Mutex::default(),
             runtime,
         }
@@ -197,7 +240,7 @@ impl Registry {
     }
 
     /// The process `pid` has ended: every lock it held is released, its
-    /// holds (and reservations) dropped.
+    /// holds (and reservations) dropped, its budget closed.
     pub(crate) fn release(&self, pid: u32) {
         let mut objects = self.objects.lock().unwrap();
         let mut ids = Vec::new();
@@ -205,18 +248,19 @@ impl Registry {
             if let Object::Lock(lock) = &entry.object {
                 lock.release_all(pid);
             }
-            if entry
-                .holders
-                .keys()
-                .any(|h| matches!(h, Holder::Process(p) | Holder::Reserved(p) if *p == pid))
-            {
+            if entry.holders.keys().any(
+                |h| matches!(h, Holder::Process(p) | Holder::Reserved(p) | Holder::Given(p) if *p == pid),
+            ) {
                 ids.push(id);
             }
         }
         for id in ids {
             objects.remove(id, Holder::Process(pid), None);
             objects.remove(id, Holder::Reserved(pid), None);
+            objects.remove(id, Holder::Given(pid), None);
         }
+        drop(objects);
+        self.budgets.end(pid);
     }
 
     /// Drops one of `pid`'s holds on `id`.
@@ -231,6 +275,10 @@ impl Registry {
     /// (native backend: its worker ended as the answer was sent).
     #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
     pub(crate) fn give_back(&self, id: u64, message: Vec<u8>) {
+        // Counted in the run's total again: its sender's charge was given
+        // back as it was taken.
+        let charge = self.budgets.charge_anyway(Message::cost(message.len()));
+        let message = Message::new(message, charge);
         let object = self
             .objects
             .lock()
@@ -260,11 +308,38 @@ impl Registry {
                 objects.add(id, Holder::Reserved(pid));
                 Ok(Reply::Unit)
             }
+            Request::Hand { ticket, ids } => {
+                let mut objects = self.objects.lock().unwrap();
+                let handed: Vec<u64> = ids
+                    .into_iter()
+                    .filter(|&id| objects.pass(id, Holder::Reserved(pid), Holder::Ticket(ticket)))
+                    .collect();
+                if !handed.is_empty() {
+                    objects.tickets.entry(ticket).or_default().extend(handed);
+                }
+                Ok(Reply::Unit)
+            }
+            Request::Claim { ticket } => {
+                let mut objects = self.objects.lock().unwrap();
+                for id in objects.tickets.remove(&ticket).unwrap_or_default() {
+                    objects.pass(id, Holder::Ticket(ticket), Holder::Given(pid));
+                }
+                Ok(Reply::Unit)
+            }
+            Request::Unticket { ticket } => {
+                let mut objects = self.objects.lock().unwrap();
+                for id in objects.tickets.remove(&ticket).unwrap_or_default() {
+                    objects.remove(id, Holder::Ticket(ticket), Some(1));
+                }
+                Ok(Reply::Unit)
+            }
             Request::Drop { id } => self.drop_hold(pid, id).map(|()| Reply::Unit),
             Request::Put { id, item, timeout } => {
                 check_size(&item.0)?;
-                object!(self, pid, id, Queue)
-                    .put(item.0, timeout)
+                let queue = object!(self, pid, id, Queue);
+                let charge = self.budgets.charge(pid, Message::cost(item.0.len()), 0)?;
+                queue
+                    .put(Message::new(item.0, charge), timeout)
                     .await
                     .map(|()| Reply::Unit)
             }
@@ -283,7 +358,10 @@ impl Registry {
             Request::Send { id, message } => {
                 check_size(&message.0)?;
                 let (pipe, end) = self.connection(pid, id)?;
-                pipe.send(end, message.0).map(|()| Reply::Unit)
+                let charge = self.budgets.charge(pid, Message::cost(message.0.len()), 0)?;
+                pipe.send(end, Message::new(message.0, charge))
+                    .await
+                    .map(|()| Reply::Unit)
             }
             Request::Recv { id } => {
                 let (pipe, end) = self.connection(pid, id)?;
@@ -386,15 +464,25 @@ impl Registry {
 
     fn create(&self, pid: u32, spec: Spec) -> Result<Vec<Token>, Error> {
         let me = Holder::Process(pid);
+        // An array's numbers are parked in the host too.
+        let bytes = match &spec {
+            Spec::Array(Numbers::Ints(v)) => Message::cost(v.len() * 8),
+            Spec::Array(Numbers::Floats(v)) => Message::cost(v.len() * 8),
+            _ => 0,
+        };
+        let charge = self.budgets.charge(pid, bytes, 1)?;
         let mut objects = self.objects.lock().unwrap();
         let object = match spec {
             Spec::Queue { maxsize, joinable } => {
                 Object::Queue(Arc::new(Queue::new(maxsize, joinable)))
             }
             Spec::Pipe { duplex } => {
+                // One object per end.
+                let second_charge = self.budgets.charge(pid, 0, 1)?;
                 let pipe = Arc::new(Pipe::new(duplex));
                 let first = objects.insert(Object::Connection(pipe.clone(), 0), me);
                 let second = objects.insert(Object::Connection(pipe, 1), me);
+                let (first, second) = (objects.paid(first, charge), objects.paid(second, second_charge));
                 return Ok(vec![first, second]);
             }
             Spec::Lock { recursive } => Object::Lock(Arc::new(Lock::new(recursive))),
@@ -423,28 +511,33 @@ impl Registry {
                         )
                     }
                 };
-                return Ok(vec![objects.insert_at(
+                let token = objects.insert_at(
                     id,
                     Object::Condition(Arc::new(Condition::new(lock, lock_id))),
                     me,
-                )]);
+                );
+                return Ok(vec![objects.paid(token, charge)]);
             }
             Spec::Array(values) => {
                 objects.next += 1;
                 let id = objects.next;
                 let lock = Object::Lock(Arc::new(Lock::new(true)));
                 let lock_id = objects.insert(lock, Holder::Object(id)).id;
-                return Ok(vec![objects.insert_at(
+                let token = objects.insert_at(
                     id,
                     Object::Array(Arc::new(Array::new(values, lock_id))),
                     me,
-                )]);
+                );
+                return Ok(vec![objects.paid(token, charge)]);
             }
         };
-        Ok(vec![objects.insert(object, me)])
+        let token = objects.insert(object, me);
+        Ok(vec![objects.paid(token, charge)])
     }
 
-    /// Opens a token for `pid`, taking over a reservation made for it.
+    /// Opens a token for `pid`, taking over the reservation made for it: the
+    /// one it claimed at its start, else (a child of the embedder, whose
+    /// reservations are never handed) any.
     fn open(&self, pid: u32, token: Token) -> Answer {
         let mut objects = self.objects.lock().unwrap();
         let unknown = || {
@@ -458,11 +551,12 @@ impl Registry {
         if entry.secret != token.secret || entry.object.kind() != token.kind {
             return Err(unknown());
         }
-        let reserved = entry
-            .holders
-            .keys()
-            .copied()
-            .find(|h| matches!(h, Holder::Reserved(_)));
+        let given = Holder::Given(pid);
+        let reserved = if entry.holders.contains_key(&given) {
+            Some(given)
+        } else {
+            entry.holders.keys().copied().find(|h| matches!(h, Holder::Reserved(_)))
+        };
         *entry.holders.entry(Holder::Process(pid)).or_default() += 1;
         if let Some(reservation) = reserved {
             objects.remove(token.id, reservation, Some(1));
@@ -483,4 +577,49 @@ fn check_size(message: &[u8]) -> Result<(), Error> {
 
 fn not_a(object: &Object, id: u64, what: &str) -> Error {
     Error::UnknownObject(format!("{} {id} is not a {what}", object.kind().name()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::Payload;
+
+    fn call(registry: &Registry, runtime: &tokio::runtime::Runtime, pid: u32, request: Request) -> Answer {
+        runtime.block_on(registry.call(pid, request))
+    }
+
+    /// A reservation handed to a child's ticket outlives the parent; the
+    /// child that claims it opens the object and finds the items; a ticket
+    /// never claimed is dropped when the child ends, freeing the object.
+    #[test]
+    fn a_handed_reservation_outlives_the_parent_until_the_child() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let registry = Registry::new(runtime.handle().clone(), Quotas::default());
+        let (parent, child) = (10, 11);
+        let create = Request::Create(Spec::Queue { maxsize: 0, joinable: false });
+        let Ok(Reply::Handles(tokens)) = call(&registry, &runtime, parent, create) else { panic!() };
+        let token = tokens[0];
+        let put = Request::Put { id: token.id, item: Payload(b"7".to_vec()), timeout: None };
+        call(&registry, &runtime, parent, put).unwrap();
+        call(&registry, &runtime, parent, Request::Reserve { id: token.id }).unwrap();
+        call(&registry, &runtime, parent, Request::Hand { ticket: 99, ids: vec![token.id] }).unwrap();
+        registry.release(parent);
+        call(&registry, &runtime, child, Request::Claim { ticket: 99 }).unwrap();
+        call(&registry, &runtime, child, Request::Open(token)).unwrap();
+        let get = Request::Get { id: token.id, timeout: Some(0) };
+        assert_eq!(call(&registry, &runtime, child, get), Ok(Reply::Bytes(Payload(b"7".to_vec()))));
+        registry.release(child);
+        assert!(registry.objects.lock().unwrap().map.is_empty());
+
+        // Handed, never claimed: the child's end (Unticket) frees it.
+        let create = Request::Create(Spec::Event);
+        let Ok(Reply::Handles(tokens)) = call(&registry, &runtime, parent, create) else { panic!() };
+        call(&registry, &runtime, parent, Request::Reserve { id: tokens[0].id }).unwrap();
+        call(&registry, &runtime, parent, Request::Hand { ticket: 7, ids: vec![tokens[0].id] }).unwrap();
+        registry.release(parent);
+        assert_eq!(registry.objects.lock().unwrap().map.len(), 1);
+        call(&registry, &runtime, parent, Request::Unticket { ticket: 7 }).unwrap();
+        assert!(registry.objects.lock().unwrap().map.is_empty());
+        assert!(registry.objects.lock().unwrap().tickets.is_empty());
+    }
 }

@@ -280,6 +280,7 @@ impl NativeBackend {
             has_main: program.has_main(),
             entry: launch.entry.clone(),
             input: launch.input.clone(),
+            ticket: launch.ticket,
             args: launch.args.clone(),
             env: launch.env.clone(),
             dirs: launch.dirs.clone(),

@@ -30,6 +30,8 @@ pub(crate) struct Start {
     pub(crate) has_main: bool,
     pub(crate) entry: Option<String>,
     pub(crate) input: Vec<u8>,
+    /// The launch's ticket for the shared objects handed to it.
+    pub(crate) ticket: Option<u64>,
     pub(crate) args: Vec<String>,
     pub(crate) env: Vec<(String, String)>,
     pub(crate) dirs: Vec<(PathBuf, String)>,

@@ -92,6 +92,7 @@ pub(crate) fn run(
     let launch = Launch {
         entry: start.entry,
         input: start.input,
+        ticket: start.ticket,
         args: start.args,
         env: start.env,
         dirs: start.dirs,
