@@ -18,6 +18,7 @@
 use super::protocol::{self, EngineSettings, Start};
 use super::worker;
 use super::{FDS_VAR, Inherited, Worker, pipe, set_cloexec, spawn_retrying};
+use crate::output::Stdin;
 use crate::program::Code;
 use nix::sys::socket::{
     AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg, sendmsg, socketpair,
@@ -157,7 +158,7 @@ fn fork_worker(
                     lifeline: lifeline.try_clone().map_err(|e| e.to_string())?,
                     orphanage: orphanage.try_clone().map_err(|e| e.to_string())?,
                 };
-                worker::run(start, report, inherited, worker::builder(settings).engines(engines.clone()), code)
+                worker::run(start, report, inherited, worker::builder(settings).engines(engines.clone()), code, Stdin::null())
             })();
             let status = status.unwrap_or_else(|message| {
                 eprintln!("error: {message}");
