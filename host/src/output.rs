@@ -168,10 +168,14 @@ const WRITE_BUDGET: usize = 64 << 10;
 /// How a sink passes bytes on (see the module's documentation).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Format {
-    /// Put, with `": "`, at the start of every line.
+    /// Put, with `": "`, at the start of every line (and of every piece of
+    /// a line longer than [`MAX_LINE`]).
     prefix: Option<String>,
     /// Hold an unfinished line back until its newline (or [`MAX_LINE`]).
     whole_lines: bool,
+    /// End an unfinished last line with a newline when the process ends:
+    /// only where labelled lines are the unit.
+    end_line: bool,
 }
 
 impl Format {
@@ -183,7 +187,7 @@ impl Format {
     /// The format of a process's output: labelled or shared output goes a
     /// whole line at a time, other output byte for byte.
     pub(crate) fn new(prefix: Option<String>, shared: bool) -> Format {
-        Format { whole_lines: shared || prefix.is_some(), prefix }
+        Format { whole_lines: shared || prefix.is_some(), end_line: prefix.is_some(), prefix }
     }
 
     /// The same labels, but every write passed on at once: a native
@@ -200,12 +204,6 @@ impl Format {
     pub(crate) fn labelled_elsewhere(self) -> Format {
         Format { prefix: None, ..self }
     }
-
-    /// Lines are the unit where they are labelled: only there is an
-    /// unfinished last line ended with a newline.
-    fn ends_lines(&self) -> bool {
-        self.prefix.is_some()
-    }
 }
 
 /// One output stream of one process (see the module's documentation).
@@ -219,8 +217,9 @@ pub(crate) struct LineSink {
 struct State {
     /// The unfinished last line (line mode), shorter than [`MAX_LINE`].
     tail: Vec<u8>,
-    /// The last byte labelled was not a newline (passed-through mode).
-    mid_line: bool,
+    /// How many bytes of the current line were labelled and passed on (0:
+    /// at the start of a line).
+    column: usize,
     /// The last byte passed on was a newline (or nothing was).
     at_line_start: bool,
     /// The host stream's number of the last bytes this sink queued.
@@ -229,7 +228,7 @@ struct State {
 
 impl LineSink {
     pub(crate) fn new(stdio: &Stdio, stream: Stream, format: Format) -> Arc<LineSink> {
-        let state = State { tail: Vec::new(), mid_line: false, at_line_start: true, queued: 0 };
+        let state = State { tail: Vec::new(), column: 0, at_line_start: true, queued: 0 };
         Arc::new(LineSink { target: stdio.0.clone(), stream, format, state: Mutex::new(state) })
     }
 
@@ -242,7 +241,7 @@ impl LineSink {
         }
         let mut state = self.state.lock().unwrap();
         if !self.format.whole_lines {
-            let labelled = self.label(bytes, &mut state.mid_line);
+            let labelled = self.label(bytes, &mut state.column);
             self.deliver(&mut state, labelled);
             return;
         }
@@ -252,7 +251,7 @@ impl LineSink {
         if let Some(end) = rest.iter().rposition(|&b| b == b'\n') {
             let mut lines = std::mem::take(&mut state.tail);
             lines.extend_from_slice(&rest[..=end]);
-            out = self.label(&lines, &mut false);
+            out = self.label(&lines, &mut state.column);
             rest = &rest[end + 1..];
         }
         while state.tail.len() + rest.len() >= MAX_LINE {
@@ -260,7 +259,7 @@ impl LineSink {
             let mut piece = std::mem::take(&mut state.tail);
             piece.extend_from_slice(head);
             rest = more;
-            out.extend_from_slice(&self.piece(&piece));
+            out.extend_from_slice(&self.label(&piece, &mut state.column));
         }
         state.tail.extend_from_slice(rest);
         self.deliver(&mut state, out);
@@ -274,14 +273,15 @@ impl LineSink {
     }
 
     fn finish_locked(&self, state: &mut State) {
-        if std::mem::take(&mut state.mid_line) && self.format.ends_lines() {
-            self.deliver(state, b"\n".to_vec());
-        }
         if !state.tail.is_empty() {
             let tail = std::mem::take(&mut state.tail);
-            let piece = self.piece(&tail);
+            let piece = self.label(&tail, &mut state.column);
             self.deliver(state, piece);
         }
+        if self.format.end_line && !state.at_line_start {
+            self.deliver(state, b"\n".to_vec());
+        }
+        state.column = 0;
     }
 
     /// A line of the host's own about this process (why it ended): after
@@ -293,31 +293,45 @@ impl LineSink {
         let mut state = self.state.lock().unwrap();
         self.finish_locked(&mut state);
         let mut line = if state.at_line_start { Vec::new() } else { b"\n".to_vec() };
-        line.extend_from_slice(&self.label(format!("{message}\n").as_bytes(), &mut false));
+        line.extend_from_slice(&self.label(format!("{message}\n").as_bytes(), &mut 0));
         self.deliver(&mut state, line);
     }
 
-    /// An unfinished line passed on: labelled, a line of its own; else as is.
-    fn piece(&self, piece: &[u8]) -> Vec<u8> {
-        let mut out = self.label(piece, &mut false);
-        if self.format.ends_lines() {
-            out.push(b'\n');
-        }
-        out
-    }
-
-    /// `bytes` with the prefix at the start of every line; `mid_line` says
-    /// whether they continue a line already begun, and is updated.
-    fn label(&self, bytes: &[u8], mid_line: &mut bool) -> Vec<u8> {
+    /// `bytes` with the prefix at the start of every line, and a line longer
+    /// than [`MAX_LINE`] (prefix and newline included) broken into labelled
+    /// lines of at most that size, which a root host passes on whole;
+    /// `column` says how much of the current line is already out (0: none),
+    /// and is updated.
+    fn label(&self, bytes: &[u8], column: &mut usize) -> Vec<u8> {
         let Some(prefix) = &self.format.prefix else { return bytes.to_vec() };
+        // Room for the newline, and for at least one byte after the prefix.
+        let limit = (MAX_LINE - 1).max(prefix.len() + 3);
         let mut out = Vec::with_capacity(bytes.len() + 16);
-        for piece in bytes.split_inclusive(|&b| b == b'\n') {
-            if !*mid_line {
+        let mut rest = bytes;
+        while let Some(&first) = rest.first() {
+            if *column == limit && first != b'\n' {
+                out.push(b'\n');
+                *column = 0;
+            }
+            if *column == 0 {
                 out.extend_from_slice(prefix.as_bytes());
                 out.extend_from_slice(b": ");
+                *column = prefix.len() + 2;
             }
-            out.extend_from_slice(piece);
-            *mid_line = !piece.ends_with(b"\n");
+            let room = limit - *column;
+            match rest.iter().position(|&b| b == b'\n') {
+                Some(end) if end <= room => {
+                    out.extend_from_slice(&rest[..=end]);
+                    rest = &rest[end + 1..];
+                    *column = 0;
+                }
+                _ => {
+                    let n = room.min(rest.len());
+                    out.extend_from_slice(&rest[..n]);
+                    rest = &rest[n..];
+                    *column += n;
+                }
+            }
         }
         out
     }
@@ -655,7 +669,7 @@ impl tokio::io::AsyncWrite for GuestOutput {
 mod tests {
     use super::*;
 
-    fn sink(format: Format) -> (Capture, Arc<LineSink>) {
+    fn capture_sink(format: Format) -> (Capture, Arc<LineSink>) {
         let capture = Capture::new();
         let sink = LineSink::new(&Stdio::capture(&capture), Stream::Stdout, format);
         (capture, sink)
@@ -663,7 +677,7 @@ mod tests {
 
     #[test]
     fn whole_lines_with_prefix_and_tail() {
-        let (capture, sink) = sink(Format::new(Some("P-1".into()), false));
+        let (capture, sink) = capture_sink(Format::new(Some("P-1".into()), false));
         sink.write(b"hel");
         assert_eq!(capture.text(), "");
         sink.write(b"lo\nwor");
@@ -675,7 +689,7 @@ mod tests {
 
     #[test]
     fn exact_adds_nothing_and_holds_nothing() {
-        let (capture, sink) = sink(Format::exact());
+        let (capture, sink) = capture_sink(Format::exact());
         let all: Vec<u8> = (0..=255u8).collect();
         sink.write(&all[..100]);
         assert_eq!(capture.bytes(), &all[..100]);
@@ -686,7 +700,7 @@ mod tests {
 
     #[test]
     fn shared_unlabelled_lines_get_no_newline_added() {
-        let (capture, sink) = sink(Format::new(None, true));
+        let (capture, sink) = capture_sink(Format::new(None, true));
         sink.write(b"a\nb");
         assert_eq!(capture.text(), "a\n");
         sink.finish();
@@ -695,7 +709,7 @@ mod tests {
 
     #[test]
     fn long_lines_pass_on_in_pieces() {
-        let (capture, sink) = sink(Format::new(None, true));
+        let (capture, sink) = capture_sink(Format::new(None, true));
         let line = vec![b'x'; 3 * MAX_LINE + 10];
         for chunk in line.chunks(1000) {
             sink.write(chunk);
@@ -706,19 +720,19 @@ mod tests {
         expected.push(b'\n');
         assert_eq!(capture.bytes(), expected, "nothing dropped, nothing inserted");
 
-        let (capture, sink) = sink(Format::new(Some("P".into()), true));
+        let (capture, sink) = capture_sink(Format::new(Some("P".into()), true));
         sink.write(&vec![b'y'; MAX_LINE + 1]);
         sink.finish();
         let text = capture.text();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "a labelled piece is a line of its own");
-        assert_eq!(lines[0].len(), "P: ".len() + MAX_LINE);
-        assert_eq!(lines[1], "P: y");
+        assert_eq!(lines[0].len() + 1, MAX_LINE, "at most MAX_LINE bytes with its newline");
+        assert_eq!(lines[1], format!("P: {}", "y".repeat(MAX_LINE + 1 - (MAX_LINE - 4))));
     }
 
     #[test]
     fn passed_through_labels_line_starts_only() {
-        let (capture, sink) = sink(Format::new(Some("P".into()), false).passed_through());
+        let (capture, sink) = capture_sink(Format::new(Some("P".into()), false).passed_through());
         sink.write(b"ab");
         assert_eq!(capture.text(), "P: ab");
         sink.write(b"c\nd\ne");
@@ -729,7 +743,7 @@ mod tests {
 
     #[test]
     fn a_note_starts_on_a_line_of_its_own() {
-        let (capture, sink) = sink(Format::exact());
+        let (capture, sink) = capture_sink(Format::exact());
         sink.write(b"half");
         sink.note("error: why");
         assert_eq!(capture.text(), "half\nerror: why\n");
