@@ -254,12 +254,19 @@ impl LineSink {
             out = self.label(&lines, &mut state.column);
             rest = &rest[end + 1..];
         }
-        while state.tail.len() + rest.len() >= MAX_LINE {
-            let (head, more) = rest.split_at(MAX_LINE - state.tail.len());
+        // An unfinished line that reaches the limit passes on as a piece: a
+        // labelled line of its own, or (unlabelled) as it is.
+        let piece_len = self.piece_len();
+        while state.tail.len() + rest.len() >= piece_len {
+            let (head, more) = rest.split_at(piece_len - state.tail.len());
             let mut piece = std::mem::take(&mut state.tail);
             piece.extend_from_slice(head);
             rest = more;
             out.extend_from_slice(&self.label(&piece, &mut state.column));
+            if self.format.prefix.is_some() {
+                out.push(b'\n');
+                state.column = 0;
+            }
         }
         state.tail.extend_from_slice(rest);
         self.deliver(&mut state, out);
@@ -297,6 +304,21 @@ impl LineSink {
         self.deliver(&mut state, line);
     }
 
+    /// The longest line labelled with `prefix`, its newline included.
+    fn line_limit(prefix: &str) -> usize {
+        // Room for the newline, and for at least one byte after the prefix.
+        (MAX_LINE - 1).max(prefix.len() + 3)
+    }
+
+    /// How many bytes of an unfinished line make a piece: one labelled line,
+    /// or [`MAX_LINE`] unlabelled.
+    fn piece_len(&self) -> usize {
+        match &self.format.prefix {
+            Some(prefix) => LineSink::line_limit(prefix) - prefix.len() - 2,
+            None => MAX_LINE,
+        }
+    }
+
     /// `bytes` with the prefix at the start of every line, and a line longer
     /// than [`MAX_LINE`] (prefix and newline included) broken into labelled
     /// lines of at most that size, which a root host passes on whole;
@@ -304,8 +326,7 @@ impl LineSink {
     /// and is updated.
     fn label(&self, bytes: &[u8], column: &mut usize) -> Vec<u8> {
         let Some(prefix) = &self.format.prefix else { return bytes.to_vec() };
-        // Room for the newline, and for at least one byte after the prefix.
-        let limit = (MAX_LINE - 1).max(prefix.len() + 3);
+        let limit = LineSink::line_limit(prefix);
         let mut out = Vec::with_capacity(bytes.len() + 16);
         let mut rest = bytes;
         while let Some(&first) = rest.first() {
@@ -728,6 +749,7 @@ mod tests {
         assert_eq!(lines.len(), 2, "a labelled piece is a line of its own");
         assert_eq!(lines[0].len() + 1, MAX_LINE, "at most MAX_LINE bytes with its newline");
         assert_eq!(lines[1], format!("P: {}", "y".repeat(MAX_LINE + 1 - (MAX_LINE - 4))));
+        assert!(text.ends_with('\n'));
     }
 
     #[test]
