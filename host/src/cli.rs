@@ -312,6 +312,8 @@ fn map(args: MapArgs) -> Result<i32, String> {
     drop(out);
     pool.close();
     let _ = pool.join();
+    // What the workers wrote (to the host's stderr) goes out before the exit.
+    host::flush_output(OUTPUT_PATIENCE);
     Ok(i32::from(failed))
 }
 
