@@ -25,7 +25,8 @@
 //!
 //! A process given a stdin (the host's, or bytes) gets it as a fourth
 //! descriptor, named in `HOST_WORKER_STDIN`, which the worker puts in place
-//! of its own stdin once it has read its start message.
+//! of its own stdin once it has read its start message (a worker forked by
+//! the zygote gets it with its other descriptors, as its stdin).
 //!
 //! A daemon sets `PR_SET_PDEATHSIG` on itself, so it dies with its parent
 //! even when the parent crashes (the spawner thread lives as long as the
@@ -185,9 +186,8 @@ impl Spawner {
                 Err(_) => ZygoteState::Off,
             };
         }
-        // A stdin is a descriptor only exec passes on.
-        if let (ZygoteState::Running(zygote), None) = (&self.zygote, &stdin) {
-            match zygote.spawn(start) {
+        if let ZygoteState::Running(zygote) = &self.zygote {
+            match zygote.spawn(start, stdin.as_ref()) {
                 Ok(worker) => return Ok(worker),
                 Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
                 // A zygote that fails once is not trusted again.

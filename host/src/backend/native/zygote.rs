@@ -10,7 +10,8 @@
 //!
 //! The root talks to the zygote over a `SOCK_SEQPACKET` socket pair: one
 //! message carries a [`Start`] frame and, as `SCM_RIGHTS`, the write ends of
-//! the new worker's stdout, stderr and report pipes; the answer is one frame
+//! the new worker's stdout, stderr and report pipes (and the guest's stdin,
+//! if it has one); the answer is one frame
 //! with the new pid or why there is none. A request too large for one
 //! message, a pool worker (its tasks come on a stdin only exec sets up), or
 //! any failure of the zygote falls back to exec.
@@ -71,8 +72,8 @@ impl Zygote {
         Ok(zygote)
     }
 
-    /// A new worker, forked by the zygote, running `start`.
-    pub(crate) fn spawn(&self, start: &Start) -> std::io::Result<Worker> {
+    /// A new worker, forked by the zygote, running `start`, reading `stdin`.
+    pub(crate) fn spawn(&self, start: &Start, stdin: Option<&OwnedFd>) -> std::io::Result<Worker> {
         let request = protocol::encode_frame(start)?;
         // A pool worker takes its tasks on its stdin, which only exec sets up.
         if request.len() > MAX_REQUEST || start.serve.is_some() {
@@ -81,7 +82,8 @@ impl Zygote {
         let (stdout, stdout_theirs) = pipe()?;
         let (stderr, stderr_theirs) = pipe()?;
         let (report, report_theirs) = pipe()?;
-        let theirs = [stdout_theirs.as_raw_fd(), stderr_theirs.as_raw_fd(), report_theirs.as_raw_fd()];
+        let mut theirs = vec![stdout_theirs.as_raw_fd(), stderr_theirs.as_raw_fd(), report_theirs.as_raw_fd()];
+        theirs.extend(stdin.map(|fd| fd.as_raw_fd()));
         send(&self.socket, &request, &theirs)?;
         drop((stdout_theirs, stderr_theirs, report_theirs));
         let (answer, _) = receive(&self.socket)?;
@@ -136,7 +138,14 @@ fn fork_worker(
     programs: &mut HashMap<PathBuf, Code>,
 ) -> Result<u32, String> {
     let start: Start = protocol::decode_frame(request)?;
-    let [stdout, stderr, report]: [OwnedFd; 3] = fds.try_into().map_err(|_| "expected three descriptors")?;
+    let mut fds = fds.into_iter();
+    let (Some(stdout), Some(stderr), Some(report)) = (fds.next(), fds.next(), fds.next()) else {
+        return Err("expected three or four descriptors".into());
+    };
+    let stdin = fds.next();
+    if fds.next().is_some() {
+        return Err("expected three or four descriptors".into());
+    }
     let code = match programs.get(&start.artifact) {
         Some(code) => code.clone(),
         None => {
@@ -153,12 +162,19 @@ fn fork_worker(
                 dup_onto(&stdout, 1)?;
                 dup_onto(&stderr, 2)?;
                 drop((stdout, stderr));
+                let input = match stdin {
+                    Some(stdin) => {
+                        dup_onto(&stdin, 0)?;
+                        Stdin::inherit()
+                    }
+                    None => Stdin::null(),
+                };
                 let _ = nix::unistd::close(socket.as_raw_fd());
                 let inherited = Inherited {
                     lifeline: lifeline.try_clone().map_err(|e| e.to_string())?,
                     orphanage: orphanage.try_clone().map_err(|e| e.to_string())?,
                 };
-                worker::run(start, report, inherited, worker::builder(settings).engines(engines.clone()), code, Stdin::null())
+                worker::run(start, report, inherited, worker::builder(settings).engines(engines.clone()), code, input)
             })();
             let status = status.unwrap_or_else(|message| {
                 eprintln!("error: {message}");
@@ -216,7 +232,7 @@ fn send(socket: &OwnedFd, bytes: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
 /// One message and the descriptors it carried; empty at end-of-file.
 fn receive(socket: &OwnedFd) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> {
     let mut buffer = vec![0u8; MAX_REQUEST + 64];
-    let mut space = nix::cmsg_space!([RawFd; 3]);
+    let mut space = nix::cmsg_space!([RawFd; 4]);
     let mut iov = [IoSliceMut::new(&mut buffer)];
     let message = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
     let mut fds = Vec::new();
