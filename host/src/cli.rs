@@ -16,7 +16,7 @@
 //! own output goes to stderr, so that stdout holds only results.
 
 use clap::{Args, Parser, Subcommand};
-use host::{BackendKind, Command, Host, Limits, Pool, Process, Program, Stdio};
+use host::{BackendKind, Command, Host, Limits, Pool, Process, Program, Stdin, Stdio};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -162,10 +162,21 @@ struct RunArgs {
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     envs: Vec<(String, String)>,
 
+    /// Which process reads the host's stdin (1..N). The default: the only
+    /// one with --count 1, none with more (as Python gives child processes
+    /// no stdin; several readers would split its bytes between them).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    stdin: Option<u32>,
+
     /// Arguments for the program's main (or, with --entry, the entry's argument).
     #[arg(last = true, value_name = "ARGS")]
     args: Vec<String>,
 }
+
+/// How long the host, about to exit, waits for a stdout or stderr that
+/// takes none of the output still queued (nobody reads it) before it
+/// discards that output and exits anyway.
+const OUTPUT_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Runs the command line; returns the process exit status.
 pub fn main() -> i32 {
@@ -210,12 +221,27 @@ fn usage_error(error: clap::Error) -> i32 {
 /// Checks everything, starts the processes, waits, reports. `Err` is bad input.
 fn run(args: RunArgs) -> Result<i32, String> {
     check_dirs(&args.dirs)?;
+    let reader = match args.stdin {
+        Some(n) if n > args.count => {
+            return Err(format!("--stdin {n}: there are only {} processes (--count)", args.count));
+        }
+        Some(n) => Some(n),
+        None => (args.count == 1).then_some(1),
+    };
     let host = new_host(args.backend, args.fuel.is_some(), args.max_shared)?;
     let program = host.load(&args.file).map_err(|e| e.to_string())?;
     check_entry(&program, args.entry.as_deref(), &args.file)?;
     let command = command(&program, &args)?;
 
-    let processes: Vec<Process> = (0..args.count).map(|_| command.create()).collect();
+    let processes: Vec<Process> = (1..=args.count)
+        .map(|n| {
+            let mut command = command.clone();
+            if reader == Some(n) {
+                command.stdin(Stdin::inherit());
+            }
+            command.create()
+        })
+        .collect();
     for process in &processes {
         if let Err(error) = process.start() {
             eprintln!("error: {}: {error}", process.name());
@@ -225,6 +251,8 @@ fn run(args: RunArgs) -> Result<i32, String> {
         let _ = process.join();
     }
     host.wait();
+    // Everything the processes wrote goes out before the summary lines.
+    host::flush_output(OUTPUT_PATIENCE);
     Ok(summarize(&processes))
 }
 
@@ -289,6 +317,8 @@ fn map(args: MapArgs) -> Result<i32, String> {
     drop(out);
     pool.close();
     let _ = pool.join();
+    // What the workers wrote (to the host's stderr) goes out before the exit.
+    host::flush_output(OUTPUT_PATIENCE);
     Ok(i32::from(failed))
 }
 

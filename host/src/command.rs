@@ -6,7 +6,7 @@
 
 use crate::error::Error;
 use crate::limits::Limits;
-use crate::output::Stdio;
+use crate::output::{Format, Stdin, Stdio};
 use crate::pool::ServeChannel;
 use crate::process::Process;
 use crate::program::Program;
@@ -56,8 +56,12 @@ pub(crate) struct Launch {
     /// When the process (and every descendant) is terminated; set at start
     /// from `limits.timeout` unless inherited.
     pub(crate) deadline: Option<Instant>,
+    pub(crate) stdin: Stdin,
     pub(crate) stdout: Stdio,
     pub(crate) stderr: Stdio,
+    /// The output streams are shared with other processes (a child's with
+    /// its parent's): lines are the unit, so that they never interleave.
+    pub(crate) shares_output: bool,
     /// Prefix output lines with the process's name.
     pub(crate) labelled: bool,
     /// The prefix, fixed at start.
@@ -85,13 +89,22 @@ impl Launch {
         }
     }
 
+    /// How the process's output is passed on (see [`crate::output`]):
+    /// labelled or shared, a whole line at a time; else byte for byte.
+    pub(crate) fn output_format(&self) -> Format {
+        Format::new(self.label.clone(), self.shares_output || self.serve.is_some())
+    }
+
     /// The launch of a child started at `entry`: same program, grants,
-    /// limits and output; its label extends its parent's.
+    /// limits and output (shared, so a line at a time), no stdin (as
+    /// Python's children); its label extends its parent's.
     pub(crate) fn child(&self, entry: String, input: Vec<u8>) -> Launch {
         Launch {
             entry: Some(entry),
             input,
             args: Vec::new(),
+            stdin: Stdin::null(),
+            shares_output: true,
             label: None,
             parent_label: self.label.clone(),
             deadline: self.deadline,
@@ -114,8 +127,10 @@ impl Command {
                 dirs: Vec::new(),
                 limits: Limits::default(),
                 deadline: None,
+                stdin: Stdin::null(),
                 stdout: Stdio::inherit(),
                 stderr: Stdio::inherit(),
+                shares_output: false,
                 labelled: false,
                 label: None,
                 parent_label: None,
@@ -191,11 +206,20 @@ impl Command {
         self
     }
 
+    /// Where the process's stdin comes from (default [`Stdin::null`]).
+    pub fn stdin(&mut self, stdin: Stdin) -> &mut Command {
+        self.launch.stdin = stdin;
+        self
+    }
+
+    /// Where the process's stdout goes (default [`Stdio::inherit`]): byte
+    /// for byte, unless labelled (see [`Command::label_output`]).
     pub fn stdout(&mut self, stdio: Stdio) -> &mut Command {
         self.launch.stdout = stdio;
         self
     }
 
+    /// Where the process's stderr goes (default [`Stdio::inherit`]).
     pub fn stderr(&mut self, stdio: Stdio) -> &mut Command {
         self.launch.stderr = stdio;
         self
@@ -203,6 +227,9 @@ impl Command {
 
     /// Prefixes every output line with the process's name (`Process-2: ..`),
     /// and its children's lines with theirs (`Process-2/Process-1: ..`).
+    /// Labelled output goes a whole line at a time (a line longer than 64 KiB
+    /// in pieces, each labelled), and an unfinished last line is ended with a
+    /// newline; unlabelled output is passed on byte for byte.
     pub fn label_output(&mut self, labelled: bool) -> &mut Command {
         self.launch.labelled = labelled;
         self

@@ -9,7 +9,7 @@
 
 use crate::command::Launch;
 use crate::limits::format_size;
-use crate::output::{GuestOutput, LineSink, Stdio, Stream};
+use crate::output::{Format, GuestOutput, Input, LineSink, Stdio, Stream};
 use crate::pool::{Outcome, ServeChannel};
 use crate::process::{Ended, Node};
 use crate::program::{Code, first_line};
@@ -64,18 +64,19 @@ pub(crate) struct Outputs {
 
 impl Outputs {
     pub(crate) fn new(launch: &Launch) -> Outputs {
-        Outputs {
-            stdout: LineSink::new(&launch.stdout, Stream::Stdout, launch.label.clone()),
-            stderr: LineSink::new(&launch.stderr, Stream::Stderr, launch.label.clone()),
-        }
+        Outputs::with_format(launch, launch.output_format())
     }
 
     /// Outputs that pass bytes on at once (a native worker's own).
     #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
     pub(crate) fn passthrough(launch: &Launch) -> Outputs {
+        Outputs::with_format(launch, launch.output_format().passed_through())
+    }
+
+    fn with_format(launch: &Launch, format: Format) -> Outputs {
         Outputs {
-            stdout: LineSink::passthrough(&launch.stdout, Stream::Stdout, launch.label.clone()),
-            stderr: LineSink::passthrough(&launch.stderr, Stream::Stderr, launch.label.clone()),
+            stdout: LineSink::new(&launch.stdout, Stream::Stdout, format.clone()),
+            stderr: LineSink::new(&launch.stderr, Stream::Stderr, format),
         }
     }
 
@@ -88,8 +89,8 @@ impl Outputs {
     /// Tells, on the process's stderr, why it ended.
     pub(crate) fn report(&self, ended: &Ended) {
         if let Some(reason) = &ended.reason {
-            self.stderr.finish();
-            self.stderr.write(format!("error: {reason}\n").as_bytes());
+            self.stdout.finish();
+            self.stderr.note(&format!("error: {reason}"));
         }
     }
 }
@@ -112,8 +113,8 @@ async fn sleep_until(deadline: Option<std::time::Instant>) {
 }
 
 fn timed_out(outputs: &Outputs) -> Ended {
-    outputs.stderr.finish();
-    outputs.stderr.write(b"error: timeout: the process ran past its time limit and was terminated (--timeout)\n");
+    outputs.stdout.finish();
+    outputs.stderr.note("error: timeout: the process ran past its time limit and was terminated (--timeout)");
     Ended::signal(crate::exit::Signal::Term)
 }
 
@@ -237,13 +238,13 @@ pub(crate) async fn list_entries(
 ) -> wasmtime::Result<Vec<String>> {
     let program = crate::guest::ProgramPre::new(pre.clone())?;
     let launch_outputs = Outputs {
-        stdout: LineSink::new(&Stdio::null(), Stream::Stdout, None),
-        stderr: LineSink::new(&Stdio::null(), Stream::Stderr, None),
+        stdout: LineSink::new(&Stdio::null(), Stream::Stdout, Format::exact()),
+        stderr: LineSink::new(&Stdio::null(), Stream::Stderr, Format::exact()),
     };
     let mut store = Store::new(
         &host.engine,
         Ctx {
-            wasi: wasi_builder(&[], &launch_outputs).build(),
+            wasi: wasi_builder(&[], &Input::Null, &launch_outputs).build(),
             p1: None,
             table: ResourceTable::new(),
             limiter: MemoryLimiter { max: None },
@@ -274,7 +275,7 @@ fn probe_launch(host: &Arc<HostInner>, pre: wasmtime::component::InstancePre<Ctx
 }
 
 fn new_store(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, outputs: &Outputs) -> wasmtime::Result<Store<Ctx>> {
-    let mut builder = wasi_builder(&launch.env, outputs);
+    let mut builder = wasi_builder(&launch.env, &launch.stdin.0, outputs);
     builder.arg(program_name(&launch));
     for arg in &launch.args {
         builder.arg(arg);
@@ -321,12 +322,24 @@ fn prepare_store(store: &mut Store<Ctx>, budget: Option<u64>, metered: bool) {
     }
 }
 
-fn wasi_builder(env: &[(String, String)], outputs: &Outputs) -> WasiCtxBuilder {
+fn wasi_builder(env: &[(String, String)], stdin: &Input, outputs: &Outputs) -> WasiCtxBuilder {
     let mut builder = WasiCtxBuilder::new();
     builder
-        .stdout(GuestOutput(outputs.stdout.clone()))
-        .stderr(GuestOutput(outputs.stderr.clone()))
+        .stdout(GuestOutput::new(outputs.stdout.clone()))
+        .stderr(GuestOutput::new(outputs.stderr.clone()))
         .envs(env);
+    match stdin {
+        // The builder's default: end-of-file at once.
+        Input::Null => {}
+        // Read by wasmtime-wasi's own reader thread, so a guest waiting for
+        // input is a pending future that a terminate can drop.
+        Input::Inherit => {
+            builder.stdin(std::io::stdin());
+        }
+        Input::Bytes(bytes) => {
+            builder.stdin(wasmtime_wasi::p2::pipe::MemoryInputPipe::new(bytes.clone()));
+        }
+    }
     builder
 }
 

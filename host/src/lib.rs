@@ -49,7 +49,7 @@ pub use command::Command;
 pub use error::{Error, LoadError};
 pub use exit::{ExitCode, Signal};
 pub use limits::{Limits, format_size, parse_duration, parse_size};
-pub use output::{Capture, Stdio};
+pub use output::{Capture, Stdin, Stdio, flush_output};
 pub use pool::{AsyncResult, Imap, Pool, PoolBuilder, TaskError};
 pub use process::Process;
 pub use program::{Program, ProgramKind};

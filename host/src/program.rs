@@ -108,15 +108,21 @@ pub(crate) fn load(host: &Arc<HostInner>, bytes: &[u8], path: Option<PathBuf>) -
     let name = path
         .as_ref()
         .map_or_else(|| "the program".to_string(), |p| p.display().to_string());
-    let inner = if is_component(bytes) {
-        load_component(host, bytes, &name)?
-    } else if is_core_module(bytes) || looks_like_text(bytes) {
-        load_core(host, bytes, &name)?
+    let binary;
+    let bytes = if is_component(bytes) || is_core_module(bytes) {
+        bytes
+    } else if looks_like_text(bytes) {
+        binary = wat::parse_bytes(bytes).map_err(|e| {
+            let why = e.to_string();
+            LoadError::new(format!("{name} is not valid WebAssembly text: {}", why.lines().next().unwrap_or_default()))
+        })?;
+        &binary[..]
     } else {
         return Err(LoadError::new(format!(
-            "{name} is not a WebAssembly file (expected a .wasm component or core module)"
+            "{name} is not a WebAssembly file (expected a .wasm component or core module, or .wat text)"
         )));
     };
+    let inner = if is_component(bytes) { load_component(host, bytes, &name)? } else { load_core(host, bytes, &name)? };
     Ok(Program {
         inner: Arc::new(ProgramInner { host: host.clone(), path, ..inner }),
     })
@@ -205,9 +211,48 @@ fn is_core_module(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes.starts_with(b"\0asm") && bytes[4..8] == [1, 0, 0, 0]
 }
 
-/// The text format: what `wasmtime run` also accepts for a `.wat` file.
+/// The text format, as `wasmtime run` accepts it for a `.wat` file: UTF-8
+/// whose first token, after whitespace and comments (`;; ...` to the end of
+/// the line, `(; ... ;)` nested), opens a form: `(module`, `(component`, or
+/// a module's fields alone (`(func ...`).
 fn looks_like_text(bytes: &[u8]) -> bool {
-    std::str::from_utf8(bytes).is_ok_and(|text| text.trim_start().starts_with("(module"))
+    let Ok(mut text) = std::str::from_utf8(bytes) else { return false };
+    loop {
+        text = text.trim_start();
+        if let Some(rest) = text.strip_prefix(";;") {
+            text = rest.split_once('\n').map_or("", |(_, after)| after);
+        } else if text.starts_with("(;") {
+            match skip_block_comment(text) {
+                Some(rest) => text = rest,
+                None => return false,
+            }
+        } else {
+            return text.starts_with('(');
+        }
+    }
+}
+
+/// What follows the (nested) block comment `text` starts with; `None` if
+/// it never ends.
+fn skip_block_comment(text: &str) -> Option<&str> {
+    let mut depth = 0usize;
+    let mut rest = text;
+    loop {
+        if let Some(after) = rest.strip_prefix("(;") {
+            depth += 1;
+            rest = after;
+        } else if let Some(after) = rest.strip_prefix(";)") {
+            depth -= 1;
+            rest = after;
+            if depth == 0 {
+                return Some(rest);
+            }
+        } else {
+            let mut chars = rest.chars();
+            chars.next()?;
+            rest = chars.as_str();
+        }
+    }
 }
 
 pub(crate) fn first_line(error: &wasmtime::Error) -> String {

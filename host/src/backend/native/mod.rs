@@ -11,8 +11,10 @@
 //!
 //! Workers are started with `posix_spawn` (no `fork` of the host's large
 //! address space), one at a time from one long-lived spawner thread. Besides
-//! its stdio (piped to the root host, which passes on whole lines), every
-//! worker gets four descriptors, named in `HOST_WORKER_FDS`:
+//! its stdout and stderr (piped to the root host, which passes them on in the
+//! process's format: byte for byte, or whole lines), and its stdin (the
+//! start message, then a pool worker's tasks), every worker gets four
+//! descriptors, named in `HOST_WORKER_FDS`:
 //! - the report pipe: one [`protocol::Report::Ended`] frame saying why it
 //!   ended (a pool worker first sends a [`protocol::Report::Done`] frame per
 //!   task; its tasks come on its stdin, after the start message);
@@ -23,6 +25,11 @@
 //!   before its non-daemon children announces their pids, so that the root
 //!   (a `PR_SET_CHILD_SUBREAPER`) adopts, waits for and reaps them;
 //! - the sealed compiled code of its program.
+//!
+//! A process given a stdin (the host's, or bytes) gets it as a fourth
+//! descriptor, named in `HOST_WORKER_STDIN`, which the worker puts in place
+//! of its own stdin once it has read its start message (a worker forked by
+//! the zygote gets it with its other descriptors, as its stdin).
 //!
 //! A daemon sets `PR_SET_PDEATHSIG` on itself, so it dies with its parent
 //! even when the parent crashes (the spawner thread lives as long as the
@@ -39,7 +46,7 @@ use super::{Backend, BackendKind, Control};
 use crate::command::Launch;
 use crate::error::Error;
 use crate::exit::Signal;
-use crate::output::{LineSink, Stream};
+use crate::output::{Input, LineSink, Stream};
 use crate::pool::{Outcome, ServeChannel};
 use crate::process::{Ended, Node};
 use crate::runtime::HostInner;
@@ -52,6 +59,10 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 /// The environment variable naming a worker's report, lifeline and
 /// orphanage descriptors.
 const FDS_VAR: &str = "HOST_WORKER_FDS";
+
+/// The environment variable naming the descriptor a worker takes as the
+/// guest's stdin.
+const STDIN_VAR: &str = "HOST_WORKER_STDIN";
 
 /// The subcommand that puts the host binary in worker mode.
 pub const WORKER_ARG: &str = "__worker";
@@ -129,6 +140,8 @@ struct SpawnRequest {
     code: Arc<code::Sealed>,
     /// Where the worker finds the broker of shared objects.
     broker: Option<(&'static str, PathBuf)>,
+    /// The guest's stdin, if it has one.
+    stdin: Option<OwnedFd>,
     started: crossbeam_channel::Sender<std::io::Result<Worker>>,
 }
 
@@ -159,7 +172,7 @@ impl Spawner {
                 // No stray search may take a worker for an orphan between its
                 // birth and the moment it is known.
                 let mut known = orphans::KNOWN.lock().unwrap();
-                let spawned = self.spawn(&request.start, &request.code, request.broker, &mut known);
+                let spawned = self.spawn(&request.start, &request.code, request.broker, request.stdin, &mut known);
                 if let Ok(worker) = &spawned {
                     known.insert(worker.pid);
                 }
@@ -176,6 +189,7 @@ impl Spawner {
         start: &Start,
         code: &code::Sealed,
         broker: Option<(&'static str, PathBuf)>,
+        stdin: Option<OwnedFd>,
         known: &mut std::collections::BTreeSet<u32>,
     ) -> std::io::Result<Worker> {
         if let ZygoteState::NotYet = self.zygote {
@@ -191,7 +205,7 @@ impl Spawner {
             };
         }
         if let ZygoteState::Running(zygote) = &self.zygote {
-            match zygote.spawn(start, code) {
+            match zygote.spawn(start, code, stdin.as_ref()) {
                 Ok(worker) => return Ok(worker),
                 Err(zygote::Failed::Unsupported) => {}
                 // A zygote that fails once is not trusted again.
@@ -215,7 +229,7 @@ impl Spawner {
                 }
             }
         }
-        spawn_worker(&self.exe, &self.lifeline, &self.orphanage, start, code, broker)
+        spawn_worker(&self.exe, &self.lifeline, &self.orphanage, start, code, broker, stdin)
     }
 }
 
@@ -248,7 +262,8 @@ impl Backend for NativeBackend {
         let (started, worker) = crossbeam_channel::bounded(1);
         let gone = || Error::Spawn("the spawner thread is gone".into());
         let broker = host.sync.worker_env();
-        self.spawner.send(SpawnRequest { start, code, broker, started }).map_err(|_| gone())?;
+        let stdin = stdin_fd(&launch.stdin.0).map_err(|e| Error::Spawn(format!("cannot pass on stdin: {e}")))?;
+        self.spawner.send(SpawnRequest { start, code, broker, stdin, started }).map_err(|_| gone())?;
         let worker = worker
             .recv()
             .map_err(|_| gone())?
@@ -304,6 +319,30 @@ impl NativeBackend {
     }
 }
 
+/// The descriptor a worker reads as the guest's stdin: a copy of the host's
+/// own, or a pipe a thread fills with the given bytes; `None` for none.
+fn stdin_fd(input: &Input) -> std::io::Result<Option<OwnedFd>> {
+    match input {
+        Input::Null => Ok(None),
+        Input::Inherit => {
+            let fd = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
+        }
+        Input::Bytes(bytes) => {
+            let (read, write) = pipe()?;
+            let bytes = bytes.clone();
+            // Ends when every byte is written or the reader has gone.
+            std::thread::Builder::new().name("host-stdin".into()).spawn(move || {
+                let _ = std::io::Write::write_all(&mut std::fs::File::from(write), &bytes);
+            })?;
+            Ok(Some(read))
+        }
+    }
+}
+
 /// A started worker and the parent's ends of its pipes (no stdout or
 /// stderr when the worker shares its parent's).
 struct Worker {
@@ -322,10 +361,12 @@ fn spawn_worker(
     start: &Start,
     code: &code::Sealed,
     broker: Option<(&str, PathBuf)>,
+    stdin: Option<OwnedFd>,
 ) -> std::io::Result<Worker> {
     let (report_read, report_write) = pipe()?;
-    let passed = [report_write.as_fd(), lifeline.as_fd(), orphanage.as_fd(), code.fd()];
-    let fds = passed.map(|fd| fd.as_raw_fd().to_string()).join(",");
+    let named = [report_write.as_fd(), lifeline.as_fd(), orphanage.as_fd(), code.fd()];
+    let fds = named.map(|fd| fd.as_raw_fd().to_string()).join(",");
+    let passed: Vec<std::os::fd::BorrowedFd> = named.into_iter().chain(stdin.as_ref().map(|fd| fd.as_fd())).collect();
     // The root host reads each of its workers' output through a pipe; the
     // workers below share it, writing whole (labelled) lines, so that an
     // orphan's output still reaches the root after its parent is gone.
@@ -339,6 +380,7 @@ fn spawn_worker(
         .env_clear()
         .env(FDS_VAR, fds)
         .envs(broker)
+        .envs(stdin.as_ref().map(|fd| (STDIN_VAR, fd.as_raw_fd().to_string())))
         .stdin(std::process::Stdio::piped())
         .stdout(output())
         .stderr(output());
@@ -347,6 +389,7 @@ fn spawn_worker(
     passed.iter().for_each(|fd| set_cloexec(fd, false));
     let child = spawn_retrying(&mut command);
     passed.iter().for_each(|fd| set_cloexec(fd, true));
+    drop(stdin);
     let mut child = child?;
     // Written before `start` returns: the parent may end right after it.
     let mut stdin = child.stdin.take().expect("piped stdin");
@@ -397,17 +440,20 @@ async fn supervise(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, worker
     let pid = worker.pid;
     let killer = pidfd.try_clone();
     // The worker labels its own lines (and its descendants'): pass them on
-    // as they are, until every process sharing the pipes has ended. Those of
-    // a non-daemon (orphans among them) are what `Host::wait` waits for; a
-    // daemon's are not.
-    let counted = !node.is_daemon();
+    // in the process's format, until every process sharing the pipes has
+    // ended. A forwarder to a host stream is waited for by the host's final
+    // `flush_output` (which gives up on a stream nobody reads); any other
+    // by `Host::wait`, unless the process is a daemon (a pool worker, say),
+    // which `Host::wait` does not wait for.
     let sinks = [
         (worker.stdout, &launch.stdout, Stream::Stdout),
         (worker.stderr, &launch.stderr, Stream::Stderr),
     ];
     for (fd, stdio, stream) in sinks {
         if let Some(reader) = pipe_reader(fd) {
-            let sink = LineSink::new(stdio, stream, None);
+            let sink = LineSink::new(stdio, stream, launch.output_format().labelled_elsewhere());
+            let producer = sink.producer();
+            let counted = producer.is_none() && !node.is_daemon();
             if counted {
                 host.live.add();
             }
@@ -415,6 +461,7 @@ async fn supervise(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, worker
             host.runtime.clone().spawn(async move {
                 forward(reader, &sink).await;
                 sink.finish();
+                drop(producer);
                 if counted {
                     host.live.remove();
                 }
@@ -445,8 +492,8 @@ async fn supervise(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, worker
     let ended = match (report, status) {
         (Err(why), _) => {
             let reason = format!("worker {pid} broke the control protocol and was killed: {why}");
-            let stderr = LineSink::new(&launch.stderr, Stream::Stderr, launch.label.clone());
-            stderr.write(format!("error: {reason}\n").as_bytes());
+            let stderr = LineSink::new(&launch.stderr, Stream::Stderr, launch.output_format());
+            stderr.note(&format!("error: {reason}"));
             Ended::failure(reason)
         }
         (_, Status::Signalled(signal)) => Ended { code: crate::ExitCode::from(-signal), reason: None },
@@ -564,10 +611,13 @@ fn pipe_reader(fd: Option<OwnedFd>) -> Option<tokio::net::unix::pipe::Receiver> 
     tokio::net::unix::pipe::Receiver::from_owned_fd(fd?).ok()
 }
 
-/// Passes everything a worker writes on to `sink`, until end-of-file.
+/// Passes everything a worker writes on to `sink`, until end-of-file. It
+/// reads only when the sink's destination has room: a full queue (a host
+/// stream nobody reads) leaves the bytes in the pipe, and the worker waits.
 async fn forward<R: AsyncRead + Unpin>(mut reader: R, sink: &LineSink) {
     let mut buffer = vec![0u8; 64 << 10];
     loop {
+        sink.writable(0).await;
         match reader.read(&mut buffer).await {
             Ok(0) | Err(_) => return,
             Ok(n) => sink.write(&buffer[..n]),

@@ -12,14 +12,14 @@
 use super::protocol::{self, EngineSettings, Start};
 use super::code::Sealed;
 use super::zygote;
-use super::{FDS_VAR, INHERITED, Inherited};
+use super::{FDS_VAR, INHERITED, Inherited, STDIN_VAR};
 use crate::backend::BackendKind;
 use crate::command::Launch;
 use crate::exit::Signal;
 use crate::instance::{self, Outputs};
 use crate::limits::Limits;
 use crate::program::Code;
-use crate::output::Stdio;
+use crate::output::{Stdin, Stdio};
 use crate::pool::{Job, Outcome, Reply, ServeChannel};
 use crate::runtime::HostBuilder;
 use std::io::{Read, Write};
@@ -51,10 +51,25 @@ fn serve() -> Result<i32, String> {
     };
     let [report, lifeline, orphanage, code] =
         inherit().ok_or("worker mode is for the host's own use: its descriptors are missing")?;
+    let stdin = take_stdin()?;
     let builder = builder(start.engine);
     let engines = builder.make_engines().map_err(|e| format!("cannot start the worker's engine: {e:#}"))?;
     let (code, sealed) = super::code::load(&engines, code, &start).map_err(|e| e.to_string())?;
-    run(start, report, Inherited { lifeline, orphanage }, builder.engines(engines), code, sealed)
+    run(start, report, Inherited { lifeline, orphanage }, builder.engines(engines), code, sealed, stdin)
+}
+
+/// The guest's stdin: the descriptor named in the environment, put in place
+/// of our own stdin (which carried the start message, all read by now).
+fn take_stdin() -> Result<Stdin, String> {
+    let Some(fd) = std::env::var(STDIN_VAR).ok().and_then(|fd| fd.parse::<i32>().ok()) else {
+        return Ok(Stdin::null());
+    };
+    // SAFETY: the parent passed this descriptor to us alone; stdin is
+    // replaced atomically, and nothing reads it until the guest does.
+    if unsafe { libc::dup2(fd, 0) } < 0 || unsafe { libc::close(fd) } < 0 {
+        return Err(format!("cannot take the stdin passed in {STDIN_VAR}: {}", std::io::Error::last_os_error()));
+    }
+    Ok(Stdin::inherit())
 }
 
 /// The host configuration of a worker: one process, the root's engine settings.
@@ -75,6 +90,7 @@ pub(crate) fn run(
     builder: HostBuilder,
     code: Code,
     sealed: Arc<Sealed>,
+    stdin: Stdin,
 ) -> Result<i32, String> {
     if start.daemon {
         die_with_parent(start.parent);
@@ -98,6 +114,7 @@ pub(crate) fn run(
         dirs: start.dirs,
         limits: Limits { max_memory: start.max_memory, fuel: start.fuel, timeout: None },
         deadline: start.time_left.map(|left| Instant::now() + Duration::from_nanos(left)),
+        stdin,
         stdout: Stdio::inherit(),
         stderr: Stdio::inherit(),
         labelled: start.labelled,
@@ -115,18 +132,28 @@ pub(crate) fn run(
     let node = inner.root.clone();
     let ended = host.block_on(instance::run_until_deadline(inner.clone(), node.clone(), launch, &outputs));
     outputs.finish();
-    let _ = std::io::stdout().flush();
+    let timed_out = ended.code == crate::ExitCode::from_signal(Signal::Term);
+    // What is still queued reaches the root before we report; after a
+    // timeout (a terminate) only briefly, as a signal would not wait at all.
+    crate::output::flush_output(if timed_out { TIMEOUT_PATIENCE } else { OUTPUT_PATIENCE });
 
     let message = protocol::Ended { code: ended.code.code(), reason: ended.reason.clone() };
     let _ = protocol::write_frame(&mut *report.lock().unwrap(), &protocol::Report::Ended(message));
     announce_orphans(&node.live_children());
-    if ended.code == crate::ExitCode::from_signal(Signal::Term) {
+    if timed_out {
         // A timeout: end the way a terminate does, so the parent sees -15.
         unsafe { libc::raise(libc::SIGTERM) };
     }
     // Exit at once: no destructor may terminate the children we leave.
     std::process::exit(ended.code.code())
 }
+
+/// How long a worker that ends waits for a root that takes none of its
+/// output (its own stdout blocked) before it exits anyway.
+const OUTPUT_PATIENCE: Duration = Duration::from_secs(5);
+
+/// The same after a timeout, which ends the process at once.
+const TIMEOUT_PATIENCE: Duration = Duration::from_millis(200);
 
 /// A pool worker's tasks: read from stdin (after the start message) on a
 /// thread of their own; each finished task's results go back on the report

@@ -10,8 +10,9 @@
 //!
 //! The root talks to the zygote over a `SOCK_SEQPACKET` socket pair: one
 //! message carries a [`Start`] frame and, as `SCM_RIGHTS`, the write ends of
-//! the new worker's stdout, stderr and report pipes and the program's sealed
-//! code (mapped once per program, shared by every fork); the answer is one frame
+//! the new worker's stdout, stderr and report pipes, the program's sealed
+//! code (mapped once per program, shared by every fork) and the guest's
+//! stdin, if it has one; the answer is one frame
 //! with the new pid or why there is none. A request too large for one
 //! message, a pool worker (its tasks come on a stdin only exec sets up), or
 //! any failure of the zygote falls back to exec.
@@ -20,6 +21,7 @@ use super::protocol::{self, EngineSettings, Start};
 use super::code::Sealed;
 use super::worker;
 use super::{FDS_VAR, Inherited, Worker, pipe, set_cloexec, spawn_retrying};
+use crate::output::Stdin;
 use crate::program::Code;
 use nix::sys::socket::{
     AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg, sendmsg, socketpair,
@@ -77,8 +79,8 @@ impl Zygote {
         self.process.id()
     }
 
-    /// A new worker, forked by the zygote, running `start`.
-    pub(crate) fn spawn(&self, start: &Start, code: &Sealed) -> Result<Worker, Failed> {
+    /// A new worker, forked by the zygote, running `start`, reading `stdin`.
+    pub(crate) fn spawn(&self, start: &Start, code: &Sealed, stdin: Option<&OwnedFd>) -> Result<Worker, Failed> {
         let request = protocol::encode_frame(start).map_err(|_| Failed::Refused)?;
         // A pool worker takes its tasks on its stdin, which only exec sets up.
         if request.len() > MAX_REQUEST || start.serve.is_some() {
@@ -87,8 +89,9 @@ impl Zygote {
         let (stdout, stdout_theirs) = pipe().map_err(|_| Failed::Refused)?;
         let (stderr, stderr_theirs) = pipe().map_err(|_| Failed::Refused)?;
         let (report, report_theirs) = pipe().map_err(|_| Failed::Refused)?;
-        let theirs =
-            [stdout_theirs.as_raw_fd(), stderr_theirs.as_raw_fd(), report_theirs.as_raw_fd(), code.fd().as_raw_fd()];
+        let mut theirs =
+            vec![stdout_theirs.as_raw_fd(), stderr_theirs.as_raw_fd(), report_theirs.as_raw_fd(), code.fd().as_raw_fd()];
+        theirs.extend(stdin.map(|fd| fd.as_raw_fd()));
         send(&self.socket, &request, &theirs).map_err(|_| Failed::Refused)?;
         drop((stdout_theirs, stderr_theirs, report_theirs));
         let Ok((answer, _)) = receive(&self.socket) else {
@@ -158,7 +161,14 @@ fn fork_worker(
     programs: &mut HashMap<(u64, u64), (Code, Arc<Sealed>)>,
 ) -> Result<u32, String> {
     let start: Start = protocol::decode_frame(request)?;
-    let [stdout, stderr, report, code]: [OwnedFd; 4] = fds.try_into().map_err(|_| "expected four descriptors")?;
+    let mut fds = fds.into_iter();
+    let (Some(stdout), Some(stderr), Some(report), Some(code)) = (fds.next(), fds.next(), fds.next(), fds.next()) else {
+        return Err("expected four or five descriptors".into());
+    };
+    let stdin = fds.next();
+    if fds.next().is_some() {
+        return Err("expected four or five descriptors".into());
+    }
     let key = super::code::identity(&code).map_err(|e| format!("cannot look at the compiled code: {e}"))?;
     let (code, sealed) = match programs.get(&key) {
         Some(known) => known.clone(),
@@ -176,12 +186,19 @@ fn fork_worker(
                 dup_onto(&stdout, 1)?;
                 dup_onto(&stderr, 2)?;
                 drop((stdout, stderr));
+                let input = match stdin {
+                    Some(stdin) => {
+                        dup_onto(&stdin, 0)?;
+                        Stdin::inherit()
+                    }
+                    None => Stdin::null(),
+                };
                 let _ = nix::unistd::close(socket.as_raw_fd());
                 let inherited = Inherited {
                     lifeline: lifeline.try_clone().map_err(|e| e.to_string())?,
                     orphanage: orphanage.try_clone().map_err(|e| e.to_string())?,
                 };
-                worker::run(start, report, inherited, worker::builder(settings).engines(engines.clone()), code, sealed)
+                worker::run(start, report, inherited, worker::builder(settings).engines(engines.clone()), code, sealed, input)
             })();
             let status = status.unwrap_or_else(|message| {
                 eprintln!("error: {message}");
@@ -239,7 +256,7 @@ fn send(socket: &OwnedFd, bytes: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
 /// One message and the descriptors it carried; empty at end-of-file.
 fn receive(socket: &OwnedFd) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> {
     let mut buffer = vec![0u8; MAX_REQUEST + 64];
-    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let mut space = nix::cmsg_space!([RawFd; 5]);
     let mut iov = [IoSliceMut::new(&mut buffer)];
     let message = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
     let mut fds = Vec::new();
