@@ -88,7 +88,7 @@ struct MapArgs {
 
     /// A task running longer than this fails, and its worker is replaced
     /// (e.g. 1s, 500ms).
-    #[arg(long, value_name = "DURATION", value_parser = host::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = host::parse_timeout)]
     timeout: Option<Duration>,
 
     /// Cap each worker's linear memory (e.g. 64MiB); a task that grows past
@@ -99,6 +99,12 @@ struct MapArgs {
     /// Give each task an instruction budget (wasmtime fuel).
     #[arg(long, value_name = "N")]
     fuel: Option<u64>,
+
+    /// How many processes may be alive at once (the workers, and any
+    /// children they start); default 12000 on the thread backend, 1500 on
+    /// the native one.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_processes: Option<u32>,
 }
 
 #[derive(Args, Debug)]
@@ -126,7 +132,7 @@ struct RunArgs {
 
     /// Terminate each process still running after this long (exitcode -15),
     /// e.g. 1s, 500ms, 2m.
-    #[arg(long, value_name = "DURATION", value_parser = host::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = host::parse_timeout)]
     timeout: Option<Duration>,
 
     /// Cap each process's linear memory, e.g. 64MiB, 1GiB; a process that
@@ -138,6 +144,14 @@ struct RunArgs {
     /// ends it with exitcode 1.
     #[arg(long, value_name = "N")]
     fuel: Option<u64>,
+
+    /// How many processes of the run may be alive at once, every one
+    /// counted: the N started, their children, grandchildren and pool
+    /// workers. Past it, a guest's start fails with a process-limit error
+    /// (Python's OSError EAGAIN) and it may try again once some have ended.
+    /// Default: 12000 on the thread backend, 1500 on the native one.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_processes: Option<u32>,
 
     /// Grant a host directory, seen by the guest at GUEST (default: the same
     /// path). Repeat to grant more. Nothing is granted by default.
@@ -197,11 +211,14 @@ fn usage_error(error: clap::Error) -> i32 {
 /// Checks everything, starts the processes, waits, reports. `Err` is bad input.
 fn run(args: RunArgs) -> Result<i32, String> {
     check_dirs(&args.dirs)?;
-    let host = Host::builder()
-        .backend(args.backend)
-        .fuel(args.fuel.is_some())
-        .build()
-        .map_err(|e| format!("{e:#}"))?;
+    let host = build_host(args.backend, args.fuel.is_some(), args.max_processes, args.max_memory)?;
+    if args.count > host.max_processes() {
+        return Err(format!(
+            "--count {} is more than the {} processes the run may have at once (--max-processes)",
+            args.count,
+            host.max_processes()
+        ));
+    }
     let program = host.load(&args.file).map_err(|e| e.to_string())?;
     check_entry(&program, args.entry.as_deref(), &args.file)?;
     let command = command(&program, &args)?;
@@ -225,11 +242,7 @@ fn map(args: MapArgs) -> Result<i32, String> {
         Some(path) => std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
         None => std::io::read_to_string(std::io::stdin()).map_err(|e| format!("cannot read stdin: {e}"))?,
     };
-    let host = Host::builder()
-        .backend(args.backend)
-        .fuel(args.fuel.is_some())
-        .build()
-        .map_err(|e| format!("{e:#}"))?;
+    let host = build_host(args.backend, args.fuel.is_some(), args.max_processes, args.max_memory)?;
     let program = host.load(&args.file).map_err(|e| e.to_string())?;
     check_entry(&program, Some(&args.entry), &args.file)?;
     let mut builder = Pool::builder(&program)
@@ -285,6 +298,26 @@ fn map(args: MapArgs) -> Result<i32, String> {
     pool.close();
     let _ = pool.join();
     Ok(i32::from(failed))
+}
+
+/// The host of a run; a `--max-memory` above what the host allows any one
+/// process is bad input rather than silently lowered.
+fn build_host(backend: BackendKind, fuel: bool, max_processes: Option<u32>, max_memory: Option<u64>) -> Result<Host, String> {
+    let mut builder = Host::builder().backend(backend).fuel(fuel);
+    if let Some(n) = max_processes {
+        builder = builder.max_processes(n);
+    }
+    let host = builder.build().map_err(|e| format!("{e:#}"))?;
+    if let Some(bytes) = max_memory
+        && bytes > host.max_memory_per_process()
+    {
+        return Err(format!(
+            "--max-memory {} is more than the host allows any one process ({})",
+            host::format_size(bytes),
+            host::format_size(host.max_memory_per_process())
+        ));
+    }
+    Ok(host)
 }
 
 fn command(program: &Program, args: &RunArgs) -> Result<Command, String> {

@@ -440,7 +440,8 @@ impl ResultSlot {
 
     /// Blocks until filled or `timeout` passes; whether it is filled.
     pub(crate) fn wait(&self, timeout: Option<Duration>) -> bool {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout too long to add to the clock is as good as none.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut value = self.value.lock().unwrap();
         while value.is_none() {
             value = match deadline {

@@ -357,7 +357,8 @@ impl Node {
     /// Waits for the end, blocking the calling thread.
     pub(crate) fn join(&self, timeout: Option<Duration>) -> Result<Option<ExitCode>, Error> {
         self.check_started()?;
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout too long to add to the clock is as good as none.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut ended = self.ended.lock().unwrap();
         loop {
             if let Some(e) = &*ended {

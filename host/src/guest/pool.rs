@@ -53,6 +53,9 @@ impl HostPool for Ctx {
             initializer,
             task_timeout: None,
         };
+        if let Err(error) = self.may_spawn() {
+            return Ok(Err(crate::pool::TaskError::from(error).into()));
+        }
         let launch = self.launch.child(String::new(), Vec::new());
         match PoolCore::start(&self.host, &self.node, launch, settings) {
             Ok(core) => Ok(Ok(self.table.push(GuestPool { core })?)),

@@ -19,7 +19,10 @@
 //!   end-of-file and kills itself;
 //! - the orphanage: a pipe to the root host on which a worker that ends
 //!   before its non-daemon children announces their pids, so that the root
-//!   (a `PR_SET_CHILD_SUBREAPER`) adopts, waits for and reaps them.
+//!   (a `PR_SET_CHILD_SUBREAPER`) adopts, waits for and reaps them;
+//! - the process table: the run's [`slots::Slots`] in shared memory, which
+//!   every starter, root or worker, takes a slot from (the run's
+//!   `max_processes` cap) and whoever reaps a process gives back.
 //!
 //! A daemon sets `PR_SET_PDEATHSIG` on itself, so it dies with its parent
 //! even when the parent crashes (the spawner thread lives as long as the
@@ -27,6 +30,7 @@
 //! our own children (never an embedder's), so no zombie stays.
 
 pub(crate) mod protocol;
+mod slots;
 pub mod worker;
 mod zygote;
 
@@ -45,8 +49,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-/// The environment variable naming a worker's report, lifeline and
-/// orphanage descriptors.
+/// The environment variable naming a worker's report, lifeline, orphanage
+/// and process table descriptors.
 const FDS_VAR: &str = "HOST_WORKER_FDS";
 
 /// The subcommand that puts the host binary in worker mode.
@@ -59,6 +63,8 @@ pub(crate) struct NativeBackend {
     /// fires when the *thread* that spawned ends, and descriptors made
     /// inheritable for one spawn must not leak into another.
     spawner: crossbeam_channel::Sender<SpawnRequest>,
+    /// The run's process slots, shared with every worker.
+    slots: Arc<slots::Slots>,
     /// The root keeps the lifeline's write end for as long as it lives.
     _lifeline_writer: Option<OwnedFd>,
 }
@@ -67,24 +73,38 @@ pub(crate) struct NativeBackend {
 pub(crate) struct Inherited {
     lifeline: OwnedFd,
     orphanage: OwnedFd,
+    /// The run's process table.
+    slots: OwnedFd,
 }
 
 static INHERITED: OnceLock<Inherited> = OnceLock::new();
 
 impl NativeBackend {
-    pub(crate) fn new(exe: Option<PathBuf>, settings: EngineSettings) -> anyhow::Result<NativeBackend> {
+    /// The backend of a root host (whose run may have `max_processes` live
+    /// processes), or of a worker (whose run's cap is its root's).
+    pub(crate) fn new(exe: Option<PathBuf>, settings: EngineSettings, max_processes: u32) -> anyhow::Result<NativeBackend> {
         let exe = match exe.or_else(|| std::env::var_os("HOST_WORKER_EXE").map(PathBuf::from)) {
             Some(exe) => exe,
             None => std::env::current_exe()?,
         };
-        let (lifeline, orphanage, lifeline_writer) = match INHERITED.get() {
-            Some(inherited) => (inherited.lifeline.try_clone()?, inherited.orphanage.try_clone()?, None),
-            None => root_pipes()?,
+        let (lifeline, orphanage, slots, lifeline_writer) = match INHERITED.get() {
+            Some(inherited) => (
+                inherited.lifeline.try_clone()?,
+                inherited.orphanage.try_clone()?,
+                Arc::new(slots::Slots::inherit(&inherited.slots)?),
+                None,
+            ),
+            None => {
+                let slots = Arc::new(slots::Slots::new(max_processes)?);
+                let (lifeline, orphanage, writer) = root_pipes(&slots)?;
+                (lifeline, orphanage, slots, writer)
+            }
         };
         let spawner = Spawner {
             exe: exe.clone(),
             lifeline,
             orphanage,
+            slots: slots.fd().try_clone()?,
             settings,
             // Only the root forks workers from a zygote (they become its
             // children); a worker's children must be its own, so it execs.
@@ -94,20 +114,22 @@ impl NativeBackend {
             exe,
             settings,
             spawner: spawner.run()?,
+            slots,
             _lifeline_writer: lifeline_writer,
         })
     }
 }
 
 /// The root host's side of the lifeline and the orphanage.
-fn root_pipes() -> anyhow::Result<(OwnedFd, OwnedFd, Option<OwnedFd>)> {
+fn root_pipes(slots: &Arc<slots::Slots>) -> anyhow::Result<(OwnedFd, OwnedFd, Option<OwnedFd>)> {
     // Orphans re-parent to the nearest subreaper: us, not init.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let (lifeline_read, lifeline_write) = pipe()?;
     let (orphans_read, orphans_write) = pipe()?;
+    let slots = slots.clone();
     std::thread::Builder::new()
         .name("host-orphanage".into())
-        .spawn(move || adopt_orphans(orphans_read))?;
+        .spawn(move || adopt_orphans(orphans_read, slots))?;
     Ok((lifeline_read, orphans_write, Some(lifeline_write)))
 }
 
@@ -134,6 +156,8 @@ struct Spawner {
     lifeline: OwnedFd,
     /// Write end of the orphanage, passed to every worker.
     orphanage: OwnedFd,
+    /// The process table, passed to every worker.
+    slots: OwnedFd,
     settings: EngineSettings,
     zygote: ZygoteState,
 }
@@ -162,7 +186,8 @@ impl Spawner {
         if let ZygoteState::NotYet = self.zygote {
             // The broker is the root's for its whole life: the zygote's
             // children find it in the environment they inherit.
-            let zygote = zygote::Zygote::start(&self.exe, &self.lifeline, &self.orphanage, self.settings, broker.clone());
+            let passed = [&self.lifeline, &self.orphanage, &self.slots];
+            let zygote = zygote::Zygote::start(&self.exe, passed, self.settings, broker.clone());
             self.zygote = match zygote {
                 Ok(zygote) => ZygoteState::Running(zygote),
                 Err(_) => ZygoteState::Off,
@@ -176,7 +201,7 @@ impl Spawner {
                 Err(_) => self.zygote = ZygoteState::Off,
             }
         }
-        spawn_worker(&self.exe, &self.lifeline, &self.orphanage, start, broker)
+        spawn_worker(&self.exe, [&self.lifeline, &self.orphanage, &self.slots], start, broker)
     }
 }
 
@@ -187,6 +212,10 @@ impl Backend for NativeBackend {
 
     fn root_pid(&self) -> u32 {
         std::process::id()
+    }
+
+    fn max_processes(&self) -> u32 {
+        self.slots.limit()
     }
 
     fn ppid(&self, node: &Node) -> u32 {
@@ -200,6 +229,9 @@ impl Backend for NativeBackend {
 
     fn start(&self, host: &Arc<HostInner>, node: &Arc<Node>, launch: &Launch) -> Result<Arc<dyn Control>, Error> {
         let start = self.start_message(node, launch)?;
+        // Taken before the worker exists, given back (by dropping it) if it
+        // never does, else once it is reaped.
+        let mut slot = self.slots.take()?;
         let (started, worker) = crossbeam_channel::bounded(1);
         let gone = || Error::Spawn("the spawner thread is gone".into());
         let broker = host.sync.worker_env();
@@ -209,10 +241,11 @@ impl Backend for NativeBackend {
             .map_err(|_| gone())?
             .map_err(|e| Error::Spawn(format!("cannot start a worker ({}): {e}", self.exe.display())))?;
         let pid = worker.pid;
+        slot.started(pid);
         node.set_pid(pid);
         let control = Arc::new(NativeControl { pid });
         let (host, node, launch) = (host.clone(), node.clone(), launch.clone());
-        host.runtime.clone().spawn(supervise(host, node, launch, worker));
+        host.runtime.clone().spawn(supervise(host, node, launch, worker, slot));
         Ok(control)
     }
 }
@@ -236,9 +269,10 @@ impl NativeBackend {
             dirs: launch.dirs.clone(),
             max_memory: launch.limits.max_memory,
             fuel: launch.limits.fuel,
+            // Saturated: u64::MAX nanoseconds (584 years) is as good as never.
             time_left: launch
                 .deadline
-                .map(|d| d.saturating_duration_since(std::time::Instant::now()).as_nanos() as u64),
+                .map(|d| nanos(d.saturating_duration_since(std::time::Instant::now()))),
             name: node.name(),
             daemon: node.is_daemon(),
             parent: std::process::id(),
@@ -248,10 +282,15 @@ impl NativeBackend {
             serve: launch.serve.as_ref().map(|serve| protocol::Serve {
                 initializer: serve.initializer.clone(),
                 max_tasks: serve.max_tasks,
-                task_timeout: serve.task_timeout.map(|t| t.as_nanos() as u64),
+                task_timeout: serve.task_timeout.map(nanos),
             }),
         })
     }
+}
+
+/// A duration in nanoseconds for the protocol, saturated rather than wrapped.
+fn nanos(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// A started worker and the parent's ends of its pipes (no stdout or
@@ -265,15 +304,17 @@ struct Worker {
     tasks: Option<std::process::ChildStdin>,
 }
 
+/// Starts a worker by exec; `inherited` are the lifeline, the orphanage and
+/// the process table.
 fn spawn_worker(
     exe: &PathBuf,
-    lifeline: &OwnedFd,
-    orphanage: &OwnedFd,
+    inherited: [&OwnedFd; 3],
     start: &Start,
     broker: Option<(&str, PathBuf)>,
 ) -> std::io::Result<Worker> {
     let (report_read, report_write) = pipe()?;
-    let passed = [&report_write, lifeline, orphanage];
+    let [lifeline, orphanage, slots] = inherited;
+    let passed = [&report_write, lifeline, orphanage, slots];
     let fds = passed.map(|fd| fd.as_raw_fd().to_string()).join(",");
     // The root host reads each of its workers' output through a pipe; the
     // workers below share it, writing whole (labelled) lines, so that an
@@ -340,9 +381,9 @@ pub(crate) fn set_cloexec(fd: &OwnedFd, cloexec: bool) {
     unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flags) };
 }
 
-/// Passes on a worker's output, waits for its end
-/// (reaping it) and records that end on its node.
-async fn supervise(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, worker: Worker) {
+/// Passes on a worker's output, waits for its end (reaping it), gives back
+/// its process slot and records that end on its node.
+async fn supervise(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, worker: Worker, slot: slots::Slot) {
     let pid = worker.pid;
     // The worker labels its own lines (and its descendants'): pass them on
     // as they are, until every process sharing the pipes has ended.
@@ -380,6 +421,8 @@ async fn supervise(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, worker
         report
     };
     let (report, status) = tokio::join!(read_report, wait_pid(pid));
+    // Reaped: the slot is free before a joiner wakes.
+    drop(slot);
     let ended = match (report, status) {
         (Err(why), _) => {
             let reason = format!("worker {pid} broke the control protocol and was killed: {why}");
@@ -564,11 +607,11 @@ fn reap(pidfd: &OwnedFd) -> Option<Status> {
 
 /// The root's side of the orphanage: adopts every pid a worker announces,
 /// and reaps it when it ends.
-fn adopt_orphans(orphans: OwnedFd) {
+fn adopt_orphans(orphans: OwnedFd, slots: Arc<slots::Slots>) {
     let mut orphans = std::fs::File::from(orphans);
     let mut pid = [0u8; 4];
     while orphans.read_exact(&mut pid).is_ok() {
-        ORPHANS.adopt(u32::from_le_bytes(pid));
+        ORPHANS.adopt(u32::from_le_bytes(pid), slots.clone());
     }
 }
 
@@ -585,12 +628,15 @@ impl Orphans {
         Orphans { live: std::sync::Mutex::new(0), idle: std::sync::Condvar::new() }
     }
 
-    fn adopt(&'static self, pid: u32) {
+    /// Waits for `pid` and reaps it; as its reaper, gives back its slot.
+    fn adopt(&'static self, pid: u32, slots: Arc<slots::Slots>) {
         *self.live.lock().unwrap() += 1;
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
-            if let Ok(runtime) = runtime {
-                runtime.block_on(wait_pid(pid));
+            if let Ok(runtime) = runtime
+                && !matches!(runtime.block_on(wait_pid(pid)), Status::Lost(_))
+            {
+                slots.release_pid(pid);
             }
             let mut live = self.live.lock().unwrap();
             *live -= 1;

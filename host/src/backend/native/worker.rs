@@ -48,11 +48,12 @@ fn serve() -> Result<i32, String> {
         Ok(None) => return Err("worker mode is for the host's own use: no start message on stdin".into()),
         Err(why) => return Err(format!("bad start message: {why}")),
     };
-    let [report, lifeline, orphanage] = inherit().ok_or("worker mode is for the host's own use: its descriptors are missing")?;
+    let [report, lifeline, orphanage, slots] =
+        inherit().ok_or("worker mode is for the host's own use: its descriptors are missing")?;
     let builder = builder(start.engine);
     let engines = builder.make_engines().map_err(|e| format!("cannot start the worker's engine: {e:#}"))?;
     let code = crate::program::compiled_code(&engines, &start).map_err(|e| e.to_string())?;
-    run(start, report, Inherited { lifeline, orphanage }, builder.engines(engines), code)
+    run(start, report, Inherited { lifeline, orphanage, slots }, builder.engines(engines), code)
 }
 
 /// The host configuration of a worker: one process, the root's engine settings.
@@ -61,7 +62,8 @@ pub(crate) fn builder(settings: EngineSettings) -> HostBuilder {
         .backend(BackendKind::Native)
         .fuel(settings.fuel)
         .max_memory_per_process(settings.max_memory)
-        // A worker runs one instance: its children are processes of their own.
+        // A worker runs one instance: its children are processes of their
+        // own, counted against the run's cap in the table it inherited.
         .max_processes(1)
 }
 
@@ -87,7 +89,8 @@ pub(crate) fn run(start: Start, report: OwnedFd, inherited: Inherited, builder: 
         env: start.env,
         dirs: start.dirs,
         limits: Limits { max_memory: start.max_memory, fuel: start.fuel, timeout: None },
-        deadline: start.time_left.map(|left| Instant::now() + Duration::from_nanos(left)),
+        // Too far to represent: no deadline.
+        deadline: start.time_left.and_then(|left| Instant::now().checked_add(Duration::from_nanos(left))),
         stdout: Stdio::inherit(),
         stderr: Stdio::inherit(),
         labelled: start.labelled,
@@ -162,13 +165,13 @@ fn take_tasks(report: Arc<Mutex<std::fs::File>>) -> async_channel::Receiver<Job>
 }
 
 /// Takes ownership of the descriptors the parent passed, if they are there.
-pub(crate) fn inherit() -> Option<[OwnedFd; 3]> {
+pub(crate) fn inherit() -> Option<[OwnedFd; 4]> {
     let fds: Vec<i32> = std::env::var(FDS_VAR)
         .ok()?
         .split(',')
         .map(|fd| fd.parse().ok())
         .collect::<Option<_>>()?;
-    let fds: [i32; 3] = fds.try_into().ok()?;
+    let fds: [i32; 4] = fds.try_into().ok()?;
     for fd in fds {
         // Valid, and not passed on to our own children (they get copies).
         if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
