@@ -57,7 +57,7 @@ impl HostPool for Ctx {
             return Ok(Err(crate::pool::TaskError::from(error).into()));
         }
         let launch = self.launch.child(String::new(), Vec::new());
-        match PoolCore::start(&self.host, &self.node, launch, settings) {
+        match PoolCore::start(&self.host, &self.node, launch, settings).await {
             Ok(core) => Ok(Ok(self.table.push(GuestPool { core })?)),
             Err(error) => Ok(Err(error.into())),
         }
