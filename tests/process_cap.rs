@@ -108,3 +108,57 @@ fn each_backend_has_a_default_cap_and_the_cli_documents_the_flag() {
     help.assert_status(0);
     assert!(help.stdout.contains("--max-processes"), "{help:#?}");
 }
+
+/// Starts `process`, retrying while the cap is full: until the processes
+/// that hold the slots have ended. Bounded by the hang safety net only.
+fn start_once_there_is_room(process: &host::Process) {
+    let began = std::time::Instant::now();
+    loop {
+        match process.start() {
+            Ok(()) => return,
+            Err(Error::ProcessLimit { .. }) if began.elapsed() < HANG => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            Err(error) => panic!("{} cannot start: {error}", process.name()),
+        }
+    }
+}
+
+#[test]
+fn the_slots_of_orphans_come_back_whoever_reaps_them() {
+    let host = builder().max_processes(2).build().expect("a host");
+    let program = host.load(guest("process-cap")).expect("load");
+    let sleep = host.load(guest("sleep")).expect("load");
+    // An orphan the root adopts: the host waits for it, then both slots are free.
+    let parent = program.command().args(["orphan", "300"]).stdout(host::Stdio::null()).spawn().expect("spawn");
+    assert_eq!(join(&parent).code(), 0);
+    host.wait();
+    let sleepers: Vec<_> = (0..2).map(|_| sleeper(&sleep)).collect();
+    for sleeper in &sleepers {
+        sleeper.kill().unwrap();
+        join(sleeper);
+    }
+    // A parent killed outright (SIGKILL on the native backend, where its
+    // child becomes an orphan nobody announced): the child's slot still
+    // comes back once it ends.
+    let out = host::Capture::new();
+    let parent = program
+        .command()
+        .entry("hold")
+        .input(&300u64)
+        .stdout(host::Stdio::capture(&out))
+        .spawn()
+        .expect("spawn");
+    wait_for_output(&out, "child started");
+    parent.kill().unwrap();
+    assert_eq!(join(&parent).code(), -9);
+    let sleepers: Vec<_> =
+        (0..2).map(|_| sleep.command().arg("3600").stdout(host::Stdio::null()).create()).collect();
+    for sleeper in &sleepers {
+        start_once_there_is_room(sleeper);
+    }
+    for sleeper in &sleepers {
+        sleeper.kill().unwrap();
+        join(sleeper);
+    }
+}

@@ -8,6 +8,11 @@
 //! - `pool N`: a `Pool(N)` (N workers, children of this process) past the
 //!   cap fails to be created; a `Pool(1)` then works. Prints `pool: <error>`
 //!   and `small pool: [1, 4, 9]`.
+//! - `orphan MS`: starts a child that sleeps MS milliseconds, and ends at
+//!   once without joining it (the root adopts it).
+//!
+//! Entry `hold(ms)`: starts a child that sleeps `ms` milliseconds, prints
+//! `child started`, then sleeps for ever (a parent to kill).
 use mp::{Pool, Process, target};
 use std::time::Duration;
 
@@ -19,7 +24,16 @@ fn square(x: u64) -> u64 {
     x * x
 }
 
-mp::entries!(nap, square);
+fn hold(ms: u64) {
+    let child = Process::new(target!(nap), ms);
+    child.start().unwrap();
+    println!("child started");
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+mp::entries!(nap, square, hold);
 
 /// Starts `n` children sleeping `ms` each; how many started.
 fn start_many(n: u32, ms: u64) -> Vec<Process> {
@@ -72,8 +86,12 @@ fn main() {
             pool.close();
             pool.join().unwrap();
         }
+        Some("orphan") => {
+            let child = Process::new(target!(nap), u64::from(n));
+            child.start().unwrap();
+        }
         other => {
-            eprintln!("unknown scenario {other:?}: use refill or pool");
+            eprintln!("unknown scenario {other:?}: use refill, pool or orphan");
             mp::exit(2);
         }
     }
