@@ -296,6 +296,7 @@ fn help_exits_zero_and_names_every_flag() {
         "--timeout",
         "--max-memory",
         "--fuel",
+        "--max-processes",
         "--dir",
         "--env",
     ] {

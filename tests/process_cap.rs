@@ -83,7 +83,9 @@ fn the_library_refuses_a_start_past_the_cap_until_a_process_ends() {
     third.start().expect("a slot is free once a process has ended");
     // A pool's workers count too.
     let pool_program = host.load(guest("pool-square")).expect("load");
-    let refused = Pool::builder(&pool_program).processes(1).build().err().expect("no room for a worker");
+    let Err(refused) = Pool::builder(&pool_program).processes(1).build() else {
+        panic!("a pool worker must not fit past the cap");
+    };
     assert!(refused.to_string().contains("--max-processes"), "{refused}");
     for process in [&second, &third] {
         process.terminate().unwrap();

@@ -243,6 +243,8 @@ pub fn run_with_peak_rss(args: &[&str]) -> (Output, u64) {
 }
 
 /// [`host_with`], and the host's peak resident set size in KiB.
+// The child is reaped by wait4, which clippy cannot see.
+#[allow(clippy::zombie_processes)]
 fn host_measured(args: &[&str], env: &[(&str, &str)]) -> (Output, u64) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_host"));
     command
