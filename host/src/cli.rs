@@ -101,7 +101,7 @@ struct MapArgs {
     fuel: Option<u64>,
 
     /// How many processes may be alive at once (the workers, and any
-    /// children they start); default 12000 on the thread backend, 1500 on
+    /// children they start); default 10240 on the thread backend, 1500 on
     /// the native one.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_processes: Option<u32>,
@@ -149,7 +149,7 @@ struct RunArgs {
     /// counted: the N started, their children, grandchildren and pool
     /// workers. Past it, a guest's start fails with a process-limit error
     /// (Python's OSError EAGAIN) and it may try again once some have ended.
-    /// Default: 12000 on the thread backend, 1500 on the native one.
+    /// Default: 10240 on the thread backend, 1500 on the native one.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_processes: Option<u32>,
 

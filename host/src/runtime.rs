@@ -104,7 +104,7 @@ impl HostBuilder {
     /// How many processes of the run may be alive at once, counting every
     /// one: those the embedder starts, their children and grandchildren, and
     /// pool workers (on the native backend the root host counts for the whole
-    /// tree, whoever spawns). Default: 12,000 on the thread backend, 1,500 on
+    /// tree, whoever spawns). Default: 10,240 on the thread backend, 1,500 on
     /// the native one ([`BackendKind::default_max_processes`], chosen so that
     /// a fork bomb cannot hurt a 2-core, 24 GiB machine while 10,000
     /// (thread) or 1,000 (native) concurrent sleepers still fit).
@@ -222,10 +222,12 @@ impl HostBuilder {
         // so tens of thousands of processes fit (12,000 slots of 1 GiB: 12
         // TiB of the 128 TiB a process can address). A program with more
         // than one memory per instance takes more than one slot. A process's
-        // cap slot is given back before its instance is torn down, and a
-        // load's probe takes an instance too: a quarter more covers both.
+        // cap slot is given back just before its instance is torn down, and
+        // a load's probe takes an instance too: a few spare slots cover both.
+        // No more: every slot costs two of the kernel's `vm.max_map_count`
+        // mappings (65,530 by default), and every live instance about four.
         let cap = self.cap();
-        let slots = cap.saturating_add(cap / 4 + 1);
+        let slots = cap.saturating_add(cap / 64 + 16);
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(slots)
             .total_core_instances(slots.saturating_mul(4))

@@ -29,19 +29,22 @@ pub enum BackendKind {
 impl BackendKind {
     /// How many live processes a run may have on this backend unless the
     /// host is told otherwise ([`HostBuilder::max_processes`](crate::HostBuilder::max_processes),
-    /// `--max-processes`): 12,000 on the thread backend, 1,500 on the native
+    /// `--max-processes`): 10,240 on the thread backend, 1,500 on the native
     /// backend.
     ///
     /// Both keep a fork bomb from hurting a small machine (2 cores, 24 GiB,
-    /// 32,768 pids) while leaving room for the benchmarks' 10,000 concurrent
-    /// sleepers (thread) and 1,000 (native). A thread-backend process costs
-    /// tens of KiB and no OS thread: 12,000 is what the instance pool is sized
-    /// for (under 1 GiB of host memory). A native process is an OS process
-    /// with a few threads (pids) and a few MiB of its own: 1,500 stay well
-    /// inside the pid space and a few GiB.
+    /// 32,768 pids, the kernel's default 65,530 mappings per process) while
+    /// leaving room for the benchmarks' 10,000 concurrent sleepers (thread)
+    /// and 1,000 (native). A thread-backend process costs tens of KiB and no
+    /// OS thread, but its instance takes about four of the host's memory
+    /// mappings and its pool slot two more: past about 11,000 instances the
+    /// kernel refuses new mappings, so the cap stays below that (a depth-30
+    /// fork bomb at this cap ends by itself with the host under 1 GiB). A
+    /// native process is an OS process with 4-5 threads (pids) and ~0.7 MiB
+    /// of its own: 1,500 take under a quarter of the pids and about 1 GiB.
     pub const fn default_max_processes(self) -> u32 {
         match self {
-            BackendKind::Thread => 12_000,
+            BackendKind::Thread => 10_240,
             BackendKind::Native => 1_500,
         }
     }
