@@ -131,7 +131,10 @@ impl Slots {
     /// is swept once before the answer is [`Error::ProcessLimit`].
     pub(crate) fn take(self: &Arc<Slots>) -> Result<Slot, Error> {
         let starting = STARTING | std::process::id();
-        for sweep in [false, true] {
+        // An empty table (a cap of 0 never comes from the builder) has no
+        // slot to give, and no index to take modulo.
+        let rounds: &[bool] = if self.limit == 0 { &[] } else { &[false, true] };
+        for &sweep in rounds {
             if sweep && !self.sweep() {
                 break;
             }
