@@ -227,7 +227,7 @@ impl HostBuilder {
         // No more: every slot costs two of the kernel's `vm.max_map_count`
         // mappings (65,530 by default), and every live instance about four.
         let cap = self.cap();
-        let slots = cap.saturating_add(cap / 64 + 16);
+        let slots = cap.saturating_add(cap / 64 + cap.min(16));
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(slots)
             .total_core_instances(slots.saturating_mul(4))
