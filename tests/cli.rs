@@ -296,6 +296,7 @@ fn help_exits_zero_and_names_every_flag() {
         "--timeout",
         "--max-memory",
         "--fuel",
+        "--max-processes",
         "--dir",
         "--env",
     ] {
@@ -386,4 +387,46 @@ fn unknown_entry_is_bad_input() {
     assert!(out.stderr.contains("no_such_entry"), "{out:#?}");
     // A plain command has no entries at all.
     run(&["--entry", "task", s(&guest("plain-command"))]).assert_bad_input();
+}
+
+#[test]
+fn absurd_limits_are_one_line_and_status_2_never_a_panic_or_a_wrap() {
+    let hello = guest("hello");
+    for (flags, says) in [
+        // Overflowed the clock: a panic in a destructor (status 134) before.
+        (&["--timeout", "10000000000000000000s"][..], "too long"),
+        (&["--timeout", "1000000000000000000000000000000000h"], "too long"),
+        // Saturated to 16 EiB by a float cast before.
+        (&["--max-memory", "1000000000000000000000000000000GiB"], "too large"),
+        (&["--max-memory", "8GiB"], "more than the host allows"),
+        (&["--fuel", "100000000000000000000000000"], "too large"),
+        (&["--count", "4000000000"], "--max-processes"),
+        (&["--count", "201", "--max-processes", "200"], "--max-processes"),
+        (&["--max-processes", "0"], "--max-processes"),
+    ] {
+        let mut args = flags.to_vec();
+        args.push(s(&hello));
+        let out = run(&args);
+        out.assert_bad_input();
+        assert!(out.stderr.contains(says), "{flags:?} must say {says:?}: {out:#?}");
+        assert!(!out.stderr.contains("panicked"), "{flags:?}: {out:#?}");
+    }
+    // The largest timeout accepted is no deadline in practice, and no panic.
+    let out = run(&["--timeout", "876000h", s(&hello)]);
+    out.assert_status(0);
+}
+
+#[test]
+fn a_program_whose_entry_listing_loops_or_hoards_memory_is_refused_at_load() {
+    for (name, says) in [
+        ("probe-loop", "its entry listing did not finish within the 1s allowed while loading"),
+        ("probe-alloc", "its entry listing grew its memory past the 64MiB allowed while loading"),
+    ] {
+        let out = run(&[s(&guest(name))]);
+        out.assert_bad_input();
+        assert!(out.stderr.contains(says), "{name}: {out:#?}");
+        // With fuel metering on, the same.
+        let out = run(&["--fuel", "1000000000000", s(&guest(name))]);
+        out.assert_bad_input();
+    }
 }

@@ -597,3 +597,28 @@ fn dropping_the_host_ends_its_processes() {
     );
     drop(host);
 }
+
+#[test]
+fn timeouts_too_long_for_the_clock_are_no_deadline_not_a_panic() {
+    let host = host();
+    let program = host.load(guest("hello")).expect("load");
+    let process = program
+        .command()
+        .timeout(Duration::MAX)
+        .stdout(host::Stdio::null())
+        .spawn()
+        .expect("a process with an endless timeout starts");
+    assert_eq!(process.join_timeout(Duration::MAX).expect("join").map(|c| c.code()), Some(0));
+}
+
+#[test]
+fn a_program_whose_entry_listing_never_ends_is_refused_and_the_host_carries_on() {
+    let host = host();
+    for name in ["probe-loop", "probe-alloc"] {
+        let error = host.load(guest(name)).err().expect("refused");
+        assert!(error.to_string().contains("cannot list its entries"), "{error}");
+    }
+    let program = host.load(guest("hello")).expect("the host still loads and runs programs");
+    let process = program.command().stdout(host::Stdio::null()).spawn().expect("spawn");
+    assert_eq!(join(&process).code(), 0);
+}

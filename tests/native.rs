@@ -280,3 +280,60 @@ fn children_of_a_terminated_worker_are_adopted_and_reaped() {
     host.wait();
     assert!(!exists(grandchild), "Host::wait returned before the orphan {grandchild} ended and was reaped");
 }
+
+/// Every process below `root` in the OS process tree, zombies included.
+fn descendants(root: u32) -> Vec<u32> {
+    let mut parents = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+        // The parent pid follows the state, after the command's last ')'.
+        let ppid = std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|stat| stat.rfind(')').and_then(|end| stat[end + 1..].split_whitespace().nth(1)?.parse().ok()));
+        if let Some(ppid) = ppid {
+            parents.insert(pid, ppid);
+        }
+    }
+    let below = |mut pid: u32| {
+        while let Some(&parent) = parents.get(&pid) {
+            if parent == root {
+                return true;
+            }
+            pid = parent;
+        }
+        false
+    };
+    parents.keys().copied().filter(|&pid| below(pid)).collect()
+}
+
+#[test]
+fn the_process_cap_holds_for_the_whole_os_process_tree_whoever_spawns() {
+    // Workers start their own children, so only a cap the root keeps for
+    // every worker can hold the tree to 30 (the zygote is one more).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(["run", "--backend", "native", "--max-processes", "30"])
+        .arg(guest("fork-bomb"))
+        .args(["--", "12"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run the host");
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
+    let host_pid = child.id();
+    let began = Instant::now();
+    let mut most = 0;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(began.elapsed() < HANG, "the fork bomb did not end");
+        most = most.max(descendants(host_pid).len());
+    };
+    let stdout = reader.join().unwrap();
+    eprintln!("at most {most} processes below the host at once");
+    assert!(status.success(), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("refused: 30: ")), "the cap was reached: {stdout}");
+    assert!(most <= 31, "at most 30 processes and the zygote at any time: saw {most}");
+    assert!(most > 1, "the tree was sampled while it ran: saw {most}");
+}

@@ -88,7 +88,7 @@ struct MapArgs {
 
     /// A task running longer than this fails, and its worker is replaced
     /// (e.g. 1s, 500ms).
-    #[arg(long, value_name = "DURATION", value_parser = host::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = host::parse_timeout)]
     timeout: Option<Duration>,
 
     /// Cap each worker's linear memory (e.g. 64MiB); a task that grows past
@@ -105,6 +105,12 @@ struct MapArgs {
     /// or send fails.
     #[arg(long, value_name = "SIZE", value_parser = host::parse_size)]
     max_shared: Option<u64>,
+
+    /// How many processes may be alive at once (the workers, and any
+    /// children they start); default 10240 on the thread backend, 1500 on
+    /// the native one.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_processes: Option<u32>,
 }
 
 #[derive(Args, Debug)]
@@ -132,7 +138,7 @@ struct RunArgs {
 
     /// Terminate each process still running after this long (exitcode -15),
     /// e.g. 1s, 500ms, 2m.
-    #[arg(long, value_name = "DURATION", value_parser = host::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = host::parse_timeout)]
     timeout: Option<Duration>,
 
     /// Cap each process's linear memory, e.g. 64MiB, 1GiB; a process that
@@ -151,6 +157,14 @@ struct RunArgs {
     /// park 16 times it.
     #[arg(long, value_name = "SIZE", value_parser = host::parse_size)]
     max_shared: Option<u64>,
+
+    /// How many processes of the run may be alive at once, every one
+    /// counted: the N started, their children, grandchildren and pool
+    /// workers. Past it, a guest's start fails with a process-limit error
+    /// (Python's OSError EAGAIN) and it may try again once some have ended.
+    /// Default: 10240 on the thread backend, 1500 on the native one.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_processes: Option<u32>,
 
     /// Grant a host directory, seen by the guest at GUEST (default: the same
     /// path). Repeat to grant more. Nothing is granted by default.
@@ -228,7 +242,14 @@ fn run(args: RunArgs) -> Result<i32, String> {
         Some(n) => Some(n),
         None => (args.count == 1).then_some(1),
     };
-    let host = new_host(args.backend, args.fuel.is_some(), args.max_shared)?;
+    let host = new_host(args.backend, args.fuel.is_some(), args.max_processes, args.max_memory, args.max_shared)?;
+    if args.count > host.max_processes() {
+        return Err(format!(
+            "--count {} is more than the {} processes the run may have at once (--max-processes)",
+            args.count,
+            host.max_processes()
+        ));
+    }
     let program = host.load(&args.file).map_err(|e| e.to_string())?;
     check_entry(&program, args.entry.as_deref(), &args.file)?;
     let command = command(&program, &args)?;
@@ -262,7 +283,7 @@ fn map(args: MapArgs) -> Result<i32, String> {
         Some(path) => std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
         None => std::io::read_to_string(std::io::stdin()).map_err(|e| format!("cannot read stdin: {e}"))?,
     };
-    let host = new_host(args.backend, args.fuel.is_some(), args.max_shared)?;
+    let host = new_host(args.backend, args.fuel.is_some(), args.max_processes, args.max_memory, args.max_shared)?;
     let program = host.load(&args.file).map_err(|e| e.to_string())?;
     check_entry(&program, Some(&args.entry), &args.file)?;
     let mut builder = Pool::builder(&program)
@@ -322,13 +343,34 @@ fn map(args: MapArgs) -> Result<i32, String> {
     Ok(i32::from(failed))
 }
 
-/// A host as the common flags ask; `Err` is bad input.
-fn new_host(backend: BackendKind, fuel: bool, max_shared: Option<u64>) -> Result<Host, String> {
+/// A host as the common flags ask; `Err` is bad input. A `--max-memory`
+/// above what the host allows any one process is bad input rather than
+/// silently lowered.
+fn new_host(
+    backend: BackendKind,
+    fuel: bool,
+    max_processes: Option<u32>,
+    max_memory: Option<u64>,
+    max_shared: Option<u64>,
+) -> Result<Host, String> {
     let mut builder = Host::builder().backend(backend).fuel(fuel);
+    if let Some(n) = max_processes {
+        builder = builder.max_processes(n);
+    }
     if let Some(bytes) = max_shared {
         builder = builder.max_shared(bytes);
     }
-    builder.build().map_err(|e| format!("{e:#}"))
+    let host = builder.build().map_err(|e| format!("{e:#}"))?;
+    if let Some(bytes) = max_memory
+        && bytes > host.max_memory_per_process()
+    {
+        return Err(format!(
+            "--max-memory {} is more than the host allows any one process ({})",
+            host::format_size(bytes),
+            host::format_size(host.max_memory_per_process())
+        ));
+    }
+    Ok(host)
 }
 
 fn command(program: &Program, args: &RunArgs) -> Result<Command, String> {

@@ -79,7 +79,8 @@ impl Launch {
     /// Fixes what is decided at start: the deadline and the output label.
     pub(crate) fn prepare(&mut self, name: &str) {
         if self.deadline.is_none() {
-            self.deadline = self.limits.timeout.map(|t| Instant::now() + t);
+            // A timeout too long to add to the clock is as good as none.
+            self.deadline = self.limits.timeout.and_then(|t| Instant::now().checked_add(t));
         }
         if self.labelled && self.label.is_none() {
             self.label = Some(match &self.parent_label {

@@ -24,6 +24,10 @@ pub enum Error {
     DaemonChildren,
     /// The program has no entry of this name.
     UnknownEntry(String),
+    /// The run already has as many live processes as it may (the host's
+    /// [`max_processes`](crate::HostBuilder::max_processes), `--max-processes`);
+    /// Python's `OSError` with `EAGAIN`. Starting again once some have ended works.
+    ProcessLimit { limit: u32 },
     /// The host could not start the process.
     Spawn(String),
 }
@@ -38,6 +42,10 @@ impl fmt::Display for Error {
             Error::Closed => f.write_str("process object is closed"),
             Error::DaemonChildren => f.write_str("daemonic processes are not allowed to have children"),
             Error::UnknownEntry(name) => write!(f, "the program has no entry named `{name}`"),
+            Error::ProcessLimit { limit } => write!(
+                f,
+                "cannot start the process: the run already has {limit} live processes, its limit (--max-processes)"
+            ),
             Error::Spawn(why) => write!(f, "cannot start the process: {why}"),
         }
     }

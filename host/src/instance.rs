@@ -231,8 +231,41 @@ async fn serve(
     Ok(Ended::code(0))
 }
 
+/// How long a program's entry listing may run when it is loaded.
+pub(crate) const PROBE_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+/// How much linear memory the listing may grow to.
+pub(crate) const PROBE_MEMORY: u64 = 64 << 20;
+/// Its instruction budget, when the host meters fuel: far more than a list
+/// of names takes.
+const PROBE_FUEL: u64 = 1_000_000_000;
+
 /// The entry names a program offers, asked of one throwaway instance.
+///
+/// This runs guest code before any limit of the user's applies, so it has
+/// its own: [`PROBE_TIME`] of wall time (the guest yields at every epoch
+/// tick, so the deadline holds even in a tight loop), [`PROBE_MEMORY`] of
+/// memory and, on a host that meters fuel, a budget of instructions. The
+/// probe cannot start processes (see [`Ctx::may_spawn`]).
 pub(crate) async fn list_entries(
+    host: Arc<HostInner>,
+    pre: wasmtime::component::InstancePre<Ctx>,
+) -> Result<Vec<String>, String> {
+    let listing = list_entries_unbounded(host, pre);
+    match tokio::time::timeout(PROBE_TIME, listing).await {
+        Ok(Ok(names)) => Ok(names),
+        Ok(Err(error)) if error.downcast_ref::<MemoryLimitExceeded>().is_some() => Err(format!(
+            "its entry listing grew its memory past the {} allowed while loading",
+            format_size(PROBE_MEMORY)
+        )),
+        Ok(Err(error)) if matches!(error.downcast_ref::<Trap>(), Some(Trap::OutOfFuel)) => {
+            Err(format!("its entry listing ran past the {PROBE_FUEL} instructions allowed while loading"))
+        }
+        Ok(Err(error)) => Err(first_line(&error)),
+        Err(_) => Err(format!("its entry listing did not finish within the {PROBE_TIME:?} allowed while loading")),
+    }
+}
+
+async fn list_entries_unbounded(
     host: Arc<HostInner>,
     pre: wasmtime::component::InstancePre<Ctx>,
 ) -> wasmtime::Result<Vec<String>> {
@@ -247,18 +280,29 @@ pub(crate) async fn list_entries(
             wasi: wasi_builder(&[], &Input::Null, &launch_outputs).build(),
             p1: None,
             table: ResourceTable::new(),
-            limiter: MemoryLimiter { max: None },
+            limiter: MemoryLimiter { max: Some(PROBE_MEMORY) },
             node: Node::detached(),
             launch: probe_launch(&host, pre)?,
             host: host.clone(),
         },
     );
-    prepare_store(&mut store, None, host.fuel);
+    prepare_store(&mut store, Some(PROBE_FUEL), host.fuel);
     let program = program.instantiate_async(&mut store).await?;
     program.mp_host_entries().call_list(&mut store).await
 }
 
-/// A launch for the probe instance: it never spawns, so any will do.
+impl Ctx {
+    /// Whether this process may start others: not the probe that lists a
+    /// program's entries as it is loaded (it is no process of the run).
+    pub(crate) fn may_spawn(&self) -> Result<(), crate::error::Error> {
+        match self.node.pid() {
+            Some(_) => Ok(()),
+            None => Err(crate::error::Error::Spawn("a program cannot start processes while it is being loaded".into())),
+        }
+    }
+}
+
+/// A launch for the probe instance: it cannot spawn, so any will do.
 fn probe_launch(host: &Arc<HostInner>, pre: wasmtime::component::InstancePre<Ctx>) -> wasmtime::Result<Launch> {
     let program = crate::program::Program {
         inner: Arc::new(crate::program::ProgramInner {

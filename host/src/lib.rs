@@ -48,7 +48,7 @@ pub use backend::native::{WORKER_ARG, worker};
 pub use command::Command;
 pub use error::{Error, LoadError};
 pub use exit::{ExitCode, Signal};
-pub use limits::{Limits, format_size, parse_duration, parse_size};
+pub use limits::{Limits, MAX_TIMEOUT, format_size, parse_duration, parse_size, parse_timeout};
 pub use output::{Capture, Stdin, Stdio, flush_output};
 pub use pool::{AsyncResult, Imap, Pool, PoolBuilder, TaskError};
 pub use process::Process;

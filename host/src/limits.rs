@@ -43,7 +43,30 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     if number < 0.0 || !number.is_finite() {
         return Err(format!("invalid size `{text}`: must be a positive number"));
     }
-    Ok((number * scale as f64) as u64)
+    let bytes = number * scale as f64;
+    // 2^64: the first value a u64 cannot hold (a float cast would saturate).
+    if bytes >= 18_446_744_073_709_551_616.0 {
+        return Err(format!("invalid size `{text}`: too large (at most 16 EiB)"));
+    }
+    Ok(bytes as u64)
+}
+
+/// The longest timeout the CLI accepts: 100 years. Longer ones are refused
+/// as a typo rather than read as "never" (leave the flag out for that).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// [`parse_duration`] for a timeout: at most [`MAX_TIMEOUT`].
+///
+/// ```
+/// assert!(host::parse_timeout("10000000000000000000s").is_err());
+/// assert!(host::parse_timeout("1s").is_ok());
+/// ```
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = parse_duration(text)?;
+    if timeout > MAX_TIMEOUT {
+        return Err(format!("invalid timeout `{text}`: too long (at most 100 years; leave --timeout out for none)"));
+    }
+    Ok(timeout)
 }
 
 /// Parses a duration such as `1s`, `500ms`, `2m`, `1.5s`, `100us` or `1h`;
@@ -69,8 +92,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => 3600.0,
         _ => return Err(format!("invalid duration `{text}`: unknown unit `{unit}` (use ns, us, ms, s, m or h)")),
     };
-    Duration::try_from_secs_f64(number * seconds)
-        .map_err(|_| format!("invalid duration `{text}`: must be a positive number"))
+    Duration::try_from_secs_f64(number * seconds).map_err(|_| {
+        format!("invalid duration `{text}`: too long (a duration is at most about 584 billion years)")
+    })
 }
 
 /// Formats a byte count the way [`parse_size`] reads it back.
@@ -102,6 +126,7 @@ mod tests {
         assert_eq!(parse_size("1.5KiB"), Ok(1536));
         assert!(parse_size("").is_err());
         assert!(parse_size("12XB").is_err());
+        assert!(parse_size("1000000000000000000000000000000GiB").unwrap_err().contains("too large"));
         assert_eq!(format_size(64 << 20), "64MiB");
         assert_eq!(format_size(1000), "1000B");
     }
@@ -113,5 +138,8 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("1 fortnight").is_err());
+        assert!(parse_duration("1000000000000000000000000s").unwrap_err().contains("too long"));
+        assert!(parse_timeout("10000000000000000000s").unwrap_err().contains("too long"));
+        assert_eq!(parse_timeout("2m"), Ok(Duration::from_secs(120)));
     }
 }

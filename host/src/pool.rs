@@ -180,8 +180,10 @@ pub(crate) struct Settings {
 
 impl PoolCore {
     /// Starts a pool of `settings.processes` workers, children of `parent`,
-    /// each launched as `launch` says (program, grants, limits, output).
-    pub(crate) fn start(
+    /// each launched as `launch` says (program, grants, limits, output). If
+    /// one cannot start (the process cap), those already started are ended
+    /// before the error returns: a pool that failed leaves nothing behind.
+    pub(crate) async fn start(
         host: &Arc<HostInner>,
         parent: &Arc<Node>,
         mut launch: Launch,
@@ -231,6 +233,12 @@ impl PoolCore {
                 Ok(node) => first.push(node),
                 Err(error) => {
                     core.terminate_now();
+                    for node in &first {
+                        let _ = node.signal(Signal::Term);
+                    }
+                    for node in &first {
+                        let _ = node.join_async(None).await;
+                    }
                     return Err(error.into());
                 }
             }
@@ -440,7 +448,8 @@ impl ResultSlot {
 
     /// Blocks until filled or `timeout` passes; whether it is filled.
     pub(crate) fn wait(&self, timeout: Option<Duration>) -> bool {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout too long to add to the clock is as good as none.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut value = self.value.lock().unwrap();
         while value.is_none() {
             value = match deadline {
@@ -567,7 +576,7 @@ impl PoolBuilder {
             initializer: self.initializer,
             task_timeout,
         };
-        let core = PoolCore::start(&host, &host.root, command.launch().clone(), settings)?;
+        let core = host.block_on(PoolCore::start(&host, &host.root, command.launch().clone(), settings))?;
         Ok(Pool { core })
     }
 }

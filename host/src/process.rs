@@ -169,7 +169,8 @@ pub(crate) struct Node {
     ended_notify: tokio::sync::Notify,
     children: Mutex<Vec<Arc<Node>>>,
     created: AtomicU32,
-    started_at: OnceLock<Instant>,
+    /// Unset again if the start is refused (the process cap).
+    started_at: Mutex<Option<Instant>>,
     ended_at: OnceLock<Instant>,
 }
 
@@ -186,7 +187,7 @@ impl Node {
             ended_notify: tokio::sync::Notify::new(),
             children: Mutex::new(Vec::new()),
             created: AtomicU32::new(0),
-            started_at: OnceLock::new(),
+            started_at: Mutex::new(None),
             ended_at: OnceLock::new(),
         })
     }
@@ -290,18 +291,22 @@ impl Node {
         if host.closed.load(Ordering::SeqCst) {
             return Err(Error::Spawn("the host is shutting down".into()));
         }
+        // Prepared on a copy: a refused start (the process cap) leaves the
+        // process as it was, to be started later with a fresh deadline.
+        let mut launch = (**launch).clone();
         launch.prepare(&self.name());
-        let _ = self.started_at.set(Instant::now());
+        *self.started_at.lock().unwrap() = Some(Instant::now());
         let daemon = self.is_daemon();
         if !daemon {
             host.live.add();
         }
-        match host.backend.start(host, self, launch) {
+        match host.backend.start(host, self, &launch) {
             Ok(control) => {
                 *state = State::Running(control);
                 Ok(())
             }
             Err(error) => {
+                *self.started_at.lock().unwrap() = None;
                 if !daemon {
                     host.live.remove();
                 }
@@ -342,7 +347,7 @@ impl Node {
 
     /// From start to end (or to now, while running).
     pub(crate) fn run_time(&self) -> Option<Duration> {
-        let started = *self.started_at.get()?;
+        let started = (*self.started_at.lock().unwrap())?;
         Some(self.ended_at.get().copied().unwrap_or_else(Instant::now) - started)
     }
 
@@ -365,7 +370,8 @@ impl Node {
     /// Waits for the end, blocking the calling thread.
     pub(crate) fn join(&self, timeout: Option<Duration>) -> Result<Option<ExitCode>, Error> {
         self.check_started()?;
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout too long to add to the clock is as good as none.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut ended = self.ended.lock().unwrap();
         loop {
             if let Some(e) = &*ended {

@@ -145,7 +145,7 @@ fn load_component(host: &Arc<HostInner>, bytes: &[u8], name: &str) -> Result<Pro
         .map_err(|e| unsupported_imports(name, &e))?;
     let entries = if has_entries {
         host.block_on(crate::instance::list_entries(host.clone(), pre.clone()))
-            .map_err(|e| LoadError::new(format!("{name}: cannot list its entries: {}", first_line(&e))))?
+            .map_err(|why| LoadError::new(format!("{name}: cannot list its entries: {why}")))?
     } else {
         Vec::new()
     };

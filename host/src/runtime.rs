@@ -35,7 +35,8 @@ const TIME_SLICE: Duration = Duration::from_millis(10);
 pub struct HostBuilder {
     backend: BackendKind,
     fuel: bool,
-    max_processes: u32,
+    /// `None`: the backend's default.
+    max_processes: Option<u32>,
     max_memory: u64,
     shared: crate::sync::budget::Quotas,
     threads: Option<usize>,
@@ -77,7 +78,7 @@ impl Default for HostBuilder {
         HostBuilder {
             backend: BackendKind::Thread,
             fuel: false,
-            max_processes: 12_000,
+            max_processes: None,
             max_memory: 1 << 30,
             shared: crate::sync::budget::Quotas::default(),
             threads: None,
@@ -102,11 +103,25 @@ impl HostBuilder {
         self
     }
 
-    /// How many processes may be alive at once (default 12,000). Each slot
-    /// reserves address space up front, so this bounds the host's footprint.
+    /// How many processes of the run may be alive at once, counting every
+    /// one: those the embedder starts, their children and grandchildren, and
+    /// pool workers (on the native backend the root host counts for the whole
+    /// tree, whoever spawns). Default: 10,240 on the thread backend, 1,500 on
+    /// the native one ([`BackendKind::default_max_processes`], chosen so that
+    /// a fork bomb cannot hurt a 2-core, 24 GiB machine while 10,000
+    /// (thread) or 1,000 (native) concurrent sleepers still fit).
+    ///
+    /// Past the cap, [`Process::start`](crate::Process::start) (and a guest's
+    /// start, or its `Pool`) fails with [`Error::ProcessLimit`](crate::Error::ProcessLimit);
+    /// a slot is free again as soon as its process has ended. On the thread
+    /// backend each slot also reserves an instance's address space up front.
     pub fn max_processes(mut self, n: u32) -> Self {
-        self.max_processes = n.max(1);
+        self.max_processes = Some(n.max(1));
         self
+    }
+
+    fn cap(&self) -> u32 {
+        self.max_processes.unwrap_or(self.backend.default_max_processes())
     }
 
     /// The most linear memory any one process may have (default 1 GiB); a
@@ -194,6 +209,7 @@ impl HostBuilder {
             worker_program: self.worker_program.clone(),
             fuel: self.fuel,
             max_memory: self.max_memory,
+            max_processes: self.cap(),
         })?;
         let root = match &self.this_process {
             Some((name, daemon)) => Node::this_process(backend.root_pid(), name.clone(), *daemon),
@@ -207,6 +223,7 @@ impl HostBuilder {
             runtime: runtime.handle().clone(),
             backend,
             fuel: self.fuel,
+            max_memory: self.max_memory,
             sync: crate::sync::Broker::new(
                 runtime.handle(),
                 self.backend == BackendKind::Native,
@@ -230,8 +247,13 @@ impl HostBuilder {
         // A slot reserves `max_memory` of address space, not 4 GiB + guards,
         // so tens of thousands of processes fit (12,000 slots of 1 GiB: 12
         // TiB of the 128 TiB a process can address). A program with more
-        // than one memory per instance takes more than one slot.
-        let slots = self.max_processes;
+        // than one memory per instance takes more than one slot. A process's
+        // cap slot is given back just before its instance is torn down, and
+        // a load's probe takes an instance too: a few spare slots cover both.
+        // No more: every slot costs two of the kernel's `vm.max_map_count`
+        // mappings (65,530 by default), and every live instance about four.
+        let cap = self.cap();
+        let slots = cap.saturating_add(cap / 64 + cap.min(16));
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(slots)
             .total_core_instances(slots.saturating_mul(4))
@@ -296,6 +318,7 @@ pub(crate) struct HostInner {
     pub(crate) backend: Box<dyn Backend>,
     pub(crate) root: Arc<Node>,
     pub(crate) fuel: bool,
+    pub(crate) max_memory: u64,
     /// Where processes' shared objects live (see [`crate::sync`]).
     pub(crate) sync: crate::sync::Broker,
     pub(crate) live: Live,
@@ -331,6 +354,18 @@ impl Host {
     /// Which backend runs this host's processes.
     pub fn backend(&self) -> BackendKind {
         self.inner.backend.kind()
+    }
+
+    /// How many processes of the run may be alive at once
+    /// ([`HostBuilder::max_processes`]).
+    pub fn max_processes(&self) -> u32 {
+        self.inner.backend.max_processes()
+    }
+
+    /// The most linear memory any one process may have
+    /// ([`HostBuilder::max_memory_per_process`]).
+    pub fn max_memory_per_process(&self) -> u64 {
+        self.inner.max_memory
     }
 
     /// Blocks until every non-daemon process has ended, orphans included.

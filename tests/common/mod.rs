@@ -229,6 +229,23 @@ pub fn run(args: &[&str]) -> Output {
 /// Runs `host ARGS...` with extra environment variables in the host's own
 /// environment, stdin closed, and a hang safety net.
 pub fn host_with(args: &[&str], env: &[(&str, &str)]) -> Output {
+    host_measured(args, env).0
+}
+
+/// Runs `host run --backend <backend under test> ARGS...`; also returns the
+/// host's own peak resident set size in KiB (the kernel's `ru_maxrss` of
+/// the host process: not its native workers', which are processes of their
+/// own).
+pub fn run_with_peak_rss(args: &[&str]) -> (Output, u64) {
+    let mut full = vec!["run", "--backend", backend_name()];
+    full.extend_from_slice(args);
+    host_measured(&full, &[])
+}
+
+/// [`host_with`], and the host's peak resident set size in KiB.
+// The child is reaped by wait4, which clippy cannot see.
+#[allow(clippy::zombie_processes)]
+fn host_measured(args: &[&str], env: &[(&str, &str)]) -> (Output, u64) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_host"));
     command
         .args(args)
@@ -250,9 +267,15 @@ pub fn host_with(args: &[&str], env: &[(&str, &str)]) -> Output {
         buf
     });
     let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the host") {
-            break status;
+    let pid = child.id() as libc::pid_t;
+    // wait4 rather than Child::try_wait: it also gives the peak RSS.
+    let (status, usage) = loop {
+        let mut status = 0;
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        assert!(reaped >= 0, "wait for the host: {}", std::io::Error::last_os_error());
+        if reaped == pid {
+            break (status, usage);
         }
         if start.elapsed() > HANG {
             let _ = child.kill();
@@ -263,11 +286,12 @@ pub fn host_with(args: &[&str], env: &[(&str, &str)]) -> Output {
     };
     let stdout = String::from_utf8_lossy(&out_reader.join().unwrap()).into_owned();
     let stderr = String::from_utf8_lossy(&err_reader.join().unwrap()).into_owned();
-    Output {
-        status: status.code(),
+    let output = Output {
+        status: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
         stdout,
         stderr,
-    }
+    };
+    (output, usage.ru_maxrss as u64)
 }
 
 /// The path as a `&str` for an argument list.

@@ -162,6 +162,10 @@ pub enum Error {
     UnknownEntry(String),
     /// The process could not be started (the message says why).
     SpawnFailed(String),
+    /// The run already has as many live processes as it may (the number,
+    /// the host's `--max-processes`): Python's `OSError` with `EAGAIN`.
+    /// Starting works again once some processes have ended.
+    ProcessLimit(u32),
 }
 
 impl Error {
@@ -176,6 +180,7 @@ impl Error {
             Error::DaemonChildren => "DaemonChildren",
             Error::UnknownEntry(_) => "UnknownEntry",
             Error::SpawnFailed(_) => "SpawnFailed",
+            Error::ProcessLimit(_) => "ProcessLimit",
         }
     }
 }
@@ -193,6 +198,11 @@ impl fmt::Display for Error {
             }
             Error::UnknownEntry(name) => write!(f, "the program has no entry named {name:?}"),
             Error::SpawnFailed(msg) => write!(f, "could not start the process: {msg}"),
+            Error::ProcessLimit(limit) => write!(
+                f,
+                "[Errno 11] Resource temporarily unavailable: the run already has {limit} live processes, \
+                 its limit (--max-processes)"
+            ),
         }
     }
 }
@@ -210,6 +220,7 @@ impl From<wit::Error> for Error {
             wit::Error::DaemonChildren => Error::DaemonChildren,
             wit::Error::UnknownEntry(name) => Error::UnknownEntry(name),
             wit::Error::SpawnFailed(msg) => Error::SpawnFailed(msg),
+            wit::Error::ProcessLimit(limit) => Error::ProcessLimit(limit),
         }
     }
 }

@@ -27,6 +27,28 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
+    /// How many live processes a run may have on this backend unless the
+    /// host is told otherwise ([`HostBuilder::max_processes`](crate::HostBuilder::max_processes),
+    /// `--max-processes`): 10,240 on the thread backend, 1,500 on the native
+    /// backend.
+    ///
+    /// Both keep a fork bomb from hurting a small machine (2 cores, 24 GiB,
+    /// 32,768 pids, the kernel's default 65,530 mappings per process) while
+    /// leaving room for the benchmarks' 10,000 concurrent sleepers (thread)
+    /// and 1,000 (native). A thread-backend process costs tens of KiB and no
+    /// OS thread, but its instance takes about four of the host's memory
+    /// mappings and its pool slot two more: past about 11,000 instances the
+    /// kernel refuses new mappings, so the cap stays below that (a depth-30
+    /// fork bomb at this cap ends by itself with the host under 1 GiB). A
+    /// native process is an OS process with 4-5 threads (pids) and ~0.7 MiB
+    /// of its own: 1,500 take under a quarter of the pids and about 1 GiB.
+    pub const fn default_max_processes(self) -> u32 {
+        match self {
+            BackendKind::Thread => 10_240,
+            BackendKind::Native => 1_500,
+        }
+    }
+
     /// Whether this build can run the backend.
     pub fn is_available(self) -> bool {
         match self {
@@ -58,6 +80,10 @@ pub(crate) trait Backend: Send + Sync {
     /// Blocks until every process the host adopted outside its own tree
     /// (the native backend's orphans of workers) has ended.
     fn wait_adopted(&self) {}
+    /// How many live processes the whole run may have, nested ones
+    /// included; [`start`](Backend::start) refuses more with
+    /// [`Error::ProcessLimit`].
+    fn max_processes(&self) -> u32;
 
     /// The parent pid a process sees for itself.
     fn ppid(&self, node: &Node) -> u32 {
@@ -66,7 +92,10 @@ pub(crate) trait Backend: Send + Sync {
 
     /// Starts `node` as `launch` says: sets its pid before anything can
     /// observe it, calls [`Node::finish`] when it ends, and returns the means
-    /// to signal it.
+    /// to signal it. Every live process of the run holds one of the run's
+    /// [`max_processes`](Backend::max_processes) slots, given back before its
+    /// end is recorded (so that a joiner can start another at once); past
+    /// the limit, start fails with [`Error::ProcessLimit`].
     fn start(&self, host: &Arc<HostInner>, node: &Arc<Node>, launch: &Launch) -> Result<Arc<dyn Control>, Error>;
 }
 
@@ -82,11 +111,13 @@ pub(crate) struct Settings {
     pub(crate) worker_program: Option<std::path::PathBuf>,
     pub(crate) fuel: bool,
     pub(crate) max_memory: u64,
+    /// The cap on live processes; a native worker's comes from its root.
+    pub(crate) max_processes: u32,
 }
 
 pub(crate) fn create(settings: Settings) -> anyhow::Result<Box<dyn Backend>> {
     match settings.kind {
-        BackendKind::Thread => Ok(Box::new(thread::ThreadBackend::new())),
+        BackendKind::Thread => Ok(Box::new(thread::ThreadBackend::new(settings.max_processes))),
         #[cfg(all(feature = "native", target_os = "linux"))]
         BackendKind::Native => Ok(Box::new(native::NativeBackend::new(
             settings.worker_program,
@@ -94,6 +125,7 @@ pub(crate) fn create(settings: Settings) -> anyhow::Result<Box<dyn Backend>> {
                 fuel: settings.fuel,
                 max_memory: settings.max_memory,
             },
+            settings.max_processes,
         )?)),
         #[cfg(not(all(feature = "native", target_os = "linux")))]
         BackendKind::Native => anyhow::bail!(

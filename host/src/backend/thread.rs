@@ -24,11 +24,23 @@ const HOST_PID: u32 = 1;
 
 pub(crate) struct ThreadBackend {
     next_pid: AtomicU32,
+    /// Every process of the run is in this host: one count is the cap.
+    live: Arc<AtomicU32>,
+    max_processes: u32,
 }
 
 impl ThreadBackend {
-    pub(crate) fn new() -> ThreadBackend {
-        ThreadBackend { next_pid: AtomicU32::new(HOST_PID + 1) }
+    pub(crate) fn new(max_processes: u32) -> ThreadBackend {
+        ThreadBackend { next_pid: AtomicU32::new(HOST_PID + 1), live: Arc::default(), max_processes }
+    }
+
+    /// Takes a slot for a new process, unless every one is taken.
+    fn admit(&self) -> Result<(), Error> {
+        let limit = self.max_processes;
+        self.live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |live| (live < limit).then_some(live + 1))
+            .map(|_| ())
+            .map_err(|_| Error::ProcessLimit { limit })
     }
 }
 
@@ -41,7 +53,13 @@ impl Backend for ThreadBackend {
         HOST_PID
     }
 
+    fn max_processes(&self) -> u32 {
+        self.max_processes
+    }
+
     fn start(&self, host: &Arc<HostInner>, node: &Arc<Node>, launch: &Launch) -> Result<Arc<dyn Control>, Error> {
+        self.admit()?;
+        let live = self.live.clone();
         node.set_pid(self.next_pid.fetch_add(1, Ordering::Relaxed));
         let (signals, signalled) = oneshot::channel();
         let (host, node, launch) = (host.clone(), node.clone(), launch.clone());
@@ -56,6 +74,10 @@ impl Backend for ThreadBackend {
                 ended = &mut guest => ended,
             };
             outputs.finish();
+            // The slot is free before a joiner wakes, so that it can start
+            // another at once; the instance pool has room beyond the cap for
+            // the instances still being torn down.
+            live.fetch_sub(1, Ordering::AcqRel);
             // The instance is torn down only after this, when `guest` goes
             // out of scope: joiners need not wait for it.
             node.finish(&host, ended);

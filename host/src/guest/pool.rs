@@ -53,8 +53,11 @@ impl HostPool for Ctx {
             initializer,
             task_timeout: None,
         };
+        if let Err(error) = self.may_spawn() {
+            return Ok(Err(crate::pool::TaskError::from(error).into()));
+        }
         let launch = self.launch.child(String::new(), Vec::new());
-        match PoolCore::start(&self.host, &self.node, launch, settings) {
+        match PoolCore::start(&self.host, &self.node, launch, settings).await {
             Ok(core) => Ok(Ok(self.table.push(GuestPool { core })?)),
             Err(error) => Ok(Err(error.into())),
         }

@@ -25,6 +25,7 @@ impl From<Error> for wit::Error {
             Error::Closed => wit::Error::Closed,
             Error::DaemonChildren => wit::Error::DaemonChildren,
             Error::UnknownEntry(name) => wit::Error::UnknownEntry(name),
+            Error::ProcessLimit { limit } => wit::Error::ProcessLimit(limit),
             Error::Spawn(why) => wit::Error::SpawnFailed(why),
         }
     }
@@ -85,6 +86,9 @@ impl HostProcess for Ctx {
         }
         if self.node.is_daemon() {
             return Ok(Err(wit::Error::DaemonChildren));
+        }
+        if let Err(error) = self.may_spawn() {
+            return Ok(Err(error.into()));
         }
         let child = process.node.clone();
         Ok(self.host.sync.start_child(&self.host, &self.node, &child).await.map_err(Into::into))

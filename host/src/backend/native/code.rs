@@ -19,7 +19,8 @@ use crate::runtime::{Engines, HostInner};
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
 use std::hash::Hasher;
-use std::io::{Read, Seek, Write};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, OnceLock};
 use wasmtime::Module;
@@ -87,10 +88,16 @@ fn verify(fd: OwnedFd, id: CodeId) -> Result<Sealed, String> {
     if present & required != required {
         return Err("the compiled code handed over is not sealed".into());
     }
-    let mut file = std::fs::File::from(fd);
-    let mut bytes = Vec::with_capacity(id.len.min(1 << 30) as usize);
-    file.rewind().and_then(|_| file.read_to_end(&mut bytes)).map_err(|e| format!("cannot read the compiled code: {e}"))?;
-    if bytes.len() as u64 != id.len || digest(&bytes) != id.digest {
+    let file = std::fs::File::from(fd);
+    let size = file.metadata().map_err(|e| format!("cannot look at the compiled code: {e}"))?.len();
+    if size != id.len {
+        return Err("the compiled code handed over is not the program's".into());
+    }
+    // Read at offsets, never through the file position: every process that
+    // inherited the descriptor shares it.
+    let mut bytes = vec![0; size as usize];
+    file.read_exact_at(&mut bytes, 0).map_err(|e| format!("cannot read the compiled code: {e}"))?;
+    if digest(&bytes) != id.digest {
         return Err("the compiled code handed over is not the program's".into());
     }
     Ok(Sealed { fd: OwnedFd::from(file), id })

@@ -24,9 +24,12 @@
 //! - the orphanage: a pipe to the root host on which a worker that ends
 //!   before its non-daemon children announces their pids, so that the root
 //!   (a `PR_SET_CHILD_SUBREAPER`) adopts, waits for and reaps them;
-//! - the sealed compiled code of its program.
+//! - the sealed compiled code of its program;
+//! - the process table: the run's [`slots::Slots`] in shared memory, which
+//!   every starter, root or worker, takes a slot from (the run's
+//!   `max_processes` cap) and whoever reaps a process gives back.
 //!
-//! A process given a stdin (the host's, or bytes) gets it as a fourth
+//! A process given a stdin (the host's, or bytes) gets it as one more
 //! descriptor, named in `HOST_WORKER_STDIN`, which the worker puts in place
 //! of its own stdin once it has read its start message (a worker forked by
 //! the zygote gets it with its other descriptors, as its stdin).
@@ -39,6 +42,7 @@
 mod code;
 mod orphans;
 pub(crate) mod protocol;
+mod slots;
 pub mod worker;
 mod zygote;
 
@@ -56,8 +60,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-/// The environment variable naming a worker's report, lifeline and
-/// orphanage descriptors.
+/// The environment variable naming a worker's report, lifeline, orphanage
+/// and process table descriptors.
 const FDS_VAR: &str = "HOST_WORKER_FDS";
 
 /// The environment variable naming the descriptor a worker takes as the
@@ -74,6 +78,8 @@ pub(crate) struct NativeBackend {
     /// fires when the *thread* that spawned ends, and descriptors made
     /// inheritable for one spawn must not leak into another.
     spawner: crossbeam_channel::Sender<SpawnRequest>,
+    /// The run's process slots, shared with every worker.
+    slots: Arc<slots::Slots>,
     /// The root keeps the lifeline's write end for as long as it lives.
     _lifeline_writer: Option<OwnedFd>,
 }
@@ -82,24 +88,38 @@ pub(crate) struct NativeBackend {
 pub(crate) struct Inherited {
     lifeline: OwnedFd,
     orphanage: OwnedFd,
+    /// The run's process table.
+    slots: OwnedFd,
 }
 
 static INHERITED: OnceLock<Inherited> = OnceLock::new();
 
 impl NativeBackend {
-    pub(crate) fn new(exe: Option<PathBuf>, settings: EngineSettings) -> anyhow::Result<NativeBackend> {
+    /// The backend of a root host (whose run may have `max_processes` live
+    /// processes), or of a worker (whose run's cap is its root's).
+    pub(crate) fn new(exe: Option<PathBuf>, settings: EngineSettings, max_processes: u32) -> anyhow::Result<NativeBackend> {
         let exe = match exe.or_else(|| std::env::var_os("HOST_WORKER_EXE").map(PathBuf::from)) {
             Some(exe) => exe,
             None => std::env::current_exe()?,
         };
-        let (lifeline, orphanage, lifeline_writer) = match INHERITED.get() {
-            Some(inherited) => (inherited.lifeline.try_clone()?, inherited.orphanage.try_clone()?, None),
-            None => root_pipes()?,
+        let (lifeline, orphanage, slots, lifeline_writer) = match INHERITED.get() {
+            Some(inherited) => (
+                inherited.lifeline.try_clone()?,
+                inherited.orphanage.try_clone()?,
+                Arc::new(slots::Slots::inherit(&inherited.slots)?),
+                None,
+            ),
+            None => {
+                let slots = Arc::new(slots::Slots::new(max_processes)?);
+                let (lifeline, orphanage, writer) = root_pipes(&slots)?;
+                (lifeline, orphanage, slots, writer)
+            }
         };
         let spawner = Spawner {
             exe: exe.clone(),
             lifeline,
             orphanage,
+            slots: slots.fd().try_clone()?,
             settings,
             // Only the root forks workers from a zygote (they become its
             // children); a worker's children must be its own, so it execs.
@@ -109,20 +129,22 @@ impl NativeBackend {
             exe,
             settings,
             spawner: spawner.run()?,
+            slots,
             _lifeline_writer: lifeline_writer,
         })
     }
 }
 
 /// The root host's side of the lifeline and the orphanage.
-fn root_pipes() -> anyhow::Result<(OwnedFd, OwnedFd, Option<OwnedFd>)> {
+fn root_pipes(slots: &Arc<slots::Slots>) -> anyhow::Result<(OwnedFd, OwnedFd, Option<OwnedFd>)> {
     // Orphans re-parent to the nearest subreaper: us, not init.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let (lifeline_read, lifeline_write) = pipe()?;
     let (orphans_read, orphans_write) = pipe()?;
+    let slots = slots.clone();
     std::thread::Builder::new()
         .name("host-orphanage".into())
-        .spawn(move || orphans::adopt_announced(orphans_read))?;
+        .spawn(move || orphans::adopt_announced(orphans_read, slots))?;
     Ok((lifeline_read, orphans_write, Some(lifeline_write)))
 }
 
@@ -152,6 +174,8 @@ struct Spawner {
     lifeline: OwnedFd,
     /// Write end of the orphanage, passed to every worker.
     orphanage: OwnedFd,
+    /// The process table, passed to every worker.
+    slots: OwnedFd,
     settings: EngineSettings,
     zygote: ZygoteState,
 }
@@ -195,7 +219,8 @@ impl Spawner {
         if let ZygoteState::NotYet = self.zygote {
             // The broker is the root's for its whole life: the zygote's
             // children find it in the environment they inherit.
-            let zygote = zygote::Zygote::start(&self.exe, &self.lifeline, &self.orphanage, self.settings, broker.clone());
+            let passed = [&self.lifeline, &self.orphanage, &self.slots];
+            let zygote = zygote::Zygote::start(&self.exe, passed, self.settings, broker.clone());
             self.zygote = match zygote {
                 Ok(zygote) => {
                     known.insert(zygote.pid());
@@ -229,7 +254,7 @@ impl Spawner {
                 }
             }
         }
-        spawn_worker(&self.exe, &self.lifeline, &self.orphanage, start, code, broker, stdin)
+        spawn_worker(&self.exe, [&self.lifeline, &self.orphanage, &self.slots], start, code, broker, stdin)
     }
 }
 
@@ -246,6 +271,10 @@ impl Backend for NativeBackend {
         orphans::wait_all();
     }
 
+    fn max_processes(&self) -> u32 {
+        self.slots.limit()
+    }
+
     fn ppid(&self, node: &Node) -> u32 {
         if node.pid() == Some(std::process::id()) {
             // Our own parent may have ended: the kernel knows who adopted us.
@@ -259,6 +288,9 @@ impl Backend for NativeBackend {
         let code = code::Sealed::of(&launch.program)
             .map_err(|e| Error::Spawn(format!("cannot seal the compiled program: {e}")))?;
         let start = self.start_message(node, launch, code.id());
+        // Taken before the worker exists, given back (by dropping it) if it
+        // never does, else once it is reaped.
+        let mut slot = self.slots.take()?;
         let (started, worker) = crossbeam_channel::bounded(1);
         let gone = || Error::Spawn("the spawner thread is gone".into());
         let broker = host.sync.worker_env();
@@ -276,10 +308,11 @@ impl Backend for NativeBackend {
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
             Error::Spawn(format!("cannot watch worker {pid}: {e}"))
         })?;
+        slot.started(pid);
         node.set_pid(pid);
         let control = Arc::new(NativeControl { pidfd: pidfd.0 });
         let (host, node, launch) = (host.clone(), node.clone(), launch.clone());
-        host.runtime.clone().spawn(supervise(host, node, launch, worker, pidfd.1));
+        host.runtime.clone().spawn(supervise(host, node, launch, worker, pidfd.1, slot));
         Ok(control)
     }
 }
@@ -301,9 +334,10 @@ impl NativeBackend {
             dirs: launch.dirs.clone(),
             max_memory: launch.limits.max_memory,
             fuel: launch.limits.fuel,
+            // Saturated: u64::MAX nanoseconds (584 years) is as good as never.
             time_left: launch
                 .deadline
-                .map(|d| d.saturating_duration_since(std::time::Instant::now()).as_nanos() as u64),
+                .map(|d| nanos(d.saturating_duration_since(std::time::Instant::now()))),
             name: node.name(),
             daemon: node.is_daemon(),
             parent: std::process::id(),
@@ -313,7 +347,7 @@ impl NativeBackend {
             serve: launch.serve.as_ref().map(|serve| protocol::Serve {
                 initializer: serve.initializer.clone(),
                 max_tasks: serve.max_tasks,
-                task_timeout: serve.task_timeout.map(|t| t.as_nanos() as u64),
+                task_timeout: serve.task_timeout.map(nanos),
             }),
         }
     }
@@ -343,6 +377,11 @@ fn stdin_fd(input: &Input) -> std::io::Result<Option<OwnedFd>> {
     }
 }
 
+/// A duration in nanoseconds for the protocol, saturated rather than wrapped.
+fn nanos(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// A started worker and the parent's ends of its pipes (no stdout or
 /// stderr when the worker shares its parent's).
 struct Worker {
@@ -354,17 +393,19 @@ struct Worker {
     tasks: Option<std::process::ChildStdin>,
 }
 
+/// Starts a worker by exec; `inherited` are the lifeline, the orphanage and
+/// the process table.
 fn spawn_worker(
     exe: &PathBuf,
-    lifeline: &OwnedFd,
-    orphanage: &OwnedFd,
+    inherited: [&OwnedFd; 3],
     start: &Start,
     code: &code::Sealed,
     broker: Option<(&str, PathBuf)>,
     stdin: Option<OwnedFd>,
 ) -> std::io::Result<Worker> {
     let (report_read, report_write) = pipe()?;
-    let named = [report_write.as_fd(), lifeline.as_fd(), orphanage.as_fd(), code.fd()];
+    let [lifeline, orphanage, slots] = inherited;
+    let named = [report_write.as_fd(), lifeline.as_fd(), orphanage.as_fd(), code.fd(), slots.as_fd()];
     let fds = named.map(|fd| fd.as_raw_fd().to_string()).join(",");
     let passed: Vec<std::os::fd::BorrowedFd> = named.into_iter().chain(stdin.as_ref().map(|fd| fd.as_fd())).collect();
     // The root host reads each of its workers' output through a pipe; the
@@ -434,9 +475,16 @@ pub(crate) fn set_cloexec(fd: &impl AsFd, cloexec: bool) {
     unsafe { libc::fcntl(fd.as_fd().as_raw_fd(), libc::F_SETFD, flags) };
 }
 
-/// Passes on a worker's output, waits for its end
-/// (reaping it) and records that end on its node.
-async fn supervise(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, worker: Worker, pidfd: OwnedFd) {
+/// Passes on a worker's output, waits for its end (reaping it), gives back
+/// its process slot and records that end on its node.
+async fn supervise(
+    host: Arc<HostInner>,
+    node: Arc<Node>,
+    launch: Launch,
+    worker: Worker,
+    pidfd: OwnedFd,
+    slot: slots::Slot,
+) {
     let pid = worker.pid;
     let killer = pidfd.try_clone();
     // The worker labels its own lines (and its descendants'): pass them on
@@ -488,6 +536,8 @@ async fn supervise(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, worker
         report
     };
     let (report, status) = tokio::join!(read_report, wait_pidfd(pidfd));
+    // Reaped: the slot is free before a joiner wakes.
+    drop(slot);
     let signalled = matches!(status, Status::Signalled(_));
     let ended = match (report, status) {
         (Err(why), _) => {

@@ -14,22 +14,28 @@
 //! only workers (processes running the host binary in worker mode) and
 //! leaves the embedder's to the embedder.
 
+use super::slots::Slots;
 use super::{Status, WORKER_ARG, wait_pid};
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::os::fd::OwnedFd;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 /// Children of this process that somebody already waits for (workers,
 /// orphans, the zygote): never adopted twice.
 pub(super) static KNOWN: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+
+/// The run's process table: whoever reaps a process gives back its slot,
+/// and for orphans that is the root.
+static SLOTS: OnceLock<Arc<Slots>> = OnceLock::new();
 
 /// How many adopted orphans are still running.
 static LIVE: Mutex<usize> = Mutex::new(0);
 static IDLE: Condvar = Condvar::new();
 
 /// The root's side of the orphanage: adopts every pid a worker announces.
-pub(super) fn adopt_announced(orphans: OwnedFd) {
+pub(super) fn adopt_announced(orphans: OwnedFd, slots: Arc<Slots>) {
+    let _ = SLOTS.set(slots);
     let mut orphans = std::fs::File::from(orphans);
     let mut pid = [0u8; 4];
     while orphans.read_exact(&mut pid).is_ok() {
@@ -68,8 +74,9 @@ pub(super) fn unknown_zygote_forks(known: &BTreeSet<u32>) -> Vec<u32> {
         .collect()
 }
 
-/// Waits for `pid` on a thread of its own, then reaps it; a stray's own
-/// children, if it ended by a signal, are adopted in turn.
+/// Waits for `pid` on a thread of its own, then reaps it and gives back its
+/// process slot; a stray's own children, if it ended by a signal, are
+/// adopted in turn.
 fn adopt(pid: u32) {
     *LIVE.lock().unwrap() += 1;
     let waiter = move || {
@@ -77,6 +84,11 @@ fn adopt(pid: u32) {
             .enable_all()
             .build()
             .map(|runtime| runtime.block_on(wait_pid(pid)));
+        if !matches!(status, Ok(Status::Lost(_)) | Err(_))
+            && let Some(slots) = SLOTS.get()
+        {
+            slots.release_pid(pid);
+        }
         KNOWN.lock().unwrap().remove(&pid);
         if matches!(status, Ok(Status::Signalled(_))) {
             adopt_strays();

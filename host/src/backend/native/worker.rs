@@ -49,13 +49,13 @@ fn serve() -> Result<i32, String> {
         Ok(None) => return Err("worker mode is for the host's own use: no start message on stdin".into()),
         Err(why) => return Err(format!("bad start message: {why}")),
     };
-    let [report, lifeline, orphanage, code] =
+    let [report, lifeline, orphanage, code, slots] =
         inherit().ok_or("worker mode is for the host's own use: its descriptors are missing")?;
     let stdin = take_stdin()?;
     let builder = builder(start.engine);
     let engines = builder.make_engines().map_err(|e| format!("cannot start the worker's engine: {e:#}"))?;
     let (code, sealed) = super::code::load(&engines, code, &start).map_err(|e| e.to_string())?;
-    run(start, report, Inherited { lifeline, orphanage }, builder.engines(engines), code, sealed, stdin)
+    run(start, report, Inherited { lifeline, orphanage, slots }, builder.engines(engines), code, sealed, stdin)
 }
 
 /// The guest's stdin: the descriptor named in the environment, put in place
@@ -78,7 +78,8 @@ pub(crate) fn builder(settings: EngineSettings) -> HostBuilder {
         .backend(BackendKind::Native)
         .fuel(settings.fuel)
         .max_memory_per_process(settings.max_memory)
-        // A worker runs one instance: its children are processes of their own.
+        // A worker runs one instance: its children are processes of their
+        // own, counted against the run's cap in the table it inherited.
         .max_processes(1)
 }
 
@@ -113,7 +114,8 @@ pub(crate) fn run(
         env: start.env,
         dirs: start.dirs,
         limits: Limits { max_memory: start.max_memory, fuel: start.fuel, timeout: None },
-        deadline: start.time_left.map(|left| Instant::now() + Duration::from_nanos(left)),
+        // Too far to represent: no deadline.
+        deadline: start.time_left.and_then(|left| Instant::now().checked_add(Duration::from_nanos(left))),
         stdin,
         stdout: Stdio::inherit(),
         stderr: Stdio::inherit(),

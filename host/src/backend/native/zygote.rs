@@ -48,16 +48,17 @@ pub(crate) struct Zygote {
 }
 
 impl Zygote {
-    /// Starts the zygote and hands it the engine settings.
+    /// Starts the zygote and hands it the engine settings; `inherited` are
+    /// the lifeline, the orphanage and the process table its workers get.
     pub(crate) fn start(
         exe: &Path,
-        lifeline: &OwnedFd,
-        orphanage: &OwnedFd,
+        inherited: [&OwnedFd; 3],
         settings: EngineSettings,
         broker: Option<(&'static str, PathBuf)>,
     ) -> std::io::Result<Zygote> {
         let (socket, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
-        let passed = [&theirs, lifeline, orphanage];
+        let [lifeline, orphanage, slots] = inherited;
+        let passed = [&theirs, lifeline, orphanage, slots];
         let mut command = std::process::Command::new(exe);
         command
             .args([super::WORKER_ARG, ZYGOTE_ARG])
@@ -128,7 +129,7 @@ impl Drop for Zygote {
 /// The zygote's side: build once, then fork a worker per request until the
 /// root host goes away.
 pub(crate) fn serve() -> Result<i32, String> {
-    let [socket, lifeline, orphanage] =
+    let [socket, lifeline, orphanage, slots] =
         worker::inherit().ok_or("zygote mode is for the host's own use: its descriptors are missing")?;
     let (settings, _) = receive(&socket).map_err(|e| format!("no engine settings: {e}"))?;
     let settings: EngineSettings = protocol::decode_frame(&settings)?;
@@ -142,7 +143,8 @@ pub(crate) fn serve() -> Result<i32, String> {
             Ok(message) => message,
             Err(e) => return Err(format!("lost the root host: {e}")),
         };
-        let answer = fork_worker(&request, fds, &socket, &lifeline, &orphanage, settings, &engines, &mut programs);
+        let inherited = [&lifeline, &orphanage, &slots];
+        let answer = fork_worker(&request, fds, &socket, inherited, settings, &engines, &mut programs);
         send(&socket, &protocol::encode_frame(&answer).map_err(|e| e.to_string())?, &[])
             .map_err(|e| format!("lost the root host: {e}"))?;
     }
@@ -154,8 +156,7 @@ fn fork_worker(
     request: &[u8],
     fds: Vec<OwnedFd>,
     socket: &OwnedFd,
-    lifeline: &OwnedFd,
-    orphanage: &OwnedFd,
+    inherited: [&OwnedFd; 3],
     settings: EngineSettings,
     engines: &crate::runtime::Engines,
     programs: &mut HashMap<(u64, u64), (Code, Arc<Sealed>)>,
@@ -194,9 +195,11 @@ fn fork_worker(
                     None => Stdin::null(),
                 };
                 let _ = nix::unistd::close(socket.as_raw_fd());
+                let [lifeline, orphanage, slots] = inherited.map(|fd| fd.try_clone());
                 let inherited = Inherited {
-                    lifeline: lifeline.try_clone().map_err(|e| e.to_string())?,
-                    orphanage: orphanage.try_clone().map_err(|e| e.to_string())?,
+                    lifeline: lifeline.map_err(|e| e.to_string())?,
+                    orphanage: orphanage.map_err(|e| e.to_string())?,
+                    slots: slots.map_err(|e| e.to_string())?,
                 };
                 worker::run(start, report, inherited, worker::builder(settings).engines(engines.clone()), code, sealed, input)
             })();
