@@ -307,3 +307,19 @@ fn library_timeout_terminates() {
     assert_eq!(join(&p).code(), -15);
     assert_eq!(out.text(), "sleeping\n");
 }
+
+/// No network by default, and none can be granted: a guest can neither
+/// connect to a listener on the host's loopback, nor listen, nor resolve.
+#[test]
+fn no_network() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let out = run(&[s(&guest("net")), "--", &port]);
+    let lines = out.stdout_lines();
+    for what in ["connect", "bind", "lookup"] {
+        let line = lines.iter().find(|l| l.starts_with(&format!("{what}: "))).unwrap_or_else(|| panic!("{out:#?}"));
+        assert_ne!(*line, format!("{what}: ok"), "{out:#?}");
+    }
+    assert!(listener.accept().is_err(), "the guest reached the host's listener");
+}
