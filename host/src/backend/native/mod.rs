@@ -555,11 +555,12 @@ async fn supervise(
         (_, Status::Lost(why)) => Ended::failure(format!("lost track of worker {pid}: {why}")),
     };
     orphans::KNOWN.lock().unwrap().remove(&pid);
-    if signalled {
-        // It announced nothing: its children are ours now, unannounced.
-        orphans::adopt_strays();
-    }
     node.finish(&host, ended);
+    if signalled && orphans::adopts() {
+        // It announced nothing: its children are ours now, unannounced.
+        // Looked for off the joiner's path (`Host::wait` looks once more).
+        tokio::task::spawn_blocking(orphans::adopt_strays);
+    }
 }
 
 /// The frames of a worker's report pipe, read as they come.

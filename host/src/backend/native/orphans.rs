@@ -49,7 +49,7 @@ pub(super) fn adopt_announced(orphans: OwnedFd, slots: Arc<Slots>) {
 /// Adopts every stray: a child of ours running in worker mode that nobody
 /// waits for. Only the root host adopts; how many it found.
 pub(super) fn adopt_strays() -> usize {
-    if super::INHERITED.get().is_some() {
+    if !adopts() {
         return 0;
     }
     let me = std::process::id();
@@ -72,6 +72,11 @@ pub(super) fn unknown_zygote_forks(known: &BTreeSet<u32>) -> Vec<u32> {
         .into_iter()
         .filter(|pid| !known.contains(pid) && mode(*pid).is_some_and(|mode| mode == Mode::ZygoteFork))
         .collect()
+}
+
+/// Whether this process adopts orphans: only the root host is a subreaper.
+pub(super) fn adopts() -> bool {
+    super::INHERITED.get().is_none()
 }
 
 /// Waits for `pid` on a thread of its own, then reaps it and gives back its
