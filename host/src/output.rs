@@ -181,14 +181,35 @@ impl LineSink {
             (Target::Null, _) => {}
             (Target::Capture(capture), _) => capture.0.lock().unwrap().extend_from_slice(bytes),
             // A closed host stream must not take the process down with it.
-            (Target::Inherit, Stream::Stdout) => {
+            (Target::Inherit, Stream::Stdout) => on_terminal(&mut || {
                 let mut out = std::io::stdout().lock();
                 let _ = out.write_all(bytes).and_then(|_| out.flush());
-            }
-            (Target::Inherit, Stream::Stderr) | (Target::HostStderr, _) => {
+            }),
+            (Target::Inherit, Stream::Stderr) | (Target::HostStderr, _) => on_terminal(&mut || {
                 let _ = std::io::stderr().lock().write_all(bytes);
-            }
+            }),
         }
+    }
+}
+
+/// What wraps every write of process output to the host's own streams.
+type TerminalHook = Box<dyn Fn(&mut dyn FnMut()) + Send + Sync>;
+
+static TERMINAL_HOOK: std::sync::OnceLock<TerminalHook> = std::sync::OnceLock::new();
+
+/// Runs every write of process output to the host's own stdout and stderr
+/// through `hook` (which must call the function it is given), so that
+/// something the embedder draws on the terminal can step aside for it: the
+/// CLI's live status line is hidden while a line is written, then redrawn.
+/// Once per program; a second hook is refused (`false`).
+pub fn set_terminal_hook(hook: impl Fn(&mut dyn FnMut()) + Send + Sync + 'static) -> bool {
+    TERMINAL_HOOK.set(Box::new(hook)).is_ok()
+}
+
+fn on_terminal(write: &mut dyn FnMut()) {
+    match TERMINAL_HOOK.get() {
+        Some(hook) => hook(write),
+        None => write(),
     }
 }
 

@@ -12,6 +12,7 @@
 use crate::backend::{self, Backend, BackendKind};
 use crate::error::LoadError;
 use crate::instance::Ctx;
+use crate::journal::Journal;
 use crate::process::Node;
 use crate::program::{self, Program};
 use std::future::Future;
@@ -35,6 +36,7 @@ const TIME_SLICE: Duration = Duration::from_millis(10);
 pub struct HostBuilder {
     backend: BackendKind,
     fuel: bool,
+    journal: bool,
     max_processes: u32,
     max_memory: u64,
     threads: Option<usize>,
@@ -76,6 +78,7 @@ impl Default for HostBuilder {
         HostBuilder {
             backend: BackendKind::Thread,
             fuel: false,
+            journal: false,
             max_processes: 12_000,
             max_memory: 1 << 30,
             threads: None,
@@ -97,6 +100,15 @@ impl HostBuilder {
     /// Off by default: metering costs every guest some speed.
     pub fn fuel(mut self, enabled: bool) -> Self {
         self.fuel = enabled;
+        self
+    }
+
+    /// Keeps a [`ProcessRecord`](crate::ProcessRecord) of every process that
+    /// ends, guest-spawned children and pool workers included, for
+    /// [`Host::journal`]. Off by default: a record per process is memory
+    /// that only a report needs.
+    pub fn journal(mut self, enabled: bool) -> Self {
+        self.journal = enabled;
         self
     }
 
@@ -186,6 +198,7 @@ impl HostBuilder {
             runtime: runtime.handle().clone(),
             backend,
             fuel: self.fuel,
+            journal: self.journal.then(Journal::default),
             sync: crate::sync::Broker::new(runtime.handle(), self.backend == BackendKind::Native, self.this_process.is_some())?,
             live: Live::default(),
             closed: AtomicBool::new(false),
@@ -270,6 +283,8 @@ pub(crate) struct HostInner {
     pub(crate) backend: Box<dyn Backend>,
     pub(crate) root: Arc<Node>,
     pub(crate) fuel: bool,
+    /// Every ended process's record, if the embedder asked for them.
+    pub(crate) journal: Option<Journal>,
     /// Where processes' shared objects live (see [`crate::sync`]).
     pub(crate) sync: crate::sync::Broker,
     pub(crate) live: Live,
@@ -307,6 +322,14 @@ impl Host {
     /// Which backend runs this host's processes.
     pub fn backend(&self) -> BackendKind {
         self.inner.backend.kind()
+    }
+
+    /// The record of every process that has ended in this host so far, in
+    /// the order they ended: the embedder's, the ones guests spawned (on the
+    /// native backend, those a worker reported as it ended) and pool workers.
+    /// Empty unless the host was built with [`HostBuilder::journal`].
+    pub fn journal(&self) -> Vec<crate::ProcessRecord> {
+        self.inner.journal.as_ref().map(Journal::records).unwrap_or_default()
     }
 
     /// Blocks until every non-daemon process has ended, orphans included.

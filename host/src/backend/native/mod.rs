@@ -199,7 +199,7 @@ impl Backend for NativeBackend {
     }
 
     fn start(&self, host: &Arc<HostInner>, node: &Arc<Node>, launch: &Launch) -> Result<Arc<dyn Control>, Error> {
-        let start = self.start_message(node, launch)?;
+        let start = self.start_message(node, launch, host.journal.is_some())?;
         let (started, worker) = crossbeam_channel::bounded(1);
         let gone = || Error::Spawn("the spawner thread is gone".into());
         let broker = host.sync.worker_env();
@@ -218,7 +218,7 @@ impl Backend for NativeBackend {
 }
 
 impl NativeBackend {
-    fn start_message(&self, node: &Node, launch: &Launch) -> Result<Start, Error> {
+    fn start_message(&self, node: &Node, launch: &Launch, journal: bool) -> Result<Start, Error> {
         let program = &launch.program;
         let artifact = program
             .artifact()
@@ -250,6 +250,7 @@ impl NativeBackend {
                 max_tasks: serve.max_tasks,
                 task_timeout: serve.task_timeout.map(|t| t.as_nanos() as u64),
             }),
+            journal,
         })
     }
 }
@@ -379,7 +380,16 @@ async fn supervise(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, worker
         }
         report
     };
-    let (report, status) = tokio::join!(read_report, wait_pid(pid));
+    let (mut report, status) = tokio::join!(read_report, wait_pid(pid));
+    tracing::info!(parent: node.span(), "reap");
+    if let Ok(Some(report)) = &mut report {
+        // What the worker measured, and the descendants that ended in it
+        // (which end before it, and so come first in the journal).
+        node.usage.absorb(report.peak_memory, report.fuel_used);
+        if let Some(journal) = &host.journal {
+            journal.extend(std::mem::take(&mut report.descendants).into_iter().map(Into::into));
+        }
+    }
     let ended = match (report, status) {
         (Err(why), _) => {
             let reason = format!("worker {pid} broke the control protocol and was killed: {why}");
