@@ -98,6 +98,7 @@ impl Journal {
         self.records.lock().unwrap().push(record);
     }
 
+    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
     pub(crate) fn extend(&self, records: impl IntoIterator<Item = ProcessRecord>) {
         self.records.lock().unwrap().extend(records);
     }

@@ -38,6 +38,9 @@ pub(super) fn live<R>(show: bool, processes: &[Process], work: impl FnOnce() -> 
         return work();
     }
     let status = bar(ProgressBar::new_spinner(), "{spinner} {msg} · {elapsed}");
+    // Drawn once before any process starts, however short the run.
+    status.set_message(counts(processes));
+    status.tick();
     let done = AtomicBool::new(false);
     let result = std::thread::scope(|scope| {
         scope.spawn(|| {
