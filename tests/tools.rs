@@ -361,3 +361,38 @@ fn new_makes_a_guest_program_that_builds_and_runs() {
     out.assert_status(0);
     assert_eq!(out.stdout_lines(), ["1", "4", "9"]);
 }
+
+/// The documented Slurm job-array script, run here as its N array tasks
+/// would run on N nodes, then the documented merge: the input's results,
+/// whole and in input order.
+#[test]
+fn the_slurm_array_script_shards_and_merges_back_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<i64> = (1..=23).collect();
+    let input = write_file(dir.path(), "input.jsonl", &lines.iter().map(|n| format!("{n}\n")).collect::<String>());
+    let out_dir = dir.path().join("out");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/slurm-array.sh");
+    let count = 4;
+    for index in 0..count {
+        let status = Command::new("bash")
+            .arg(&script)
+            .env("SLURM_ARRAY_TASK_ID", index.to_string())
+            .env("SLURM_ARRAY_TASK_COUNT", count.to_string())
+            .env("SLURM_ARRAY_TASK_MIN", "0")
+            .env("HOST", env!("CARGO_BIN_EXE_host"))
+            .env("PROGRAM", guest("pool-square"))
+            .env("INPUT", &input)
+            .env("OUT", &out_dir)
+            .env("WORKERS", "1")
+            .status()
+            .expect("run bash");
+        assert!(status.success(), "array task {index}");
+        let report = std::fs::read_to_string(out_dir.join(format!("shard-{index}.report.jsonl"))).unwrap();
+        assert_eq!(report_lines(&report).len(), 1, "one worker's record: {report}");
+    }
+    let shards: Vec<String> = (0..count).map(|i| s(&out_dir.join(format!("shard-{i}.jsonl"))).to_string()).collect();
+    let merge = format!("paste -d '\\n' {} | sed '/^$/d'", shards.join(" "));
+    let merged = Command::new("sh").args(["-c", &merge]).output().expect("run the merge");
+    let merged: Vec<i64> = String::from_utf8(merged.stdout).unwrap().lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(merged, lines.iter().map(|n| n * n).collect::<Vec<_>>());
+}
