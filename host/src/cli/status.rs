@@ -26,7 +26,7 @@ fn bar(bar: ProgressBar, template: &str) -> ProgressBar {
     bar.set_draw_target(ProgressDrawTarget::stderr());
     bar.set_style(ProgressStyle::with_template(template).expect("a valid template"));
     let shown = bar.clone();
-    host::set_terminal_hook(move |write| shown.suspend(|| write()));
+    host::set_terminal_hook(move |write| shown.suspend(write));
     bar
 }
 
