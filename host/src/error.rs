@@ -10,13 +10,13 @@ use std::fmt;
 /// An operation on a process that was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
-    /// `start` on a process that was already started.
+    /// `start` on a process that was already started, or `set_daemon` after start.
     AlreadyStarted,
     /// `join`, `terminate` or `kill` on a process never started.
     NotStarted,
     /// `join` on the calling process itself.
     JoinSelf,
-    /// `close` on a running process, or `set_daemon` after start.
+    /// `close` on a process that is still running.
     StillRunning,
     /// An operation on a process after `close`.
     Closed,

@@ -7,8 +7,12 @@
 //! Pids are real, and so is the tree: a child a guest spawns in a worker is
 //! an OS child of that worker.
 //!
-//! Workers are started with `posix_spawn` (no `fork` of the host's large
-//! address space), one at a time from one long-lived spawner thread. Besides
+//! The root forks its workers from a zygote (`zygote.rs`: a pre-started,
+//! single-threaded worker that has the engine and the program's code mapped,
+//! forking with `CLONE_PARENT` so each worker is the root's own child); a
+//! worker's own children, and every worker when the zygote is unavailable,
+//! are started with `posix_spawn` (no `fork` of the host's large address
+//! space). Both go one at a time through one long-lived spawner thread. Besides
 //! its stdio (piped to the root host, which passes on whole lines), every
 //! worker gets three descriptors, named in `HOST_WORKER_FDS`:
 //! - the report pipe: one [`protocol::Report::Ended`] frame saying why it
