@@ -146,6 +146,7 @@ impl Command {
         self
     }
 
+    /// Appends arguments for the program's `main`.
     pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(&mut self, args: I) -> &mut Command {
         self.launch.args.extend(args.into_iter().map(Into::into));
         self
@@ -163,6 +164,7 @@ impl Command {
         self
     }
 
+    /// Sets every limit at once (memory, fuel, timeout).
     pub fn limits(&mut self, limits: Limits) -> &mut Command {
         self.launch.limits = limits;
         self
@@ -186,11 +188,13 @@ impl Command {
         self
     }
 
+    /// Where the process's stdout goes (default: the host's stdout).
     pub fn stdout(&mut self, stdio: Stdio) -> &mut Command {
         self.launch.stdout = stdio;
         self
     }
 
+    /// Where the process's stderr goes (default: the host's stderr).
     pub fn stderr(&mut self, stdio: Stdio) -> &mut Command {
         self.launch.stderr = stdio;
         self
@@ -209,6 +213,8 @@ impl Command {
         self
     }
 
+    /// Makes the process a daemon: terminated when its parent ends, and
+    /// not allowed children.
     pub fn daemon(&mut self, daemon: bool) -> &mut Command {
         self.daemon = daemon;
         self

@@ -25,6 +25,8 @@
 //! on a shared thread pool with virtual pids; [`BackendKind::Native`] (cargo
 //! feature `native`) runs each as a real OS process.
 
+#![warn(missing_docs)]
+
 mod backend;
 mod command;
 mod error;

@@ -67,6 +67,7 @@ impl Stdio {
 pub struct Capture(Arc<Mutex<Vec<u8>>>);
 
 impl Capture {
+    /// An empty buffer.
     pub fn new() -> Capture {
         Capture::default()
     }

@@ -114,10 +114,12 @@ impl Process {
         self.node.name()
     }
 
+    /// Renames the process (its output prefix is fixed at start).
     pub fn set_name(&self, name: impl Into<String>) {
         self.node.set_name(name.into());
     }
 
+    /// Whether the process is a daemon.
     pub fn daemon(&self) -> bool {
         self.node.is_daemon()
     }

@@ -162,6 +162,7 @@ impl HostBuilder {
         Engines::new(&self.engine_config())
     }
 
+    /// Makes the host: its engine, its executor and its backend.
     pub fn build(mut self) -> anyhow::Result<Host> {
         let engines = match self.engines.take() {
             Some(engines) => engines,
@@ -299,6 +300,7 @@ impl Host {
         HostBuilder::default().build()
     }
 
+    /// A builder for a host with another configuration.
     pub fn builder() -> HostBuilder {
         HostBuilder::default()
     }

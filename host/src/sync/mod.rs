@@ -102,7 +102,12 @@ pub enum Error {
     /// only in its spawn arguments), or an object it does not hold.
     NotGiven(String),
     /// A message over [`MAX_MESSAGE`].
-    TooLarge { size: u64, limit: u64 },
+    TooLarge {
+        /// The message's size, in bytes.
+        size: u64,
+        /// The most a message may have.
+        limit: u64,
+    },
     /// A misuse Python answers with `ValueError`, `RuntimeError` or
     /// `AssertionError`: releasing a lock one does not hold, `task_done` too
     /// many times, an index out of range, ...
@@ -225,14 +230,18 @@ impl Token {
 /// A number of a `Value` or `Array`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum Number {
+    /// An integer (Python's `'i'`, `'q'`).
     Int(i64),
+    /// A float (Python's `'d'`).
     Float(f64),
 }
 
 /// The contents of an `Array`: integers or floats.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Numbers {
+    /// Integers.
     Ints(Vec<i64>),
+    /// Floats.
     Floats(Vec<f64>),
 }
 
