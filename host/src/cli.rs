@@ -261,7 +261,11 @@ fn usage_error(error: clap::Error) -> i32 {
     }
     let rendered = error.render().to_string();
     let line = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
-    eprintln!("{line} (see `host run --help`)");
+    // The help of the subcommand the user was typing, if there is one.
+    let command = Cli::command();
+    let sub = std::env::args().nth(1).filter(|arg| command.find_subcommand(arg).is_some());
+    let help = sub.map_or_else(|| "host --help".to_string(), |sub| format!("host {sub} --help"));
+    eprintln!("{line} (see `{help}`)");
     BAD_INPUT
 }
 

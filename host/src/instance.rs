@@ -348,6 +348,9 @@ fn prepare_store(store: &mut Store<Ctx>, budget: Option<u64>, metered: bool) {
 fn note_fuel(store: &impl AsContext<Data = Ctx>) {
     let store = store.as_context();
     let ctx = store.data();
+    if !ctx.host.fuel {
+        return;
+    }
     if let Ok(left) = store.get_fuel() {
         ctx.node.usage.set_fuel_used(ctx.fuel_before.saturating_add(ctx.fuel_budget.saturating_sub(left)));
     }
