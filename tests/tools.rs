@@ -396,3 +396,34 @@ fn the_slurm_array_script_shards_and_merges_back_in_order() {
     let merged: Vec<i64> = String::from_utf8(merged.stdout).unwrap().lines().map(|l| l.parse().unwrap()).collect();
     assert_eq!(merged, lines.iter().map(|n| n * n).collect::<Vec<_>>());
 }
+
+/// The library behind the report: a journal of every ended process (children
+/// included) and each process's ppid, peak memory and fuel.
+#[test]
+fn the_journal_records_every_process_with_its_usage() {
+    let host = builder().fuel(true).journal(true).build().unwrap();
+    let program = host.load(guest("seed-hello")).unwrap();
+    let process = program.command().fuel(1_000_000_000).stdout(host::Stdio::null()).create();
+    assert_eq!((process.ppid(), process.peak_memory(), process.record()), (None, None, None));
+    process.start().unwrap();
+    assert_eq!(process.ppid(), Some(host.pid()));
+    assert!(process.join().unwrap().success());
+    host.wait();
+    let record = process.record().expect("a record once ended");
+    assert_eq!((record.name.as_str(), Some(record.pid), record.ppid), ("Process-1", process.pid(), host.pid()));
+    assert!(record.peak_memory >= 64 << 10 && Some(record.peak_memory) == process.peak_memory());
+    assert!(record.fuel_used.is_some_and(|f| f > 0) && record.fuel_used == process.fuel_used());
+    let journal = host.journal();
+    assert_eq!(journal.len(), 2, "the program and its child: {journal:?}");
+    assert_eq!(journal.last(), Some(&record), "the parent ends last");
+    assert_eq!(journal[0].ppid, record.pid, "the child's parent is the program");
+    assert!(journal[0].exitcode.success() && journal[0].failure.is_none());
+
+    // No journal unless asked: a record per process is memory.
+    let plain = builder().build().unwrap();
+    let program = plain.load(guest("hello")).unwrap();
+    program.command().stdout(host::Stdio::null()).spawn().unwrap().join().unwrap();
+    plain.wait();
+    assert!(plain.journal().is_empty());
+    assert_eq!(program.command().stdout(host::Stdio::null()).spawn().unwrap().fuel_used(), None);
+}

@@ -92,13 +92,17 @@ impl Process {
     }
 
     /// The most linear memory the process has had at once, in bytes (all its
-    /// memories together); `None` before start.
+    /// memories together); `None` before start. On the native backend the
+    /// figure comes with the process's end (0 until then).
     pub fn peak_memory(&self) -> Option<u64> {
         self.node.pid().map(|_| self.node.usage.peak_memory())
     }
 
     /// The instructions (wasmtime fuel) the process has used; `None` unless
     /// the host meters fuel ([`HostBuilder::fuel`](crate::HostBuilder::fuel)).
+    /// Measured at every time slice and at the end: a process terminated
+    /// mid-run has the figure of its last slice. On the native backend it
+    /// comes with the process's end.
     pub fn fuel_used(&self) -> Option<u64> {
         self.node.usage.fuel_used()
     }

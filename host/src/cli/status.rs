@@ -83,6 +83,8 @@ pub(super) fn progress(show: bool, total: usize) -> ProgressBar {
         ProgressBar::new(total as u64),
         "{bar:30} {pos}/{len} items · {per_sec} · ETA {eta}",
     );
+    // Drawn once now, however quickly the items are done.
+    progress.tick();
     progress.enable_steady_tick(TICK);
     progress
 }
