@@ -4,6 +4,14 @@
 build-guests:
     cargo build -p host
 
+# Install the `host` binary (both backends) into ~/.cargo/bin.
+install:
+    cargo install --path host --features native
+
+# A new guest program with the mp SDK, in ./NAME (see docs/your-own-task.md).
+new-task NAME:
+    cargo run -q -- new {{NAME}} --dir {{invocation_directory()}}
+
 # Run the README's example: a seed program, guests built automatically.
 run:
     cargo run -- run target/guests/seed-hello.wasm

@@ -39,6 +39,14 @@ fn run() -> Result<(), String> {
     let guests_dir = root.join("target").join("guests");
 
     println!("cargo:rustc-env=GUESTS_DIR={}", guests_dir.display());
+    // `host --version` names the wasmtime it runs on: the locked version.
+    let lock = root.join("Cargo.lock");
+    println!("cargo:rerun-if-changed={}", lock.display());
+    let wasmtime = fs::read_to_string(&lock)
+        .ok()
+        .and_then(|text| locked_version(&text, "wasmtime"))
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=WASMTIME_VERSION={wasmtime}");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=MP_SKIP_GUEST_BUILD");
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
@@ -69,6 +77,14 @@ fn run() -> Result<(), String> {
     ensure_target()?;
     build_guests(&guest_ws, &build_dir)?;
     copy_guests(&build_dir.join(TARGET).join("release"), &guests_dir)
+}
+
+/// The version of package `name` in a `Cargo.lock`.
+fn locked_version(lock: &str, name: &str) -> Option<String> {
+    let header = format!("name = \"{name}\"\nversion = \"");
+    let start = lock.find(&header)? + header.len();
+    let end = start + lock[start..].find('"')?;
+    Some(lock[start..end].to_string())
 }
 
 /// Installs the `wasm32-wasip2` standard library if the toolchain lacks it.

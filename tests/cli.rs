@@ -1,4 +1,4 @@
-//! The CLI contract of SPEC.md: `host run FILE [flags] [-- ARGS]`.
+//! The CLI contract (the README's CLI reference): `host run FILE [flags] [-- ARGS]`.
 //!
 //! Output (whole lines, prefixes with `--count`, nothing lost), the summary
 //! lines, the exit-status rules, bad input (one line, status 2), `--entry`,

@@ -1,4 +1,4 @@
-//! The library API against SPEC's semantics table: start, join(timeout),
+//! The library API against Python's semantics (the README's library section): start, join(timeout),
 //! is_alive, exitcode, terminate, kill, pid, name, daemon, close, orphans,
 //! cpu_count, and loading programs.
 

@@ -1,4 +1,4 @@
-//! The project's benchmark: SPEC's workloads on each backend, beside Python.
+//! The project's benchmark: the README's workloads (Performance) on each backend, beside Python.
 //!
 //! Runs `shared/bench/python_baseline.py` (Python's multiprocessing, fork
 //! start method) and the same workloads on the host's backends in one run,

@@ -13,9 +13,23 @@
 //! is not JSON, or whose task fails, gives `{"error": "..."}` on its line and
 //! nothing else is lost; the exit status is then 1 (0 when every line
 //! succeeded, 2 for bad input before any process starts). The workers'
-//! own output goes to stderr, so that stdout holds only results.
+//! own output goes to stderr, so that stdout holds only results. With
+//! `--shard I/N` it takes only every N-th line from the I-th (counting from
+//! 0), so that N machines (a Kubernetes Indexed Job, a Slurm job array) share
+//! one input between them.
+//!
+//! Both end with a report ([`report`]), show a live status on a terminal
+//! ([`status`]) and log through `tracing` when asked ([`logs`]). The other
+//! subcommands are tools around them: `inspect` ([`inspect`]), `new`
+//! ([`scaffold`]) and `completions`.
 
-use clap::{Args, Parser, Subcommand};
+mod inspect;
+mod logs;
+mod report;
+mod scaffold;
+mod status;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use host::{BackendKind, Command, Host, Limits, Pool, Process, Program, Stdin, Stdio};
 use std::io::Write;
 use std::path::PathBuf;
@@ -25,16 +39,28 @@ use std::time::Duration;
 /// unknown entry, a bad flag value.
 pub const BAD_INPUT: i32 = 2;
 
+/// `host --version`: the host's version, the wasmtime it runs on, the backends built in.
+#[cfg(all(feature = "native", target_os = "linux"))]
+const VERSION: &str =
+    concat!(env!("CARGO_PKG_VERSION"), " (wasmtime ", env!("WASMTIME_VERSION"), "; backends: thread, native)");
+#[cfg(not(all(feature = "native", target_os = "linux")))]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (wasmtime ", env!("WASMTIME_VERSION"), "; backends: thread)");
+
 #[derive(Parser, Debug)]
 #[command(
     name = "host",
-    version,
+    version = VERSION,
     about = "Python's multiprocessing for WebAssembly: run every process as a sandboxed Wasm instance",
     long_about = None,
 )]
 struct Cli {
     #[command(subcommand)]
     command: Sub,
+
+    /// Log what the host does on stderr: -v each process's spawn, signals,
+    /// end and reap; -vv and -vvv more. RUST_LOG (e.g. host=debug) also works.
+    #[arg(long, short = 'v', action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
 }
 
 #[derive(Subcommand, Debug)]
@@ -55,6 +81,19 @@ enum Sub {
     /// unaffected. Exit status: 0 when every line succeeded, 1 when any
     /// failed, 2 for bad input (file, entry, flags) before any process starts.
     Map(MapArgs),
+    /// Say what a file is: a WASI p1 module, a WASI p2 command or an mp
+    /// program; its entries, imports, size, and whether its compiled code is
+    /// cached. Exit status 2 (one line on stderr) for a file that is not Wasm.
+    Inspect(inspect::InspectArgs),
+    /// Make a new guest program with the mp SDK: a crate that builds to a
+    /// .wasm that `host run` and `host map` run.
+    New(scaffold::NewArgs),
+    /// Print a shell completion script on stdout: `host completions bash >
+    /// ~/.local/share/bash-completion/completions/host`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -111,6 +150,14 @@ struct MapArgs {
     /// the native one.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_processes: Option<u32>,
+
+    /// Take only input lines I, I+N, I+2N, ... (counting from 0): shard I
+    /// of N, so that N hosts share one input, each line on exactly one.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    shard: Option<Shard>,
+
+    #[command(flatten)]
+    feedback: report::Feedback,
 }
 
 #[derive(Args, Debug)]
@@ -182,6 +229,9 @@ struct RunArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     stdin: Option<u32>,
 
+    #[command(flatten)]
+    feedback: report::Feedback,
+
     /// Arguments for the program's main (or, with --entry, the entry's argument).
     #[arg(last = true, value_name = "ARGS")]
     args: Vec<String>,
@@ -192,15 +242,36 @@ struct RunArgs {
 /// discards that output and exits anyway.
 const OUTPUT_PATIENCE: Duration = Duration::from_secs(5);
 
+/// Shard `index` of `count`: the input lines whose number (from 0) is
+/// `index` modulo `count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Shard {
+    index: usize,
+    count: usize,
+}
+
+impl Shard {
+    fn takes(self, line: usize) -> bool {
+        line % self.count == self.index
+    }
+}
+
 /// Runs the command line; returns the process exit status.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => return usage_error(error),
     };
+    logs::init(cli.verbose);
     let status = match cli.command {
         Sub::Run(args) => run(args),
         Sub::Map(args) => map(args),
+        Sub::Inspect(args) => inspect::inspect(args),
+        Sub::New(args) => scaffold::new(args),
+        Sub::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "host", &mut std::io::stdout());
+            Ok(0)
+        }
     };
     match status {
         Ok(status) => status,
@@ -228,7 +299,11 @@ fn usage_error(error: clap::Error) -> i32 {
     }
     let rendered = error.render().to_string();
     let line = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
-    eprintln!("{line} (see `host run --help`)");
+    // The help of the subcommand the user was typing, if there is one.
+    let command = Cli::command();
+    let sub = std::env::args().nth(1).filter(|arg| command.find_subcommand(arg).is_some());
+    let help = sub.map_or_else(|| "host --help".to_string(), |sub| format!("host {sub} --help"));
+    eprintln!("{line} (see `{help}`)");
     BAD_INPUT
 }
 
@@ -242,7 +317,15 @@ fn run(args: RunArgs) -> Result<i32, String> {
         Some(n) => Some(n),
         None => (args.count == 1).then_some(1),
     };
-    let host = new_host(args.backend, args.fuel.is_some(), args.max_processes, args.max_memory, args.max_shared)?;
+    let report = args.feedback.open()?;
+    let host = new_host(
+        args.backend,
+        args.fuel.is_some(),
+        args.max_processes,
+        args.max_memory,
+        args.max_shared,
+        report.wants_records(),
+    )?;
     if args.count > host.max_processes() {
         return Err(format!(
             "--count {} is more than the {} processes the run may have at once (--max-processes)",
@@ -263,18 +346,22 @@ fn run(args: RunArgs) -> Result<i32, String> {
             command.create()
         })
         .collect();
-    for process in &processes {
-        if let Err(error) = process.start() {
-            eprintln!("error: {}: {error}", process.name());
+    status::live(status::wanted(args.feedback.quiet), &processes, || {
+        for process in &processes {
+            if let Err(error) = process.start() {
+                eprintln!("error: {}: {error}", process.name());
+            }
         }
-    }
-    for process in &processes {
-        let _ = process.join();
-    }
-    host.wait();
+        for process in &processes {
+            let _ = process.join();
+        }
+        host.wait();
+    });
     // Everything the processes wrote goes out before the summary lines.
     host::flush_output(OUTPUT_PATIENCE);
-    Ok(summarize(&processes))
+    let status = summarize(&processes, report.human());
+    report.write(&host.journal());
+    Ok(status)
 }
 
 /// Runs `host map`. `Err` is bad input.
@@ -283,7 +370,15 @@ fn map(args: MapArgs) -> Result<i32, String> {
         Some(path) => std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
         None => std::io::read_to_string(std::io::stdin()).map_err(|e| format!("cannot read stdin: {e}"))?,
     };
-    let host = new_host(args.backend, args.fuel.is_some(), args.max_processes, args.max_memory, args.max_shared)?;
+    let report = args.feedback.open()?;
+    let host = new_host(
+        args.backend,
+        args.fuel.is_some(),
+        args.max_processes,
+        args.max_memory,
+        args.max_shared,
+        report.wants_records(),
+    )?;
     let program = host.load(&args.file).map_err(|e| e.to_string())?;
     check_entry(&program, Some(&args.entry), &args.file)?;
     let mut builder = Pool::builder(&program)
@@ -294,10 +389,11 @@ fn map(args: MapArgs) -> Result<i32, String> {
     }
     let pool = builder.build().map_err(|e| e.to_string())?;
 
-    // Each line is an input, or the error that it is not JSON.
+    // Each line (of this shard) is an input, or the error that it is not JSON.
     let lines: Vec<Result<Vec<u8>, String>> = text
         .lines()
         .enumerate()
+        .filter(|(n, _)| args.shard.is_none_or(|shard| shard.takes(*n)))
         .map(|(n, line)| match serde_json::from_str::<serde_json::Value>(line) {
             Ok(value) => Ok(value.to_string().into_bytes()),
             Err(e) => Err(format!("line {}: not JSON: {e}", n + 1)),
@@ -307,6 +403,9 @@ fn map(args: MapArgs) -> Result<i32, String> {
     let chunksize = args.chunksize.map_or_else(|| inputs.len().div_ceil(pool.processes() * 4).max(1), |c| c as usize);
     let mut results = pool.imap_json(&args.entry, inputs, chunksize, !args.unordered).map_err(|e| e.to_string())?;
 
+    let progress = status::progress(status::wanted(args.feedback.quiet), lines.len());
+    // Results on a terminal step aside for the progress bar, a line at a time.
+    let interactive = std::io::IsTerminal::is_terminal(&std::io::stdout()) && !progress.is_hidden();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut failed = false;
     let mut emit = |result: Result<serde_json::Value, String>| {
@@ -317,7 +416,12 @@ fn map(args: MapArgs) -> Result<i32, String> {
                 serde_json::json!({ "error": error })
             }
         };
-        let _ = writeln!(out, "{line}");
+        if interactive {
+            progress.suspend(|| writeln!(out, "{line}").and_then(|_| out.flush()).ok());
+        } else {
+            let _ = writeln!(out, "{line}");
+        }
+        progress.inc(1);
     };
     if args.unordered {
         // A malformed line has its answer at once: it comes first.
@@ -336,10 +440,12 @@ fn map(args: MapArgs) -> Result<i32, String> {
     }
     let _ = out.flush();
     drop(out);
+    progress.finish_and_clear();
     pool.close();
     let _ = pool.join();
     // What the workers wrote (to the host's stderr) goes out before the exit.
     host::flush_output(OUTPUT_PATIENCE);
+    report.write(&host.journal());
     Ok(i32::from(failed))
 }
 
@@ -352,8 +458,9 @@ fn new_host(
     max_processes: Option<u32>,
     max_memory: Option<u64>,
     max_shared: Option<u64>,
+    journal: bool,
 ) -> Result<Host, String> {
-    let mut builder = Host::builder().backend(backend).fuel(fuel);
+    let mut builder = Host::builder().backend(backend).fuel(fuel).journal(journal);
     if let Some(n) = max_processes {
         builder = builder.max_processes(n);
     }
@@ -391,15 +498,17 @@ fn command(program: &Program, args: &RunArgs) -> Result<Command, String> {
     Ok(command)
 }
 
-/// One summary line per process; returns the host's exit status.
-fn summarize(processes: &[Process]) -> i32 {
+/// One summary line per process (if `print`); returns the host's exit status.
+fn summarize(processes: &[Process], print: bool) -> i32 {
     let mut status = 0;
     for process in processes {
         let code = process.exitcode();
-        let pid = process.pid().map_or_else(|| "-".to_string(), |p| p.to_string());
-        let wall = process.run_time().map_or_else(|| "-".to_string(), format_wall);
-        let code_text = code.map_or_else(|| "none".to_string(), |c| c.to_string());
-        eprintln!("[host] {} pid={pid} exitcode={code_text} wall={wall}", process.name());
+        if print {
+            let pid = process.pid().map_or_else(|| "-".to_string(), |p| p.to_string());
+            let wall = process.run_time().map_or_else(|| "-".to_string(), format_wall);
+            let code_text = code.map_or_else(|| "none".to_string(), |c| c.to_string());
+            eprintln!("[host] {} pid={pid} exitcode={code_text} wall={wall}", process.name());
+        }
         let this = code.map_or(1, |c| c.shell_status());
         if status == 0 && this != 0 {
             status = this;
@@ -465,6 +574,16 @@ fn parse_backend(text: &str) -> Result<BackendKind, String> {
     Ok(kind)
 }
 
+fn parse_shard(text: &str) -> Result<Shard, String> {
+    let invalid = || format!("invalid shard `{text}`: expected I/N with 0 <= I < N, such as 0/4");
+    let (index, count) = text.split_once('/').ok_or_else(invalid)?;
+    let (index, count): (usize, usize) = (index.parse().map_err(|_| invalid())?, count.parse().map_err(|_| invalid())?);
+    if count == 0 || index >= count {
+        return Err(invalid());
+    }
+    Ok(Shard { index, count })
+}
+
 fn parse_dir(text: &str) -> Result<(PathBuf, String), String> {
     let (host_dir, guest_dir) = match text.split_once("::") {
         Some((host_dir, guest_dir)) => (host_dir, guest_dir),
@@ -493,6 +612,16 @@ mod tests {
         assert_eq!(entry_input(&["7".into()]), b"7");
         assert_eq!(entry_input(&["abc".into()]), b"\"abc\"");
         assert_eq!(entry_input(&["1".into(), "x".into()]), b"[1,\"x\"]");
+    }
+
+    #[test]
+    fn shards_parse_and_partition() {
+        assert_eq!(parse_shard("1/3"), Ok(Shard { index: 1, count: 3 }));
+        for bad in ["3/3", "0/0", "1", "a/2", "-1/2"] {
+            assert!(parse_shard(bad).is_err(), "{bad}");
+        }
+        let shard = parse_shard("1/3").unwrap();
+        assert_eq!((0..8).filter(|&n| shard.takes(n)).collect::<Vec<_>>(), [1, 4, 7]);
     }
 
     #[test]

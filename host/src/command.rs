@@ -167,6 +167,7 @@ impl Command {
         self
     }
 
+    /// Appends arguments for the program's `main`.
     pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(&mut self, args: I) -> &mut Command {
         self.launch.args.extend(args.into_iter().map(Into::into));
         self
@@ -184,6 +185,7 @@ impl Command {
         self
     }
 
+    /// Sets every limit at once (memory, fuel, timeout).
     pub fn limits(&mut self, limits: Limits) -> &mut Command {
         self.launch.limits = limits;
         self
@@ -242,6 +244,8 @@ impl Command {
         self
     }
 
+    /// Makes the process a daemon: terminated when its parent ends, and
+    /// not allowed children.
     pub fn daemon(&mut self, daemon: bool) -> &mut Command {
         self.daemon = daemon;
         self

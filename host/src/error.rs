@@ -10,13 +10,13 @@ use std::fmt;
 /// An operation on a process that was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
-    /// `start` on a process that was already started.
+    /// `start` on a process that was already started, or `set_daemon` after start.
     AlreadyStarted,
     /// `join`, `terminate` or `kill` on a process never started.
     NotStarted,
     /// `join` on the calling process itself.
     JoinSelf,
-    /// `close` on a running process, or `set_daemon` after start.
+    /// `close` on a process that is still running.
     StillRunning,
     /// An operation on a process after `close`.
     Closed,
@@ -27,7 +27,10 @@ pub enum Error {
     /// The run already has as many live processes as it may (the host's
     /// [`max_processes`](crate::HostBuilder::max_processes), `--max-processes`);
     /// Python's `OSError` with `EAGAIN`. Starting again once some have ended works.
-    ProcessLimit { limit: u32 },
+    ProcessLimit {
+        /// The cap: how many processes the run may have alive at once.
+        limit: u32,
+    },
     /// The host could not start the process.
     Spawn(String),
 }

@@ -16,7 +16,7 @@ use crate::program::{Code, first_line};
 use crate::runtime::HostInner;
 use std::sync::Arc;
 use wasmtime::component::{HasSelf, ResourceTable};
-use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime::{AsContext, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::Command as WasiCommand;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -28,6 +28,10 @@ pub(crate) struct Ctx {
     p1: Option<WasiP1Ctx>,
     pub(crate) table: ResourceTable,
     limiter: MemoryLimiter,
+    /// The fuel the store was last given, and what earlier budgets (a pool
+    /// worker's earlier tasks) used: together they make the fuel used.
+    fuel_budget: u64,
+    fuel_before: u64,
     pub(crate) node: Arc<Node>,
     pub(crate) host: Arc<HostInner>,
     pub(crate) launch: Launch,
@@ -139,7 +143,15 @@ async fn call(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, outputs: &O
     let entry = launch.entry.clone();
     let input = launch.input.clone();
     let mut store = new_store(host, node, launch, outputs)?;
-    match (&program.inner.code, entry) {
+    let ended = call_in(&mut store, &program.inner.code, entry, &input).await;
+    note_fuel(&store);
+    ended
+}
+
+/// Instantiates the program in `store` and calls its `main` or `entry`.
+async fn call_in(store: &mut Store<Ctx>, code: &Code, entry: Option<String>, input: &[u8]) -> wasmtime::Result<Ended> {
+    let mut store = store;
+    match (code, entry) {
         (Code::Component(pre), None) => {
             let instance = pre.instantiate_async(&mut store).await?;
             let command = WasiCommand::new(&mut store, &instance)?;
@@ -151,7 +163,7 @@ async fn call(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, outputs: &O
         (Code::Component(pre), Some(entry)) => {
             let instance = pre.instantiate_async(&mut store).await?;
             let program = crate::guest::Program::new(&mut store, &instance)?;
-            Ok(match program.mp_host_entries().call_call(&mut store, &entry, &input).await? {
+            Ok(match program.mp_host_entries().call_call(&mut store, &entry, input).await? {
                 Ok(_) => Ended::code(0),
                 Err(message) => Ended::failure(format!("entry `{entry}` failed: {message}")),
             })
@@ -197,7 +209,7 @@ async fn serve(
         let Ok(job) = serve.tasks.recv().await else { break };
         served += 1;
         if metered {
-            store.set_fuel(limits.fuel.unwrap_or(u64::MAX))?;
+            refuel(&mut store, limits.fuel.unwrap_or(u64::MAX))?;
         }
         let task = async {
             match (job.many, job.inputs.first()) {
@@ -209,6 +221,7 @@ async fn serve(
             Some(limit) => tokio::time::timeout(limit, task).await.ok(),
             None => Some(task.await),
         };
+        note_fuel(&store);
         match outcome {
             Some(Ok(results)) => job.reply.send(Outcome::Done(results)),
             Some(Err(error)) => {
@@ -280,7 +293,9 @@ async fn list_entries_unbounded(
             wasi: wasi_builder(&[], &Input::Null, &launch_outputs).build(),
             p1: None,
             table: ResourceTable::new(),
-            limiter: MemoryLimiter { max: Some(PROBE_MEMORY) },
+            limiter: MemoryLimiter { max: Some(PROBE_MEMORY), node: Node::detached() },
+            fuel_budget: 0,
+            fuel_before: 0,
             node: Node::detached(),
             launch: probe_launch(&host, pre)?,
             host: host.clone(),
@@ -345,7 +360,9 @@ fn new_store(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, outputs: &Ou
             wasi,
             p1,
             table: ResourceTable::new(),
-            limiter: MemoryLimiter { max: limits.max_memory },
+            limiter: MemoryLimiter { max: limits.max_memory, node: node.clone() },
+            fuel_budget: 0,
+            fuel_before: 0,
             node,
             host,
             launch,
@@ -360,10 +377,38 @@ fn prepare_store(store: &mut Store<Ctx>, budget: Option<u64>, metered: bool) {
     // Yield at every epoch tick: many guests share few threads, and a
     // terminate (which ticks the epoch) reaches even a guest in a tight loop.
     store.set_epoch_deadline(1);
-    store.epoch_deadline_async_yield_and_update(1);
     if metered {
-        store.set_fuel(budget.unwrap_or(u64::MAX)).expect("fuel metering is on");
+        // The tick is also when the fuel used so far is written down: a
+        // process terminated mid-run (its store dropped) still has a figure.
+        store.epoch_deadline_callback(|store| {
+            note_fuel(&store);
+            Ok(UpdateDeadline::Yield(1))
+        });
+        refuel(store, budget.unwrap_or(u64::MAX)).expect("fuel metering is on");
+    } else {
+        store.epoch_deadline_async_yield_and_update(1);
     }
+}
+
+/// Writes the fuel used so far on the process's node (if fuel is metered).
+fn note_fuel(store: &impl AsContext<Data = Ctx>) {
+    let store = store.as_context();
+    let ctx = store.data();
+    if !ctx.host.fuel {
+        return;
+    }
+    if let Ok(left) = store.get_fuel() {
+        ctx.node.usage.set_fuel_used(ctx.fuel_before.saturating_add(ctx.fuel_budget.saturating_sub(left)));
+    }
+}
+
+/// Gives the store a new fuel budget, keeping count of what the last one used.
+fn refuel(store: &mut Store<Ctx>, budget: u64) -> wasmtime::Result<()> {
+    let left = store.get_fuel()?;
+    let ctx = store.data_mut();
+    ctx.fuel_before = ctx.fuel_before.saturating_add(ctx.fuel_budget.saturating_sub(left));
+    ctx.fuel_budget = budget;
+    store.set_fuel(budget)
 }
 
 fn wasi_builder(env: &[(String, String)], stdin: &Input, outputs: &Outputs) -> WasiCtxBuilder {
@@ -437,9 +482,11 @@ fn in_deep_recursion(error: &wasmtime::Error) -> bool {
     frames.len() >= 16 && distinct.len() <= 3
 }
 
-/// Caps a process's linear memory; growing past the cap fails it.
+/// Caps a process's linear memory; growing past the cap fails it. Every
+/// growth it allows is counted on the process's node (its peak memory).
 struct MemoryLimiter {
     max: Option<u64>,
+    node: Arc<Node>,
 }
 
 #[derive(Debug)]
@@ -462,12 +509,15 @@ impl std::fmt::Display for MemoryLimitExceeded {
 impl std::error::Error for MemoryLimitExceeded {}
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         match self.max {
             Some(limit) if desired as u64 > limit => {
                 Err(MemoryLimitExceeded { limit, desired: desired as u64 }.into())
             }
-            _ => Ok(true),
+            _ => {
+                self.node.usage.memory_grew(current as u64, desired as u64);
+                Ok(true)
+            }
         }
     }
 

@@ -25,6 +25,8 @@
 //! on a shared thread pool with virtual pids; [`BackendKind::Native`] (cargo
 //! feature `native`) runs each as a real OS process.
 
+#![warn(missing_docs)]
+
 mod backend;
 mod command;
 mod error;
@@ -33,6 +35,7 @@ mod exit;
 mod fuzz;
 mod guest;
 mod instance;
+mod journal;
 mod limits;
 mod output;
 mod pool;
@@ -48,8 +51,9 @@ pub use backend::native::{WORKER_ARG, worker};
 pub use command::Command;
 pub use error::{Error, LoadError};
 pub use exit::{ExitCode, Signal};
+pub use journal::ProcessRecord;
 pub use limits::{Limits, MAX_TIMEOUT, format_size, parse_duration, parse_size, parse_timeout};
-pub use output::{Capture, Stdin, Stdio, flush_output};
+pub use output::{Capture, Stdin, Stdio, flush_output, set_terminal_hook};
 pub use pool::{AsyncResult, Imap, Pool, PoolBuilder, TaskError};
 pub use process::Process;
 pub use program::{Program, ProgramKind};

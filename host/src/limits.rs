@@ -2,7 +2,8 @@
 //!
 //! A limit is enforced where it is cheapest: memory by a
 //! [`wasmtime::ResourceLimiter`] on the process's store, instructions by
-//! wasmtime's fuel, wall time by the backend's terminate. Sizes (`64MiB`) and
+//! wasmtime's fuel, wall time by a deadline raced against the guest where
+//! it runs (`instance::run_until_deadline`), which ends it as a terminate does. Sizes (`64MiB`) and
 //! durations (`1s`, `500ms`) parse here so that the CLI and embedders agree.
 
 use std::time::Duration;

@@ -516,13 +516,16 @@ impl HostStream {
                 last += 1;
             }
             drop(queue);
-            let written = match self.stream {
-                Stream::Stdout => {
-                    let mut out = std::io::stdout().lock();
-                    out.write_all(&batch).and_then(|_| out.flush())
-                }
-                Stream::Stderr => std::io::stderr().lock().write_all(&batch),
-            };
+            let mut written = Ok(());
+            on_terminal(&mut || {
+                written = match self.stream {
+                    Stream::Stdout => {
+                        let mut out = std::io::stdout().lock();
+                        out.write_all(&batch).and_then(|_| out.flush())
+                    }
+                    Stream::Stderr => std::io::stderr().lock().write_all(&batch),
+                };
+            });
             queue = self.lock();
             if !queue.closed {
                 queue.bytes -= batch.len();
@@ -579,6 +582,27 @@ impl HostStream {
             let wait = if queue.bytes > 0 { patience - stalled } else { patience };
             queue = self.changed.wait_timeout(queue, wait).unwrap().0;
         }
+    }
+}
+
+/// What wraps every write of process output to the host's own streams.
+type TerminalHook = Box<dyn Fn(&mut dyn FnMut()) + Send + Sync>;
+
+static TERMINAL_HOOK: std::sync::OnceLock<TerminalHook> = std::sync::OnceLock::new();
+
+/// Runs every write of process output to the host's own stdout and stderr
+/// through `hook` (which must call the function it is given), so that
+/// something the embedder draws on the terminal can step aside for it: the
+/// CLI's live status line is hidden while a line is written, then redrawn.
+/// Once per program; a second hook is refused (`false`).
+pub fn set_terminal_hook(hook: impl Fn(&mut dyn FnMut()) + Send + Sync + 'static) -> bool {
+    TERMINAL_HOOK.set(Box::new(hook)).is_ok()
+}
+
+fn on_terminal(write: &mut dyn FnMut()) {
+    match TERMINAL_HOOK.get() {
+        Some(hook) => hook(write),
+        None => write(),
     }
 }
 

@@ -12,6 +12,7 @@ use crate::backend::Control;
 use crate::command::Launch;
 use crate::error::Error;
 use crate::exit::{ExitCode, Signal};
+use crate::journal::{ProcessRecord, Usage};
 use crate::runtime::HostInner;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -84,15 +85,45 @@ impl Process {
         self.node.pid()
     }
 
+    /// The parent's pid (`None` before start): the host's for a process the
+    /// embedder started, the root's once an orphan has been adopted.
+    pub fn ppid(&self) -> Option<u32> {
+        self.node.pid().map(|_| self.node.ppid())
+    }
+
+    /// The most linear memory the process has had at once, in bytes (all its
+    /// memories together); `None` before start. On the native backend the
+    /// figure comes with the process's end (0 until then).
+    pub fn peak_memory(&self) -> Option<u64> {
+        self.node.pid().map(|_| self.node.usage.peak_memory())
+    }
+
+    /// The instructions (wasmtime fuel) the process has used; `None` unless
+    /// the host meters fuel ([`HostBuilder::fuel`](crate::HostBuilder::fuel)).
+    /// Measured at every time slice and at the end: a process terminated
+    /// mid-run has the figure of its last slice. On the native backend it
+    /// comes with the process's end.
+    pub fn fuel_used(&self) -> Option<u64> {
+        self.node.usage.fuel_used()
+    }
+
+    /// Everything known about the process once it has ended: what a host's
+    /// journal keeps for it.
+    pub fn record(&self) -> Option<ProcessRecord> {
+        self.node.record()
+    }
+
     /// `Process-N` unless named otherwise.
     pub fn name(&self) -> String {
         self.node.name()
     }
 
+    /// Renames the process (its output prefix is fixed at start).
     pub fn set_name(&self, name: impl Into<String>) {
         self.node.set_name(name.into());
     }
 
+    /// Whether the process is a daemon.
     pub fn daemon(&self) -> bool {
         self.node.is_daemon()
     }
@@ -172,6 +203,10 @@ pub(crate) struct Node {
     /// Unset again if the start is refused (the process cap).
     started_at: Mutex<Option<Instant>>,
     ended_at: OnceLock<Instant>,
+    /// What the process used, measured where it runs.
+    pub(crate) usage: Usage,
+    /// Its span in the host's logs (`RUST_LOG=host=info`), from its start.
+    span: OnceLock<tracing::Span>,
 }
 
 impl Node {
@@ -189,6 +224,8 @@ impl Node {
             created: AtomicU32::new(0),
             started_at: Mutex::new(None),
             ended_at: OnceLock::new(),
+            usage: Usage::default(),
+            span: OnceLock::new(),
         })
     }
 
@@ -240,8 +277,14 @@ impl Node {
         }
     }
 
+    /// The backend gives the process its pid as it spawns it, before
+    /// anything can observe the process.
     pub(crate) fn set_pid(&self, pid: u32) {
         let _ = self.pid.set(pid);
+        if let Some(span) = self.span.get() {
+            span.record("pid", pid);
+            tracing::info!(parent: span, "spawn");
+        }
     }
 
     pub(crate) fn pid(&self) -> Option<u32> {
@@ -300,6 +343,11 @@ impl Node {
         if !daemon {
             host.live.add();
         }
+        // The span exists before the backend starts the process: its spawn
+        // event goes with its pid (`set_pid`), and its end may come at once.
+        let entry = launch.entry.as_deref().unwrap_or("main");
+        let pid = tracing::field::Empty;
+        let _ = self.span.set(tracing::info_span!("process", name = %self.name(), pid, ppid = self.ppid(), entry, daemon));
         match host.backend.start(host, self, &launch) {
             Ok(control) => {
                 *state = State::Running(control);
@@ -310,6 +358,7 @@ impl Node {
                 if !daemon {
                     host.live.remove();
                 }
+                tracing::warn!(name = %self.name(), %error, "spawn failed");
                 Err(error)
             }
         }
@@ -327,13 +376,23 @@ impl Node {
                 child.ppid.store(host.root.pid().unwrap_or_default(), Ordering::SeqCst);
             }
         }
-        host.root
-            .children
-            .lock()
-            .unwrap()
-            .extend(orphans.into_iter().filter(|c| !c.is_daemon()));
+        let adopted: Vec<Arc<Node>> = orphans.into_iter().filter(|c| !c.is_daemon()).collect();
+        let orphans = adopted.len();
+        host.root.children.lock().unwrap().extend(adopted);
         let _ = self.ended_at.set(Instant::now());
+        tracing::info!(
+            parent: self.span(),
+            exitcode = ended.code.code(),
+            failure = ended.reason.as_deref(),
+            orphans,
+            "end"
+        );
         *self.ended.lock().unwrap() = Some(ended);
+        if let Some(journal) = &host.journal
+            && let Some(record) = self.record()
+        {
+            journal.push(record);
+        }
         self.ended_cond.notify_all();
         self.ended_notify.notify_waiters();
         if !self.is_daemon() {
@@ -343,6 +402,28 @@ impl Node {
 
     pub(crate) fn ended(&self) -> Option<Ended> {
         self.ended.lock().unwrap().clone()
+    }
+
+    /// The process's span in the host's logs (a disabled one before start).
+    pub(crate) fn span(&self) -> &tracing::Span {
+        static NONE: std::sync::LazyLock<tracing::Span> = std::sync::LazyLock::new(tracing::Span::none);
+        self.span.get().unwrap_or(&NONE)
+    }
+
+    /// Its record, once it has ended.
+    pub(crate) fn record(&self) -> Option<ProcessRecord> {
+        let ended = self.ended()?;
+        Some(ProcessRecord {
+            name: self.name(),
+            pid: self.pid().unwrap_or_default(),
+            ppid: self.ppid(),
+            daemon: self.is_daemon(),
+            exitcode: ended.code,
+            failure: ended.reason,
+            wall: self.run_time().unwrap_or_default(),
+            fuel_used: self.usage.fuel_used(),
+            peak_memory: self.usage.peak_memory(),
+        })
     }
 
     /// From start to end (or to now, while running).
@@ -416,6 +497,7 @@ impl Node {
         if let State::Running(control) = &*self.state.lock().unwrap()
             && self.ended.lock().unwrap().is_none()
         {
+            tracing::info!(parent: self.span(), signal = signal.number(), "signal");
             control.signal(signal);
         }
         Ok(())

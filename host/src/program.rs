@@ -87,8 +87,20 @@ impl Program {
         self.inner.path.as_deref()
     }
 
+    /// What the program is: a WASI command, an `mp:host` program or a core module.
     pub fn kind(&self) -> ProgramKind {
         self.inner.kind
+    }
+
+    /// What the program imports: a component's interfaces
+    /// (`wasi:cli/environment@0.2.6`, `mp:host/process@0.1.0`, ...), a core
+    /// module's functions as `module::name` (`wasi_snapshot_preview1::fd_write`).
+    pub fn imports(&self) -> Vec<String> {
+        let engine = &self.inner.host.engine;
+        match &self.inner.code {
+            Code::Component(pre) => pre.component().component_type().imports(engine).map(|(name, _)| name.to_string()).collect(),
+            Code::Core(pre) => pre.module().imports().map(|i| format!("{}::{}", i.module(), i.name())).collect(),
+        }
     }
 
     pub(crate) fn has_entry(&self, name: &str) -> bool {

@@ -12,6 +12,7 @@
 use crate::backend::{self, Backend, BackendKind};
 use crate::error::LoadError;
 use crate::instance::Ctx;
+use crate::journal::Journal;
 use crate::process::Node;
 use crate::program::{self, Program};
 use std::future::Future;
@@ -35,6 +36,7 @@ const TIME_SLICE: Duration = Duration::from_millis(10);
 pub struct HostBuilder {
     backend: BackendKind,
     fuel: bool,
+    journal: bool,
     /// `None`: the backend's default.
     max_processes: Option<u32>,
     max_memory: u64,
@@ -78,6 +80,7 @@ impl Default for HostBuilder {
         HostBuilder {
             backend: BackendKind::Thread,
             fuel: false,
+            journal: false,
             max_processes: None,
             max_memory: 1 << 30,
             shared: crate::sync::budget::Quotas::default(),
@@ -100,6 +103,15 @@ impl HostBuilder {
     /// Off by default: metering costs every guest some speed.
     pub fn fuel(mut self, enabled: bool) -> Self {
         self.fuel = enabled;
+        self
+    }
+
+    /// Keeps a [`ProcessRecord`](crate::ProcessRecord) of every process that
+    /// ends, guest-spawned children and pool workers included, for
+    /// [`Host::journal`]. Off by default: a record per process is memory
+    /// that only a report needs.
+    pub fn journal(mut self, enabled: bool) -> Self {
+        self.journal = enabled;
         self
     }
 
@@ -187,6 +199,7 @@ impl HostBuilder {
         Engines::new(&self.engine_config())
     }
 
+    /// Makes the host: its engine, its executor and its backend.
     pub fn build(mut self) -> anyhow::Result<Host> {
         let engines = match self.engines.take() {
             Some(engines) => engines,
@@ -230,6 +243,7 @@ impl HostBuilder {
                 self.this_process.is_some(),
                 self.shared,
             )?,
+            journal: self.journal.then(Journal::default),
             live: Live::default(),
             closed: AtomicBool::new(false),
         });
@@ -319,6 +333,8 @@ pub(crate) struct HostInner {
     pub(crate) root: Arc<Node>,
     pub(crate) fuel: bool,
     pub(crate) max_memory: u64,
+    /// Every ended process's record, if the embedder asked for them.
+    pub(crate) journal: Option<Journal>,
     /// Where processes' shared objects live (see [`crate::sync`]).
     pub(crate) sync: crate::sync::Broker,
     pub(crate) live: Live,
@@ -331,6 +347,7 @@ impl Host {
         HostBuilder::default().build()
     }
 
+    /// A builder for a host with another configuration.
     pub fn builder() -> HostBuilder {
         HostBuilder::default()
     }
@@ -366,6 +383,14 @@ impl Host {
     /// ([`HostBuilder::max_memory_per_process`]).
     pub fn max_memory_per_process(&self) -> u64 {
         self.inner.max_memory
+    }
+
+    /// The record of every process that has ended in this host so far, in
+    /// the order they ended: the embedder's, the ones guests spawned (on the
+    /// native backend, those a worker reported as it ended) and pool workers.
+    /// Empty unless the host was built with [`HostBuilder::journal`].
+    pub fn journal(&self) -> Vec<crate::ProcessRecord> {
+        self.inner.journal.as_ref().map(Journal::records).unwrap_or_default()
     }
 
     /// Blocks until every non-daemon process has ended, orphans included.

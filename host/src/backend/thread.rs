@@ -65,6 +65,8 @@ impl Backend for ThreadBackend {
         let (host, node, launch) = (host.clone(), node.clone(), launch.clone());
         let engine = host.engine.clone();
         host.runtime.clone().spawn(async move {
+            // Dropped last, after the instance: its memory is free again.
+            let _reaped = Reaped(node.clone());
             let outputs = Outputs::new(&launch);
             let guest = instance::run_until_deadline(host.clone(), node.clone(), launch, &outputs);
             tokio::pin!(guest);
@@ -83,6 +85,15 @@ impl Backend for ThreadBackend {
             node.finish(&host, ended);
         });
         Ok(Arc::new(ThreadControl { signals: Mutex::new(Some(signals)), engine }))
+    }
+}
+
+/// Logs a process's instance torn down: the thread backend's reap.
+struct Reaped(Arc<Node>);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        tracing::info!(parent: self.0.span(), "reap");
     }
 }
 

@@ -214,6 +214,7 @@ impl Queue {
         self.0.count(Request::QueueSize { id: self.0.id() })
     }
 
+    /// Python's `Queue.empty()`: whether no message is waiting.
     pub fn empty(&self) -> Result<bool, Error> {
         Ok(self.qsize()? == 0)
     }
@@ -224,6 +225,7 @@ impl Queue {
 pub struct JoinableQueue(Queue);
 
 impl JoinableQueue {
+    /// A joinable queue holding at most `maxsize` messages (0: no bound).
     pub fn new(host: &Host, maxsize: u32) -> Result<JoinableQueue, Error> {
         Handle::create_one(
             host,
@@ -239,6 +241,7 @@ impl JoinableQueue {
         &self.0.0
     }
 
+    /// Python's `task_done()`: one message taken earlier has been dealt with.
     pub fn task_done(&self) -> Result<(), Error> {
         self.0.0.unit(Request::TaskDone { id: self.0.0.id() })
     }
@@ -277,6 +280,7 @@ impl Connection {
         &self.0
     }
 
+    /// Sends one message (JSON) to the other end.
     pub fn send<T: Serialize>(&self, message: &T) -> Result<(), Error> {
         self.0.unit(Request::Send {
             id: self.0.id(),
@@ -304,6 +308,7 @@ impl Connection {
 pub struct Lock(Handle);
 
 impl Lock {
+    /// A new lock, released.
     pub fn new(host: &Host) -> Result<Lock, Error> {
         Handle::create_one(host, Spec::Lock { recursive: false }).map(Lock)
     }
@@ -320,6 +325,7 @@ impl Lock {
         })
     }
 
+    /// Releases the lock; an error if this process does not hold it.
     pub fn release(&self) -> Result<(), Error> {
         self.0.unit(Request::Release { id: self.0.id() })
     }
@@ -329,6 +335,7 @@ impl Lock {
 pub struct RLock(Lock);
 
 impl RLock {
+    /// A new re-entrant lock, released.
     pub fn new(host: &Host) -> Result<RLock, Error> {
         Handle::create_one(host, Spec::Lock { recursive: true }).map(|h| RLock(Lock(h)))
     }
@@ -349,6 +356,7 @@ impl std::ops::Deref for RLock {
 pub struct Semaphore(Handle);
 
 impl Semaphore {
+    /// A semaphore starting at `value`; a bounded one may not be released past it.
     pub fn new(host: &Host, value: u32, bounded: bool) -> Result<Semaphore, Error> {
         Handle::create_one(host, Spec::Semaphore { value, bounded }).map(Semaphore)
     }
@@ -357,6 +365,7 @@ impl Semaphore {
         &self.0
     }
 
+    /// Takes one unit: waits (up to `wait`, if given) when `block`; whether it got it.
     pub fn acquire(&self, block: bool, wait: Option<Duration>) -> Result<bool, Error> {
         self.0.flag(Request::Acquire {
             id: self.0.id(),
@@ -364,10 +373,12 @@ impl Semaphore {
         })
     }
 
+    /// Gives one unit back (an error past a bounded semaphore's start value).
     pub fn release(&self) -> Result<(), Error> {
         self.0.unit(Request::Release { id: self.0.id() })
     }
 
+    /// The units available now.
     pub fn get_value(&self) -> Result<u64, Error> {
         self.0.count(Request::SemaphoreValue { id: self.0.id() })
     }
@@ -377,6 +388,7 @@ impl Semaphore {
 pub struct Event(Handle);
 
 impl Event {
+    /// A new event, not set.
     pub fn new(host: &Host) -> Result<Event, Error> {
         Handle::create_one(host, Spec::Event).map(Event)
     }
@@ -385,14 +397,17 @@ impl Event {
         &self.0
     }
 
+    /// Sets the event: every waiter wakes.
     pub fn set(&self) -> Result<(), Error> {
         self.0.unit(Request::EventSet { id: self.0.id() })
     }
 
+    /// Clears the event.
     pub fn clear(&self) -> Result<(), Error> {
         self.0.unit(Request::EventClear { id: self.0.id() })
     }
 
+    /// Whether the event is set.
     pub fn is_set(&self) -> Result<bool, Error> {
         self.0.flag(Request::EventIsSet { id: self.0.id() })
     }
@@ -410,6 +425,7 @@ impl Event {
 pub struct Condition(Handle);
 
 impl Condition {
+    /// A new condition with its own re-entrant lock.
     pub fn new(host: &Host) -> Result<Condition, Error> {
         Handle::create_one(host, Spec::Condition { lock: None }).map(Condition)
     }
@@ -432,6 +448,7 @@ impl Condition {
         })
     }
 
+    /// Wakes up to `n` waiters.
     pub fn notify(&self, n: u32) -> Result<(), Error> {
         self.0.unit(Request::ConditionNotify {
             id: self.0.id(),
@@ -439,6 +456,7 @@ impl Condition {
         })
     }
 
+    /// Wakes every waiter.
     pub fn notify_all(&self) -> Result<(), Error> {
         self.0.unit(Request::ConditionNotify {
             id: self.0.id(),
@@ -451,6 +469,7 @@ impl Condition {
 pub struct Barrier(Handle);
 
 impl Barrier {
+    /// A barrier for `parties` processes.
     pub fn new(host: &Host, parties: u32) -> Result<Barrier, Error> {
         Handle::create_one(host, Spec::Barrier { parties }).map(Barrier)
     }
@@ -467,6 +486,7 @@ impl Barrier {
         })
     }
 
+    /// Breaks the barrier: every waiter, now and later, gets an error.
     pub fn abort(&self) -> Result<(), Error> {
         self.0.unit(Request::BarrierAbort { id: self.0.id() })
     }
@@ -476,6 +496,7 @@ impl Barrier {
 pub struct Array(Handle);
 
 impl Array {
+    /// A new array of these values.
     pub fn new(host: &Host, values: Numbers) -> Result<Array, Error> {
         Handle::create_one(host, Spec::Array(values)).map(Array)
     }
@@ -484,6 +505,7 @@ impl Array {
         &self.0
     }
 
+    /// The value at `index`.
     pub fn get(&self, index: u32) -> Result<Number, Error> {
         match self.0.call(Request::ArrayGet {
             id: self.0.id(),
@@ -494,6 +516,7 @@ impl Array {
         }
     }
 
+    /// Sets the value at `index`.
     pub fn set(&self, index: u32, value: Number) -> Result<(), Error> {
         self.0.unit(Request::ArraySet {
             id: self.0.id(),
@@ -502,6 +525,7 @@ impl Array {
         })
     }
 
+    /// The lock that guards the array.
     pub fn get_lock(&self) -> Result<RLock, Error> {
         self.0.lock()
     }
@@ -511,6 +535,7 @@ impl Array {
 pub struct Value(Array);
 
 impl Value {
+    /// A new value.
     pub fn new(host: &Host, value: Number) -> Result<Value, Error> {
         let values = match value {
             Number::Int(n) => Numbers::Ints(vec![n]),
@@ -523,14 +548,17 @@ impl Value {
         &self.0.0
     }
 
+    /// The value now.
     pub fn get(&self) -> Result<Number, Error> {
         self.0.get(0)
     }
 
+    /// Sets the value.
     pub fn set(&self, value: Number) -> Result<(), Error> {
         self.0.set(0, value)
     }
 
+    /// The lock that guards the value.
     pub fn get_lock(&self) -> Result<RLock, Error> {
         self.0.get_lock()
     }

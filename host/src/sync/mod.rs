@@ -118,7 +118,12 @@ pub enum Error {
     /// only in its spawn arguments), or an object it does not hold.
     NotGiven(String),
     /// A message over [`MAX_MESSAGE`].
-    TooLarge { size: u64, limit: u64 },
+    TooLarge {
+        /// The message's size, in bytes.
+        size: u64,
+        /// The most a message may have.
+        limit: u64,
+    },
     /// A misuse Python answers with `ValueError`, `RuntimeError` or
     /// `AssertionError`: releasing a lock one does not hold, `task_done` too
     /// many times, an index out of range, ...
@@ -130,7 +135,14 @@ pub enum Error {
     Broker(String),
     /// A `put`, `send` or new object past what the process (or the whole
     /// run) may park in the host; `used` is what it would have come to.
-    Quota { kind: QuotaKind, used: u64, limit: u64 },
+    Quota {
+        /// Which budget: the process's or the run's, bytes or objects.
+        kind: QuotaKind,
+        /// What the request would have brought the total to.
+        used: u64,
+        /// The budget.
+        limit: u64,
+    },
 }
 
 /// Which budget an [`Error::Quota`] ran into (see [`budget`]).
@@ -276,14 +288,18 @@ impl Token {
 /// A number of a `Value` or `Array`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum Number {
+    /// An integer (Python's `'i'`, `'q'`).
     Int(i64),
+    /// A float (Python's `'d'`).
     Float(f64),
 }
 
 /// The contents of an `Array`: integers or floats.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Numbers {
+    /// Integers.
     Ints(Vec<i64>),
+    /// Floats.
     Floats(Vec<f64>),
 }
 

@@ -9,11 +9,15 @@
 //! Pids are real, and so is the tree: a child a guest spawns in a worker is
 //! an OS child of that worker.
 //!
-//! Workers are started with `posix_spawn` (no `fork` of the host's large
-//! address space), one at a time from one long-lived spawner thread. Besides
-//! its stdout and stderr (piped to the root host, which passes them on in the
-//! process's format: byte for byte, or whole lines), and its stdin (the
-//! start message, then a pool worker's tasks), every worker gets four
+//! The root forks its workers from a zygote (`zygote.rs`: a pre-started,
+//! single-threaded worker that has the engine and the program's code mapped,
+//! forking with `CLONE_PARENT` so each worker is the root's own child); a
+//! worker's own children, and every worker when the zygote is unavailable,
+//! are started with `posix_spawn` (no `fork` of the host's large address
+//! space). Both go one at a time through one long-lived spawner thread.
+//! Besides its stdout and stderr (piped to the root host, which passes them
+//! on in the process's format: byte for byte, or whole lines), and its stdin
+//! (the start message, then a pool worker's tasks), every worker gets five
 //! descriptors, named in `HOST_WORKER_FDS`:
 //! - the report pipe: one [`protocol::Report::Ended`] frame saying why it
 //!   ended (a pool worker first sends a [`protocol::Report::Done`] frame per
@@ -287,7 +291,7 @@ impl Backend for NativeBackend {
     fn start(&self, host: &Arc<HostInner>, node: &Arc<Node>, launch: &Launch) -> Result<Arc<dyn Control>, Error> {
         let code = code::Sealed::of(&launch.program)
             .map_err(|e| Error::Spawn(format!("cannot seal the compiled program: {e}")))?;
-        let start = self.start_message(node, launch, code.id());
+        let start = self.start_message(node, launch, code.id(), host.journal.is_some());
         // Taken before the worker exists, given back (by dropping it) if it
         // never does, else once it is reaped.
         let mut slot = self.slots.take()?;
@@ -318,7 +322,7 @@ impl Backend for NativeBackend {
 }
 
 impl NativeBackend {
-    fn start_message(&self, node: &Node, launch: &Launch, code: protocol::CodeId) -> Start {
+    fn start_message(&self, node: &Node, launch: &Launch, code: protocol::CodeId, journal: bool) -> Start {
         let program = &launch.program;
         Start {
             code,
@@ -349,6 +353,7 @@ impl NativeBackend {
                 max_tasks: serve.max_tasks,
                 task_timeout: serve.task_timeout.map(nanos),
             }),
+            journal,
         }
     }
 }
@@ -535,10 +540,19 @@ async fn supervise(
         }
         report
     };
-    let (report, status) = tokio::join!(read_report, wait_pidfd(pidfd));
+    let (mut report, status) = tokio::join!(read_report, wait_pidfd(pidfd));
     // Reaped: the slot is free before a joiner wakes.
     drop(slot);
     let signalled = matches!(status, Status::Signalled(_));
+    tracing::info!(parent: node.span(), "reap");
+    if let Ok(Some(report)) = &mut report {
+        // What the worker measured, and the descendants that ended in it
+        // (which end before it, and so come first in the journal).
+        node.usage.absorb(report.peak_memory, report.fuel_used);
+        if let Some(journal) = &host.journal {
+            journal.extend(std::mem::take(&mut report.descendants).into_iter().map(Into::into));
+        }
+    }
     let ended = match (report, status) {
         (Err(why), _) => {
             let reason = format!("worker {pid} broke the control protocol and was killed: {why}");

@@ -9,6 +9,7 @@
 //! a peer: a wrong magic, an oversized length, a truncated body or a body of
 //! the wrong shape is an [`Err`] with a message, never a panic or a hang.
 
+use crate::journal::ProcessRecord;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -49,6 +50,9 @@ pub(crate) struct Start {
     pub(crate) engine: EngineSettings,
     /// A pool worker: it serves [`Task`]s instead of running `entry`.
     pub(crate) serve: Option<Serve>,
+    /// Keep a journal of the worker's descendants and send it up in [`Ended`].
+    #[serde(default)]
+    pub(crate) journal: bool,
 }
 
 /// What makes a worker a pool worker.
@@ -99,6 +103,68 @@ pub(crate) struct EngineSettings {
 pub(crate) struct Ended {
     pub(crate) code: i32,
     pub(crate) reason: Option<String>,
+    /// What the worker's process used (see [`crate::journal::Usage`]).
+    #[serde(default)]
+    pub(crate) peak_memory: u64,
+    #[serde(default)]
+    pub(crate) fuel_used: Option<u64>,
+    /// The records of its descendants that ended in it (if asked to keep a journal).
+    #[serde(default)]
+    pub(crate) descendants: Vec<Record>,
+}
+
+impl Ended {
+    /// An end with nothing measured (what a worker that ends early reports).
+    #[cfg(test)]
+    pub(crate) fn new(code: i32, reason: Option<String>) -> Ended {
+        Ended { code, reason, peak_memory: 0, fuel_used: None, descendants: Vec::new() }
+    }
+}
+
+/// A [`ProcessRecord`] on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Record {
+    pub(crate) name: String,
+    pub(crate) pid: u32,
+    pub(crate) ppid: u32,
+    pub(crate) daemon: bool,
+    pub(crate) exitcode: i32,
+    pub(crate) failure: Option<String>,
+    pub(crate) wall_ns: u64,
+    pub(crate) fuel_used: Option<u64>,
+    pub(crate) peak_memory: u64,
+}
+
+impl From<ProcessRecord> for Record {
+    fn from(r: ProcessRecord) -> Record {
+        Record {
+            name: r.name,
+            pid: r.pid,
+            ppid: r.ppid,
+            daemon: r.daemon,
+            exitcode: r.exitcode.code(),
+            failure: r.failure,
+            wall_ns: r.wall.as_nanos().min(u128::from(u64::MAX)) as u64,
+            fuel_used: r.fuel_used,
+            peak_memory: r.peak_memory,
+        }
+    }
+}
+
+impl From<Record> for ProcessRecord {
+    fn from(r: Record) -> ProcessRecord {
+        ProcessRecord {
+            name: r.name,
+            pid: r.pid,
+            ppid: r.ppid,
+            daemon: r.daemon,
+            exitcode: crate::ExitCode::from(r.exitcode),
+            failure: r.failure,
+            wall: std::time::Duration::from_nanos(r.wall_ns),
+            fuel_used: r.fuel_used,
+            peak_memory: r.peak_memory,
+        }
+    }
 }
 
 /// A message as one frame; an error if it is larger than the peer accepts.
@@ -229,7 +295,7 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let message = Ended { code: 3, reason: Some("why".into()) };
+        let message = Ended::new(3, Some("why".into()));
         let bytes = frame(&message);
         assert_eq!(read_frame::<Ended>(&mut &bytes[..]), Ok(Some(message.clone())));
         assert_eq!(decode_frame::<Ended>(&bytes), Ok(message));
@@ -248,7 +314,7 @@ mod tests {
 
     #[test]
     fn hostile_frames_are_errors() {
-        let good = frame(&Ended { code: 0, reason: None });
+        let good = frame(&Ended::new(0, None));
         for cut in 1..good.len() {
             assert!(read_frame::<Ended>(&mut &good[..cut]).is_err(), "cut at {cut}");
             assert!(decode_frame::<Ended>(&good[..cut]).is_err(), "cut at {cut}");
@@ -270,7 +336,7 @@ mod tests {
     #[test]
     fn decoder_survives_random_input() {
         let frames = [
-            frame(&Ended { code: -15, reason: Some("terminated".into()) }),
+            frame(&Ended::new(-15, Some("terminated".into()))),
             frame(&Report::Done { id: 3, results: vec![Ok("1".into()), Err("no".into())] }),
             frame(&Task { id: 3, entry: "f".into(), inputs: vec!["[1,2]".into()], many: true }),
         ];

@@ -102,6 +102,7 @@ pub(crate) fn run(
 
     let host = builder
         .this_process(start.name.clone(), start.daemon)
+        .journal(start.journal)
         .build()
         .map_err(|e| format!("cannot start the worker's host: {e:#}"))?;
     let inner = host.inner().clone();
@@ -139,8 +140,22 @@ pub(crate) fn run(
     // timeout (a terminate) only briefly, as a signal would not wait at all.
     crate::output::flush_output(if timed_out { TIMEOUT_PATIENCE } else { OUTPUT_PATIENCE });
 
-    let message = protocol::Ended { code: ended.code.code(), reason: ended.reason.clone() };
-    let _ = protocol::write_frame(&mut *report.lock().unwrap(), &protocol::Report::Ended(message));
+    let mut message = protocol::Ended {
+        code: ended.code.code(),
+        reason: ended.reason.clone(),
+        peak_memory: node.usage.peak_memory(),
+        fuel_used: node.usage.fuel_used(),
+        descendants: host.journal().into_iter().map(protocol::Record::from).collect(),
+    };
+    let mut report = report.lock().unwrap();
+    if let Err(error) = protocol::write_frame(&mut *report, &protocol::Report::Ended(message.clone()))
+        && error.kind() == std::io::ErrorKind::InvalidInput
+    {
+        // Too many descendants for one frame: the end itself matters more.
+        message.descendants.clear();
+        let _ = protocol::write_frame(&mut *report, &protocol::Report::Ended(message));
+    }
+    drop(report);
     announce_orphans(&node.live_children());
     if timed_out {
         // A timeout: end the way a terminate does, so the parent sees -15.
