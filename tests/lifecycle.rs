@@ -622,3 +622,17 @@ fn a_program_whose_entry_listing_never_ends_is_refused_and_the_host_carries_on()
     let process = program.command().stdout(host::Stdio::null()).spawn().expect("spawn");
     assert_eq!(join(&process).code(), 0);
 }
+
+/// Everything a process wrote is in its capture when `join` returns: no
+/// byte of it is passed on after its end.
+#[test]
+fn output_is_whole_when_join_returns() {
+    let host = host();
+    let program = host.load(guest("flood")).unwrap();
+    for _ in 0..3 {
+        let out = Capture::new();
+        let p = program.command().arg("4").stdout(Stdio::capture(&out)).spawn().unwrap();
+        assert_eq!(join(&p).code(), 0);
+        assert_eq!(out.bytes().len(), 4 << 20);
+    }
+}
