@@ -281,17 +281,21 @@ fn children_of_a_terminated_worker_are_adopted_and_reaped() {
     assert!(!exists(grandchild), "Host::wait returned before the orphan {grandchild} ended and was reaped");
 }
 
-/// Every process below `root` in the OS process tree, zombies included.
+/// Every live process below `root` in the OS process tree (zombies, which
+/// have ended, left out).
 fn descendants(root: u32) -> Vec<u32> {
     let mut parents = std::collections::HashMap::new();
+    let mut ended = std::collections::HashSet::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
-        // The parent pid follows the state, after the command's last ')'.
-        let ppid = std::fs::read_to_string(entry.path().join("stat"))
-            .ok()
-            .and_then(|stat| stat.rfind(')').and_then(|end| stat[end + 1..].split_whitespace().nth(1)?.parse().ok()));
-        if let Some(ppid) = ppid {
-            parents.insert(pid, ppid);
+        // The state, then the parent pid, after the command's last ')'.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Some(end) = stat.rfind(')') else { continue };
+        let mut fields = stat[end + 1..].split_whitespace();
+        let (Some(state), Some(Ok(ppid))) = (fields.next(), fields.next().map(str::parse::<u32>)) else { continue };
+        parents.insert(pid, ppid);
+        if state == "Z" {
+            ended.insert(pid);
         }
     }
     let below = |mut pid: u32| {
@@ -303,7 +307,8 @@ fn descendants(root: u32) -> Vec<u32> {
         }
         false
     };
-    parents.keys().copied().filter(|&pid| below(pid)).collect()
+    // A zombie has ended: its slot may already serve another process.
+    parents.keys().copied().filter(|&pid| below(pid) && !ended.contains(&pid)).collect()
 }
 
 #[test]
