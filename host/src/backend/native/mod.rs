@@ -62,7 +62,7 @@ use protocol::{EngineSettings, Start};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The environment variable naming a worker's report, lifeline, orphanage
 /// and process table descriptors.
@@ -502,11 +502,8 @@ async fn supervise(
         (worker.stdout, &launch.stdout, Stream::Stdout),
         (worker.stderr, &launch.stderr, Stream::Stderr),
     ];
-    let mut drains = Vec::new();
     for (fd, stdio, stream) in sinks {
         if let Some(reader) = pipe_reader(fd) {
-            let (drain, drained) = tokio::sync::mpsc::unbounded_channel();
-            drains.push(drain);
             let sink = LineSink::new(stdio, stream, launch.output_format().labelled_elsewhere());
             let producer = sink.producer();
             let counted = producer.is_none() && !node.is_daemon();
@@ -515,7 +512,7 @@ async fn supervise(
             }
             let host = host.clone();
             host.runtime.clone().spawn(async move {
-                forward(reader, &sink, drained).await;
+                forward(reader, &sink).await;
                 sink.finish();
                 drop(producer);
                 if counted {
@@ -572,14 +569,6 @@ async fn supervise(
         (_, Status::Lost(why)) => Ended::failure(format!("lost track of worker {pid}: {why}")),
     };
     orphans::KNOWN.lock().unwrap().remove(&pid);
-    // Everything the worker wrote is in its pipes now: passed on before a
-    // joiner wakes, so that nothing it wrote comes after its end.
-    for drain in drains {
-        let (done, drained) = tokio::sync::oneshot::channel();
-        if drain.send(done).is_ok() {
-            let _ = drained.await;
-        }
-    }
     node.finish(&host, ended);
     if signalled && orphans::adopts() {
         // It announced nothing: its children are ours now, unannounced.
@@ -690,36 +679,13 @@ fn pipe_reader(fd: Option<OwnedFd>) -> Option<tokio::net::unix::pipe::Receiver> 
 /// Passes everything a worker writes on to `sink`, until end-of-file. It
 /// reads only when the sink's destination has room: a full queue (a host
 /// stream nobody reads) leaves the bytes in the pipe, and the worker waits.
-/// Asked to drain (the worker has ended), it passes on at once whatever the
-/// pipe holds, room or not (at most a pipe's capacity), and says when done.
-async fn forward(
-    mut reader: tokio::net::unix::pipe::Receiver,
-    sink: &LineSink,
-    mut drains: tokio::sync::mpsc::UnboundedReceiver<tokio::sync::oneshot::Sender<()>>,
-) {
+async fn forward<R: AsyncRead + Unpin>(mut reader: R, sink: &LineSink) {
     let mut buffer = vec![0u8; 64 << 10];
     loop {
-        let read = async {
-            sink.writable(0).await;
-            reader.read(&mut buffer).await
-        };
-        tokio::select! {
-            biased;
-            Some(done) = drains.recv() => {
-                loop {
-                    match reader.try_read(&mut buffer) {
-                        Ok(0) => return,
-                        Ok(n) => sink.write(&buffer[..n]),
-                        Err(_) => break,
-                    }
-                }
-                let _ = done.send(());
-            }
-            // Reading is cancel-safe: a read cut short by a drain takes nothing.
-            read = read => match read {
-                Ok(0) | Err(_) => return,
-                Ok(n) => sink.write(&buffer[..n]),
-            },
+        sink.writable(0).await;
+        match reader.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => sink.write(&buffer[..n]),
         }
     }
 }
