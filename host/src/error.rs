@@ -33,6 +33,9 @@ pub enum Error {
     },
     /// The host could not start the process.
     Spawn(String),
+    /// The backend cannot do this at all (a fork on the thread backend); the
+    /// message names the backend that can.
+    Unsupported(String),
 }
 
 impl fmt::Display for Error {
@@ -50,6 +53,7 @@ impl fmt::Display for Error {
                 "cannot start the process: the run already has {limit} live processes, its limit (--max-processes)"
             ),
             Error::Spawn(why) => write!(f, "cannot start the process: {why}"),
+            Error::Unsupported(why) => f.write_str(why),
         }
     }
 }

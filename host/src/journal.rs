@@ -98,6 +98,12 @@ impl Journal {
         self.records.lock().unwrap().push(record);
     }
 
+    /// Forgets every record (a forked child's copy of its parent's).
+    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
+    pub(crate) fn clear(&self) {
+        self.records.lock().unwrap().clear();
+    }
+
     #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
     pub(crate) fn extend(&self, records: impl IntoIterator<Item = ProcessRecord>) {
         self.records.lock().unwrap().extend(records);

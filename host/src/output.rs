@@ -631,6 +631,16 @@ pub fn flush_output(patience: Duration) -> bool {
     complete
 }
 
+/// In a forked native child: its writer threads were not copied by the
+/// fork (their queues were empty, see `backend/native/fork.rs`), so the
+/// next output starts new ones.
+#[cfg(all(feature = "native", target_os = "linux"))]
+pub(crate) fn after_fork() {
+    for stream in [&*STDOUT, &*STDERR] {
+        stream.lock().writer_started = false;
+    }
+}
+
 /// A [`LineSink`] as a guest sees it: a WASI output stream whose `ready`
 /// waits for room in the host stream's queue and, after a `flush`, for the
 /// flushed bytes to be written out (so that a guest's writes reach the host

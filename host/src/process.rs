@@ -192,7 +192,9 @@ enum State {
 pub(crate) struct Node {
     name: Mutex<String>,
     daemon: AtomicBool,
-    pid: OnceLock<u32>,
+    /// 0 until the backend gives one (no process of a run has pid 0); a
+    /// forked child takes its own on the copy of its parent's node.
+    pid: AtomicU32,
     ppid: AtomicU32,
     state: Mutex<State>,
     ended: Mutex<Option<Ended>>,
@@ -214,7 +216,7 @@ impl Node {
         Arc::new(Node {
             name: Mutex::new(name),
             daemon: AtomicBool::new(false),
-            pid: OnceLock::new(),
+            pid: AtomicU32::new(0),
             ppid: AtomicU32::new(ppid),
             state: Mutex::new(state),
             ended: Mutex::new(None),
@@ -280,7 +282,7 @@ impl Node {
     /// The backend gives the process its pid as it spawns it, before
     /// anything can observe the process.
     pub(crate) fn set_pid(&self, pid: u32) {
-        let _ = self.pid.set(pid);
+        let _ = self.pid.compare_exchange(0, pid, Ordering::SeqCst, Ordering::SeqCst);
         if let Some(span) = self.span.get() {
             span.record("pid", pid);
             tracing::info!(parent: span, "spawn");
@@ -288,7 +290,7 @@ impl Node {
     }
 
     pub(crate) fn pid(&self) -> Option<u32> {
-        self.pid.get().copied()
+        Some(self.pid.load(Ordering::SeqCst)).filter(|&pid| pid != 0)
     }
 
     pub(crate) fn ppid(&self) -> u32 {
@@ -320,6 +322,16 @@ impl Node {
 
     /// Starts the process on the host's backend.
     pub(crate) fn start(self: &Arc<Node>, host: &Arc<HostInner>) -> Result<(), Error> {
+        self.start_with(host, |launch| host.backend.start(host, self, launch))
+    }
+
+    /// [`start`](Node::start), with `spawn` in place of the backend's
+    /// start (a fork: the process exists once `spawn` returns).
+    pub(crate) fn start_with(
+        self: &Arc<Node>,
+        host: &Arc<HostInner>,
+        spawn: impl FnOnce(&Launch) -> Result<Arc<dyn Control>, Error>,
+    ) -> Result<(), Error> {
         let mut state = self.state.lock().unwrap();
         let launch = match &mut *state {
             State::Created(launch) => launch,
@@ -348,7 +360,7 @@ impl Node {
         let entry = launch.entry.as_deref().unwrap_or("main");
         let pid = tracing::field::Empty;
         let _ = self.span.set(tracing::info_span!("process", name = %self.name(), pid, ppid = self.ppid(), entry, daemon));
-        match host.backend.start(host, self, &launch) {
+        match spawn(&launch) {
             Ok(control) => {
                 *state = State::Running(control);
                 Ok(())
@@ -510,6 +522,21 @@ impl Node {
         }
         *state = State::Closed;
         Ok(())
+    }
+
+    /// In a forked child, on the copy of its parent's node: this node is now
+    /// the new process `pid`, child of `ppid`, named `name`. The copied
+    /// children are its parent's, not its own: closed here (their handles
+    /// say so), forgotten by the tree, and its count of children restarts.
+    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
+    pub(crate) fn become_forked(&self, pid: u32, ppid: u32, name: String) {
+        self.pid.store(pid, Ordering::SeqCst);
+        self.ppid.store(ppid, Ordering::SeqCst);
+        self.set_name(name);
+        self.created.store(0, Ordering::SeqCst);
+        for child in std::mem::take(&mut *self.children.lock().unwrap()) {
+            *child.state.lock().unwrap() = State::Closed;
+        }
     }
 
     /// Terminates every live process below this one and waits for each; the

@@ -289,7 +289,7 @@ impl HostBuilder {
 /// Ticks the engine's epoch every time slice, from a thread of its own: the
 /// guests' threads may all be busy in guests that only yield on a tick.
 /// Ends with the engine.
-fn tick_epochs(engine: &Engine) -> std::io::Result<()> {
+pub(crate) fn tick_epochs(engine: &Engine) -> std::io::Result<()> {
     let engine = engine.weak();
     std::thread::Builder::new().name("host-epoch".into()).spawn(move || {
         while let Some(engine) = engine.upgrade() {

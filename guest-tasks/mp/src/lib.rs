@@ -166,6 +166,10 @@ pub enum Error {
     /// the host's `--max-processes`): Python's `OSError` with `EAGAIN`.
     /// Starting works again once some processes have ended.
     ProcessLimit(u32),
+    /// This backend cannot do it: [`fork`] on the thread backend (the
+    /// message names the backend that can), as Python's `os.fork` does not
+    /// exist on Windows.
+    Unsupported(String),
 }
 
 impl Error {
@@ -181,6 +185,7 @@ impl Error {
             Error::UnknownEntry(_) => "UnknownEntry",
             Error::SpawnFailed(_) => "SpawnFailed",
             Error::ProcessLimit(_) => "ProcessLimit",
+            Error::Unsupported(_) => "Unsupported",
         }
     }
 }
@@ -203,6 +208,7 @@ impl fmt::Display for Error {
                 "[Errno 11] Resource temporarily unavailable: the run already has {limit} live processes, \
                  its limit (--max-processes)"
             ),
+            Error::Unsupported(why) => f.write_str(why),
         }
     }
 }
@@ -221,6 +227,7 @@ impl From<wit::Error> for Error {
             wit::Error::UnknownEntry(name) => Error::UnknownEntry(name),
             wit::Error::SpawnFailed(msg) => Error::SpawnFailed(msg),
             wit::Error::ProcessLimit(limit) => Error::ProcessLimit(limit),
+            wit::Error::Unsupported(why) => Error::Unsupported(why),
         }
     }
 }
@@ -536,6 +543,48 @@ pub fn getppid() -> u32 {
 /// The host's cpu count (Python's `os.cpu_count()`).
 pub fn cpu_count() -> u32 {
     wit::cpu_count()
+}
+
+/// The two sides of a [`fork`].
+#[derive(Debug)]
+pub enum Fork {
+    /// This is the new process (Python's `os.fork()` returning 0).
+    Child,
+    /// This is the caller; the new process, already started (Python's
+    /// `os.fork()` returning its pid): join it, terminate it, read its
+    /// exit code as for any child.
+    Parent(Process),
+}
+
+/// Python's `os.fork()`: the calling process goes on as two. The child is
+/// a copy of the whole process (its memory, its globals, its call stack)
+/// that continues from this call; a variable set before the fork has its
+/// value on both sides, and a change after it is seen only by the side
+/// that made it. The child's name is `Process-N`, by this process's count;
+/// it has the time left before this process's deadline and its limits.
+///
+/// What this process printed is flushed first, so it is not printed twice.
+/// Fails with [`Error::Unsupported`] on a backend that cannot fork (the
+/// thread backend: use `--backend native`), [`Error::DaemonChildren`] in a
+/// daemon, [`Error::ProcessLimit`] past the run's cap.
+///
+/// ```no_run
+/// match mp::fork().unwrap() {
+///     mp::Fork::Child => println!("I am the child, pid {}", mp::getpid()),
+///     mp::Fork::Parent(child) => {
+///         println!("I forked {:?}", child.pid());
+///         child.join().unwrap();
+///     }
+/// }
+/// ```
+pub fn fork() -> Result<Fork, Error> {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    match wit::fork()? {
+        wit::Forked::Child => Ok(Fork::Child),
+        wit::Forked::Parent(inner) => Ok(Fork::Parent(Process { inner, bad_args: None })),
+    }
 }
 
 /// Ends the calling process at once with exitcode `code` (Python's

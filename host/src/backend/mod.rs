@@ -97,6 +97,31 @@ pub(crate) trait Backend: Send + Sync {
     /// end is recorded (so that a joiner can start another at once); past
     /// the limit, start fails with [`Error::ProcessLimit`].
     fn start(&self, host: &Arc<HostInner>, node: &Arc<Node>, launch: &Launch) -> Result<Arc<dyn Control>, Error>;
+
+    /// Forks the running process `node` (whose launch is `launch`): a new
+    /// child of `node` that continues, from this call, with a copy of the
+    /// whole process. Returns [`Forked::Child`] in the copy and
+    /// [`Forked::Parent`] (the started child) in the caller. By default a
+    /// backend cannot fork: [`Error::Unsupported`], naming the one that can.
+    fn fork(&self, host: &Arc<HostInner>, node: &Arc<Node>, launch: &Launch) -> Result<Forked, Error> {
+        let _ = (host, node, launch);
+        Err(Error::Unsupported(format!(
+            "fork is not supported on the {} backend: a process can only be forked on the native backend (`--backend native`)",
+            match self.kind() {
+                BackendKind::Thread => "thread",
+                BackendKind::Native => "native",
+            }
+        )))
+    }
+}
+
+/// The two sides of a [`Backend::fork`].
+pub(crate) enum Forked {
+    /// This is the new process.
+    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
+    Child,
+    /// This is the caller; the new process, started.
+    Parent(Arc<Node>),
 }
 
 /// Delivers signals to one running process.

@@ -27,6 +27,7 @@ impl From<Error> for wit::Error {
             Error::UnknownEntry(name) => wit::Error::UnknownEntry(name),
             Error::ProcessLimit { limit } => wit::Error::ProcessLimit(limit),
             Error::Spawn(why) => wit::Error::SpawnFailed(why),
+            Error::Unsupported(why) => wit::Error::Unsupported(why),
         }
     }
 }
@@ -155,5 +156,22 @@ impl Host for Ctx {
 
     async fn cpu_count(&mut self) -> wasmtime::Result<u32> {
         Ok(crate::runtime::cpu_count() as u32)
+    }
+
+    async fn fork(&mut self) -> Answer<wit::Forked> {
+        // The daemon rule first, on every backend: a daemon has no children.
+        if self.node.is_daemon() {
+            return Ok(Err(wit::Error::DaemonChildren));
+        }
+        if let Err(error) = self.may_spawn() {
+            return Ok(Err(error.into()));
+        }
+        match self.host.backend.fork(&self.host, &self.node, &self.launch) {
+            Ok(crate::backend::Forked::Child) => Ok(Ok(wit::Forked::Child)),
+            Ok(crate::backend::Forked::Parent(node)) => {
+                Ok(Ok(wit::Forked::Parent(self.table.push(GuestProcess { node, is_self: false })?)))
+            }
+            Err(error) => Ok(Err(error.into())),
+        }
     }
 }

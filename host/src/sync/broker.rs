@@ -122,6 +122,14 @@ impl Client {
         })
     }
 
+    /// Forgets the connection without closing it (a forked child's copy:
+    /// closing a socket half would shut it down for the parent too).
+    pub(crate) fn leave_connection(&self) {
+        if let Ok(mut connection) = self.connection.try_lock() {
+            std::mem::forget(connection.take());
+        }
+    }
+
     pub(crate) async fn call(&self, mut request: Request) -> Answer {
         if let Some(size) = request
             .payload_mut()

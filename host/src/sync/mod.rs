@@ -563,6 +563,16 @@ impl Broker {
         Some((broker::BROKER_VAR, path))
     }
 
+    /// In a forked native child: the connection to the broker is its
+    /// parent's (the broker knows it by its parent's pid), so it is left to
+    /// the parent, untouched, and the child connects anew.
+    #[cfg(all(feature = "native", target_os = "linux"))]
+    pub(crate) fn after_fork(&self) {
+        if let Broker::Remote(client) = self {
+            client.leave_connection();
+        }
+    }
+
     /// The registry, in a root host.
     pub(crate) fn local(&self) -> Option<&Arc<Registry>> {
         match self {

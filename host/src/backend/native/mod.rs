@@ -44,6 +44,8 @@
 //! our own children (never an embedder's), so no zombie stays.
 
 mod code;
+// The fork of a worker (issue 13): its own file, hooks marked `fork::`.
+mod fork;
 mod orphans;
 pub(crate) mod protocol;
 mod slots;
@@ -299,7 +301,9 @@ impl Backend for NativeBackend {
         let gone = || Error::Spawn("the spawner thread is gone".into());
         let broker = host.sync.worker_env();
         let stdin = stdin_fd(&launch.stdin.0).map_err(|e| Error::Spawn(format!("cannot pass on stdin: {e}")))?;
-        self.spawner.send(SpawnRequest { start, code, broker, stdin, started }).map_err(|_| gone())?;
+        // A forked child has its own spawner (fork::): its parent's thread is gone.
+        let spawner = fork::spawner().unwrap_or_else(|| self.spawner.clone());
+        spawner.send(SpawnRequest { start, code, broker, stdin, started }).map_err(|_| gone())?;
         let worker = worker
             .recv()
             .map_err(|_| gone())?
@@ -318,6 +322,10 @@ impl Backend for NativeBackend {
         let (host, node, launch) = (host.clone(), node.clone(), launch.clone());
         host.runtime.clone().spawn(supervise(host, node, launch, worker, pidfd.1, slot));
         Ok(control)
+    }
+
+    fn fork(&self, host: &Arc<HostInner>, node: &Arc<Node>, launch: &Launch) -> Result<super::Forked, Error> {
+        fork::fork(self, host, node, launch)
     }
 }
 

@@ -98,6 +98,8 @@ pub(crate) fn run(
     }
     watch_lifeline(&inherited.lifeline)?;
     let _ = INHERITED.set(inherited);
+    // A forked child puts its own report pipe here (fork::).
+    super::fork::set_report_fd(std::os::fd::AsRawFd::as_raw_fd(&report));
     let report = Arc::new(Mutex::new(std::fs::File::from(report)));
 
     let host = builder
@@ -254,7 +256,7 @@ fn die_with_parent(parent: u32) {
 }
 
 /// Dies as soon as the root host does, however it died.
-fn watch_lifeline(lifeline: &OwnedFd) -> Result<(), String> {
+pub(super) fn watch_lifeline(lifeline: &OwnedFd) -> Result<(), String> {
     let mut lifeline = std::fs::File::from(lifeline.try_clone().map_err(|e| e.to_string())?);
     std::thread::Builder::new()
         .name("host-lifeline".into())

@@ -1,0 +1,228 @@
+//! Test program for `mp::fork`. argv[1] names a scenario; each check prints
+//! one `key: value` line (a child's keys start with `child-`), an error as
+//! its kind. The last line of the parent is `done: SCENARIO`. A fork the
+//! backend refuses prints `fork: KIND: MESSAGE` and exits 1.
+use std::thread::sleep;
+use std::time::Duration;
+
+use mp::{Fork, Process, getpid, getppid, target};
+
+/// Forks; a refusal ends the program with exit 1.
+fn fork() -> Fork {
+    match mp::fork() {
+        Ok(side) => side,
+        Err(error) => {
+            println!("fork: {}: {error}", error.kind());
+            mp::exit(1);
+        }
+    }
+}
+
+fn sleep_forever() -> ! {
+    loop {
+        sleep(Duration::from_secs(3600));
+    }
+}
+
+/// A daemon's body: its fork is refused by the daemon rule.
+fn daemon_forks() {
+    match mp::fork() {
+        Ok(Fork::Child) => mp::exit(9),
+        Ok(Fork::Parent(_)) => println!("child-daemon: forked"),
+        Err(error) => println!("child-daemon: {}", error.kind()),
+    }
+}
+
+/// Ends at once with code 5.
+fn five() {
+    mp::exit(5);
+}
+
+mp::entries!(daemon_forks, five);
+
+/// The heap, the stack and a global, before and after.
+static mut GLOBAL: u32 = 1;
+
+fn copy() {
+    let mut numbers = vec![1, 2, 3];
+    let mut local = 7u64;
+    // SAFETY: one thread.
+    unsafe { GLOBAL = 2 };
+    match fork() {
+        Fork::Child => {
+            numbers.push(4);
+            local *= 10;
+            unsafe { GLOBAL = 3 };
+            println!("child-numbers: {numbers:?}");
+            println!("child-local: {local}");
+            println!("child-global: {}", unsafe { GLOBAL });
+            mp::exit(0);
+        }
+        Fork::Parent(child) => {
+            child.join().unwrap();
+            local += 1;
+            println!("child-exitcode: {:?}", child.exitcode());
+            println!("numbers: {numbers:?}");
+            println!("local: {local}");
+            println!("global: {}", unsafe { GLOBAL });
+        }
+    }
+}
+
+fn returns() {
+    let me = getpid();
+    println!("pid: {me}");
+    match fork() {
+        Fork::Child => {
+            println!("child-pid: {}", getpid());
+            println!("child-ppid: {}", getppid());
+            println!("child-name: {}", mp::current_process().name());
+            mp::exit(7);
+        }
+        Fork::Parent(child) => {
+            println!("forked-pid: {:?}", child.pid());
+            println!("forked-name: {}", child.name());
+            child.join().unwrap();
+            println!("forked-exitcode: {:?}", child.exitcode());
+            println!("forked-alive: {}", child.is_alive());
+            // A second fork is the second child.
+            match fork() {
+                Fork::Child => mp::exit(0),
+                Fork::Parent(second) => {
+                    println!("second-name: {}", second.name());
+                    second.join().unwrap();
+                }
+            }
+        }
+    }
+}
+
+fn terminate() {
+    match fork() {
+        Fork::Child => sleep_forever(),
+        Fork::Parent(child) => {
+            println!("alive: {}", child.is_alive());
+            child.terminate().unwrap();
+            child.join().unwrap();
+            println!("exitcode: {:?}", child.exitcode());
+            println!("alive-after: {}", child.is_alive());
+        }
+    }
+}
+
+fn many() {
+    let mut children = Vec::new();
+    for i in 0..100 {
+        match fork() {
+            // Each child ends with its own number: its copy of `i`.
+            Fork::Child => mp::exit(i),
+            Fork::Parent(child) => children.push((i, child)),
+        }
+    }
+    let mut reaped = 0;
+    let mut pids = std::collections::BTreeSet::new();
+    for (i, child) in &children {
+        child.join().unwrap();
+        if child.exitcode() == Some(*i) && !child.is_alive() {
+            reaped += 1;
+        }
+        pids.insert(child.pid());
+    }
+    println!("reaped: {reaped}");
+    println!("distinct-pids: {}", pids.len());
+}
+
+fn deadline() {
+    match fork() {
+        // Ended by the deadline it inherited, or never.
+        Fork::Child => sleep_forever(),
+        Fork::Parent(child) => println!("forked: {}", child.pid().is_some()),
+    }
+}
+
+fn cap() {
+    match fork() {
+        Fork::Child => sleep_forever(),
+        Fork::Parent(child) => {
+            match mp::fork() {
+                Ok(Fork::Child) => mp::exit(0),
+                Ok(Fork::Parent(_)) => println!("second: forked"),
+                Err(error) => println!("second: {}", error.kind()),
+            }
+            child.terminate().unwrap();
+            child.join().unwrap();
+            // The slot is free again.
+            match fork() {
+                Fork::Child => mp::exit(0),
+                Fork::Parent(third) => {
+                    third.join().unwrap();
+                    println!("third: {:?}", third.exitcode());
+                }
+            }
+        }
+    }
+}
+
+fn daemon() {
+    let p = Process::new(target!(daemon_forks), ()).with_daemon(true);
+    p.start().unwrap();
+    p.join().unwrap();
+}
+
+/// Output printed before the fork, still in the buffer, is printed once.
+fn output() {
+    print!("before ");
+    match fork() {
+        Fork::Child => {
+            println!("child");
+            mp::exit(0);
+        }
+        Fork::Parent(child) => {
+            child.join().unwrap();
+            println!("parent");
+        }
+    }
+}
+
+/// The forked child starts a child of its own, which runs an entry.
+fn nested() {
+    match fork() {
+        Fork::Child => {
+            let p = Process::new(target!(five), ());
+            p.start().unwrap();
+            p.join().unwrap();
+            println!("child-grandchild-exitcode: {:?}", p.exitcode());
+            mp::exit(0);
+        }
+        Fork::Parent(child) => {
+            child.join().unwrap();
+            println!("child-exitcode: {:?}", child.exitcode());
+        }
+    }
+}
+
+fn main() {
+    let scenarios: [(&str, fn()); 9] = [
+        ("copy", copy),
+        ("returns", returns),
+        ("terminate", terminate),
+        ("many", many),
+        ("deadline", deadline),
+        ("cap", cap),
+        ("daemon", daemon),
+        ("output", output),
+        ("nested", nested),
+    ];
+    let name = std::env::args().nth(1).unwrap_or_default();
+    match scenarios.iter().find(|(n, _)| *n == name) {
+        Some((_, scenario)) => {
+            scenario();
+            println!("done: {name}");
+        }
+        None => {
+            let names: Vec<&str> = scenarios.iter().map(|(n, _)| *n).collect();
+            eprintln!("scenarios: {}", names.join(" "));
+            mp::exit(2);
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! `fork` on the native backend: a real OS fork of the worker.
+//!
+//! A guest's whole state (its linear memory, globals, tables, and the call
+//! stack, which lives on a wasmtime fiber stack in the worker's memory) is
+//! in its worker's address space, so `fork(2)` of the worker copies it, and
+//! the child continues from the same host call with everything its parent
+//! had. What the kernel does not copy, or copies but must not be shared, is
+//! set right on each side:
+//!
+//! - **Threads.** Only the forking thread survives in the child. A worker
+//!   drives its guest on its main thread (a current-thread tokio runtime);
+//!   its helpers are the epoch ticker, the lifeline watcher, the spawner of
+//!   its own children and the writer threads of its stdout and stderr. None
+//!   holds a lock while idle, and the writers are made idle first (the
+//!   output queued so far is written out before the fork, so none is
+//!   printed twice; the guest's own buffer is flushed by the SDK before it
+//!   calls the host). `fork` goes through glibc, whose fork handlers keep
+//!   the allocator's locks sound. The child starts each helper anew.
+//! - **The reactor.** The child's copy of the runtime still points at its
+//!   parent's epoll instance (a descriptor shares the kernel object). The
+//!   child makes its own: a fresh epoll with the registrations the child
+//!   needs (read from `/proc/self/fdinfo`), put in place at the same
+//!   descriptor number, and a fresh eventfd for its runtime's wake-ups. The
+//!   pipes and pidfds of its parent's children are left out: those children
+//!   are not the child's, and it must not take their reports.
+//! - **Its place in the run.** The child is a new process of the tree: the
+//!   parent takes a slot of the run's [`Slots`](super::slots::Slots) for it
+//!   first (past the cap the fork is refused), and a new report pipe; the
+//!   child puts the pipe's write end where its report went, so that its end
+//!   reaches its parent, which waits for it, reaps it and gives the slot
+//!   back, as for any child ([`supervise`](super::supervise)). The child's
+//!   node becomes its own (new pid, ppid the forking worker, `Process-N` by
+//!   its parent's count); its parent's children are not its own; its
+//!   connection to the broker of shared objects is its parent's, so it
+//!   connects anew. Its deadline is its parent's (the same instant) and so
+//!   are its limits.
+
+use super::{INHERITED, NativeBackend, NativeControl, SpawnRequest, Spawner, Worker, ZygoteState, open_pidfd, pipe};
+use crate::backend::Forked;
+use crate::command::Launch;
+use crate::error::Error;
+use crate::process::Node;
+use crate::runtime::HostInner;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nix::unistd::ForkResult;
+use std::os::fd::{BorrowedFd, IntoRawFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The descriptor this worker writes its final report on (see
+/// [`worker::run`](super::worker::run)); -1 until it is known.
+static REPORT_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// A forked child's own spawner: its parent's thread did not survive the fork.
+static SPAWNER: Mutex<Option<crossbeam_channel::Sender<SpawnRequest>>> = Mutex::new(None);
+
+/// How long the fork waits for output queued so far to be written.
+const OUTPUT_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Notes where this worker's final report goes, so that a forked child can
+/// put its own report pipe there.
+pub(crate) fn set_report_fd(fd: RawFd) {
+    REPORT_FD.store(fd, Ordering::SeqCst);
+}
+
+/// The spawner of a forked child, if this is one.
+pub(super) fn spawner() -> Option<crossbeam_channel::Sender<SpawnRequest>> {
+    SPAWNER.lock().unwrap().clone()
+}
+
+/// Forks the worker running `node`: see the module's documentation.
+pub(super) fn fork(
+    backend: &NativeBackend,
+    host: &Arc<HostInner>,
+    node: &Arc<Node>,
+    launch: &Launch,
+) -> Result<Forked, Error> {
+    let report_fd = REPORT_FD.load(Ordering::SeqCst);
+    let Some(inherited) = INHERITED.get().filter(|_| report_fd >= 0) else {
+        return Err(Error::Unsupported("only a process running in a native worker can fork".into()));
+    };
+    if launch.serve.is_some() {
+        return Err(Error::Unsupported("a pool worker cannot fork: its tasks come from the pool".into()));
+    }
+    let parent_pid = node.pid().unwrap_or_default();
+    let child = node.create_child(Launch {
+        shares_output: true,
+        label: None,
+        parent_label: launch.label.clone(),
+        serve: None,
+        ticket: None,
+        ..launch.clone()
+    });
+    let mut in_child = false;
+    child.start_with(host, |launch| {
+        let mut slot = backend.slots.take()?;
+        let (report_read, report_write) = pipe().map_err(|e| Error::Spawn(format!("cannot make a report pipe: {e}")))?;
+        // Nothing queued may be written by both sides, and the writer
+        // threads must hold no lock as the fork copies them.
+        crate::output::flush_output(OUTPUT_PATIENCE);
+        // SAFETY: the other threads of a worker hold no lock that the child
+        // needs (see the module's documentation); glibc's fork makes the
+        // allocator safe to use in the child.
+        match unsafe { nix::unistd::fork() } {
+            Err(e) => Err(Error::Spawn(format!("cannot fork: {e}"))),
+            Ok(ForkResult::Child) => {
+                in_child = true;
+                // The slot is the parent's to give back, once it reaps us.
+                std::mem::forget(slot);
+                drop(report_read);
+                let set_up = (|| -> Result<(), String> {
+                    // SAFETY: `report_fd` is the worker's report descriptor;
+                    // it becomes our own pipe's write end, atomically.
+                    let moved = unsafe { nix::unistd::dup3_raw(&report_write, report_fd, nix::fcntl::OFlag::O_CLOEXEC) };
+                    let _ = moved.map_err(|e| format!("cannot set up the report pipe: {e}"))?.into_raw_fd();
+                    drop(report_write);
+                    own_reactor().map_err(|e| format!("cannot make the child's reactor: {e}"))?;
+                    restart_helpers(backend, host, inherited)
+                })();
+                if let Err(why) = set_up {
+                    eprintln!("error: the forked child cannot run: {why}");
+                    // SAFETY: ends this process at once, running nothing of the parent's.
+                    unsafe { libc::_exit(crate::ExitCode::FAILURE.code()) };
+                }
+                // What the child's node holds in the parent's copy is never used here.
+                Ok(Arc::new(NotHere) as Arc<dyn crate::backend::Control>)
+            }
+            Ok(ForkResult::Parent { child: pid }) => {
+                drop(report_write);
+                let pid = pid.as_raw() as u32;
+                let pidfd = open_pidfd(pid).and_then(|fd| Ok((fd.try_clone()?, fd))).map_err(|e| {
+                    // Not reaped yet, so the pid is still the child's.
+                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                    Error::Spawn(format!("cannot watch forked child {pid}: {e}"))
+                })?;
+                slot.started(pid);
+                child.set_pid(pid);
+                super::orphans::KNOWN.lock().unwrap().insert(pid);
+                let worker = Worker { pid, stdout: None, stderr: None, report: report_read, tasks: None };
+                let supervised = super::supervise(host.clone(), child.clone(), launch.clone(), worker, pidfd.1, slot);
+                host.runtime.spawn(supervised);
+                Ok(Arc::new(NativeControl { pidfd: pidfd.0 }) as Arc<dyn crate::backend::Control>)
+            }
+        }
+    })?;
+    if !in_child {
+        return Ok(Forked::Parent(child));
+    }
+    node.become_forked(std::process::id(), parent_pid, child.name());
+    if let Some(journal) = &host.journal {
+        // Its parent reports those records itself.
+        journal.clear();
+    }
+    Ok(Forked::Child)
+}
+
+/// The child's copy of its own node in its parent's tree: never signalled
+/// (the child's node is closed by [`Node::become_forked`]).
+struct NotHere;
+
+impl crate::backend::Control for NotHere {
+    fn signal(&self, _signal: crate::exit::Signal) {}
+}
+
+/// Starts anew, in the child, the helper threads the fork did not copy, and
+/// drops what only the parent may use.
+fn restart_helpers(backend: &NativeBackend, host: &Arc<HostInner>, inherited: &super::Inherited) -> Result<(), String> {
+    crate::runtime::tick_epochs(&host.engine).map_err(|e| format!("no epoch ticker: {e}"))?;
+    super::worker::watch_lifeline(&inherited.lifeline)?;
+    let spawner = Spawner {
+        exe: backend.exe.clone(),
+        lifeline: inherited.lifeline.try_clone().map_err(|e| e.to_string())?,
+        orphanage: inherited.orphanage.try_clone().map_err(|e| e.to_string())?,
+        slots: backend.slots.fd().try_clone().map_err(|e| e.to_string())?,
+        settings: backend.settings,
+        zygote: ZygoteState::Off,
+    };
+    let sender = spawner.run().map_err(|e| format!("no spawner: {e}"))?;
+    // A spawner of the parent's (this child's parent may itself be a forked
+    // child): its thread is gone, and dropping the sender would wake nobody.
+    std::mem::forget(SPAWNER.lock().unwrap().replace(sender));
+    crate::output::after_fork();
+    host.sync.after_fork();
+    Ok(())
+}
+
+/// Gives this (forked) process an epoll instance of its own in place of the
+/// one it shares with its parent, registering again what it needs: its
+/// runtime's wake-up eventfd (a new one) and its sockets. Pipes and pidfds
+/// (its parent's children's) are left out.
+fn own_reactor() -> std::io::Result<()> {
+    // One epoll instance may be open under several numbers (a runtime
+    // keeps a copy for its registry): one fresh instance for each, put in
+    // place under all of its numbers.
+    let mut instances: Vec<(u64, Vec<RawFd>)> = Vec::new();
+    for epfd in descriptors_of("anon_inode:[eventpoll]")? {
+        let inode = nix::sys::stat::fstat(unsafe { BorrowedFd::borrow_raw(epfd) })?.st_ino;
+        match instances.iter_mut().find(|(known, _)| *known == inode) {
+            Some((_, fds)) => fds.push(epfd),
+            None => instances.push((inode, vec![epfd])),
+        }
+    }
+    let mut replaced = Vec::new();
+    for (_, fds) in instances {
+        let fresh = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        for (fd, events, data) in registrations(fds[0])? {
+            // A registration outlives its descriptor while a copy of it is
+            // open (in another process, say): one of ours no longer.
+            let Ok(kind) = std::fs::read_link(format!("/proc/self/fd/{fd}")) else { continue };
+            let kind = kind.to_string_lossy();
+            if kind == "anon_inode:[eventfd]" {
+                if !replaced.contains(&fd) {
+                    // Our own eventfd, so that our wake-ups are not our parent's.
+                    let own = nix::sys::eventfd::EventFd::from_flags(
+                        nix::sys::eventfd::EfdFlags::EFD_NONBLOCK | nix::sys::eventfd::EfdFlags::EFD_CLOEXEC,
+                    )?;
+                    // SAFETY: `fd` belongs to the runtime's waker, which keeps
+                    // it; it is replaced in one step by one of the same kind.
+                    let _ = unsafe { nix::unistd::dup3_raw(&own, fd, nix::fcntl::OFlag::O_CLOEXEC) }?.into_raw_fd();
+                    replaced.push(fd);
+                }
+            } else if !kind.starts_with("socket:") {
+                continue;
+            }
+            // SAFETY: `fd` is open for the duration of this call.
+            let target = unsafe { BorrowedFd::borrow_raw(fd) };
+            fresh.add(target, EpollEvent::new(EpollFlags::from_bits_retain(events as _), data))?;
+        }
+        for epfd in fds {
+            // SAFETY: `epfd` is the runtime's epoll descriptor, which it
+            // keeps; it is replaced in one step by our fresh instance.
+            let _ = unsafe { nix::unistd::dup3_raw(&fresh.0, epfd, nix::fcntl::OFlag::O_CLOEXEC) }?.into_raw_fd();
+        }
+    }
+    Ok(())
+}
+
+/// The descriptors of this process whose link in `/proc/self/fd` is `link`.
+fn descriptors_of(link: &str) -> std::io::Result<Vec<RawFd>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd")? {
+        let entry = entry?;
+        let Some(fd) = entry.file_name().to_str().and_then(|name| name.parse::<RawFd>().ok()) else { continue };
+        if std::fs::read_link(entry.path()).is_ok_and(|target| target.as_os_str() == link) {
+            found.push(fd);
+        }
+    }
+    Ok(found)
+}
+
+/// What the epoll instance `epfd` watches: each descriptor, its events and
+/// its data, as the kernel lists them in `/proc/self/fdinfo`.
+fn registrations(epfd: RawFd) -> std::io::Result<Vec<(RawFd, u32, u64)>> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{epfd}"))?;
+    let bad = || std::io::Error::other(format!("unexpected fdinfo of epoll descriptor {epfd}"));
+    let mut found = Vec::new();
+    for line in info.lines().filter(|line| line.starts_with("tfd:")) {
+        // "tfd: %8d events: %8x data: %16llx  pos:... ino:... sdev:..."
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let field = |name: &str| words.iter().position(|w| *w == name).and_then(|i| words.get(i + 1)).copied();
+        let fd = field("tfd:").and_then(|v| v.parse().ok()).ok_or_else(bad)?;
+        let events = field("events:").and_then(|v| u32::from_str_radix(v, 16).ok()).ok_or_else(bad)?;
+        let data = field("data:").and_then(|v| u64::from_str_radix(v, 16).ok()).ok_or_else(bad)?;
+        found.push((fd, events, data));
+    }
+    Ok(found)
+}
+
