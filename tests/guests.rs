@@ -627,3 +627,35 @@ fn guest_children_output_is_labelled() {
         );
     }
 }
+
+/// Seed 003, `os.fork()`: on the native backend the child prints its line,
+/// then the parent (which joined it) its own; the pid the parent got is the
+/// child's, the child's parent is the parent; each side sees only its own
+/// change of what both had before the fork. On the thread backend the fork
+/// fails cleanly, naming the backend that can.
+#[test]
+fn seed_fork() {
+    let out = run(&[s(&guest("seed-fork"))]);
+    if is_thread_backend() {
+        out.assert_status(1);
+        assert!(out.stdout.is_empty(), "{out:#?}");
+        let stderr = out.process_stderr();
+        assert!(stderr.contains("fork failed: Unsupported"), "{out:#?}");
+        assert!(stderr.contains("--backend native"), "{out:#?}");
+        return;
+    }
+    out.assert_status(0);
+    let lines = out.stdout_lines();
+    assert_eq!(lines.len(), 2, "{out:#?}");
+    let (child, parent) = (lines[0], lines[1]);
+    assert!(child.starts_with("子进程 "), "{out:#?}");
+    assert!(parent.starts_with("父进程 "), "{out:#?}");
+    let parent_pid = number_after(parent, "pid=");
+    assert_eq!(parent_pid, out.summaries()[0].pid);
+    assert_eq!(number_after(child, "pid="), number_after(parent, "child="), "{out:#?}");
+    assert_eq!(number_after(child, "ppid="), parent_pid, "{out:#?}");
+    assert_ne!(number_after(child, "pid="), parent_pid);
+    assert!(parent.contains(" exitcode=0 "), "{out:#?}");
+    assert!(child.ends_with(r#"count=11 a=200 list=["lili", "duijie"]"#), "{out:#?}");
+    assert!(parent.ends_with(r#"count=9 a=257 list=["lili"]"#), "{out:#?}");
+}

@@ -19,7 +19,12 @@ fn main() {
             A.store(200, Ordering::SeqCst);
             let mut list = list;
             list.push("duijie".to_string());
-            println!("子进程 pid={} ppid={} count={count} a={} list={list:?}", getpid(), getppid(), A.load(Ordering::SeqCst));
+            println!(
+                "子进程 pid={} ppid={} count={count} a={} list={list:?}",
+                getpid(),
+                getppid(),
+                A.load(Ordering::SeqCst)
+            );
         }
         Ok(Fork::Parent(child)) => {
             child.join().expect("join");
