@@ -115,10 +115,10 @@ pub(crate) trait Backend: Send + Sync {
     }
 }
 
-/// The two sides of a [`Backend::fork`].
+/// The two sides of a [`Backend::fork`] (only the native backend forks).
+#[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
 pub(crate) enum Forked {
     /// This is the new process.
-    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
     Child,
     /// This is the caller; the new process, started.
     Parent(Arc<Node>),
