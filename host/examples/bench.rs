@@ -34,7 +34,13 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(host::worker::main());
     }
     let options = options()?;
-    let python = options.python.as_ref().map(|script| python_figures(script, options.quick)).transpose()?;
+    let mut python = options.python.as_ref().map(|script| python_figures(script, options.quick)).transpose()?;
+    if let Some(figures) = &mut python
+        && options.backends.contains(&BackendKind::Native)
+    {
+        let n = if options.quick { 20 } else { 100 };
+        figures.insert("W9-fork-join-16MiB".into(), python_fork_join(n)?);
+    }
     let mut columns = Vec::new();
     for &backend in &options.backends {
         eprintln!("bench: {backend:?} backend...");
@@ -151,7 +157,45 @@ fn measure(backend: BackendKind, quick: bool) -> anyhow::Result<Vec<(String, Fig
 
     let queue_program = host.load(concat!(env!("GUESTS_DIR"), "/ipc-queue-throughput.wasm"))?;
     record("W8-queue-throughput", queue_throughput(&host, &queue_program, scaled(100_000.0))?, true);
+
+    // Only the native backend forks.
+    if backend == BackendKind::Native {
+        let fork_program = host.load(concat!(env!("GUESTS_DIR"), "/fork.wasm"))?;
+        record("W9-fork-join-16MiB", fork_join(&fork_program, scaled(100.0))?, false);
+    }
     Ok(figures)
+}
+
+/// W9: microseconds per `mp::fork()` + join of a guest with 16 MiB of
+/// linear memory in use (measured by the guest itself, `fork bench N`).
+fn fork_join(program: &Program, n: usize) -> anyhow::Result<f64> {
+    let capture = host::Capture::new();
+    let process =
+        program.command().args(["bench".to_string(), n.to_string()]).stdout(host::Stdio::capture(&capture)).spawn()?;
+    anyhow::ensure!(process.join()?.code() == 0, "the fork bench failed: {:?}", process.failure());
+    let text = capture.text();
+    let micros = text.lines().find_map(|line| line.strip_prefix("us-per-fork: ")).and_then(|v| v.parse().ok());
+    micros.ok_or_else(|| anyhow::anyhow!("no figure from the fork bench: {text}"))
+}
+
+/// Python's W9: `os.fork()` + `os.waitpid` of a process with a 16 MiB
+/// bytearray, its child ending at once with `os._exit(0)` (microseconds).
+fn python_fork_join(n: usize) -> anyhow::Result<f64> {
+    let script = r"
+import os, sys, time
+n = int(sys.argv[1])
+memory = bytearray(b'\x01') * (16 << 20)
+start = time.perf_counter()
+for _ in range(n):
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+print((time.perf_counter() - start) * 1e6 / n)
+";
+    let output = std::process::Command::new("python3").args(["-c", script, &n.to_string()]).output()?;
+    anyhow::ensure!(output.status.success(), "python3: {}", String::from_utf8_lossy(&output.stderr));
+    Ok(String::from_utf8_lossy(&output.stdout).trim().parse()?)
 }
 
 fn spawn<T: serde::Serialize>(program: &Program, entry: &str, input: &T) -> Result<host::Process, host::Error> {
@@ -257,5 +301,6 @@ fn print_table(python: &HashMap<String, f64>, columns: &[(BackendKind, Vec<(Stri
     }
     println!();
     println!("ratio: how many times better than Python (fork) in the same run; W1/W2 in us/process,");
-    println!("W3 in s wall, W4 in us median, W5 in items/s, W6 in tasks/s, W7 in KiB/process, W8 in messages/s.");
+    println!("W3 in s wall, W4 in us median, W5 in items/s, W6 in tasks/s, W7 in KiB/process, W8 in messages/s,");
+    println!("W9 in us per fork + join of a process with 16 MiB in use (native only; Python: os.fork + waitpid).");
 }
