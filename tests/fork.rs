@@ -169,3 +169,12 @@ fn a_daemon_cannot_fork() {
         "{out:#?}"
     );
 }
+
+#[test]
+fn shared_objects_stay_usable_on_both_sides() {
+    // The child takes what its parent put before the fork and puts back
+    // its answer, which the parent gets.
+    let Some((out, report)) = scenario("shared", &[]) else { return };
+    assert_eq!(get(&report, "child-exitcode"), "Some(0)", "{out:#?}");
+    assert_eq!(get(&report, "got"), "Ok(42)");
+}

@@ -6,7 +6,9 @@
 //! [`Node`] methods the embedding API uses; waiting is asynchronous, so a
 //! guest blocked in `join` can itself be terminated at once.
 
+use crate::backend::Forked;
 use crate::error::Error;
+use crate::sync::Request;
 use crate::exit::Signal;
 use crate::instance::Ctx;
 use super::GuestProcess;
@@ -166,12 +168,38 @@ impl Host for Ctx {
         if let Err(error) = self.may_spawn() {
             return Ok(Err(error.into()));
         }
-        match self.host.backend.fork(&self.host, &self.node, &self.launch) {
-            Ok(crate::backend::Forked::Child) => Ok(Ok(wit::Forked::Child)),
-            Ok(crate::backend::Forked::Parent(node)) => {
+        // The child's copies of its parent's handles name open objects: it
+        // holds them as its parent does (handed as at a spawn, by ticket).
+        let ticket = self.host.sync.may_hold().then(crate::sync::random_u64);
+        if let Some(ticket) = ticket {
+            let _ = self.host.sync.call(&self.node, Request::HandForked { ticket }).await;
+        }
+        let forked = self.host.backend.fork(&self.host, &self.node, &self.launch);
+        match (forked, ticket) {
+            (Ok(Forked::Child), ticket) => {
+                if let Some(ticket) = ticket {
+                    let _ = self.host.sync.call(&self.node, Request::ClaimForked { ticket }).await;
+                }
+                Ok(Ok(wit::Forked::Child))
+            }
+            (Ok(Forked::Parent(node)), ticket) => {
+                if let Some(ticket) = ticket {
+                    // What a child that ended at once never claimed is dropped.
+                    let (host, child) = (self.host.clone(), node.clone());
+                    let parent = self.node.clone();
+                    self.host.runtime.spawn(async move {
+                        let _ = child.join_async(None).await;
+                        let _ = host.sync.call(&parent, Request::Unticket { ticket }).await;
+                    });
+                }
                 Ok(Ok(wit::Forked::Parent(self.table.push(GuestProcess { node, is_self: false })?)))
             }
-            Err(error) => Ok(Err(error.into())),
+            (Err(error), ticket) => {
+                if let Some(ticket) = ticket {
+                    let _ = self.host.sync.call(&self.node, Request::Unticket { ticket }).await;
+                }
+                Ok(Err(error.into()))
+            }
         }
     }
 }

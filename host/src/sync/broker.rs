@@ -122,6 +122,11 @@ impl Client {
         })
     }
 
+    /// Whether this worker has reached the broker.
+    pub(crate) fn connected(&self) -> bool {
+        self.connection.try_lock().map_or(true, |connection| connection.is_some())
+    }
+
     /// Forgets the connection without closing it (a forked child's copy:
     /// closing a socket half would shut it down for the parent too).
     pub(crate) fn leave_connection(&self) {

@@ -357,6 +357,16 @@ pub(crate) enum Request {
     Claim {
         ticket: u64,
     },
+    /// The caller is about to fork: every hold it has on an open object is
+    /// copied to `ticket`, for the forked child.
+    HandForked {
+        ticket: u64,
+    },
+    /// The caller, a child just forked, takes what its parent handed to
+    /// `ticket`: the objects its copy of its parent's handles name, open.
+    ClaimForked {
+        ticket: u64,
+    },
     /// The child of `ticket` has ended: what it never claimed is dropped.
     Unticket {
         ticket: u64,
@@ -485,6 +495,7 @@ impl Request {
                 | Request::Open(_)
                 | Request::Reserve { .. }
                 | Request::Claim { .. }
+                | Request::ClaimForked { .. }
                 | Request::GetLock { .. }
         )
     }
@@ -570,6 +581,16 @@ impl Broker {
     pub(crate) fn after_fork(&self) {
         if let Broker::Remote(client) = self {
             client.leave_connection();
+        }
+    }
+
+    /// Whether processes of this host may hold shared objects: a native
+    /// worker that never reached the broker holds none.
+    pub(crate) fn may_hold(&self) -> bool {
+        match self {
+            Broker::Local(..) => true,
+            #[cfg(all(feature = "native", target_os = "linux"))]
+            Broker::Remote(client) => client.connected(),
         }
     }
 

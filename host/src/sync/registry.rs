@@ -326,6 +326,30 @@ impl Registry {
                 }
                 Ok(Reply::Unit)
             }
+            Request::HandForked { ticket } => {
+                let mut objects = self.objects.lock().unwrap();
+                let holder = Holder::Process(pid);
+                let held: Vec<(u64, u32)> =
+                    objects.map.iter().filter_map(|(&id, entry)| Some((id, *entry.holders.get(&holder)?))).collect();
+                let mut handed = Vec::new();
+                for (id, count) in held {
+                    for _ in 0..count {
+                        objects.add(id, Holder::Ticket(ticket));
+                        handed.push(id);
+                    }
+                }
+                if !handed.is_empty() {
+                    objects.tickets.entry(ticket).or_default().extend(handed);
+                }
+                Ok(Reply::Unit)
+            }
+            Request::ClaimForked { ticket } => {
+                let mut objects = self.objects.lock().unwrap();
+                for id in objects.tickets.remove(&ticket).unwrap_or_default() {
+                    objects.pass(id, Holder::Ticket(ticket), Holder::Process(pid));
+                }
+                Ok(Reply::Unit)
+            }
             Request::Unticket { ticket } => {
                 let mut objects = self.objects.lock().unwrap();
                 for id in objects.tickets.remove(&ticket).unwrap_or_default() {

@@ -223,8 +223,27 @@ fn bench() {
     println!("memory-sum: {}", memory.iter().map(|&b| u64::from(b)).sum::<u64>());
 }
 
+/// A queue made before the fork is usable on both sides.
+fn shared() {
+    let queue: mp::Queue<u32> = mp::Queue::new();
+    queue.put(&1).unwrap();
+    match fork() {
+        Fork::Child => {
+            let first = queue.get().unwrap();
+            queue.put(&(first + 41)).unwrap();
+            mp::exit(0);
+        }
+        Fork::Parent(child) => {
+            child.join().unwrap();
+            println!("child-exitcode: {:?}", child.exitcode());
+            println!("got: {:?}", queue.get());
+        }
+    }
+}
+
 fn main() {
-    let scenarios: [(&str, fn()); 10] = [
+    let scenarios: [(&str, fn()); 11] = [
+        ("shared", shared),
         ("bench", bench),
         ("copy", copy),
         ("returns", returns),
