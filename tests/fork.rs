@@ -178,3 +178,19 @@ fn shared_objects_stay_usable_on_both_sides() {
     assert_eq!(get(&report, "child-exitcode"), "Some(0)", "{out:#?}");
     assert_eq!(get(&report, "got"), "Ok(42)");
 }
+
+#[test]
+fn granted_files_are_read_on_both_sides() {
+    // A file read before the fork leaves the worker's blocking pool with a
+    // thread that the child has not: the fork waits for it to go, so the
+    // child's own reads still work.
+    let dir = tempfile::tempdir().unwrap();
+    write_file(dir.path(), "note.txt", "hello\n");
+    let grant = format!("{}::/data", s(dir.path()));
+    let Some((out, report)) = scenario("files", &["--dir", &grant]) else { return };
+    assert_eq!(get(&report, "before"), r#"Ok("hello")"#, "{out:#?}");
+    assert_eq!(get(&report, "child-read"), r#"Ok("hello")"#);
+    assert_eq!(get(&report, "child-again"), r#"Ok("hello")"#);
+    assert_eq!(get(&report, "child-exitcode"), "Some(0)");
+    assert_eq!(get(&report, "after"), r#"Ok("hello")"#);
+}

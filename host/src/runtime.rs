@@ -22,6 +22,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+/// The name of a native worker's blocking threads.
+#[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
+pub(crate) const BLOCKING_THREAD: &str = "host-blocking";
+
 /// How often running guests are asked to yield, so that many share few threads.
 const TIME_SLICE: Duration = Duration::from_millis(10);
 
@@ -207,7 +211,13 @@ impl HostBuilder {
         };
         let runtime = match (&self.this_process, self.threads) {
             // A native worker runs one guest, driven by its main thread.
-            (Some(_), _) => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+            // Its blocking pool (WASI's file operations) lets an idle thread go
+            // soon: a fork waits for none to be left (backend/native/fork.rs).
+            (Some(_), _) => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .thread_name(BLOCKING_THREAD)
+                .thread_keep_alive(Duration::from_millis(10))
+                .build()?,
             (None, threads) => tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(threads.unwrap_or_else(cpu_count).max(2))
                 // A guest's every time slice is one poll: look at timers (a

@@ -241,8 +241,29 @@ fn shared() {
     }
 }
 
+/// Files of a granted directory (`--dir HOST::/data`) read on both sides:
+/// `/data/note.txt` before the fork, then again in the child and in the
+/// parent, each a second time after the other's read.
+fn files() {
+    let read = || std::fs::read_to_string("/data/note.txt").map(|text| text.trim_end().to_string());
+    println!("before: {:?}", read());
+    match fork() {
+        Fork::Child => {
+            println!("child-read: {:?}", read());
+            println!("child-again: {:?}", read());
+            mp::exit(0);
+        }
+        Fork::Parent(child) => {
+            child.join().unwrap();
+            println!("child-exitcode: {:?}", child.exitcode());
+            println!("after: {:?}", read());
+        }
+    }
+}
+
 fn main() {
-    let scenarios: [(&str, fn()); 11] = [
+    let scenarios: [(&str, fn()); 12] = [
+        ("files", files),
         ("shared", shared),
         ("bench", bench),
         ("copy", copy),

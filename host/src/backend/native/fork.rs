@@ -101,6 +101,7 @@ pub(super) fn fork(
     });
     let mut in_child = false;
     child.start_with(host, |launch| {
+        quiesce_blocking_pool()?;
         let mut slot = backend.slots.take()?;
         let (report_read, report_write) =
             pipe().map_err(|e| Error::Spawn(format!("cannot make a report pipe: {e}")))?;
@@ -184,6 +185,29 @@ pub(super) fn fork(
         journal.clear();
     }
     Ok(Forked::Child)
+}
+
+/// How long a fork waits for the runtime's blocking threads to be gone.
+const BLOCKING_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Waits until the runtime's blocking pool has no thread (an idle one goes
+/// after a few milliseconds): the child's copy of the pool would count a
+/// thread the fork did not copy as idle, and hand it work nobody does.
+fn quiesce_blocking_pool() -> Result<(), Error> {
+    let start = std::time::Instant::now();
+    loop {
+        let busy = std::fs::read_dir("/proc/self/task")
+            .map_err(|e| Error::Spawn(format!("cannot list this worker's threads: {e}")))?
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .any(|name| name.trim_end() == crate::runtime::BLOCKING_THREAD);
+        if !busy {
+            return Ok(());
+        }
+        if start.elapsed() > BLOCKING_PATIENCE {
+            return Err(Error::Spawn("cannot fork while a blocking operation is still running".into()));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// The child's copy of its own node in its parent's tree: never signalled
