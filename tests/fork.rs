@@ -174,7 +174,9 @@ fn a_daemon_cannot_fork() {
 fn shared_objects_stay_usable_on_both_sides() {
     // The child takes what its parent put before the fork and puts back
     // its answer, which the parent gets.
-    let Some((out, report)) = scenario("shared", &[]) else { return };
+    let Some((out, report)) = scenario("shared", &[]) else {
+        return;
+    };
     assert_eq!(get(&report, "child-exitcode"), "Some(0)", "{out:#?}");
     assert_eq!(get(&report, "got"), "Ok(42)");
 }
@@ -187,7 +189,9 @@ fn granted_files_are_read_on_both_sides() {
     let dir = tempfile::tempdir().unwrap();
     write_file(dir.path(), "note.txt", "hello\n");
     let grant = format!("{}::/data", s(dir.path()));
-    let Some((out, report)) = scenario("files", &["--dir", &grant]) else { return };
+    let Some((out, report)) = scenario("files", &["--dir", &grant]) else {
+        return;
+    };
     assert_eq!(get(&report, "before"), r#"Ok("hello")"#, "{out:#?}");
     assert_eq!(get(&report, "child-read"), r#"Ok("hello")"#);
     assert_eq!(get(&report, "child-again"), r#"Ok("hello")"#);

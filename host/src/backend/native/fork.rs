@@ -34,6 +34,17 @@
 //!   connection to the broker of shared objects is its parent's, so it
 //!   connects anew. Its deadline is its parent's (the same instant) and so
 //!   are its limits.
+//! - **Blocking work.** The runtime's blocking pool (WASI's file
+//!   operations) would count in the child a thread the fork did not copy:
+//!   a worker's blocking threads go after 10 ms idle, and the fork waits
+//!   until none is left.
+//!
+//! Not carried over: a guest that reads its stdin (inherited from the
+//! host) does so through wasmtime-wasi's reader thread, which the child
+//! lacks (a forked child reading a stdin its parent had read from is not
+//! supported, nor tested); a forked
+//! child's output lines carry its parent's label where output is labelled
+//! (`host run --count N`); a pool worker does not fork.
 
 use super::{
     INHERITED, NativeBackend, NativeControl, SpawnRequest, Spawner, Worker, ZygoteState,
@@ -204,7 +215,9 @@ fn quiesce_blocking_pool() -> Result<(), Error> {
             return Ok(());
         }
         if start.elapsed() > BLOCKING_PATIENCE {
-            return Err(Error::Spawn("cannot fork while a blocking operation is still running".into()));
+            return Err(Error::Spawn(
+                "cannot fork while a blocking operation is still running".into(),
+            ));
         }
         std::thread::sleep(Duration::from_millis(1));
     }
