@@ -273,11 +273,7 @@ fn host_measured(args: &[&str], env: &[(&str, &str)]) -> (Output, u64) {
         let mut status = 0;
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
         let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-        assert!(
-            reaped >= 0,
-            "wait for the host: {}",
-            std::io::Error::last_os_error()
-        );
+        assert!(reaped >= 0, "wait for the host: {}", std::io::Error::last_os_error());
         if reaped == pid {
             break (status, usage);
         }
