@@ -198,3 +198,16 @@ fn granted_files_are_read_on_both_sides() {
     assert_eq!(get(&report, "child-exitcode"), "Some(0)");
     assert_eq!(get(&report, "after"), r#"Ok("hello")"#);
 }
+
+#[test]
+fn a_spawned_child_stays_its_parents_alone() {
+    // Forked while a spawned child runs: the forked child cannot join it
+    // (its handle is closed there), and the parent still ends it and
+    // reaps it; the forked child is the parent's second child.
+    let Some((out, report)) = scenario("with-child", &[]) else { return };
+    assert_eq!(get(&report, "child-sees-spawned"), r#"Err("Closed")"#, "{out:#?}");
+    assert_eq!(get(&report, "child-exitcode"), "Some(0)");
+    assert_eq!(get(&report, "spawned-alive"), "true");
+    assert_eq!(get(&report, "spawned-exitcode"), "Some(-15)");
+    assert_eq!(get(&report, "forked-name"), "Process-2");
+}

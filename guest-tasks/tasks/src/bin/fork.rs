@@ -38,7 +38,12 @@ fn five() {
     mp::exit(5);
 }
 
-mp::entries!(daemon_forks, five);
+/// Sleeps until terminated.
+fn sleeper() {
+    sleep_forever();
+}
+
+mp::entries!(daemon_forks, five, sleeper);
 
 /// The heap, the stack and a global, before and after.
 static mut GLOBAL: u32 = 1;
@@ -267,8 +272,35 @@ fn files() {
     }
 }
 
+/// A fork while a spawned child runs: that child is the parent's alone
+/// (the forked child sees its handle closed), and the parent still
+/// terminates and joins it.
+fn with_child() {
+    let spawned = Process::new(target!(sleeper), ());
+    spawned.start().unwrap();
+    match fork() {
+        Fork::Child => {
+            println!(
+                "child-sees-spawned: {:?}",
+                spawned.join().map_err(|e| e.kind())
+            );
+            mp::exit(0);
+        }
+        Fork::Parent(child) => {
+            child.join().unwrap();
+            println!("child-exitcode: {:?}", child.exitcode());
+            println!("spawned-alive: {}", spawned.is_alive());
+            spawned.terminate().unwrap();
+            spawned.join().unwrap();
+            println!("spawned-exitcode: {:?}", spawned.exitcode());
+            println!("forked-name: {}", child.name());
+        }
+    }
+}
+
 fn main() {
-    let scenarios: [(&str, fn()); 12] = [
+    let scenarios: [(&str, fn()); 13] = [
+        ("with-child", with_child),
         ("files", files),
         ("shared", shared),
         ("bench", bench),
