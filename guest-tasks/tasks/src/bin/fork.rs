@@ -278,7 +278,14 @@ fn files() {
 fn with_child() {
     let spawned = Process::new(target!(sleeper), ());
     spawned.start().unwrap();
-    match fork() {
+    let side = mp::fork().inspect_err(|_| {
+        // Refused: the sleeper would keep the run alive.
+        let _ = spawned.terminate();
+    });
+    match side.unwrap_or_else(|error| {
+        println!("fork: {}: {error}", error.kind());
+        mp::exit(1);
+    }) {
         Fork::Child => {
             println!(
                 "child-sees-spawned: {:?}",
