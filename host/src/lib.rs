@@ -43,6 +43,7 @@ mod process;
 mod program;
 mod runtime;
 pub mod sync;
+mod work;
 
 pub use backend::BackendKind;
 /// Worker mode of the native backend: what the re-executed binary runs.

@@ -326,10 +326,10 @@ impl Node {
             State::Running(_) => return Err(Error::AlreadyStarted),
             State::Closed => return Err(Error::Closed),
         };
-        if let Some(entry) = &launch.entry
+        if let Some(entry) = launch.work.entry()
             && !launch.program.has_entry(entry)
         {
-            return Err(Error::UnknownEntry(entry.clone()));
+            return Err(Error::UnknownEntry(entry.to_string()));
         }
         if host.closed.load(Ordering::SeqCst) {
             return Err(Error::Spawn("the host is shutting down".into()));
@@ -345,7 +345,7 @@ impl Node {
         }
         // The span exists before the backend starts the process: its spawn
         // event goes with its pid (`set_pid`), and its end may come at once.
-        let entry = launch.entry.as_deref().unwrap_or("main");
+        let entry = launch.work.entry().unwrap_or("main");
         let pid = tracing::field::Empty;
         let _ = self.span.set(tracing::info_span!("process", name = %self.name(), pid, ppid = self.ppid(), entry, daemon));
         match host.backend.start(host, self, &launch) {

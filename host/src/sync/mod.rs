@@ -600,7 +600,7 @@ impl Broker {
     ) -> Result<(), crate::Error> {
         let handed = child
             .update_launch(|launch| {
-                let ids = handed_ids(&launch.input);
+                let ids = handed_ids(launch.work.input());
                 (!ids.is_empty()).then(|| {
                     let ticket = random_u64();
                     launch.ticket = Some(ticket);

@@ -55,7 +55,7 @@ use crate::command::Launch;
 use crate::error::Error;
 use crate::exit::Signal;
 use crate::output::{Input, LineSink, Stream};
-use crate::pool::{Outcome, ServeChannel};
+use crate::work::{Outcome, ServeChannel, Work};
 use crate::process::{Ended, Node};
 use crate::runtime::HostInner;
 use protocol::{EngineSettings, Start};
@@ -330,8 +330,8 @@ impl NativeBackend {
             core: program.kind() == crate::ProgramKind::CoreModule,
             entries: program.entries().to_vec(),
             has_main: program.has_main(),
-            entry: launch.entry.clone(),
-            input: launch.input.clone(),
+            entry: launch.work.entry().map(str::to_string),
+            input: launch.work.input().to_vec(),
             ticket: launch.ticket,
             args: launch.args.clone(),
             env: launch.env.clone(),
@@ -348,11 +348,14 @@ impl NativeBackend {
             label: launch.label.clone(),
             labelled: launch.labelled,
             engine: self.settings,
-            serve: launch.serve.as_ref().map(|serve| protocol::Serve {
-                initializer: serve.initializer.clone(),
-                max_tasks: serve.max_tasks,
-                task_timeout: serve.task_timeout.map(nanos),
-            }),
+            serve: match &launch.work {
+                Work::Serve(serve) => Some(protocol::Serve {
+                    initializer: serve.initializer.clone(),
+                    max_tasks: serve.max_tasks,
+                    task_timeout: serve.task_timeout.map(nanos),
+                }),
+                Work::Main | Work::Entry { .. } => None,
+            },
             journal,
         }
     }
@@ -525,8 +528,8 @@ async fn supervise(
         let report = tokio::net::unix::pipe::Receiver::from_owned_fd(worker.report)
             .map_err(|e| format!("cannot read the report pipe: {e}"))?;
         let reports = read_reports(report);
-        let report = match (&launch.serve, worker.tasks) {
-            (Some(serve), Some(stdin)) => bridge(pid, serve, stdin, reports).await,
+        let report = match (&launch.work, worker.tasks) {
+            (Work::Serve(serve), Some(stdin)) => bridge(pid, serve, stdin, reports).await,
             _ => {
                 let mut reports = reports;
                 ended_report(reports.recv().await)

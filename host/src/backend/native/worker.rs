@@ -20,7 +20,7 @@ use crate::instance::{self, Outputs};
 use crate::limits::Limits;
 use crate::program::Code;
 use crate::output::{Stdin, Stdio};
-use crate::pool::{Job, Outcome, Reply, ServeChannel};
+use crate::work::{Job, Outcome, Reply, ServeChannel, Work};
 use crate::runtime::HostBuilder;
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -108,8 +108,16 @@ pub(crate) fn run(
     let inner = host.inner().clone();
     let program = super::code::program(&inner, &start, code, sealed);
     let launch = Launch {
-        entry: start.entry,
-        input: start.input,
+        work: match (start.serve, start.entry) {
+            (Some(serve), _) => Work::Serve(ServeChannel {
+                tasks: take_tasks(report.clone()),
+                initializer: serve.initializer,
+                max_tasks: serve.max_tasks,
+                task_timeout: serve.task_timeout.map(Duration::from_nanos),
+            }),
+            (None, Some(name)) => Work::Entry { name, input: start.input },
+            (None, None) => Work::Main,
+        },
         ticket: start.ticket,
         args: start.args,
         env: start.env,
@@ -123,12 +131,6 @@ pub(crate) fn run(
         labelled: start.labelled,
         label: start.label,
         parent_label: None,
-        serve: start.serve.map(|serve| ServeChannel {
-            tasks: take_tasks(report.clone()),
-            initializer: serve.initializer,
-            max_tasks: serve.max_tasks,
-            task_timeout: serve.task_timeout.map(Duration::from_nanos),
-        }),
         ..program.command().launch().clone()
     };
     let outputs = Outputs::passthrough(&launch);
