@@ -31,7 +31,7 @@ mod backend;
 mod command;
 mod error;
 mod exit;
-#[cfg(all(test, feature = "native", target_os = "linux"))]
+#[cfg(test)]
 mod fuzz;
 mod guest;
 mod instance;

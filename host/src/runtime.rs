@@ -228,6 +228,7 @@ impl HostBuilder {
             Some((name, daemon)) => Node::this_process(backend.root_pid(), name.clone(), *daemon),
             None => Node::root(backend.root_pid()),
         };
+        let sync = crate::sync::Broker::new(runtime.handle(), backend.as_ref(), self.shared)?;
         let inner = Arc::new(HostInner {
             component_linker: engines.component_linker,
             core_linker: engines.core_linker,
@@ -237,12 +238,7 @@ impl HostBuilder {
             backend,
             fuel: self.fuel,
             max_memory: self.max_memory,
-            sync: crate::sync::Broker::new(
-                runtime.handle(),
-                self.backend == BackendKind::Native,
-                self.this_process.is_some(),
-                self.shared,
-            )?,
+            sync,
             journal: self.journal.then(Journal::default),
             live: Live::default(),
             closed: AtomicBool::new(false),

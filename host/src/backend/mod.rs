@@ -97,6 +97,57 @@ pub(crate) trait Backend: Send + Sync {
     /// end is recorded (so that a joiner can start another at once); past
     /// the limit, start fails with [`Error::ProcessLimit`].
     fn start(&self, host: &Arc<HostInner>, node: &Arc<Node>, launch: &Launch) -> Result<Arc<dyn Control>, Error>;
+
+    /// In a root host: the run's shared objects, which this backend serves
+    /// to processes that run outside the host (the thread backend's run in
+    /// it and need nothing). Called once, as the host is built.
+    fn serve_objects(&self, _runtime: &tokio::runtime::Handle, _objects: Arc<dyn Objects>) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// Where this host's processes reach the run's shared objects when they
+    /// are not in this host (a native worker: they are in its root);
+    /// `None` when they are here.
+    fn remote_objects(&self) -> anyhow::Result<Option<Arc<dyn RemoteObjects>>> {
+        Ok(None)
+    }
+}
+
+/// A future a trait object returns.
+pub(crate) type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// The run's shared objects as a backend carries requests for them:
+/// encoded requests in, encoded answers out (the encoding is
+/// [`crate::sync`]'s own; a backend only moves the bytes). A build whose
+/// backends all run their processes inside the host never calls it.
+#[allow(dead_code)]
+pub(crate) trait Objects: Send + Sync {
+    /// Carries out one encoded request of the process `pid`. Dropping the
+    /// future before it resolves withdraws the request (a blocking one
+    /// takes nothing). An `Err` is a request that breaks the protocol: its
+    /// sender is not served further.
+    fn call(&self, pid: u32, request: Vec<u8>) -> BoxFuture<'_, Result<Answered, String>>;
+
+    /// The process `pid` can send no more requests (it ended): whatever it
+    /// held is released.
+    fn release(&self, pid: u32);
+}
+
+/// The encoded answer to a request, and how to undo what it hands over if
+/// it cannot be delivered (a message taken for a process that is gone goes
+/// back where it was).
+#[allow(dead_code)]
+pub(crate) struct Answered {
+    pub(crate) answer: Vec<u8>,
+    pub(crate) undo: Option<Box<dyn FnOnce() + Send>>,
+}
+
+/// A process's way to the run's shared objects when they live in another
+/// host (see [`Backend::remote_objects`]).
+pub(crate) trait RemoteObjects: Send + Sync {
+    /// Sends one encoded request and waits for its encoded answer; an
+    /// `Err` says why the objects could not be reached.
+    fn call(&self, request: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, String>>;
 }
 
 /// Delivers signals to one running process.

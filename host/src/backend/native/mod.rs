@@ -43,6 +43,7 @@
 //! parent). Every child is waited for through a pidfd, which reaps exactly
 //! our own children (never an embedder's), so no zombie stays.
 
+mod broker;
 mod code;
 mod orphans;
 pub(crate) mod protocol;
@@ -50,7 +51,7 @@ mod slots;
 pub mod worker;
 mod zygote;
 
-use super::{Backend, BackendKind, Control};
+use super::{Backend, BackendKind, Control, Objects, RemoteObjects};
 use crate::command::Launch;
 use crate::error::Error;
 use crate::exit::Signal;
@@ -86,6 +87,11 @@ pub(crate) struct NativeBackend {
     slots: Arc<slots::Slots>,
     /// The root keeps the lifeline's write end for as long as it lives.
     _lifeline_writer: Option<OwnedFd>,
+    /// The socket on which the root serves the run's shared objects, which
+    /// every worker is told of.
+    broker: OnceLock<PathBuf>,
+    /// The root's listening socket, kept as long as it lives.
+    endpoint: OnceLock<broker::Endpoint>,
 }
 
 /// What a worker inherited from its parent.
@@ -135,6 +141,8 @@ impl NativeBackend {
             spawner: spawner.run()?,
             slots,
             _lifeline_writer: lifeline_writer,
+            broker: OnceLock::new(),
+            endpoint: OnceLock::new(),
         })
     }
 }
@@ -288,6 +296,24 @@ impl Backend for NativeBackend {
         }
     }
 
+    fn serve_objects(&self, runtime: &tokio::runtime::Handle, objects: Arc<dyn Objects>) -> anyhow::Result<()> {
+        let endpoint = broker::listen(runtime, objects)?;
+        let _ = self.broker.set(endpoint.path.clone());
+        let _ = self.endpoint.set(endpoint);
+        Ok(())
+    }
+
+    fn remote_objects(&self) -> anyhow::Result<Option<Arc<dyn RemoteObjects>>> {
+        if INHERITED.get().is_none() {
+            return Ok(None);
+        }
+        let client = broker::Client::from_env().ok_or_else(|| {
+            anyhow::anyhow!("worker mode is for the host's own use: {} is missing", broker::BROKER_VAR)
+        })?;
+        let _ = self.broker.set(client.path.clone());
+        Ok(Some(Arc::new(client)))
+    }
+
     fn start(&self, host: &Arc<HostInner>, node: &Arc<Node>, launch: &Launch) -> Result<Arc<dyn Control>, Error> {
         let code = code::Sealed::of(&launch.program)
             .map_err(|e| Error::Spawn(format!("cannot seal the compiled program: {e}")))?;
@@ -297,7 +323,7 @@ impl Backend for NativeBackend {
         let mut slot = self.slots.take()?;
         let (started, worker) = crossbeam_channel::bounded(1);
         let gone = || Error::Spawn("the spawner thread is gone".into());
-        let broker = host.sync.worker_env();
+        let broker = self.broker.get().map(|path| (broker::BROKER_VAR, path.clone()));
         let stdin = stdin_fd(&launch.stdin.0).map_err(|e| Error::Spawn(format!("cannot pass on stdin: {e}")))?;
         self.spawner.send(SpawnRequest { start, code, broker, stdin, started }).map_err(|_| gone())?;
         let worker = worker
