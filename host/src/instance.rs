@@ -71,13 +71,8 @@ impl Outputs {
         Outputs::with_format(launch, launch.output_format())
     }
 
-    /// Outputs that pass bytes on at once (a native worker's own).
-    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
-    pub(crate) fn passthrough(launch: &Launch) -> Outputs {
-        Outputs::with_format(launch, launch.output_format().passed_through())
-    }
-
-    fn with_format(launch: &Launch, format: Format) -> Outputs {
+    /// Outputs in the given format.
+    pub(crate) fn with_format(launch: &Launch, format: Format) -> Outputs {
         Outputs {
             stdout: LineSink::new(&launch.stdout, Stream::Stdout, format.clone()),
             stderr: LineSink::new(&launch.stderr, Stream::Stderr, format),

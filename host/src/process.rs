@@ -231,24 +231,27 @@ impl Node {
 
     /// The host itself: parent of root processes, adopter of orphans.
     pub(crate) fn root(pid: u32) -> Arc<Node> {
-        let root = Node::new("MainProcess".into(), 0, State::Closed);
-        root.set_pid(pid);
-        root
+        Node::top(pid, "MainProcess".into(), 0, false, None)
     }
 
-    /// The process this host is, in a native worker: signalling it signals
-    /// the worker itself.
-    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
-    pub(crate) fn this_process(pid: u32, name: String, daemon: bool) -> Arc<Node> {
-        let ppid = unsafe { libc::getppid() } as u32;
-        let node = Node::new(name, ppid, State::Running(Arc::new(ThisProcess)));
+    /// The top of a host's tree, `pid`: the host itself (`control` `None`:
+    /// it is not signalled as a process), or a host that is itself one
+    /// process of a larger run, named `name`, signalled through `control`.
+    pub(crate) fn top(pid: u32, name: String, ppid: u32, daemon: bool, control: Option<Arc<dyn Control>>) -> Arc<Node> {
+        let state = match control {
+            Some(control) => State::Running(control),
+            None => State::Closed,
+        };
+        let node = Node::new(name, ppid, state);
         node.set_pid(pid);
         node.daemon.store(daemon, Ordering::SeqCst);
         node
     }
 
-    /// The children still running.
-    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
+    /// The children still running (a host that is one process of a larger
+    /// run hands its own to the run's root as it ends; a build without
+    /// such a backend never asks).
+    #[allow(dead_code)]
     pub(crate) fn live_children(&self) -> Vec<Arc<Node>> {
         self.children.lock().unwrap().iter().filter(|c| c.is_alive()).cloned().collect()
     }
@@ -528,14 +531,5 @@ impl Node {
                 let _ = child.join(None);
             }
         }
-    }
-}
-
-/// Signals to the process the host itself is (a native worker).
-struct ThisProcess;
-
-impl Control for ThisProcess {
-    fn signal(&self, signal: Signal) {
-        unsafe { libc::raise(signal.number()) };
     }
 }

@@ -8,10 +8,14 @@ use crate::command::Launch;
 use crate::error::Error;
 use crate::exit::Signal;
 use crate::process::Node;
-use crate::runtime::HostInner;
+use crate::runtime::{Engines, HostInner};
 use std::sync::Arc;
 
 #[cfg(all(feature = "native", target_os = "linux"))]
+pub(crate) mod native;
+/// A build without the native backend has this stand-in in its place.
+#[cfg(not(all(feature = "native", target_os = "linux")))]
+#[path = "absent.rs"]
 pub(crate) mod native;
 pub(crate) mod thread;
 
@@ -53,7 +57,7 @@ impl BackendKind {
     pub fn is_available(self) -> bool {
         match self {
             BackendKind::Thread => true,
-            BackendKind::Native => cfg!(all(feature = "native", target_os = "linux")),
+            BackendKind::Native => native::AVAILABLE,
         }
     }
 }
@@ -76,6 +80,26 @@ pub(crate) trait Backend: Send + Sync {
 
     /// The pid of the host itself, parent of the root processes.
     fn root_pid(&self) -> u32;
+
+    /// The top of the host's process tree: by default the host itself,
+    /// parent of the root processes; in a host that is itself one process
+    /// of a run rooted elsewhere, that process.
+    fn root(&self) -> Arc<Node> {
+        Node::root(self.root_pid())
+    }
+
+    /// Whether the host runs one process only, driven by the thread that
+    /// waits for it: its executor then needs no threads of its own.
+    fn runs_one_process(&self) -> bool {
+        false
+    }
+
+    /// The engine and linkers the host must use, if made before it (they
+    /// must match compiled code the backend was handed); `None`: the host
+    /// makes its own.
+    fn engines(&self) -> Option<Engines> {
+        None
+    }
 
     /// Blocks until every process the host adopted outside its own tree
     /// (the native backend's orphans of workers) has ended.
@@ -156,11 +180,16 @@ pub(crate) trait Control: Send + Sync {
 }
 
 /// What a backend needs to know of the host's configuration.
-#[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
 pub(crate) struct Settings {
     pub(crate) kind: BackendKind,
+    /// What a backend that runs processes outside the host needs: the
+    /// binary they run, and the engine settings their code was compiled
+    /// with (unread in a build without such a backend).
+    #[allow(dead_code)]
     pub(crate) worker_program: Option<std::path::PathBuf>,
+    #[allow(dead_code)]
     pub(crate) fuel: bool,
+    #[allow(dead_code)]
     pub(crate) max_memory: u64,
     /// The cap on live processes; a native worker's comes from its root.
     pub(crate) max_processes: u32,
@@ -169,18 +198,6 @@ pub(crate) struct Settings {
 pub(crate) fn create(settings: Settings) -> anyhow::Result<Box<dyn Backend>> {
     match settings.kind {
         BackendKind::Thread => Ok(Box::new(thread::ThreadBackend::new(settings.max_processes))),
-        #[cfg(all(feature = "native", target_os = "linux"))]
-        BackendKind::Native => Ok(Box::new(native::NativeBackend::new(
-            settings.worker_program,
-            native::protocol::EngineSettings {
-                fuel: settings.fuel,
-                max_memory: settings.max_memory,
-            },
-            settings.max_processes,
-        )?)),
-        #[cfg(not(all(feature = "native", target_os = "linux")))]
-        BackendKind::Native => anyhow::bail!(
-            "the native backend is not built in: rebuild the host with `cargo build --features native` (Linux only)"
-        ),
+        BackendKind::Native => native::create(settings),
     }
 }

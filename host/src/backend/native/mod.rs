@@ -55,10 +55,10 @@ use super::{Backend, BackendKind, Control, Objects, RemoteObjects};
 use crate::command::Launch;
 use crate::error::Error;
 use crate::exit::Signal;
-use crate::output::{Input, LineSink, Stream};
+use crate::output::{Format, Input, LineSink, Stream};
 use crate::work::{Outcome, ServeChannel, Work};
 use crate::process::{Ended, Node};
-use crate::runtime::HostInner;
+use crate::runtime::{Engines, HostInner};
 use protocol::{EngineSettings, Start};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
@@ -72,6 +72,15 @@ const FDS_VAR: &str = "HOST_WORKER_FDS";
 /// The environment variable naming the descriptor a worker takes as the
 /// guest's stdin.
 const STDIN_VAR: &str = "HOST_WORKER_STDIN";
+
+/// Whether this build can run the native backend.
+pub(crate) const AVAILABLE: bool = true;
+
+/// The native backend of a host configured as `settings` says.
+pub(crate) fn create(settings: super::Settings) -> anyhow::Result<Box<dyn Backend>> {
+    let engine = EngineSettings { fuel: settings.fuel, max_memory: settings.max_memory };
+    Ok(Box::new(NativeBackend::new(settings.worker_program, engine, settings.max_processes)?))
+}
 
 /// The subcommand that puts the host binary in worker mode.
 pub const WORKER_ARG: &str = "__worker";
@@ -92,6 +101,25 @@ pub(crate) struct NativeBackend {
     broker: OnceLock<PathBuf>,
     /// The root's listening socket, kept as long as it lives.
     endpoint: OnceLock<broker::Endpoint>,
+    /// In a worker: the process its host is (name, daemon).
+    this_process: Option<(String, bool)>,
+    /// In a worker: the engine its code was loaded with.
+    engines: Option<Engines>,
+}
+
+/// What a worker's host is, told before the host is built.
+pub(crate) struct ThisProcess {
+    pub(crate) name: String,
+    pub(crate) daemon: bool,
+    pub(crate) engines: Engines,
+}
+
+/// Set by a worker just before it builds its host, taken by its backend.
+static THIS_PROCESS: std::sync::Mutex<Option<ThisProcess>> = std::sync::Mutex::new(None);
+
+/// Makes the next host built in this process the worker's own.
+pub(crate) fn become_process(this: ThisProcess) {
+    *THIS_PROCESS.lock().unwrap() = Some(this);
 }
 
 /// What a worker inherited from its parent.
@@ -125,6 +153,7 @@ impl NativeBackend {
                 (lifeline, orphanage, slots, writer)
             }
         };
+        let this = THIS_PROCESS.lock().unwrap().take();
         let spawner = Spawner {
             exe: exe.clone(),
             lifeline,
@@ -143,6 +172,8 @@ impl NativeBackend {
             _lifeline_writer: lifeline_writer,
             broker: OnceLock::new(),
             endpoint: OnceLock::new(),
+            this_process: this.as_ref().map(|this| (this.name.clone(), this.daemon)),
+            engines: this.map(|this| this.engines),
         })
     }
 }
@@ -277,6 +308,25 @@ impl Backend for NativeBackend {
 
     fn root_pid(&self) -> u32 {
         std::process::id()
+    }
+
+    fn root(&self) -> Arc<Node> {
+        match &self.this_process {
+            Some((name, daemon)) => {
+                // SAFETY: getppid has no preconditions and cannot fail.
+                let ppid = unsafe { libc::getppid() } as u32;
+                Node::top(std::process::id(), name.clone(), ppid, *daemon, Some(Arc::new(SelfControl)))
+            }
+            None => Node::root(self.root_pid()),
+        }
+    }
+
+    fn runs_one_process(&self) -> bool {
+        self.this_process.is_some()
+    }
+
+    fn engines(&self) -> Option<Engines> {
+        self.engines.clone()
     }
 
     fn wait_adopted(&self) {
@@ -533,7 +583,8 @@ async fn supervise(
     ];
     for (fd, stdio, stream) in sinks {
         if let Some(reader) = pipe_reader(fd) {
-            let sink = LineSink::new(stdio, stream, launch.output_format().labelled_elsewhere());
+            // The worker labelled its lines itself: no prefix here.
+            let sink = LineSink::new(stdio, stream, Format { prefix: None, ..launch.output_format() });
             let producer = sink.producer();
             let counted = producer.is_none() && !node.is_daemon();
             if counted {
@@ -577,9 +628,14 @@ async fn supervise(
     if let Ok(Some(report)) = &mut report {
         // What the worker measured, and the descendants that ended in it
         // (which end before it, and so come first in the journal).
-        node.usage.absorb(report.peak_memory, report.fuel_used);
+        // Its memory is the worker's to count: the root's node only ever
+        // sees it grow once, to its peak.
+        node.usage.memory_grew(0, report.peak_memory);
+        if let Some(fuel) = report.fuel_used {
+            node.usage.set_fuel_used(fuel);
+        }
         if let Some(journal) = &host.journal {
-            journal.extend(std::mem::take(&mut report.descendants).into_iter().map(Into::into));
+            std::mem::take(&mut report.descendants).into_iter().for_each(|record| journal.push(record.into()));
         }
     }
     let ended = match (report, status) {
@@ -794,6 +850,16 @@ fn reap(pidfd: &OwnedFd) -> Option<Status> {
         libc::CLD_EXITED => Status::Exited(status),
         _ => Status::Signalled(status),
     })
+}
+
+/// Signals to the process a worker's host is: the worker itself.
+struct SelfControl;
+
+impl Control for SelfControl {
+    fn signal(&self, signal: Signal) {
+        // SAFETY: raising a signal on ourselves has no preconditions.
+        unsafe { libc::raise(signal.number()) };
+    }
 }
 
 /// Signals one worker.
