@@ -63,7 +63,7 @@ use protocol::{EngineSettings, Start};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
-use tokio::io::{AsyncRead, AsyncReadExt};
+
 
 /// The environment variable naming a worker's report, lifeline, orphanage
 /// and process table descriptors.
@@ -581,8 +581,17 @@ async fn supervise(
         (worker.stdout, &launch.stdout, Stream::Stdout),
         (worker.stderr, &launch.stderr, Stream::Stderr),
     ];
+    // A copy of each pipe's read end, and the forwarder's turn: once the
+    // worker is reaped, what it wrote is passed on before its end is
+    // recorded (see `drain`).
+    let mut drains = Vec::new();
     for (fd, stdio, stream) in sinks {
+        let copy = fd.as_ref().and_then(|fd| fd.try_clone().ok());
         if let Some(reader) = pipe_reader(fd) {
+            let turn = Arc::new(tokio::sync::Mutex::new(()));
+            if let Some(copy) = copy {
+                drains.push((copy, turn.clone()));
+            }
             // The worker labelled its lines itself: no prefix here.
             let sink = LineSink::new(stdio, stream, Format { prefix: None, ..launch.output_format() });
             let producer = sink.producer();
@@ -592,7 +601,7 @@ async fn supervise(
             }
             let host = host.clone();
             host.runtime.clone().spawn(async move {
-                forward(reader, &sink).await;
+                forward(reader, &sink, &turn).await;
                 sink.finish();
                 drop(producer);
                 if counted {
@@ -621,8 +630,12 @@ async fn supervise(
         report
     };
     let (mut report, status) = tokio::join!(read_report, wait_pidfd(pidfd));
-    // Reaped: the slot is free before a joiner wakes.
+    // Reaped: the slot is free before a joiner wakes, and its last output
+    // is passed on.
     drop(slot);
+    for (fd, turn) in &drains {
+        drain(fd, turn).await;
+    }
     let signalled = matches!(status, Status::Signalled(_));
     tracing::info!(parent: node.span(), "reap");
     if let Ok(Some(report)) = &mut report {
@@ -764,15 +777,56 @@ fn pipe_reader(fd: Option<OwnedFd>) -> Option<tokio::net::unix::pipe::Receiver> 
 /// Passes everything a worker writes on to `sink`, until end-of-file. It
 /// reads only when the sink's destination has room: a full queue (a host
 /// stream nobody reads) leaves the bytes in the pipe, and the worker waits.
-async fn forward<R: AsyncRead + Unpin>(mut reader: R, sink: &LineSink) {
+/// Each read and the write that follows are one turn of `turn`, so that
+/// [`drain`] can tell bytes in the pipe from bytes on their way.
+async fn forward(reader: tokio::net::unix::pipe::Receiver, sink: &LineSink, turn: &tokio::sync::Mutex<()>) {
     let mut buffer = vec![0u8; 64 << 10];
     loop {
         sink.writable(0).await;
-        match reader.read(&mut buffer).await {
-            Ok(0) | Err(_) => return,
+        if reader.readable().await.is_err() {
+            return;
+        }
+        let _turn = turn.lock().await;
+        match reader.try_read(&mut buffer) {
+            Ok(0) => return,
             Ok(n) => sink.write(&buffer[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
         }
     }
+}
+
+/// How long an ended worker's output may take to be passed on before its
+/// end is recorded anyway (a host stream nobody reads, descendants that
+/// share the pipe and keep writing).
+const DRAIN_PATIENCE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Waits, briefly, until the pipe `fd` (a copy of a forwarder's read end)
+/// holds nothing its forwarder has not passed on: what an ended worker
+/// wrote has then reached its sink. Bounded by [`DRAIN_PATIENCE`]; it
+/// polls rather than waits on a wake-up, so it cannot hang.
+async fn drain(fd: &OwnedFd, turn: &tokio::sync::Mutex<()>) {
+    let deadline = std::time::Instant::now() + DRAIN_PATIENCE;
+    loop {
+        {
+            let _turn = turn.lock().await;
+            if pending_bytes(fd) == 0 {
+                return;
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
+/// How many bytes wait in the pipe `fd`; 0 if it cannot be asked.
+fn pending_bytes(fd: &OwnedFd) -> usize {
+    let mut pending: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which is valid.
+    let result = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut pending) };
+    if result < 0 { 0 } else { pending.max(0) as usize }
 }
 
 pub(super) enum Status {
