@@ -38,6 +38,11 @@
 //! of its own stdin once it has read its start message (a worker forked by
 //! the zygote gets it with its other descriptors, as its stdin).
 //!
+//! The run's shared objects live in the root host, which serves them to
+//! every worker on a unix socket (`broker.rs`), in frames of the same codec
+//! as the control messages ([`protocol`]); what the frames carry is the
+//! objects' own encoding, which the backend never looks into.
+//!
 //! A daemon sets `PR_SET_PDEATHSIG` on itself, so it dies with its parent
 //! even when the parent crashes (the spawner thread lives as long as the
 //! parent). Every child is waited for through a pidfd, which reaps exactly
@@ -91,7 +96,8 @@ pub(crate) struct NativeBackend {
     /// Workers are spawned from one long-lived thread: `PR_SET_PDEATHSIG`
     /// fires when the *thread* that spawned ends, and descriptors made
     /// inheritable for one spawn must not leak into another.
-    spawner: crossbeam_channel::Sender<SpawnRequest>,
+    /// Started on first use (most workers start no process of their own).
+    spawner: std::sync::Mutex<SpawnerThread>,
     /// The run's process slots, shared with every worker.
     slots: Arc<slots::Slots>,
     /// The root keeps the lifeline's write end for as long as it lives.
@@ -167,7 +173,7 @@ impl NativeBackend {
         Ok(NativeBackend {
             exe,
             settings,
-            spawner: spawner.run()?,
+            spawner: std::sync::Mutex::new(SpawnerThread::NotYet(Box::new(spawner))),
             slots,
             _lifeline_writer: lifeline_writer,
             broker: OnceLock::new(),
@@ -208,6 +214,31 @@ struct SpawnRequest {
     /// The guest's stdin, if it has one.
     stdin: Option<OwnedFd>,
     started: crossbeam_channel::Sender<std::io::Result<Worker>>,
+}
+
+/// The spawner thread, once started.
+enum SpawnerThread {
+    NotYet(Box<Spawner>),
+    Running(crossbeam_channel::Sender<SpawnRequest>),
+    /// It could not be started.
+    Failed,
+}
+
+impl NativeBackend {
+    /// Where spawn requests go, the thread started on first use.
+    fn spawner(&self) -> Result<crossbeam_channel::Sender<SpawnRequest>, Error> {
+        let mut thread = self.spawner.lock().unwrap();
+        if let SpawnerThread::NotYet(_) = &*thread
+            && let SpawnerThread::NotYet(spawner) = std::mem::replace(&mut *thread, SpawnerThread::Failed)
+        {
+            let sender = spawner.run().map_err(|e| Error::Spawn(format!("cannot start the spawner thread: {e}")))?;
+            *thread = SpawnerThread::Running(sender);
+        }
+        match &*thread {
+            SpawnerThread::Running(sender) => Ok(sender.clone()),
+            _ => Err(Error::Spawn("the spawner thread could not be started".into())),
+        }
+    }
 }
 
 /// The spawner thread's state: how it starts workers.
@@ -375,7 +406,7 @@ impl Backend for NativeBackend {
         let gone = || Error::Spawn("the spawner thread is gone".into());
         let broker = self.broker.get().map(|path| (broker::BROKER_VAR, path.clone()));
         let stdin = stdin_fd(&launch.stdin.0).map_err(|e| Error::Spawn(format!("cannot pass on stdin: {e}")))?;
-        self.spawner.send(SpawnRequest { start, code, broker, stdin, started }).map_err(|_| gone())?;
+        self.spawner()?.send(SpawnRequest { start, code, broker, stdin, started }).map_err(|_| gone())?;
         let worker = worker
             .recv()
             .map_err(|_| gone())?
