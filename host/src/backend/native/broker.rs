@@ -33,7 +33,10 @@ pub(crate) struct Endpoint {
 }
 
 /// Listens for workers on a new socket and serves `objects` to them.
-pub(crate) fn listen(runtime: &tokio::runtime::Handle, objects: Arc<dyn Objects>) -> anyhow::Result<Endpoint> {
+pub(crate) fn listen(
+    runtime: &tokio::runtime::Handle,
+    objects: Arc<dyn Objects>,
+) -> anyhow::Result<Endpoint> {
     let dir = tempfile::Builder::new().prefix("mp-broker-").tempdir()?;
     let path = dir.path().join("broker.sock");
     let listener = std::os::unix::net::UnixListener::bind(&path)?;
@@ -110,14 +113,19 @@ impl Client {
     /// The broker this worker was given by its parent, if any.
     pub(crate) fn from_env() -> Option<Client> {
         let path = std::env::var_os(BROKER_VAR)?;
-        Some(Client { path: path.into(), connection: tokio::sync::Mutex::new(None) })
+        Some(Client {
+            path: path.into(),
+            connection: tokio::sync::Mutex::new(None),
+        })
     }
 
     async fn call_bytes(&self, request: Vec<u8>) -> Result<Vec<u8>, String> {
         let frame = protocol::encode_bytes_frame(&request).map_err(|e| e.to_string())?;
         let mut connection = self.connection.lock().await;
         if connection.is_none() {
-            let stream = UnixStream::connect(&self.path).await.map_err(|e| e.to_string())?;
+            let stream = UnixStream::connect(&self.path)
+                .await
+                .map_err(|e| e.to_string())?;
             let (reader, writer) = stream.into_split();
             *connection = Some((BufReader::new(reader), writer));
         }
