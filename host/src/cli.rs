@@ -40,16 +40,27 @@ use std::time::Duration;
 pub const BAD_INPUT: i32 = 2;
 
 /// `host --version`: the host's version, the wasmtime it runs on, the backends built in.
-#[cfg(all(feature = "native", target_os = "linux"))]
-const VERSION: &str =
-    concat!(env!("CARGO_PKG_VERSION"), " (wasmtime ", env!("WASMTIME_VERSION"), "; backends: thread, native)");
-#[cfg(not(all(feature = "native", target_os = "linux")))]
-const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (wasmtime ", env!("WASMTIME_VERSION"), "; backends: thread)");
+fn version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| {
+        let backends: Vec<&str> = [("thread", BackendKind::Thread), ("native", BackendKind::Native)]
+            .into_iter()
+            .filter(|(_, kind)| kind.is_available())
+            .map(|(name, _)| name)
+            .collect();
+        format!(
+            "{} (wasmtime {}; backends: {})",
+            env!("CARGO_PKG_VERSION"),
+            env!("WASMTIME_VERSION"),
+            backends.join(", ")
+        )
+    })
+}
 
 #[derive(Parser, Debug)]
 #[command(
     name = "host",
-    version = VERSION,
+    version = version(),
     about = "Python's multiprocessing for WebAssembly: run every process as a sandboxed Wasm instance",
     long_about = None,
 )]

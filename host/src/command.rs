@@ -7,9 +7,9 @@
 use crate::error::Error;
 use crate::limits::Limits;
 use crate::output::{Format, Stdin, Stdio};
-use crate::pool::ServeChannel;
 use crate::process::Process;
 use crate::program::Program;
+use crate::work::Work;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -36,7 +36,13 @@ use std::time::{Duration, Instant};
 /// ```
 #[derive(Clone)]
 pub struct Command {
+    /// The launch, running `main` ([`create`](Command::create) puts the
+    /// entry in).
     launch: Launch,
+    /// `None` for `main`.
+    entry: Option<String>,
+    /// The entry's argument, JSON.
+    input: Vec<u8>,
     name: Option<String>,
     daemon: bool,
 }
@@ -45,10 +51,8 @@ pub struct Command {
 #[derive(Clone)]
 pub(crate) struct Launch {
     pub(crate) program: Program,
-    /// `None` for `main`.
-    pub(crate) entry: Option<String>,
-    /// The entry's argument, JSON.
-    pub(crate) input: Vec<u8>,
+    /// What it runs: `main`, an entry, or a pool worker's task loop.
+    pub(crate) work: Work,
     pub(crate) args: Vec<String>,
     pub(crate) env: Vec<(String, String)>,
     pub(crate) dirs: Vec<(PathBuf, String)>,
@@ -68,8 +72,6 @@ pub(crate) struct Launch {
     pub(crate) label: Option<String>,
     /// The parent's prefix, which a child's extends.
     pub(crate) parent_label: Option<String>,
-    /// A pool worker: where it takes its tasks from (`entry` is unused).
-    pub(crate) serve: Option<ServeChannel>,
     /// The secret under which its parent handed it shared objects, which it
     /// claims as it starts (see [`crate::sync`]).
     pub(crate) ticket: Option<u64>,
@@ -93,7 +95,7 @@ impl Launch {
     /// How the process's output is passed on (see [`crate::output`]):
     /// labelled or shared, a whole line at a time; else byte for byte.
     pub(crate) fn output_format(&self) -> Format {
-        Format::new(self.label.clone(), self.shares_output || self.serve.is_some())
+        Format::new(self.label.clone(), self.shares_output || matches!(self.work, Work::Serve(_)))
     }
 
     /// The launch of a child started at `entry`: same program, grants,
@@ -101,15 +103,13 @@ impl Launch {
     /// Python's children); its label extends its parent's.
     pub(crate) fn child(&self, entry: String, input: Vec<u8>) -> Launch {
         Launch {
-            entry: Some(entry),
-            input,
+            work: Work::Entry { name: entry, input },
             args: Vec::new(),
             stdin: Stdin::null(),
             shares_output: true,
             label: None,
             parent_label: self.label.clone(),
             deadline: self.deadline,
-            serve: None,
             ticket: None,
             ..self.clone()
         }
@@ -121,8 +121,7 @@ impl Command {
         Command {
             launch: Launch {
                 program,
-                entry: None,
-                input: b"null".to_vec(),
+                work: Work::Main,
                 args: Vec::new(),
                 env: Vec::new(),
                 dirs: Vec::new(),
@@ -135,9 +134,10 @@ impl Command {
                 labelled: false,
                 label: None,
                 parent_label: None,
-                serve: None,
                 ticket: None,
             },
+            entry: None,
+            input: b"null".to_vec(),
             name: None,
             daemon: false,
         }
@@ -145,19 +145,19 @@ impl Command {
 
     /// Starts at the named entry instead of `main` (Python's `target`).
     pub fn entry(&mut self, name: impl Into<String>) -> &mut Command {
-        self.launch.entry = Some(name.into());
+        self.entry = Some(name.into());
         self
     }
 
     /// The entry's argument (Python's `args`), serialized as JSON.
     pub fn input<T: serde::Serialize>(&mut self, value: &T) -> &mut Command {
-        self.launch.input = serde_json::to_vec(value).expect("a serde value serializes to JSON");
+        self.input = serde_json::to_vec(value).expect("a serde value serializes to JSON");
         self
     }
 
     /// The entry's argument, already JSON.
     pub fn input_json(&mut self, json: impl Into<Vec<u8>>) -> &mut Command {
-        self.launch.input = json.into();
+        self.input = json.into();
         self
     }
 
@@ -258,7 +258,11 @@ impl Command {
     /// The process, not yet started: Python's `Process(...)`.
     pub fn create(&self) -> Process {
         let host = self.launch.program.inner.host.clone();
-        let node = host.root.create_child(self.launch.clone());
+        let mut launch = self.launch.clone();
+        if let Some(name) = &self.entry {
+            launch.work = Work::Entry { name: name.clone(), input: self.input.clone() };
+        }
+        let node = host.root.create_child(launch);
         if let Some(name) = &self.name {
             node.set_name(name.clone());
         }

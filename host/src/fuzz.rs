@@ -1,9 +1,9 @@
 //! A cheap, deterministic fuzzer for the unit tests of the wire decoders.
 //!
-//! Both control protocols (host↔worker frames, the shared-object broker's)
-//! must survive anything a peer sends; their tests feed every decoder the
-//! same stream of mutants: valid frames with bytes overwritten and cut short,
-//! and runs of zeros.
+//! Every decoder of bytes from a peer (the native backend's frames, the
+//! shared-object messages' encoding) must survive anything a peer sends;
+//! their tests feed every decoder the same stream of mutants: valid frames
+//! with bytes overwritten and cut short, and runs of zeros.
 
 /// 20,000 mutants of `frames`, the same for the same `seed`.
 pub(crate) fn mutants(frames: &[Vec<u8>], mut seed: u64) -> impl Iterator<Item = Vec<u8>> + '_ {

@@ -10,7 +10,7 @@
 use crate::command::Launch;
 use crate::limits::format_size;
 use crate::output::{Format, GuestOutput, Input, LineSink, Stdio, Stream};
-use crate::pool::{Outcome, ServeChannel};
+use crate::work::{Outcome, ServeChannel, Work};
 use crate::process::{Ended, Node};
 use crate::program::{Code, first_line};
 use crate::runtime::HostInner;
@@ -71,13 +71,8 @@ impl Outputs {
         Outputs::with_format(launch, launch.output_format())
     }
 
-    /// Outputs that pass bytes on at once (a native worker's own).
-    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
-    pub(crate) fn passthrough(launch: &Launch) -> Outputs {
-        Outputs::with_format(launch, launch.output_format().passed_through())
-    }
-
-    fn with_format(launch: &Launch, format: Format) -> Outputs {
+    /// Outputs in the given format.
+    pub(crate) fn with_format(launch: &Launch, format: Format) -> Outputs {
         Outputs {
             stdout: LineSink::new(&launch.stdout, Stream::Stdout, format.clone()),
             stderr: LineSink::new(&launch.stderr, Stream::Stderr, format),
@@ -126,9 +121,9 @@ fn timed_out(outputs: &Outputs) -> Ended {
 pub(crate) async fn run(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, outputs: &Outputs) -> Ended {
     let limits = launch.limits;
     host.sync.claim(&node, launch.ticket).await;
-    let result = match launch.serve.clone() {
-        Some(serve) => self::serve(host, node, launch, outputs, serve).await,
-        None => call(host, node, launch, outputs).await,
+    let result = match launch.work.clone() {
+        Work::Serve(serve) => self::serve(host, node, launch, outputs, serve).await,
+        Work::Main | Work::Entry { .. } => call(host, node, launch, outputs).await,
     };
     let ended = match result {
         Ok(ended) => ended,
@@ -140,8 +135,8 @@ pub(crate) async fn run(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, o
 
 async fn call(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, outputs: &Outputs) -> wasmtime::Result<Ended> {
     let program = launch.program.clone();
-    let entry = launch.entry.clone();
-    let input = launch.input.clone();
+    let entry = launch.work.entry().map(str::to_string);
+    let input = launch.work.input().to_vec();
     let mut store = new_store(host, node, launch, outputs)?;
     let ended = call_in(&mut store, &program.inner.code, entry, &input).await;
     note_fuel(&store);

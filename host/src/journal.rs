@@ -76,15 +76,6 @@ impl Usage {
     pub(crate) fn fuel_used(&self) -> Option<u64> {
         self.metered.load(Ordering::Relaxed).then(|| self.fuel_used.load(Ordering::Relaxed))
     }
-
-    /// Takes figures measured elsewhere (a native worker's, from its report).
-    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
-    pub(crate) fn absorb(&self, peak_memory: u64, fuel_used: Option<u64>) {
-        self.peak_memory.fetch_max(peak_memory, Ordering::Relaxed);
-        if let Some(fuel) = fuel_used {
-            self.set_fuel_used(fuel);
-        }
-    }
 }
 
 /// The records of every process that ended in one host, in end order.
@@ -99,14 +90,10 @@ impl Journal {
     }
 
     /// Forgets every record (a forked child's copy of its parent's).
-    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
+    // Only a backend that forks calls it.
+    #[allow(dead_code)]
     pub(crate) fn clear(&self) {
         self.records.lock().unwrap().clear();
-    }
-
-    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
-    pub(crate) fn extend(&self, records: impl IntoIterator<Item = ProcessRecord>) {
-        self.records.lock().unwrap().extend(records);
     }
 
     pub(crate) fn records(&self) -> Vec<ProcessRecord> {

@@ -31,7 +31,7 @@ mod backend;
 mod command;
 mod error;
 mod exit;
-#[cfg(all(test, feature = "native", target_os = "linux"))]
+#[cfg(test)]
 mod fuzz;
 mod guest;
 mod instance;
@@ -43,6 +43,7 @@ mod process;
 mod program;
 mod runtime;
 pub mod sync;
+mod work;
 
 pub use backend::BackendKind;
 /// Worker mode of the native backend: what the re-executed binary runs.

@@ -170,12 +170,12 @@ const WRITE_BUDGET: usize = 64 << 10;
 pub(crate) struct Format {
     /// Put, with `": "`, at the start of every line (and of every piece of
     /// a line longer than [`MAX_LINE`]).
-    prefix: Option<String>,
+    pub(crate) prefix: Option<String>,
     /// Hold an unfinished line back until its newline (or [`MAX_LINE`]).
-    whole_lines: bool,
+    pub(crate) whole_lines: bool,
     /// End an unfinished last line with a newline when the process ends:
     /// only where labelled lines are the unit.
-    end_line: bool,
+    pub(crate) end_line: bool,
 }
 
 impl Format {
@@ -188,21 +188,6 @@ impl Format {
     /// whole line at a time, other output byte for byte.
     pub(crate) fn new(prefix: Option<String>, shared: bool) -> Format {
         Format { whole_lines: shared || prefix.is_some(), end_line: prefix.is_some(), prefix }
-    }
-
-    /// The same labels, but every write passed on at once: a native
-    /// worker's own, so that what it wrote reaches the root host (which makes
-    /// the lines) even when a signal ends it mid-line.
-    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
-    pub(crate) fn passed_through(self) -> Format {
-        Format { whole_lines: false, ..self }
-    }
-
-    /// The same unit, without a prefix: what the root host makes of the
-    /// output a native worker labelled itself.
-    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
-    pub(crate) fn labelled_elsewhere(self) -> Format {
-        Format { prefix: None, ..self }
     }
 }
 
@@ -400,9 +385,10 @@ impl LineSink {
     }
 
     /// While the returned guard lives, [`flush_output`] waits for it: a
-    /// forwarder that will still pass bytes on to a host stream. `None` for
-    /// other targets.
-    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
+    /// forwarder that will still pass bytes on to a host stream, from a
+    /// process that runs outside the host (a build whose backends all run
+    /// processes inside it never asks). `None` for other targets.
+    #[allow(dead_code)]
     pub(crate) fn producer(&self) -> Option<Producer> {
         self.host_stream().map(HostStream::producer)
     }
@@ -631,10 +617,10 @@ pub fn flush_output(patience: Duration) -> bool {
     complete
 }
 
-/// In a forked native child: its writer threads were not copied by the
-/// fork (their queues were empty, see `backend/native/fork.rs`), so the
-/// next output starts new ones.
-#[cfg(all(feature = "native", target_os = "linux"))]
+/// In a forked child: its writer threads were not copied by the fork
+/// (their queues were empty), so the next output starts new ones.
+// Only a backend that forks calls it.
+#[allow(dead_code)]
 pub(crate) fn after_fork() {
     for stream in [&*STDOUT, &*STDERR] {
         stream.lock().writer_started = false;
@@ -788,7 +774,7 @@ mod tests {
 
     #[test]
     fn passed_through_labels_line_starts_only() {
-        let (capture, sink) = capture_sink(Format::new(Some("P".into()), false).passed_through());
+        let (capture, sink) = capture_sink(Format { whole_lines: false, ..Format::new(Some("P".into()), false) });
         sink.write(b"ab");
         assert_eq!(capture.text(), "P: ab");
         sink.write(b"c\nd\ne");

@@ -25,6 +25,8 @@ use crate::output::Stdio;
 use crate::process::Node;
 use crate::program::{Program, ProgramKind};
 use crate::runtime::HostInner;
+use crate::work::{ItemResult, Outcome, Reply, ServeChannel, Work};
+pub(crate) use crate::work::Job;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, VecDeque};
@@ -32,68 +34,6 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
-
-/// One item's result: its JSON, or why it failed.
-pub(crate) type ItemResult = Result<Vec<u8>, String>;
-
-/// How a task ended.
-pub(crate) enum Outcome {
-    /// Its entry ran: one result per input, in order.
-    Done(Vec<ItemResult>),
-    /// It ended its worker (a trap, an exceeded limit, its time limit) or its
-    /// worker ended under it; the message says which.
-    Failed(String),
-}
-
-/// Where a task's outcome goes. It is delivered exactly once: a task dropped
-/// unanswered (its worker was terminated) reports that.
-pub(crate) struct Reply(Option<Box<dyn FnOnce(Outcome) + Send>>);
-
-impl Reply {
-    pub(crate) fn new(deliver: impl FnOnce(Outcome) + Send + 'static) -> Reply {
-        Reply(Some(Box::new(deliver)))
-    }
-
-    pub(crate) fn send(mut self, outcome: Outcome) {
-        if let Some(deliver) = self.0.take() {
-            deliver(outcome);
-        }
-    }
-
-    /// Drops the reply without delivering anything.
-    fn cancel(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for Reply {
-    fn drop(&mut self) {
-        if let Some(deliver) = self.0.take() {
-            deliver(Outcome::Failed("the task's worker ended before the task finished (it was terminated)".into()));
-        }
-    }
-}
-
-/// One task: an entry and its inputs (JSON), one input unless `many`.
-pub(crate) struct Job {
-    pub(crate) entry: String,
-    pub(crate) inputs: Vec<Vec<u8>>,
-    /// A chunk: the entry runs once per input (`call-many`).
-    pub(crate) many: bool,
-    pub(crate) reply: Reply,
-}
-
-/// What makes a process a pool worker: where it takes its tasks from.
-#[derive(Clone)]
-pub(crate) struct ServeChannel {
-    pub(crate) tasks: async_channel::Receiver<Job>,
-    /// An entry and its argument, run once before the first task.
-    pub(crate) initializer: Option<(String, Vec<u8>)>,
-    /// The worker ends after this many tasks.
-    pub(crate) max_tasks: Option<u32>,
-    /// A task running longer ends its worker (exitcode -15).
-    pub(crate) task_timeout: Option<Duration>,
-}
 
 /// Why a pool task or operation gave no result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,8 +145,7 @@ impl PoolCore {
         }
         let processes = settings.processes.max(1);
         let (queue, pending) = async_channel::unbounded();
-        launch.entry = None;
-        launch.serve = Some(ServeChannel {
+        launch.work = Work::Serve(ServeChannel {
             tasks: pending.clone(),
             initializer: settings.initializer,
             max_tasks: settings.max_tasks.filter(|&n| n > 0),

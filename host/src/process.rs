@@ -233,24 +233,27 @@ impl Node {
 
     /// The host itself: parent of root processes, adopter of orphans.
     pub(crate) fn root(pid: u32) -> Arc<Node> {
-        let root = Node::new("MainProcess".into(), 0, State::Closed);
-        root.set_pid(pid);
-        root
+        Node::top(pid, "MainProcess".into(), 0, false, None)
     }
 
-    /// The process this host is, in a native worker: signalling it signals
-    /// the worker itself.
-    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
-    pub(crate) fn this_process(pid: u32, name: String, daemon: bool) -> Arc<Node> {
-        let ppid = unsafe { libc::getppid() } as u32;
-        let node = Node::new(name, ppid, State::Running(Arc::new(ThisProcess)));
+    /// The top of a host's tree, `pid`: the host itself (`control` `None`:
+    /// it is not signalled as a process), or a host that is itself one
+    /// process of a larger run, named `name`, signalled through `control`.
+    pub(crate) fn top(pid: u32, name: String, ppid: u32, daemon: bool, control: Option<Arc<dyn Control>>) -> Arc<Node> {
+        let state = match control {
+            Some(control) => State::Running(control),
+            None => State::Closed,
+        };
+        let node = Node::new(name, ppid, state);
         node.set_pid(pid);
         node.daemon.store(daemon, Ordering::SeqCst);
         node
     }
 
-    /// The children still running.
-    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
+    /// The children still running (a host that is one process of a larger
+    /// run hands its own to the run's root as it ends; a build without
+    /// such a backend never asks).
+    #[allow(dead_code)]
     pub(crate) fn live_children(&self) -> Vec<Arc<Node>> {
         self.children.lock().unwrap().iter().filter(|c| c.is_alive()).cloned().collect()
     }
@@ -338,10 +341,10 @@ impl Node {
             State::Running(_) => return Err(Error::AlreadyStarted),
             State::Closed => return Err(Error::Closed),
         };
-        if let Some(entry) = &launch.entry
+        if let Some(entry) = launch.work.entry()
             && !launch.program.has_entry(entry)
         {
-            return Err(Error::UnknownEntry(entry.clone()));
+            return Err(Error::UnknownEntry(entry.to_string()));
         }
         if host.closed.load(Ordering::SeqCst) {
             return Err(Error::Spawn("the host is shutting down".into()));
@@ -357,7 +360,7 @@ impl Node {
         }
         // The span exists before the backend starts the process: its spawn
         // event goes with its pid (`set_pid`), and its end may come at once.
-        let entry = launch.entry.as_deref().unwrap_or("main");
+        let entry = launch.work.entry().unwrap_or("main");
         let pid = tracing::field::Empty;
         let _ = self.span.set(tracing::info_span!("process", name = %self.name(), pid, ppid = self.ppid(), entry, daemon));
         match spawn(&launch) {
@@ -528,7 +531,8 @@ impl Node {
     /// the new process `pid`, child of `ppid`, named `name`. The copied
     /// children are its parent's, not its own: closed here (their handles
     /// say so), forgotten by the tree, and its count of children restarts.
-    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
+    // Only a backend that forks calls it.
+    #[allow(dead_code)]
     pub(crate) fn become_forked(&self, pid: u32, ppid: u32, name: String) {
         self.pid.store(pid, Ordering::SeqCst);
         self.ppid.store(ppid, Ordering::SeqCst);
@@ -555,14 +559,5 @@ impl Node {
                 let _ = child.join(None);
             }
         }
-    }
-}
-
-/// Signals to the process the host itself is (a native worker).
-struct ThisProcess;
-
-impl Control for ThisProcess {
-    fn signal(&self, signal: Signal) {
-        unsafe { libc::raise(signal.number()) };
     }
 }

@@ -42,9 +42,10 @@ pub(crate) struct ProgramInner {
     pub(crate) entries: Vec<String>,
     pub(crate) has_main: bool,
     pub(crate) kind: ProgramKind,
-    /// Whatever a backend keeps per program, made on first use (the native
-    /// backend: the compiled code it hands its workers).
-    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
+    /// Whatever a backend keeps per program, made on first use (a backend
+    /// that runs processes outside the host: the compiled code it hands
+    /// them; a build without one never reads it).
+    #[allow(dead_code)]
     pub(crate) backend_data: OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
 }
 

@@ -22,8 +22,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-/// The name of a native worker's blocking threads.
-#[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
+/// The name of a one-process host's blocking threads (a fork waits for
+/// none to be left).
+// Only a backend that forks looks for them.
+#[allow(dead_code)]
 pub(crate) const BLOCKING_THREAD: &str = "host-blocking";
 
 /// How often running guests are asked to yield, so that many share few threads.
@@ -47,14 +49,10 @@ pub struct HostBuilder {
     shared: crate::sync::budget::Quotas,
     threads: Option<usize>,
     worker_program: Option<PathBuf>,
-    /// In a native worker: the process this host is (its name, daemon flag).
-    this_process: Option<(String, bool)>,
-    /// An engine made earlier (a zygote's, before it forked this worker).
-    engines: Option<Engines>,
 }
 
-/// The engine and the linkers, which a native zygote makes once and every
-/// worker it forks shares.
+/// The engine and the linkers, made once per address space (a backend may
+/// hand a host ones made before it: see [`Backend::engines`]).
 #[derive(Clone)]
 pub(crate) struct Engines {
     pub(crate) engine: Engine,
@@ -90,8 +88,6 @@ impl Default for HostBuilder {
             shared: crate::sync::budget::Quotas::default(),
             threads: None,
             worker_program: None,
-            this_process: None,
-            engines: None,
         }
     }
 }
@@ -183,42 +179,34 @@ impl HostBuilder {
         self
     }
 
-    /// Makes this host the one process of a native worker.
-    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
-    pub(crate) fn this_process(mut self, name: String, daemon: bool) -> Self {
-        self.this_process = Some((name, daemon));
-        self
-    }
-
-    /// Builds on an engine made earlier (a zygote's).
-    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
-    pub(crate) fn engines(mut self, engines: Engines) -> Self {
-        self.engines = Some(engines);
-        self
-    }
-
     /// The engine and linkers of this configuration, made now.
-    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
     pub(crate) fn make_engines(&self) -> anyhow::Result<Engines> {
         Engines::new(&self.engine_config())
     }
 
     /// Makes the host: its engine, its executor and its backend.
-    pub fn build(mut self) -> anyhow::Result<Host> {
-        let engines = match self.engines.take() {
+    pub fn build(self) -> anyhow::Result<Host> {
+        let backend = backend::create(backend::Settings {
+            kind: self.backend,
+            worker_program: self.worker_program.clone(),
+            fuel: self.fuel,
+            max_memory: self.max_memory,
+            max_processes: self.cap(),
+        })?;
+        let engines = match backend.engines() {
             Some(engines) => engines,
             None => self.make_engines()?,
         };
-        let runtime = match (&self.this_process, self.threads) {
-            // A native worker runs one guest, driven by its main thread.
-            // Its blocking pool (WASI's file operations) lets an idle thread go
-            // soon: a fork waits for none to be left (backend/native/fork.rs).
-            (Some(_), _) => tokio::runtime::Builder::new_current_thread()
+        let runtime = match (backend.runs_one_process(), self.threads) {
+            // One process, driven by the thread that waits for it. Its
+            // blocking pool (WASI's file operations) lets an idle thread go
+            // soon: a fork waits for none to be left.
+            (true, _) => tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .thread_name(BLOCKING_THREAD)
                 .thread_keep_alive(Duration::from_millis(10))
                 .build()?,
-            (None, threads) => tokio::runtime::Builder::new_multi_thread()
+            (false, threads) => tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(threads.unwrap_or_else(cpu_count).max(2))
                 // A guest's every time slice is one poll: look at timers (a
                 // deadline, a sleeper's wake-up) after each, not every 61st.
@@ -227,17 +215,8 @@ impl HostBuilder {
                 .enable_all()
                 .build()?,
         };
-        let backend = backend::create(backend::Settings {
-            kind: self.backend,
-            worker_program: self.worker_program.clone(),
-            fuel: self.fuel,
-            max_memory: self.max_memory,
-            max_processes: self.cap(),
-        })?;
-        let root = match &self.this_process {
-            Some((name, daemon)) => Node::this_process(backend.root_pid(), name.clone(), *daemon),
-            None => Node::root(backend.root_pid()),
-        };
+        let root = backend.root();
+        let sync = crate::sync::Broker::new(runtime.handle(), backend.as_ref(), self.shared)?;
         let inner = Arc::new(HostInner {
             component_linker: engines.component_linker,
             core_linker: engines.core_linker,
@@ -247,12 +226,7 @@ impl HostBuilder {
             backend,
             fuel: self.fuel,
             max_memory: self.max_memory,
-            sync: crate::sync::Broker::new(
-                runtime.handle(),
-                self.backend == BackendKind::Native,
-                self.this_process.is_some(),
-                self.shared,
-            )?,
+            sync,
             journal: self.journal.then(Journal::default),
             live: Live::default(),
             closed: AtomicBool::new(false),
@@ -409,14 +383,15 @@ impl Host {
         self.inner.backend.wait_adopted();
     }
 
-    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
     pub(crate) fn inner(&self) -> &Arc<HostInner> {
         &self.inner
     }
 
     /// Runs `future` on the host's own runtime, driving its timers and I/O
-    /// from this thread (which a current-thread runtime needs).
-    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
+    /// from this thread (which the executor of a host that runs one process
+    /// needs: see [`Backend::runs_one_process`]; a build without such a
+    /// backend never asks).
+    #[allow(dead_code)]
     pub(crate) fn block_on<F: Future>(&self, future: F) -> F::Output {
         self.runtime.as_ref().expect("the runtime lives as long as the host").block_on(future)
     }

@@ -8,10 +8,14 @@ use crate::command::Launch;
 use crate::error::Error;
 use crate::exit::Signal;
 use crate::process::Node;
-use crate::runtime::HostInner;
+use crate::runtime::{Engines, HostInner};
 use std::sync::Arc;
 
 #[cfg(all(feature = "native", target_os = "linux"))]
+pub(crate) mod native;
+/// A build without the native backend has this stand-in in its place.
+#[cfg(not(all(feature = "native", target_os = "linux")))]
+#[path = "absent.rs"]
 pub(crate) mod native;
 pub(crate) mod thread;
 
@@ -53,7 +57,7 @@ impl BackendKind {
     pub fn is_available(self) -> bool {
         match self {
             BackendKind::Thread => true,
-            BackendKind::Native => cfg!(all(feature = "native", target_os = "linux")),
+            BackendKind::Native => native::AVAILABLE,
         }
     }
 }
@@ -76,6 +80,26 @@ pub(crate) trait Backend: Send + Sync {
 
     /// The pid of the host itself, parent of the root processes.
     fn root_pid(&self) -> u32;
+
+    /// The top of the host's process tree: by default the host itself,
+    /// parent of the root processes; in a host that is itself one process
+    /// of a run rooted elsewhere, that process.
+    fn root(&self) -> Arc<Node> {
+        Node::root(self.root_pid())
+    }
+
+    /// Whether the host runs one process only, driven by the thread that
+    /// waits for it: its executor then needs no threads of its own.
+    fn runs_one_process(&self) -> bool {
+        false
+    }
+
+    /// The engine and linkers the host must use, if made before it (they
+    /// must match compiled code the backend was handed); `None`: the host
+    /// makes its own.
+    fn engines(&self) -> Option<Engines> {
+        None
+    }
 
     /// Blocks until every process the host adopted outside its own tree
     /// (the native backend's orphans of workers) has ended.
@@ -113,15 +137,76 @@ pub(crate) trait Backend: Send + Sync {
             }
         )))
     }
+
+    /// In a root host: the run's shared objects, which this backend serves
+    /// to processes that run outside the host (the thread backend's run in
+    /// it and need nothing). Called once, as the host is built.
+    fn serve_objects(&self, _runtime: &tokio::runtime::Handle, _objects: Arc<dyn Objects>) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// Where this host's processes reach the run's shared objects when they
+    /// are not in this host (a native worker: they are in its root);
+    /// `None` when they are here.
+    fn remote_objects(&self) -> anyhow::Result<Option<Arc<dyn RemoteObjects>>> {
+        Ok(None)
+    }
 }
 
 /// The two sides of a [`Backend::fork`] (only the native backend forks).
-#[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
+// Only a backend that forks makes a `Child`; a build without one never does.
+#[allow(dead_code)]
 pub(crate) enum Forked {
     /// This is the new process.
     Child,
     /// This is the caller; the new process, started.
     Parent(Arc<Node>),
+}
+
+/// A future a trait object returns.
+pub(crate) type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// The run's shared objects as a backend carries requests for them:
+/// encoded requests in, encoded answers out (the encoding is
+/// [`crate::sync`]'s own; a backend only moves the bytes). A build whose
+/// backends all run their processes inside the host never calls it.
+#[allow(dead_code)]
+pub(crate) trait Objects: Send + Sync {
+    /// Carries out one encoded request of the process `pid`. Dropping the
+    /// future before it resolves withdraws the request (a blocking one
+    /// takes nothing). An `Err` is a request that breaks the protocol: its
+    /// sender is not served further.
+    fn call(&self, pid: u32, request: Vec<u8>) -> BoxFuture<'_, Result<Answered, String>>;
+
+    /// The process `pid` can send no more requests (it ended): whatever it
+    /// held is released.
+    fn release(&self, pid: u32);
+}
+
+/// The encoded answer to a request, and how to undo what it hands over if
+/// it cannot be delivered (a message taken for a process that is gone goes
+/// back where it was).
+#[allow(dead_code)]
+pub(crate) struct Answered {
+    pub(crate) answer: Vec<u8>,
+    pub(crate) undo: Option<Box<dyn FnOnce() + Send>>,
+}
+
+/// A process's way to the run's shared objects when they live in another
+/// host (see [`Backend::remote_objects`]).
+pub(crate) trait RemoteObjects: Send + Sync {
+    /// Sends one encoded request and waits for its encoded answer; an
+    /// `Err` says why the objects could not be reached.
+    fn call(&self, request: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, String>>;
+
+    /// Whether this process has reached the objects yet (one that never
+    /// did holds none).
+    fn connected(&self) -> bool;
+
+    /// In a forked child: the connection is its parent's (the other end
+    /// knows it by its parent's pid), so it is left to the parent,
+    /// untouched, and the child connects anew.
+    fn leave_connection(&self);
 }
 
 /// Delivers signals to one running process.
@@ -130,11 +215,16 @@ pub(crate) trait Control: Send + Sync {
 }
 
 /// What a backend needs to know of the host's configuration.
-#[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
 pub(crate) struct Settings {
     pub(crate) kind: BackendKind,
+    /// What a backend that runs processes outside the host needs: the
+    /// binary they run, and the engine settings their code was compiled
+    /// with (unread in a build without such a backend).
+    #[allow(dead_code)]
     pub(crate) worker_program: Option<std::path::PathBuf>,
+    #[allow(dead_code)]
     pub(crate) fuel: bool,
+    #[allow(dead_code)]
     pub(crate) max_memory: u64,
     /// The cap on live processes; a native worker's comes from its root.
     pub(crate) max_processes: u32,
@@ -143,18 +233,6 @@ pub(crate) struct Settings {
 pub(crate) fn create(settings: Settings) -> anyhow::Result<Box<dyn Backend>> {
     match settings.kind {
         BackendKind::Thread => Ok(Box::new(thread::ThreadBackend::new(settings.max_processes))),
-        #[cfg(all(feature = "native", target_os = "linux"))]
-        BackendKind::Native => Ok(Box::new(native::NativeBackend::new(
-            settings.worker_program,
-            native::protocol::EngineSettings {
-                fuel: settings.fuel,
-                max_memory: settings.max_memory,
-            },
-            settings.max_processes,
-        )?)),
-        #[cfg(not(all(feature = "native", target_os = "linux")))]
-        BackendKind::Native => anyhow::bail!(
-            "the native backend is not built in: rebuild the host with `cargo build --features native` (Linux only)"
-        ),
+        BackendKind::Native => native::create(settings),
     }
 }

@@ -228,7 +228,7 @@ impl Ctx {
             }
             Err(error) => return Ok(Err(error.into())),
         };
-        let input = &self.launch.input;
+        let input = self.launch.work.input();
         if !input.windows(token.len()).any(|w| w == token.as_bytes()) {
             return Ok(Err(wit::Error::NotGiven(
                 format!("{kind:?} {}", parsed.id).to_lowercase(),

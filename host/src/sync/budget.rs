@@ -134,7 +134,6 @@ impl Budgets {
 
     /// Charges `bytes` to the run's total only, without a limit: for a
     /// message put back after it could not be handed over.
-    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
     pub(crate) fn charge_anyway(self: &Arc<Self>, bytes: u64) -> Charge {
         self.accounts.lock().unwrap().run.bytes += bytes;
         Charge { budgets: self.clone(), account: None, bytes, objects: 0 }

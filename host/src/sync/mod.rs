@@ -58,28 +58,21 @@ mod api;
 mod array;
 mod barrier;
 pub mod budget;
-#[cfg(all(feature = "native", target_os = "linux"))]
-pub(crate) mod broker;
 mod condition;
 mod event;
 mod lock;
 mod pipe;
 mod queue;
 mod registry;
-#[cfg(all(feature = "native", target_os = "linux"))]
 mod wire;
 
 pub use api::{
     Array, Barrier, Condition, Connection, Event, JoinableQueue, Lock, Queue, RLock, Semaphore,
     Value,
 };
-#[cfg(all(feature = "native", target_os = "linux"))]
-use broker::Endpoint;
 pub(crate) use registry::Registry;
-/// Without the native backend there is no socket to listen on.
-#[cfg(not(all(feature = "native", target_os = "linux")))]
-pub(crate) enum Endpoint {}
 
+use crate::backend::{Answered, BoxFuture, Objects, RemoteObjects};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -477,7 +470,6 @@ pub(crate) struct Payload(#[serde(skip)] pub(crate) Vec<u8>);
 
 impl Request {
     /// The message this request carries, if any.
-    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
     pub(crate) fn payload_mut(&mut self) -> Option<&mut Vec<u8>> {
         match self {
             Request::Put { item, .. } => Some(&mut item.0),
@@ -520,7 +512,6 @@ pub(crate) enum Reply {
 }
 
 impl Reply {
-    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
     pub(crate) fn payload_mut(&mut self) -> Option<&mut Vec<u8>> {
         match self {
             Reply::Bytes(bytes) => Some(&mut bytes.0),
@@ -533,72 +524,53 @@ pub(crate) type Answer = Result<Reply, Error>;
 
 /// Where a host's processes send their requests.
 pub(crate) enum Broker {
-    /// This host is the root: the objects are here (and, on the native
-    /// backend, the socket its workers reach them through).
-    Local(Arc<Registry>, Option<Endpoint>),
-    /// A native worker: the objects are in the root host.
-    #[cfg(all(feature = "native", target_os = "linux"))]
-    Remote(broker::Client),
+    /// This host is the root: the objects are here (and its backend serves
+    /// them to processes that run elsewhere).
+    Local(Arc<Registry>),
+    /// The objects are in another host (a native worker's root), reached
+    /// through the backend.
+    Remote(Arc<dyn RemoteObjects>),
 }
 
 impl Broker {
-    /// The broker of a new host: local for a root host (listening for
-    /// workers on the native backend), remote in a native worker.
+    /// The broker of a new host: remote if its backend reaches the objects
+    /// elsewhere, else a new registry, which the backend serves.
     pub(crate) fn new(
         runtime: &tokio::runtime::Handle,
-        native: bool,
-        worker: bool,
+        backend: &dyn crate::backend::Backend,
         quotas: budget::Quotas,
     ) -> anyhow::Result<Broker> {
-        #[cfg(all(feature = "native", target_os = "linux"))]
-        if worker {
-            return Ok(Broker::Remote(broker::Client::from_env()?));
+        if let Some(remote) = backend.remote_objects()? {
+            return Ok(Broker::Remote(remote));
         }
         let registry = Arc::new(Registry::new(runtime.clone(), quotas));
-        #[cfg(all(feature = "native", target_os = "linux"))]
-        if native {
-            let endpoint = broker::listen(runtime, registry.clone())?;
-            return Ok(Broker::Local(registry, Some(endpoint)));
-        }
-        let _ = (native, worker);
-        Ok(Broker::Local(registry, None))
+        backend.serve_objects(runtime, Arc::new(Served(registry.clone())))?;
+        Ok(Broker::Local(registry))
     }
 
-    /// The environment variable that tells a new worker where the broker is.
-    #[cfg(all(feature = "native", target_os = "linux"))]
-    pub(crate) fn worker_env(&self) -> Option<(&'static str, std::path::PathBuf)> {
-        let path = match self {
-            Broker::Local(_, endpoint) => endpoint.as_ref()?.path.clone(),
-            Broker::Remote(client) => client.path.clone(),
-        };
-        Some((broker::BROKER_VAR, path))
-    }
-
-    /// In a forked native child: the connection to the broker is its
-    /// parent's (the broker knows it by its parent's pid), so it is left to
-    /// the parent, untouched, and the child connects anew.
-    #[cfg(all(feature = "native", target_os = "linux"))]
+    /// In a forked child: its copy of the way to the objects is its
+    /// parent's, left to the parent (see [`RemoteObjects::leave_connection`]).
+    // Only a backend that forks calls it.
+    #[allow(dead_code)]
     pub(crate) fn after_fork(&self) {
-        if let Broker::Remote(client) = self {
-            client.leave_connection();
+        if let Broker::Remote(remote) = self {
+            remote.leave_connection();
         }
     }
 
-    /// Whether processes of this host may hold shared objects: a native
-    /// worker that never reached the broker holds none.
+    /// Whether processes of this host may hold shared objects: one whose
+    /// objects are elsewhere and never reached them holds none.
     pub(crate) fn may_hold(&self) -> bool {
         match self {
             Broker::Local(..) => true,
-            #[cfg(all(feature = "native", target_os = "linux"))]
-            Broker::Remote(client) => client.connected(),
+            Broker::Remote(remote) => remote.connected(),
         }
     }
 
     /// The registry, in a root host.
     pub(crate) fn local(&self) -> Option<&Arc<Registry>> {
         match self {
-            Broker::Local(registry, _) => Some(registry),
-            #[cfg(all(feature = "native", target_os = "linux"))]
+            Broker::Local(registry) => Some(registry),
             Broker::Remote(_) => None,
         }
     }
@@ -607,14 +579,13 @@ impl Broker {
     pub(crate) async fn call(&self, node: &Arc<crate::process::Node>, request: Request) -> Answer {
         let pid = node.pid().unwrap_or_default();
         match self {
-            Broker::Local(registry, _) => {
+            Broker::Local(registry) => {
                 if request.adds_holds() {
                     registry.watch(pid, node);
                 }
                 registry.call(pid, request).await
             }
-            #[cfg(all(feature = "native", target_os = "linux"))]
-            Broker::Remote(client) => client.call(request).await,
+            Broker::Remote(remote) => call_remote(remote.as_ref(), request).await,
         }
     }
 
@@ -631,7 +602,7 @@ impl Broker {
     ) -> Result<(), crate::Error> {
         let handed = child
             .update_launch(|launch| {
-                let ids = handed_ids(&launch.input);
+                let ids = handed_ids(launch.work.input());
                 (!ids.is_empty()).then(|| {
                     let ticket = random_u64();
                     launch.ticket = Some(ticket);
@@ -668,6 +639,46 @@ impl Broker {
             // Unreachable broker: the guest's own `open` will say so.
             let _ = self.call(node, Request::Claim { ticket }).await;
         }
+    }
+}
+
+/// Sends `request` to objects in another host and decodes the answer.
+async fn call_remote(remote: &dyn RemoteObjects, mut request: Request) -> Answer {
+    if let Some(size) = request.payload_mut().map(|p| p.len()).filter(|&size| size > MAX_MESSAGE) {
+        return Err(Error::TooLarge { size: size as u64, limit: MAX_MESSAGE as u64 });
+    }
+    let encoded = wire::encode(request).map_err(Error::Broker)?;
+    let answer = remote.call(encoded).await.map_err(Error::Broker)?;
+    wire::decode::<Answer>(&answer).map_err(Error::Broker)?
+}
+
+/// A root host's registry as its backend serves it to processes elsewhere.
+struct Served(Arc<Registry>);
+
+impl Objects for Served {
+    fn call(&self, pid: u32, request: Vec<u8>) -> BoxFuture<'_, Result<Answered, String>> {
+        Box::pin(async move {
+            let request = wire::decode::<Request>(&request)?;
+            let taken_from = match request {
+                Request::Get { id, .. } | Request::Recv { id } => Some(id),
+                _ => None,
+            };
+            let answer = self.0.call(pid, request).await;
+            // A message taken for a process that cannot receive it goes
+            // back where it was.
+            let undo = match (taken_from, &answer) {
+                (Some(id), Ok(Reply::Bytes(message))) => {
+                    let (registry, message) = (self.0.clone(), message.0.clone());
+                    Some(Box::new(move || registry.give_back(id, message)) as Box<dyn FnOnce() + Send>)
+                }
+                _ => None,
+            };
+            Ok(Answered { answer: wire::encode(answer)?, undo })
+        })
+    }
+
+    fn release(&self, pid: u32) {
+        self.0.release(pid);
     }
 }
 

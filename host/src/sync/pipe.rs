@@ -111,7 +111,6 @@ impl Pipe {
     }
 
     /// Puts a message taken by `recv` back in front (it was not handed over).
-    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
     pub(crate) fn give_back(&self, end: usize, message: Message) {
         let mut state = self.state.lock().unwrap();
         state.in_flight[end] += message.charged();

@@ -81,7 +81,6 @@ impl Queue {
     }
 
     /// Puts an item taken by `get` back in front (it was not handed over).
-    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
     pub(crate) fn give_back(&self, item: Message) {
         self.state.lock().unwrap().items.push_front(item);
         self.changed.notify_waiters();

@@ -273,7 +273,6 @@ impl Registry {
 
     /// Puts back a message taken for a process that could not receive it
     /// (native backend: its worker ended as the answer was sent).
-    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
     pub(crate) fn give_back(&self, id: u64, message: Vec<u8>) {
         // Counted in the run's total again: its sender's charge was given
         // back as it was taken.

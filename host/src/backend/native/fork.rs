@@ -47,7 +47,7 @@
 //! (`host run --count N`); a pool worker does not fork.
 
 use super::{
-    INHERITED, NativeBackend, NativeControl, SpawnRequest, Spawner, Worker, ZygoteState,
+    INHERITED, NativeBackend, NativeControl, Spawner, SpawnerThread, Worker, ZygoteState,
     open_pidfd, pipe,
 };
 use crate::backend::Forked;
@@ -59,15 +59,12 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::unistd::ForkResult;
 use std::os::fd::{BorrowedFd, IntoRawFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The descriptor this worker writes its final report on (see
 /// [`worker::run`](super::worker::run)); -1 until it is known.
 static REPORT_FD: AtomicI32 = AtomicI32::new(-1);
-
-/// A forked child's own spawner: its parent's thread did not survive the fork.
-static SPAWNER: Mutex<Option<crossbeam_channel::Sender<SpawnRequest>>> = Mutex::new(None);
 
 /// How long the fork waits for output queued so far to be written.
 const OUTPUT_PATIENCE: Duration = Duration::from_secs(5);
@@ -76,11 +73,6 @@ const OUTPUT_PATIENCE: Duration = Duration::from_secs(5);
 /// put its own report pipe there.
 pub(crate) fn set_report_fd(fd: RawFd) {
     REPORT_FD.store(fd, Ordering::SeqCst);
-}
-
-/// The spawner of a forked child, if this is one.
-pub(super) fn spawner() -> Option<crossbeam_channel::Sender<SpawnRequest>> {
-    SPAWNER.lock().unwrap().clone()
 }
 
 /// Forks the worker running `node`: see the module's documentation.
@@ -96,7 +88,7 @@ pub(super) fn fork(
             "only a process running in a native worker can fork".into(),
         ));
     };
-    if launch.serve.is_some() {
+    if matches!(launch.work, crate::work::Work::Serve(_)) {
         return Err(Error::Unsupported(
             "a pool worker cannot fork: its tasks come from the pool".into(),
         ));
@@ -106,7 +98,6 @@ pub(super) fn fork(
         shares_output: true,
         label: None,
         parent_label: launch.label.clone(),
-        serve: None,
         ticket: None,
         ..launch.clone()
     });
@@ -248,10 +239,11 @@ fn restart_helpers(
         settings: backend.settings,
         zygote: ZygoteState::Off,
     };
-    let sender = spawner.run().map_err(|e| format!("no spawner: {e}"))?;
-    // A spawner of the parent's (this child's parent may itself be a forked
-    // child): its thread is gone, and dropping the sender would wake nobody.
-    std::mem::forget(SPAWNER.lock().unwrap().replace(sender));
+    // The parent's spawner thread did not survive the fork: this child
+    // starts its own on first use. The old sender is forgotten, not
+    // dropped (its thread is gone; dropping it would wake nobody).
+    let old = std::mem::replace(&mut *backend.spawner.lock().unwrap(), SpawnerThread::NotYet(Box::new(spawner)));
+    std::mem::forget(old);
     crate::output::after_fork();
     host.sync.after_fork();
     Ok(())

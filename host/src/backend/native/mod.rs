@@ -38,11 +38,17 @@
 //! of its own stdin once it has read its start message (a worker forked by
 //! the zygote gets it with its other descriptors, as its stdin).
 //!
+//! The run's shared objects live in the root host, which serves them to
+//! every worker on a unix socket (`broker.rs`), in frames of the same codec
+//! as the control messages ([`protocol`]); what the frames carry is the
+//! objects' own encoding, which the backend never looks into.
+//!
 //! A daemon sets `PR_SET_PDEATHSIG` on itself, so it dies with its parent
 //! even when the parent crashes (the spawner thread lives as long as the
 //! parent). Every child is waited for through a pidfd, which reaps exactly
 //! our own children (never an embedder's), so no zombie stays.
 
+mod broker;
 mod code;
 // The fork of a worker (issue 13): its own file, hooks marked `fork::`.
 mod fork;
@@ -52,19 +58,19 @@ mod slots;
 pub mod worker;
 mod zygote;
 
-use super::{Backend, BackendKind, Control};
+use super::{Backend, BackendKind, Control, Objects, RemoteObjects};
 use crate::command::Launch;
 use crate::error::Error;
 use crate::exit::Signal;
-use crate::output::{Input, LineSink, Stream};
-use crate::pool::{Outcome, ServeChannel};
+use crate::output::{Format, Input, LineSink, Stream};
+use crate::work::{Outcome, ServeChannel, Work};
 use crate::process::{Ended, Node};
-use crate::runtime::HostInner;
+use crate::runtime::{Engines, HostInner};
 use protocol::{EngineSettings, Start};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
-use tokio::io::{AsyncRead, AsyncReadExt};
+
 
 /// The environment variable naming a worker's report, lifeline, orphanage
 /// and process table descriptors.
@@ -73,6 +79,15 @@ const FDS_VAR: &str = "HOST_WORKER_FDS";
 /// The environment variable naming the descriptor a worker takes as the
 /// guest's stdin.
 const STDIN_VAR: &str = "HOST_WORKER_STDIN";
+
+/// Whether this build can run the native backend.
+pub(crate) const AVAILABLE: bool = true;
+
+/// The native backend of a host configured as `settings` says.
+pub(crate) fn create(settings: super::Settings) -> anyhow::Result<Box<dyn Backend>> {
+    let engine = EngineSettings { fuel: settings.fuel, max_memory: settings.max_memory };
+    Ok(Box::new(NativeBackend::new(settings.worker_program, engine, settings.max_processes)?))
+}
 
 /// The subcommand that puts the host binary in worker mode.
 pub const WORKER_ARG: &str = "__worker";
@@ -83,11 +98,36 @@ pub(crate) struct NativeBackend {
     /// Workers are spawned from one long-lived thread: `PR_SET_PDEATHSIG`
     /// fires when the *thread* that spawned ends, and descriptors made
     /// inheritable for one spawn must not leak into another.
-    spawner: crossbeam_channel::Sender<SpawnRequest>,
+    /// Started on first use (most workers start no process of their own).
+    spawner: std::sync::Mutex<SpawnerThread>,
     /// The run's process slots, shared with every worker.
     slots: Arc<slots::Slots>,
     /// The root keeps the lifeline's write end for as long as it lives.
     _lifeline_writer: Option<OwnedFd>,
+    /// The socket on which the root serves the run's shared objects, which
+    /// every worker is told of.
+    broker: OnceLock<PathBuf>,
+    /// The root's listening socket, kept as long as it lives.
+    endpoint: OnceLock<broker::Endpoint>,
+    /// In a worker: the process its host is (name, daemon).
+    this_process: Option<(String, bool)>,
+    /// In a worker: the engine its code was loaded with.
+    engines: Option<Engines>,
+}
+
+/// What a worker's host is, told before the host is built.
+pub(crate) struct ThisProcess {
+    pub(crate) name: String,
+    pub(crate) daemon: bool,
+    pub(crate) engines: Engines,
+}
+
+/// Set by a worker just before it builds its host, taken by its backend.
+static THIS_PROCESS: std::sync::Mutex<Option<ThisProcess>> = std::sync::Mutex::new(None);
+
+/// Makes the next host built in this process the worker's own.
+pub(crate) fn become_process(this: ThisProcess) {
+    *THIS_PROCESS.lock().unwrap() = Some(this);
 }
 
 /// What a worker inherited from its parent.
@@ -121,6 +161,7 @@ impl NativeBackend {
                 (lifeline, orphanage, slots, writer)
             }
         };
+        let this = THIS_PROCESS.lock().unwrap().take();
         let spawner = Spawner {
             exe: exe.clone(),
             lifeline,
@@ -134,9 +175,13 @@ impl NativeBackend {
         Ok(NativeBackend {
             exe,
             settings,
-            spawner: spawner.run()?,
+            spawner: std::sync::Mutex::new(SpawnerThread::NotYet(Box::new(spawner))),
             slots,
             _lifeline_writer: lifeline_writer,
+            broker: OnceLock::new(),
+            endpoint: OnceLock::new(),
+            this_process: this.as_ref().map(|this| (this.name.clone(), this.daemon)),
+            engines: this.map(|this| this.engines),
         })
     }
 }
@@ -171,6 +216,31 @@ struct SpawnRequest {
     /// The guest's stdin, if it has one.
     stdin: Option<OwnedFd>,
     started: crossbeam_channel::Sender<std::io::Result<Worker>>,
+}
+
+/// The spawner thread, once started.
+enum SpawnerThread {
+    NotYet(Box<Spawner>),
+    Running(crossbeam_channel::Sender<SpawnRequest>),
+    /// It could not be started.
+    Failed,
+}
+
+impl NativeBackend {
+    /// Where spawn requests go, the thread started on first use.
+    fn spawner(&self) -> Result<crossbeam_channel::Sender<SpawnRequest>, Error> {
+        let mut thread = self.spawner.lock().unwrap();
+        if let SpawnerThread::NotYet(_) = &*thread
+            && let SpawnerThread::NotYet(spawner) = std::mem::replace(&mut *thread, SpawnerThread::Failed)
+        {
+            let sender = spawner.run().map_err(|e| Error::Spawn(format!("cannot start the spawner thread: {e}")))?;
+            *thread = SpawnerThread::Running(sender);
+        }
+        match &*thread {
+            SpawnerThread::Running(sender) => Ok(sender.clone()),
+            _ => Err(Error::Spawn("the spawner thread could not be started".into())),
+        }
+    }
 }
 
 /// The spawner thread's state: how it starts workers.
@@ -273,6 +343,25 @@ impl Backend for NativeBackend {
         std::process::id()
     }
 
+    fn root(&self) -> Arc<Node> {
+        match &self.this_process {
+            Some((name, daemon)) => {
+                // SAFETY: getppid has no preconditions and cannot fail.
+                let ppid = unsafe { libc::getppid() } as u32;
+                Node::top(std::process::id(), name.clone(), ppid, *daemon, Some(Arc::new(SelfControl)))
+            }
+            None => Node::root(self.root_pid()),
+        }
+    }
+
+    fn runs_one_process(&self) -> bool {
+        self.this_process.is_some()
+    }
+
+    fn engines(&self) -> Option<Engines> {
+        self.engines.clone()
+    }
+
     fn wait_adopted(&self) {
         orphans::wait_all();
     }
@@ -290,6 +379,24 @@ impl Backend for NativeBackend {
         }
     }
 
+    fn serve_objects(&self, runtime: &tokio::runtime::Handle, objects: Arc<dyn Objects>) -> anyhow::Result<()> {
+        let endpoint = broker::listen(runtime, objects)?;
+        let _ = self.broker.set(endpoint.path.clone());
+        let _ = self.endpoint.set(endpoint);
+        Ok(())
+    }
+
+    fn remote_objects(&self) -> anyhow::Result<Option<Arc<dyn RemoteObjects>>> {
+        if INHERITED.get().is_none() {
+            return Ok(None);
+        }
+        let client = broker::Client::from_env().ok_or_else(|| {
+            anyhow::anyhow!("worker mode is for the host's own use: {} is missing", broker::BROKER_VAR)
+        })?;
+        let _ = self.broker.set(client.path.clone());
+        Ok(Some(Arc::new(client)))
+    }
+
     fn start(&self, host: &Arc<HostInner>, node: &Arc<Node>, launch: &Launch) -> Result<Arc<dyn Control>, Error> {
         let code = code::Sealed::of(&launch.program)
             .map_err(|e| Error::Spawn(format!("cannot seal the compiled program: {e}")))?;
@@ -299,11 +406,9 @@ impl Backend for NativeBackend {
         let mut slot = self.slots.take()?;
         let (started, worker) = crossbeam_channel::bounded(1);
         let gone = || Error::Spawn("the spawner thread is gone".into());
-        let broker = host.sync.worker_env();
+        let broker = self.broker.get().map(|path| (broker::BROKER_VAR, path.clone()));
         let stdin = stdin_fd(&launch.stdin.0).map_err(|e| Error::Spawn(format!("cannot pass on stdin: {e}")))?;
-        // A forked child has its own spawner (fork::): its parent's thread is gone.
-        let spawner = fork::spawner().unwrap_or_else(|| self.spawner.clone());
-        spawner.send(SpawnRequest { start, code, broker, stdin, started }).map_err(|_| gone())?;
+        self.spawner()?.send(SpawnRequest { start, code, broker, stdin, started }).map_err(|_| gone())?;
         let worker = worker
             .recv()
             .map_err(|_| gone())?
@@ -338,8 +443,8 @@ impl NativeBackend {
             core: program.kind() == crate::ProgramKind::CoreModule,
             entries: program.entries().to_vec(),
             has_main: program.has_main(),
-            entry: launch.entry.clone(),
-            input: launch.input.clone(),
+            entry: launch.work.entry().map(str::to_string),
+            input: launch.work.input().to_vec(),
             ticket: launch.ticket,
             args: launch.args.clone(),
             env: launch.env.clone(),
@@ -356,11 +461,14 @@ impl NativeBackend {
             label: launch.label.clone(),
             labelled: launch.labelled,
             engine: self.settings,
-            serve: launch.serve.as_ref().map(|serve| protocol::Serve {
-                initializer: serve.initializer.clone(),
-                max_tasks: serve.max_tasks,
-                task_timeout: serve.task_timeout.map(nanos),
-            }),
+            serve: match &launch.work {
+                Work::Serve(serve) => Some(protocol::Serve {
+                    initializer: serve.initializer.clone(),
+                    max_tasks: serve.max_tasks,
+                    task_timeout: serve.task_timeout.map(nanos),
+                }),
+                Work::Main | Work::Entry { .. } => None,
+            },
             journal,
         }
     }
@@ -510,9 +618,19 @@ async fn supervise(
         (worker.stdout, &launch.stdout, Stream::Stdout),
         (worker.stderr, &launch.stderr, Stream::Stderr),
     ];
+    // A copy of each pipe's read end, and the forwarder's turn: once the
+    // worker is reaped, what it wrote is passed on before its end is
+    // recorded (see `drain`).
+    let mut drains = Vec::new();
     for (fd, stdio, stream) in sinks {
+        let copy = fd.as_ref().and_then(|fd| fd.try_clone().ok());
         if let Some(reader) = pipe_reader(fd) {
-            let sink = LineSink::new(stdio, stream, launch.output_format().labelled_elsewhere());
+            let turn = Arc::new(tokio::sync::Mutex::new(()));
+            if let Some(copy) = copy {
+                drains.push((copy, turn.clone()));
+            }
+            // The worker labelled its lines itself: no prefix here.
+            let sink = LineSink::new(stdio, stream, Format { prefix: None, ..launch.output_format() });
             let producer = sink.producer();
             let counted = producer.is_none() && !node.is_daemon();
             if counted {
@@ -520,7 +638,7 @@ async fn supervise(
             }
             let host = host.clone();
             host.runtime.clone().spawn(async move {
-                forward(reader, &sink).await;
+                forward(reader, &sink, &turn).await;
                 sink.finish();
                 drop(producer);
                 if counted {
@@ -533,8 +651,8 @@ async fn supervise(
         let report = tokio::net::unix::pipe::Receiver::from_owned_fd(worker.report)
             .map_err(|e| format!("cannot read the report pipe: {e}"))?;
         let reports = read_reports(report);
-        let report = match (&launch.serve, worker.tasks) {
-            (Some(serve), Some(stdin)) => bridge(pid, serve, stdin, reports).await,
+        let report = match (&launch.work, worker.tasks) {
+            (Work::Serve(serve), Some(stdin)) => bridge(pid, serve, stdin, reports).await,
             _ => {
                 let mut reports = reports;
                 ended_report(reports.recv().await)
@@ -549,16 +667,25 @@ async fn supervise(
         report
     };
     let (mut report, status) = tokio::join!(read_report, wait_pidfd(pidfd));
-    // Reaped: the slot is free before a joiner wakes.
+    // Reaped: the slot is free before a joiner wakes, and its last output
+    // is passed on.
     drop(slot);
+    for (fd, turn) in &drains {
+        drain(fd, turn).await;
+    }
     let signalled = matches!(status, Status::Signalled(_));
     tracing::info!(parent: node.span(), "reap");
     if let Ok(Some(report)) = &mut report {
         // What the worker measured, and the descendants that ended in it
         // (which end before it, and so come first in the journal).
-        node.usage.absorb(report.peak_memory, report.fuel_used);
+        // Its memory is the worker's to count: the root's node only ever
+        // sees it grow once, to its peak.
+        node.usage.memory_grew(0, report.peak_memory);
+        if let Some(fuel) = report.fuel_used {
+            node.usage.set_fuel_used(fuel);
+        }
         if let Some(journal) = &host.journal {
-            journal.extend(std::mem::take(&mut report.descendants).into_iter().map(Into::into));
+            std::mem::take(&mut report.descendants).into_iter().for_each(|record| journal.push(record.into()));
         }
     }
     let ended = match (report, status) {
@@ -687,15 +814,56 @@ fn pipe_reader(fd: Option<OwnedFd>) -> Option<tokio::net::unix::pipe::Receiver> 
 /// Passes everything a worker writes on to `sink`, until end-of-file. It
 /// reads only when the sink's destination has room: a full queue (a host
 /// stream nobody reads) leaves the bytes in the pipe, and the worker waits.
-async fn forward<R: AsyncRead + Unpin>(mut reader: R, sink: &LineSink) {
+/// Each read and the write that follows are one turn of `turn`, so that
+/// [`drain`] can tell bytes in the pipe from bytes on their way.
+async fn forward(reader: tokio::net::unix::pipe::Receiver, sink: &LineSink, turn: &tokio::sync::Mutex<()>) {
     let mut buffer = vec![0u8; 64 << 10];
     loop {
         sink.writable(0).await;
-        match reader.read(&mut buffer).await {
-            Ok(0) | Err(_) => return,
+        if reader.readable().await.is_err() {
+            return;
+        }
+        let _turn = turn.lock().await;
+        match reader.try_read(&mut buffer) {
+            Ok(0) => return,
             Ok(n) => sink.write(&buffer[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
         }
     }
+}
+
+/// How long an ended worker's output may take to be passed on before its
+/// end is recorded anyway (a host stream nobody reads, descendants that
+/// share the pipe and keep writing).
+const DRAIN_PATIENCE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Waits, briefly, until the pipe `fd` (a copy of a forwarder's read end)
+/// holds nothing its forwarder has not passed on: what an ended worker
+/// wrote has then reached its sink. Bounded by [`DRAIN_PATIENCE`]; it
+/// polls rather than waits on a wake-up, so it cannot hang.
+async fn drain(fd: &OwnedFd, turn: &tokio::sync::Mutex<()>) {
+    let deadline = std::time::Instant::now() + DRAIN_PATIENCE;
+    loop {
+        {
+            let _turn = turn.lock().await;
+            if pending_bytes(fd) == 0 {
+                return;
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
+/// How many bytes wait in the pipe `fd`; 0 if it cannot be asked.
+fn pending_bytes(fd: &OwnedFd) -> usize {
+    let mut pending: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which is valid.
+    let result = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut pending) };
+    if result < 0 { 0 } else { pending.max(0) as usize }
 }
 
 pub(super) enum Status {
@@ -773,6 +941,16 @@ fn reap(pidfd: &OwnedFd) -> Option<Status> {
         libc::CLD_EXITED => Status::Exited(status),
         _ => Status::Signalled(status),
     })
+}
+
+/// Signals to the process a worker's host is: the worker itself.
+struct SelfControl;
+
+impl Control for SelfControl {
+    fn signal(&self, signal: Signal) {
+        // SAFETY: raising a signal on ourselves has no preconditions.
+        unsafe { libc::raise(signal.number()) };
+    }
 }
 
 /// Signals one worker.

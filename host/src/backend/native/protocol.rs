@@ -1,7 +1,10 @@
-//! The control channel between a host and its workers.
+//! The control channel between a host and its workers, and the one frame
+//! codec of every message between them.
 //!
 //! A frame is a 4-byte magic, a little-endian `u32` length, and that many
-//! bytes of JSON (serde). The host writes a [`Start`] on the worker's stdin,
+//! bytes: JSON (serde) for the control messages here, another layer's
+//! encoding for the shared-object requests and answers a worker exchanges
+//! with its root (see `broker.rs`). The host writes a [`Start`] on the worker's stdin,
 //! then (a pool worker) one [`Task`] at a time; the worker writes on its
 //! report pipe a [`Report::Done`] per finished task, then one
 //! [`Report::Ended`] as it ends. The magic carries the protocol version, so a worker
@@ -16,8 +19,11 @@ use std::path::PathBuf;
 
 /// `MPH` and the protocol version.
 const MAGIC: [u8; 4] = *b"MPH2";
-/// The largest frame either side accepts.
+/// The largest frame of a control message either side accepts.
 pub(crate) const MAX_FRAME: usize = 16 << 20;
+/// The largest frame of opaque bytes (a shared-object request or answer,
+/// whose own encoding bounds its head to 16 MiB and its payload to 4 MiB).
+pub(crate) const MAX_BYTES_FRAME: usize = 21 << 20;
 
 /// What a host tells a new worker to run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -184,6 +190,29 @@ pub(crate) fn encode_frame<T: Serialize>(message: &T) -> std::io::Result<Vec<u8>
     Ok(frame)
 }
 
+/// Opaque bytes (another layer's encoding) as one frame of this protocol.
+pub(crate) fn encode_bytes_frame(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    if body.len() > MAX_BYTES_FRAME {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("a message of {} bytes exceeds the protocol's limit of {MAX_BYTES_FRAME}", body.len()),
+        ));
+    }
+    let mut frame = Vec::with_capacity(8 + body.len());
+    frame.extend_from_slice(&MAGIC);
+    frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    frame.extend_from_slice(body);
+    Ok(frame)
+}
+
+/// Reads one frame of opaque bytes; `Ok(None)` if the peer closed before
+/// sending any byte.
+pub(crate) async fn read_bytes_frame_async(
+    input: &mut (impl tokio::io::AsyncRead + Unpin),
+) -> Result<Option<Vec<u8>>, String> {
+    read_body_async(input, MAX_BYTES_FRAME).await
+}
+
 pub(crate) fn write_frame<T: Serialize>(out: &mut impl Write, message: &T) -> std::io::Result<()> {
     out.write_all(&encode_frame(message)?)?;
     out.flush()
@@ -202,7 +231,7 @@ pub(crate) async fn write_frame_async<T: Serialize>(
 pub(crate) fn read_frame<T: DeserializeOwned>(input: &mut impl Read) -> Result<Option<T>, String> {
     let mut header = [0u8; 8];
     let got = read_full(&mut header, |buf| input.read(buf))?;
-    let Some(length) = frame_length(&header, got)? else { return Ok(None) };
+    let Some(length) = frame_length(&header, got, MAX_FRAME)? else { return Ok(None) };
     let mut body = vec![0u8; length];
     input.read_exact(&mut body).map_err(|_| "truncated frame body".to_string())?;
     decode(&body).map(Some)
@@ -212,6 +241,17 @@ pub(crate) fn read_frame<T: DeserializeOwned>(input: &mut impl Read) -> Result<O
 pub(crate) async fn read_frame_async<T: DeserializeOwned>(
     input: &mut (impl tokio::io::AsyncRead + Unpin),
 ) -> Result<Option<T>, String> {
+    match read_body_async(input, MAX_FRAME).await? {
+        Some(body) => decode(&body).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Reads one frame's body of at most `limit` bytes.
+async fn read_body_async(
+    input: &mut (impl tokio::io::AsyncRead + Unpin),
+    limit: usize,
+) -> Result<Option<Vec<u8>>, String> {
     use tokio::io::AsyncReadExt;
     let mut header = [0u8; 8];
     let mut got = 0;
@@ -222,13 +262,13 @@ pub(crate) async fn read_frame_async<T: DeserializeOwned>(
             Err(e) => return Err(format!("cannot read frame: {e}")),
         }
     }
-    let Some(length) = frame_length(&header, got)? else { return Ok(None) };
+    let Some(length) = frame_length(&header, got, limit)? else { return Ok(None) };
     let mut body = vec![0u8; length];
     input
         .read_exact(&mut body)
         .await
         .map_err(|_| "truncated frame body".to_string())?;
-    decode(&body).map(Some)
+    Ok(Some(body))
 }
 
 /// Fills `buffer` until end-of-file; how many bytes it got.
@@ -246,10 +286,10 @@ fn read_full(buffer: &mut [u8], mut read: impl FnMut(&mut [u8]) -> std::io::Resu
 }
 
 /// The body length a header of `got` bytes announces; `None` for no frame.
-fn frame_length(header: &[u8; 8], got: usize) -> Result<Option<usize>, String> {
+fn frame_length(header: &[u8; 8], got: usize, limit: usize) -> Result<Option<usize>, String> {
     match got {
         0 => Ok(None),
-        8 => body_length(header).map(Some),
+        8 => body_length(header, limit).map(Some),
         _ => Err("truncated frame header".into()),
     }
 }
@@ -260,7 +300,7 @@ pub(crate) fn decode_frame<T: DeserializeOwned>(frame: &[u8]) -> Result<T, Strin
         .get(..8)
         .and_then(|h| h.try_into().ok())
         .ok_or("truncated frame header")?;
-    let length = body_length(&header)?;
+    let length = body_length(&header, MAX_FRAME)?;
     let body = frame.get(8..8 + length).ok_or("truncated frame body")?;
     if frame.len() > 8 + length {
         return Err("trailing bytes after the frame".into());
@@ -268,13 +308,13 @@ pub(crate) fn decode_frame<T: DeserializeOwned>(frame: &[u8]) -> Result<T, Strin
     decode(body)
 }
 
-fn body_length(header: &[u8; 8]) -> Result<usize, String> {
+fn body_length(header: &[u8; 8], limit: usize) -> Result<usize, String> {
     if header[..4] != MAGIC {
         return Err("not a frame of this protocol version (bad magic)".into());
     }
     let length = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
-    if length > MAX_FRAME {
-        return Err(format!("frame of {length} bytes exceeds the limit of {MAX_FRAME}"));
+    if length > limit {
+        return Err(format!("frame of {length} bytes exceeds the limit of {limit}"));
     }
     Ok(length)
 }
@@ -345,6 +385,33 @@ mod tests {
             let _ = read_frame::<Start>(&mut &bytes[..]);
             let _ = decode_frame::<Report>(&bytes);
             let _ = read_frame::<Task>(&mut &bytes[..]);
+        }
+    }
+
+    /// Frames of opaque bytes (a shared-object request or answer) go through
+    /// the same codec: they round-trip, a cut or oversized one is an error,
+    /// and mutants never panic the reader.
+    #[test]
+    fn bytes_frames_round_trip_and_survive_random_input() {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let read = |bytes: &[u8]| runtime.block_on(read_bytes_frame_async(&mut &bytes[..]));
+        let body = b"\x05\0\0\0{\"a\":1}payload".to_vec();
+        let frame = encode_bytes_frame(&body).unwrap();
+        assert_eq!(read(&frame), Ok(Some(body.clone())));
+        assert_eq!(read(&[]), Ok(None));
+        for cut in 1..frame.len() {
+            assert!(read(&frame[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut huge = MAGIC.to_vec();
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(read(&huge).unwrap_err().contains("exceeds"));
+        assert!(encode_bytes_frame(&vec![0; MAX_BYTES_FRAME + 1]).is_err());
+        // Larger than a control frame may be, within the bytes frames' bound.
+        let big = vec![7u8; MAX_FRAME + 1];
+        assert_eq!(read(&encode_bytes_frame(&big).unwrap()), Ok(Some(big)));
+        let frames = [frame, encode_bytes_frame(b"").unwrap()];
+        for bytes in crate::fuzz::mutants(&frames, 0x51_7cc1_b727_220au64) {
+            let _ = read(&bytes);
         }
     }
 }

@@ -19,9 +19,9 @@ use crate::exit::Signal;
 use crate::instance::{self, Outputs};
 use crate::limits::Limits;
 use crate::program::Code;
-use crate::output::{Stdin, Stdio};
-use crate::pool::{Job, Outcome, Reply, ServeChannel};
-use crate::runtime::HostBuilder;
+use crate::output::{Format, Stdin, Stdio};
+use crate::work::{Job, Outcome, Reply, ServeChannel, Work};
+use crate::runtime::{Engines, HostBuilder};
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
@@ -55,7 +55,7 @@ fn serve() -> Result<i32, String> {
     let builder = builder(start.engine);
     let engines = builder.make_engines().map_err(|e| format!("cannot start the worker's engine: {e:#}"))?;
     let (code, sealed) = super::code::load(&engines, code, &start).map_err(|e| e.to_string())?;
-    run(start, report, Inherited { lifeline, orphanage, slots }, builder.engines(engines), code, sealed, stdin)
+    run(start, report, Inherited { lifeline, orphanage, slots }, engines, code, sealed, stdin)
 }
 
 /// The guest's stdin: the descriptor named in the environment, put in place
@@ -88,7 +88,7 @@ pub(crate) fn run(
     start: Start,
     report: OwnedFd,
     inherited: Inherited,
-    builder: HostBuilder,
+    engines: Engines,
     code: Code,
     sealed: Arc<Sealed>,
     stdin: Stdin,
@@ -102,16 +102,24 @@ pub(crate) fn run(
     super::fork::set_report_fd(std::os::fd::AsRawFd::as_raw_fd(&report));
     let report = Arc::new(Mutex::new(std::fs::File::from(report)));
 
-    let host = builder
-        .this_process(start.name.clone(), start.daemon)
+    super::become_process(super::ThisProcess { name: start.name.clone(), daemon: start.daemon, engines });
+    let host = builder(start.engine)
         .journal(start.journal)
         .build()
         .map_err(|e| format!("cannot start the worker's host: {e:#}"))?;
     let inner = host.inner().clone();
     let program = super::code::program(&inner, &start, code, sealed);
     let launch = Launch {
-        entry: start.entry,
-        input: start.input,
+        work: match (start.serve, start.entry) {
+            (Some(serve), _) => Work::Serve(ServeChannel {
+                tasks: take_tasks(report.clone()),
+                initializer: serve.initializer,
+                max_tasks: serve.max_tasks,
+                task_timeout: serve.task_timeout.map(Duration::from_nanos),
+            }),
+            (None, Some(name)) => Work::Entry { name, input: start.input },
+            (None, None) => Work::Main,
+        },
         ticket: start.ticket,
         args: start.args,
         env: start.env,
@@ -125,15 +133,13 @@ pub(crate) fn run(
         labelled: start.labelled,
         label: start.label,
         parent_label: None,
-        serve: start.serve.map(|serve| ServeChannel {
-            tasks: take_tasks(report.clone()),
-            initializer: serve.initializer,
-            max_tasks: serve.max_tasks,
-            task_timeout: serve.task_timeout.map(Duration::from_nanos),
-        }),
         ..program.command().launch().clone()
     };
-    let outputs = Outputs::passthrough(&launch);
+    // Every write passed on at once, so that what the guest wrote reaches
+    // the root host (which makes the lines) even when a signal ends it
+    // mid-line.
+    let format = Format { whole_lines: false, ..launch.output_format() };
+    let outputs = Outputs::with_format(&launch, format);
     let node = inner.root.clone();
     let ended = host.block_on(instance::run_until_deadline(inner.clone(), node.clone(), launch, &outputs));
     outputs.finish();

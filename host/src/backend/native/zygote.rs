@@ -162,6 +162,9 @@ fn fork_worker(
     programs: &mut HashMap<(u64, u64), (Code, Arc<Sealed>)>,
 ) -> Result<u32, String> {
     let start: Start = protocol::decode_frame(request)?;
+    if start.engine != settings {
+        return Err("a worker for another engine than the zygote's".into());
+    }
     let mut fds = fds.into_iter();
     let (Some(stdout), Some(stderr), Some(report), Some(code)) = (fds.next(), fds.next(), fds.next(), fds.next()) else {
         return Err("expected four or five descriptors".into());
@@ -201,7 +204,7 @@ fn fork_worker(
                     orphanage: orphanage.map_err(|e| e.to_string())?,
                     slots: slots.map_err(|e| e.to_string())?,
                 };
-                worker::run(start, report, inherited, worker::builder(settings).engines(engines.clone()), code, sealed, input)
+                worker::run(start, report, inherited, engines.clone(), code, sealed, input)
             })();
             let status = status.unwrap_or_else(|message| {
                 eprintln!("error: {message}");
