@@ -47,7 +47,7 @@ pub(crate) struct Launch {
     pub(crate) program: Program,
     /// `None` for `main`.
     pub(crate) entry: Option<String>,
-    /// The entry's argument, JSON.
+    /// The entry's argument (MessagePack, see [`crate::codec`]).
     pub(crate) input: Vec<u8>,
     pub(crate) args: Vec<String>,
     pub(crate) env: Vec<(String, String)>,
@@ -122,7 +122,7 @@ impl Command {
             launch: Launch {
                 program,
                 entry: None,
-                input: b"null".to_vec(),
+                input: crate::codec::NIL.to_vec(),
                 args: Vec::new(),
                 env: Vec::new(),
                 dirs: Vec::new(),
@@ -149,15 +149,22 @@ impl Command {
         self
     }
 
-    /// The entry's argument (Python's `args`), serialized as JSON.
+    /// The entry's argument (Python's `args`), serialized in the guests'
+    /// binary format (MessagePack; see `wit/mp.wit`).
+    ///
+    /// # Panics
+    /// If `value` does not serialize (a type whose `Serialize` fails).
     pub fn input<T: serde::Serialize>(&mut self, value: &T) -> &mut Command {
-        self.launch.input = serde_json::to_vec(value).expect("a serde value serializes to JSON");
+        self.launch.input = crate::codec::encode(value).expect("the entry's argument serializes");
         self
     }
 
-    /// The entry's argument, already JSON.
+    /// The entry's argument as JSON text, turned into the guests' format.
+    /// Text that is not JSON is passed on as it is: the entry then fails
+    /// with "bad arguments".
     pub fn input_json(&mut self, json: impl Into<Vec<u8>>) -> &mut Command {
-        self.launch.input = json.into();
+        let json = json.into();
+        self.launch.input = crate::codec::from_json(&json).unwrap_or(json);
         self
     }
 
