@@ -24,8 +24,11 @@ fn produce_bytes((q, n, size): (Queue<ByteBuf>, u64, u64)) {
     let mut item = vec![0u8; size as usize];
     for i in 0..n {
         let mark = (i % 251) as u8;
-        if let (Some(first), Some(last)) = (item.first_mut(), item.last_mut()) {
-            (*first, *last) = (mark, mark);
+        if let Some(first) = item.first_mut() {
+            *first = mark;
+        }
+        if let Some(last) = item.last_mut() {
+            *last = mark;
         }
         // Moved in and out of a ByteBuf: no copy.
         let buf = ByteBuf::from(item);
