@@ -75,6 +75,7 @@ pub use api::{
 };
 #[cfg(all(feature = "native", target_os = "linux"))]
 use broker::Endpoint;
+pub(crate) use queue::Queue as QueueObject;
 pub(crate) use registry::Registry;
 /// Without the native backend there is no socket to listen on.
 #[cfg(not(all(feature = "native", target_os = "linux")))]
@@ -691,6 +692,10 @@ pub(crate) async fn wait_for<T>(
     timeout: Option<u64>,
     mut ready: impl FnMut() -> Option<T>,
 ) -> Option<T> {
+    // Ready at once: no need to register as a waiter.
+    if let Some(value) = ready() {
+        return Some(value);
+    }
     let deadline = timeout.map(|t| Instant::now().checked_add(Duration::from_nanos(t)));
     loop {
         let notified = notify.notified();
