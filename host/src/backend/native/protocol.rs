@@ -1,7 +1,8 @@
 //! The control channel between a host and its workers.
 //!
 //! A frame is a 4-byte magic, a little-endian `u32` length, and that many
-//! bytes of JSON (serde). The host writes a [`Start`] on the worker's stdin,
+//! bytes of MessagePack (serde, written by [`crate::codec`]: payloads inside,
+//! such as pool tasks' items, travel as raw bytes). The host writes a [`Start`] on the worker's stdin,
 //! then (a pool worker) one [`Task`] at a time; the worker writes on its
 //! report pipe a [`Report::Done`] per finished task, then one
 //! [`Report::Ended`] as it ends. The magic carries the protocol version, so a worker
@@ -16,7 +17,7 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 
 /// `MPH` and the protocol version.
-const MAGIC: [u8; 4] = *b"MPH2";
+const MAGIC: [u8; 4] = *b"MPH3";
 /// The largest frame either side accepts.
 pub(crate) const MAX_FRAME: usize = 16 << 20;
 
@@ -173,7 +174,7 @@ pub(crate) fn encode_frame<T: Serialize>(message: &T) -> std::io::Result<Vec<u8>
     let mut frame = Vec::with_capacity(256);
     frame.extend_from_slice(&MAGIC);
     frame.extend_from_slice(&[0; 4]);
-    serde_json::to_writer(&mut frame, message)?;
+    crate::codec::encode_into(&mut frame, message).map_err(std::io::Error::other)?;
     let length = frame.len() - 8;
     if length > MAX_FRAME {
         return Err(std::io::Error::new(
@@ -281,7 +282,7 @@ fn body_length(header: &[u8; 8]) -> Result<usize, String> {
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
-    serde_json::from_slice(body).map_err(|e| format!("malformed message: {e}"))
+    crate::codec::decode(body).map_err(|e| format!("malformed message: {e}"))
 }
 
 #[cfg(test)]
