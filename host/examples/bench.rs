@@ -41,6 +41,9 @@ fn main() -> anyhow::Result<()> {
         let n = if options.quick { 20 } else { 100 };
         figures.insert("W9-fork-join-16MiB".into(), python_fork_join(n)?);
     }
+    if let Some(figures) = python.as_mut() {
+        queue_bytes_python(figures, options.quick);
+    }
     let mut columns = Vec::new();
     for &backend in &options.backends {
         eprintln!("bench: {backend:?} backend...");
@@ -163,6 +166,8 @@ fn measure(backend: BackendKind, quick: bool) -> anyhow::Result<Vec<(String, Fig
         let fork_program = host.load(concat!(env!("GUESTS_DIR"), "/fork.wasm"))?;
         record("W9-fork-join-16MiB", fork_join(&fork_program, scaled(100.0))?, false);
     }
+    let n = scaled(QUEUE_BYTES_ITEMS as f64);
+    record(QUEUE_BYTES, queue_bytes_throughput(&host, &queue_program, n)?, true);
     Ok(figures)
 }
 
@@ -303,4 +308,59 @@ fn print_table(python: &HashMap<String, f64>, columns: &[(BackendKind, Vec<(Stri
     println!("ratio: how many times better than Python (fork) in the same run; W1/W2 in us/process,");
     println!("W3 in s wall, W4 in us median, W5 in items/s, W6 in tasks/s, W7 in KiB/process, W8 in messages/s,");
     println!("W9 in us per fork + join of a process with 16 MiB in use (native only; Python: os.fork + waitpid).");
+    println!("{QUEUE_BYTES} in MB/s of 1 MiB byte items between two processes (Python's measured by an inline script).");
+}
+
+/// The workload of 1 MiB byte items through a `Queue` between two processes.
+const QUEUE_BYTES: &str = "W8b-queue-1MiB-items";
+/// How many items it sends (before `--quick` scales it).
+const QUEUE_BYTES_ITEMS: usize = 200;
+/// Each item's size.
+const QUEUE_BYTES_SIZE: usize = 1 << 20;
+/// The queue's bound, the same on both sides: a producer faster than its
+/// consumer waits rather than parks every item in the host.
+const QUEUE_BYTES_BOUND: u32 = 16;
+
+/// MB/s of `n` byte items of [`QUEUE_BYTES_SIZE`] through a bounded `Queue`
+/// from one process to another, from the first start to the last end.
+fn queue_bytes_throughput(host: &Host, program: &Program, n: usize) -> anyhow::Result<f64> {
+    let queue = host::sync::Queue::new(host, QUEUE_BYTES_BOUND)?;
+    let args = (&queue, n as u64, QUEUE_BYTES_SIZE as u64);
+    let start = Instant::now();
+    let consumer = program.command().entry("consume_bytes").input(&args).stdout(host::Stdio::null()).spawn()?;
+    let producer = program.command().entry("produce_bytes").input(&args).spawn()?;
+    anyhow::ensure!(producer.join()?.success() && consumer.join()?.success(), "the byte-queue processes failed");
+    Ok((n * QUEUE_BYTES_SIZE) as f64 / start.elapsed().as_secs_f64() / 1e6)
+}
+
+/// Python's figure for [`QUEUE_BYTES`] (`shared/bench/python_baseline.py`
+/// has none): the same two processes, fork start method, measured now.
+fn queue_bytes_python(figures: &mut HashMap<String, f64>, quick: bool) {
+    const SCRIPT: &str = r#"
+import multiprocessing as mp, sys, time
+def produce(q, n, size):
+    item = bytes(size)
+    for _ in range(n): q.put(item)
+def consume(q, n):
+    for _ in range(n): q.get()
+if __name__ == "__main__":
+    n, size, bound = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    ctx = mp.get_context("fork")
+    q = ctx.Queue(bound)
+    c = ctx.Process(target=consume, args=(q, n)); p = ctx.Process(target=produce, args=(q, n, size))
+    t = time.perf_counter(); c.start(); p.start(); p.join(); c.join()
+    print(n * size / (time.perf_counter() - t) / 1e6)
+"#;
+    let n = if quick { QUEUE_BYTES_ITEMS / 5 } else { QUEUE_BYTES_ITEMS };
+    eprintln!("bench: python multiprocessing (fork), {QUEUE_BYTES}...");
+    let output = std::process::Command::new("python3")
+        .args(["-c", SCRIPT, &n.to_string(), &QUEUE_BYTES_SIZE.to_string(), &QUEUE_BYTES_BOUND.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output();
+    match output.ok().and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok()) {
+        Some(value) => {
+            figures.insert(QUEUE_BYTES.to_string(), value);
+        }
+        None => eprintln!("bench: python gave no figure for {QUEUE_BYTES}"),
+    }
 }

@@ -41,7 +41,7 @@ pub struct Command {
     launch: Launch,
     /// `None` for `main`.
     entry: Option<String>,
-    /// The entry's argument, JSON.
+    /// The entry's argument (MessagePack, see [`crate::codec`]).
     input: Vec<u8>,
     name: Option<String>,
     daemon: bool,
@@ -137,7 +137,7 @@ impl Command {
                 ticket: None,
             },
             entry: None,
-            input: b"null".to_vec(),
+            input: crate::codec::NIL.to_vec(),
             name: None,
             daemon: false,
         }
@@ -149,15 +149,22 @@ impl Command {
         self
     }
 
-    /// The entry's argument (Python's `args`), serialized as JSON.
+    /// The entry's argument (Python's `args`), serialized in the guests'
+    /// binary format (MessagePack; see `wit/mp.wit`).
+    ///
+    /// # Panics
+    /// If `value` does not serialize (a type whose `Serialize` fails).
     pub fn input<T: serde::Serialize>(&mut self, value: &T) -> &mut Command {
-        self.input = serde_json::to_vec(value).expect("a serde value serializes to JSON");
+        self.input = crate::codec::encode(value).expect("the entry's argument serializes");
         self
     }
 
-    /// The entry's argument, already JSON.
+    /// The entry's argument as JSON text, turned into the guests' format.
+    /// Text that is not JSON is passed on as it is: the entry then fails
+    /// with "bad arguments".
     pub fn input_json(&mut self, json: impl Into<Vec<u8>>) -> &mut Command {
-        self.input = json.into();
+        let json = json.into();
+        self.input = crate::codec::from_json(&json).unwrap_or(json);
         self
     }
 

@@ -7,7 +7,9 @@
 //! call ends (a return, `exit(N)`, a trap, an exceeded limit) becomes an
 //! [`Ended`] here, with a message that names the cause.
 
+use crate::codec::{Batch, BatchResults};
 use crate::command::Launch;
+use crate::guest::exports::mp::host::entries as wit;
 use crate::limits::format_size;
 use crate::output::{Format, GuestOutput, Input, LineSink, Stdio, Stream};
 use crate::work::{Outcome, ServeChannel, Work};
@@ -201,16 +203,22 @@ async fn serve(
     }
     let mut served = 0;
     while serve.max_tasks.is_none_or(|max| served < max) {
-        let Ok(job) = serve.tasks.recv().await else { break };
+        let Ok(mut job) = serve.tasks.recv().await else { break };
         served += 1;
         if metered {
             refuel(&mut store, limits.fuel.unwrap_or(u64::MAX))?;
         }
+        let inputs = std::mem::take(&mut job.inputs);
+        let (entry, many) = (job.entry.as_str(), job.many);
         let task = async {
-            match (job.many, job.inputs.first()) {
-                (false, Some(input)) => entries.call_call(&mut store, &job.entry, input).await.map(|r| vec![r]),
-                _ => entries.call_call_many(&mut store, &job.entry, &job.inputs).await,
+            if !many && inputs.len() == 1 {
+                let result = entries.call_call(&mut store, entry, inputs.get(0)).await?;
+                return wasmtime::Result::Ok(BatchResults::one(result));
             }
+            let inputs = wit::Batch { data: inputs.data, ends: inputs.ends };
+            let done = entries.call_call_many(&mut store, entry, &inputs).await?;
+            let results = Batch { data: done.results.data, ends: done.results.ends };
+            Ok(BatchResults { results, failed: done.failed })
         };
         let outcome = match serve.task_timeout {
             Some(limit) => tokio::time::timeout(limit, task).await.ok(),

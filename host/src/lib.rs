@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod codec;
 mod command;
 mod error;
 mod exit;

@@ -17,6 +17,7 @@
 //! and the guest's `mp:host/pool` interface; both only add typing and
 //! blocking (or awaiting) on top of it.
 
+use crate::codec::{self, Batch};
 use crate::command::Launch;
 use crate::error::Error;
 use crate::exit::Signal;
@@ -25,7 +26,7 @@ use crate::output::Stdio;
 use crate::process::Node;
 use crate::program::{Program, ProgramKind};
 use crate::runtime::HostInner;
-use crate::work::{ItemResult, Outcome, Reply, ServeChannel, Work};
+use crate::work::{Outcome, Reply, ServeChannel, Work};
 pub(crate) use crate::work::Job;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -315,7 +316,7 @@ impl PoolCore {
     pub(crate) fn submit_chunks(
         &self,
         entry: &str,
-        inputs: Vec<Vec<u8>>,
+        inputs: Batch,
         chunksize: usize,
         deliver: impl Fn(usize, Outcome) + Clone + Send + 'static,
     ) -> Result<Vec<usize>, TaskError> {
@@ -327,9 +328,8 @@ impl PoolCore {
         }
         let chunksize = chunksize.max(1);
         let mut sizes = Vec::with_capacity(inputs.len().div_ceil(chunksize));
-        let mut inputs = inputs.into_iter().peekable();
-        while inputs.peek().is_some() {
-            let chunk: Vec<Vec<u8>> = inputs.by_ref().take(chunksize).collect();
+        for from in (0..inputs.len()).step_by(chunksize) {
+            let chunk = inputs.part(from, from + chunksize);
             let index = sizes.len();
             sizes.push(chunk.len());
             let deliver = deliver.clone();
@@ -340,14 +340,27 @@ impl PoolCore {
     }
 }
 
-/// A chunk's outcome as one result per item.
-pub(crate) fn expand(outcome: Outcome, size: usize) -> Vec<ItemResult> {
-    match outcome {
-        Outcome::Done(results) if results.len() == size => results,
-        Outcome::Done(results) => {
-            vec![Err(format!("the worker returned {} results for {size} items", results.len())); size]
+/// A chunk's outcome, item by item.
+pub(crate) struct Chunk(Outcome);
+
+impl Chunk {
+    /// The outcome of a chunk of `size` items; a worker that returned
+    /// another number of results failed them all.
+    pub(crate) fn new(outcome: Outcome, size: usize) -> Chunk {
+        Chunk(match outcome {
+            Outcome::Done(results) if results.len() != size => {
+                Outcome::Failed(format!("the worker returned {} results for {size} items", results.len()))
+            }
+            other => other,
+        })
+    }
+
+    /// Item `index`'s result: its bytes, or why it failed.
+    pub(crate) fn item(&self, index: usize) -> Result<&[u8], &str> {
+        match &self.0 {
+            Outcome::Done(results) => results.get(index),
+            Outcome::Failed(why) => Err(why),
         }
-        Outcome::Failed(why) => vec![Err(why); size],
     }
 }
 
@@ -373,11 +386,8 @@ impl ResultSlot {
     pub(crate) fn reply(self: &Arc<ResultSlot>) -> Reply {
         let slot = self.clone();
         Reply::new(move |outcome| {
-            let value = match outcome {
-                Outcome::Done(mut results) if results.len() == 1 => results.pop().expect("one result"),
-                other => Err(expand(other, 1).pop().and_then(Result::err).unwrap_or_default()),
-            };
-            slot.set(value.map_err(TaskError::Failed));
+            let chunk = Chunk::new(outcome, 1);
+            slot.set(chunk.item(0).map(<[u8]>::to_vec).map_err(|why| TaskError::Failed(why.to_string())));
         })
     }
 
@@ -428,12 +438,24 @@ impl ResultSlot {
     }
 }
 
-fn to_json<A: Serialize + ?Sized>(value: &A) -> Result<Vec<u8>, TaskError> {
-    serde_json::to_vec(value).map_err(|e| TaskError::Serde(format!("cannot serialize a task's argument: {e}")))
+fn encode<A: Serialize + ?Sized>(value: &A) -> Result<Vec<u8>, TaskError> {
+    codec::encode(value).map_err(|e| TaskError::Serde(format!("cannot serialize a task's argument: {e}")))
 }
 
-fn from_json<R: DeserializeOwned>(json: &[u8]) -> Result<R, TaskError> {
-    serde_json::from_slice(json).map_err(|e| TaskError::Serde(format!("cannot deserialize a task's result: {e}")))
+fn decode<R: DeserializeOwned>(bytes: &[u8]) -> Result<R, TaskError> {
+    codec::decode(bytes).map_err(|e| TaskError::Serde(format!("cannot deserialize a task's result: {e}")))
+}
+
+/// Every item, encoded back to back.
+fn encode_all<A: Serialize, I: IntoIterator<Item = A>>(items: I) -> Result<Batch, TaskError> {
+    let items = items.into_iter();
+    let mut batch = Batch::with_capacity(items.size_hint().0, items.size_hint().0 * 4);
+    for item in items {
+        batch
+            .push_value(&item)
+            .map_err(|e| TaskError::Serde(format!("cannot serialize a task's argument: {e}")))?;
+    }
+    Ok(batch)
 }
 
 /// Configures a [`Pool`]: Python's `Pool(processes, initializer, initargs,
@@ -472,8 +494,8 @@ impl PoolBuilder {
 
     /// An entry every worker runs once as it starts, with `args`.
     pub fn initializer<A: Serialize>(mut self, entry: &str, args: &A) -> Self {
-        let json = serde_json::to_vec(args).unwrap_or_else(|_| b"null".to_vec());
-        self.initializer = Some((entry.to_string(), json));
+        let bytes = codec::encode(args).unwrap_or_else(|_| codec::NIL.to_vec());
+        self.initializer = Some((entry.to_string(), bytes));
         self
     }
 
@@ -523,7 +545,8 @@ impl PoolBuilder {
 /// Python's `multiprocessing.Pool`: worker processes of one program that run
 /// its entries as tasks, at most `processes` at once.
 ///
-/// Arguments and results travel as JSON (serde). A task's error (its entry
+/// Arguments and results travel as MessagePack (serde; see `wit/mp.wit`),
+/// a chunk's items back to back in one buffer. A task's error (its entry
 /// returned an error, it panicked or trapped, it exceeded a limit) surfaces
 /// where its result is read, and the pool carries on: a worker that died is
 /// replaced. Workers are daemons. Dropping the pool terminates it, as
@@ -583,8 +606,8 @@ impl Pool {
     /// Refusals (a closed pool, an unknown entry) also surface there.
     pub fn apply_async<A: Serialize + ?Sized, R: DeserializeOwned>(&self, entry: &str, args: &A) -> AsyncResult<R> {
         let slot = Arc::new(ResultSlot::default());
-        let submitted = to_json(args).and_then(|input| {
-            let job = Job { entry: entry.to_string(), inputs: vec![input], many: false, reply: slot.reply() };
+        let submitted = encode(args).and_then(|input| {
+            let job = Job { entry: entry.to_string(), inputs: Batch::one(input), many: false, reply: slot.reply() };
             self.core.submit(job)
         });
         if let Err(error) = submitted {
@@ -600,9 +623,9 @@ impl Pool {
         entry: &str,
         items: I,
     ) -> Result<Vec<R>, TaskError> {
-        let inputs = items.into_iter().map(|item| to_json(&item)).collect::<Result<Vec<_>, _>>()?;
+        let inputs = encode_all(items)?;
         let chunksize = self.core.default_chunksize(inputs.len());
-        self.map_json(entry, inputs, chunksize)?.collect()
+        self.map_batch(entry, inputs, chunksize, decode)?.collect()
     }
 
     /// [`map`](Self::map) with `chunksize` items per task.
@@ -616,8 +639,8 @@ impl Pool {
     }
 
     /// [`map`](Self::map) for entries of several arguments: each item is a
-    /// tuple of them. (Arguments travel as JSON, where a tuple is an array,
-    /// and an entry of several arguments takes one: `map` does the same.)
+    /// tuple of them. (A tuple travels as an array, and an entry of
+    /// several arguments takes one: `map` does the same.)
     pub fn starmap<A: Serialize, R: DeserializeOwned, I: IntoIterator<Item = A>>(
         &self,
         entry: &str,
@@ -634,8 +657,8 @@ impl Pool {
         items: I,
         chunksize: usize,
     ) -> Result<Imap<R>, TaskError> {
-        let inputs = items.into_iter().map(|item| to_json(&item)).collect::<Result<Vec<_>, _>>()?;
-        self.map_json(entry, inputs, chunksize)
+        let inputs = encode_all(items)?;
+        self.map_batch(entry, inputs, chunksize, decode)
     }
 
     /// [`imap`](Self::imap), yielding results as they complete.
@@ -650,9 +673,9 @@ impl Pool {
         Ok(results)
     }
 
-    /// Runs `entry` on items that are already JSON; yields each item's
-    /// result as JSON, in order (`ordered`) or as they complete. What the
-    /// CLI's `host map` uses.
+    /// Runs `entry` on items given as JSON text (turned into the guests'
+    /// format); yields each item's result as JSON, in order (`ordered`) or
+    /// as they complete. What the CLI's `host map` uses.
     pub fn imap_json(
         &self,
         entry: &str,
@@ -660,16 +683,24 @@ impl Pool {
         chunksize: usize,
         ordered: bool,
     ) -> Result<Imap<serde_json::Value>, TaskError> {
-        let mut results = self.map_json(entry, inputs, chunksize)?;
+        let mut batch = Batch::with_capacity(inputs.len(), inputs.iter().map(Vec::len).sum());
+        for json in &inputs {
+            batch.push(&codec::from_json(json).map_err(TaskError::Serde)?);
+        }
+        let to_json = |bytes: &[u8]| {
+            codec::to_json(bytes).map_err(|e| TaskError::Serde(format!("cannot show a task's result as JSON: {e}")))
+        };
+        let mut results = self.map_batch(entry, batch, chunksize, to_json)?;
         results.ordered = ordered;
         Ok(results)
     }
 
-    fn map_json<R: DeserializeOwned>(
+    fn map_batch<R>(
         &self,
         entry: &str,
-        inputs: Vec<Vec<u8>>,
+        inputs: Batch,
         chunksize: usize,
+        decode: fn(&[u8]) -> Result<R, TaskError>,
     ) -> Result<Imap<R>, TaskError> {
         let (sender, receiver) = mpsc::channel();
         let deliver = move |index, outcome| {
@@ -684,7 +715,7 @@ impl Pool {
             received: 0,
             arrived: BTreeMap::new(),
             current: VecDeque::new(),
-            _result: PhantomData,
+            decode,
         })
     }
 
@@ -748,7 +779,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
         if !self.slot.wait(timeout) {
             return Err(TaskError::Timeout);
         }
-        from_json(&self.slot.get().expect("a ready result")?)
+        decode(&self.slot.get().expect("a ready result")?)
     }
 
     /// Waits until the result is ready or `timeout` passes.
@@ -775,22 +806,33 @@ pub struct Imap<R> {
     ordered: bool,
     next_chunk: usize,
     received: usize,
-    arrived: BTreeMap<usize, VecDeque<ItemResult>>,
-    current: VecDeque<ItemResult>,
-    _result: PhantomData<fn() -> R>,
+    arrived: BTreeMap<usize, Chunk>,
+    /// The chunks being read, and the next item of the first.
+    current: VecDeque<(Chunk, usize, usize)>,
+    decode: fn(&[u8]) -> Result<R, TaskError>,
 }
 
-impl<R> Imap<R> {
-    /// The next item's raw result, blocking until it is there.
-    fn next_raw(&mut self) -> Option<ItemResult> {
+impl<R> Iterator for Imap<R> {
+    type Item = Result<R, TaskError>;
+
+    fn next(&mut self) -> Option<Result<R, TaskError>> {
         loop {
-            if let Some(item) = self.current.pop_front() {
-                return Some(item);
+            if let Some((chunk, next, size)) = self.current.front_mut() {
+                if *next < *size {
+                    let item = chunk.item(*next);
+                    *next += 1;
+                    return Some(match item {
+                        Ok(bytes) => (self.decode)(bytes),
+                        Err(why) => Err(TaskError::Failed(why.to_string())),
+                    });
+                }
+                self.current.pop_front();
+                continue;
             }
             if self.ordered {
                 if let Some(chunk) = self.arrived.remove(&self.next_chunk) {
+                    self.current.push_back((chunk, 0, self.sizes[self.next_chunk]));
                     self.next_chunk += 1;
-                    self.current = chunk;
                     continue;
                 }
                 if self.next_chunk == self.sizes.len() {
@@ -802,21 +844,12 @@ impl<R> Imap<R> {
             // Every submitted chunk is answered exactly once (see `Reply`).
             let (index, outcome) = self.receiver.recv().ok()?;
             self.received += 1;
-            let items = VecDeque::from(expand(outcome, self.sizes[index]));
+            let chunk = Chunk::new(outcome, self.sizes[index]);
             if self.ordered {
-                self.arrived.insert(index, items);
+                self.arrived.insert(index, chunk);
             } else {
-                self.current = items;
+                self.current.push_back((chunk, 0, self.sizes[index]));
             }
         }
-    }
-}
-
-impl<R: DeserializeOwned> Iterator for Imap<R> {
-    type Item = Result<R, TaskError>;
-
-    fn next(&mut self) -> Option<Result<R, TaskError>> {
-        let item = self.next_raw()?;
-        Some(item.map_err(TaskError::Failed).and_then(|json| from_json(&json)))
     }
 }

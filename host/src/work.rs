@@ -6,6 +6,7 @@
 //! backend to a worker), and the pool is an ordinary client of processes
 //! that hands its workers a [`ServeChannel`] to take [`Job`]s from.
 
+use crate::codec::{Batch, BatchResults};
 use std::time::Duration;
 
 /// What a process runs.
@@ -37,13 +38,10 @@ impl Work {
     }
 }
 
-/// One item's result: its JSON, or why it failed.
-pub(crate) type ItemResult = Result<Vec<u8>, String>;
-
 /// How a task ended.
 pub(crate) enum Outcome {
     /// Its entry ran: one result per input, in order.
-    Done(Vec<ItemResult>),
+    Done(BatchResults),
     /// It ended its worker (a trap, an exceeded limit, its time limit) or its
     /// worker ended under it; the message says which.
     Failed(String),
@@ -80,10 +78,11 @@ impl Drop for Reply {
     }
 }
 
-/// One task: an entry and its inputs (JSON), one input unless `many`.
+/// One task: an entry and its inputs (MessagePack, back to back), one
+/// input unless `many`.
 pub(crate) struct Job {
     pub(crate) entry: String,
-    pub(crate) inputs: Vec<Vec<u8>>,
+    pub(crate) inputs: Batch,
     /// A chunk: the entry runs once per input (`call-many`).
     pub(crate) many: bool,
     pub(crate) reply: Reply,

@@ -18,9 +18,11 @@
 //! - **Module state starts fresh in every child.** A `static` in a child holds
 //!   its initial value, whatever the parent did to its own copy, and nothing
 //!   the child does is visible to the parent: processes share no memory.
-//! - **Arguments and results travel as JSON** (`serde_json`), so an entry's
-//!   argument type must implement [`serde::Deserialize`] and the value passed
-//!   to [`Process::new`] [`serde::Serialize`].
+//! - **Arguments and results travel as MessagePack** (`rmp-serde`, one
+//!   place: the `codec` module), so an entry's argument type must implement
+//!   [`serde::Deserialize`] and the value passed to [`Process::new`]
+//!   [`serde::Serialize`]. A `Vec<u8>` travels as raw bytes. The format
+//!   describes itself, so the host can show values as JSON (`host map`).
 //!
 //! # Example
 //!
@@ -94,6 +96,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+mod codec;
 pub mod sync;
 pub use sync::{
     Array, Barrier, BoundedSemaphore, Condition, Connection, Event, JoinableQueue, Lock, LockGuard,
@@ -333,7 +336,7 @@ impl Process {
     /// (Python's `Process(target=f, args=(..))`). Its default name is
     /// `Process-N`, N counting the processes this process created, from 1.
     ///
-    /// If `args` cannot be serialized to JSON, [`start`](Process::start)
+    /// If `args` cannot be serialized, [`start`](Process::start)
     /// fails with [`Error::SpawnFailed`].
     ///
     /// ```no_run
@@ -377,13 +380,13 @@ impl Process {
 
     fn with_entry<A: Serialize + ?Sized>(entry: &str, args: &A) -> Process {
         // Handles to shared objects in `args` serialize as tokens the child opens.
-        match sync::spawning(|| serde_json::to_vec(args)) {
-            Ok(json) => Process {
-                inner: wit::Process::new(entry, &json),
+        match sync::spawning(|| codec::encode(args)) {
+            Ok(bytes) => Process {
+                inner: wit::Process::new(entry, &bytes),
                 bad_args: None,
             },
             Err(e) => Process {
-                inner: wit::Process::new(entry, b"null"),
+                inner: wit::Process::new(entry, codec::UNIT),
                 bad_args: Some(format!(
                     "cannot serialize the arguments of entry {entry}: {e}"
                 )),
@@ -685,31 +688,21 @@ macro_rules! entries {
 
             fn call_many(
                 name: ::std::string::String,
-                args: ::std::vec::Vec<::std::vec::Vec<u8>>,
-            ) -> ::std::vec::Vec<::core::result::Result<::std::vec::Vec<u8>, ::std::string::String>> {
+                args: $crate::__private::Batch,
+            ) -> $crate::__private::BatchResults {
                 $(
                     if name == ::core::stringify!($f) {
-                        return args
-                            .iter()
-                            .map(|a| {
-                                $crate::__private::call_fn(&name, a, |a| {
-                                    $crate::__private::Invoke::invoke(&$f, a)
-                                })
-                            })
-                            .collect();
+                        return $crate::__private::call_many_fn(&name, &args, |a| {
+                            $crate::__private::Invoke::invoke(&$f, a)
+                        });
                     }
                 )*
                 $($(
                     if name == ::std::any::type_name::<$t>() {
-                        return args
-                            .iter()
-                            .map(|a| $crate::__private::call_type::<$t>(&name, a))
-                            .collect();
+                        return $crate::__private::call_many_type::<$t>(&name, &args);
                     }
                 )*)?
-                args.iter()
-                    .map(|_| ::core::result::Result::Err(::std::format!("unknown entry {name}")))
-                    .collect()
+                $crate::__private::fail_all(&args, ::std::format!("unknown entry {name}"))
             }
         }
 
@@ -763,18 +756,46 @@ pub mod __private {
     invoke_tuple!(A1, A2, A3, A4, A5);
     invoke_tuple!(A1, A2, A3, A4, A5, A6);
 
-    /// Runs a function entry: JSON in, JSON out.
+    pub use crate::bindings::exports::mp::host::entries::{Batch, BatchResults};
+
+    /// Runs a function entry on one encoded argument, appending its
+    /// encoded result to `out`.
+    fn run_fn<A: DeserializeOwned, R: Serialize>(
+        name: &str,
+        args: &[u8],
+        f: fn(A) -> R,
+        out: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        let a: A =
+            codec::decode(args).map_err(|e| format!("bad arguments for entry {name}: {e}"))?;
+        let r = f(a);
+        codec::encode_into(out, &r)
+            .map_err(|e| format!("cannot serialize the result of entry {name}: {e}"))
+    }
+
+    /// Runs a type entry on one encoded object: deserialize it, call `run`.
+    fn run_type<T: Run + DeserializeOwned>(
+        name: &str,
+        args: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        let mut obj: T =
+            codec::decode(args).map_err(|e| format!("bad arguments for entry {name}: {e}"))?;
+        obj.run();
+        out.extend_from_slice(codec::UNIT);
+        Ok(())
+    }
+
+    /// Runs a function entry: MessagePack in, MessagePack out.
     pub fn call_fn<A: DeserializeOwned, R: Serialize>(
         name: &str,
         args: &[u8],
         f: fn(A) -> R,
     ) -> Result<Vec<u8>, String> {
-        let a: A = serde_json::from_slice(args)
-            .map_err(|e| format!("bad arguments for entry {name}: {e}"))?;
-        let r = f(a);
+        let mut out = Vec::new();
+        let result = run_fn(name, args, f, &mut out);
         flush();
-        serde_json::to_vec(&r)
-            .map_err(|e| format!("cannot serialize the result of entry {name}: {e}"))
+        result.map(|()| out)
     }
 
     /// Runs a type entry: deserialize the object, call `run`.
@@ -782,11 +803,65 @@ pub mod __private {
         name: &str,
         args: &[u8],
     ) -> Result<Vec<u8>, String> {
-        let mut obj: T = serde_json::from_slice(args)
-            .map_err(|e| format!("bad arguments for entry {name}: {e}"))?;
-        obj.run();
+        let mut out = Vec::new();
+        let result = run_type::<T>(name, args, &mut out);
         flush();
-        Ok(b"null".to_vec())
+        result.map(|()| out)
+    }
+
+    /// Runs `run` on each item of `args`, the results back to back in one
+    /// buffer (no allocation per item beyond the entry's own).
+    fn each(
+        args: &Batch,
+        mut run: impl FnMut(&[u8], &mut Vec<u8>) -> Result<(), String>,
+    ) -> BatchResults {
+        let mut data = Vec::with_capacity(args.data.len() + args.ends.len() * 4);
+        let mut ends = Vec::with_capacity(args.ends.len());
+        let mut failed = Vec::new();
+        let mut start = 0usize;
+        for (index, &end) in args.ends.iter().enumerate() {
+            let end = end as usize;
+            let outcome = match args.data.get(start..end) {
+                Some(item) => {
+                    let mark = data.len();
+                    let outcome = run(item, &mut data);
+                    if outcome.is_err() {
+                        data.truncate(mark);
+                    }
+                    outcome
+                }
+                None => Err(format!("item {index} lies outside the batch")),
+            };
+            start = end;
+            if let Err(why) = outcome {
+                failed.push((index as u32, why));
+            }
+            ends.push(data.len() as u32);
+        }
+        flush();
+        BatchResults {
+            results: Batch { data, ends },
+            failed,
+        }
+    }
+
+    /// [`call_fn`] on every item of a pool's chunk.
+    pub fn call_many_fn<A: DeserializeOwned, R: Serialize>(
+        name: &str,
+        args: &Batch,
+        f: fn(A) -> R,
+    ) -> BatchResults {
+        each(args, |item, out| run_fn(name, item, f, out))
+    }
+
+    /// [`call_type`] on every item of a pool's chunk.
+    pub fn call_many_type<T: Run + DeserializeOwned>(name: &str, args: &Batch) -> BatchResults {
+        each(args, |item, out| run_type::<T>(name, item, out))
+    }
+
+    /// Every item of `args` fails with `why`.
+    pub fn fail_all(args: &Batch, why: String) -> BatchResults {
+        each(args, |_, _| Err(why.clone()))
     }
 
     /// Writes out what the entry left in `print!`'s buffer: a child ends

@@ -69,13 +69,13 @@ impl From<wit::TaskError> for TaskError {
     }
 }
 
-fn to_json<A: Serialize>(args: &A) -> Result<Vec<u8>, TaskError> {
-    serde_json::to_vec(args)
+fn to_bytes<A: Serialize>(args: &A) -> Result<Vec<u8>, TaskError> {
+    crate::codec::encode(args)
         .map_err(|e| TaskError::Serde(format!("cannot serialize a task's argument: {e}")))
 }
 
-fn from_json<R: DeserializeOwned>(json: &[u8]) -> Result<R, TaskError> {
-    serde_json::from_slice(json)
+fn from_bytes<R: DeserializeOwned>(bytes: &[u8]) -> Result<R, TaskError> {
+    crate::codec::decode(bytes)
         .map_err(|e| TaskError::Serde(format!("cannot deserialize a task's result: {e}")))
 }
 
@@ -118,8 +118,8 @@ impl PoolBuilder {
     /// An entry each worker runs once as it starts (Python's `initializer`
     /// and `initargs`).
     pub fn initializer<A: Serialize, R>(mut self, target: Target<A, R>, args: A) -> Self {
-        let json = serde_json::to_vec(&args).unwrap_or_else(|_| b"null".to_vec());
-        self.initializer = Some((target.name.to_string(), json));
+        let bytes = crate::codec::encode(&args).unwrap_or_else(|_| crate::codec::UNIT.to_vec());
+        self.initializer = Some((target.name.to_string(), bytes));
         self
     }
 
@@ -190,7 +190,7 @@ impl Pool {
         target: Target<A, R>,
         args: A,
     ) -> AsyncResult<R> {
-        let inner = to_json(&args).map(|json| self.inner.apply_async(target.name, &json));
+        let inner = to_bytes(&args).map(|bytes| self.inner.apply_async(target.name, &bytes));
         AsyncResult {
             inner,
             _result: PhantomData,
@@ -236,10 +236,10 @@ impl Pool {
     ) -> Result<Vec<R>, TaskError> {
         let args = items
             .into_iter()
-            .map(|item| to_json(&item))
+            .map(|item| to_bytes(&item))
             .collect::<Result<Vec<_>, _>>()?;
         let results = self.inner.map(target.name, &args, chunksize)?;
-        results.iter().map(|json| from_json(json)).collect()
+        results.iter().map(|bytes| from_bytes(bytes)).collect()
     }
 
     /// Takes no more tasks; the workers end once the submitted ones are done.
@@ -285,7 +285,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
 
     fn fetch(&self, timeout: Option<u64>) -> Result<R, TaskError> {
         let inner = self.inner.as_ref().map_err(Clone::clone)?;
-        from_json(&inner.get(timeout)?)
+        from_bytes(&inner.get(timeout)?)
     }
 
     /// Waits until the result is ready.

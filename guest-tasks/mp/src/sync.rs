@@ -8,7 +8,8 @@
 //! holds the object for the child until it does. A handle serialized in any
 //! other way fails ("should only be shared between processes through
 //! inheritance", as in Python), and a token a process was not given is
-//! refused by the host. Messages are serialized with `serde_json`.
+//! refused by the host. Messages are serialized in MessagePack (see the
+//! crate's data format notes); `send_bytes`/`recv_bytes` carry raw bytes.
 //!
 //! ```no_run
 //! use mp::{Process, Queue, target};
@@ -170,12 +171,14 @@ fn timeout(d: Option<Duration>) -> Option<u64> {
     d.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
-    serde_json::to_vec(value).map_err(|e| Error::Serde(e.to_string()))
+/// A message's bytes (see [`crate::codec`]: MessagePack).
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
+    crate::codec::encode(value).map_err(Error::Serde)
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(bytes).map_err(|e| Error::Serde(e.to_string()))
+/// The value a message's bytes encode.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    crate::codec::decode(bytes).map_err(Error::Serde)
 }
 
 /// Serialize as a token (only into a child's arguments), deserialize by
@@ -364,7 +367,7 @@ pub fn Pipe(duplex: bool) -> (Connection, Connection) {
 }
 
 impl Connection {
-    /// Sends a value (JSON).
+    /// Sends a value (MessagePack).
     pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), Error> {
         self.send_bytes(&encode(value)?)
     }

@@ -9,7 +9,8 @@
 use super::mp::host::pool::{self as wit, Host, HostAsyncResult, HostPool};
 use super::{GuestAsyncResult, GuestPool};
 use crate::instance::Ctx;
-use crate::pool::{Job, PoolCore, ResultSlot, Settings, TaskError, expand};
+use crate::codec::Batch;
+use crate::pool::{Chunk, Job, PoolCore, ResultSlot, Settings, TaskError};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::Resource;
@@ -71,7 +72,7 @@ impl HostPool for Ctx {
     ) -> wasmtime::Result<Resource<GuestAsyncResult>> {
         let core = self.pool(&handle)?;
         let slot = Arc::new(ResultSlot::default());
-        let job = Job { entry, inputs: vec![args], many: false, reply: slot.reply() };
+        let job = Job { entry, inputs: Batch::one(args), many: false, reply: slot.reply() };
         if let Err(error) = core.submit(job) {
             slot.set(Err(error));
         }
@@ -91,21 +92,31 @@ impl HostPool for Ctx {
         let deliver = move |index, outcome| {
             let _ = sender.send((index, outcome));
         };
-        let sizes = match core.submit_chunks(&entry, args, chunksize, deliver) {
+        let mut batch = Batch::with_capacity(args.len(), args.iter().map(Vec::len).sum());
+        for item in &args {
+            batch.push(item);
+        }
+        drop(args);
+        let sizes = match core.submit_chunks(&entry, batch, chunksize, deliver) {
             Ok(sizes) => sizes,
             Err(error) => return Ok(Err(error.into())),
         };
-        let mut chunks: Vec<Option<Vec<_>>> = vec![None; sizes.len()];
+        let mut chunks: Vec<Option<Chunk>> = (0..sizes.len()).map(|_| None).collect();
         for _ in 0..sizes.len() {
             // Every submitted chunk is answered exactly once.
             let Some((index, outcome)) = receiver.recv().await else { break };
-            chunks[index] = Some(expand(outcome, sizes[index]));
+            chunks[index] = Some(Chunk::new(outcome, sizes[index]));
         }
-        let mut results = Vec::new();
-        for item in chunks.into_iter().flatten().flatten() {
-            match item {
-                Ok(json) => results.push(json),
-                Err(why) => return Ok(Err(wit::TaskError::Failed(why))),
+        let mut results = Vec::with_capacity(sizes.iter().sum());
+        for (chunk, size) in chunks.iter().zip(&sizes) {
+            let Some(chunk) = chunk else {
+                return Ok(Err(wit::TaskError::Failed("a chunk of the map was never answered".into())));
+            };
+            for index in 0..*size {
+                match chunk.item(index) {
+                    Ok(bytes) => results.push(bytes.to_vec()),
+                    Err(why) => return Ok(Err(wit::TaskError::Failed(why.to_string()))),
+                }
             }
         }
         Ok(Ok(results))

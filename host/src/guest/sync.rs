@@ -13,14 +13,20 @@ use super::mp::host::sync::{
 };
 use super::mp::host::sync::{HostLock, HostQueue, HostSemaphore, HostSharedArray};
 use crate::instance::Ctx;
-use crate::sync::{Error, Kind, Number, Numbers, Payload, QuotaKind, Reply, Request, Spec, Token};
+use crate::sync::{
+    Error, Kind, Number, Numbers, Payload, QueueObject, QuotaKind, Registry, Reply, Request, Spec, Token,
+};
 use std::marker::PhantomData;
+use std::sync::Arc;
 use wasmtime::component::Resource;
 
 /// A guest's handle on a shared object; `K` tells the resource types apart.
 pub struct SyncHandle<K> {
     token: Token,
     closed: bool,
+    /// A queue's object in this (root) host's registry, once looked up:
+    /// `put` and `get` go to it directly (see [`Ctx::local_queue`]).
+    queue: Option<Arc<QueueObject>>,
     kind: PhantomData<K>,
 }
 
@@ -190,6 +196,7 @@ impl Ctx {
         Ok(self.table.push(SyncHandle {
             token,
             closed: false,
+            queue: None,
             kind: PhantomData,
         })?)
     }
@@ -247,6 +254,32 @@ impl Ctx {
         Ok(self.table.get(handle)?.token.encode())
     }
 
+    /// The queue behind an open handle, when this host holds the registry
+    /// (a root host): `put` and `get` then skip the request and the
+    /// registry's lookup, which checked once that this process holds the
+    /// queue (it does while the handle is open). `None` on a native worker,
+    /// whose requests go to the root.
+    #[allow(clippy::type_complexity)]
+    fn local_queue(
+        &mut self,
+        handle: &Resource<GuestQueue>,
+    ) -> wasmtime::Result<Option<Result<(Arc<Registry>, Arc<QueueObject>, u32), wit::Error>>> {
+        let Some(registry) = self.host.sync.local().cloned() else { return Ok(None) };
+        let pid = self.node.pid().unwrap_or_default();
+        let entry = self.table.get_mut(handle)?;
+        if entry.closed {
+            return Ok(Some(Err(wit::Error::Closed)));
+        }
+        let queue = match &entry.queue {
+            Some(queue) => queue.clone(),
+            None => match registry.queue(pid, entry.token.id) {
+                Ok(queue) => entry.queue.insert(queue).clone(),
+                Err(error) => return Ok(Some(Err(error.into()))),
+            },
+        };
+        Ok(Some(Ok((registry, queue, pid))))
+    }
+
     /// Gives up the hold of a handle (once).
     async fn close_handle<K: 'static + Send>(
         &mut self,
@@ -256,6 +289,7 @@ impl Ctx {
         if std::mem::replace(&mut entry.closed, true) {
             return Ok(());
         }
+        entry.queue = None;
         let id = entry.token.id;
         // An error here means the object is gone already: nothing to give up.
         let _ = self.sync(Request::Drop { id }).await;
@@ -363,6 +397,13 @@ impl HostQueue for Ctx {
         item: Vec<u8>,
         timeout: Option<u64>,
     ) -> Answer<()> {
+        match self.local_queue(&handle)? {
+            Some(Ok((registry, queue, pid))) => {
+                return Ok(registry.put(pid, &queue, item, timeout).await.map_err(Into::into));
+            }
+            Some(Err(error)) => return Ok(Err(error)),
+            None => {}
+        }
         self.unit(&handle, |id| Request::Put {
             id,
             item: Payload(item),
@@ -371,6 +412,11 @@ impl HostQueue for Ctx {
         .await
     }
     async fn get(&mut self, handle: Resource<GuestQueue>, timeout: Option<u64>) -> Answer<Vec<u8>> {
+        match self.local_queue(&handle)? {
+            Some(Ok((_, queue, _))) => return Ok(queue.get(timeout).await.map_err(Into::into)),
+            Some(Err(error)) => return Ok(Err(error)),
+            None => {}
+        }
         self.bytes(&handle, |id| Request::Get { id, timeout }).await
     }
     async fn qsize(&mut self, handle: Resource<GuestQueue>) -> Answer<u64> {

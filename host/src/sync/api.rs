@@ -3,8 +3,8 @@
 //!
 //! The embedder acts as the root process (the host's own pid). A handle
 //! serializes (with serde, e.g. in [`Command::input`](crate::Command::input))
-//! as its token, which the process it is given to opens; messages are JSON,
-//! as the guest SDK writes them.
+//! as its token, which the process it is given to opens; messages are
+//! MessagePack, as the guest SDK writes them (see [`crate::codec`]).
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
@@ -132,13 +132,13 @@ fn timeout(block: bool, timeout: Option<Duration>) -> Option<u64> {
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Payload, Error> {
-    serde_json::to_vec(value)
+    crate::codec::encode(value)
         .map(Payload)
         .map_err(|e| Error::Invalid(format!("cannot serialize the message: {e}")))
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(bytes)
+    crate::codec::decode(bytes)
         .map_err(|e| Error::Invalid(format!("cannot deserialize the message: {e}")))
 }
 
@@ -152,7 +152,7 @@ macro_rules! serialize_as_token {
     )*};
 }
 
-/// Python's `multiprocessing.Queue`: messages (JSON values) in FIFO order.
+/// Python's `multiprocessing.Queue`: messages (serde values) in FIFO order.
 pub struct Queue(Handle);
 
 impl Queue {

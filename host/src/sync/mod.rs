@@ -70,6 +70,7 @@ pub use api::{
     Array, Barrier, Condition, Connection, Event, JoinableQueue, Lock, Queue, RLock, Semaphore,
     Value,
 };
+pub(crate) use queue::Queue as QueueObject;
 pub(crate) use registry::Registry;
 
 use crate::backend::{Answered, BoxFuture, Objects, RemoteObjects};
@@ -683,22 +684,41 @@ impl Objects for Served {
 }
 
 /// The object ids of the tokens in a child's arguments, once per token.
+/// A token is found by its exact shape (`mp-sync:`, a kind, an id, 16 hex
+/// digits), whatever bytes surround it: in MessagePack a string is followed
+/// by the next value's bytes, which may be letters or digits.
 fn handed_ids(input: &[u8]) -> Vec<u64> {
     let prefix = TOKEN_PREFIX.as_bytes();
     let mut ids = Vec::new();
     let mut rest = input;
     while let Some(at) = rest.windows(prefix.len()).position(|w| w == prefix) {
         let token = &rest[at..];
-        let len = token
-            .iter()
-            .position(|&b| !(b.is_ascii_alphanumeric() || b == b':' || b == b'-'))
-            .unwrap_or(token.len());
-        if let Ok(token) = Token::parse(&String::from_utf8_lossy(&token[..len])) {
-            ids.push(token.id);
+        if let Some(len) = token_length(token)
+            && let Ok(parsed) = Token::parse(&String::from_utf8_lossy(&token[..len]))
+        {
+            ids.push(parsed.id);
+            rest = &token[len..];
+        } else {
+            rest = &token[prefix.len()..];
         }
-        rest = &token[len.max(prefix.len())..];
     }
     ids
+}
+
+/// The length of the token `bytes` start with (after its prefix: a kind in
+/// lower case, `:`, decimal digits, `:`, 16 hex digits), if they do.
+fn token_length(bytes: &[u8]) -> Option<usize> {
+    let mut at = TOKEN_PREFIX.len();
+    let kind = bytes.get(at..)?.iter().take_while(|b| b.is_ascii_lowercase()).count();
+    at += kind;
+    (kind > 0 && bytes.get(at) == Some(&b':')).then_some(())?;
+    at += 1;
+    let id = bytes.get(at..)?.iter().take_while(|b| b.is_ascii_digit()).count();
+    at += id;
+    (id > 0 && bytes.get(at) == Some(&b':')).then_some(())?;
+    at += 1;
+    let secret = bytes.get(at..at + 16)?;
+    secret.iter().all(u8::is_ascii_hexdigit).then_some(at + 16)
 }
 
 /// Nanoseconds as a duration, saturating.
@@ -714,6 +734,10 @@ pub(crate) async fn wait_for<T>(
     timeout: Option<u64>,
     mut ready: impl FnMut() -> Option<T>,
 ) -> Option<T> {
+    // Ready at once: no need to register as a waiter.
+    if let Some(value) = ready() {
+        return Some(value);
+    }
     let deadline = timeout.map(|t| Instant::now().checked_add(Duration::from_nanos(t)));
     loop {
         let notified = notify.notified();
@@ -764,6 +788,12 @@ mod tests {
         let input = format!("[\"{}\",3,[\"{}\",\"mp-sync:nonsense\"],\"{}\"]", token(7), token(9), token(7));
         assert_eq!(handed_ids(input.as_bytes()), vec![7, 9, 7]);
         assert_eq!(handed_ids(b"null"), Vec::<u64>::new());
+        // In MessagePack a token is followed by whatever the next value is.
+        let packed = crate::codec::encode(&(token(7), 51u8, token(9), "abc", token(8))).unwrap();
+        assert_eq!(handed_ids(&packed), vec![7, 9, 8]);
+        let mut glued = token(3).into_bytes();
+        glued.extend_from_slice(b"3f");
+        assert_eq!(handed_ids(&glued), vec![3]);
     }
 
     #[test]

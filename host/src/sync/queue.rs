@@ -1,8 +1,12 @@
 //! `Queue` and `JoinableQueue`: a FIFO of messages, optionally bounded.
 //!
 //! `get` removes an item only in the same step that hands it to the caller,
-//! so a consumer terminated while it waits takes nothing with it. Every
-//! change wakes the waiters (putters, getters, joiners), which look again.
+//! so a consumer terminated while it waits takes nothing with it. Getters,
+//! putters and joiners wait on a signal each: an item put wakes one getter,
+//! an item taken from a bounded queue one putter, the last `task_done` every
+//! joiner. A woken waiter that goes away without taking its turn (it was
+//! terminated, or it timed out at that moment) passes the wake-up on to the
+//! next waiter (tokio's `Notify::notify_one` does), so none is lost.
 //! Each item carries its charge on its putter's budget until it is handed
 //! over (or the queue is freed).
 
@@ -17,7 +21,12 @@ pub(crate) struct Queue {
     maxsize: usize,
     joinable: bool,
     state: Mutex<State>,
-    changed: Notify,
+    /// An item was put (getters wait on it).
+    put: Notify,
+    /// An item was taken from a bounded queue (putters wait on it).
+    taken: Notify,
+    /// Every item put was marked done (joiners wait on it).
+    done: Notify,
 }
 
 struct State {
@@ -35,14 +44,16 @@ impl Queue {
                 items: VecDeque::new(),
                 unfinished: 0,
             }),
-            changed: Notify::new(),
+            put: Notify::new(),
+            taken: Notify::new(),
+            done: Notify::new(),
         }
     }
 
     /// Appends `item`, waiting up to `timeout` for room; [`Error::Full`] after.
     pub(crate) async fn put(&self, item: Message, timeout: Option<u64>) -> Result<(), Error> {
         let mut item = Some(item);
-        let put = wait_for(&self.changed, timeout, || {
+        let put = wait_for(&self.taken, timeout, || {
             let mut state = self.state.lock().unwrap();
             if self.maxsize != 0 && state.items.len() >= self.maxsize {
                 return None;
@@ -56,7 +67,7 @@ impl Queue {
         .await;
         match put {
             Some(()) => {
-                self.changed.notify_waiters();
+                self.put.notify_one();
                 Ok(())
             }
             None => Err(Error::Full),
@@ -65,14 +76,14 @@ impl Queue {
 
     /// Removes the first item, waiting up to `timeout`; [`Error::Empty`] after.
     pub(crate) async fn get(&self, timeout: Option<u64>) -> Result<Vec<u8>, Error> {
-        let item = wait_for(&self.changed, timeout, || {
+        let item = wait_for(&self.put, timeout, || {
             self.state.lock().unwrap().items.pop_front()
         })
         .await;
         match item {
             Some(item) => {
                 if self.maxsize != 0 {
-                    self.changed.notify_waiters();
+                    self.taken.notify_one();
                 }
                 Ok(item.into_bytes())
             }
@@ -83,7 +94,7 @@ impl Queue {
     /// Puts an item taken by `get` back in front (it was not handed over).
     pub(crate) fn give_back(&self, item: Message) {
         self.state.lock().unwrap().items.push_front(item);
-        self.changed.notify_waiters();
+        self.put.notify_one();
     }
 
     pub(crate) fn len(&self) -> u64 {
@@ -103,7 +114,7 @@ impl Queue {
         }
         state.unfinished -= 1;
         if state.unfinished == 0 {
-            self.changed.notify_waiters();
+            self.done.notify_waiters();
         }
         Ok(())
     }
@@ -115,7 +126,7 @@ impl Queue {
                 "join() on a queue that is not joinable".into(),
             ));
         }
-        wait_for(&self.changed, None, || {
+        wait_for(&self.done, None, || {
             (self.state.lock().unwrap().unfinished == 0).then_some(())
         })
         .await;

@@ -292,6 +292,20 @@ impl Registry {
         }
     }
 
+    /// The queue `id`, which `pid` holds: what a guest's handle keeps, to
+    /// put and get without looking it up each time (it holds the queue as
+    /// long as the handle is open).
+    pub(crate) fn queue(&self, pid: u32, id: u64) -> Result<Arc<Queue>, Error> {
+        Ok(object!(self, pid, id, Queue))
+    }
+
+    /// Puts `item` on `queue` for `pid`, charged to its budget.
+    pub(crate) async fn put(&self, pid: u32, queue: &Queue, item: Vec<u8>, timeout: Option<u64>) -> Result<(), Error> {
+        check_size(&item)?;
+        let charge = self.budgets.charge(pid, Message::cost(item.len()), 0)?;
+        queue.put(Message::new(item, charge), timeout).await
+    }
+
     fn object(&self, pid: u32, id: u64) -> Result<Object, Error> {
         Ok(self.objects.lock().unwrap().held(pid, id)?.object.clone())
     }
@@ -358,13 +372,8 @@ impl Registry {
             }
             Request::Drop { id } => self.drop_hold(pid, id).map(|()| Reply::Unit),
             Request::Put { id, item, timeout } => {
-                check_size(&item.0)?;
                 let queue = object!(self, pid, id, Queue);
-                let charge = self.budgets.charge(pid, Message::cost(item.0.len()), 0)?;
-                queue
-                    .put(Message::new(item.0, charge), timeout)
-                    .await
-                    .map(|()| Reply::Unit)
+                self.put(pid, &queue, item.0, timeout).await.map(|()| Reply::Unit)
             }
             Request::Get { id, timeout } => object!(self, pid, id, Queue)
                 .get(timeout)

@@ -1,7 +1,7 @@
 //! Hostile test program: its entry listing (the `list` export the host calls
 //! when it loads a program of the mp:host world) allocates without end. The
 //! export is written by hand instead of with `mp::entries!`.
-use mp::bindings::exports::mp::host::entries::Guest;
+use mp::bindings::exports::mp::host::entries::{Batch, BatchResults, Guest};
 
 struct Hostile;
 
@@ -19,8 +19,8 @@ impl Guest for Hostile {
         Err(format!("no entry {name}"))
     }
 
-    fn call_many(name: String, args: Vec<Vec<u8>>) -> Vec<Result<Vec<u8>, String>> {
-        args.into_iter().map(|_| Err(format!("no entry {name}"))).collect()
+    fn call_many(name: String, args: Batch) -> BatchResults {
+        mp::__private::fail_all(&args, format!("no entry {name}"))
     }
 }
 

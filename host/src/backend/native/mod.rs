@@ -754,7 +754,7 @@ async fn bridge(
         .map_err(|e| format!("cannot write to the worker's stdin: {e}"))?;
     let mut sent: u64 = 0;
     while serve.max_tasks.is_none_or(|max| sent < u64::from(max)) {
-        let job = tokio::select! {
+        let mut job = tokio::select! {
             job = serve.tasks.recv() => match job {
                 Ok(job) => job,
                 Err(_) => break,
@@ -764,10 +764,11 @@ async fn bridge(
             report = reports.recv() => return ended_report(report),
         };
         sent += 1;
+        let count = job.inputs.len();
         let task = protocol::Task {
             id: sent,
             entry: job.entry.clone(),
-            inputs: job.inputs.iter().map(|input| String::from_utf8_lossy(input).into_owned()).collect(),
+            inputs: std::mem::take(&mut job.inputs),
             many: job.many,
         };
         if let Err(error) = protocol::write_frame_async(&mut stdin, &task).await {
@@ -778,8 +779,7 @@ async fn bridge(
             break;
         }
         match reports.recv().await {
-            Some(Ok(protocol::Report::Done { id, results })) if id == sent && results.len() == job.inputs.len() => {
-                let results = results.into_iter().map(|r| r.map(String::into_bytes)).collect();
+            Some(Ok(protocol::Report::Done { id, results })) if id == sent && results.len() == count => {
                 job.reply.send(Outcome::Done(results));
             }
             Some(Ok(protocol::Report::Done { .. })) => return Err("a result for another task".into()),

@@ -2,9 +2,10 @@
 //! codec of every message between them.
 //!
 //! A frame is a 4-byte magic, a little-endian `u32` length, and that many
-//! bytes: JSON (serde) for the control messages here, another layer's
-//! encoding for the shared-object requests and answers a worker exchanges
-//! with its root (see `broker.rs`). The host writes a [`Start`] on the worker's stdin,
+//! bytes of MessagePack (serde, written by [`crate::codec`]: payloads inside,
+//! such as pool tasks' items, travel as raw bytes) for the control messages
+//! here, another layer's encoding for the shared-object requests and answers
+//! a worker exchanges with its root (see `broker.rs`). The host writes a [`Start`] on the worker's stdin,
 //! then (a pool worker) one [`Task`] at a time; the worker writes on its
 //! report pipe a [`Report::Done`] per finished task, then one
 //! [`Report::Ended`] as it ends. The magic carries the protocol version, so a worker
@@ -12,13 +13,14 @@
 //! a peer: a wrong magic, an oversized length, a truncated body or a body of
 //! the wrong shape is an [`Err`] with a message, never a panic or a hang.
 
+use crate::codec::{Batch, BatchResults};
 use crate::journal::ProcessRecord;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
 /// `MPH` and the protocol version.
-const MAGIC: [u8; 4] = *b"MPH2";
+const MAGIC: [u8; 4] = *b"MPH3";
 /// The largest frame of a control message either side accepts.
 pub(crate) const MAX_FRAME: usize = 16 << 20;
 /// The largest frame of opaque bytes (a shared-object request or answer,
@@ -64,28 +66,28 @@ pub(crate) struct Start {
 /// What makes a worker a pool worker.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub(crate) struct Serve {
-    /// An entry and its argument (JSON), run once before the first task.
+    /// An entry and its argument (MessagePack), run once before the first task.
     pub(crate) initializer: Option<(String, Vec<u8>)>,
     pub(crate) max_tasks: Option<u32>,
     /// Each task's time limit, in nanoseconds.
     pub(crate) task_timeout: Option<u64>,
 }
 
-/// One task for a pool worker: an entry and its inputs (JSON text), one
-/// input unless `many`.
+/// One task for a pool worker: an entry and its inputs (MessagePack, back
+/// to back), one input unless `many`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub(crate) struct Task {
     pub(crate) id: u64,
     pub(crate) entry: String,
-    pub(crate) inputs: Vec<String>,
+    pub(crate) inputs: Batch,
     pub(crate) many: bool,
 }
 
 /// What a worker tells its host on the report pipe.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub(crate) enum Report {
-    /// A task's results (JSON text, or an entry's error), one per input.
-    Done { id: u64, results: Vec<Result<String, String>> },
+    /// A task's results (MessagePack, or an entry's error), one per input.
+    Done { id: u64, results: BatchResults },
     /// The worker's end: the last frame.
     Ended(Ended),
 }
@@ -178,7 +180,7 @@ pub(crate) fn encode_frame<T: Serialize>(message: &T) -> std::io::Result<Vec<u8>
     let mut frame = Vec::with_capacity(256);
     frame.extend_from_slice(&MAGIC);
     frame.extend_from_slice(&[0; 4]);
-    serde_json::to_writer(&mut frame, message)?;
+    crate::codec::encode_into(&mut frame, message).map_err(std::io::Error::other)?;
     let length = frame.len() - 8;
     if length > MAX_FRAME {
         return Err(std::io::Error::new(
@@ -320,12 +322,22 @@ fn body_length(header: &[u8; 8], limit: usize) -> Result<usize, String> {
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
-    serde_json::from_slice(body).map_err(|e| format!("malformed message: {e}"))
+    crate::codec::decode(body).map_err(|e| format!("malformed message: {e}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn batch(items: &[&[u8]]) -> Batch {
+        let mut batch = Batch::default();
+        items.iter().for_each(|item| batch.push(item));
+        batch
+    }
+
+    fn results() -> BatchResults {
+        BatchResults { results: batch(&[b"\x09", b""]), failed: vec![(1, "bad".into())] }
+    }
 
     fn frame<T: Serialize>(message: &T) -> Vec<u8> {
         let mut out = Vec::new();
@@ -340,15 +352,15 @@ mod tests {
         assert_eq!(read_frame::<Ended>(&mut &bytes[..]), Ok(Some(message.clone())));
         assert_eq!(decode_frame::<Ended>(&bytes), Ok(message));
         assert_eq!(read_frame::<Ended>(&mut &[][..]), Ok(None));
-        let task = Task { id: 7, entry: "square".into(), inputs: vec!["3".into(), "4".into()], many: true };
+        let task = Task { id: 7, entry: "square".into(), inputs: batch(&[b"\x03", b"\x04"]), many: true };
         assert_eq!(decode_frame::<Task>(&frame(&task)), Ok(task));
-        let done = Report::Done { id: 7, results: vec![Ok("9".into()), Err("bad".into())] };
+        let done = Report::Done { id: 7, results: results() };
         assert_eq!(read_frame::<Report>(&mut &frame(&done)[..]), Ok(Some(done)));
     }
 
     #[test]
     fn oversized_messages_are_refused() {
-        let task = Task { id: 1, entry: "e".into(), inputs: vec!["x".repeat(MAX_FRAME)], many: false };
+        let task = Task { id: 1, entry: "e".into(), inputs: Batch::one(vec![b'x'; MAX_FRAME]), many: false };
         assert!(encode_frame(&task).unwrap_err().to_string().contains("exceeds"));
     }
 
@@ -377,8 +389,8 @@ mod tests {
     fn decoder_survives_random_input() {
         let frames = [
             frame(&Ended::new(-15, Some("terminated".into()))),
-            frame(&Report::Done { id: 3, results: vec![Ok("1".into()), Err("no".into())] }),
-            frame(&Task { id: 3, entry: "f".into(), inputs: vec!["[1,2]".into()], many: true }),
+            frame(&Report::Done { id: 3, results: results() }),
+            frame(&Task { id: 3, entry: "f".into(), inputs: batch(&[b"\x92\x01\x02"]), many: true }),
         ];
         for bytes in crate::fuzz::mutants(&frames, 0x9e37_79b9_7f4a_7c15u64) {
             let _ = decode_frame::<Ended>(&bytes);

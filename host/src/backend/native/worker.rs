@@ -19,6 +19,7 @@ use crate::exit::Signal;
 use crate::instance::{self, Outputs};
 use crate::limits::Limits;
 use crate::program::Code;
+use crate::codec::{Batch, BatchResults};
 use crate::output::{Format, Stdin, Stdio};
 use crate::work::{Job, Outcome, Reply, ServeChannel, Work};
 use crate::runtime::{Engines, HostBuilder};
@@ -205,8 +206,6 @@ fn take_tasks(report: Arc<Mutex<std::fs::File>>) -> async_channel::Receiver<Job>
             let reply = Reply::new(move |outcome| {
                 // A failed task ends the worker: its `Ended` report says why.
                 if let Outcome::Done(results) = outcome {
-                    let utf8 = |json: Vec<u8>| String::from_utf8(json).map_err(|_| "the task's result is not UTF-8 JSON".to_string());
-                    let results: Vec<_> = results.into_iter().map(|r| r.and_then(utf8)).collect();
                     let count = results.len();
                     let mut report = report.lock().unwrap();
                     // Results too large for one frame fail their task, rather
@@ -214,13 +213,15 @@ fn take_tasks(report: Arc<Mutex<std::fs::File>>) -> async_channel::Receiver<Job>
                     if let Err(error) = protocol::write_frame(&mut *report, &protocol::Report::Done { id, results })
                         && error.kind() == std::io::ErrorKind::InvalidInput
                     {
-                        let results = vec![Err(format!("the task's results cannot be sent to the host: {error}")); count];
+                        let why = format!("the task's results cannot be sent to the host: {error}");
+                        let failed = (0..count as u32).map(|i| (i, why.clone())).collect();
+                        let empty = Batch { data: Vec::new(), ends: vec![0; count] };
+                        let results = BatchResults { results: empty, failed };
                         let _ = protocol::write_frame(&mut *report, &protocol::Report::Done { id, results });
                     }
                 }
             });
-            let inputs = task.inputs.into_iter().map(String::into_bytes).collect();
-            let job = Job { entry: task.entry, inputs, many: task.many, reply };
+            let job = Job { entry: task.entry, inputs: task.inputs, many: task.many, reply };
             if sender.send_blocking(job).is_err() {
                 return;
             }
