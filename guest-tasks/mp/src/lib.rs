@@ -129,6 +129,9 @@ use bindings::mp::host::process as wit;
 mod pool;
 pub use pool::{AsyncResult, Pool, PoolBuilder, TaskError};
 
+pub mod manager;
+pub use manager::{Dict, List, Manager, Namespace};
+
 #[doc(hidden)]
 pub use serde_json as __serde_json;
 

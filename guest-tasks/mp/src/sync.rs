@@ -148,7 +148,7 @@ pub(crate) fn spawning<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// A handle's token for a child's arguments, the object held for the child.
-fn share<S: Serializer>(token: String, what: &str, serializer: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn share<S: Serializer>(token: String, what: &str, serializer: S) -> Result<S::Ok, S::Error> {
     if !SPAWNING.with(|s| s.get()) {
         return Err(serde::ser::Error::custom(format!(
             "{what} objects should only be shared between processes through inheritance"
@@ -158,7 +158,7 @@ fn share<S: Serializer>(token: String, what: &str, serializer: S) -> Result<S::O
     serializer.serialize_str(&token)
 }
 
-fn open<'de, D: Deserializer<'de>, T>(
+pub(crate) fn open<'de, D: Deserializer<'de>, T>(
     deserializer: D,
     open: fn(&str) -> Result<T, wit::Error>,
 ) -> Result<T, D::Error> {
@@ -166,15 +166,15 @@ fn open<'de, D: Deserializer<'de>, T>(
     open(&token).map_err(|e| serde::de::Error::custom(Error::from(e)))
 }
 
-fn timeout(d: Option<Duration>) -> Option<u64> {
+pub(crate) fn timeout(d: Option<Duration>) -> Option<u64> {
     d.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
     serde_json::to_vec(value).map_err(|e| Error::Serde(e.to_string()))
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     serde_json::from_slice(bytes).map_err(|e| Error::Serde(e.to_string()))
 }
 

@@ -28,6 +28,7 @@ wasmtime::component::bindgen!({
         "mp:host/sync.condition": sync::GuestCondition,
         "mp:host/sync.barrier": sync::GuestBarrier,
         "mp:host/sync.shared-array": sync::GuestArray,
+        "mp:host/sync.container": sync::GuestContainer,
     },
 });
 

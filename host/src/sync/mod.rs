@@ -61,11 +61,14 @@ pub mod budget;
 #[cfg(all(feature = "native", target_os = "linux"))]
 pub(crate) mod broker;
 mod condition;
+pub(crate) mod container;
 mod event;
 mod lock;
+mod manager;
 mod pipe;
 mod queue;
 mod registry;
+pub(crate) mod wait;
 #[cfg(all(feature = "native", target_os = "linux"))]
 mod wire;
 
@@ -73,6 +76,7 @@ pub use api::{
     Array, Barrier, Condition, Connection, Event, JoinableQueue, Lock, Queue, RLock, Semaphore,
     Value,
 };
+pub use manager::{Dict, List, Manager, Namespace};
 #[cfg(all(feature = "native", target_os = "linux"))]
 use broker::Endpoint;
 pub(crate) use registry::Registry;
@@ -215,10 +219,16 @@ pub(crate) enum Kind {
     Condition,
     Barrier,
     Array,
+    /// A manager's dict.
+    Dict,
+    /// A manager's list.
+    List,
+    /// A manager's namespace.
+    Namespace,
 }
 
 impl Kind {
-    const ALL: [Kind; 8] = [
+    const ALL: [Kind; 11] = [
         Kind::Queue,
         Kind::Connection,
         Kind::Lock,
@@ -227,9 +237,12 @@ impl Kind {
         Kind::Condition,
         Kind::Barrier,
         Kind::Array,
+        Kind::Dict,
+        Kind::List,
+        Kind::Namespace,
     ];
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::Queue => "queue",
             Kind::Connection => "connection",
@@ -239,6 +252,9 @@ impl Kind {
             Kind::Condition => "condition",
             Kind::Barrier => "barrier",
             Kind::Array => "array",
+            Kind::Dict => "dict",
+            Kind::List => "list",
+            Kind::Namespace => "namespace",
         }
     }
 }
@@ -330,6 +346,8 @@ pub(crate) enum Spec {
         parties: u32,
     },
     Array(Numbers),
+    /// A manager's container: dict, list or namespace.
+    Container(Kind),
 }
 
 /// One operation on the registry. Blocking operations carry their timeout
@@ -458,6 +476,19 @@ pub(crate) enum Request {
     ArrayGetAll {
         id: u64,
     },
+    /// An operation on a manager's container; its key and value travel
+    /// as the payload (see [`container::pack`]).
+    Container {
+        id: u64,
+        op: container::Op,
+        data: Payload,
+    },
+    /// Waits until one of these connections has a message or end-of-file
+    /// to read; the indices of those that do (none at the timeout).
+    PollMany {
+        ids: Vec<u64>,
+        timeout: Option<u64>,
+    },
 }
 
 /// The bytes of a message: carried beside the request on the wire, not
@@ -472,6 +503,7 @@ impl Request {
         match self {
             Request::Put { item, .. } => Some(&mut item.0),
             Request::Send { message, .. } => Some(&mut message.0),
+            Request::Container { data, .. } => Some(&mut data.0),
             _ => None,
         }
     }
@@ -506,6 +538,8 @@ pub(crate) enum Reply {
         waiting: u32,
         broken: bool,
     },
+    /// Indices (of a `PollMany`'s connections).
+    Indices(Vec<u32>),
 }
 
 impl Reply {

@@ -1,0 +1,136 @@
+//! The rest of Python's `multiprocessing` (issue 12), on the backend this
+//! build selects: the manager's dict, list and namespace (atomic updates,
+//! a holder that ends midway, the budget, the embedder's mirror), shared
+//! objects for pool workers, waiting on many, the pool's iterators and
+//! callbacks, and the small ones.
+//!
+//! The scenarios run in the `mp-extras` program and print `key: value`
+//! lines. Only outcomes and order are checked, never how long anything took.
+
+mod common;
+
+use common::*;
+use std::collections::HashMap;
+
+/// Runs a scenario with extra host options before the program; it must exit 0.
+fn scenario_with(options: &[&str], name: &str) -> HashMap<String, String> {
+    let program = guest("mp-extras");
+    let mut args: Vec<&str> = options.to_vec();
+    args.extend([s(&program), "--", name]);
+    let out = run(&args);
+    out.assert_status(0);
+    out.report()
+}
+
+fn scenario(name: &str) -> HashMap<String, String> {
+    scenario_with(&[], name)
+}
+
+fn check(report: &HashMap<String, String>, expected: &[(&str, &str)]) {
+    for (key, value) in expected {
+        assert_eq!(
+            report.get(*key).map(String::as_str),
+            Some(*value),
+            "{key} in {report:#?}"
+        );
+    }
+}
+
+#[test]
+fn manager_counter_example() {
+    let out = run(&[s(&guest("manager-counter"))]);
+    out.assert_status(0);
+    assert_eq!(out.stdout_lines(), ["4000"], "{out:#?}");
+}
+
+#[test]
+fn manager_dict_list_namespace() {
+    check(
+        &scenario("manager"),
+        &[
+            ("keys", r#"Ok(["b", "a", "c"])"#),
+            ("items", r#"Ok([("b", 20), ("a", 1), ("c", 3)])"#),
+            ("get a", "Ok(Some(1))"),
+            ("get missing", "Ok(None)"),
+            ("contains c", "Ok(true)"),
+            ("remove c", "Ok(Some(3))"),
+            ("remove c again", "Ok(None)"),
+            ("len", "Ok(2)"),
+            ("update new", "Ok(5)"),
+            ("list get 5", r#"Err(Invalid("list index 5 out of range"))"#),
+            ("child exitcode", "Some(0)"),
+            ("list", r#"Ok(["replaced", "from child"])"#),
+            ("list len", "Ok(2)"),
+            ("ns x", "Ok(Some(42))"),
+            ("ns name", r#"Ok(Some("text"))"#),
+            ("ns child", "Ok(Some([1, 2, 3]))"),
+            ("ns missing", "Ok(None)"),
+            ("ns names", r#"Ok(["x", "name", "child"])"#),
+            ("dict n", "Ok(Some(15))"),
+            // Terminated inside its update: nothing stored, nobody blocked.
+            ("after stuck updater", "Ok(Some(15))"),
+            ("update after", "Ok(16)"),
+        ],
+    );
+}
+
+/// What a container stores is charged to the process's budget; replacing
+/// or removing a value gives its charge back.
+#[test]
+fn manager_values_are_bounded_by_the_budget() {
+    check(
+        &scenario_with(&["--max-shared", "100000"], "manager-budget"),
+        &[
+            ("first big", "Ok(())"),
+            ("second big", "Err(true)"),
+            ("replace big", "Ok(())"),
+            ("remove", "Ok(Some(60000))"),
+            ("after remove", "Ok(())"),
+        ],
+    );
+}
+
+/// The embedder's manager: a dict handed to four processes of the
+/// `manager-counter` program, each adding 1,000 under atomic updates, while
+/// the embedder adds its own; a list and a namespace used from the library.
+#[test]
+fn embedder_manager() {
+    let host = host();
+    let program = host.load(guest("manager-counter")).unwrap();
+    let manager = host::sync::Manager::new(&host).unwrap();
+    let counts = manager.dict::<String, u64>().unwrap();
+    let children: Vec<_> = (0..4)
+        .map(|_| program.command().entry("adder").input(&counts).spawn().unwrap())
+        .collect();
+    for _ in 0..500 {
+        counts.update("count".to_string(), |n| n.unwrap_or(0) + 1).unwrap();
+    }
+    for child in &children {
+        assert_eq!(join(child).code(), 0);
+    }
+    assert_eq!(counts.get(&"count".to_string()).unwrap(), Some(4500));
+    assert_eq!(counts.keys().unwrap(), ["count"]);
+    assert!(counts.contains_key(&"count".to_string()).unwrap());
+    assert_eq!(counts.remove(&"count".to_string()).unwrap(), Some(4500));
+    assert!(counts.is_empty().unwrap());
+
+    let list = manager.list::<u32>().unwrap();
+    list.push(&1).unwrap();
+    list.push(&2).unwrap();
+    list.set(0, &7).unwrap();
+    assert_eq!(list.to_vec().unwrap(), [7, 2]);
+    assert_eq!(list.get(1).unwrap(), 2);
+    assert!(list.get(2).is_err());
+    let ns = manager.namespace().unwrap();
+    ns.set("x", &[1, 2]).unwrap();
+    assert_eq!(ns.get::<Vec<u32>>("x").unwrap(), Some(vec![1, 2]));
+    assert_eq!(ns.get::<u32>("y").unwrap(), None);
+    assert_eq!(ns.names().unwrap(), ["x"]);
+    // A panic inside an update leaves the dict as it was, and usable.
+    counts.set("k".to_string(), &1).unwrap();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        counts.update("k".to_string(), |_| panic!("inside the update"))
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(counts.update("k".to_string(), |n| n.unwrap_or(0) + 1).unwrap(), 2);
+}
