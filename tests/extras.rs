@@ -134,3 +134,51 @@ fn embedder_manager() {
     assert!(panicked.is_err());
     assert_eq!(counts.update("k".to_string(), |n| n.unwrap_or(0) + 1).unwrap(), 2);
 }
+
+/// Shared objects in a pool's initializer arguments reach every worker,
+/// replacements included, and the pool keeps them alive though the parent
+/// dropped its handle; in a task's arguments a handle stays refused.
+#[test]
+fn shared_objects_for_pool_workers() {
+    check(
+        &scenario("pool-init"),
+        &[
+            ("greetings", r#"["hello", "hello", "hello", "hello", "hello", "hello"]"#),
+            ("put", r#"["hello 1", "hello 2", "hello 3", "hello 4", "hello 5", "hello 6"]"#),
+            ("sum", "Ok(Some(21))"),
+            (
+                "handle in a task",
+                r#"Err("cannot serialize a task's argument: Queue objects should only be shared between processes through inheritance")"#,
+            ),
+        ],
+    );
+}
+
+/// The same from the host library: the embedder's queue, namespace and
+/// dict in the initializer's arguments of its pool.
+#[test]
+fn embedder_pool_initializer_with_shared_objects() {
+    let host = host();
+    let program = host.load(guest("mp-extras")).unwrap();
+    let queue = host::sync::Queue::new(&host, 0).unwrap();
+    let manager = host::sync::Manager::new(&host).unwrap();
+    let dict = manager.dict::<u32, u32>().unwrap();
+    let pool = {
+        let ns = manager.namespace().unwrap();
+        ns.set("greeting", "hi").unwrap();
+        host::Pool::builder(&program)
+            .processes(2)
+            .maxtasksperchild(1)
+            .initializer("init", &(&queue, &ns, &dict))
+            .build()
+            .unwrap()
+    };
+    let greetings: Vec<String> = pool.map("task", 1..=5u32).unwrap();
+    assert_eq!(greetings, ["hi"; 5]);
+    let mut put: Vec<String> = (0..5).map(|_| queue.get().unwrap()).collect();
+    put.sort();
+    assert_eq!(put, ["hi 1", "hi 2", "hi 3", "hi 4", "hi 5"]);
+    assert_eq!(dict.get(&0).unwrap(), Some(15));
+    pool.close();
+    pool.join().unwrap();
+}

@@ -168,6 +168,8 @@ pub(crate) struct PoolCore {
     started: AtomicUsize,
     /// Why the last worker could not start, for the tasks left behind.
     spawn_error: Mutex<Option<String>>,
+    /// The pool's hold on the shared objects of its initializer's arguments.
+    ticket: Option<u64>,
 }
 
 /// How a pool is made.
@@ -206,6 +208,19 @@ impl PoolCore {
         let processes = settings.processes.max(1);
         let (queue, pending) = async_channel::unbounded();
         launch.entry = None;
+        // Shared objects in the initializer's arguments (Python's
+        // `initargs`): every worker may open them, as a child opens those
+        // in its spawn arguments, and the pool holds them (the holds the
+        // parent reserved as it serialized them) until it ends.
+        let shared = match &settings.initializer {
+            Some((_, input)) => crate::sync::handed_ids(input),
+            None => Vec::new(),
+        };
+        let ticket = (!shared.is_empty()).then(crate::sync::random_u64);
+        if let (Some(ticket), Some((_, input))) = (ticket, &settings.initializer) {
+            launch.input = input.clone();
+            let _ = host.sync.call(parent, crate::sync::Request::Hand { ticket, ids: shared }).await;
+        }
         launch.serve = Some(ServeChannel {
             tasks: pending.clone(),
             initializer: settings.initializer,
@@ -225,6 +240,7 @@ impl PoolCore {
             live_slots: AtomicUsize::new(processes),
             started: AtomicUsize::new(0),
             spawn_error: Mutex::new(None),
+            ticket,
         });
         // The first workers start now, so that a pool that cannot start says so.
         let mut first = Vec::with_capacity(processes);
@@ -239,6 +255,7 @@ impl PoolCore {
                     for node in &first {
                         let _ = node.join_async(None).await;
                     }
+                    core.release_shared().await;
                     return Err(error.into());
                 }
             }
@@ -288,6 +305,15 @@ impl PoolCore {
                 None => "the pool was terminated before the task ran".to_string(),
             };
             self.fail_pending(&why);
+            self.release_shared().await;
+        }
+    }
+
+    /// Gives up the pool's hold on its initializer's shared objects.
+    async fn release_shared(&self) {
+        if let Some(ticket) = self.ticket {
+            let request = crate::sync::Request::Unticket { ticket };
+            let _ = self.host.sync.call(&self.parent, request).await;
         }
     }
 

@@ -100,6 +100,8 @@ pub struct PoolBuilder {
     processes: Option<u32>,
     maxtasksperchild: Option<u32>,
     initializer: Option<(String, Vec<u8>)>,
+    /// Why the initializer's arguments did not serialize, for `build`.
+    error: Option<TaskError>,
 }
 
 impl PoolBuilder {
@@ -117,14 +119,32 @@ impl PoolBuilder {
 
     /// An entry each worker runs once as it starts (Python's `initializer`
     /// and `initargs`).
-    pub fn initializer<A: Serialize, R>(mut self, target: Target<A, R>, args: A) -> Self {
-        let json = serde_json::to_vec(&args).unwrap_or_else(|_| b"null".to_vec());
-        self.initializer = Some((target.name.to_string(), json));
+    ///
+    /// Shared objects (a [`Queue`](crate::Queue), a [`Lock`](crate::Lock),
+    /// a manager's [`Dict`](crate::Dict), ...) may be passed here, as
+    /// Python's `initargs`: every worker, and every worker that replaces
+    /// one, opens them; the pool holds them until it ends. A handle in a
+    /// task's arguments is refused, as in Python.
+    pub fn initializer<A: Serialize, R>(self, target: Target<A, R>, args: A) -> Self {
+        self.initializer_with_handles(target, args)
+    }
+
+    /// [`initializer`](Self::initializer) with arguments that hold handles
+    /// by reference (`(&queue, &lock)` for an entry taking `(Queue<T>,
+    /// Lock)`), as [`Process::with_handles`](crate::Process::with_handles).
+    pub fn initializer_with_handles<A, R>(mut self, target: Target<A, R>, args: impl Serialize) -> Self {
+        match crate::sync::spawning(|| to_json(&args)) {
+            Ok(json) => self.initializer = Some((target.name.to_string(), json)),
+            Err(error) => self.error = Some(error),
+        }
         self
     }
 
     /// Starts the workers.
     pub fn build(self) -> Result<Pool, TaskError> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
         let inner = wit::Pool::create(
             self.processes,
             self.maxtasksperchild,

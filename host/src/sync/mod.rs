@@ -675,7 +675,7 @@ impl Broker {
 }
 
 /// The object ids of the tokens in a child's arguments, once per token.
-fn handed_ids(input: &[u8]) -> Vec<u64> {
+pub(crate) fn handed_ids(input: &[u8]) -> Vec<u64> {
     let prefix = TOKEN_PREFIX.as_bytes();
     let mut ids = Vec::new();
     let mut rest = input;

@@ -4,7 +4,9 @@
 //! callbacks, and the small ones.
 use std::time::Duration;
 
-use mp::{Dict, Event, List, Manager, Namespace, Process, target};
+use std::cell::RefCell;
+
+use mp::{Dict, Event, List, Manager, Namespace, Pool, Process, Queue, target};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -30,7 +32,32 @@ fn stuck((dict, inside): (Dict<String, i64>, Event)) {
     .expect("update");
 }
 
-mp::entries!(fill, stuck);
+thread_local! {
+    /// What a pool worker's initializer was given.
+    static GIVEN: RefCell<Option<(Queue<String>, Namespace, Dict<u32, u32>)>> = const { RefCell::new(None) };
+}
+
+fn init(given: (Queue<String>, Namespace, Dict<u32, u32>)) {
+    GIVEN.with(|g| *g.borrow_mut() = Some(given));
+}
+
+/// Reports through the objects the initializer was given.
+fn task(x: u32) -> String {
+    GIVEN.with(|g| {
+        let g = g.borrow();
+        let (queue, ns, dict) = g.as_ref().expect("the initializer ran");
+        let greeting: String = ns.get("greeting").expect("get").expect("set by the parent");
+        dict.update(0, |n| n.unwrap_or(0) + x).expect("update");
+        queue.put(&format!("{greeting} {x}")).expect("put");
+        greeting
+    })
+}
+
+fn use_queue(q: Queue<String>) {
+    q.put(&"never".to_string()).expect("put");
+}
+
+mp::entries!(fill, stuck, init, task, use_queue);
 
 fn manager() {
     let manager = Manager::new().expect("manager");
@@ -93,10 +120,41 @@ fn manager_budget() {
     report("after remove", dict.set(2, &big));
 }
 
+/// Shared objects for pool workers: in the initializer's arguments they
+/// reach every worker (replaced after each task), and the pool keeps them
+/// alive though the parent dropped its own handle; in a task's arguments a
+/// handle is refused.
+fn pool_init() {
+    let queue = Queue::<String>::new();
+    let manager = Manager::new().expect("manager");
+    let dict = manager.dict::<u32, u32>().expect("dict");
+    let pool = {
+        let ns = manager.namespace().expect("namespace");
+        ns.set("greeting", "hello").expect("set");
+        Pool::builder()
+            .processes(2)
+            .maxtasksperchild(1)
+            .initializer_with_handles(target!(init), (&queue, &ns, &dict))
+            .build()
+            .expect("pool")
+    };
+    let greetings: Vec<String> = pool.map(target!(task), 1..=6).expect("map");
+    report("greetings", greetings);
+    let mut put: Vec<String> = (0..6).map(|_| queue.get().expect("get")).collect();
+    put.sort();
+    report("put", put);
+    report("sum", dict.get(&0));
+    let refused = pool.apply(target!(use_queue), Queue::new()).map_err(|e| e.to_string());
+    report("handle in a task", refused);
+    pool.close();
+    pool.join().expect("join");
+}
+
 fn main() {
     match std::env::args().nth(1).as_deref() {
         Some("manager") => manager(),
         Some("manager-budget") => manager_budget(),
+        Some("pool-init") => pool_init(),
         other => panic!("unknown scenario {other:?}"),
     }
 }
