@@ -182,3 +182,43 @@ fn embedder_pool_initializer_with_shared_objects() {
     pool.close();
     pool.join().unwrap();
 }
+
+/// Three children sleeping 3, 1 and 2 s: `mp::wait` on their sentinels
+/// reports each as it ends, the 1 s child first.
+#[test]
+fn wait_first_example() {
+    let out = run(&[s(&guest("wait-first"))]);
+    out.assert_status(0);
+    assert_eq!(
+        out.stdout_lines(),
+        [
+            "ended: sleeper-1s after 1 s",
+            "ended: sleeper-2s after 2 s",
+            "ended: sleeper-3s after 3 s"
+        ],
+        "{out:#?}"
+    );
+}
+
+/// `mp::wait` over connections and processes: none at the timeout, the
+/// ready ones (data or end-of-file, an ended process) as soon as one is,
+/// a process not started refused, and a process blocked in it terminated.
+#[test]
+fn wait_on_processes_and_connections() {
+    check(
+        &scenario("wait"),
+        &[
+            ("nothing, at the timeout", "Ok([])"),
+            ("nothing, no wait", "Ok([])"),
+            ("one with data", "Ok([1])"),
+            ("both", "Ok([0, 1])"),
+            ("at end of file", "Ok([1])"),
+            ("not started", "true"),
+            ("first of three", "Ok([2])"),
+            ("then the connection", "Ok([1])"),
+            ("slow at the timeout", "Ok([])"),
+            ("slow after terminate", "Ok([0])"),
+            ("blocked in wait, terminated", "Some(-15)"),
+        ],
+    );
+}

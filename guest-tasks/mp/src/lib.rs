@@ -132,6 +132,9 @@ pub use pool::{AsyncResult, Pool, PoolBuilder, TaskError};
 pub mod manager;
 pub use manager::{Dict, List, Manager, Namespace};
 
+mod wait;
+pub use wait::{Sentinel, WaitTarget, Waitable, wait};
+
 #[doc(hidden)]
 pub use serde_json as __serde_json;
 

@@ -352,7 +352,7 @@ handle_serde!(
 /// let got: String = b.recv().unwrap();
 /// ```
 pub struct Connection {
-    inner: wit::Connection,
+    pub(crate) inner: wit::Connection,
 }
 
 /// Python's `Pipe(duplex)`: two connected ends. One-way unless `duplex`:

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use std::cell::RefCell;
 
-use mp::{Dict, Event, List, Manager, Namespace, Pool, Process, Queue, target};
+use mp::{Connection, Dict, Event, List, Manager, Namespace, Pipe, Pool, Process, Queue, Waitable, target};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -57,7 +57,23 @@ fn use_queue(q: Queue<String>) {
     q.put(&"never".to_string()).expect("put");
 }
 
-mp::entries!(fill, stuck, init, task, use_queue);
+fn nap(millis: u64) {
+    std::thread::sleep(Duration::from_millis(millis));
+}
+
+/// Signals `ready`, then waits on a connection nobody writes to, for ever.
+fn wait_forever((conn, ready): (Connection, Event)) {
+    ready.set().expect("set");
+    let _ = mp::wait(&[&conn], None);
+}
+
+/// Sends one message after `millis`.
+fn send_later((conn, millis): (Connection, u64)) {
+    std::thread::sleep(Duration::from_millis(millis));
+    conn.send(&"late").expect("send");
+}
+
+mp::entries!(fill, stuck, init, task, use_queue, nap, wait_forever, send_later);
 
 fn manager() {
     let manager = Manager::new().expect("manager");
@@ -150,11 +166,56 @@ fn pool_init() {
     pool.join().expect("join");
 }
 
+fn wait() {
+    let (reader, writer) = Pipe(false);
+    let (other_reader, other_writer) = Pipe(false);
+    report("nothing, at the timeout", mp::wait(&[&reader, &other_reader], Some(Duration::from_millis(20))));
+    report("nothing, no wait", mp::wait(&[&reader], Some(Duration::ZERO)));
+    other_writer.send(&1).expect("send");
+    report("one with data", mp::wait(&[&reader, &other_reader], None));
+    writer.send(&2).expect("send");
+    report("both", mp::wait(&[&reader, &other_reader], None));
+    reader.recv::<i32>().expect("recv");
+    drop(other_writer);
+    other_reader.recv::<i32>().expect("recv");
+    report("at end of file", mp::wait(&[&reader, &other_reader], None));
+
+    let not_started = Process::new(target!(nap), 0);
+    report("not started", mp::wait(&[&not_started.sentinel()], None).is_err());
+    // A process and a connection: whichever is ready first.
+    let slow = Process::new(target!(nap), 60_000);
+    slow.start().expect("start");
+    let quick = Process::new(target!(nap), 10);
+    quick.start().expect("start");
+    let (late_reader, late_writer) = Pipe(false);
+    let sender = Process::with_handles(target!(send_later), (&late_writer, 1000u64));
+    sender.start().expect("start");
+    let all: [&dyn Waitable; 3] = [&slow.sentinel(), &late_reader, &quick.sentinel()];
+    report("first of three", mp::wait(&all, None));
+    report("then the connection", mp::wait(&all[..2], None));
+    report("slow at the timeout", mp::wait(&[&slow], Some(Duration::from_millis(20))));
+    slow.terminate().expect("terminate");
+    report("slow after terminate", mp::wait(&[&slow], None));
+    sender.join().expect("join");
+
+    // Terminating a process blocked in wait ends it at once.
+    let ready = Event::new();
+    let (blocked_on, _keep) = Pipe(false);
+    let blocked = Process::with_handles(target!(wait_forever), (&blocked_on, &ready));
+    blocked.start().expect("start");
+    ready.wait(Some(LONG)).expect("wait");
+    std::thread::sleep(Duration::from_millis(50));
+    blocked.terminate().expect("terminate");
+    blocked.join().expect("join");
+    report("blocked in wait, terminated", blocked.exitcode());
+}
+
 fn main() {
     match std::env::args().nth(1).as_deref() {
         Some("manager") => manager(),
         Some("manager-budget") => manager_budget(),
         Some("pool-init") => pool_init(),
+        Some("wait") => wait(),
         other => panic!("unknown scenario {other:?}"),
     }
 }
