@@ -222,3 +222,69 @@ fn wait_on_processes_and_connections() {
         ],
     );
 }
+
+/// The SDK pool's `imap` (in order though the first items take longest),
+/// `imap_unordered` (as they arrive), `map_async`, `starmap_async`, and
+/// `apply_async`'s callbacks, run at the guest's next call into the pool.
+#[test]
+fn pool_iterators_async_maps_and_callbacks() {
+    check(
+        &scenario("pool-more"),
+        &[
+            ("imap", "[Ok(1), Ok(4), Ok(9), Ok(16), Ok(25)]"),
+            ("imap_unordered", "[Ok(4), Ok(1)]"),
+            ("imap_unordered all", "[1, 4, 9, 16, 25]"),
+            ("imap with a failure", "[Ok(1), Ok(2), Err(true), Ok(4)]"),
+            ("map_async", "Ok([1, 4, 9, 16])"),
+            ("map_async ready", "true"),
+            ("map_async successful", "Ok(true)"),
+            ("starmap_async", "Ok([3, 7])"),
+            ("map_async failing", "Err(true)"),
+            ("map_async failing successful", "Ok(false)"),
+            ("before the next call", "[]"),
+            ("after the next call", r#"["callback 49"]"#),
+            ("failed get", "true"),
+            ("after get", r#"["callback 49", "error true"]"#),
+            ("imap after close", "[Err(NotRunning)]"),
+        ],
+    );
+}
+
+/// The host library's `apply_async` callbacks: the result to `callback`,
+/// a failure or a refusal to `error_callback`, each before `get` returns.
+#[test]
+fn embedder_apply_async_callbacks() {
+    let host = host();
+    let program = host.load(guest("mp-extras")).unwrap();
+    let pool = host::Pool::new(&program, 2).unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let (ok, failed) = (sender.clone(), sender.clone());
+    let result = pool.apply_async_with_callbacks::<_, i64>(
+        "slow_square",
+        &(6, 0),
+        move |r| ok.send(format!("callback {r}")).unwrap(),
+        move |e| failed.send(format!("error {e}")).unwrap(),
+    );
+    assert_eq!(result.get(None).unwrap(), 36);
+    assert_eq!(receiver.try_recv().unwrap(), "callback 36");
+    let (ok, failed) = (sender.clone(), sender.clone());
+    let result = pool.apply_async_with_callbacks::<_, i64>(
+        "fail_on_3",
+        &3,
+        move |r| ok.send(format!("callback {r}")).unwrap(),
+        move |e| failed.send(format!("error {}", e.to_string().contains("fail_on_3"))).unwrap(),
+    );
+    assert!(result.get(None).is_err());
+    assert_eq!(receiver.try_recv().unwrap(), "error true");
+    pool.close();
+    let (ok, failed) = (sender.clone(), sender);
+    let result = pool.apply_async_with_callbacks::<_, i64>(
+        "slow_square",
+        &(1, 0),
+        move |r| ok.send(format!("callback {r}")).unwrap(),
+        move |e| failed.send(format!("error {e:?}")).unwrap(),
+    );
+    assert_eq!(result.get(None), Err(host::TaskError::NotRunning));
+    assert_eq!(receiver.try_recv().unwrap(), "error NotRunning");
+    pool.join().unwrap();
+}

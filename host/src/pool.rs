@@ -438,6 +438,15 @@ pub(crate) fn expand(outcome: Outcome, size: usize) -> Vec<ItemResult> {
     }
 }
 
+/// The result of a one-input task's outcome.
+fn one_result(outcome: Outcome) -> Result<Vec<u8>, TaskError> {
+    let value = match outcome {
+        Outcome::Done(mut results) if results.len() == 1 => results.pop().expect("one result"),
+        other => Err(expand(other, 1).pop().and_then(Result::err).unwrap_or_default()),
+    };
+    value.map_err(TaskError::Failed)
+}
+
 /// The result of one task, filled in once.
 #[derive(Default)]
 pub(crate) struct ResultSlot {
@@ -459,13 +468,7 @@ impl ResultSlot {
     /// A slot filled by the outcome of a one-input task.
     pub(crate) fn reply(self: &Arc<ResultSlot>) -> Reply {
         let slot = self.clone();
-        Reply::new(move |outcome| {
-            let value = match outcome {
-                Outcome::Done(mut results) if results.len() == 1 => results.pop().expect("one result"),
-                other => Err(expand(other, 1).pop().and_then(Result::err).unwrap_or_default()),
-            };
-            slot.set(value.map_err(TaskError::Failed));
-        })
+        Reply::new(move |outcome| slot.set(one_result(outcome)))
     }
 
     pub(crate) fn get(&self) -> Option<Result<Vec<u8>, TaskError>> {
@@ -676,6 +679,54 @@ impl Pool {
         });
         if let Err(error) = submitted {
             slot.set(Err(error));
+        }
+        AsyncResult { slot, _result: PhantomData }
+    }
+
+    /// Python's `apply_async(func, args, callback=.., error_callback=..)`:
+    /// as [`apply_async`](Self::apply_async), and as soon as the task ends
+    /// `callback` gets its result, or `error_callback` its error (a refusal
+    /// included), on a thread of the host's (Python: the pool's result
+    /// handler thread), before [`AsyncResult::get`] returns.
+    pub fn apply_async_with_callbacks<A: Serialize + ?Sized, R: DeserializeOwned + 'static>(
+        &self,
+        entry: &str,
+        args: &A,
+        callback: impl FnOnce(R) + Send + 'static,
+        error_callback: impl FnOnce(TaskError) + Send + 'static,
+    ) -> AsyncResult<R> {
+        let slot = Arc::new(ResultSlot::default());
+        let call = move |value: Result<Vec<u8>, TaskError>| {
+            match value.clone().and_then(|json| from_json::<R>(&json)) {
+                Ok(result) => callback(result),
+                Err(error) => error_callback(error),
+            }
+            value
+        };
+        let input = match to_json(args) {
+            Ok(input) => input,
+            Err(error) => {
+                slot.set(call(Err(error)));
+                return AsyncResult { slot, _result: PhantomData };
+            }
+        };
+        let (runtime, filled) = (self.core.host.runtime.clone(), slot.clone());
+        let call = Arc::new(Mutex::new(Some(call)));
+        let on_refusal = call.clone();
+        let reply = Reply::new(move |outcome| {
+            let value = one_result(outcome);
+            runtime.spawn_blocking(move || {
+                if let Some(call) = call.lock().unwrap().take() {
+                    filled.set(call(value));
+                }
+            });
+        });
+        let job = Job { entry: entry.to_string(), inputs: vec![input], many: false, reply };
+        if let Err(error) = self.core.submit(job) {
+            // The refused job's reply may already have run the callbacks.
+            if let Some(call) = on_refusal.lock().unwrap().take() {
+                slot.set(call(Err(error)));
+            }
         }
         AsyncResult { slot, _result: PhantomData }
     }

@@ -127,7 +127,7 @@ mod wasi_exit {
 use bindings::mp::host::process as wit;
 
 mod pool;
-pub use pool::{AsyncResult, Pool, PoolBuilder, TaskError};
+pub use pool::{AsyncResult, Imap, MapResult, Pool, PoolBuilder, TaskError};
 
 pub mod manager;
 pub use manager::{Dict, List, Manager, Namespace};

@@ -8,8 +8,10 @@
 //! [`AsyncResult::get`] (or as `map`'s error), and the pool carries on.
 //! Dropping the pool terminates it, as Python's `with Pool(..)` block does.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::marker::PhantomData;
+use std::rc::Rc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -17,6 +19,10 @@ use serde::de::DeserializeOwned;
 
 use crate::Target;
 use crate::bindings::mp::host::pool as wit;
+
+mod more;
+pub use more::{Imap, MapResult};
+use more::Pending;
 
 /// Why a pool task or operation gave no result (mirrors the WIT
 /// `task-error` variant).
@@ -152,7 +158,10 @@ impl PoolBuilder {
                 .as_ref()
                 .map(|(e, a)| (e.as_str(), a.as_slice())),
         )?;
-        Ok(Pool { inner })
+        Ok(Pool {
+            inner,
+            callbacks: RefCell::default(),
+        })
     }
 }
 
@@ -173,6 +182,8 @@ impl PoolBuilder {
 /// ```
 pub struct Pool {
     inner: wit::Pool,
+    /// `apply_async` callbacks not yet run: run on the next call into the pool.
+    callbacks: RefCell<Vec<Pending>>,
 }
 
 impl Pool {
@@ -210,9 +221,11 @@ impl Pool {
         target: Target<A, R>,
         args: A,
     ) -> AsyncResult<R> {
-        let inner = to_json(&args).map(|json| self.inner.apply_async(target.name, &json));
+        self.run_callbacks(false);
+        let inner = to_json(&args).map(|json| Rc::new(self.inner.apply_async(target.name, &json)));
         AsyncResult {
             inner,
+            pending: None,
             _result: PhantomData,
         }
     }
@@ -254,6 +267,7 @@ impl Pool {
         items: I,
         chunksize: Option<u32>,
     ) -> Result<Vec<R>, TaskError> {
+        self.run_callbacks(false);
         let args = items
             .into_iter()
             .map(|item| to_json(&item))
@@ -264,18 +278,24 @@ impl Pool {
 
     /// Takes no more tasks; the workers end once the submitted ones are done.
     pub fn close(&self) {
+        self.run_callbacks(false);
         self.inner.close();
     }
 
     /// Waits for every worker to end; [`TaskError::StillRunning`] before
     /// [`close`](Self::close) or [`terminate`](Self::terminate).
     pub fn join(&self) -> Result<(), TaskError> {
-        Ok(self.inner.join()?)
+        self.run_callbacks(false);
+        self.inner.join()?;
+        // Every task is done: every callback runs now.
+        self.run_callbacks(true);
+        Ok(())
     }
 
     /// Ends every worker at once, however busy; unfinished tasks fail.
     pub fn terminate(&self) {
         self.inner.terminate();
+        self.run_callbacks(true);
     }
 }
 
@@ -287,7 +307,9 @@ impl fmt::Debug for Pool {
 
 /// The result of [`Pool::apply_async`]: Python's `AsyncResult`.
 pub struct AsyncResult<R> {
-    inner: Result<wit::AsyncResult, TaskError>,
+    inner: Result<Rc<wit::AsyncResult>, TaskError>,
+    /// Its callbacks, if any, run before `get` returns (at the latest).
+    pending: Option<Pending>,
     _result: PhantomData<fn() -> R>,
 }
 
@@ -305,7 +327,13 @@ impl<R: DeserializeOwned> AsyncResult<R> {
 
     fn fetch(&self, timeout: Option<u64>) -> Result<R, TaskError> {
         let inner = self.inner.as_ref().map_err(Clone::clone)?;
-        from_json(&inner.get(timeout)?)
+        let got = inner.get(timeout);
+        if let Some(pending) = &self.pending
+            && !matches!(got, Err(wit::TaskError::Timeout))
+        {
+            pending.fire();
+        }
+        from_json(&got?)
     }
 
     /// Waits until the result is ready.

@@ -73,7 +73,22 @@ fn send_later((conn, millis): (Connection, u64)) {
     conn.send(&"late").expect("send");
 }
 
-mp::entries!(fill, stuck, init, task, use_queue, nap, wait_forever, send_later);
+/// `x * x` after `millis`.
+fn slow_square((x, millis): (i64, u64)) -> i64 {
+    std::thread::sleep(Duration::from_millis(millis));
+    x * x
+}
+
+fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+fn fail_on_3(x: i64) -> i64 {
+    assert!(x != 3, "three is refused");
+    x
+}
+
+mp::entries!(fill, stuck, init, task, use_queue, nap, wait_forever, send_later, slow_square, add, fail_on_3);
 
 fn manager() {
     let manager = Manager::new().expect("manager");
@@ -210,12 +225,77 @@ fn wait() {
     report("blocked in wait, terminated", blocked.exitcode());
 }
 
+thread_local! {
+    static CALLED: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+fn called() -> Vec<String> {
+    CALLED.with(|c| c.borrow().clone())
+}
+
+fn pool_more() {
+    let pool = Pool::new(3);
+    // The first items take longest: imap still gives them in order.
+    let items: Vec<(i64, u64)> = (1..=5).map(|x| (x, (5 - x as u64) * 30)).collect();
+    let ordered: Vec<_> = pool.imap(target!(slow_square), items.clone()).collect();
+    report("imap", ordered);
+    let unordered: Vec<_> = pool
+        .imap_unordered(target!(slow_square), vec![(1, 1500), (2, 0)])
+        .collect();
+    report("imap_unordered", unordered);
+    let mut sorted: Vec<i64> = pool
+        .imap_unordered(target!(slow_square), items)
+        .map(Result::unwrap)
+        .collect();
+    sorted.sort();
+    report("imap_unordered all", sorted);
+    let with_failure: Vec<_> = pool
+        .imap(target!(fail_on_3), 1..=4)
+        .map(|r| r.map_err(|e| e.to_string().contains("fail_on_3")))
+        .collect();
+    report("imap with a failure", with_failure);
+
+    let squares = pool.map_async(target!(slow_square), (1..=4).map(|x| (x, 0)));
+    report("map_async", squares.get());
+    report("map_async ready", squares.ready());
+    report("map_async successful", squares.successful());
+    let sums = pool.starmap_async(target!(add), vec![(1, 2), (3, 4)]);
+    report("starmap_async", sums.get());
+    let failing = pool.map_async(target!(fail_on_3), 1..=4);
+    report("map_async failing", failing.get().map_err(|e| e.to_string().contains("fail_on_3")));
+    report("map_async failing successful", failing.successful());
+
+    // Callbacks run on this thread at its next call into the pool.
+    let ok = pool.apply_async_with_callbacks(
+        target!(slow_square),
+        (7, 0),
+        |r| CALLED.with(|c| c.borrow_mut().push(format!("callback {r}"))),
+        |e| CALLED.with(|c| c.borrow_mut().push(format!("error {e}"))),
+    );
+    ok.wait();
+    report("before the next call", called());
+    let failed = pool.apply_async_with_callbacks(
+        target!(fail_on_3),
+        3,
+        |r| CALLED.with(|c| c.borrow_mut().push(format!("callback {r}"))),
+        |e| CALLED.with(|c| c.borrow_mut().push(format!("error {}", e.to_string().contains("fail_on_3")))),
+    );
+    report("after the next call", called());
+    report("failed get", failed.get().is_err());
+    report("after get", called());
+    pool.close();
+    let refused: Vec<_> = pool.imap(target!(fail_on_3), 1..=2).collect();
+    report("imap after close", refused);
+    pool.join().expect("join");
+}
+
 fn main() {
     match std::env::args().nth(1).as_deref() {
         Some("manager") => manager(),
         Some("manager-budget") => manager_budget(),
         Some("pool-init") => pool_init(),
         Some("wait") => wait(),
+        Some("pool-more") => pool_more(),
         other => panic!("unknown scenario {other:?}"),
     }
 }
