@@ -288,3 +288,32 @@ fn embedder_apply_async_callbacks() {
     assert_eq!(receiver.try_recv().unwrap(), "error NotRunning");
     pool.join().unwrap();
 }
+
+/// The small ones: `SimpleQueue` between processes, `Queue::full`,
+/// `Condition::wait_for`, a `Barrier` action run before anyone goes on, a
+/// `Semaphore` guard, `active_children`, raw `send_bytes`/`recv_bytes`.
+#[test]
+fn the_small_ones() {
+    check(
+        &scenario("small"),
+        &[
+            ("simple empty", "Ok(true)"),
+            ("simple get", r#"Ok("from the child")"#),
+            ("simple empty after", "Ok(true)"),
+            ("full before", "Ok(false)"),
+            ("full after", "Ok(true)"),
+            ("unbounded full", "Ok(false)"),
+            ("wait_for true at once", "Ok(true)"),
+            ("wait_for timeout", "Ok(false)"),
+            ("wait_for notified", "Ok(true)"),
+            ("barrier action first", r#"Some("action")"#),
+            ("barrier log", "4"),
+            ("semaphore inside", "Ok(0)"),
+            ("semaphore after", "Ok(1)"),
+            ("children before", "0"),
+            ("children running", r#"["sleeper-0", "sleeper-1"]"#),
+            ("children after", "0"),
+            ("recv_bytes", "Ok([0, 255, 1])"),
+        ],
+    );
+}

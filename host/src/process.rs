@@ -248,7 +248,6 @@ impl Node {
     }
 
     /// The children still running.
-    #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
     pub(crate) fn live_children(&self) -> Vec<Arc<Node>> {
         self.children.lock().unwrap().iter().filter(|c| c.is_alive()).cloned().collect()
     }

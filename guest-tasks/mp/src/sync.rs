@@ -37,6 +37,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::bindings::mp::host::sync as wit;
 
+mod extras;
+pub use extras::{SemaphoreGuard, SimpleQueue};
+
 /// Which budget a [`Error::Quota`] ran into: this process's bytes
 /// (`--max-shared`) or objects, or the whole run's.
 pub use wit::QuotaKind;

@@ -156,4 +156,12 @@ impl Host for Ctx {
     async fn cpu_count(&mut self) -> wasmtime::Result<u32> {
         Ok(crate::runtime::cpu_count() as u32)
     }
+
+    async fn active_children(&mut self) -> wasmtime::Result<Vec<Resource<GuestProcess>>> {
+        let children = self.node.live_children();
+        children
+            .into_iter()
+            .map(|node| Ok(self.table.push(GuestProcess { node, is_self: false })?))
+            .collect()
+    }
 }

@@ -326,6 +326,10 @@ impl Host for Ctx {
             .map(|_| ()))
     }
 
+    async fn queue_full(&mut self, queue: Resource<GuestQueue>) -> Answer<bool> {
+        self.flag(&queue, |id| Request::QueueFull { id }).await
+    }
+
     async fn wait(
         &mut self,
         processes: Vec<Resource<super::GuestProcess>>,

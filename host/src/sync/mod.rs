@@ -483,6 +483,10 @@ pub(crate) enum Request {
         op: container::Op,
         data: Payload,
     },
+    /// Whether the queue is full.
+    QueueFull {
+        id: u64,
+    },
     /// Waits until one of these connections has a message or end-of-file
     /// to read; the indices of those that do (none at the timeout).
     PollMany {

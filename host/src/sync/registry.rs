@@ -466,6 +466,7 @@ impl Registry {
                 Object::Container(container) => container.call(&self.budgets, pid, op, data.0).await,
                 other => Err(not_a(&other, id, "dict, list or namespace")),
             },
+            Request::QueueFull { id } => Ok(Reply::Bool(object!(self, pid, id, Queue).is_full())),
             Request::PollMany { ids, timeout } => {
                 let ends = ids
                     .iter()

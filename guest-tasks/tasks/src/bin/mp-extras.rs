@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use std::cell::RefCell;
 
-use mp::{Connection, Dict, Event, List, Manager, Namespace, Pipe, Pool, Process, Queue, Waitable, target};
+use mp::{
+    Barrier, Condition, Connection, Dict, Event, List, Manager, Namespace, Pipe, Pool, Process,
+    Queue, Semaphore, SimpleQueue, Value, Waitable, target,
+};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -88,7 +91,27 @@ fn fail_on_3(x: i64) -> i64 {
     x
 }
 
-mp::entries!(fill, stuck, init, task, use_queue, nap, wait_forever, send_later, slow_square, add, fail_on_3);
+fn simple_put(q: SimpleQueue<String>) {
+    q.put(&"from the child".to_string()).expect("put");
+}
+
+fn set_and_notify((cond, value): (Condition, Value<i64>)) {
+    let _held = cond.lock().expect("lock");
+    value.set(1).expect("set");
+    cond.notify_all().expect("notify");
+}
+
+fn party((barrier, log): (Barrier, List<String>)) {
+    barrier
+        .wait_with_action(Some(LONG), || log.push(&"action".to_string()).expect("push"))
+        .expect("wait");
+    log.push(&"after".to_string()).expect("push");
+}
+
+mp::entries!(
+    fill, stuck, init, task, use_queue, nap, wait_forever, send_later, slow_square, add, fail_on_3,
+    simple_put, set_and_notify, party
+);
 
 fn manager() {
     let manager = Manager::new().expect("manager");
@@ -289,6 +312,82 @@ fn pool_more() {
     pool.join().expect("join");
 }
 
+fn small() {
+    let q = SimpleQueue::<String>::new();
+    report("simple empty", q.empty());
+    let child = Process::with_handles(target!(simple_put), &q);
+    child.start().expect("start");
+    report("simple get", q.get());
+    child.join().expect("join");
+    report("simple empty after", q.empty());
+
+    let bounded = Queue::<u32>::with_maxsize(1);
+    report("full before", bounded.full());
+    bounded.put(&1).expect("put");
+    report("full after", bounded.full());
+    report("unbounded full", Queue::<u32>::new().full());
+
+    let cond = Condition::new(None);
+    let value = Value::new(0i64);
+    {
+        let _held = cond.lock().expect("lock");
+        report("wait_for true at once", cond.wait_for(|| true, None));
+        report("wait_for timeout", cond.wait_for(|| false, Some(Duration::from_millis(20))));
+        let child = Process::with_handles(target!(set_and_notify), (&cond, &value));
+        child.start().expect("start");
+        report("wait_for notified", cond.wait_for(|| value.get().expect("get") == 1, Some(LONG)));
+        drop(_held);
+        child.join().expect("join");
+    }
+
+    let manager = Manager::new().expect("manager");
+    let log = manager.list::<String>().expect("list");
+    let barrier = Barrier::new(3);
+    let parties: Vec<Process> = (0..2)
+        .map(|_| Process::with_handles(target!(party), (&barrier, &log)))
+        .collect();
+    for p in &parties {
+        p.start().expect("start");
+    }
+    barrier
+        .wait_with_action(Some(LONG), || log.push(&"action".to_string()).expect("push"))
+        .expect("wait");
+    log.push(&"after".to_string()).expect("push");
+    for p in &parties {
+        p.join().expect("join");
+    }
+    let log = log.to_vec().expect("to_vec");
+    report("barrier action first", log.first().cloned());
+    report("barrier log", log.len());
+
+    let s = Semaphore::new(1);
+    {
+        let _unit = s.guard().expect("guard");
+        report("semaphore inside", s.get_value());
+    }
+    report("semaphore after", s.get_value());
+
+    report("children before", mp::active_children().len());
+    let sleepers: Vec<Process> = (0..2)
+        .map(|i| Process::new(target!(nap), 60_000).with_name(format!("sleeper-{i}")))
+        .collect();
+    for p in &sleepers {
+        p.start().expect("start");
+    }
+    let mut names: Vec<String> = mp::active_children().iter().map(Process::name).collect();
+    names.sort();
+    report("children running", names);
+    for p in &sleepers {
+        p.terminate().expect("terminate");
+        p.join().expect("join");
+    }
+    report("children after", mp::active_children().len());
+
+    let (a, b) = Pipe(true);
+    a.send_bytes(&[0, 255, 1]).expect("send_bytes");
+    report("recv_bytes", b.recv_bytes());
+}
+
 fn main() {
     match std::env::args().nth(1).as_deref() {
         Some("manager") => manager(),
@@ -296,6 +395,7 @@ fn main() {
         Some("pool-init") => pool_init(),
         Some("wait") => wait(),
         Some("pool-more") => pool_more(),
+        Some("small") => small(),
         other => panic!("unknown scenario {other:?}"),
     }
 }
