@@ -100,10 +100,19 @@ fn embedder_manager() {
     let manager = host::sync::Manager::new(&host).unwrap();
     let counts = manager.dict::<String, u64>().unwrap();
     let children: Vec<_> = (0..4)
-        .map(|_| program.command().entry("adder").input(&counts).spawn().unwrap())
+        .map(|_| {
+            program
+                .command()
+                .entry("adder")
+                .input(&counts)
+                .spawn()
+                .unwrap()
+        })
         .collect();
     for _ in 0..500 {
-        counts.update("count".to_string(), |n| n.unwrap_or(0) + 1).unwrap();
+        counts
+            .update("count".to_string(), |n| n.unwrap_or(0) + 1)
+            .unwrap();
     }
     for child in &children {
         assert_eq!(join(child).code(), 0);
@@ -132,7 +141,12 @@ fn embedder_manager() {
         counts.update("k".to_string(), |_| panic!("inside the update"))
     }));
     assert!(panicked.is_err());
-    assert_eq!(counts.update("k".to_string(), |n| n.unwrap_or(0) + 1).unwrap(), 2);
+    assert_eq!(
+        counts
+            .update("k".to_string(), |n| n.unwrap_or(0) + 1)
+            .unwrap(),
+        2
+    );
 }
 
 /// Shared objects in a pool's initializer arguments reach every worker,
@@ -143,8 +157,14 @@ fn shared_objects_for_pool_workers() {
     check(
         &scenario("pool-init"),
         &[
-            ("greetings", r#"["hello", "hello", "hello", "hello", "hello", "hello"]"#),
-            ("put", r#"["hello 1", "hello 2", "hello 3", "hello 4", "hello 5", "hello 6"]"#),
+            (
+                "greetings",
+                r#"["hello", "hello", "hello", "hello", "hello", "hello"]"#,
+            ),
+            (
+                "put",
+                r#"["hello 1", "hello 2", "hello 3", "hello 4", "hello 5", "hello 6"]"#,
+            ),
             ("sum", "Ok(Some(21))"),
             (
                 "handle in a task",
@@ -272,7 +292,11 @@ fn embedder_apply_async_callbacks() {
         "fail_on_3",
         &3,
         move |r| ok.send(format!("callback {r}")).unwrap(),
-        move |e| failed.send(format!("error {}", matches!(e, host::TaskError::Failed(_)))).unwrap(),
+        move |e| {
+            failed
+                .send(format!("error {}", matches!(e, host::TaskError::Failed(_))))
+                .unwrap()
+        },
     );
     assert!(result.get(None).is_err());
     assert_eq!(receiver.try_recv().unwrap(), "error true");

@@ -73,13 +73,19 @@ impl Manager {
 /// insertion order.
 pub struct Dict<K, V> {
     inner: wit::Container,
-    types: PhantomData<fn(K, V) -> (K, V)>,
+    types: Types<K, V>,
 }
+
+/// The key and value types a [`Dict`] encodes and decodes.
+type Types<K, V> = PhantomData<fn(K, V) -> (K, V)>;
 
 impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V> {
     /// The value under `key` (Python's `d.get(key)`).
     pub fn get(&self, key: &K) -> Result<Option<V>, Error> {
-        self.inner.get(&encode(key)?)?.map(|v| decode(&v)).transpose()
+        self.inner
+            .get(&encode(key)?)?
+            .map(|v| decode(&v))
+            .transpose()
     }
 
     /// `d[key] = value`.
@@ -89,7 +95,10 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
 
     /// Removes `key`; its value, if it had one (Python's `d.pop(key, None)`).
     pub fn remove(&self, key: &K) -> Result<Option<V>, Error> {
-        self.inner.remove(&encode(key)?)?.map(|v| decode(&v)).transpose()
+        self.inner
+            .remove(&encode(key)?)?
+            .map(|v| decode(&v))
+            .transpose()
     }
 
     /// `key in d`.
@@ -155,7 +164,9 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
 
 impl<K, V> fmt::Debug for Dict<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Dict").field("token", &self.inner.token()).finish()
+        f.debug_struct("Dict")
+            .field("token", &self.inner.token())
+            .finish()
     }
 }
 
@@ -167,7 +178,9 @@ impl<K, V> Serialize for Dict<K, V> {
 
 impl<'de, K, V> Deserialize<'de> for Dict<K, V> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let inner = open(deserializer, |t| wit::Container::open(t, wit::ContainerKind::Dict))?;
+        let inner = open(deserializer, |t| {
+            wit::Container::open(t, wit::ContainerKind::Dict)
+        })?;
         Ok(Dict {
             inner,
             types: PhantomData,
@@ -215,7 +228,9 @@ impl<T: Serialize + DeserializeOwned> List<T> {
 
 impl<T> fmt::Debug for List<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("List").field("token", &self.inner.token()).finish()
+        f.debug_struct("List")
+            .field("token", &self.inner.token())
+            .finish()
     }
 }
 
@@ -227,7 +242,9 @@ impl<T> Serialize for List<T> {
 
 impl<'de, T> Deserialize<'de> for List<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let inner = open(deserializer, |t| wit::Container::open(t, wit::ContainerKind::List))?;
+        let inner = open(deserializer, |t| {
+            wit::Container::open(t, wit::ContainerKind::List)
+        })?;
         Ok(List {
             inner,
             item: PhantomData,
@@ -251,7 +268,10 @@ impl Namespace {
     /// `ns.name`: the attribute's value, `None` if it has none (where
     /// Python raises `AttributeError`).
     pub fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, Error> {
-        self.inner.get(name.as_bytes())?.map(|v| decode(&v)).transpose()
+        self.inner
+            .get(name.as_bytes())?
+            .map(|v| decode(&v))
+            .transpose()
     }
 
     /// `ns.name = value`.
@@ -282,7 +302,9 @@ impl Namespace {
 
 impl fmt::Debug for Namespace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Namespace").field("token", &self.inner.token()).finish()
+        f.debug_struct("Namespace")
+            .field("token", &self.inner.token())
+            .finish()
     }
 }
 

@@ -47,7 +47,9 @@ impl Process {
     /// The process's sentinel, for [`wait`] (Python's `p.sentinel`). Waiting
     /// on a process not started is an error.
     pub fn sentinel(&self) -> Sentinel<'_> {
-        Sentinel { process: &self.inner }
+        Sentinel {
+            process: &self.inner,
+        }
     }
 }
 

@@ -28,7 +28,10 @@ pub(crate) struct MapState {
 
 impl MapState {
     /// The next result: `Ok(None)` once all were given.
-    async fn next(&mut self, timeout: Option<Duration>) -> Result<Option<wit::ItemResult>, wit::TaskError> {
+    async fn next(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<Option<wit::ItemResult>, wit::TaskError> {
         if let Some(error) = self.refused.take() {
             return Err(error);
         }
@@ -39,11 +42,15 @@ impl MapState {
             return Ok(None);
         }
         let arrived = match timeout {
-            Some(timeout) => tokio::time::timeout(timeout, self.receiver.recv()).await.map_err(|_| wit::TaskError::Timeout)?,
+            Some(timeout) => tokio::time::timeout(timeout, self.receiver.recv())
+                .await
+                .map_err(|_| wit::TaskError::Timeout)?,
             None => self.receiver.recv().await,
         };
         // Every submitted chunk is answered exactly once.
-        let Some((chunk, outcome)) = arrived else { return Ok(None) };
+        let Some((chunk, outcome)) = arrived else {
+            return Ok(None);
+        };
         self.received += 1;
         let (size, first) = self.chunks[chunk];
         for (i, result) in expand(outcome, size).into_iter().enumerate() {
@@ -85,8 +92,17 @@ impl HostMapResults for Ctx {
             }
             Err(error) => (Vec::new(), Some(error.into())),
         };
-        let state = MapState { receiver, chunks, received: 0, ready: VecDeque::new(), refused, items };
-        Ok(self.table.push(GuestMapResults { state: Arc::new(tokio::sync::Mutex::new(state)) })?)
+        let state = MapState {
+            receiver,
+            chunks,
+            received: 0,
+            ready: VecDeque::new(),
+            refused,
+            items,
+        };
+        Ok(self.table.push(GuestMapResults {
+            state: Arc::new(tokio::sync::Mutex::new(state)),
+        })?)
     }
 
     async fn next(

@@ -111,10 +111,13 @@ fn pairs(parts: Vec<Vec<u8>>) -> Vec<(Vec<u8>, Vec<u8>)> {
     pairs
 }
 
+/// The key and value types a [`Dict`] encodes and decodes.
+type Types<K, V> = PhantomData<fn(K, V) -> (K, V)>;
+
 /// A shared dict (Python's `DictProxy`); keys in insertion order.
 pub struct Dict<K, V> {
     handle: Handle,
-    types: PhantomData<fn(K, V) -> (K, V)>,
+    types: Types<K, V>,
 }
 
 impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V> {
@@ -155,7 +158,8 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
 
     /// The keys, in insertion order.
     pub fn keys(&self) -> Result<Vec<K>, Error> {
-        self.items().map(|items| items.into_iter().map(|(k, _)| k).collect())
+        self.items()
+            .map(|items| items.into_iter().map(|(k, _)| k).collect())
     }
 
     /// The keys and values, in insertion order.

@@ -33,7 +33,9 @@ pub(crate) async fn wait_many(
     timeout: Option<u64>,
 ) -> Result<Vec<u32>, Error> {
     if processes.iter().any(|p| p.pid().is_none()) {
-        return Err(Error::Invalid("cannot wait for a process not started".into()));
+        return Err(Error::Invalid(
+            "cannot wait for a process not started".into(),
+        ));
     }
     let deadline = timeout.and_then(|t| Instant::now().checked_add(Duration::from_nanos(t)));
     let ended = |processes: &[Arc<Node>]| -> Vec<u32> {
@@ -48,9 +50,15 @@ pub(crate) async fn wait_many(
     let poll = |timeout: Option<u64>| {
         let (host, caller, ids) = (host.clone(), caller.clone(), ids.clone());
         async move {
-            match host.sync.call(&caller, Request::PollMany { ids, timeout }).await? {
+            match host
+                .sync
+                .call(&caller, Request::PollMany { ids, timeout })
+                .await?
+            {
                 Reply::Indices(ready) => Ok(ready),
-                other => Err(Error::Invalid(format!("unexpected reply from the registry: {other:?}"))),
+                other => Err(Error::Invalid(format!(
+                    "unexpected reply from the registry: {other:?}"
+                ))),
             }
         }
     };
@@ -59,7 +67,11 @@ pub(crate) async fn wait_many(
         ready.extend(connections.into_iter().map(|i| i + offset));
         ready
     };
-    let now = if ids.is_empty() { Vec::new() } else { poll(Some(0)).await? };
+    let now = if ids.is_empty() {
+        Vec::new()
+    } else {
+        poll(Some(0)).await?
+    };
     if !now.is_empty() || !ended(&processes).is_empty() {
         return Ok(all_ready(now));
     }
@@ -90,12 +102,18 @@ pub(crate) async fn wait_many(
             _ = joins.join_next() => Vec::new(),
             ready = poll(timeout) => ready?,
         };
-        let connections = if connections.is_empty() { poll(Some(0)).await? } else { connections };
+        let connections = if connections.is_empty() {
+            poll(Some(0)).await?
+        } else {
+            connections
+        };
         return Ok(all_ready(connections));
     }
     loop {
         let slice = match deadline {
-            Some(deadline) => deadline.saturating_duration_since(Instant::now()).min(SLICE),
+            Some(deadline) => deadline
+                .saturating_duration_since(Instant::now())
+                .min(SLICE),
             None => SLICE,
         };
         let connections = poll(Some(super::nanos(slice))).await?;

@@ -25,6 +25,9 @@ use crate::Target;
 
 type Callback = Box<dyn FnOnce(Result<Vec<u8>, TaskError>)>;
 
+/// One item's result with its index among the items.
+type Arrived = (u32, Result<Vec<u8>, TaskError>);
+
 /// An `apply_async` result whose callbacks have not run yet.
 #[derive(Clone)]
 pub(crate) struct Pending {
@@ -103,10 +106,13 @@ impl Pool {
             }
             return result;
         };
-        let call: Callback = Box::new(move |value| match value.and_then(|json| from_json::<R>(&json)) {
-            Ok(value) => callback(value),
-            Err(error) => error_callback(error),
-        });
+        let call: Callback =
+            Box::new(
+                move |value| match value.and_then(|json| from_json::<R>(&json)) {
+                    Ok(value) => callback(value),
+                    Err(error) => error_callback(error),
+                },
+            );
         let pending = Pending {
             result: inner.clone(),
             callback: Rc::new(RefCell::new(Some(call))),
@@ -147,8 +153,12 @@ impl Pool {
         ordered: bool,
     ) -> Imap<R> {
         self.run_callbacks(false);
-        let args = items.into_iter().map(|item| to_json(&item)).collect::<Result<Vec<_>, _>>();
-        let source = args.map(|args| wit::MapResults::new(&self.inner, target.name, &args, Some(chunksize)));
+        let args = items
+            .into_iter()
+            .map(|item| to_json(&item))
+            .collect::<Result<Vec<_>, _>>();
+        let source =
+            args.map(|args| wit::MapResults::new(&self.inner, target.name, &args, Some(chunksize)));
         Imap {
             source: source.map_err(Some),
             ordered,
@@ -198,7 +208,7 @@ pub struct Imap<R> {
 impl<R: DeserializeOwned> Imap<R> {
     /// The next result to arrive with its item's index, waiting up to
     /// `timeout`: `Ok(None)` when all were given, [`TaskError::Timeout`].
-    fn arrive(&mut self, timeout: Option<Duration>) -> Result<Option<(u32, Result<Vec<u8>, TaskError>)>, TaskError> {
+    fn arrive(&mut self, timeout: Option<Duration>) -> Result<Option<Arrived>, TaskError> {
         let source = match &mut self.source {
             Ok(source) => source,
             Err(error) => return error.take().map_or(Ok(None), Err),
@@ -227,7 +237,9 @@ impl<R: DeserializeOwned> Imap<R> {
             }
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             match self.arrive(left) {
-                Ok(Some((_, result))) if !self.ordered => return Some(result.and_then(|json| from_json(&json))),
+                Ok(Some((_, result))) if !self.ordered => {
+                    return Some(result.and_then(|json| from_json(&json)));
+                }
                 Ok(Some((index, result))) => {
                     self.arrived.insert(index, result);
                 }
@@ -300,7 +312,11 @@ impl<R: DeserializeOwned> MapResult<R> {
         }
         collected
             .values()
-            .map(|r| r.as_ref().map_err(Clone::clone).and_then(|json| from_json(json)))
+            .map(|r| {
+                r.as_ref()
+                    .map_err(Clone::clone)
+                    .and_then(|json| from_json(json))
+            })
             .collect()
     }
 

@@ -29,5 +29,8 @@ fn main() {
     for p in &processes {
         p.join().expect("join");
     }
-    println!("{}", counts.get(&"count".to_string()).expect("get").unwrap_or(0));
+    println!(
+        "{}",
+        counts.get(&"count".to_string()).expect("get").unwrap_or(0)
+    );
 }

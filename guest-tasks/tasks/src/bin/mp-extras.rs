@@ -22,7 +22,8 @@ fn fill((list, ns, dict): (List<String>, Namespace, Dict<String, i64>)) {
     list.push(&"from child".to_string()).expect("push");
     list.set(0, &"replaced".to_string()).expect("set");
     ns.set("child", &vec![1, 2, 3]).expect("set");
-    dict.update("n".to_string(), |n| n.unwrap_or(0) + 10).expect("update");
+    dict.update("n".to_string(), |n| n.unwrap_or(0) + 10)
+        .expect("update");
 }
 
 /// Begins an update and never finishes it: it signals `inside`, then sleeps.
@@ -35,12 +36,15 @@ fn stuck((dict, inside): (Dict<String, i64>, Event)) {
     .expect("update");
 }
 
+/// What a pool worker's initializer is given.
+type Given = (Queue<String>, Namespace, Dict<u32, u32>);
+
 thread_local! {
     /// What a pool worker's initializer was given.
-    static GIVEN: RefCell<Option<(Queue<String>, Namespace, Dict<u32, u32>)>> = const { RefCell::new(None) };
+    static GIVEN: RefCell<Option<Given>> = const { RefCell::new(None) };
 }
 
-fn init(given: (Queue<String>, Namespace, Dict<u32, u32>)) {
+fn init(given: Given) {
     GIVEN.with(|g| *g.borrow_mut() = Some(given));
 }
 
@@ -103,14 +107,28 @@ fn set_and_notify((cond, value): (Condition, Value<i64>)) {
 
 fn party((barrier, log): (Barrier, List<String>)) {
     barrier
-        .wait_with_action(Some(LONG), || log.push(&"action".to_string()).expect("push"))
+        .wait_with_action(Some(LONG), || {
+            log.push(&"action".to_string()).expect("push")
+        })
         .expect("wait");
     log.push(&"after".to_string()).expect("push");
 }
 
 mp::entries!(
-    fill, stuck, init, task, use_queue, nap, wait_forever, send_later, slow_square, add, fail_on_3,
-    simple_put, set_and_notify, party
+    fill,
+    stuck,
+    init,
+    task,
+    use_queue,
+    nap,
+    wait_forever,
+    send_later,
+    slow_square,
+    add,
+    fail_on_3,
+    simple_put,
+    set_and_notify,
+    party
 );
 
 fn manager() {
@@ -128,7 +146,10 @@ fn manager() {
     report("remove c", dict.remove(&"c".to_string()));
     report("remove c again", dict.remove(&"c".to_string()));
     report("len", dict.len());
-    report("update new", dict.update("n".to_string(), |n| n.unwrap_or(0) + 5));
+    report(
+        "update new",
+        dict.update("n".to_string(), |n| n.unwrap_or(0) + 5),
+    );
 
     let list = manager.list::<String>().expect("list");
     list.push(&"first".to_string()).expect("push");
@@ -159,16 +180,26 @@ fn manager() {
     child.terminate().expect("terminate");
     child.join().expect("join");
     report("after stuck updater", dict.get(&"n".to_string()));
-    report("update after", dict.update("n".to_string(), |n| n.unwrap_or(0) + 1));
+    report(
+        "update after",
+        dict.update("n".to_string(), |n| n.unwrap_or(0) + 1),
+    );
 }
 
 /// Under a small `--max-shared`: a value past the budget is refused, and
 /// replacing a value gives its charge back.
 fn manager_budget() {
-    let dict = Manager::new().expect("manager").dict::<u32, String>().expect("dict");
+    let dict = Manager::new()
+        .expect("manager")
+        .dict::<u32, String>()
+        .expect("dict");
     let big = "x".repeat(60_000);
     report("first big", dict.set(1, &big));
-    report("second big", dict.set(2, &big).map_err(|e| e.to_string().contains("quota")));
+    report(
+        "second big",
+        dict.set(2, &big)
+            .map_err(|e| e.to_string().contains("quota")),
+    );
     report("replace big", dict.set(1, &big));
     report("remove", dict.remove(&1).map(|v| v.map(|v| v.len())));
     report("after remove", dict.set(2, &big));
@@ -198,7 +229,9 @@ fn pool_init() {
     put.sort();
     report("put", put);
     report("sum", dict.get(&0));
-    let refused = pool.apply(target!(use_queue), Queue::new()).map_err(|e| e.to_string());
+    let refused = pool
+        .apply(target!(use_queue), Queue::new())
+        .map_err(|e| e.to_string());
     report("handle in a task", refused);
     pool.close();
     pool.join().expect("join");
@@ -207,8 +240,14 @@ fn pool_init() {
 fn wait() {
     let (reader, writer) = Pipe(false);
     let (other_reader, other_writer) = Pipe(false);
-    report("nothing, at the timeout", mp::wait(&[&reader, &other_reader], Some(Duration::from_millis(20))));
-    report("nothing, no wait", mp::wait(&[&reader], Some(Duration::ZERO)));
+    report(
+        "nothing, at the timeout",
+        mp::wait(&[&reader, &other_reader], Some(Duration::from_millis(20))),
+    );
+    report(
+        "nothing, no wait",
+        mp::wait(&[&reader], Some(Duration::ZERO)),
+    );
     other_writer.send(&1).expect("send");
     report("one with data", mp::wait(&[&reader, &other_reader], None));
     writer.send(&2).expect("send");
@@ -219,7 +258,10 @@ fn wait() {
     report("at end of file", mp::wait(&[&reader, &other_reader], None));
 
     let not_started = Process::new(target!(nap), 0);
-    report("not started", mp::wait(&[&not_started.sentinel()], None).is_err());
+    report(
+        "not started",
+        mp::wait(&[&not_started.sentinel()], None).is_err(),
+    );
     // A process and a connection: whichever is ready first.
     let slow = Process::new(target!(nap), 60_000);
     slow.start().expect("start");
@@ -231,7 +273,10 @@ fn wait() {
     let all: [&dyn Waitable; 3] = [&slow.sentinel(), &late_reader, &quick.sentinel()];
     report("first of three", mp::wait(&all, None));
     report("then the connection", mp::wait(&all[..2], None));
-    report("slow at the timeout", mp::wait(&[&slow], Some(Duration::from_millis(20))));
+    report(
+        "slow at the timeout",
+        mp::wait(&[&slow], Some(Duration::from_millis(20))),
+    );
     slow.terminate().expect("terminate");
     report("slow after terminate", mp::wait(&[&slow], None));
     sender.join().expect("join");
@@ -285,7 +330,12 @@ fn pool_more() {
     let sums = pool.starmap_async(target!(add), vec![(1, 2), (3, 4)]);
     report("starmap_async", sums.get());
     let failing = pool.map_async(target!(fail_on_3), 1..=4);
-    report("map_async failing", failing.get().map_err(|e| matches!(e, mp::TaskError::Failed(_))));
+    report(
+        "map_async failing",
+        failing
+            .get()
+            .map_err(|e| matches!(e, mp::TaskError::Failed(_))),
+    );
     report("map_async failing successful", failing.successful());
 
     // Callbacks run on this thread at its next call into the pool.
@@ -301,7 +351,12 @@ fn pool_more() {
         target!(fail_on_3),
         3,
         |r| CALLED.with(|c| c.borrow_mut().push(format!("callback {r}"))),
-        |e| CALLED.with(|c| c.borrow_mut().push(format!("error {}", matches!(e, mp::TaskError::Failed(_))))),
+        |e| {
+            CALLED.with(|c| {
+                c.borrow_mut()
+                    .push(format!("error {}", matches!(e, mp::TaskError::Failed(_))))
+            })
+        },
     );
     report("after the next call", called());
     report("failed get", failed.get().is_err());
@@ -332,10 +387,16 @@ fn small() {
     {
         let _held = cond.lock().expect("lock");
         report("wait_for true at once", cond.wait_for(|| true, None));
-        report("wait_for timeout", cond.wait_for(|| false, Some(Duration::from_millis(20))));
+        report(
+            "wait_for timeout",
+            cond.wait_for(|| false, Some(Duration::from_millis(20))),
+        );
         let child = Process::with_handles(target!(set_and_notify), (&cond, &value));
         child.start().expect("start");
-        report("wait_for notified", cond.wait_for(|| value.get().expect("get") == 1, Some(LONG)));
+        report(
+            "wait_for notified",
+            cond.wait_for(|| value.get().expect("get") == 1, Some(LONG)),
+        );
         drop(_held);
         child.join().expect("join");
     }
@@ -350,7 +411,9 @@ fn small() {
         p.start().expect("start");
     }
     barrier
-        .wait_with_action(Some(LONG), || log.push(&"action".to_string()).expect("push"))
+        .wait_with_action(Some(LONG), || {
+            log.push(&"action".to_string()).expect("push")
+        })
         .expect("wait");
     log.push(&"after".to_string()).expect("push");
     for p in &parties {

@@ -24,7 +24,8 @@ fn main() {
     let mut left: Vec<usize> = (0..children.len()).collect();
     while !left.is_empty() {
         let sentinels: Vec<_> = left.iter().map(|&i| children[i].sentinel()).collect();
-        let waitables: Vec<&dyn mp::Waitable> = sentinels.iter().map(|s| s as &dyn mp::Waitable).collect();
+        let waitables: Vec<&dyn mp::Waitable> =
+            sentinels.iter().map(|s| s as &dyn mp::Waitable).collect();
         let ready = mp::wait(&waitables, None).expect("wait");
         let ended: Vec<usize> = ready.iter().map(|&at| left[at]).collect();
         left.retain(|i| !ended.contains(i));
