@@ -109,6 +109,8 @@ pub(crate) struct PoolCore {
     started: AtomicUsize,
     /// Why the last worker could not start, for the tasks left behind.
     spawn_error: Mutex<Option<String>>,
+    /// The pool's hold on the shared objects of its initializer's arguments.
+    ticket: Option<u64>,
 }
 
 /// How a pool is made.
@@ -146,6 +148,18 @@ impl PoolCore {
         }
         let processes = settings.processes.max(1);
         let (queue, pending) = async_channel::unbounded();
+        // Shared objects in the initializer's arguments (Python's
+        // `initargs`): every worker may open them, as a child opens those
+        // in its spawn arguments, and the pool holds them (the holds the
+        // parent reserved as it serialized them) until it ends.
+        let shared = match &settings.initializer {
+            Some((_, input)) => crate::sync::handed_ids(input),
+            None => Vec::new(),
+        };
+        let ticket = (!shared.is_empty()).then(crate::sync::random_u64);
+        if let Some(ticket) = ticket {
+            let _ = host.sync.call(parent, crate::sync::Request::Hand { ticket, ids: shared }).await;
+        }
         launch.work = Work::Serve(ServeChannel {
             tasks: pending.clone(),
             initializer: settings.initializer,
@@ -165,6 +179,7 @@ impl PoolCore {
             live_slots: AtomicUsize::new(processes),
             started: AtomicUsize::new(0),
             spawn_error: Mutex::new(None),
+            ticket,
         });
         // The first workers start now, so that a pool that cannot start says so.
         let mut first = Vec::with_capacity(processes);
@@ -179,6 +194,7 @@ impl PoolCore {
                     for node in &first {
                         let _ = node.join_async(None).await;
                     }
+                    core.release_shared().await;
                     return Err(error.into());
                 }
             }
@@ -228,6 +244,15 @@ impl PoolCore {
                 None => "the pool was terminated before the task ran".to_string(),
             };
             self.fail_pending(&why);
+            self.release_shared().await;
+        }
+    }
+
+    /// Gives up the pool's hold on its initializer's shared objects.
+    async fn release_shared(&self) {
+        if let Some(ticket) = self.ticket {
+            let request = crate::sync::Request::Unticket { ticket };
+            let _ = self.host.sync.call(&self.parent, request).await;
         }
     }
 
@@ -364,6 +389,11 @@ impl Chunk {
     }
 }
 
+/// The result of a one-input task's outcome.
+fn one_result(outcome: Outcome) -> Result<Vec<u8>, TaskError> {
+    Chunk::new(outcome, 1).item(0).map(<[u8]>::to_vec).map_err(|why| TaskError::Failed(why.to_string()))
+}
+
 /// The result of one task, filled in once.
 #[derive(Default)]
 pub(crate) struct ResultSlot {
@@ -385,10 +415,7 @@ impl ResultSlot {
     /// A slot filled by the outcome of a one-input task.
     pub(crate) fn reply(self: &Arc<ResultSlot>) -> Reply {
         let slot = self.clone();
-        Reply::new(move |outcome| {
-            let chunk = Chunk::new(outcome, 1);
-            slot.set(chunk.item(0).map(<[u8]>::to_vec).map_err(|why| TaskError::Failed(why.to_string())));
-        })
+        Reply::new(move |outcome| slot.set(one_result(outcome)))
     }
 
     pub(crate) fn get(&self) -> Option<Result<Vec<u8>, TaskError>> {
@@ -612,6 +639,54 @@ impl Pool {
         });
         if let Err(error) = submitted {
             slot.set(Err(error));
+        }
+        AsyncResult { slot, _result: PhantomData }
+    }
+
+    /// Python's `apply_async(func, args, callback=.., error_callback=..)`:
+    /// as [`apply_async`](Self::apply_async), and as soon as the task ends
+    /// `callback` gets its result, or `error_callback` its error (a refusal
+    /// included), on a thread of the host's (Python: the pool's result
+    /// handler thread), before [`AsyncResult::get`] returns.
+    pub fn apply_async_with_callbacks<A: Serialize + ?Sized, R: DeserializeOwned + 'static>(
+        &self,
+        entry: &str,
+        args: &A,
+        callback: impl FnOnce(R) + Send + 'static,
+        error_callback: impl FnOnce(TaskError) + Send + 'static,
+    ) -> AsyncResult<R> {
+        let slot = Arc::new(ResultSlot::default());
+        let call = move |value: Result<Vec<u8>, TaskError>| {
+            match value.clone().and_then(|bytes| decode::<R>(&bytes)) {
+                Ok(result) => callback(result),
+                Err(error) => error_callback(error),
+            }
+            value
+        };
+        let input = match encode(args) {
+            Ok(input) => input,
+            Err(error) => {
+                slot.set(call(Err(error)));
+                return AsyncResult { slot, _result: PhantomData };
+            }
+        };
+        let (runtime, filled) = (self.core.host.runtime.clone(), slot.clone());
+        let call = Arc::new(Mutex::new(Some(call)));
+        let on_refusal = call.clone();
+        let reply = Reply::new(move |outcome| {
+            let value = one_result(outcome);
+            runtime.spawn_blocking(move || {
+                if let Some(call) = call.lock().unwrap().take() {
+                    filled.set(call(value));
+                }
+            });
+        });
+        let job = Job { entry: entry.to_string(), inputs: Batch::one(input), many: false, reply };
+        if let Err(error) = self.core.submit(job) {
+            // The refused job's reply may already have run the callbacks.
+            if let Some(call) = on_refusal.lock().unwrap().take() {
+                slot.set(call(Err(error)));
+            }
         }
         AsyncResult { slot, _result: PhantomData }
     }

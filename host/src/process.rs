@@ -250,10 +250,7 @@ impl Node {
         node
     }
 
-    /// The children still running (a host that is one process of a larger
-    /// run hands its own to the run's root as it ends; a build without
-    /// such a backend never asks).
-    #[allow(dead_code)]
+    /// The children still running.
     pub(crate) fn live_children(&self) -> Vec<Arc<Node>> {
         self.children.lock().unwrap().iter().filter(|c| c.is_alive()).cloned().collect()
     }

@@ -29,11 +29,13 @@ impl Work {
         }
     }
 
-    /// The entry's argument; empty for `main` and for a pool worker.
+    /// The argument the process was handed: an entry's, a pool worker's
+    /// initializer's (Python's `initargs`); empty for `main`.
     pub(crate) fn input(&self) -> &[u8] {
         match self {
             Work::Entry { input, .. } => input,
-            Work::Main | Work::Serve(_) => &[],
+            Work::Serve(serve) => serve.initializer.as_ref().map_or(&[], |(_, input)| input),
+            Work::Main => &[],
         }
     }
 }

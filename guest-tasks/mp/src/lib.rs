@@ -100,7 +100,7 @@ mod codec;
 pub mod sync;
 pub use sync::{
     Array, Barrier, BoundedSemaphore, Condition, Connection, Event, JoinableQueue, Lock, LockGuard,
-    Pipe, Queue, RLock, Semaphore, Value,
+    Pipe, Queue, RLock, Semaphore, SemaphoreGuard, SimpleQueue, Value,
 };
 /// Why an operation on a shared object failed (see [`sync::Error`]).
 pub use sync::Error as SyncError;
@@ -130,7 +130,13 @@ mod wasi_exit {
 use bindings::mp::host::process as wit;
 
 mod pool;
-pub use pool::{AsyncResult, Pool, PoolBuilder, TaskError};
+pub use pool::{AsyncResult, Imap, MapResult, Pool, PoolBuilder, TaskError};
+
+pub mod manager;
+pub use manager::{Dict, List, Manager, Namespace};
+
+mod wait;
+pub use wait::{Sentinel, WaitTarget, Waitable, wait};
 
 #[doc(hidden)]
 pub use serde_json as __serde_json;
@@ -530,6 +536,16 @@ pub fn current_process() -> Process {
         inner: wit::current_process(),
         bad_args: None,
     }
+}
+
+/// Python's `multiprocessing.active_children()`: this process's children
+/// still running (pool workers included), as handles (joining one works;
+/// its name and pid are the child's).
+pub fn active_children() -> Vec<Process> {
+    wit::active_children()
+        .into_iter()
+        .map(|inner| Process { inner, bad_args: None })
+        .collect()
 }
 
 /// The calling process's pid (Python's `os.getpid()`).

@@ -8,8 +8,10 @@
 //! [`AsyncResult::get`] (or as `map`'s error), and the pool carries on.
 //! Dropping the pool terminates it, as Python's `with Pool(..)` block does.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::marker::PhantomData;
+use std::rc::Rc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -17,6 +19,10 @@ use serde::de::DeserializeOwned;
 
 use crate::Target;
 use crate::bindings::mp::host::pool as wit;
+
+mod more;
+pub use more::{Imap, MapResult};
+use more::Pending;
 
 /// Why a pool task or operation gave no result (mirrors the WIT
 /// `task-error` variant).
@@ -100,6 +106,8 @@ pub struct PoolBuilder {
     processes: Option<u32>,
     maxtasksperchild: Option<u32>,
     initializer: Option<(String, Vec<u8>)>,
+    /// Why the initializer's arguments did not serialize, for `build`.
+    error: Option<TaskError>,
 }
 
 impl PoolBuilder {
@@ -117,14 +125,32 @@ impl PoolBuilder {
 
     /// An entry each worker runs once as it starts (Python's `initializer`
     /// and `initargs`).
-    pub fn initializer<A: Serialize, R>(mut self, target: Target<A, R>, args: A) -> Self {
-        let bytes = crate::codec::encode(&args).unwrap_or_else(|_| crate::codec::UNIT.to_vec());
-        self.initializer = Some((target.name.to_string(), bytes));
+    ///
+    /// Shared objects (a [`Queue`](crate::Queue), a [`Lock`](crate::Lock),
+    /// a manager's [`Dict`](crate::Dict), ...) may be passed here, as
+    /// Python's `initargs`: every worker, and every worker that replaces
+    /// one, opens them; the pool holds them until it ends. A handle in a
+    /// task's arguments is refused, as in Python.
+    pub fn initializer<A: Serialize, R>(self, target: Target<A, R>, args: A) -> Self {
+        self.initializer_with_handles(target, args)
+    }
+
+    /// [`initializer`](Self::initializer) with arguments that hold handles
+    /// by reference (`(&queue, &lock)` for an entry taking `(Queue<T>,
+    /// Lock)`), as [`Process::with_handles`](crate::Process::with_handles).
+    pub fn initializer_with_handles<A, R>(mut self, target: Target<A, R>, args: impl Serialize) -> Self {
+        match crate::sync::spawning(|| to_bytes(&args)) {
+            Ok(bytes) => self.initializer = Some((target.name.to_string(), bytes)),
+            Err(error) => self.error = Some(error),
+        }
         self
     }
 
     /// Starts the workers.
     pub fn build(self) -> Result<Pool, TaskError> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
         let inner = wit::Pool::create(
             self.processes,
             self.maxtasksperchild,
@@ -132,7 +158,10 @@ impl PoolBuilder {
                 .as_ref()
                 .map(|(e, a)| (e.as_str(), a.as_slice())),
         )?;
-        Ok(Pool { inner })
+        Ok(Pool {
+            inner,
+            callbacks: RefCell::default(),
+        })
     }
 }
 
@@ -153,6 +182,8 @@ impl PoolBuilder {
 /// ```
 pub struct Pool {
     inner: wit::Pool,
+    /// `apply_async` callbacks not yet run: run on the next call into the pool.
+    callbacks: RefCell<Vec<Pending>>,
 }
 
 impl Pool {
@@ -190,9 +221,11 @@ impl Pool {
         target: Target<A, R>,
         args: A,
     ) -> AsyncResult<R> {
-        let inner = to_bytes(&args).map(|bytes| self.inner.apply_async(target.name, &bytes));
+        self.run_callbacks(false);
+        let inner = to_bytes(&args).map(|bytes| Rc::new(self.inner.apply_async(target.name, &bytes)));
         AsyncResult {
             inner,
+            pending: None,
             _result: PhantomData,
         }
     }
@@ -234,6 +267,7 @@ impl Pool {
         items: I,
         chunksize: Option<u32>,
     ) -> Result<Vec<R>, TaskError> {
+        self.run_callbacks(false);
         let args = items
             .into_iter()
             .map(|item| to_bytes(&item))
@@ -244,18 +278,24 @@ impl Pool {
 
     /// Takes no more tasks; the workers end once the submitted ones are done.
     pub fn close(&self) {
+        self.run_callbacks(false);
         self.inner.close();
     }
 
     /// Waits for every worker to end; [`TaskError::StillRunning`] before
     /// [`close`](Self::close) or [`terminate`](Self::terminate).
     pub fn join(&self) -> Result<(), TaskError> {
-        Ok(self.inner.join()?)
+        self.run_callbacks(false);
+        self.inner.join()?;
+        // Every task is done: every callback runs now.
+        self.run_callbacks(true);
+        Ok(())
     }
 
     /// Ends every worker at once, however busy; unfinished tasks fail.
     pub fn terminate(&self) {
         self.inner.terminate();
+        self.run_callbacks(true);
     }
 }
 
@@ -267,7 +307,9 @@ impl fmt::Debug for Pool {
 
 /// The result of [`Pool::apply_async`]: Python's `AsyncResult`.
 pub struct AsyncResult<R> {
-    inner: Result<wit::AsyncResult, TaskError>,
+    inner: Result<Rc<wit::AsyncResult>, TaskError>,
+    /// Its callbacks, if any, run before `get` returns (at the latest).
+    pending: Option<Pending>,
     _result: PhantomData<fn() -> R>,
 }
 
@@ -285,7 +327,13 @@ impl<R: DeserializeOwned> AsyncResult<R> {
 
     fn fetch(&self, timeout: Option<u64>) -> Result<R, TaskError> {
         let inner = self.inner.as_ref().map_err(Clone::clone)?;
-        from_bytes(&inner.get(timeout)?)
+        let got = inner.get(timeout);
+        if let Some(pending) = &self.pending
+            && !matches!(got, Err(wit::TaskError::Timeout))
+        {
+            pending.fire();
+        }
+        from_bytes(&got?)
     }
 
     /// Waits until the result is ready.

@@ -38,6 +38,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::bindings::mp::host::sync as wit;
 
+mod extras;
+pub use extras::{SemaphoreGuard, SimpleQueue};
+
 /// Which budget a [`Error::Quota`] ran into: this process's bytes
 /// (`--max-shared`) or objects, or the whole run's.
 pub use wit::QuotaKind;
@@ -149,7 +152,7 @@ pub(crate) fn spawning<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// A handle's token for a child's arguments, the object held for the child.
-fn share<S: Serializer>(token: String, what: &str, serializer: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn share<S: Serializer>(token: String, what: &str, serializer: S) -> Result<S::Ok, S::Error> {
     if !SPAWNING.with(|s| s.get()) {
         return Err(serde::ser::Error::custom(format!(
             "{what} objects should only be shared between processes through inheritance"
@@ -159,7 +162,7 @@ fn share<S: Serializer>(token: String, what: &str, serializer: S) -> Result<S::O
     serializer.serialize_str(&token)
 }
 
-fn open<'de, D: Deserializer<'de>, T>(
+pub(crate) fn open<'de, D: Deserializer<'de>, T>(
     deserializer: D,
     open: fn(&str) -> Result<T, wit::Error>,
 ) -> Result<T, D::Error> {
@@ -167,7 +170,7 @@ fn open<'de, D: Deserializer<'de>, T>(
     open(&token).map_err(|e| serde::de::Error::custom(Error::from(e)))
 }
 
-fn timeout(d: Option<Duration>) -> Option<u64> {
+pub(crate) fn timeout(d: Option<Duration>) -> Option<u64> {
     d.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
@@ -355,7 +358,7 @@ handle_serde!(
 /// let got: String = b.recv().unwrap();
 /// ```
 pub struct Connection {
-    inner: wit::Connection,
+    pub(crate) inner: wit::Connection,
 }
 
 /// Python's `Pipe(duplex)`: two connected ends. One-way unless `duplex`:

@@ -7,6 +7,7 @@ use crate::pool::{PoolCore, ResultSlot};
 use crate::process::Node;
 use std::sync::Arc;
 
+mod map_results;
 mod pool;
 mod process;
 mod sync;
@@ -20,6 +21,7 @@ wasmtime::component::bindgen!({
         "mp:host/process.process": GuestProcess,
         "mp:host/pool.pool": GuestPool,
         "mp:host/pool.async-result": GuestAsyncResult,
+        "mp:host/pool.map-results": GuestMapResults,
         "mp:host/sync.queue": sync::GuestQueue,
         "mp:host/sync.connection": sync::GuestConnection,
         "mp:host/sync.lock": sync::GuestLock,
@@ -28,6 +30,7 @@ wasmtime::component::bindgen!({
         "mp:host/sync.condition": sync::GuestCondition,
         "mp:host/sync.barrier": sync::GuestBarrier,
         "mp:host/sync.shared-array": sync::GuestArray,
+        "mp:host/sync.container": sync::GuestContainer,
     },
 });
 
@@ -47,6 +50,11 @@ impl Drop for GuestPool {
     fn drop(&mut self) {
         self.core.terminate_now();
     }
+}
+
+/// A guest's results of many items, handed over as they arrive.
+pub struct GuestMapResults {
+    pub(crate) state: Arc<tokio::sync::Mutex<map_results::MapState>>,
 }
 
 /// The result of one of a guest's pool tasks.

@@ -202,4 +202,12 @@ impl Host for Ctx {
             }
         }
     }
+
+    async fn active_children(&mut self) -> wasmtime::Result<Vec<Resource<GuestProcess>>> {
+        let children = self.node.live_children();
+        children
+            .into_iter()
+            .map(|node| Ok(self.table.push(GuestProcess { node, is_self: false })?))
+            .collect()
+    }
 }

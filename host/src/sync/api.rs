@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// One hold of the embedder on a shared object.
-struct Handle {
+pub(super) struct Handle {
     host: Arc<HostInner>,
     token: Token,
 }
@@ -45,13 +45,13 @@ impl Handle {
         }
     }
 
-    fn create_one(host: &Host, spec: Spec) -> Result<Handle, Error> {
+    pub(super) fn create_one(host: &Host, spec: Spec) -> Result<Handle, Error> {
         Handle::create(host, spec)?
             .pop()
             .ok_or_else(|| Error::Invalid("no handle created".into()))
     }
 
-    fn call(&self, request: Request) -> Answer {
+    pub(super) fn call(&self, request: Request) -> Answer {
         call(&self.host, request)
     }
 
@@ -90,7 +90,7 @@ impl Handle {
         }
     }
 
-    fn id(&self) -> u64 {
+    pub(super) fn id(&self) -> u64 {
         self.token.id
     }
 }
@@ -123,7 +123,7 @@ fn call(host: &Arc<HostInner>, request: Request) -> Answer {
     }
 }
 
-fn unexpected(reply: Reply) -> Error {
+pub(super) fn unexpected(reply: Reply) -> Error {
     Error::Invalid(format!("unexpected reply from the registry: {reply:?}"))
 }
 
@@ -131,13 +131,13 @@ fn timeout(block: bool, timeout: Option<Duration>) -> Option<u64> {
     if block { timeout.map(nanos) } else { Some(0) }
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<Payload, Error> {
+pub(super) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Payload, Error> {
     crate::codec::encode(value)
         .map(Payload)
         .map_err(|e| Error::Invalid(format!("cannot serialize the message: {e}")))
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     crate::codec::decode(bytes)
         .map_err(|e| Error::Invalid(format!("cannot deserialize the message: {e}")))
 }

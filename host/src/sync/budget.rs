@@ -188,6 +188,11 @@ impl Message {
         self.charge.bytes
     }
 
+    /// The bytes, kept in the host (a manager's container reads them in place).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     /// The bytes, handed over: the charge is given back.
     pub(crate) fn into_bytes(self) -> Vec<u8> {
         self.bytes

@@ -59,11 +59,14 @@ mod array;
 mod barrier;
 pub mod budget;
 mod condition;
+pub(crate) mod container;
 mod event;
 mod lock;
+mod manager;
 mod pipe;
 mod queue;
 mod registry;
+pub(crate) mod wait;
 mod wire;
 
 pub use api::{
@@ -71,6 +74,7 @@ pub use api::{
     Value,
 };
 pub(crate) use queue::Queue as QueueObject;
+pub use manager::{Dict, List, Manager, Namespace};
 pub(crate) use registry::Registry;
 
 use crate::backend::{Answered, BoxFuture, Objects, RemoteObjects};
@@ -209,10 +213,16 @@ pub(crate) enum Kind {
     Condition,
     Barrier,
     Array,
+    /// A manager's dict.
+    Dict,
+    /// A manager's list.
+    List,
+    /// A manager's namespace.
+    Namespace,
 }
 
 impl Kind {
-    const ALL: [Kind; 8] = [
+    const ALL: [Kind; 11] = [
         Kind::Queue,
         Kind::Connection,
         Kind::Lock,
@@ -221,9 +231,12 @@ impl Kind {
         Kind::Condition,
         Kind::Barrier,
         Kind::Array,
+        Kind::Dict,
+        Kind::List,
+        Kind::Namespace,
     ];
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::Queue => "queue",
             Kind::Connection => "connection",
@@ -233,6 +246,9 @@ impl Kind {
             Kind::Condition => "condition",
             Kind::Barrier => "barrier",
             Kind::Array => "array",
+            Kind::Dict => "dict",
+            Kind::List => "list",
+            Kind::Namespace => "namespace",
         }
     }
 }
@@ -324,6 +340,8 @@ pub(crate) enum Spec {
         parties: u32,
     },
     Array(Numbers),
+    /// A manager's container: dict, list or namespace.
+    Container(Kind),
 }
 
 /// One operation on the registry. Blocking operations carry their timeout
@@ -462,6 +480,23 @@ pub(crate) enum Request {
     ArrayGetAll {
         id: u64,
     },
+    /// An operation on a manager's container; its key and value travel
+    /// as the payload (see [`container::pack`]).
+    Container {
+        id: u64,
+        op: container::Op,
+        data: Payload,
+    },
+    /// Whether the queue is full.
+    QueueFull {
+        id: u64,
+    },
+    /// Waits until one of these connections has a message or end-of-file
+    /// to read; the indices of those that do (none at the timeout).
+    PollMany {
+        ids: Vec<u64>,
+        timeout: Option<u64>,
+    },
 }
 
 /// The bytes of a message: carried beside the request on the wire, not
@@ -475,6 +510,7 @@ impl Request {
         match self {
             Request::Put { item, .. } => Some(&mut item.0),
             Request::Send { message, .. } => Some(&mut message.0),
+            Request::Container { data, .. } => Some(&mut data.0),
             _ => None,
         }
     }
@@ -510,6 +546,8 @@ pub(crate) enum Reply {
         waiting: u32,
         broken: bool,
     },
+    /// Indices (of a `PollMany`'s connections).
+    Indices(Vec<u32>),
 }
 
 impl Reply {
@@ -687,7 +725,7 @@ impl Objects for Served {
 /// A token is found by its exact shape (`mp-sync:`, a kind, an id, 16 hex
 /// digits), whatever bytes surround it: in MessagePack a string is followed
 /// by the next value's bytes, which may be letters or digits.
-fn handed_ids(input: &[u8]) -> Vec<u64> {
+pub(crate) fn handed_ids(input: &[u8]) -> Vec<u64> {
     let prefix = TOKEN_PREFIX.as_bytes();
     let mut ids = Vec::new();
     let mut rest = input;

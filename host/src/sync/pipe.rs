@@ -110,6 +110,12 @@ impl Pipe {
         .is_some()
     }
 
+    /// Whether `end` has a message or end-of-file to read now.
+    pub(crate) fn readable(&self, end: usize) -> bool {
+        let state = self.state.lock().unwrap();
+        !state.inbox[end].is_empty() || state.closed[1 - end]
+    }
+
     /// Puts a message taken by `recv` back in front (it was not handed over).
     pub(crate) fn give_back(&self, end: usize, message: Message) {
         let mut state = self.state.lock().unwrap();

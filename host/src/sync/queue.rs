@@ -97,6 +97,11 @@ impl Queue {
         self.put.notify_one();
     }
 
+    /// Whether a `put` would wait (Python's `Queue.full()`).
+    pub(crate) fn is_full(&self) -> bool {
+        self.maxsize != 0 && self.len() >= self.maxsize as u64
+    }
+
     pub(crate) fn len(&self) -> u64 {
         self.state.lock().unwrap().items.len() as u64
     }

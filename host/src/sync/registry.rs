@@ -20,6 +20,7 @@ use super::array::Array;
 use super::barrier::Barrier;
 use super::budget::{Budgets, Charge, Message, Quotas};
 use super::condition::Condition;
+use super::container::Container;
 use super::event::Event;
 use super::lock::{Lock, Semaphore};
 use super::pipe::Pipe;
@@ -52,6 +53,7 @@ enum Object {
     Condition(Arc<Condition>),
     Barrier(Arc<Barrier>),
     Array(Arc<Array>),
+    Container(Arc<Container>),
 }
 
 impl Object {
@@ -65,6 +67,7 @@ impl Object {
             Object::Condition(_) => Kind::Condition,
             Object::Barrier(_) => Kind::Barrier,
             Object::Array(_) => Kind::Array,
+            Object::Container(container) => container.kind(),
         }
     }
 }
@@ -245,8 +248,15 @@ impl Registry {
         let mut objects = self.objects.lock().unwrap();
         let mut ids = Vec::new();
         for (&id, entry) in &objects.map {
-            if let Object::Lock(lock) = &entry.object {
-                lock.release_all(pid);
+            match &entry.object {
+                Object::Lock(lock) => {
+                    lock.release_all(pid);
+                }
+                // An update its holder never finished.
+                Object::Container(container) => {
+                    container.lock.release_all(pid);
+                }
+                _ => {}
             }
             if entry.holders.keys().any(
                 |h| matches!(h, Holder::Process(p) | Holder::Reserved(p) | Holder::Given(p) if *p == pid),
@@ -484,6 +494,18 @@ impl Registry {
             Request::ArrayGetAll { id } => {
                 Ok(Reply::Numbers(object!(self, pid, id, Array).get_all()))
             }
+            Request::Container { id, op, data } => match self.object(pid, id)? {
+                Object::Container(container) => container.call(&self.budgets, pid, op, data.0).await,
+                other => Err(not_a(&other, id, "dict, list or namespace")),
+            },
+            Request::QueueFull { id } => Ok(Reply::Bool(object!(self, pid, id, Queue).is_full())),
+            Request::PollMany { ids, timeout } => {
+                let ends = ids
+                    .iter()
+                    .map(|&id| self.connection(pid, id))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Reply::Indices(poll_many(ends, timeout).await))
+            }
         }
     }
 
@@ -523,6 +545,7 @@ impl Registry {
             }
             Spec::Event => Object::Event(Arc::default()),
             Spec::Barrier { parties } => Object::Barrier(Arc::new(Barrier::new(parties)?)),
+            Spec::Container(kind) => Object::Container(Arc::new(Container::new(kind)?)),
             Spec::Condition { lock } => {
                 objects.next += 1;
                 let id = objects.next;
@@ -595,6 +618,36 @@ impl Registry {
         }
         Ok(Reply::Unit)
     }
+}
+
+/// Waits until one of `ends` has something to read (for at most `timeout`
+/// nanoseconds); the indices of all that have. Cancel-safe: it takes nothing.
+async fn poll_many(ends: Vec<(Arc<Pipe>, usize)>, timeout: Option<u64>) -> Vec<u32> {
+    let ready = |ends: &[(Arc<Pipe>, usize)]| {
+        ends.iter()
+            .enumerate()
+            .filter(|(_, (pipe, end))| pipe.readable(*end))
+            .map(|(i, _)| i as u32)
+            .collect::<Vec<_>>()
+    };
+    if ends.is_empty() {
+        // Nothing to wait for: Python sleeps out the timeout.
+        if let Some(timeout) = timeout {
+            tokio::time::sleep(std::time::Duration::from_nanos(timeout)).await;
+        }
+        return Vec::new();
+    }
+    let now = ready(&ends);
+    if !now.is_empty() {
+        return now;
+    }
+    let mut waits = tokio::task::JoinSet::new();
+    for (pipe, end) in ends.iter().cloned() {
+        waits.spawn(async move { pipe.poll(end, timeout).await });
+    }
+    // The first to end (ready, or timed out: then all have) decides.
+    let _ = waits.join_next().await;
+    ready(&ends)
 }
 
 fn check_size(message: &[u8]) -> Result<(), Error> {

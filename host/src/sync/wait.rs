@@ -1,0 +1,125 @@
+//! Waiting on many: Python's `multiprocessing.connection.wait` over process
+//! sentinels and pipe connections.
+//!
+//! The wait ends as soon as one of them is ready (a process that has ended,
+//! a connection with a message or end-of-file to read) and answers all that
+//! are ready then, or none at the timeout. Processes are waited for in the
+//! caller's host (their nodes are there), connections in the registry with
+//! one [`Request::PollMany`]. On the thread backend both waits run side by
+//! side and the first to end decides. A native worker's broker connection
+//! carries one request at a time and cannot drop one midway, so when it
+//! waits on both kinds at once it polls its connections in short slices
+//! between which it looks at its processes.
+
+use super::{Error, Reply, Request};
+use crate::process::Node;
+use crate::runtime::HostInner;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long one poll of the connections lasts when a native worker waits
+/// on processes and connections at once.
+const SLICE: Duration = Duration::from_millis(5);
+
+/// Waits, as the process `caller`, until one of `processes` has ended or
+/// one of the connections `ids` is readable, for at most `timeout`
+/// nanoseconds (`None`: for ever); the indices of the ready ones,
+/// processes first, connections after them.
+pub(crate) async fn wait_many(
+    host: Arc<HostInner>,
+    caller: Arc<Node>,
+    processes: Vec<Arc<Node>>,
+    ids: Vec<u64>,
+    timeout: Option<u64>,
+) -> Result<Vec<u32>, Error> {
+    if processes.iter().any(|p| p.pid().is_none()) {
+        return Err(Error::Invalid(
+            "cannot wait for a process not started".into(),
+        ));
+    }
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(Duration::from_nanos(t)));
+    let ended = |processes: &[Arc<Node>]| -> Vec<u32> {
+        processes
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.exitcode().is_some())
+            .map(|(i, _)| i as u32)
+            .collect()
+    };
+    let offset = processes.len() as u32;
+    let poll = |timeout: Option<u64>| {
+        let (host, caller, ids) = (host.clone(), caller.clone(), ids.clone());
+        async move {
+            match host
+                .sync
+                .call(&caller, Request::PollMany { ids, timeout })
+                .await?
+            {
+                Reply::Indices(ready) => Ok(ready),
+                other => Err(Error::Invalid(format!(
+                    "unexpected reply from the registry: {other:?}"
+                ))),
+            }
+        }
+    };
+    let all_ready = |connections: Vec<u32>| {
+        let mut ready = ended(&processes);
+        ready.extend(connections.into_iter().map(|i| i + offset));
+        ready
+    };
+    let now = if ids.is_empty() {
+        Vec::new()
+    } else {
+        poll(Some(0)).await?
+    };
+    if !now.is_empty() || !ended(&processes).is_empty() {
+        return Ok(all_ready(now));
+    }
+    if processes.is_empty() {
+        return Ok(all_ready(poll(timeout).await?));
+    }
+    let mut joins = tokio::task::JoinSet::new();
+    for process in &processes {
+        let process = process.clone();
+        joins.spawn(async move { process.join_async(None).await });
+    }
+    let until_deadline = async {
+        match deadline {
+            Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+            None => std::future::pending().await,
+        }
+    };
+    if ids.is_empty() {
+        tokio::select! {
+            _ = joins.join_next() => {}
+            _ = until_deadline => {}
+        }
+        return Ok(all_ready(Vec::new()));
+    }
+    if host.sync.local().is_some() {
+        // The registry is here: a poll dropped midway takes nothing.
+        let connections = tokio::select! {
+            _ = joins.join_next() => Vec::new(),
+            ready = poll(timeout) => ready?,
+        };
+        let connections = if connections.is_empty() {
+            poll(Some(0)).await?
+        } else {
+            connections
+        };
+        return Ok(all_ready(connections));
+    }
+    loop {
+        let slice = match deadline {
+            Some(deadline) => deadline
+                .saturating_duration_since(Instant::now())
+                .min(SLICE),
+            None => SLICE,
+        };
+        let connections = poll(Some(super::nanos(slice))).await?;
+        let past = deadline.is_some_and(|d| Instant::now() >= d);
+        if !connections.is_empty() || !ended(&processes).is_empty() || past {
+            return Ok(all_ready(connections));
+        }
+    }
+}
