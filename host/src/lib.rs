@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 mod backend;
+mod cache;
 mod command;
 mod error;
 mod exit;
@@ -45,6 +46,7 @@ mod runtime;
 pub mod sync;
 
 pub use backend::BackendKind;
+pub use cache::{CACHE_DIR_ENV, CACHE_ENV, CompileCache};
 /// Worker mode of the native backend: what the re-executed binary runs.
 #[cfg(all(feature = "native", target_os = "linux"))]
 pub use backend::native::{WORKER_ARG, worker};

@@ -10,6 +10,7 @@
 //! itself stays with [`Host`] so that it is only ever dropped outside of it.
 
 use crate::backend::{self, Backend, BackendKind};
+use crate::cache::{self, CompileCache};
 use crate::error::LoadError;
 use crate::instance::Ctx;
 use crate::journal::Journal;
@@ -47,6 +48,7 @@ pub struct HostBuilder {
     this_process: Option<(String, bool)>,
     /// An engine made earlier (a zygote's, before it forked this worker).
     engines: Option<Engines>,
+    compile_cache: CompileCache,
 }
 
 /// The engine and the linkers, which a native zygote makes once and every
@@ -88,6 +90,7 @@ impl Default for HostBuilder {
             worker_program: None,
             this_process: None,
             engines: None,
+            compile_cache: CompileCache::Default,
         }
     }
 }
@@ -179,6 +182,17 @@ impl HostBuilder {
         self
     }
 
+    /// Where compiled programs are kept between runs (default
+    /// [`CompileCache::Default`]: the user's cache directory, unless the
+    /// environment moves it with `MP_HOST_CACHE_DIR` or turns it off with
+    /// `MP_HOST_CACHE=off`). A program loaded again with the same engine
+    /// configuration is then mapped instead of compiled; see
+    /// [`CompileCache`] for what is checked before cached code is used.
+    pub fn compile_cache(mut self, cache: CompileCache) -> Self {
+        self.compile_cache = cache;
+        self
+    }
+
     /// Makes this host the one process of a native worker.
     #[cfg_attr(not(all(feature = "native", target_os = "linux")), allow(dead_code))]
     pub(crate) fn this_process(mut self, name: String, daemon: bool) -> Self {
@@ -228,6 +242,7 @@ impl HostBuilder {
             Some((name, daemon)) => Node::this_process(backend.root_pid(), name.clone(), *daemon),
             None => Node::root(backend.root_pid()),
         };
+        let engines_engine = engines.engine.clone();
         let inner = Arc::new(HostInner {
             component_linker: engines.component_linker,
             core_linker: engines.core_linker,
@@ -246,6 +261,7 @@ impl HostBuilder {
             journal: self.journal.then(Journal::default),
             live: Live::default(),
             closed: AtomicBool::new(false),
+            compile_cache: self.compile_cache.dir().map(|dir| cache::Store::new(dir, &engines_engine)),
         });
         tick_epochs(&inner.engine)?;
         Ok(Host { inner, runtime: Some(runtime) })
@@ -339,6 +355,8 @@ pub(crate) struct HostInner {
     pub(crate) sync: crate::sync::Broker,
     pub(crate) live: Live,
     pub(crate) closed: AtomicBool,
+    /// Where compiled programs are kept, unless the cache is off.
+    pub(crate) compile_cache: Option<cache::Store>,
 }
 
 impl Host {
@@ -361,6 +379,18 @@ impl Host {
     /// Compiles a program from its bytes.
     pub fn load_bytes(&self, bytes: &[u8]) -> Result<Program, LoadError> {
         program::load(&self.inner, bytes, None)
+    }
+
+    /// The directory compiled programs are kept in; `None` when the cache is off.
+    pub fn compile_cache_dir(&self) -> Option<&Path> {
+        self.inner.compile_cache.as_ref().map(cache::Store::dir)
+    }
+
+    /// Whether the compile cache holds valid compiled code of `bytes` (a
+    /// program's file) for this host's engine: whether loading it will map
+    /// code instead of compiling it.
+    pub fn is_cached(&self, bytes: &[u8]) -> bool {
+        program::is_cached(&self.inner, bytes)
     }
 
     /// The host's own pid: the parent of root processes and of orphans.
