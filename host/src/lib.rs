@@ -27,6 +27,7 @@
 
 #![warn(missing_docs)]
 
+mod allocation;
 mod backend;
 mod cache;
 mod command;

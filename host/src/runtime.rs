@@ -9,6 +9,7 @@
 //! running process needs is in [`HostInner`], shared by `Arc`; the runtime
 //! itself stays with [`Host`] so that it is only ever dropped outside of it.
 
+use crate::allocation::Layout;
 use crate::backend::{self, Backend, BackendKind};
 use crate::cache::{self, CompileCache};
 use crate::error::LoadError;
@@ -21,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Engine};
 
 /// How often running guests are asked to yield, so that many share few threads.
 const TIME_SLICE: Duration = Duration::from_millis(10);
@@ -272,32 +273,11 @@ impl HostBuilder {
         config.epoch_interruption(true);
         config.consume_fuel(self.fuel);
         config.wasm_component_model(true);
-        // Every process instance comes from a pre-reserved slot: instantiation
-        // is a few page-table operations, and memory is a copy-on-write image.
-        // A slot reserves `max_memory` of address space, not 4 GiB + guards,
-        // so tens of thousands of processes fit (12,000 slots of 1 GiB: 12
-        // TiB of the 128 TiB a process can address). A program with more
-        // than one memory per instance takes more than one slot. A process's
-        // cap slot is given back just before its instance is torn down, and
-        // a load's probe takes an instance too: a few spare slots cover both.
-        // No more: every slot costs two of the kernel's `vm.max_map_count`
-        // mappings (65,530 by default), and every live instance about four.
+        // Sized from the run's limits: a slot per process up front where
+        // the kernel's map count allows, instances on demand past that.
         let cap = self.cap();
-        let slots = cap.saturating_add(cap / 64 + cap.min(16));
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(slots)
-            .total_core_instances(slots.saturating_mul(4))
-            .total_memories(slots)
-            .total_tables(slots.saturating_mul(2))
-            .total_stacks(slots)
-            .max_memory_size(self.max_memory as usize)
-            .max_core_instances_per_component(32)
-            .max_memories_per_component(4)
-            .max_tables_per_component(16);
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        config.memory_reservation(self.max_memory);
-        config.memory_guard_size(64 << 10);
-        config.memory_reservation_for_growth(0);
+        let layout = Layout::choose(cap, self.backend == BackendKind::Thread);
+        layout.configure(&mut config, cap, self.max_memory);
         config
     }
 }
