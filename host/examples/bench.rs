@@ -359,6 +359,12 @@ fn host_binary() -> anyhow::Result<PathBuf> {
     let dir = exe.parent().and_then(Path::parent).ok_or_else(|| anyhow::anyhow!("no target directory"))?;
     let host = dir.join("host");
     anyhow::ensure!(host.is_file(), "{} is missing: `cargo build --features native` makes it", host.display());
+    let version = std::process::Command::new(&host).arg("--version").output()?;
+    anyhow::ensure!(
+        !cfg!(feature = "native") || String::from_utf8_lossy(&version.stdout).contains("native"),
+        "{} was built without the native backend: `cargo build --features native` first (`just bench` does)",
+        host.display()
+    );
     Ok(host)
 }
 

@@ -129,8 +129,11 @@ impl HostBuilder {
     ///
     /// Past the cap, [`Process::start`](crate::Process::start) (and a guest's
     /// start, or its `Pool`) fails with [`Error::ProcessLimit`](crate::Error::ProcessLimit);
-    /// a slot is free again as soon as its process has ended. On the thread
-    /// backend each slot also reserves an instance's address space up front.
+    /// a slot is free again as soon as its process has ended. The engine's
+    /// instance allocation is sized from it: a pooled slot per process
+    /// reserved up front while the kernel's map count allows, instances on
+    /// demand (in mappings the kernel merges) past that, so that 100,000
+    /// live processes fit on the thread backend.
     pub fn max_processes(mut self, n: u32) -> Self {
         self.max_processes = Some(n.max(1));
         self
