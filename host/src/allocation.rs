@@ -93,6 +93,8 @@ impl Layout {
                 config.memory_init_cow(false);
                 #[cfg(unix)]
                 config.with_host_stack(Arc::new(DenseStacks));
+                #[cfg(target_os = "linux")]
+                config.with_host_memory(Arc::new(DenseMemories));
             }
         }
     }
@@ -214,6 +216,109 @@ impl Drop for DenseStack {
             // it once wasmtime drops it.
             let _ = unsafe { nix::sys::mman::munmap(base, self.len) };
         }
+    }
+}
+
+/// Linear memories in plain anonymous mappings, exactly as large as they
+/// are, that grow by `mremap` (which moves page tables, never copies): no
+/// reservation or guard region splits a mapping, and growing a memory page
+/// by page costs no more than growing a reserved one.
+#[cfg(target_os = "linux")]
+pub(crate) struct DenseMemories;
+
+#[cfg(target_os = "linux")]
+struct DenseMemory {
+    base: std::ptr::NonNull<std::ffi::c_void>,
+    /// Bytes mapped (whole pages).
+    mapped: usize,
+    /// Bytes the guest may use.
+    size: usize,
+    maximum: Option<usize>,
+}
+
+// SAFETY: plain memory owned by this value; wasmtime synchronises its use.
+#[cfg(target_os = "linux")]
+unsafe impl Send for DenseMemory {}
+// SAFETY: as above.
+#[cfg(target_os = "linux")]
+unsafe impl Sync for DenseMemory {}
+
+// SAFETY: memories are fresh zero-filled, page-aligned mappings of whole
+// pages, owned by the `LinearMemory` until it is dropped; no reservation or
+// guard is promised (the engine is configured with none, so the code checks
+// every access's bounds).
+#[cfg(target_os = "linux")]
+unsafe impl wasmtime::MemoryCreator for DenseMemories {
+    fn new_memory(
+        &self,
+        _ty: wasmtime::MemoryType,
+        minimum: usize,
+        maximum: Option<usize>,
+        reserved_size_in_bytes: Option<usize>,
+        guard_size_in_bytes: usize,
+    ) -> Result<Box<dyn wasmtime::LinearMemory>, String> {
+        if reserved_size_in_bytes.is_some_and(|r| r > 0) || guard_size_in_bytes > 0 {
+            return Err("a dense linear memory has no reservation or guard region".into());
+        }
+        use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
+        let mapped = minimum.div_ceil(page_size()).max(1) * page_size();
+        let length = std::num::NonZeroUsize::new(mapped).expect("at least a page");
+        // SAFETY: a fresh anonymous private mapping, aliasing nothing.
+        let base = unsafe {
+            mmap_anonymous(
+                None,
+                length,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE,
+            )
+        }
+        .map_err(|errno| format!("{:#}", explain(wasmtime::Error::from(std::io::Error::from(errno)))))?;
+        Ok(Box::new(DenseMemory { base, mapped, size: minimum, maximum }))
+    }
+}
+
+// SAFETY: `as_ptr` is the start of `byte_capacity` mapped bytes, of which
+// the first `byte_size` are the guest's; growth may move the base, which
+// the engine allows (`memory_may_move`).
+#[cfg(target_os = "linux")]
+unsafe impl wasmtime::LinearMemory for DenseMemory {
+    fn byte_size(&self) -> usize {
+        self.size
+    }
+
+    fn byte_capacity(&self) -> usize {
+        self.mapped
+    }
+
+    fn grow_to(&mut self, new_size: usize) -> wasmtime::Result<()> {
+        if self.maximum.is_some_and(|max| new_size > max) {
+            wasmtime::bail!("memory past its maximum");
+        }
+        let mapped = new_size.div_ceil(page_size()).max(1) * page_size();
+        if mapped > self.mapped {
+            use nix::sys::mman::{MRemapFlags, mremap};
+            // SAFETY: the mapping is this memory's own; the engine holds no
+            // pointer into it across a grow (it reloads the base after).
+            let base = unsafe { mremap(self.base, self.mapped, mapped, MRemapFlags::MREMAP_MAYMOVE, None) }
+                .map_err(|errno| explain(wasmtime::Error::from(std::io::Error::from(errno))))?;
+            self.base = base;
+            self.mapped = mapped;
+        }
+        self.size = new_size;
+        Ok(())
+    }
+
+    fn as_ptr(&self) -> *mut u8 {
+        self.base.as_ptr().cast()
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for DenseMemory {
+    fn drop(&mut self) {
+        // SAFETY: the mapping is this memory's alone, and the instance that
+        // used it is gone.
+        let _ = unsafe { nix::sys::mman::munmap(self.base, self.mapped) };
     }
 }
 
