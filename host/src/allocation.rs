@@ -12,7 +12,8 @@
 //! (on the thread backend), allocates each instance on demand with nothing
 //! that splits a mapping: linear memories exactly as large as they are (no
 //! reservation, no guard regions: bounds are checked by the compiled code,
-//! and a memory moves when it grows), initialised by copying rather than
+//! and a memory grows by `mremap`, moving if it must, [`DenseMemories`]),
+//! initialised by copying rather than
 //! from a mapped image, and fiber stacks without guard pages
 //! ([`DenseStacks`]). Adjacent anonymous mappings of the same protection are
 //! merged by the kernel, so a live instance costs well under one mapping on
@@ -345,6 +346,25 @@ mod tests {
         assert!(text.contains("--max-processes"), "{text}");
         let other = format!("{:#}", explain(wasmtime::format_err!("unrelated")));
         assert_eq!(other, "unrelated");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn dense_memories_grow_and_keep_their_contents() {
+        use wasmtime::{LinearMemory, MemoryCreator, MemoryType};
+        let mut memory = DenseMemories.new_memory(MemoryType::new(1, Some(64)), 65_536, Some(64 << 16), Some(0), 0).unwrap();
+        assert_eq!(memory.byte_size(), 65_536);
+        // SAFETY: the first byte is the memory's and mapped.
+        unsafe { *memory.as_ptr() = 42 };
+        memory.grow_to(40 << 16).unwrap();
+        assert_eq!(memory.byte_size(), 40 << 16);
+        // SAFETY: as above, after the move; the last byte is mapped too.
+        unsafe {
+            assert_eq!(*memory.as_ptr(), 42);
+            *memory.as_ptr().add((40 << 16) - 1) = 1;
+        }
+        assert!(memory.grow_to(65 << 16).is_err(), "past the maximum");
+        assert!(DenseMemories.new_memory(MemoryType::new(1, None), 65_536, None, Some(1 << 30), 0).is_err());
     }
 
     #[test]
