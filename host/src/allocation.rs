@@ -351,7 +351,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn dense_memories_grow_and_keep_their_contents() {
-        use wasmtime::{LinearMemory, MemoryCreator, MemoryType};
+        use wasmtime::{MemoryCreator, MemoryType};
         let mut memory = DenseMemories.new_memory(MemoryType::new(1, Some(64)), 65_536, Some(64 << 16), Some(0), 0).unwrap();
         assert_eq!(memory.byte_size(), 65_536);
         // SAFETY: the first byte is the memory's and mapped.
