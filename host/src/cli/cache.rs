@@ -27,7 +27,9 @@ impl CacheArgs {
         if self.no_cache {
             return CompileCache::Off;
         }
-        let Some(cache) = CompileCache::Default.dir() else { return CompileCache::Off };
+        let Some(cache) = CompileCache::Default.dir() else {
+            return CompileCache::Off;
+        };
         let cache = resolve(&cache);
         for dir in dirs {
             let granted = resolve(dir);
@@ -74,8 +76,16 @@ mod tests {
         // SAFETY: this test module is the only one that sets this variable.
         unsafe { std::env::set_var(host::CACHE_DIR_ENV, &cache) };
         let on = CacheArgs { no_cache: false };
-        assert_eq!(on.setting(&[base.path()]), CompileCache::Off, "a grant above the cache");
-        assert_eq!(on.setting(&[&cache.join("x")]), CompileCache::Off, "a grant inside it");
+        assert_eq!(
+            on.setting(&[base.path()]),
+            CompileCache::Off,
+            "a grant above the cache"
+        );
+        assert_eq!(
+            on.setting(&[&cache.join("x")]),
+            CompileCache::Off,
+            "a grant inside it"
+        );
         let elsewhere = base.path().join("data");
         std::fs::create_dir(&elsewhere).unwrap();
         assert!(matches!(on.setting(&[&elsewhere]), CompileCache::Dir(_)));
