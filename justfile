@@ -20,8 +20,11 @@ run:
 test:
     cargo test && cargo test --features native
 
-# SPEC's workloads on both backends, beside Python's multiprocessing.
+# SPEC's workloads on both backends, beside Python's multiprocessing
+# (`just bench --json`: one JSON object per figure). The `host` binary is
+# built first: W11 and W12 time it from outside.
 bench *ARGS:
+    cargo build --features native
     cargo run --features native --example bench -- {{ARGS}}
 
 # Format the host, the tests and the guests.

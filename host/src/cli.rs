@@ -23,6 +23,7 @@
 //! subcommands are tools around them: `inspect` ([`inspect`]), `new`
 //! ([`scaffold`]) and `completions`.
 
+mod cache;
 mod inspect;
 mod logs;
 mod report;
@@ -131,6 +132,9 @@ struct MapArgs {
     /// Read the inputs from this file instead of stdin.
     #[arg(long, value_name = "FILE")]
     input: Option<PathBuf>,
+
+    #[command(flatten)]
+    cache: cache::CacheArgs,
 
     /// Which backend runs the workers: `thread` or `native`.
     #[arg(long, default_value = "thread", value_parser = parse_backend)]
@@ -243,6 +247,9 @@ struct RunArgs {
     #[command(flatten)]
     feedback: report::Feedback,
 
+    #[command(flatten)]
+    cache: cache::CacheArgs,
+
     /// Arguments for the program's main (or, with --entry, the entry's argument).
     #[arg(last = true, value_name = "ARGS")]
     args: Vec<String>,
@@ -336,6 +343,7 @@ fn run(args: RunArgs) -> Result<i32, String> {
         args.max_memory,
         args.max_shared,
         report.wants_records(),
+        args.cache.setting(&args.dirs.iter().map(|(dir, _)| dir.as_path()).collect::<Vec<_>>()),
     )?;
     if args.count > host.max_processes() {
         return Err(format!(
@@ -389,6 +397,7 @@ fn map(args: MapArgs) -> Result<i32, String> {
         args.max_memory,
         args.max_shared,
         report.wants_records(),
+        args.cache.setting(&[]),
     )?;
     let program = host.load(&args.file).map_err(|e| e.to_string())?;
     check_entry(&program, Some(&args.entry), &args.file)?;
@@ -470,8 +479,9 @@ fn new_host(
     max_memory: Option<u64>,
     max_shared: Option<u64>,
     journal: bool,
+    cache: host::CompileCache,
 ) -> Result<Host, String> {
-    let mut builder = Host::builder().backend(backend).fuel(fuel).journal(journal);
+    let mut builder = Host::builder().backend(backend).fuel(fuel).journal(journal).compile_cache(cache);
     if let Some(n) = max_processes {
         builder = builder.max_processes(n);
     }

@@ -129,7 +129,7 @@ pub(crate) async fn run(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, o
     };
     let ended = match result {
         Ok(ended) => ended,
-        Err(error) => classify(&error, &limits),
+        Err(error) => classify(&crate::allocation::explain(error), &limits),
     };
     outputs.report(&ended);
     ended

@@ -27,7 +27,9 @@
 
 #![warn(missing_docs)]
 
+mod allocation;
 mod backend;
+mod cache;
 mod codec;
 mod command;
 mod error;
@@ -47,6 +49,7 @@ pub mod sync;
 mod work;
 
 pub use backend::BackendKind;
+pub use cache::{CACHE_DIR_ENV, CACHE_ENV, CompileCache};
 /// Worker mode of the native backend: what the re-executed binary runs.
 #[cfg(all(feature = "native", target_os = "linux"))]
 pub use backend::native::{WORKER_ARG, worker};

@@ -7,6 +7,7 @@
 //! returning nothing). Loading checks the kind and the imports up front, so
 //! that a wrong file is one clear [`LoadError`] before any process starts.
 
+use crate::cache::{Artifact, Outcome};
 use crate::command::Command;
 use crate::error::LoadError;
 use crate::instance::Ctx;
@@ -121,28 +122,54 @@ pub(crate) fn load(host: &Arc<HostInner>, bytes: &[u8], path: Option<PathBuf>) -
     let name = path
         .as_ref()
         .map_or_else(|| "the program".to_string(), |p| p.display().to_string());
-    let binary;
-    let bytes = if is_component(bytes) || is_core_module(bytes) {
-        bytes
-    } else if looks_like_text(bytes) {
-        binary = wat::parse_bytes(bytes).map_err(|e| {
-            let why = e.to_string();
-            LoadError::new(format!("{name} is not valid WebAssembly text: {}", why.lines().next().unwrap_or_default()))
-        })?;
-        &binary[..]
-    } else {
-        return Err(LoadError::new(format!(
-            "{name} is not a WebAssembly file (expected a .wasm component or core module, or .wat text)"
-        )));
-    };
+    let bytes = binary(bytes, &name)?;
+    let bytes = &bytes[..];
     let inner = if is_component(bytes) { load_component(host, bytes, &name)? } else { load_core(host, bytes, &name)? };
     Ok(Program {
         inner: Arc::new(ProgramInner { host: host.clone(), path, ..inner }),
     })
 }
 
+/// The binary of a program's file: itself, or its text format parsed.
+fn binary<'a>(bytes: &'a [u8], name: &str) -> Result<std::borrow::Cow<'a, [u8]>, LoadError> {
+    if is_component(bytes) || is_core_module(bytes) {
+        Ok(bytes.into())
+    } else if looks_like_text(bytes) {
+        let binary = wat::parse_bytes(bytes).map_err(|e| {
+            let why = e.to_string();
+            LoadError::new(format!("{name} is not valid WebAssembly text: {}", why.lines().next().unwrap_or_default()))
+        })?;
+        Ok(binary.into_owned().into())
+    } else {
+        Err(LoadError::new(format!(
+            "{name} is not a WebAssembly file (expected a .wasm component or core module, or .wat text)"
+        )))
+    }
+}
+
+/// Whether the host's compile cache holds the compiled code of `bytes`.
+pub(crate) fn is_cached(host: &HostInner, bytes: &[u8]) -> bool {
+    let (Some(cache), Ok(bytes)) = (&host.compile_cache, binary(bytes, "")) else { return false };
+    if is_component(&bytes) { cache.holds::<Component>(&bytes) } else { cache.holds::<Module>(&bytes) }
+}
+
+/// Compiles `bytes` for the host's engine, through its compile cache if it has one.
+fn compile<A: Artifact>(host: &HostInner, bytes: &[u8]) -> wasmtime::Result<A> {
+    let Some(cache) = &host.compile_cache else { return A::compile(&host.engine, bytes) };
+    let (code, outcome) = cache.load::<A>(&host.engine, bytes)?;
+    match outcome {
+        Outcome::Hit(path) => tracing::info!(entry = %path.display(), "compile cache: hit"),
+        Outcome::Stored(path) => tracing::info!(entry = %path.display(), "compile cache: compiled and stored"),
+        Outcome::Replaced(path, why) => {
+            tracing::warn!(entry = %path.display(), "compile cache: entry unusable ({why}): compiled anew and replaced")
+        }
+        Outcome::NotStored(why) => tracing::warn!("compile cache: compiled, not stored: {why}"),
+    }
+    Ok(code)
+}
+
 fn load_component(host: &Arc<HostInner>, bytes: &[u8], name: &str) -> Result<ProgramInner, LoadError> {
-    let component = Component::new(&host.engine, bytes)
+    let component = compile::<Component>(host, bytes)
         .map_err(|e| LoadError::new(format!("{name} is not a valid WebAssembly component: {}", first_line(&e))))?;
     let has_main = component_exports(&component, &host.engine, RUN_EXPORT);
     let has_entries = component_exports(&component, &host.engine, ENTRIES_EXPORT);
@@ -174,7 +201,7 @@ fn load_component(host: &Arc<HostInner>, bytes: &[u8], name: &str) -> Result<Pro
 }
 
 fn load_core(host: &Arc<HostInner>, bytes: &[u8], name: &str) -> Result<ProgramInner, LoadError> {
-    let module = Module::new(&host.engine, bytes)
+    let module = compile::<Module>(host, bytes)
         .map_err(|e| LoadError::new(format!("{name} is not a valid WebAssembly module: {}", first_line(&e))))?;
     let pre = host
         .core_linker

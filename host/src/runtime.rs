@@ -9,7 +9,9 @@
 //! running process needs is in [`HostInner`], shared by `Arc`; the runtime
 //! itself stays with [`Host`] so that it is only ever dropped outside of it.
 
+use crate::allocation::Layout;
 use crate::backend::{self, Backend, BackendKind};
+use crate::cache::{self, CompileCache};
 use crate::error::LoadError;
 use crate::instance::Ctx;
 use crate::journal::Journal;
@@ -20,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Engine};
 
 /// The name of a one-process host's blocking threads (a fork waits for
 /// none to be left).
@@ -49,6 +51,7 @@ pub struct HostBuilder {
     shared: crate::sync::budget::Quotas,
     threads: Option<usize>,
     worker_program: Option<PathBuf>,
+    compile_cache: CompileCache,
 }
 
 /// The engine and the linkers, made once per address space (a backend may
@@ -88,6 +91,7 @@ impl Default for HostBuilder {
             shared: crate::sync::budget::Quotas::default(),
             threads: None,
             worker_program: None,
+            compile_cache: CompileCache::Default,
         }
     }
 }
@@ -125,8 +129,11 @@ impl HostBuilder {
     ///
     /// Past the cap, [`Process::start`](crate::Process::start) (and a guest's
     /// start, or its `Pool`) fails with [`Error::ProcessLimit`](crate::Error::ProcessLimit);
-    /// a slot is free again as soon as its process has ended. On the thread
-    /// backend each slot also reserves an instance's address space up front.
+    /// a slot is free again as soon as its process has ended. The engine's
+    /// instance allocation is sized from it: a pooled slot per process
+    /// reserved up front while the kernel's map count allows, instances on
+    /// demand (in mappings the kernel merges) past that, so that 100,000
+    /// live processes fit on the thread backend.
     pub fn max_processes(mut self, n: u32) -> Self {
         self.max_processes = Some(n.max(1));
         self
@@ -179,6 +186,17 @@ impl HostBuilder {
         self
     }
 
+    /// Where compiled programs are kept between runs (default
+    /// [`CompileCache::Default`]: the user's cache directory, unless the
+    /// environment moves it with `MP_HOST_CACHE_DIR` or turns it off with
+    /// `MP_HOST_CACHE=off`). A program loaded again with the same engine
+    /// configuration is then mapped instead of compiled; see
+    /// [`CompileCache`] for what is checked before cached code is used.
+    pub fn compile_cache(mut self, cache: CompileCache) -> Self {
+        self.compile_cache = cache;
+        self
+    }
+
     /// The engine and linkers of this configuration, made now.
     pub(crate) fn make_engines(&self) -> anyhow::Result<Engines> {
         Engines::new(&self.engine_config())
@@ -217,6 +235,7 @@ impl HostBuilder {
         };
         let root = backend.root();
         let sync = crate::sync::Broker::new(runtime.handle(), backend.as_ref(), self.shared)?;
+        let engines_engine = engines.engine.clone();
         let inner = Arc::new(HostInner {
             component_linker: engines.component_linker,
             core_linker: engines.core_linker,
@@ -230,6 +249,7 @@ impl HostBuilder {
             journal: self.journal.then(Journal::default),
             live: Live::default(),
             closed: AtomicBool::new(false),
+            compile_cache: self.compile_cache.dir().map(|dir| cache::Store::new(dir, &engines_engine)),
         });
         tick_epochs(&inner.engine)?;
         Ok(Host { inner, runtime: Some(runtime) })
@@ -240,32 +260,11 @@ impl HostBuilder {
         config.epoch_interruption(true);
         config.consume_fuel(self.fuel);
         config.wasm_component_model(true);
-        // Every process instance comes from a pre-reserved slot: instantiation
-        // is a few page-table operations, and memory is a copy-on-write image.
-        // A slot reserves `max_memory` of address space, not 4 GiB + guards,
-        // so tens of thousands of processes fit (12,000 slots of 1 GiB: 12
-        // TiB of the 128 TiB a process can address). A program with more
-        // than one memory per instance takes more than one slot. A process's
-        // cap slot is given back just before its instance is torn down, and
-        // a load's probe takes an instance too: a few spare slots cover both.
-        // No more: every slot costs two of the kernel's `vm.max_map_count`
-        // mappings (65,530 by default), and every live instance about four.
+        // Sized from the run's limits: a slot per process up front where
+        // the kernel's map count allows, instances on demand past that.
         let cap = self.cap();
-        let slots = cap.saturating_add(cap / 64 + cap.min(16));
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(slots)
-            .total_core_instances(slots.saturating_mul(4))
-            .total_memories(slots)
-            .total_tables(slots.saturating_mul(2))
-            .total_stacks(slots)
-            .max_memory_size(self.max_memory as usize)
-            .max_core_instances_per_component(32)
-            .max_memories_per_component(4)
-            .max_tables_per_component(16);
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        config.memory_reservation(self.max_memory);
-        config.memory_guard_size(64 << 10);
-        config.memory_reservation_for_growth(0);
+        let layout = Layout::choose(cap, self.backend == BackendKind::Thread);
+        layout.configure(&mut config, cap, self.max_memory);
         config
     }
 }
@@ -323,6 +322,8 @@ pub(crate) struct HostInner {
     pub(crate) sync: crate::sync::Broker,
     pub(crate) live: Live,
     pub(crate) closed: AtomicBool,
+    /// Where compiled programs are kept, unless the cache is off.
+    pub(crate) compile_cache: Option<cache::Store>,
 }
 
 impl Host {
@@ -345,6 +346,18 @@ impl Host {
     /// Compiles a program from its bytes.
     pub fn load_bytes(&self, bytes: &[u8]) -> Result<Program, LoadError> {
         program::load(&self.inner, bytes, None)
+    }
+
+    /// The directory compiled programs are kept in; `None` when the cache is off.
+    pub fn compile_cache_dir(&self) -> Option<&Path> {
+        self.inner.compile_cache.as_ref().map(cache::Store::dir)
+    }
+
+    /// Whether the compile cache holds valid compiled code of `bytes` (a
+    /// program's file) for this host's engine: whether loading it will map
+    /// code instead of compiling it.
+    pub fn is_cached(&self, bytes: &[u8]) -> bool {
+        program::is_cached(&self.inner, bytes)
     }
 
     /// The host's own pid: the parent of root processes and of orphans.

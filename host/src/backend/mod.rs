@@ -40,10 +40,11 @@ impl BackendKind {
     /// 32,768 pids, the kernel's default 65,530 mappings per process) while
     /// leaving room for the benchmarks' 10,000 concurrent sleepers (thread)
     /// and 1,000 (native). A thread-backend process costs tens of KiB and no
-    /// OS thread, but its instance takes about four of the host's memory
-    /// mappings and its pool slot two more: past about 11,000 instances the
-    /// kernel refuses new mappings, so the cap stays below that (a depth-30
-    /// fork bomb at this cap ends by itself with the host under 1 GiB). A
+    /// OS thread; a run may allow far more (100,000 sleepers fit: past what
+    /// the kernel's map count allows in pooled slots, instances are
+    /// allocated on demand in mappings the kernel merges), but the default
+    /// stays here so that a depth-30 fork bomb at this cap ends by itself
+    /// with the host under 1 GiB. A
     /// native process is an OS process with 4-5 threads (pids) and ~0.7 MiB
     /// of its own: 1,500 take under a quarter of the pids and about 1 GiB.
     pub const fn default_max_processes(self) -> u32 {

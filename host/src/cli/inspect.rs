@@ -14,13 +14,17 @@ use std::path::PathBuf;
 pub(super) struct InspectArgs {
     /// The file to look at (.wasm, or .wat text).
     file: PathBuf,
+
+    #[command(flatten)]
+    cache: super::cache::CacheArgs,
 }
 
 /// Prints what the file is; `Err` (bad input) if it is not a program.
 pub(super) fn inspect(args: InspectArgs) -> Result<i32, String> {
     let file = &args.file;
     let size = std::fs::metadata(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?.len();
-    let host = Host::new().map_err(|e| format!("{e:#}"))?;
+    let host = Host::builder().compile_cache(args.cache.setting(&[])).build().map_err(|e| format!("{e:#}"))?;
+    let cached = std::fs::read(file).is_ok_and(|bytes| host.is_cached(&bytes));
     let program = host.load(file).map_err(|e| e.to_string())?;
     let imports = program.imports();
     let kind = match program.kind() {
@@ -38,7 +42,10 @@ pub(super) fn inspect(args: InspectArgs) -> Result<i32, String> {
     println!("main: {}", if program.has_main() { "yes" } else { "no" });
     println!("entries: {}", list(program.entries()));
     println!("imports: {}", list(&imports));
-    // Honest about what exists: this host compiles a program on every load.
-    println!("compiled code: not cached (compiled on every load)");
+    match host.compile_cache_dir() {
+        None => println!("compiled code: not cached (the compile cache is off)"),
+        Some(dir) if cached => println!("compiled code: cached in {}", dir.display()),
+        Some(dir) => println!("compiled code: not cached before this load (now kept in {})", dir.display()),
+    }
     Ok(0)
 }
