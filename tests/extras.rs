@@ -346,11 +346,13 @@ fn the_small_ones() {
 /// its parent's pid (its `getppid`), its name (set before the child started),
 /// that it runs, and may not control it; a grandchild that outlives its
 /// parent sees it end (its join returns, its sentinel is ready) and has no
-/// parent any more; a pool worker's parent is the pool's maker.
+/// parent any more; a pool worker's parent is the pool's maker, a forked
+/// child's (native backend) the process that forked it.
 #[test]
 fn parent_process() {
+    let report = scenario("parent");
     check(
-        &scenario("parent"),
+        &report,
         &[
             ("main parent", "None"),
             ("child exitcode", "Some(0)"),
@@ -374,4 +376,16 @@ fn parent_process() {
             ("pool worker parent", r#"Ok([Some("Boss")])"#),
         ],
     );
+    if cfg!(feature = "native") {
+        check(
+            &report,
+            &[
+                ("fork", "Some(0)"),
+                ("forked parent name", r#"Some("Boss")"#),
+                ("forked parent pid is getppid", "true"),
+            ],
+        );
+    } else {
+        check(&report, &[("fork", r#""Unsupported""#)]);
+    }
 }

@@ -211,6 +211,21 @@ fn parent() {
         println!("{}", q.get_timeout(LONG).expect("get"));
     }
 
+    // A forked child's parent is the process that forked it (native only).
+    match mp::fork() {
+        Ok(mp::Fork::Child) => {
+            let parent = mp::parent_process();
+            report("forked parent name", parent.as_ref().map(|p| p.name()));
+            report("forked parent pid is getppid", parent.and_then(|p| p.pid()) == Some(mp::getppid()));
+            mp::exit(0);
+        }
+        Ok(mp::Fork::Parent(child)) => {
+            child.join().expect("join");
+            report("fork", child.exitcode());
+        }
+        Err(error) => report("fork", error.kind()),
+    }
+
     let pool = Pool::new(1);
     report("pool worker parent", pool.map(target!(parent_name), [1u32]));
 }
