@@ -327,8 +327,9 @@ pub trait Run {
     fn run(&mut self);
 }
 
-/// A process: a child created by this process, or the caller itself (from
-/// [`current_process`]). Python's `multiprocessing.Process`.
+/// A process: a child created by this process, the caller itself (from
+/// [`current_process`]), or its parent (from [`parent_process`]: not the
+/// caller's to control). Python's `multiprocessing.Process`.
 ///
 /// Dropping a `Process` does not end or wait for the child: a non-daemon
 /// child keeps running (the host waits for it before it exits), a daemon ends
