@@ -341,3 +341,51 @@ fn the_small_ones() {
         ],
     );
 }
+
+/// Python's `parent_process()`: none in the top-level process; a child sees
+/// its parent's pid (its `getppid`), its name (set before the child started),
+/// that it runs, and may not control it; a grandchild that outlives its
+/// parent sees it end (its join returns, its sentinel is ready) and has no
+/// parent any more; a pool worker's parent is the pool's maker, a forked
+/// child's (native backend) the process that forked it.
+#[test]
+fn parent_process() {
+    let report = scenario("parent");
+    check(
+        &report,
+        &[
+            ("main parent", "None"),
+            ("child exitcode", "Some(0)"),
+            ("child parent pid is getppid", "true"),
+            ("child parent name", r#""Boss""#),
+            ("child parent alive", "true"),
+            ("child parent exitcode", "None"),
+            ("child parent join 0", "Ok(())"),
+            ("child parent sentinel ready", "Ok([])"),
+            ("child parent terminate", "Err(NotChild)"),
+            ("child parent kill", "Err(NotChild)"),
+            ("child parent close", "Err(NotChild)"),
+            ("child parent still alive", "true"),
+            ("middle exitcode", "Some(0)"),
+            ("orphan parent alive before", "true"),
+            ("orphan join", "Ok(())"),
+            ("orphan parent alive after", "false"),
+            ("orphan sentinel ready", "Ok([0])"),
+            ("orphan parent_process after", "None"),
+            ("orphan terminate after", "Err(NotChild)"),
+            ("pool worker parent", r#"Ok([Some("Boss")])"#),
+        ],
+    );
+    if cfg!(feature = "native") {
+        check(
+            &report,
+            &[
+                ("fork", "Some(0)"),
+                ("forked parent name", r#"Some("Boss")"#),
+                ("forked parent pid is getppid", "true"),
+            ],
+        );
+    } else {
+        check(&report, &[("fork", r#""Unsupported""#)]);
+    }
+}

@@ -15,7 +15,7 @@ use crate::exit::{ExitCode, Signal};
 use crate::journal::{ProcessRecord, Usage};
 use crate::runtime::HostInner;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 /// A process of a [`Program`](crate::Program): Python's `Process` object.
@@ -201,6 +201,9 @@ pub(crate) struct Node {
     ended_cond: Condvar,
     ended_notify: tokio::sync::Notify,
     children: Mutex<Vec<Arc<Node>>>,
+    /// The process that created this one, while anyone holds it (none for
+    /// the top of a tree).
+    parent: Weak<Node>,
     created: AtomicU32,
     /// Unset again if the start is refused (the process cap).
     started_at: Mutex<Option<Instant>>,
@@ -213,6 +216,10 @@ pub(crate) struct Node {
 
 impl Node {
     fn new(name: String, ppid: u32, state: State) -> Arc<Node> {
+        Node::with_parent(name, ppid, state, Weak::new())
+    }
+
+    fn with_parent(name: String, ppid: u32, state: State, parent: Weak<Node>) -> Arc<Node> {
         Arc::new(Node {
             name: Mutex::new(name),
             daemon: AtomicBool::new(false),
@@ -223,6 +230,7 @@ impl Node {
             ended_cond: Condvar::new(),
             ended_notify: tokio::sync::Notify::new(),
             children: Mutex::new(Vec::new()),
+            parent,
             created: AtomicU32::new(0),
             started_at: Mutex::new(None),
             ended_at: OnceLock::new(),
@@ -255,6 +263,40 @@ impl Node {
         self.children.lock().unwrap().iter().filter(|c| c.is_alive()).cloned().collect()
     }
 
+    /// The process that created this one, if it is still held by anyone
+    /// (a process that has ended may still be).
+    pub(crate) fn parent(&self) -> Option<Arc<Node>> {
+        self.parent.upgrade()
+    }
+
+    /// A process of the run that is not in this host's tree (a native
+    /// worker's parent, another OS process): running, as far as this host
+    /// knows, until [`observe_end`](Node::observe_end); `control` is what
+    /// signals it would go through.
+    // Only a backend whose processes run outside the host makes one.
+    #[allow(dead_code)]
+    pub(crate) fn outside(pid: u32, name: String, control: Arc<dyn Control>) -> Arc<Node> {
+        let node = Node::new(name, 0, State::Running(control));
+        node.set_pid(pid);
+        node
+    }
+
+    /// Records that a process [`outside`](Node::outside) the tree has ended
+    /// (how, this host cannot know): its waiters are woken; nothing of the
+    /// tree or the run's counts changes.
+    #[allow(dead_code)]
+    pub(crate) fn observe_end(&self, ended: Ended) {
+        let mut slot = self.ended.lock().unwrap();
+        if slot.is_some() {
+            return;
+        }
+        let _ = self.ended_at.set(Instant::now());
+        *slot = Some(ended);
+        drop(slot);
+        self.ended_cond.notify_all();
+        self.ended_notify.notify_waiters();
+    }
+
     /// A process outside the tree, for looking into a program once.
     pub(crate) fn detached() -> Arc<Node> {
         Node::new("probe".into(), 0, State::Closed)
@@ -264,7 +306,8 @@ impl Node {
     pub(crate) fn create_child(self: &Arc<Node>, launch: Launch) -> Arc<Node> {
         let n = self.created.fetch_add(1, Ordering::Relaxed) + 1;
         let ppid = self.pid().unwrap_or_default();
-        let child = Node::new(format!("Process-{n}"), ppid, State::Created(Box::new(launch)));
+        let state = State::Created(Box::new(launch));
+        let child = Node::with_parent(format!("Process-{n}"), ppid, state, Arc::downgrade(self));
         let mut children = self.children.lock().unwrap();
         // Ended children are dropped when the list is full, and the list
         // doubles if that leaves it more than half full: amortised constant

@@ -179,6 +179,11 @@ pub enum Error {
     /// message names the backend that can), as Python's `os.fork` does not
     /// exist on Windows.
     Unsupported(String),
+    /// Controlling a process that is not a child of the caller: `start`,
+    /// `terminate`, `kill`, `close`, `set_name` or `set_daemon` on the
+    /// handle from [`parent_process`] (a process controls only its own
+    /// children).
+    NotChild,
 }
 
 impl Error {
@@ -195,6 +200,7 @@ impl Error {
             Error::SpawnFailed(_) => "SpawnFailed",
             Error::ProcessLimit(_) => "ProcessLimit",
             Error::Unsupported(_) => "Unsupported",
+            Error::NotChild => "NotChild",
         }
     }
 }
@@ -218,6 +224,7 @@ impl fmt::Display for Error {
                  its limit (--max-processes)"
             ),
             Error::Unsupported(why) => f.write_str(why),
+            Error::NotChild => f.write_str("a process can only control its own children"),
         }
     }
 }
@@ -237,6 +244,7 @@ impl From<wit::Error> for Error {
             wit::Error::SpawnFailed(msg) => Error::SpawnFailed(msg),
             wit::Error::ProcessLimit(limit) => Error::ProcessLimit(limit),
             wit::Error::Unsupported(why) => Error::Unsupported(why),
+            wit::Error::NotChild => Error::NotChild,
         }
     }
 }
@@ -319,8 +327,9 @@ pub trait Run {
     fn run(&mut self);
 }
 
-/// A process: a child created by this process, or the caller itself (from
-/// [`current_process`]). Python's `multiprocessing.Process`.
+/// A process: a child created by this process, the caller itself (from
+/// [`current_process`]), or its parent (from [`parent_process`]: not the
+/// caller's to control). Python's `multiprocessing.Process`.
 ///
 /// Dropping a `Process` does not end or wait for the child: a non-daemon
 /// child keeps running (the host waits for it before it exits), a daemon ends
@@ -546,6 +555,41 @@ pub fn active_children() -> Vec<Process> {
         .into_iter()
         .map(|inner| Process { inner, bad_args: None })
         .collect()
+}
+
+/// Python's `multiprocessing.parent_process()`: a handle to the process
+/// that created this one, while it runs; `None` in a top-level process (one
+/// the host, its CLI or an embedder started: its parent is the host itself)
+/// and once the parent has ended.
+///
+/// The handle gives the parent's [`pid`](Process::pid) and
+/// [`name`](Process::name), [`is_alive`](Process::is_alive) (false once the
+/// parent has ended), and [`join`](Process::join) (waits for the parent's
+/// end, as Python's does through its sentinel); its
+/// [`sentinel`](Process::sentinel) works with [`wait`]. Its
+/// [`exitcode`](Process::exitcode) stays `None`. Controlling it (`terminate`,
+/// `kill`, `start`, `close`, `set_name`, `set_daemon`) fails with
+/// [`Error::NotChild`]: a process controls only its own children. A pool
+/// worker's parent is the process that made the pool; a forked child's is
+/// the process that forked it.
+///
+/// ```no_run
+/// fn child(_: ()) {
+///     let parent = mp::parent_process().expect("started by another process");
+///     println!("my parent is {} (pid {:?})", parent.name(), parent.pid());
+///     assert!(parent.is_alive());
+///     assert_eq!(parent.terminate(), Err(mp::Error::NotChild));
+/// }
+/// mp::entries!(child);
+/// # fn main() {
+/// assert!(mp::parent_process().is_none()); // main is top-level
+/// let p = mp::Process::new(mp::target!(child), ());
+/// p.start().unwrap();
+/// p.join().unwrap();
+/// # }
+/// ```
+pub fn parent_process() -> Option<Process> {
+    wit::parent_process().map(|inner| Process { inner, bad_args: None })
 }
 
 /// The calling process's pid (Python's `os.getpid()`).

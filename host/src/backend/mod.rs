@@ -115,6 +115,14 @@ pub(crate) trait Backend: Send + Sync {
         node.ppid()
     }
 
+    /// Python's `parent_process()` for the process `node` runs as: the
+    /// process that created it while that process runs; `None` for a
+    /// top-level process (its parent is the host itself) and once the
+    /// parent has ended. By default the parent is in this host's tree.
+    fn parent(&self, host: &Arc<HostInner>, node: &Arc<Node>) -> Option<Arc<Node>> {
+        parent_in_tree(host, node)
+    }
+
     /// Starts `node` as `launch` says: sets its pid before anything can
     /// observe it, calls [`Node::finish`] when it ends, and returns the means
     /// to signal it. Every live process of the run holds one of the run's
@@ -152,6 +160,13 @@ pub(crate) trait Backend: Send + Sync {
     fn remote_objects(&self) -> anyhow::Result<Option<Arc<dyn RemoteObjects>>> {
         Ok(None)
     }
+}
+
+/// [`Backend::parent`] where the parent is in `host`'s own tree: the node
+/// that created `node`, unless that is the host itself or has ended.
+pub(crate) fn parent_in_tree(host: &Arc<HostInner>, node: &Arc<Node>) -> Option<Arc<Node>> {
+    let parent = node.parent()?;
+    (!Arc::ptr_eq(&parent, &host.root) && parent.is_alive()).then_some(parent)
 }
 
 /// The two sides of a [`Backend::fork`] (only the native backend forks).

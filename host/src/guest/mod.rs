@@ -39,6 +39,9 @@ pub struct GuestProcess {
     pub(crate) node: Arc<Node>,
     /// The calling process itself, from `current-process`.
     pub(crate) is_self: bool,
+    /// The calling process's parent, from `parent-process`: not the
+    /// caller's to control.
+    pub(crate) is_parent: bool,
 }
 
 /// A pool as a guest holds it; dropping it (or ending the guest) terminates it.

@@ -41,10 +41,19 @@ impl Ctx {
         Ok(self.table.get(handle)?)
     }
 
+    /// The process, if the caller may control it (not its parent).
+    fn controlled(&self, handle: &Resource<GuestProcess>) -> wasmtime::Result<Result<&GuestProcess, wit::Error>> {
+        let process = self.process(handle)?;
+        Ok(if process.is_parent { Err(wit::Error::NotChild) } else { Ok(process) })
+    }
+
     /// Signals a process; signalling itself never returns, so that the
     /// signal ends it before it runs on.
     async fn signal(&mut self, handle: Resource<GuestProcess>, signal: Signal) -> Answer<()> {
-        let process = self.process(&handle)?;
+        let process = match self.controlled(&handle)? {
+            Ok(process) => process,
+            Err(error) => return Ok(Err(error)),
+        };
         let is_self = process.is_self;
         if is_self {
             let _ = self.node.signal(signal);
@@ -58,7 +67,7 @@ impl HostProcess for Ctx {
     async fn new(&mut self, entry: String, args: Vec<u8>) -> wasmtime::Result<Resource<GuestProcess>> {
         let launch = self.launch.child(entry, args);
         let node = self.node.create_child(launch);
-        Ok(self.table.push(GuestProcess { node, is_self: false })?)
+        Ok(self.table.push(GuestProcess { node, is_self: false, is_parent: false })?)
     }
 
     async fn name(&mut self, handle: Resource<GuestProcess>) -> wasmtime::Result<String> {
@@ -66,7 +75,10 @@ impl HostProcess for Ctx {
     }
 
     async fn set_name(&mut self, handle: Resource<GuestProcess>, name: String) -> Answer<()> {
-        self.process(&handle)?.node.set_name(name);
+        match self.controlled(&handle)? {
+            Ok(process) => process.node.set_name(name),
+            Err(error) => return Ok(Err(error)),
+        }
         Ok(Ok(()))
     }
 
@@ -75,7 +87,10 @@ impl HostProcess for Ctx {
     }
 
     async fn set_daemon(&mut self, handle: Resource<GuestProcess>, daemon: bool) -> Answer<()> {
-        let process = self.process(&handle)?;
+        let process = match self.controlled(&handle)? {
+            Ok(process) => process,
+            Err(error) => return Ok(Err(error)),
+        };
         if process.is_self {
             return Ok(Err(wit::Error::AlreadyStarted));
         }
@@ -83,7 +98,10 @@ impl HostProcess for Ctx {
     }
 
     async fn start(&mut self, handle: Resource<GuestProcess>) -> Answer<()> {
-        let process = self.process(&handle)?;
+        let process = match self.controlled(&handle)? {
+            Ok(process) => process,
+            Err(error) => return Ok(Err(error)),
+        };
         if process.is_self {
             return Ok(Err(wit::Error::AlreadyStarted));
         }
@@ -103,6 +121,10 @@ impl HostProcess for Ctx {
             return Ok(Err(wit::Error::JoinSelf));
         }
         let node = process.node.clone();
+        if process.is_parent && node.exitcode().is_some() {
+            // Its end is all a child may see of its parent.
+            return Ok(Ok(()));
+        }
         let timeout = timeout.map(Duration::from_nanos);
         Ok(node.join_async(timeout).await.map(|_| ()).map_err(Into::into))
     }
@@ -113,7 +135,12 @@ impl HostProcess for Ctx {
     }
 
     async fn exitcode(&mut self, handle: Resource<GuestProcess>) -> wasmtime::Result<Option<i32>> {
-        Ok(self.process(&handle)?.node.exitcode().map(|c| c.code()))
+        let process = self.process(&handle)?;
+        if process.is_parent {
+            // The parent's exit code is its own parent's to know.
+            return Ok(None);
+        }
+        Ok(process.node.exitcode().map(|c| c.code()))
     }
 
     async fn pid(&mut self, handle: Resource<GuestProcess>) -> wasmtime::Result<Option<u32>> {
@@ -129,7 +156,10 @@ impl HostProcess for Ctx {
     }
 
     async fn close(&mut self, handle: Resource<GuestProcess>) -> Answer<()> {
-        let process = self.process(&handle)?;
+        let process = match self.controlled(&handle)? {
+            Ok(process) => process,
+            Err(error) => return Ok(Err(error)),
+        };
         if process.is_self {
             return Ok(Err(wit::Error::StillRunning));
         }
@@ -145,7 +175,7 @@ impl HostProcess for Ctx {
 impl Host for Ctx {
     async fn current_process(&mut self) -> wasmtime::Result<Resource<GuestProcess>> {
         let node = self.node.clone();
-        Ok(self.table.push(GuestProcess { node, is_self: true })?)
+        Ok(self.table.push(GuestProcess { node, is_self: true, is_parent: false })?)
     }
 
     async fn getpid(&mut self) -> wasmtime::Result<u32> {
@@ -192,7 +222,7 @@ impl Host for Ctx {
                         let _ = host.sync.call(&parent, Request::Unticket { ticket }).await;
                     });
                 }
-                Ok(Ok(wit::Forked::Parent(self.table.push(GuestProcess { node, is_self: false })?)))
+                Ok(Ok(wit::Forked::Parent(self.table.push(GuestProcess { node, is_self: false, is_parent: false })?)))
             }
             (Err(error), ticket) => {
                 if let Some(ticket) = ticket {
@@ -207,7 +237,14 @@ impl Host for Ctx {
         let children = self.node.live_children();
         children
             .into_iter()
-            .map(|node| Ok(self.table.push(GuestProcess { node, is_self: false })?))
+            .map(|node| Ok(self.table.push(GuestProcess { node, is_self: false, is_parent: false })?))
             .collect()
+    }
+
+    async fn parent_process(&mut self) -> wasmtime::Result<Option<Resource<GuestProcess>>> {
+        let Some(node) = self.host.backend.parent(&self.host, &self.node) else {
+            return Ok(None);
+        };
+        Ok(Some(self.table.push(GuestProcess { node, is_self: false, is_parent: true })?))
     }
 }

@@ -128,8 +128,107 @@ mp::entries!(
     fail_on_3,
     simple_put,
     set_and_notify,
-    party
+    party,
+    look_at_parent,
+    middle,
+    outlive_parent,
+    parent_name
 );
+
+/// What a child sees of its parent, put on `q` as `key: value` lines.
+fn look_at_parent(q: Queue<String>) {
+    let parent = mp::parent_process().expect("a child has a parent");
+    let lines = [
+        format!("child parent pid is getppid: {:?}", parent.pid() == Some(mp::getppid())),
+        format!("child parent name: {:?}", parent.name()),
+        format!("child parent alive: {:?}", parent.is_alive()),
+        format!("child parent exitcode: {:?}", parent.exitcode()),
+        format!("child parent join 0: {:?}", parent.join_timeout(Duration::ZERO)),
+        format!("child parent sentinel ready: {:?}", mp::wait(&[&parent.sentinel()], Some(Duration::ZERO))),
+        format!("child parent terminate: {:?}", parent.terminate()),
+        format!("child parent kill: {:?}", parent.kill()),
+        format!("child parent close: {:?}", parent.close()),
+        format!("child parent still alive: {:?}", parent.is_alive()),
+    ];
+    for line in lines {
+        q.put(&line).expect("put");
+    }
+}
+
+/// Starts a grandchild (not a daemon) that takes a handle to this process,
+/// waits until it has, and returns: the grandchild outlives it.
+fn middle((q, got): (Queue<String>, Event)) {
+    let grandchild = Process::with_handles(target!(outlive_parent), (&q, &got));
+    grandchild.start().expect("start");
+    got.wait(Some(LONG)).expect("wait");
+}
+
+/// Takes a handle to its parent, tells it so, and waits for its end.
+fn outlive_parent((q, got): (Queue<String>, Event)) {
+    let parent = mp::parent_process().expect("the parent waits for us");
+    let alive_before = parent.is_alive();
+    got.set().expect("set");
+    let joined = parent.join();
+    let lines = [
+        format!("orphan parent alive before: {alive_before:?}"),
+        format!("orphan join: {joined:?}"),
+        format!("orphan parent alive after: {:?}", parent.is_alive()),
+        format!("orphan sentinel ready: {:?}", mp::wait(&[&parent.sentinel()], Some(Duration::ZERO))),
+        format!("orphan parent_process after: {:?}", mp::parent_process().map(|p| p.pid())),
+        format!("orphan terminate after: {:?}", parent.terminate()),
+    ];
+    for line in lines {
+        q.put(&line).expect("put");
+    }
+}
+
+/// A pool worker's parent's name.
+fn parent_name(_: u32) -> Option<String> {
+    mp::parent_process().map(|p| p.name())
+}
+
+/// Python's `parent_process()`: none for the top-level process; a child's
+/// parent (its pid, name, liveness, refused control); a grandchild that
+/// outlives its parent sees it end; a pool worker's parent.
+fn parent() {
+    report("main parent", mp::parent_process().map(|p| p.pid()));
+    mp::current_process().set_name("Boss").expect("rename");
+    let q = Queue::<String>::new();
+    let child = Process::with_handles(target!(look_at_parent), &q);
+    child.start().expect("start");
+    child.join().expect("join");
+    report("child exitcode", child.exitcode());
+    for _ in 0..10 {
+        println!("{}", q.get_timeout(LONG).expect("get"));
+    }
+
+    let got = Event::new();
+    let mid = Process::with_handles(target!(middle), (&q, &got));
+    mid.start().expect("start");
+    mid.join().expect("join");
+    report("middle exitcode", mid.exitcode());
+    for _ in 0..6 {
+        println!("{}", q.get_timeout(LONG).expect("get"));
+    }
+
+    // A forked child's parent is the process that forked it (native only).
+    match mp::fork() {
+        Ok(mp::Fork::Child) => {
+            let parent = mp::parent_process();
+            report("forked parent name", parent.as_ref().map(|p| p.name()));
+            report("forked parent pid is getppid", parent.and_then(|p| p.pid()) == Some(mp::getppid()));
+            mp::exit(0);
+        }
+        Ok(mp::Fork::Parent(child)) => {
+            child.join().expect("join");
+            report("fork", child.exitcode());
+        }
+        Err(error) => report("fork", error.kind()),
+    }
+
+    let pool = Pool::new(1);
+    report("pool worker parent", pool.map(target!(parent_name), [1u32]));
+}
 
 fn manager() {
     let manager = Manager::new().expect("manager");
@@ -459,6 +558,7 @@ fn main() {
         Some("wait") => wait(),
         Some("pool-more") => pool_more(),
         Some("small") => small(),
+        Some("parent") => parent(),
         other => panic!("unknown scenario {other:?}"),
     }
 }

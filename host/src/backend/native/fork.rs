@@ -94,6 +94,7 @@ pub(super) fn fork(
         ));
     }
     let parent_pid = node.pid().unwrap_or_default();
+    let parent_name = node.name();
     let child = node.create_child(Launch {
         shares_output: true,
         label: None,
@@ -182,6 +183,7 @@ pub(super) fn fork(
         return Ok(Forked::Parent(child));
     }
     node.become_forked(std::process::id(), parent_pid, child.name());
+    backend.parent.lock().unwrap().forked(parent_pid, parent_name);
     if let Some(journal) = &host.journal {
         // Its parent reports those records itself.
         journal.clear();

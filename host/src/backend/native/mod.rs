@@ -53,6 +53,7 @@ mod code;
 // The fork of a worker (issue 13): its own file, hooks marked `fork::`.
 mod fork;
 mod orphans;
+mod parent;
 pub(crate) mod protocol;
 mod slots;
 pub mod worker;
@@ -113,6 +114,8 @@ pub(crate) struct NativeBackend {
     this_process: Option<(String, bool)>,
     /// In a worker: the engine its code was loaded with.
     engines: Option<Engines>,
+    /// In a worker: its parent, when that is a process of the run.
+    parent: std::sync::Mutex<parent::ParentLink>,
 }
 
 /// What a worker's host is, told before the host is built.
@@ -120,6 +123,9 @@ pub(crate) struct ThisProcess {
     pub(crate) name: String,
     pub(crate) daemon: bool,
     pub(crate) engines: Engines,
+    /// The parent's pid and name, when it is a process of the run (not the
+    /// root host).
+    pub(crate) parent: Option<(u32, String)>,
 }
 
 /// Set by a worker just before it builds its host, taken by its backend.
@@ -181,6 +187,7 @@ impl NativeBackend {
             broker: OnceLock::new(),
             endpoint: OnceLock::new(),
             this_process: this.as_ref().map(|this| (this.name.clone(), this.daemon)),
+            parent: std::sync::Mutex::new(parent::ParentLink::new(this.as_ref().and_then(|this| this.parent.clone()))),
             engines: this.map(|this| this.engines),
         })
     }
@@ -379,6 +386,14 @@ impl Backend for NativeBackend {
         }
     }
 
+    fn parent(&self, host: &Arc<HostInner>, node: &Arc<Node>) -> Option<Arc<Node>> {
+        if self.this_process.is_some() && Arc::ptr_eq(node, &host.root) {
+            // The worker's own process: its parent is another OS process.
+            return self.parent.lock().unwrap().node(host);
+        }
+        crate::backend::parent_in_tree(host, node)
+    }
+
     fn serve_objects(&self, runtime: &tokio::runtime::Handle, objects: Arc<dyn Objects>) -> anyhow::Result<()> {
         let endpoint = broker::listen(runtime, objects)?;
         let _ = self.broker.set(endpoint.path.clone());
@@ -400,7 +415,9 @@ impl Backend for NativeBackend {
     fn start(&self, host: &Arc<HostInner>, node: &Arc<Node>, launch: &Launch) -> Result<Arc<dyn Control>, Error> {
         let code = code::Sealed::of(&launch.program)
             .map_err(|e| Error::Spawn(format!("cannot seal the compiled program: {e}")))?;
-        let start = self.start_message(node, launch, code.id(), host.journal.is_some());
+        let mut start = self.start_message(node, launch, code.id(), host.journal.is_some());
+        // A worker's children have it for parent; a root host's are top-level.
+        start.parent_name = self.this_process.is_some().then(|| host.root.name());
         // Taken before the worker exists, given back (by dropping it) if it
         // never does, else once it is reaped.
         let mut slot = self.slots.take()?;
@@ -458,6 +475,7 @@ impl NativeBackend {
             name: node.name(),
             daemon: node.is_daemon(),
             parent: std::process::id(),
+            parent_name: None,
             label: launch.label.clone(),
             labelled: launch.labelled,
             engine: self.settings,

@@ -52,6 +52,10 @@ pub(crate) struct Start {
     pub(crate) daemon: bool,
     /// The parent's pid, which a daemon checks it still has.
     pub(crate) parent: u32,
+    /// The parent's name when it is a process of the run (a worker);
+    /// `None` when it is the root host (the process is top-level).
+    #[serde(default)]
+    pub(crate) parent_name: Option<String>,
     pub(crate) label: Option<String>,
     pub(crate) labelled: bool,
     /// The engine settings the code was compiled with.

@@ -103,7 +103,8 @@ pub(crate) fn run(
     super::fork::set_report_fd(std::os::fd::AsRawFd::as_raw_fd(&report));
     let report = Arc::new(Mutex::new(std::fs::File::from(report)));
 
-    super::become_process(super::ThisProcess { name: start.name.clone(), daemon: start.daemon, engines });
+    let parent = start.parent_name.clone().map(|name| (start.parent, name));
+    super::become_process(super::ThisProcess { name: start.name.clone(), daemon: start.daemon, engines, parent });
     let host = builder(start.engine)
         .journal(start.journal)
         .build()
