@@ -261,19 +261,22 @@ impl LineSink {
     /// lines are labelled).
     pub(crate) fn finish(&self) {
         let mut state = self.state.lock().unwrap();
-        self.finish_locked(&mut state);
+        let rest = self.finish_locked(&mut state);
+        self.deliver(&mut state, rest);
     }
 
-    fn finish_locked(&self, state: &mut State) {
-        if !state.tail.is_empty() {
-            let tail = std::mem::take(&mut state.tail);
-            let piece = self.label(&tail, &mut state.column);
-            self.deliver(state, piece);
-        }
-        if self.format.end_line && !state.at_line_start {
-            self.deliver(state, b"\n".to_vec());
+    /// What ends the unfinished last line, to be delivered as one piece
+    /// (with whatever follows it): another process's output sharing the
+    /// host stream may come between two deliveries.
+    fn finish_locked(&self, state: &mut State) -> Vec<u8> {
+        let tail = std::mem::take(&mut state.tail);
+        let mut out = self.label(&tail, &mut state.column);
+        let at_line_start = out.last().map_or(state.at_line_start, |&last| last == b'\n');
+        if self.format.end_line && !at_line_start {
+            out.push(b'\n');
         }
         state.column = 0;
+        out
     }
 
     /// A line of the host's own about this process (why it ended): after
@@ -283,8 +286,11 @@ impl LineSink {
             return;
         }
         let mut state = self.state.lock().unwrap();
-        self.finish_locked(&mut state);
-        let mut line = if state.at_line_start { Vec::new() } else { b"\n".to_vec() };
+        let mut line = self.finish_locked(&mut state);
+        let at_line_start = line.last().map_or(state.at_line_start, |&last| last == b'\n');
+        if !at_line_start {
+            line.push(b'\n');
+        }
         line.extend_from_slice(&self.label(format!("{message}\n").as_bytes(), &mut 0));
         self.deliver(&mut state, line);
     }
