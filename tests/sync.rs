@@ -393,6 +393,19 @@ fn objects_are_bounded_and_freed_ones_give_their_room_back() {
     assert!(out.process_stderr().contains(&limit), "{out:#?}");
 }
 
+/// A manager's containers count as objects, and a refused one is an error
+/// the guest can handle (`Manager::dict` returns it), not a trap.
+#[test]
+fn a_refused_manager_dict_is_an_error_the_guest_handles() {
+    use host::sync::budget::DEFAULT_MAX_SHARED_OBJECTS;
+    let out = run(&[s(&guest("shared-limits")), "--", "dicts"]);
+    out.assert_status(0);
+    let kept = DEFAULT_MAX_SHARED_OBJECTS.to_string();
+    check(&out.report(), &[("dicts kept", kept.as_str()), ("first dict", "7")]);
+    let refused = out.stdout_lines().into_iter().find(|l| l.starts_with("refused: ")).unwrap_or_default().to_string();
+    assert!(refused.contains("quota exceeded"), "{out:#?}");
+}
+
 /// The embedder's own puts are bounded by the same budget.
 #[test]
 fn the_embedders_puts_are_bounded() {

@@ -43,12 +43,14 @@ impl Manager {
         Ok(Manager { _private: () })
     }
 
-    /// Python's `manager.dict()`: a new, empty shared dict.
+    /// Python's `manager.dict()`: a new, empty shared dict. Fails (the
+    /// process goes on) when the process or the run has as many shared
+    /// objects as it may: a [`SyncError::Quota`](crate::SyncError::Quota) naming the limit.
     pub fn dict<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned>(
         &self,
     ) -> Result<Dict<K, V>, Error> {
         Ok(Dict {
-            inner: wit::Container::new(wit::ContainerKind::Dict),
+            inner: wit::Container::create(wit::ContainerKind::Dict)?,
             types: PhantomData,
         })
     }
@@ -56,7 +58,7 @@ impl Manager {
     /// Python's `manager.list()`: a new, empty shared list.
     pub fn list<T: Serialize + DeserializeOwned>(&self) -> Result<List<T>, Error> {
         Ok(List {
-            inner: wit::Container::new(wit::ContainerKind::List),
+            inner: wit::Container::create(wit::ContainerKind::List)?,
             item: PhantomData,
         })
     }
@@ -64,7 +66,7 @@ impl Manager {
     /// Python's `manager.Namespace()`: a new namespace with no attributes.
     pub fn namespace(&self) -> Result<Namespace, Error> {
         Ok(Namespace {
-            inner: wit::Container::new(wit::ContainerKind::Namespace),
+            inner: wit::Container::create(wit::ContainerKind::Namespace)?,
         })
     }
 }

@@ -11,6 +11,8 @@
 //! - `objects N`: creates and drops N locks (freed objects give their room
 //!   back), then creates locks and keeps them until the host refuses one
 //!   (the process fails, naming the limit);
+//! - `dicts`: creates manager dicts and keeps them until the host refuses
+//!   one, which `Manager::dict` returns as an error (the process goes on);
 //! - `per-process SIZE`: a child puts SIZE-byte items until its budget is
 //!   spent and ends; the parent, on the same queue, may still put (each
 //!   process has its own budget) and gets every item the child parked.
@@ -103,6 +105,24 @@ fn objects(n: usize) {
     }
 }
 
+fn dicts() {
+    let manager = mp::Manager::new().expect("a manager");
+    let mut kept = Vec::new();
+    loop {
+        match manager.dict::<String, u64>() {
+            Ok(dict) => kept.push(dict),
+            Err(error) => {
+                report("dicts kept", kept.len());
+                report("refused", error);
+                break;
+            }
+        }
+    }
+    // What it holds still works.
+    kept[0].set("k".into(), &7).expect("a set");
+    report("first dict", kept[0].get(&"k".into()).expect("a get").unwrap_or_default());
+}
+
 fn child_fill((q, size): (Queue<String>, usize)) {
     let (put, error) = fill(&q, size, usize::MAX);
     report("child put", put);
@@ -133,8 +153,9 @@ fn main() {
         Some("pipe-flood") => pipe_flood(number(1), number(2) as i64),
         Some("objects") => objects(number(1)),
         Some("per-process") => per_process(number(1)),
+        Some("dicts") => dicts(),
         other => {
-            eprintln!("unknown scenario {other:?}: flood N | pipe-flood SIZE EXPECTED | objects N | per-process SIZE");
+            eprintln!("unknown scenario {other:?}: flood N | pipe-flood SIZE EXPECTED | objects N | dicts | per-process SIZE");
             mp::exit(2);
         }
     }
