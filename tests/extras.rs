@@ -26,16 +26,6 @@ fn scenario(name: &str) -> HashMap<String, String> {
     scenario_with(&[], name)
 }
 
-fn check(report: &HashMap<String, String>, expected: &[(&str, &str)]) {
-    for (key, value) in expected {
-        assert_eq!(
-            report.get(*key).map(String::as_str),
-            Some(*value),
-            "{key} in {report:#?}"
-        );
-    }
-}
-
 #[test]
 fn manager_counter_example() {
     let out = run(&[s(&guest("manager-counter"))]);

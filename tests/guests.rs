@@ -296,16 +296,6 @@ fn scenario(name: &str) -> (Output, HashMap<String, String>) {
     (out, report)
 }
 
-fn check(report: &HashMap<String, String>, expected: &[(&str, &str)]) {
-    for (key, value) in expected {
-        assert_eq!(
-            report.get(*key).map(String::as_str),
-            Some(*value),
-            "{key}: {report:#?}"
-        );
-    }
-}
-
 #[test]
 fn guest_double_start_is_an_error() {
     let (_, r) = scenario("double-start");

@@ -19,16 +19,6 @@ fn scenario(name: &str) -> HashMap<String, String> {
     out.report()
 }
 
-fn check(report: &HashMap<String, String>, expected: &[(&str, &str)]) {
-    for (key, value) in expected {
-        assert_eq!(
-            report.get(*key).map(String::as_str),
-            Some(*value),
-            "{key} in {report:#?}"
-        );
-    }
-}
-
 #[test]
 fn queue_semantics_and_timeouts() {
     check(

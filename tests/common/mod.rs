@@ -332,3 +332,10 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
 pub fn position(lines: &[&str], pred: impl Fn(&str) -> bool) -> Option<usize> {
     lines.iter().position(|l| pred(l))
 }
+
+/// Asserts that a guest's `key: value` report has each expected pair.
+pub fn check(report: &HashMap<String, String>, expected: &[(&str, &str)]) {
+    for (key, value) in expected {
+        assert_eq!(report.get(*key).map(String::as_str), Some(*value), "{key} in {report:#?}");
+    }
+}
