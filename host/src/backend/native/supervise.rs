@@ -1,0 +1,285 @@
+//! The root's watch over one started worker: its output passed on, a pool
+//! worker's tasks handed over and results delivered, its report read, its
+//! end waited for and recorded on its node.
+
+use super::pidfd::{Status, send_signal, wait_pidfd};
+use super::spawner::Worker;
+use super::{orphans, protocol, slots};
+use crate::command::Launch;
+use crate::output::{Format, LineSink, Stream};
+use crate::process::{Ended, Node};
+use crate::runtime::HostInner;
+use crate::work::{Outcome, ServeChannel, Work};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+
+/// Passes on a worker's output, waits for its end (reaping it), gives back
+/// its process slot and records that end on its node.
+pub(super) async fn supervise(
+    host: Arc<HostInner>,
+    node: Arc<Node>,
+    launch: Launch,
+    worker: Worker,
+    pidfd: OwnedFd,
+    slot: slots::Slot,
+) {
+    let pid = worker.pid;
+    let killer = pidfd.try_clone();
+    // The worker labels its own lines (and its descendants'): pass them on
+    // in the process's format, until every process sharing the pipes has
+    // ended. A forwarder to a host stream is waited for by the host's final
+    // `flush_output` (which gives up on a stream nobody reads); any other
+    // by `Host::wait`, unless the process is a daemon (a pool worker, say),
+    // which `Host::wait` does not wait for.
+    let sinks = [
+        (worker.stdout, &launch.stdout, Stream::Stdout),
+        (worker.stderr, &launch.stderr, Stream::Stderr),
+    ];
+    // A copy of each pipe's read end, and the forwarder's turn: once the
+    // worker is reaped, what it wrote is passed on before its end is
+    // recorded (see `drain`).
+    let mut drains = Vec::new();
+    for (fd, stdio, stream) in sinks {
+        let copy = fd.as_ref().and_then(|fd| fd.try_clone().ok());
+        if let Some(reader) = pipe_reader(fd) {
+            let turn = Arc::new(tokio::sync::Mutex::new(()));
+            if let Some(copy) = copy {
+                drains.push((copy, turn.clone()));
+            }
+            // The worker labelled its lines itself: no prefix here.
+            let sink = LineSink::new(stdio, stream, Format { prefix: None, ..launch.output_format() });
+            let producer = sink.producer();
+            let counted = producer.is_none() && !node.is_daemon();
+            if counted {
+                host.live.add();
+            }
+            let host = host.clone();
+            host.runtime.clone().spawn(async move {
+                forward(reader, &sink, &turn).await;
+                sink.finish();
+                drop(producer);
+                if counted {
+                    host.live.remove();
+                }
+            });
+        }
+    }
+    let read_report = async {
+        let report = tokio::net::unix::pipe::Receiver::from_owned_fd(worker.report)
+            .map_err(|e| format!("cannot read the report pipe: {e}"))?;
+        let reports = read_reports(report);
+        let report = match (&launch.work, worker.tasks) {
+            (Work::Serve(serve), Some(stdin)) => bridge(pid, serve, stdin, reports).await,
+            _ => {
+                let mut reports = reports;
+                ended_report(reports.recv().await)
+            }
+        };
+        if report.is_err() {
+            // A worker that breaks the protocol is not trusted to go on.
+            if let Ok(killer) = &killer {
+                send_signal(killer, libc::SIGKILL);
+            }
+        }
+        report
+    };
+    let (mut report, status) = tokio::join!(read_report, wait_pidfd(pidfd));
+    // Reaped: the slot is free before a joiner wakes, and its last output
+    // is passed on.
+    drop(slot);
+    for (fd, turn) in &drains {
+        drain(fd, turn).await;
+    }
+    let signalled = matches!(status, Status::Signalled(_));
+    tracing::info!(parent: node.span(), "reap");
+    if let Ok(Some(report)) = &mut report {
+        // What the worker measured, and the descendants that ended in it
+        // (which end before it, and so come first in the journal).
+        // Its memory is the worker's to count: the root's node only ever
+        // sees it grow once, to its peak.
+        node.usage.memory_grew(0, report.peak_memory);
+        if let Some(fuel) = report.fuel_used {
+            node.usage.set_fuel_used(fuel);
+        }
+        if let Some(journal) = &host.journal {
+            std::mem::take(&mut report.descendants).into_iter().for_each(|record| journal.push(record.into()));
+        }
+    }
+    let ended = match (report, status) {
+        (Err(why), _) => {
+            let reason = format!("worker {pid} broke the control protocol and was killed: {why}");
+            let stderr = LineSink::new(&launch.stderr, Stream::Stderr, launch.output_format());
+            stderr.note(&format!("error: {reason}"));
+            Ended::failure(reason)
+        }
+        (_, Status::Signalled(signal)) => Ended { code: crate::ExitCode::from(-signal), reason: None },
+        (Ok(Some(report)), Status::Exited(code)) if report.code == code => Ended {
+            code: crate::ExitCode::from(code),
+            reason: report.reason,
+        },
+        (Ok(_), Status::Exited(code)) => Ended::code(code),
+        (_, Status::Lost(why)) => Ended::failure(format!("lost track of worker {pid}: {why}")),
+    };
+    orphans::KNOWN.lock().unwrap().remove(&pid);
+    node.finish(&host, ended);
+    if signalled && orphans::adopts() {
+        // It announced nothing: its children are ours now, unannounced.
+        // Looked for off the joiner's path (`Host::wait` looks once more).
+        tokio::task::spawn_blocking(orphans::adopt_strays);
+    }
+}
+
+/// The frames of a worker's report pipe, read as they come.
+pub(super) type Reports = tokio::sync::mpsc::UnboundedReceiver<Result<protocol::Report, String>>;
+
+/// Reads report frames in a task of their own (a read cut short by a
+/// `select!` would lose bytes), until end-of-file or a bad frame.
+pub(super) fn read_reports(mut pipe: tokio::net::unix::pipe::Receiver) -> Reports {
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match protocol::read_frame_async::<protocol::Report>(&mut pipe).await {
+                Ok(Some(report)) => {
+                    let last = matches!(report, protocol::Report::Ended(_));
+                    if sender.send(Ok(report)).is_err() || last {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(why) => {
+                    let _ = sender.send(Err(why));
+                    return;
+                }
+            }
+        }
+    });
+    receiver
+}
+
+/// The host's side of a pool worker: takes one task at a time from the
+/// pool's queue, hands it to the worker and delivers its result, until the
+/// queue closes (then the worker's stdin closes and it ends), the worker has
+/// served its `max_tasks`, or it ends. A task in flight when the worker ends
+/// fails with the reason the worker gave (a trap, a limit, a timeout).
+pub(super) async fn bridge(
+    pid: u32,
+    serve: &ServeChannel,
+    stdin: std::process::ChildStdin,
+    mut reports: Reports,
+) -> Result<Option<protocol::Ended>, String> {
+    let mut stdin = tokio::net::unix::pipe::Sender::from_owned_fd(OwnedFd::from(stdin))
+        .map_err(|e| format!("cannot write to the worker's stdin: {e}"))?;
+    let mut sent: u64 = 0;
+    while serve.max_tasks.is_none_or(|max| sent < u64::from(max)) {
+        let mut job = tokio::select! {
+            job = serve.tasks.recv() => match job {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+            // The worker ended while idle (its initializer failed, or it was
+            // terminated): take no task for it.
+            report = reports.recv() => return ended_report(report),
+        };
+        sent += 1;
+        let count = job.inputs.len();
+        let task = protocol::Task {
+            id: sent,
+            entry: job.entry.clone(),
+            inputs: std::mem::take(&mut job.inputs),
+            many: job.many,
+        };
+        if let Err(error) = protocol::write_frame_async(&mut stdin, &task).await {
+            job.reply.send(Outcome::Failed(format!("cannot hand the task to worker {pid}: {error}")));
+            if error.kind() == std::io::ErrorKind::InvalidInput {
+                continue;
+            }
+            break;
+        }
+        match reports.recv().await {
+            Some(Ok(protocol::Report::Done { id, results })) if id == sent && results.len() == count => {
+                job.reply.send(Outcome::Done(results));
+            }
+            Some(Ok(protocol::Report::Done { .. })) => return Err("a result for another task".into()),
+            Some(Ok(protocol::Report::Ended(ended))) => {
+                let why = ended.reason.clone().unwrap_or_else(|| format!("its worker exited with code {}", ended.code));
+                job.reply.send(Outcome::Failed(why));
+                return Ok(Some(ended));
+            }
+            Some(Err(why)) => return Err(why),
+            // Ended by a signal: dropping the job reports it.
+            None => return Ok(None),
+        }
+    }
+    drop(stdin);
+    ended_report(reports.recv().await)
+}
+
+/// The worker's final report; `None` if it ended without one (a signal).
+pub(super) fn ended_report(report: Option<Result<protocol::Report, String>>) -> Result<Option<protocol::Ended>, String> {
+    match report {
+        None => Ok(None),
+        Some(Ok(protocol::Report::Ended(ended))) => Ok(Some(ended)),
+        Some(Ok(protocol::Report::Done { .. })) => Err("a task result from a worker given no task".into()),
+        Some(Err(why)) => Err(why),
+    }
+}
+
+pub(super) fn pipe_reader(fd: Option<OwnedFd>) -> Option<tokio::net::unix::pipe::Receiver> {
+    tokio::net::unix::pipe::Receiver::from_owned_fd(fd?).ok()
+}
+
+/// Passes everything a worker writes on to `sink`, until end-of-file. It
+/// reads only when the sink's destination has room: a full queue (a host
+/// stream nobody reads) leaves the bytes in the pipe, and the worker waits.
+/// Each read and the write that follows are one turn of `turn`, so that
+/// [`drain`] can tell bytes in the pipe from bytes on their way.
+pub(super) async fn forward(reader: tokio::net::unix::pipe::Receiver, sink: &LineSink, turn: &tokio::sync::Mutex<()>) {
+    let mut buffer = vec![0u8; 64 << 10];
+    loop {
+        sink.writable(0).await;
+        if reader.readable().await.is_err() {
+            return;
+        }
+        let _turn = turn.lock().await;
+        match reader.try_read(&mut buffer) {
+            Ok(0) => return,
+            Ok(n) => sink.write(&buffer[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// How long an ended worker's output may take to be passed on before its
+/// end is recorded anyway (a host stream nobody reads, descendants that
+/// share the pipe and keep writing).
+pub(super) const DRAIN_PATIENCE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Waits, briefly, until the pipe `fd` (a copy of a forwarder's read end)
+/// holds nothing its forwarder has not passed on: what an ended worker
+/// wrote has then reached its sink. Bounded by [`DRAIN_PATIENCE`]; it
+/// polls rather than waits on a wake-up, so it cannot hang.
+pub(super) async fn drain(fd: &OwnedFd, turn: &tokio::sync::Mutex<()>) {
+    let deadline = std::time::Instant::now() + DRAIN_PATIENCE;
+    loop {
+        {
+            let _turn = turn.lock().await;
+            if pending_bytes(fd) == 0 {
+                return;
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
+/// How many bytes wait in the pipe `fd`; 0 if it cannot be asked.
+pub(super) fn pending_bytes(fd: &OwnedFd) -> usize {
+    let mut pending: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which is valid.
+    let result = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut pending) };
+    if result < 0 { 0 } else { pending.max(0) as usize }
+}
+
