@@ -73,6 +73,8 @@ struct Workload {
 const WORKLOADS: &[Workload] = &[
     Workload { name: "W1-spawn-join-seq", unit: "us/process", higher_is_better: false, thread: Target::AtMost(60.0), native: Target::AtMost(500.0), full_only: false, measure: w1 },
     Workload { name: "W2-spawn-join-batch", unit: "us/process", higher_is_better: false, thread: Target::AtMost(30.0), native: Target::AtMost(400.0), full_only: false, measure: w2 },
+    Workload { name: "W1b-guest-children-seq", unit: "us/child", higher_is_better: false, thread: Target::None, native: Target::AtMost(1000.0), full_only: false, measure: w1b },
+    Workload { name: "W2b-guest-children-batch", unit: "us/child", higher_is_better: false, thread: Target::None, native: Target::AtMost(500.0), full_only: false, measure: w2b },
     Workload { name: "W3-concurrent-sleep-1s", unit: "s wall", higher_is_better: false, thread: Target::AtMost(1.2), native: Target::AtMost(1.2), full_only: false, measure: w3 },
     Workload { name: "W3-concurrent-sleep-1s-x10000", unit: "s wall", higher_is_better: false, thread: Target::AtMost(2.5), native: Target::None, full_only: false, measure: w3_x10000 },
     Workload { name: "W4-terminate-spin", unit: "us median", higher_is_better: false, thread: Target::AtMost(100.0), native: Target::AtMost(1000.0), full_only: false, measure: w4_spin },
@@ -169,6 +171,9 @@ fn main() -> anyhow::Result<()> {
         python.insert("W11-host-run-start-to-exit".into(), python_one_process_ms()?);
         let n = if options.quick { QUEUE_BYTES_ITEMS / 5 } else { QUEUE_BYTES_ITEMS };
         python.insert("W8b-queue-1MiB-items".into(), python_queue_bytes(n)?);
+        let (seq, batch) = python_guest_children(if options.quick { 60 } else { 300 })?;
+        python.insert("W1b-guest-children-seq".into(), seq);
+        python.insert("W2b-guest-children-batch".into(), batch);
         if options.backends.contains(&BackendKind::Native) {
             python.insert("W9-fork-join-16MiB".into(), python_fork_join(if options.quick { 20 } else { 100 })?);
         }
@@ -308,6 +313,65 @@ fn w2(bench: &Bench) -> anyhow::Result<Option<f64>> {
         process.join()?;
     }
     Ok(Some(micros(start.elapsed()) / n as f64))
+}
+
+/// W1b: a guest's own children, each started and joined before the next
+/// (`children spawn-serial N`, timed by the guest), microseconds per child.
+fn w1b(bench: &Bench) -> anyhow::Result<Option<f64>> {
+    guest_children(bench, "spawn-serial", bench.scaled(300.0)).map(Some)
+}
+
+/// W2b: a guest's own children, all started, then all joined
+/// (`children spawn-many N`, timed by the guest), microseconds per child.
+fn w2b(bench: &Bench) -> anyhow::Result<Option<f64>> {
+    guest_children(bench, "spawn-many", bench.scaled(300.0)).map(Some)
+}
+
+/// Runs `children SCENARIO N` as a process of the bench's host and returns
+/// the microseconds per child it measured.
+fn guest_children(bench: &Bench, scenario: &str, n: usize) -> anyhow::Result<f64> {
+    let capture = host::Capture::new();
+    let process = bench
+        .children
+        .command()
+        .args([scenario.to_string(), n.to_string()])
+        .stdout(host::Stdio::capture(&capture))
+        .spawn()?;
+    anyhow::ensure!(process.join()?.code() == 0, "children {scenario} failed: {:?}", process.failure());
+    let text = capture.text();
+    let micros = text.lines().find_map(|line| line.strip_prefix("us-per-process: ")).and_then(|v| v.parse().ok());
+    micros.ok_or_else(|| anyhow::anyhow!("no figure from children {scenario}: {text}"))
+}
+
+/// Python's W1b and W2b (`shared/bench/python_baseline.py` has neither): a
+/// `Process` (fork start method) that starts `n` trivial children of its
+/// own, one after another and then all at once; microseconds per child.
+fn python_guest_children(n: usize) -> anyhow::Result<(f64, f64)> {
+    const SCRIPT: &str = r#"
+import multiprocessing as mp, sys, time
+def noop(): pass
+def parent(n, mode, out):
+    ctx = mp.get_context("fork")
+    t = time.perf_counter()
+    if mode == "seq":
+        for _ in range(n):
+            p = ctx.Process(target=noop); p.start(); p.join()
+    else:
+        ps = [ctx.Process(target=noop) for _ in range(n)]
+        for p in ps: p.start()
+        for p in ps: p.join()
+    out.put((time.perf_counter() - t) * 1e6 / n)
+if __name__ == "__main__":
+    n, mode = int(sys.argv[1]), sys.argv[2]
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    p = ctx.Process(target=parent, args=(n, mode, out)); p.start()
+    print(out.get()); p.join()
+"#;
+    eprintln!("bench: python multiprocessing (fork), W1b/W2b-guest-children...");
+    let seq = python_figure(&[SCRIPT, &n.to_string(), "seq"])?;
+    let batch = python_figure(&[SCRIPT, &n.to_string(), "batch"])?;
+    Ok((seq, batch))
 }
 
 fn w3(bench: &Bench) -> anyhow::Result<Option<f64>> {

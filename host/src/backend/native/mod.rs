@@ -118,8 +118,9 @@ pub(crate) struct NativeBackend {
     endpoint: OnceLock<broker::Endpoint>,
     /// In a worker: the process its host is (name, daemon).
     this_process: Option<(String, bool)>,
-    /// In a worker: the engine its code was loaded with.
-    engines: Option<Engines>,
+    /// In a worker: the engine its code was loaded with, until its host
+    /// takes it (moved, not cloned: a linker's clone costs a worker's start).
+    engines: std::sync::Mutex<Option<Engines>>,
     /// In a worker: its parent, when that is a process of the run.
     parent: std::sync::Mutex<parent::ParentLink>,
 }
@@ -158,7 +159,7 @@ impl NativeBackend {
     pub(crate) fn new(exe: Option<PathBuf>, settings: EngineSettings, max_processes: u32) -> anyhow::Result<NativeBackend> {
         let exe = match exe.or_else(|| std::env::var_os("HOST_WORKER_EXE").map(PathBuf::from)) {
             Some(exe) => exe,
-            None => std::env::current_exe()?,
+            None => current_exe()?,
         };
         let (lifeline, orphanage, slots, lifeline_writer) = match INHERITED.get() {
             Some(inherited) => (
@@ -194,9 +195,20 @@ impl NativeBackend {
             endpoint: OnceLock::new(),
             this_process: this.as_ref().map(|this| (this.name.clone(), this.daemon)),
             parent: std::sync::Mutex::new(parent::ParentLink::new(this.as_ref().and_then(|this| this.parent.clone()))),
-            engines: this.map(|this| this.engines),
+            engines: std::sync::Mutex::new(this.map(|this| this.engines)),
         })
     }
+}
+
+/// This process's executable, looked up once (a zygote looks it up before
+/// it forks, so that its workers need not).
+pub(crate) fn current_exe() -> std::io::Result<PathBuf> {
+    static EXE: OnceLock<PathBuf> = OnceLock::new();
+    if let Some(exe) = EXE.get() {
+        return Ok(exe.clone());
+    }
+    let exe = std::env::current_exe()?;
+    Ok(EXE.get_or_init(|| exe).clone())
 }
 
 /// The root host's side of the lifeline and the orphanage.
@@ -245,7 +257,7 @@ impl Backend for NativeBackend {
     }
 
     fn engines(&self) -> Option<Engines> {
-        self.engines.clone()
+        self.engines.lock().unwrap().take()
     }
 
     fn wait_adopted(&self) {

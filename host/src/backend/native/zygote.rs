@@ -136,6 +136,11 @@ pub(crate) fn serve() -> Result<i32, String> {
     let engines = worker::builder(settings)
         .make_engines()
         .map_err(|e| format!("cannot build the zygote's engine: {e:#}"))?;
+    // Each fork takes this copy for its own (never cloned: a clone of the
+    // linkers costs more than the rest of a worker's start).
+    let mut engines = Some(engines);
+    // Looked up once here, not by every worker.
+    super::current_exe().map_err(|e| format!("cannot find the host binary: {e}"))?;
     let mut programs: HashMap<(u64, u64), (Code, Arc<Sealed>)> = HashMap::new();
     loop {
         let (request, fds) = match receive(&socket) {
@@ -144,7 +149,7 @@ pub(crate) fn serve() -> Result<i32, String> {
             Err(e) => return Err(format!("lost the root host: {e}")),
         };
         let inherited = [&lifeline, &orphanage, &slots];
-        let answer = fork_worker(&request, fds, &socket, inherited, settings, &engines, &mut programs);
+        let answer = fork_worker(&request, fds, &socket, inherited, settings, &mut engines, &mut programs);
         send(&socket, &protocol::encode_frame(&answer).map_err(|e| e.to_string())?, &[])
             .map_err(|e| format!("lost the root host: {e}"))?;
     }
@@ -158,7 +163,7 @@ fn fork_worker(
     socket: &OwnedFd,
     inherited: [&OwnedFd; 3],
     settings: EngineSettings,
-    engines: &crate::runtime::Engines,
+    engines: &mut Option<crate::runtime::Engines>,
     programs: &mut HashMap<(u64, u64), (Code, Arc<Sealed>)>,
 ) -> Result<u32, String> {
     let start: Start = protocol::decode_frame(request)?;
@@ -178,7 +183,7 @@ fn fork_worker(
         Some(known) => known.clone(),
         None => {
             // Mapped here, before forking, so every worker shares the pages.
-            let loaded = super::code::load(engines, code, &start).map_err(|e| e.to_string())?;
+            let loaded = super::code::load(engines.as_ref().ok_or("the zygote has no engine")?, code, &start).map_err(|e| e.to_string())?;
             programs.insert(key, loaded.clone());
             loaded
         }
@@ -204,7 +209,9 @@ fn fork_worker(
                     orphanage: orphanage.map_err(|e| e.to_string())?,
                     slots: slots.map_err(|e| e.to_string())?,
                 };
-                worker::run(start, report, inherited, engines.clone(), code, sealed, input)
+                // This process's copy of the zygote's engine: its own now.
+                let engines = engines.take().ok_or("the zygote has no engine")?;
+                worker::run(start, report, inherited, engines, code, sealed, input)
             })();
             let status = status.unwrap_or_else(|message| {
                 eprintln!("error: {message}");
