@@ -239,12 +239,15 @@ fn restart_helpers(
         orphanage: inherited.orphanage.try_clone().map_err(|e| e.to_string())?,
         slots: backend.slots.fd().try_clone().map_err(|e| e.to_string())?,
         settings: backend.settings,
-        zygote: ZygoteState::Off,
     };
     // The parent's spawner thread did not survive the fork: this child
     // starts its own on first use. The old sender is forgotten, not
     // dropped (its thread is gone; dropping it would wake nobody).
     let old = std::mem::replace(&mut *backend.spawner.lock().unwrap(), SpawnerThread::NotYet(Box::new(spawner)));
+    std::mem::forget(old);
+    // Nor is the parent's zygote this child's: forgotten, not dropped
+    // (dropping it would kill it), and the child starts its own.
+    let old = std::mem::replace(&mut *backend.zygote.lock().unwrap(), ZygoteState::NotYet);
     std::mem::forget(old);
     crate::output::after_fork();
     host.sync.after_fork();

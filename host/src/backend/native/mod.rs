@@ -107,6 +107,11 @@ pub(crate) struct NativeBackend {
     /// inheritable for one spawn must not leak into another.
     /// Started on first use (most workers start no process of their own).
     spawner: std::sync::Mutex<SpawnerThread>,
+    /// The zygote that forks this host's workers (`spawner.rs`).
+    zygote: std::sync::Mutex<ZygoteState>,
+    /// How many processes this host has started (a worker starts its
+    /// zygote only once it has a few children).
+    spawned: std::sync::atomic::AtomicU32,
     /// The run's process slots, shared with every worker.
     slots: Arc<slots::Slots>,
     /// The root keeps the lifeline's write end for as long as it lives.
@@ -181,14 +186,15 @@ impl NativeBackend {
             orphanage,
             slots: slots.fd().try_clone()?,
             settings,
-            // Only the root forks workers from a zygote (they become its
-            // children); a worker's children must be its own, so it execs.
-            zygote: if INHERITED.get().is_none() { ZygoteState::NotYet } else { ZygoteState::Off },
         };
         Ok(NativeBackend {
             exe,
             settings,
             spawner: std::sync::Mutex::new(SpawnerThread::NotYet(Box::new(spawner))),
+            // A worker's zygote is its own child, so that the workers that
+            // zygote forks (with `CLONE_PARENT`) are the worker's children.
+            zygote: std::sync::Mutex::new(ZygoteState::NotYet),
+            spawned: std::sync::atomic::AtomicU32::new(0),
             slots,
             _lifeline_writer: lifeline_writer,
             broker: OnceLock::new(),
@@ -311,16 +317,14 @@ impl Backend for NativeBackend {
         start.parent_name = self.this_process.is_some().then(|| host.root.name());
         // Taken before the worker exists, given back (by dropping it) if it
         // never does, else once it is reaped.
-        let mut slot = self.slots.take()?;
-        let (started, worker) = crossbeam_channel::bounded(1);
-        let gone = || Error::Spawn("the spawner thread is gone".into());
+        let mut slot = match self.slots.take() {
+            // At the cap, a worker's own zygote makes room for its child.
+            Err(Error::ProcessLimit { .. }) if self.yield_zygote() => self.slots.take()?,
+            taken => taken?,
+        };
         let broker = self.broker.get().map(|path| (broker::BROKER_VAR, path.clone()));
         let stdin = stdin_fd(&launch.stdin.0).map_err(|e| Error::Spawn(format!("cannot pass on stdin: {e}")))?;
-        self.spawner()?.send(SpawnRequest { start, code, broker, stdin, started }).map_err(|_| gone())?;
-        let worker = worker
-            .recv()
-            .map_err(|_| gone())?
-            .map_err(|e| Error::Spawn(format!("cannot start a worker ({}): {e}", self.exe.display())))?;
+        let worker = self.spawn(SpawnRequest { start, code, broker, stdin })?;
         let pid = worker.pid;
         // Signals and the wait go through a pidfd: once the worker is reaped
         // its pid may be another process's, its pidfd never is.

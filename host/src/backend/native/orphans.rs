@@ -142,9 +142,19 @@ fn parent_of(pid: u32) -> Option<u32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The command name of `pid` (`comm`), between the parentheses of
+/// `/proc/PID/stat`.
+fn command_name(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(stat[stat.find('(')? + 1..stat.rfind(')')?].to_string())
+}
+
 /// How a host binary runs in worker mode.
 #[derive(PartialEq, Eq)]
 enum Mode {
+    /// A zygote, known by its name even once it has ended (a zombie has no
+    /// command line): a worker's, left to us when that worker ended.
+    Zygote,
     /// Exec'd as a worker.
     Worker,
     /// The zygote, or a worker it forked (they share its command line).
@@ -153,6 +163,9 @@ enum Mode {
 
 /// How `pid` runs the host binary in worker mode; `None` if it does not.
 fn mode(pid: u32) -> Option<Mode> {
+    if command_name(pid).is_some_and(|name| name.as_bytes() == super::zygote::ZYGOTE_NAME.to_bytes()) {
+        return Some(Mode::Zygote);
+    }
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let mut args = cmdline.split(|&b| b == 0).skip(1);
     if args.next()? != WORKER_ARG.as_bytes() {

@@ -10,14 +10,14 @@
 use super::code;
 use super::protocol::{self, EngineSettings, Start};
 use super::zygote;
-use super::{FDS_VAR, INHERITED, NativeBackend, STDIN_VAR, WORKER_ARG, orphans, pipe};
+use super::{FDS_VAR, INHERITED, NativeBackend, STDIN_VAR, WORKER_ARG, orphans, pipe, slots};
 use crate::error::Error;
 use crate::output::Input;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// A worker to start, and where to send it once started.
+/// A worker to start.
 pub(super) struct SpawnRequest {
     pub(super) start: Start,
     pub(super) code: Arc<code::Sealed>,
@@ -25,20 +25,32 @@ pub(super) struct SpawnRequest {
     pub(super) broker: Option<(&'static str, PathBuf)>,
     /// The guest's stdin, if it has one.
     pub(super) stdin: Option<OwnedFd>,
-    pub(super) started: crossbeam_channel::Sender<std::io::Result<Worker>>,
+}
+
+/// What the spawner thread is asked to do.
+pub(super) enum Request {
+    /// Exec a worker, and send it back once started.
+    Exec(SpawnRequest, crossbeam_channel::Sender<std::io::Result<Worker>>),
+    /// Start the zygote: from this thread, which lives as long as the host,
+    /// since `PR_SET_PDEATHSIG` of the workers the zygote forks (its
+    /// siblings) fires when the thread that started it ends.
+    Zygote {
+        broker: Option<(&'static str, PathBuf)>,
+        started: crossbeam_channel::Sender<std::io::Result<zygote::Zygote>>,
+    },
 }
 
 /// The spawner thread, once started.
 pub(super) enum SpawnerThread {
     NotYet(Box<Spawner>),
-    Running(crossbeam_channel::Sender<SpawnRequest>),
+    Running(crossbeam_channel::Sender<Request>),
     /// It could not be started.
     Failed,
 }
 
 impl NativeBackend {
     /// Where spawn requests go, the thread started on first use.
-    pub(super) fn spawner(&self) -> Result<crossbeam_channel::Sender<SpawnRequest>, Error> {
+    fn spawner(&self) -> Result<crossbeam_channel::Sender<Request>, Error> {
         let mut thread = self.spawner.lock().unwrap();
         if let SpawnerThread::NotYet(_) = &*thread
             && let SpawnerThread::NotYet(spawner) = std::mem::replace(&mut *thread, SpawnerThread::Failed)
@@ -49,6 +61,137 @@ impl NativeBackend {
         match &*thread {
             SpawnerThread::Running(sender) => Ok(sender.clone()),
             _ => Err(Error::Spawn("the spawner thread could not be started".into())),
+        }
+    }
+
+    /// Asks the spawner thread to do something, and waits for its answer.
+    fn ask_spawner<T>(&self, request: impl FnOnce(crossbeam_channel::Sender<T>) -> Request) -> Result<T, Error> {
+        let gone = || Error::Spawn("the spawner thread is gone".into());
+        let (sender, answer) = crossbeam_channel::bounded(1);
+        self.spawner()?.send(request(sender)).map_err(|_| gone())?;
+        answer.recv().map_err(|_| gone())
+    }
+
+    /// Starts a worker: forked by the zygote if there is one, asked from
+    /// this thread (one request at a time, the zygote's lock held), else
+    /// exec'd by the spawner thread.
+    pub(super) fn spawn(&self, request: SpawnRequest) -> Result<Worker, Error> {
+        let failed = |e: std::io::Error| Error::Spawn(format!("cannot start a worker ({}): {e}", self.exe.display()));
+        let in_worker = INHERITED.get().is_some();
+        let earlier = self.spawned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut zygote = self.zygote.lock().unwrap();
+        // A worker's zygote takes a process slot; none free, none yet.
+        let slot = match (&*zygote, in_worker) {
+            (ZygoteState::NotYet, true) if earlier >= ZYGOTE_AFTER => self.slots.take().ok(),
+            _ => None,
+        };
+        if matches!(*zygote, ZygoteState::NotYet) && (!in_worker || slot.is_some()) {
+            // The broker is the host's for its whole life: the zygote's
+            // children find it in the environment they inherit.
+            let broker = request.broker.clone();
+            *zygote = match self.ask_spawner(|started| Request::Zygote { broker, started })? {
+                Ok(started) => {
+                    if let Some(mut slot) = slot {
+                        slot.started(started.pid());
+                        *WORKER_ZYGOTE.lock().unwrap() = Some((std::process::id(), started.pid(), slot));
+                    }
+                    ZygoteState::Running(started)
+                }
+                Err(_) => ZygoteState::Off,
+            };
+        }
+        if let ZygoteState::Running(running) = &*zygote {
+            // No stray search may take a worker for an orphan between its
+            // birth and the moment it is known.
+            let mut known = orphans::KNOWN.lock().unwrap();
+            // A worker's children write on its own stdout and stderr, as
+            // when it execs them (an orphan's output still reaches the root).
+            match running.spawn(&request.start, &request.code, request.stdin.as_ref(), in_worker) {
+                Ok(worker) => {
+                    known.insert(worker.pid);
+                    return Ok(worker);
+                }
+                Err(zygote::Failed::Unsupported) => {}
+                // A zygote that fails once is not trusted again.
+                Err(zygote::Failed::Refused) => *zygote = ZygoteState::Off,
+                // It may have forked the worker before it fell silent or
+                // died. Stopped for good, it forks no more: a fork of it
+                // nobody knows is that worker; without one, exec is safe.
+                Err(zygote::Failed::Unanswered(mut worker)) => {
+                    if let ZygoteState::Running(silent) = std::mem::replace(&mut *zygote, ZygoteState::Off) {
+                        known.remove(&silent.pid());
+                        drop(silent);
+                    }
+                    match orphans::unknown_zygote_forks(&known)[..] {
+                        [] => {}
+                        [pid] => {
+                            worker.pid = pid;
+                            known.insert(pid);
+                            return Ok(*worker);
+                        }
+                        _ => return Err(failed(std::io::Error::other("the zygote forked workers nobody asked for"))),
+                    }
+                }
+            }
+        }
+        drop(zygote);
+        self.ask_spawner(|started| Request::Exec(request, started))?.map_err(failed)
+    }
+}
+
+/// A worker starts a zygote of its own at its third child, not before: for
+/// one or two children the zygote's own start (an exec) costs what it saves.
+const ZYGOTE_AFTER: u32 = 2;
+
+/// In a worker: its own pid, its zygote's, and the process slot the zygote
+/// holds (a worker's zygote is a process of the run: it counts against the
+/// run's cap). A forked child's copy names its parent's, not its to stop.
+static WORKER_ZYGOTE: std::sync::Mutex<Option<(u32, u32, slots::Slot)>> = std::sync::Mutex::new(None);
+
+/// Stops this worker's zygote, if it has one, reaps it and gives back its
+/// slot: called as the worker ends, so that it leaves no zygote behind (one
+/// that ends by a signal leaves it to the root, see `orphans.rs`). The
+/// workers it forked are this worker's children, and live on.
+pub(super) fn stop_zygote() {
+    let Some((owner, pid, slot)) = WORKER_ZYGOTE.lock().unwrap().take() else { return };
+    if owner != std::process::id() {
+        // The parent's, before this process was forked from it.
+        std::mem::forget(slot);
+        return;
+    }
+    // SAFETY: `pid` is our own child, not reaped yet: it is still the zygote.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+        libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0);
+    }
+    drop(slot);
+}
+
+impl NativeBackend {
+    /// Makes room for one more process at the cap: a worker's zygote gives
+    /// its slot back (for good: its children are exec'd from now on). True
+    /// if a slot was freed.
+    pub(super) fn yield_zygote(&self) -> bool {
+        if INHERITED.get().is_none() {
+            return false;
+        }
+        let mut zygote = self.zygote.lock().unwrap();
+        match std::mem::replace(&mut *zygote, ZygoteState::Off) {
+            ZygoteState::Running(running) => {
+                // Stopped, and reaped, by its handle's drop.
+                drop(running);
+                let held = WORKER_ZYGOTE.lock().unwrap().take();
+                match held {
+                    Some((owner, _, slot)) if owner == std::process::id() => drop(slot),
+                    Some((_, _, slot)) => std::mem::forget(slot),
+                    None => {}
+                }
+                true
+            }
+            other => {
+                *zygote = other;
+                false
+            }
         }
     }
 }
@@ -63,84 +206,47 @@ pub(super) struct Spawner {
     /// The process table, passed to every worker.
     pub(super) slots: OwnedFd,
     pub(super) settings: EngineSettings,
-    pub(super) zygote: ZygoteState,
 }
 
 pub(super) enum ZygoteState {
     /// Started on first use.
     NotYet,
     Running(zygote::Zygote),
-    /// Not used: in a worker, or after the zygote failed.
+    /// Not used: after the zygote failed.
     Off,
 }
 
 impl Spawner {
-    fn run(mut self) -> std::io::Result<crossbeam_channel::Sender<SpawnRequest>> {
-        let (requests, incoming) = crossbeam_channel::unbounded::<SpawnRequest>();
+    fn run(self) -> std::io::Result<crossbeam_channel::Sender<Request>> {
+        let (requests, incoming) = crossbeam_channel::unbounded::<Request>();
         std::thread::Builder::new().name("host-spawner".into()).spawn(move || {
             for request in incoming {
+                let inherited = [&self.lifeline, &self.orphanage, &self.slots];
                 // No stray search may take a worker for an orphan between its
                 // birth and the moment it is known.
                 let mut known = orphans::KNOWN.lock().unwrap();
-                let spawned = self.spawn(&request.start, &request.code, request.broker, request.stdin, &mut known);
-                if let Ok(worker) = &spawned {
-                    known.insert(worker.pid);
+                match request {
+                    Request::Exec(request, started) => {
+                        let SpawnRequest { start, code, broker, stdin } = request;
+                        let spawned = spawn_worker(&self.exe, inherited, &start, &code, broker, stdin);
+                        if let Ok(worker) = &spawned {
+                            known.insert(worker.pid);
+                        }
+                        drop(known);
+                        let _ = started.send(spawned);
+                    }
+                    Request::Zygote { broker, started } => {
+                        let zygote = zygote::Zygote::start(&self.exe, inherited, self.settings, broker);
+                        if let Ok(zygote) = &zygote {
+                            known.insert(zygote.pid());
+                        }
+                        drop(known);
+                        let _ = started.send(zygote);
+                    }
                 }
-                drop(known);
-                let _ = request.started.send(spawned);
             }
         })?;
         Ok(requests)
-    }
-
-    /// Forks the worker from the zygote if there is one, else execs it.
-    fn spawn(
-        &mut self,
-        start: &Start,
-        code: &code::Sealed,
-        broker: Option<(&'static str, PathBuf)>,
-        stdin: Option<OwnedFd>,
-        known: &mut std::collections::BTreeSet<u32>,
-    ) -> std::io::Result<Worker> {
-        if let ZygoteState::NotYet = self.zygote {
-            // The broker is the root's for its whole life: the zygote's
-            // children find it in the environment they inherit.
-            let passed = [&self.lifeline, &self.orphanage, &self.slots];
-            let zygote = zygote::Zygote::start(&self.exe, passed, self.settings, broker.clone());
-            self.zygote = match zygote {
-                Ok(zygote) => {
-                    known.insert(zygote.pid());
-                    ZygoteState::Running(zygote)
-                }
-                Err(_) => ZygoteState::Off,
-            };
-        }
-        if let ZygoteState::Running(zygote) = &self.zygote {
-            match zygote.spawn(start, code, stdin.as_ref()) {
-                Ok(worker) => return Ok(worker),
-                Err(zygote::Failed::Unsupported) => {}
-                // A zygote that fails once is not trusted again.
-                Err(zygote::Failed::Refused) => self.zygote = ZygoteState::Off,
-                // It may have forked the worker before it fell silent or
-                // died. Stopped for good, it forks no more: a fork of it
-                // nobody knows is that worker; without one, exec is safe.
-                Err(zygote::Failed::Unanswered(mut worker)) => {
-                    if let ZygoteState::Running(zygote) = std::mem::replace(&mut self.zygote, ZygoteState::Off) {
-                        known.remove(&zygote.pid());
-                        drop(zygote);
-                    }
-                    match orphans::unknown_zygote_forks(known)[..] {
-                        [] => {}
-                        [pid] => {
-                            worker.pid = pid;
-                            return Ok(*worker);
-                        }
-                        _ => return Err(std::io::Error::other("the zygote forked workers nobody asked for")),
-                    }
-                }
-            }
-        }
-        spawn_worker(&self.exe, [&self.lifeline, &self.orphanage, &self.slots], start, code, broker, stdin)
     }
 }
 

@@ -167,6 +167,7 @@ pub(crate) fn run(
     }
     drop(report);
     announce_orphans(&node.live_children());
+    super::spawner::stop_zygote();
     if timed_out {
         // A timeout: end the way a terminate does, so the parent sees -15.
         unsafe { libc::raise(libc::SIGTERM) };

@@ -35,6 +35,10 @@ use std::sync::Arc;
 /// The second argument that makes a worker a zygote.
 pub(crate) const ZYGOTE_ARG: &str = "zygote";
 
+/// The zygote's process name (its `comm`), which the workers it forks do
+/// not keep.
+pub(crate) const ZYGOTE_NAME: &std::ffi::CStr = c"host-zygote";
+
 /// How long the root waits for the zygote's answer before going by exec.
 const ANSWER_TIMEOUT_SECS: i64 = 10;
 
@@ -81,28 +85,46 @@ impl Zygote {
     }
 
     /// A new worker, forked by the zygote, running `start`, reading `stdin`.
-    pub(crate) fn spawn(&self, start: &Start, code: &Sealed, stdin: Option<&OwnedFd>) -> Result<Worker, Failed> {
+    /// With `shared_output` (the zygote of a worker) it writes on our own
+    /// stdout and stderr, as an exec'd child of a worker does; else each on a
+    /// pipe of its own, which the worker returned holds.
+    pub(crate) fn spawn(
+        &self,
+        start: &Start,
+        code: &Sealed,
+        stdin: Option<&OwnedFd>,
+        shared_output: bool,
+    ) -> Result<Worker, Failed> {
         let request = protocol::encode_frame(start).map_err(|_| Failed::Refused)?;
         // A pool worker takes its tasks on its stdin, which only exec sets up.
         if request.len() > MAX_REQUEST || start.serve.is_some() {
             return Err(Failed::Unsupported);
         }
-        let (stdout, stdout_theirs) = pipe().map_err(|_| Failed::Refused)?;
-        let (stderr, stderr_theirs) = pipe().map_err(|_| Failed::Refused)?;
+        let (stdout, stderr, theirs_out) = if shared_output {
+            (None, None, None)
+        } else {
+            let (stdout, stdout_theirs) = pipe().map_err(|_| Failed::Refused)?;
+            let (stderr, stderr_theirs) = pipe().map_err(|_| Failed::Refused)?;
+            (Some(stdout), Some(stderr), Some((stdout_theirs, stderr_theirs)))
+        };
+        let (out, err) = match &theirs_out {
+            Some((stdout, stderr)) => (stdout.as_raw_fd(), stderr.as_raw_fd()),
+            // Sent as they are: the message carries copies.
+            None => (1, 2),
+        };
         let (report, report_theirs) = pipe().map_err(|_| Failed::Refused)?;
-        let mut theirs =
-            vec![stdout_theirs.as_raw_fd(), stderr_theirs.as_raw_fd(), report_theirs.as_raw_fd(), code.fd().as_raw_fd()];
+        let mut theirs = vec![out, err, report_theirs.as_raw_fd(), code.fd().as_raw_fd()];
         theirs.extend(stdin.map(|fd| fd.as_raw_fd()));
         send(&self.socket, &request, &theirs).map_err(|_| Failed::Refused)?;
-        drop((stdout_theirs, stderr_theirs, report_theirs));
+        drop((theirs_out, report_theirs));
         let Ok((answer, _)) = receive(&self.socket) else {
-            return Err(Failed::Unanswered(Box::new(Worker { pid: 0, stdout: Some(stdout), stderr: Some(stderr), report, tasks: None })));
+            return Err(Failed::Unanswered(Box::new(Worker { pid: 0, stdout, stderr, report, tasks: None })));
         };
         // An answer not in our words is not from a zygote of ours: it forks nothing.
         let pid = protocol::decode_frame::<Result<u32, String>>(&answer)
             .map_err(|_| Failed::Refused)?
             .map_err(|_| Failed::Refused)?;
-        Ok(Worker { pid, stdout: Some(stdout), stderr: Some(stderr), report, tasks: None })
+        Ok(Worker { pid, stdout, stderr, report, tasks: None })
     }
 }
 
@@ -131,6 +153,17 @@ impl Drop for Zygote {
 pub(crate) fn serve() -> Result<i32, String> {
     let [socket, lifeline, orphanage, slots] =
         worker::inherit().ok_or("zygote mode is for the host's own use: its descriptors are missing")?;
+    // It dies with the host (a worker, say) that started it, however that
+    // ends, and goes by a name that tells it apart even as a zombie (which
+    // the root, a worker's orphan's adopter, then reaps: `orphans.rs`).
+    // SAFETY: prctl with these options reads and writes nothing of ours.
+    let original = unsafe {
+        let mut name = [0u8; 16];
+        libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr());
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        libc::prctl(libc::PR_SET_NAME, ZYGOTE_NAME.as_ptr());
+        name
+    };
     let (settings, _) = receive(&socket).map_err(|e| format!("no engine settings: {e}"))?;
     let settings: EngineSettings = protocol::decode_frame(&settings)?;
     let engines = worker::builder(settings)
@@ -149,7 +182,7 @@ pub(crate) fn serve() -> Result<i32, String> {
             Err(e) => return Err(format!("lost the root host: {e}")),
         };
         let inherited = [&lifeline, &orphanage, &slots];
-        let answer = fork_worker(&request, fds, &socket, inherited, settings, &mut engines, &mut programs);
+        let answer = fork_worker(&request, fds, &socket, inherited, settings, &mut engines, &mut programs, &original);
         send(&socket, &protocol::encode_frame(&answer).map_err(|e| e.to_string())?, &[])
             .map_err(|e| format!("lost the root host: {e}"))?;
     }
@@ -165,6 +198,7 @@ fn fork_worker(
     settings: EngineSettings,
     engines: &mut Option<crate::runtime::Engines>,
     programs: &mut HashMap<(u64, u64), (Code, Arc<Sealed>)>,
+    name: &[u8; 16],
 ) -> Result<u32, String> {
     let start: Start = protocol::decode_frame(request)?;
     if start.engine != settings {
@@ -190,7 +224,9 @@ fn fork_worker(
     };
     match fork_sibling().map_err(|e| format!("cannot fork a worker: {e}"))? {
         0 => {
-            // The new worker: stdio to its pipes, then run and exit.
+            // The new worker: its own name, stdio to its pipes, then run and exit.
+            // SAFETY: `name` is NUL-terminated (PR_GET_NAME wrote it).
+            unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
             let status = (|| {
                 dup_onto(&stdout, 1)?;
                 dup_onto(&stderr, 2)?;
