@@ -82,6 +82,8 @@ pub(crate) fn builder(settings: EngineSettings) -> HostBuilder {
         // A worker runs one instance: its children are processes of their
         // own, counted against the run's cap in the table it inherited.
         .max_processes(1)
+        // Its code comes compiled from its parent; it compiles nothing.
+        .compile_cache(crate::cache::CompileCache::Off)
 }
 
 /// Runs the process of `start` as this worker, to its end; exits.
@@ -172,8 +174,11 @@ pub(crate) fn run(
         // A timeout: end the way a terminate does, so the parent sees -15.
         unsafe { libc::raise(libc::SIGTERM) };
     }
-    // Exit at once: no destructor may terminate the children we leave.
-    std::process::exit(ended.code.code())
+    // Exit at once: no destructor may terminate the children we leave, and
+    // nothing but our own stdout's buffer needs the exit handlers.
+    let _ = std::io::stdout().flush();
+    // SAFETY: ends this process; everything it reported is written.
+    unsafe { libc::_exit(ended.code.code()) }
 }
 
 /// How long a worker that ends waits for a root that takes none of its

@@ -69,6 +69,9 @@ impl Zygote {
             .env_clear()
             .env(FDS_VAR, passed.map(|fd| fd.as_raw_fd().to_string()).join(","))
             .envs(broker)
+            // Every symbol bound as it starts, once, rather than by each
+            // worker as it first calls it.
+            .env("LD_BIND_NOW", "1")
             .stdin(std::process::Stdio::null());
         passed.iter().for_each(|fd| set_cloexec(fd, false));
         let process = spawn_retrying(&mut command);
@@ -174,6 +177,8 @@ pub(crate) fn serve() -> Result<i32, String> {
     let mut engines = Some(engines);
     // Looked up once here, not by every worker.
     super::current_exe().map_err(|e| format!("cannot find the host binary: {e}"))?;
+    // The engine's per-thread state (its signal stack) made here, once.
+    wasmtime::Engine::tls_eager_initialize();
     let mut programs: HashMap<(u64, u64), (Code, Arc<Sealed>)> = HashMap::new();
     loop {
         let (request, fds) = match receive(&socket) {
