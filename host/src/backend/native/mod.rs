@@ -11,10 +11,13 @@
 //!
 //! The root forks its workers from a zygote (`zygote.rs`: a pre-started,
 //! single-threaded worker that has the engine and the program's code mapped,
-//! forking with `CLONE_PARENT` so each worker is the root's own child); a
-//! worker's own children, and every worker when the zygote is unavailable,
-//! are started with `posix_spawn` (no `fork` of the host's large address
-//! space). Both go one at a time through one long-lived spawner thread
+//! forking with `CLONE_PARENT` so each worker is the root's own child). A
+//! worker forks its own children the same way from a zygote of its own (its
+//! child, started at its third child: so the forks are the worker's
+//! children), and execs its first two, as does anyone whose zygote is
+//! unavailable (`posix_spawn`: no `fork` of the host's large address space).
+//! The starting thread asks the zygote itself, one request at a time; the
+//! zygote is started, and execs are done, by one long-lived spawner thread
 //! (`spawner.rs`); the root watches each started worker in `supervise.rs`,
 //! through a pidfd (`pidfd.rs`).
 //! Besides its stdout and stderr (piped to the root host, which passes them

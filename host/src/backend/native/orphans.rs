@@ -11,8 +11,9 @@
 //!
 //! Being a subreaper is a property of the whole process: an embedder's own
 //! grandchildren whose parent ends re-parent to it as well. The root adopts
-//! only workers (processes running the host binary in worker mode) and
-//! leaves the embedder's to the embedder.
+//! only workers (processes running the host binary in worker mode, and a
+//! killed worker's zygote, known by its name even as a zombie) and leaves
+//! the embedder's to the embedder.
 
 use super::slots::Slots;
 use super::{Status, WORKER_ARG, wait_pid};

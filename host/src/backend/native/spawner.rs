@@ -1,11 +1,14 @@
-//! How workers are started: one long-lived spawner thread takes start
-//! requests one at a time and forks each worker from the zygote, or execs
-//! the host binary in worker mode when there is no zygote (in a worker,
-//! whose children must be its own, or after the zygote failed).
+//! How workers are started: the starting thread asks the zygote to fork
+//! the worker (one request at a time), or, when there is no zygote (a
+//! worker's first two children, a pool worker, after the zygote failed),
+//! one long-lived spawner thread execs the host binary in worker mode. That
+//! thread also starts the zygote.
 //!
 //! One thread, because `PR_SET_PDEATHSIG` fires when the *thread* that
-//! spawned a child ends, and because descriptors made inheritable for one
-//! spawn must not leak into another spawned at the same moment.
+//! spawned a child ends (the zygote's forks are its siblings: their parent
+//! thread is the one that started the zygote), and because descriptors made
+//! inheritable for one spawn must not leak into another spawned at the same
+//! moment.
 
 use super::code;
 use super::protocol::{self, EngineSettings, Start};
@@ -30,7 +33,7 @@ pub(super) struct SpawnRequest {
 /// What the spawner thread is asked to do.
 pub(super) enum Request {
     /// Exec a worker, and send it back once started.
-    Exec(SpawnRequest, crossbeam_channel::Sender<std::io::Result<Worker>>),
+    Exec(Box<SpawnRequest>, crossbeam_channel::Sender<std::io::Result<Worker>>),
     /// Start the zygote: from this thread, which lives as long as the host,
     /// since `PR_SET_PDEATHSIG` of the workers the zygote forks (its
     /// siblings) fires when the thread that started it ends.
@@ -135,7 +138,7 @@ impl NativeBackend {
             }
         }
         drop(zygote);
-        self.ask_spawner(|started| Request::Exec(request, started))?.map_err(failed)
+        self.ask_spawner(|started| Request::Exec(Box::new(request), started))?.map_err(failed)
     }
 }
 
@@ -227,7 +230,7 @@ impl Spawner {
                 let mut known = orphans::KNOWN.lock().unwrap();
                 match request {
                     Request::Exec(request, started) => {
-                        let SpawnRequest { start, code, broker, stdin } = request;
+                        let SpawnRequest { start, code, broker, stdin } = *request;
                         let spawned = spawn_worker(&self.exe, inherited, &start, &code, broker, stdin);
                         if let Ok(worker) = &spawned {
                             known.insert(worker.pid);

@@ -8,6 +8,15 @@
 //! `CLONE_PARENT`, so the new worker is the root host's own child (the root
 //! waits for it, reaps it, and is its ppid), exactly as an exec'd worker is.
 //!
+//! A worker that starts several children starts a zygote of its own the same
+//! way: the zygote is the worker's child, so its forks are the worker's
+//! children. Its forks write on the worker's own stdout and stderr (shared,
+//! as an exec'd child of a worker does); it holds a process slot of the run,
+//! which it gives back when the worker needs it for a child at the cap; it
+//! is stopped and reaped when the worker ends, and dies with the worker
+//! (`PR_SET_PDEATHSIG`) when that is killed, the root then reaping it (its
+//! name, `host-zygote`, tells it apart even as a zombie).
+//!
 //! The root talks to the zygote over a `SOCK_SEQPACKET` socket pair: one
 //! message carries a [`Start`] frame and, as `SCM_RIGHTS`, the write ends of
 //! the new worker's stdout, stderr and report pipes, the program's sealed
