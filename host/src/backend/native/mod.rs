@@ -13,8 +13,8 @@
 //! single-threaded worker that has the engine and the program's code mapped,
 //! forking with `CLONE_PARENT` so each worker is the root's own child). A
 //! worker forks its own children the same way from a zygote of its own (its
-//! child, started at its third child: so the forks are the worker's
-//! children), and execs its first two, as does anyone whose zygote is
+//! child, started at its second child: so the forks are the worker's
+//! children), and execs its first, as does anyone whose zygote is
 //! unavailable (`posix_spawn`: no `fork` of the host's large address space).
 //! The starting thread asks the zygote itself, one request at a time; the
 //! zygote is started, and execs are done, by one long-lived spawner thread

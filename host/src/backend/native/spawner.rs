@@ -1,6 +1,6 @@
 //! How workers are started: the starting thread asks the zygote to fork
 //! the worker (one request at a time), or, when there is no zygote (a
-//! worker's first two children, a pool worker, after the zygote failed),
+//! worker's first child, a pool worker, after the zygote failed),
 //! one long-lived spawner thread execs the host binary in worker mode. That
 //! thread also starts the zygote.
 //!
@@ -84,11 +84,14 @@ impl NativeBackend {
         let earlier = self.spawned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut zygote = self.zygote.lock().unwrap();
         // A worker's zygote takes a process slot; none free, none yet.
+        // A pool worker takes its tasks on a stdin only exec sets up: no
+        // zygote is started for one.
+        let forkable = request.start.serve.is_none();
         let slot = match (&*zygote, in_worker) {
-            (ZygoteState::NotYet, true) if earlier >= ZYGOTE_AFTER => self.slots.take().ok(),
+            (ZygoteState::NotYet, true) if earlier >= ZYGOTE_AFTER && forkable => self.slots.take().ok(),
             _ => None,
         };
-        if matches!(*zygote, ZygoteState::NotYet) && (!in_worker || slot.is_some()) {
+        if matches!(*zygote, ZygoteState::NotYet) && forkable && (!in_worker || slot.is_some()) {
             // The broker is the host's for its whole life: the zygote's
             // children find it in the environment they inherit.
             let broker = request.broker.clone();
@@ -142,9 +145,10 @@ impl NativeBackend {
     }
 }
 
-/// A worker starts a zygote of its own at its third child, not before: for
-/// one or two children the zygote's own start (an exec) costs what it saves.
-const ZYGOTE_AFTER: u32 = 2;
+/// A worker starts a zygote of its own at its second child, not before: for
+/// one child the zygote's own start (an exec) costs what it saves, and
+/// holds a process slot for nothing.
+const ZYGOTE_AFTER: u32 = 1;
 
 /// In a worker: its own pid, its zygote's, and the process slot the zygote
 /// holds (a worker's zygote is a process of the run: it counts against the

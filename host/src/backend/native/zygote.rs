@@ -8,7 +8,7 @@
 //! `CLONE_PARENT`, so the new worker is the root host's own child (the root
 //! waits for it, reaps it, and is its ppid), exactly as an exec'd worker is.
 //!
-//! A worker that starts several children starts a zygote of its own the same
+//! A worker that starts more than one child starts a zygote of its own the same
 //! way: the zygote is the worker's child, so its forks are the worker's
 //! children. Its forks write on the worker's own stdout and stderr (shared,
 //! as an exec'd child of a worker does); it holds a process slot of the run,
