@@ -9,10 +9,10 @@
 
 mod common;
 
-use common::{HANG, guest, host, join};
+use common::{HANG, guest, host, host_command, join};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Instant;
 
 /// `/proc/<pid>/status` field `key`, if the process exists.
@@ -102,7 +102,7 @@ fn another_signal_reports_minus_its_number() {
 
 #[test]
 fn orphans_are_adopted_by_the_root_host() {
-    let child = Command::new(env!("CARGO_BIN_EXE_host"))
+    let child = host_command()
         .args(["run", "--backend", "native"])
         .arg(guest("seed-orphan"))
         .stdout(Stdio::piped())
@@ -138,7 +138,7 @@ fn a_daemon_dies_when_its_parent_is_killed() {
 
 #[test]
 fn nothing_outlives_a_killed_host() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
+    let mut child = host_command()
         .args(["run", "--backend", "native", "--count", "2", "--entry", "join_grandchild"])
         .arg(guest("children"))
         .stdout(Stdio::null())
@@ -315,7 +315,7 @@ fn descendants(root: u32) -> Vec<u32> {
 fn the_process_cap_holds_for_the_whole_os_process_tree_whoever_spawns() {
     // Workers start their own children, so only a cap the root keeps for
     // every worker can hold the tree to 30 (the zygote is one more).
-    let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
+    let mut child = host_command()
         .args(["run", "--backend", "native", "--max-processes", "30"])
         .arg(guest("fork-bomb"))
         .args(["--", "12"])

@@ -102,6 +102,7 @@ fn each_backend_has_a_default_cap_and_the_cli_documents_the_flag() {
     let host = Host::builder()
         .backend(backend())
         .worker_program(env!("CARGO_BIN_EXE_host"))
+        .compile_cache(compile_cache())
         .build()
         .expect("a host");
     assert_eq!(host.max_processes(), backend().default_max_processes());

@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use host::{Capture, Stdin, Stdio};
 use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio as Pipe};
+use std::process::{Child, Stdio as Pipe};
 use std::sync::mpsc;
 
 /// What one run of the `host` binary gave, stdout as raw bytes.
@@ -40,7 +40,7 @@ fn run_raw(args: &[&str], input: Vec<u8>) -> Raw {
 }
 
 fn spawn_host(args: &[&str], stdin: Pipe, stdout: Pipe) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_host"))
+    host_command()
         .args(["run", "--backend", backend_name()])
         .args(args)
         .stdin(stdin)

@@ -246,7 +246,7 @@ fn embedder_queue_between_processes() {
 #[allow(clippy::zombie_processes)]
 fn run_measured(args: &[&str]) -> (Output, u64) {
     use std::io::Read;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_host"))
+    let mut child = host_command()
         .args(["run", "--backend", backend_name()])
         .args(args)
         .stdin(std::process::Stdio::null())

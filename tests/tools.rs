@@ -248,7 +248,7 @@ fn host_on_terminal(args: &[&str]) -> (Option<i32>, String, String) {
     let opened = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), &size) };
     assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
     let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
+    let mut child = host_command()
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -380,6 +380,7 @@ fn the_slurm_array_script_shards_and_merges_back_in_order() {
             .env("SLURM_ARRAY_TASK_COUNT", count.to_string())
             .env("SLURM_ARRAY_TASK_MIN", "0")
             .env("HOST", env!("CARGO_BIN_EXE_host"))
+            .env(host::CACHE_DIR_ENV, cache_dir())
             .env("PROGRAM", guest("pool-square"))
             .env("INPUT", &input)
             .env("OUT", &out_dir)

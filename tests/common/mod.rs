@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use host::{BackendKind, Capture, ExitCode, Host, HostBuilder, Process};
@@ -69,6 +70,44 @@ pub fn builder() -> HostBuilder {
         .backend(backend())
         .max_processes(64)
         .worker_program(env!("CARGO_BIN_EXE_host"))
+        .compile_cache(compile_cache())
+}
+
+/// The compile cache of this test run: a directory of its own under the
+/// target directory (`target/tmp`), never the user's cache, removed when
+/// the test binary exits. [`builder`] and the `host` binaries the helpers
+/// run use it; a test that wants another cache says so.
+pub fn cache_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    extern "C" fn remove() {
+        if let Some(dir) = DIR.get() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+    DIR.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("compile-cache-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .expect("a compile cache directory for the tests")
+            .keep();
+        // SAFETY: `remove` is a plain function that stays valid for the
+        // whole process; it only reads the set `DIR` and removes files.
+        unsafe { libc::atexit(remove) };
+        dir
+    })
+}
+
+/// The `host` binary as a command, its compile cache this run's
+/// ([`cache_dir`]): every test that runs the binary starts it here.
+pub fn host_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_host"));
+    command.env(host::CACHE_DIR_ENV, cache_dir());
+    command
+}
+
+/// [`cache_dir`] as a host's setting.
+pub fn compile_cache() -> host::CompileCache {
+    host::CompileCache::Dir(cache_dir().to_path_buf())
 }
 
 /// A started process of the `sleep` program sleeping an hour, output discarded:
@@ -246,7 +285,7 @@ pub fn run_with_peak_rss(args: &[&str]) -> (Output, u64) {
 // The child is reaped by wait4, which clippy cannot see.
 #[allow(clippy::zombie_processes)]
 fn host_measured(args: &[&str], env: &[(&str, &str)]) -> (Output, u64) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_host"));
+    let mut command = host_command();
     command
         .args(args)
         .envs(env.iter().copied())

@@ -7,10 +7,12 @@ use crate::pool::{PoolCore, ResultSlot};
 use crate::process::Node;
 use std::sync::Arc;
 
+mod container;
 mod map_results;
 mod pool;
 mod process;
 mod sync;
+mod wait;
 
 wasmtime::component::bindgen!({
     path: "../wit",

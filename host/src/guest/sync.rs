@@ -7,12 +7,15 @@
 //! calling process. `open` accepts only a token found in the caller's own
 //! spawn arguments, which the guest cannot change: the host side of the
 //! capability rule (see [`crate::sync`]).
+//!
+//! The handles and the helpers every resource's methods share are here,
+//! with most resources; a `Manager`'s containers are in
+//! [`super::container`], and waiting on many in [`super::wait`].
 
 use super::mp::host::sync::{
     self as wit, Host, HostBarrier, HostCondition, HostConnection, HostEvent,
 };
-use super::mp::host::sync::{HostContainer, HostLock, HostQueue, HostSemaphore, HostSharedArray};
-use crate::sync::container::{Op, pack, unpack};
+use super::mp::host::sync::{HostLock, HostQueue, HostSemaphore, HostSharedArray};
 use crate::instance::Ctx;
 use crate::sync::{
     Error, Kind, Number, Numbers, Payload, QueueObject, QuotaKind, Registry, Reply, Request, Spec, Token,
@@ -100,16 +103,16 @@ impl From<Number> for wit::Number {
     }
 }
 
-type Answer<T> = wasmtime::Result<Result<T, wit::Error>>;
+pub(super) type Answer<T> = wasmtime::Result<Result<T, wit::Error>>;
 
-fn unexpected(reply: Reply) -> wit::Error {
+pub(super) fn unexpected(reply: Reply) -> wit::Error {
     wit::Error::Invalid(format!("unexpected reply from the broker: {reply:?}"))
 }
 
 impl Ctx {
     /// Sends `request` as this process; the future holds no borrow of the
     /// store's data (which is not `Sync`).
-    fn sync(
+    pub(super) fn sync(
         &self,
         request: Request,
     ) -> impl Future<Output = Result<Reply, wit::Error>> + Send + 'static {
@@ -118,7 +121,7 @@ impl Ctx {
     }
 
     /// The object behind an open handle.
-    fn id<K: 'static + Send>(
+    pub(super) fn id<K: 'static + Send>(
         &self,
         handle: &Resource<SyncHandle<K>>,
     ) -> wasmtime::Result<Result<u64, wit::Error>> {
@@ -130,7 +133,7 @@ impl Ctx {
         })
     }
 
-    async fn request<K: 'static + Send>(
+    pub(super) async fn request<K: 'static + Send>(
         &mut self,
         handle: &Resource<SyncHandle<K>>,
         request: impl FnOnce(u64) -> Request,
@@ -150,7 +153,7 @@ impl Ctx {
         Ok(self.request(handle, request).await?.map(|_| ()))
     }
 
-    async fn flag<K: 'static + Send>(
+    pub(super) async fn flag<K: 'static + Send>(
         &mut self,
         handle: &Resource<SyncHandle<K>>,
         request: impl FnOnce(u64) -> Request,
@@ -164,7 +167,7 @@ impl Ctx {
             }))
     }
 
-    async fn count<K: 'static + Send>(
+    pub(super) async fn count<K: 'static + Send>(
         &mut self,
         handle: &Resource<SyncHandle<K>>,
         request: impl FnOnce(u64) -> Request,
@@ -178,7 +181,7 @@ impl Ctx {
             }))
     }
 
-    async fn bytes<K: 'static + Send>(
+    pub(super) async fn bytes<K: 'static + Send>(
         &mut self,
         handle: &Resource<SyncHandle<K>>,
         request: impl FnOnce(u64) -> Request,
@@ -192,7 +195,7 @@ impl Ctx {
             }))
     }
 
-    fn push<K: 'static + Send>(
+    pub(super) fn push<K: 'static + Send>(
         &mut self,
         token: Token,
     ) -> wasmtime::Result<Resource<SyncHandle<K>>> {
@@ -206,7 +209,7 @@ impl Ctx {
 
     /// Creates one object; a failure traps (only a broken broker or a bad
     /// constructor argument can fail).
-    async fn create<K: 'static + Send>(
+    pub(super) async fn create<K: 'static + Send>(
         &mut self,
         spec: Spec,
     ) -> wasmtime::Result<Resource<SyncHandle<K>>> {
@@ -224,7 +227,7 @@ impl Ctx {
     }
 
     /// Opens a token of `kind` given to this process in its spawn arguments.
-    async fn open<K: 'static + Send>(
+    pub(super) async fn open<K: 'static + Send>(
         &mut self,
         token: String,
         kind: Kind,
@@ -250,7 +253,7 @@ impl Ctx {
         Ok(Ok(self.push(parsed)?))
     }
 
-    fn token_of<K: 'static + Send>(
+    pub(super) fn token_of<K: 'static + Send>(
         &self,
         handle: &Resource<SyncHandle<K>>,
     ) -> wasmtime::Result<String> {
@@ -299,7 +302,7 @@ impl Ctx {
         Ok(())
     }
 
-    async fn drop_handle<K: 'static + Send>(
+    pub(super) async fn drop_handle<K: 'static + Send>(
         &mut self,
         handle: Resource<SyncHandle<K>>,
     ) -> wasmtime::Result<()> {
@@ -370,23 +373,7 @@ impl Host for Ctx {
         connections: Vec<Resource<GuestConnection>>,
         timeout: Option<u64>,
     ) -> Answer<Vec<u32>> {
-        let mut nodes = Vec::with_capacity(processes.len());
-        for handle in &processes {
-            let process = self.table.get(handle)?;
-            if process.is_self {
-                return Ok(Err(wit::Error::Invalid("a process cannot wait for itself".into())));
-            }
-            nodes.push(process.node.clone());
-        }
-        let mut ids = Vec::with_capacity(connections.len());
-        for handle in &connections {
-            match self.id(handle)? {
-                Ok(id) => ids.push(id),
-                Err(error) => return Ok(Err(error)),
-            }
-        }
-        let (host, node) = (self.host.clone(), self.node.clone());
-        Ok(crate::sync::wait::wait_many(host, node, nodes, ids, timeout).await.map_err(Into::into))
+        self.wait_many(processes, connections, timeout).await
     }
 
     async fn pipe(
@@ -738,115 +725,6 @@ impl HostSharedArray for Ctx {
         self.lock_of(&handle).await
     }
     async fn drop(&mut self, handle: Resource<GuestArray>) -> wasmtime::Result<()> {
-        self.drop_handle(handle).await
-    }
-}
-
-impl Ctx {
-    /// A container operation with bytes: `Some` value, or `None` for none.
-    async fn container(
-        &mut self,
-        handle: &Resource<GuestContainer>,
-        op: Op,
-        data: Vec<u8>,
-    ) -> Answer<Option<Vec<u8>>> {
-        Ok(self
-            .request(handle, |id| Request::Container { id, op, data: Payload(data) })
-            .await?
-            .and_then(|reply| match reply {
-                Reply::Bytes(bytes) => Ok(Some(bytes.0)),
-                Reply::Unit => Ok(None),
-                other => Err(unexpected(other)),
-            }))
-    }
-
-    /// A container operation whose answer is packed byte strings.
-    async fn container_parts(&mut self, handle: &Resource<GuestContainer>, op: Op) -> Answer<Vec<Vec<u8>>> {
-        Ok(match self.container(handle, op, Vec::new()).await? {
-            Ok(Some(packed)) => unpack(&packed).map_err(Into::into),
-            Ok(None) => Ok(Vec::new()),
-            Err(error) => Err(error),
-        })
-    }
-}
-
-fn container_kind(kind: wit::ContainerKind) -> Kind {
-    match kind {
-        wit::ContainerKind::Dict => Kind::Dict,
-        wit::ContainerKind::List => Kind::List,
-        wit::ContainerKind::Namespace => Kind::Namespace,
-    }
-}
-
-impl HostContainer for Ctx {
-    async fn new(&mut self, kind: wit::ContainerKind) -> wasmtime::Result<Resource<GuestContainer>> {
-        self.create(Spec::Container(container_kind(kind))).await
-    }
-    async fn create(&mut self, kind: wit::ContainerKind) -> Answer<Resource<GuestContainer>> {
-        match self.sync(Request::Create(Spec::Container(container_kind(kind)))).await {
-            Ok(Reply::Handles(tokens)) if tokens.len() == 1 => Ok(Ok(self.push(tokens[0])?)),
-            Ok(other) => Ok(Err(unexpected(other))),
-            Err(error) => Ok(Err(error)),
-        }
-    }
-    async fn open(&mut self, token: String, kind: wit::ContainerKind) -> Answer<Resource<GuestContainer>> {
-        Ctx::open(self, token, container_kind(kind)).await
-    }
-    async fn token(&mut self, handle: Resource<GuestContainer>) -> wasmtime::Result<String> {
-        self.token_of(&handle)
-    }
-    async fn get(&mut self, handle: Resource<GuestContainer>, key: Vec<u8>) -> Answer<Option<Vec<u8>>> {
-        self.container(&handle, Op::Get, key).await
-    }
-    async fn set(&mut self, handle: Resource<GuestContainer>, key: Vec<u8>, value: Vec<u8>) -> Answer<()> {
-        let data = pack([key.as_slice(), value.as_slice()]);
-        Ok(self.container(&handle, Op::Set, data).await?.map(|_| ()))
-    }
-    async fn remove(&mut self, handle: Resource<GuestContainer>, key: Vec<u8>) -> Answer<Option<Vec<u8>>> {
-        self.container(&handle, Op::Remove, key).await
-    }
-    async fn contains_key(&mut self, handle: Resource<GuestContainer>, key: Vec<u8>) -> Answer<bool> {
-        self.flag(&handle, |id| Request::Container { id, op: Op::Contains, data: Payload(key) })
-            .await
-    }
-    async fn len(&mut self, handle: Resource<GuestContainer>) -> Answer<u64> {
-        self.count(&handle, |id| Request::Container { id, op: Op::Len, data: Payload::default() })
-            .await
-    }
-    async fn items(&mut self, handle: Resource<GuestContainer>) -> Answer<Vec<(Vec<u8>, Vec<u8>)>> {
-        Ok(self.container_parts(&handle, Op::Items).await?.map(|parts| {
-            let mut parts = parts.into_iter();
-            let mut items = Vec::with_capacity(parts.len() / 2);
-            while let (Some(key), Some(value)) = (parts.next(), parts.next()) {
-                items.push((key, value));
-            }
-            items
-        }))
-    }
-    async fn begin_update(&mut self, handle: Resource<GuestContainer>, key: Vec<u8>) -> Answer<Option<Vec<u8>>> {
-        self.container(&handle, Op::Begin, key).await
-    }
-    async fn commit_update(&mut self, handle: Resource<GuestContainer>, key: Vec<u8>, value: Vec<u8>) -> Answer<()> {
-        let data = pack([key.as_slice(), value.as_slice()]);
-        Ok(self.container(&handle, Op::Commit, data).await?.map(|_| ()))
-    }
-    async fn abort_update(&mut self, handle: Resource<GuestContainer>) -> Answer<()> {
-        Ok(self.container(&handle, Op::Abort, Vec::new()).await?.map(|_| ()))
-    }
-    async fn push(&mut self, handle: Resource<GuestContainer>, value: Vec<u8>) -> Answer<()> {
-        Ok(self.container(&handle, Op::Push, value).await?.map(|_| ()))
-    }
-    async fn get_at(&mut self, handle: Resource<GuestContainer>, index: u64) -> Answer<Vec<u8>> {
-        self.bytes(&handle, |id| Request::Container { id, op: Op::GetAt(index), data: Payload::default() })
-            .await
-    }
-    async fn set_at(&mut self, handle: Resource<GuestContainer>, index: u64, value: Vec<u8>) -> Answer<()> {
-        Ok(self.container(&handle, Op::SetAt(index), value).await?.map(|_| ()))
-    }
-    async fn values(&mut self, handle: Resource<GuestContainer>) -> Answer<Vec<Vec<u8>>> {
-        self.container_parts(&handle, Op::Values).await
-    }
-    async fn drop(&mut self, handle: Resource<GuestContainer>) -> wasmtime::Result<()> {
         self.drop_handle(handle).await
     }
 }

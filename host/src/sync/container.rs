@@ -15,7 +15,7 @@
 //! and value, with [`ITEM_OVERHEAD`](super::budget::ITEM_OVERHEAD)) and
 //! given back when it is replaced, removed, or the container freed.
 
-use super::budget::{Budgets, Message};
+use super::budget::{Budgets, Charge, Message};
 use super::lock::Lock;
 use super::{Error, Kind, Payload, Reply};
 use serde::{Deserialize, Serialize};
@@ -148,47 +148,39 @@ impl Container {
         op: Op,
         data: Vec<u8>,
     ) -> Result<Reply, Error> {
-        match op {
-            Op::Begin => {
-                self.lock.acquire(pid, 1, None).await;
-                let answer = self.apply(budgets, pid, Op::Get, data);
-                if answer.is_err() {
-                    let _ = self.lock.release(pid);
-                }
-                answer
-            }
-            Op::Commit | Op::Abort => {
-                if !self.lock.is_owned_by(pid) {
-                    return Err(Error::Invalid(
-                        "no update of this container is in progress".into(),
-                    ));
-                }
-                let answer = match op {
-                    Op::Commit => self.apply(budgets, pid, Op::Set, data),
-                    _ => Ok(Reply::Unit),
-                };
-                let _ = self.lock.release(pid);
-                answer
-            }
-            op => {
-                // Waits while another process updates; no await between
-                // taking the hold and giving it back, so a caller dropped
-                // midway holds nothing.
-                self.lock.acquire(pid, 1, None).await;
-                let answer = self.apply(budgets, pid, op, data);
-                let _ = self.lock.release(pid);
-                answer
-            }
+        let payer = Payer { budgets, pid };
+        if let Op::Commit | Op::Abort = op {
+            return self.end_update(payer, op, data);
         }
+        // Waits while another process updates; no await between taking the
+        // hold and giving it back, so a caller dropped midway holds nothing.
+        // An update that begins keeps the hold, unless it fails.
+        self.lock.acquire(pid, 1, None).await;
+        let begins = op == Op::Begin;
+        let answer = self.apply(payer, if begins { Op::Get } else { op }, data);
+        if !begins || answer.is_err() {
+            let _ = self.lock.release(pid);
+        }
+        answer
     }
 
-    fn apply(
-        &self,
-        budgets: &Arc<Budgets>,
-        pid: u32,
-        op: Op,
-        data: Vec<u8>,
-    ) -> Result<Reply, Error> {
+    /// Ends the update `pid` holds: stores the value (`Commit`) or not
+    /// (`Abort`), and gives the hold back.
+    fn end_update(&self, payer: Payer<'_>, op: Op, data: Vec<u8>) -> Result<Reply, Error> {
+        if !self.lock.is_owned_by(payer.pid) {
+            return Err(Error::Invalid(
+                "no update of this container is in progress".into(),
+            ));
+        }
+        let answer = match op {
+            Op::Commit => self.apply(payer, Op::Set, data),
+            _ => Ok(Reply::Unit),
+        };
+        let _ = self.lock.release(payer.pid);
+        answer
+    }
+
+    fn apply(&self, payer: Payer<'_>, op: Op, data: Vec<u8>) -> Result<Reply, Error> {
         let mut guard = self.data.lock().unwrap();
         let bytes = |message: &Message| Reply::Bytes(Payload(message.bytes().to_vec()));
         match (&mut *guard, op) {
@@ -209,9 +201,9 @@ impl Container {
                 let (key, value) = key_value(&data)?;
                 let cost = Message::cost(key.len() + value.len());
                 match map.entries.get_mut(&key) {
-                    Some((_, old)) => replace(budgets, pid, old, value, cost)?,
+                    Some((_, old)) => replace(payer, old, value, cost)?,
                     None => {
-                        let value = Message::new(value, budgets.charge(pid, cost, 0)?);
+                        let value = Message::new(value, payer.charge(cost)?);
                         map.next += 1;
                         map.order.insert(map.next, key.clone());
                         map.entries.insert(key, (map.next, value));
@@ -229,7 +221,7 @@ impl Container {
             }
             (Data::List(list), Op::Len) => Ok(Reply::Count(list.len() as u64)),
             (Data::List(list), Op::Push) => {
-                let charge = budgets.charge(pid, Message::cost(data.len()), 0)?;
+                let charge = payer.charge(Message::cost(data.len()))?;
                 list.push(Message::new(data, charge));
                 Ok(Reply::Unit)
             }
@@ -241,7 +233,7 @@ impl Container {
                 let slot = usize::try_from(index).ok().filter(|&i| i < list.len());
                 let slot = slot.ok_or_else(|| out_of_range(index))?;
                 let cost = Message::cost(data.len());
-                replace(budgets, pid, &mut list[slot], data, cost)?;
+                replace(payer, &mut list[slot], data, cost)?;
                 Ok(Reply::Unit)
             }
             (Data::List(list), Op::Values) => {
@@ -255,20 +247,29 @@ impl Container {
     }
 }
 
-/// Replaces `old` with `new`, charging `cost` to `pid`: the old value's
+/// The process an operation charges for what it stores.
+#[derive(Clone, Copy)]
+struct Payer<'a> {
+    budgets: &'a Arc<Budgets>,
+    pid: u32,
+}
+
+impl Payer<'_> {
+    /// Charges `cost` bytes to the process, or refuses past its budget.
+    fn charge(self, cost: u64) -> Result<Charge, Error> {
+        self.budgets.charge(self.pid, cost, 0)
+    }
+}
+
+/// Replaces `old` with `new`, charging `cost` to `payer`: the old value's
 /// charge is given back first, so a value may be replaced by one as large
 /// under a full budget. Refused, the old value stays (its charge then
 /// counted in the run's total only).
-fn replace(
-    budgets: &Arc<Budgets>,
-    pid: u32,
-    old: &mut Message,
-    new: Vec<u8>,
-    cost: u64,
-) -> Result<(), Error> {
+fn replace(payer: Payer<'_>, old: &mut Message, new: Vec<u8>, cost: u64) -> Result<(), Error> {
+    let budgets = payer.budgets;
     let placeholder = Message::new(Vec::new(), budgets.charge_anyway(0));
     let previous = std::mem::replace(old, placeholder).into_bytes();
-    match budgets.charge(pid, cost, 0) {
+    match payer.charge(cost) {
         Ok(charge) => {
             *old = Message::new(new, charge);
             Ok(())
