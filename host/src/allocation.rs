@@ -14,7 +14,9 @@
 //! reservation, no guard regions: bounds are checked by the compiled code,
 //! and a memory grows by `mremap`, moving if it must, [`DenseMemories`]),
 //! initialised by copying rather than
-//! from a mapped image, and fiber stacks without guard pages
+//! from a mapped image (a copy-on-write image is a file mapping of its own
+//! per instance, which no neighbour can merge with: 100,000 of them are
+//! more than the default map count allows), and fiber stacks without guard pages
 //! ([`DenseStacks`]). Adjacent anonymous mappings of the same protection are
 //! merged by the kernel, so a live instance costs well under one mapping on
 //! average, and 100,000 sleeping processes fit the default map count.
