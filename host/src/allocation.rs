@@ -14,7 +14,9 @@
 //! reservation, no guard regions: bounds are checked by the compiled code,
 //! and a memory grows by `mremap`, moving if it must, [`DenseMemories`]),
 //! initialised by copying rather than
-//! from a mapped image, and fiber stacks without guard pages
+//! from a mapped image (a copy-on-write image is a file mapping of its own
+//! per instance, which no neighbour can merge with: 100,000 of them are
+//! more than the default map count allows), and fiber stacks without guard pages
 //! ([`DenseStacks`]). Adjacent anonymous mappings of the same protection are
 //! merged by the kernel, so a live instance costs well under one mapping on
 //! average, and 100,000 sleeping processes fit the default map count.
@@ -176,32 +178,15 @@ unsafe impl Sync for DenseStack {}
 #[cfg(unix)]
 unsafe impl StackCreator for DenseStacks {
     fn new_stack(&self, size: usize, _zeroed: bool) -> wasmtime::Result<Box<dyn StackMemory>> {
-        use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
         let page = page_size();
         // A page more than asked: a length that is a multiple of 2 MiB
         // would be aligned to 2 MiB by the kernel (for huge pages), leaving
         // a hole between neighbours that keeps them from merging.
         let len = size.div_ceil(page).max(1) * page + page;
-        let length = std::num::NonZeroUsize::new(len).expect("at least a page");
-        // SAFETY: a fresh anonymous private mapping, aliasing nothing; fresh
-        // pages are zero, so `zeroed` holds either way.
-        let base = unsafe {
-            mmap_anonymous(
-                None,
-                length,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE,
-            )
-        }
-        .map_err(|errno| {
-            explain(
-                wasmtime::Error::from(std::io::Error::from(errno))
-                    .context("cannot map a fiber stack"),
-            )
-        })?
-        .as_ptr();
+        // Fresh pages are zero, so `zeroed` holds either way.
+        let base = map_anonymous(len).map_err(|e| e.context("cannot map a fiber stack"))?;
         Ok(Box::new(DenseStack {
-            base: base.cast(),
+            base: base.as_ptr().cast(),
             len,
         }))
     }
@@ -276,24 +261,8 @@ unsafe impl wasmtime::MemoryCreator for DenseMemories {
         if reserved_size_in_bytes.is_some_and(|r| r > 0) || guard_size_in_bytes > 0 {
             return Err("a dense linear memory has no reservation or guard region".into());
         }
-        use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
         let mapped = minimum.div_ceil(page_size()).max(1) * page_size();
-        let length = std::num::NonZeroUsize::new(mapped).expect("at least a page");
-        // SAFETY: a fresh anonymous private mapping, aliasing nothing.
-        let base = unsafe {
-            mmap_anonymous(
-                None,
-                length,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE,
-            )
-        }
-        .map_err(|errno| {
-            format!(
-                "{:#}",
-                explain(wasmtime::Error::from(std::io::Error::from(errno)))
-            )
-        })?;
+        let base = map_anonymous(mapped).map_err(|e| format!("{e:#}"))?;
         Ok(Box::new(DenseMemory {
             base,
             mapped,
@@ -354,6 +323,25 @@ impl Drop for DenseMemory {
         // used it is gone.
         let _ = unsafe { nix::sys::mman::munmap(self.base, self.mapped) };
     }
+}
+
+/// `len` bytes (whole pages, at least one) of fresh, zero-filled, read-write
+/// anonymous memory, reserving no swap: a dense stack's or memory's. A
+/// failure names the machine limit it ran into ([`explain`]).
+#[cfg(unix)]
+fn map_anonymous(len: usize) -> wasmtime::Result<std::ptr::NonNull<std::ffi::c_void>> {
+    use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
+    let length = std::num::NonZeroUsize::new(len).expect("at least a page");
+    // SAFETY: a fresh anonymous private mapping, aliasing nothing.
+    unsafe {
+        mmap_anonymous(
+            None,
+            length,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE,
+        )
+    }
+    .map_err(|errno| explain(wasmtime::Error::from(std::io::Error::from(errno))))
 }
 
 #[cfg(unix)]

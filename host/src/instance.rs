@@ -26,8 +26,9 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, Wasi
 /// The data of a process's store.
 pub(crate) struct Ctx {
     wasi: WasiCtx,
-    /// Only for core modules, which see WASI through the preview 1 adapter.
-    p1: Option<WasiP1Ctx>,
+    /// Only for core modules, which see WASI through the preview 1 adapter
+    /// (boxed: every other store would carry its size).
+    p1: Option<Box<WasiP1Ctx>>,
     pub(crate) table: ResourceTable,
     limiter: MemoryLimiter,
     /// The fuel the store was last given, and what earlier budgets (a pool
@@ -57,7 +58,7 @@ pub(crate) fn component_linker(engine: &wasmtime::Engine) -> wasmtime::Result<wa
 pub(crate) fn core_linker(engine: &wasmtime::Engine) -> wasmtime::Result<wasmtime::Linker<Ctx>> {
     let mut linker = wasmtime::Linker::new(engine);
     wasmtime_wasi::p1::add_to_linker_async(&mut linker, |ctx: &mut Ctx| {
-        ctx.p1.as_mut().expect("a core module's store has a preview 1 context")
+        &mut **ctx.p1.as_mut().expect("a core module's store has a preview 1 context")
     })?;
     Ok(linker)
 }
@@ -97,12 +98,28 @@ impl Outputs {
 }
 
 /// Runs the process to its end or to its deadline, whichever comes first.
-pub(crate) async fn run_until_deadline(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, outputs: &Outputs) -> Ended {
+///
+/// A live process's whole state is this future (and its store), so it is
+/// kept small: the launch travels boxed (an async fn keeps room for each of
+/// its arguments for as long as it lives), and the large futures of rarer
+/// or passing states (a pool worker's loop, instantiation, claiming shared
+/// objects) are boxed where they are awaited.
+pub(crate) fn run_until_deadline<'a>(
+    host: Arc<HostInner>,
+    node: Arc<Node>,
+    launch: impl Into<Box<Launch>>,
+    outputs: &'a Outputs,
+) -> impl std::future::Future<Output = Ended> + Send + 'a {
+    let launch = launch.into();
     let deadline = launch.deadline;
-    tokio::select! {
-        biased;
-        _ = sleep_until(deadline) => timed_out(outputs),
-        ended = run(host, node, launch, outputs) => ended,
+    // The block captures only what makes the futures: a future captured
+    // whole would be stored twice, once more where `select!` keeps it.
+    async move {
+        tokio::select! {
+            biased;
+            _ = sleep_until(deadline) => timed_out(outputs),
+            ended = run(host, node, launch, outputs) => ended,
+        }
     }
 }
 
@@ -120,11 +137,15 @@ fn timed_out(outputs: &Outputs) -> Ended {
 }
 
 /// Runs the process described by `launch` to its end.
-pub(crate) async fn run(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, outputs: &Outputs) -> Ended {
+async fn run(host: Arc<HostInner>, node: Arc<Node>, launch: Box<Launch>, outputs: &Outputs) -> Ended {
     let limits = launch.limits;
-    host.sync.claim(&node, launch.ticket).await;
+    if launch.ticket.is_some() {
+        Box::pin(host.sync.claim(&node, launch.ticket)).await;
+    }
     let result = match launch.work.clone() {
-        Work::Serve(serve) => self::serve(host, node, launch, outputs, serve).await,
+        // Boxed: a pool worker's loop is a large future, and every other
+        // process would carry its size for as long as it lives.
+        Work::Serve(serve) => Box::pin(self::serve(host, node, launch, outputs, serve)).await,
         Work::Main | Work::Entry { .. } => call(host, node, launch, outputs).await,
     };
     let ended = match result {
@@ -135,11 +156,11 @@ pub(crate) async fn run(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, o
     ended
 }
 
-async fn call(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, outputs: &Outputs) -> wasmtime::Result<Ended> {
+async fn call(host: Arc<HostInner>, node: Arc<Node>, launch: Box<Launch>, outputs: &Outputs) -> wasmtime::Result<Ended> {
     let program = launch.program.clone();
     let entry = launch.work.entry().map(str::to_string);
     let input = launch.work.input().to_vec();
-    let mut store = new_store(host, node, launch, outputs)?;
+    let mut store = new_store(host, node, *launch, outputs)?;
     let ended = call_in(&mut store, &program.inner.code, entry, &input).await;
     note_fuel(&store);
     ended
@@ -150,7 +171,7 @@ async fn call_in(store: &mut Store<Ctx>, code: &Code, entry: Option<String>, inp
     let mut store = store;
     match (code, entry) {
         (Code::Component(pre), None) => {
-            let instance = pre.instantiate_async(&mut store).await?;
+            let instance = Box::pin(pre.instantiate_async(&mut store)).await?;
             let command = WasiCommand::new(&mut store, &instance)?;
             Ok(match command.wasi_cli_run().call_run(&mut store).await? {
                 Ok(()) => Ended::code(0),
@@ -158,7 +179,7 @@ async fn call_in(store: &mut Store<Ctx>, code: &Code, entry: Option<String>, inp
             })
         }
         (Code::Component(pre), Some(entry)) => {
-            let instance = pre.instantiate_async(&mut store).await?;
+            let instance = Box::pin(pre.instantiate_async(&mut store)).await?;
             let program = crate::guest::Program::new(&mut store, &instance)?;
             Ok(match program.mp_host_entries().call_call(&mut store, &entry, input).await? {
                 Ok(_) => Ended::code(0),
@@ -166,7 +187,7 @@ async fn call_in(store: &mut Store<Ctx>, code: &Code, entry: Option<String>, inp
             })
         }
         (Code::Core(pre), entry) => {
-            let instance = pre.instantiate_async(&mut store).await?;
+            let instance = Box::pin(pre.instantiate_async(&mut store)).await?;
             let name = entry.as_deref().unwrap_or("_start");
             let func = instance.get_typed_func::<(), ()>(&mut store, name)?;
             func.call_async(&mut store, ()).await?;
@@ -182,7 +203,7 @@ async fn call_in(store: &mut Store<Ctx>, code: &Code, entry: Option<String>, inp
 async fn serve(
     host: Arc<HostInner>,
     node: Arc<Node>,
-    launch: Launch,
+    launch: Box<Launch>,
     outputs: &Outputs,
     serve: ServeChannel,
 ) -> wasmtime::Result<Ended> {
@@ -192,8 +213,8 @@ async fn serve(
     let Code::Component(pre) = &program.inner.code else {
         wasmtime::bail!("a pool worker needs a program of the mp:host world (one that exports named entries)");
     };
-    let mut store = new_store(host, node, launch, outputs)?;
-    let instance = pre.instantiate_async(&mut store).await?;
+    let mut store = new_store(host, node, *launch, outputs)?;
+    let instance = Box::pin(pre.instantiate_async(&mut store)).await?;
     let guest = crate::guest::Program::new(&mut store, &instance)?;
     let entries = guest.mp_host_entries();
     if let Some((entry, input)) = &serve.initializer
@@ -349,7 +370,7 @@ fn new_store(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, outputs: &Ou
     }
     let (wasi, p1) = match &launch.program.inner.code {
         Code::Component(_) => (builder.build(), None),
-        Code::Core(_) => (WasiCtxBuilder::new().build(), Some(builder.build_p1())),
+        Code::Core(_) => (WasiCtxBuilder::new().build(), Some(Box::new(builder.build_p1()))),
     };
     let limits = launch.limits;
     let fuel = host.fuel;
@@ -526,5 +547,25 @@ impl ResourceLimiter for MemoryLimiter {
 
     fn table_growing(&mut self, _current: usize, _desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sleeping process is, besides its store, the future that runs it:
+    /// 100,000 of them must stay small (it was 3.9 KiB when the launch was
+    /// carried by value through every layer and a pool worker's loop sized
+    /// every process's).
+    #[test]
+    fn a_process_future_stays_small() {
+        let host = crate::Host::new().unwrap();
+        let program = host.load_bytes(b"(module (func (export \"_start\")))").unwrap();
+        let launch = program.command().launch().clone();
+        let outputs = Outputs::new(&launch);
+        let future = run_until_deadline(host.inner().clone(), Node::detached(), launch, &outputs);
+        let size = std::mem::size_of_val(&future);
+        assert!(size <= 2048, "a process's future takes {size} bytes");
     }
 }

@@ -62,14 +62,16 @@ impl Backend for ThreadBackend {
         let live = self.live.clone();
         node.set_pid(self.next_pid.fetch_add(1, Ordering::Relaxed));
         let (signals, signalled) = oneshot::channel();
-        let (host, node, launch) = (host.clone(), node.clone(), launch.clone());
+        // Boxed: the task keeps room for what it captures as long as the
+        // process lives, and the launch is only read as it starts.
+        let (host, node, launch) = (host.clone(), node.clone(), Box::new(launch.clone()));
         let engine = host.engine.clone();
         host.runtime.clone().spawn(async move {
             // Dropped last, after the instance: its memory is free again.
             let _reaped = Reaped(node.clone());
             let outputs = Outputs::new(&launch);
-            let guest = instance::run_until_deadline(host.clone(), node.clone(), launch, &outputs);
-            tokio::pin!(guest);
+            // Made in place: a future moved into `pin!` would be stored twice.
+            let mut guest = std::pin::pin!(instance::run_until_deadline(host.clone(), node.clone(), launch, &outputs));
             let ended = tokio::select! {
                 biased;
                 Ok(signal) = signalled => Ended::signal(signal),
