@@ -182,9 +182,11 @@ fn a_worker_that_breaks_the_protocol_is_killed_and_reported() {
     // refused for another reason (a stale magic, say) fails the test.
     let cases = [
         ("garbage!", "exec sleep 3600", "bad magic"),
-        ("MPH3\\377\\377\\377\\377", "exec sleep 3600", "exceeds the limit"),
-        ("MPH3\\005\\000\\000\\000[1,2]", "exec sleep 3600", "malformed message"),
-        ("MPH3\\100\\000\\000\\000{", "exit 0", "truncated frame body"),
+        ("MPH4\\377\\377\\377\\377", "exec sleep 3600", "exceeds the limit"),
+        ("MPH4\\000\\000\\000\\200", "exec sleep 3600", "an empty frame"),
+        ("MPH4\\002\\000\\000\\200[1", "exit 0", "truncated frame header"),
+        ("MPH4\\005\\000\\000\\000[1,2]", "exec sleep 3600", "malformed message"),
+        ("MPH4\\100\\000\\000\\000{", "exit 0", "truncated frame body"),
         ("MPH", "exit 0", "truncated frame header"),
     ];
     for (bytes, then, case) in cases {

@@ -17,10 +17,6 @@ use crate::runtime::HostInner;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How long one poll of the connections lasts when a native worker waits
-/// on processes and connections at once.
-const SLICE: Duration = Duration::from_millis(5);
-
 /// Waits, as the process `caller`, until one of `processes` has ended or
 /// one of the connections `ids` is readable, for at most `timeout`
 /// nanoseconds (`None`: for ever); the indices of the ready ones,
@@ -96,30 +92,15 @@ pub(crate) async fn wait_many(
         }
         return Ok(all_ready(Vec::new()));
     }
-    if host.sync.local().is_some() {
-        // The registry is here: a poll dropped midway takes nothing.
-        let connections = tokio::select! {
-            _ = joins.join_next() => Vec::new(),
-            ready = poll(timeout) => ready?,
-        };
-        let connections = if connections.is_empty() {
-            poll(Some(0)).await?
-        } else {
-            connections
-        };
-        return Ok(all_ready(connections));
-    }
-    loop {
-        let slice = match deadline {
-            Some(deadline) => deadline
-                .saturating_duration_since(Instant::now())
-                .min(SLICE),
-            None => SLICE,
-        };
-        let connections = poll(Some(super::nanos(slice))).await?;
-        let past = deadline.is_some_and(|d| Instant::now() >= d);
-        if !connections.is_empty() || !ended(&processes).is_empty() || past {
-            return Ok(all_ready(connections));
-        }
-    }
+    // A poll dropped midway takes nothing.
+    let connections = tokio::select! {
+        _ = joins.join_next() => Vec::new(),
+        ready = poll(timeout) => ready?,
+    };
+    let connections = if connections.is_empty() {
+        poll(Some(0)).await?
+    } else {
+        connections
+    };
+    Ok(all_ready(connections))
 }
