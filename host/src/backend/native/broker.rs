@@ -4,21 +4,35 @@
 //! The root host listens on `broker.sock` in a private (0700) temporary
 //! directory and passes its path to every worker (and workers to theirs) in
 //! `HOST_SYNC_BROKER`. A worker connects the first time its guest uses a
-//! shared object and keeps the connection for its life: one request at a
-//! time, each answered in turn, every one a frame of the backend's one
-//! codec ([`protocol`](super::protocol)) around the objects' own encoding,
-//! which this module never looks into ([`Objects`]). The root learns the
-//! peer's pid from the kernel (`SO_PEERCRED`), so a worker acts only as the
-//! process it is, and refuses peers of another user. A blocking request
-//! waits in the root without busy-waiting; if the connection closes
-//! meanwhile (the worker ended: terminate, kill, crash), the wait is
-//! dropped, so it takes nothing, and the worker's holds and locks are
-//! released.
+//! shared object and keeps the connection for its life. The connection is
+//! multiplexed: every message (a frame of the backend's one codec,
+//! [`protocol`], around the objects' own encoding, which this module never
+//! looks into: [`Objects`]) names its request by an id, and a reader task
+//! on each side hands what comes to whom it is for. The root carries a
+//! worker's requests out one at a time, in the order they came, reading
+//! ahead meanwhile, so that:
+//! - a request can be withdrawn ([`kind::CANCEL`]): the one under way is
+//!   dropped at once (a blocking one takes nothing), so a worker waiting on
+//!   processes and connections together wakes as soon as either is ready;
+//! - a request can be sent without waiting for its answer
+//!   ([`kind::SEND`]): a put to an unbounded queue, within the allowance
+//!   the root gave ([`Called::allowance`]), so that it cannot fail; should
+//!   one fail all the same, the root refuses the worker's next call with
+//!   that failure, once, and the worker's end waits for every such request
+//!   to be carried out ([`kind::SYNC`]).
+//!
+//! The root learns the peer's pid from the kernel (`SO_PEERCRED`), so a
+//! worker acts only as the process it is, and refuses peers of another
+//! user. When the connection closes (the worker ended: terminate, kill,
+//! crash) or carries anything that breaks the protocol, the request under
+//! way is dropped, so it takes nothing, and the worker's holds and locks
+//! are released.
 
 use super::protocol;
 use crate::backend::{BoxFuture, Called, Objects, RemoteObjects};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
@@ -121,36 +135,83 @@ fn message(kind: u8, id: u64, parts: &[&[u8]]) -> std::io::Result<Vec<u8>> {
     protocol::encode_parts(&all)
 }
 
-/// How many requests the root reads ahead of the one it carries out.
+/// How many requests a worker may send while one of its requests waits:
+/// more breaks the protocol (a worker waits for its requests, except puts
+/// sent ahead, which never wait).
 const READ_AHEAD: usize = 1024;
+
+/// A connection's incoming messages, as the root reads them.
+type Source = BufReader<tokio::net::unix::OwnedReadHalf>;
+
+/// One message of a connection: its kind, its request's id, the rest.
+type Message = (u8, u64, Vec<u8>);
+
+/// The root's reading of one connection: here, between requests; in a task
+/// of its own while a request waits (so that a withdrawal or the end of the
+/// connection is seen at once, and a read cut short loses no bytes).
+enum Reading {
+    Here(Source),
+    Away(tokio::task::JoinHandle<(Source, Option<Message>)>),
+    Over,
+}
+
+/// Reads one message; `None` at the end of the connection or on anything
+/// that breaks the protocol.
+async fn read_one(mut source: Source, limit: usize) -> (Source, Option<Message>) {
+    let message = match protocol::read_bytes_frame_async(&mut source, limit).await {
+        Ok(Some(message)) => parse(message).ok(),
+        _ => None,
+    };
+    (source, message)
+}
+
+impl Reading {
+    /// The next message; `None` once the connection is over. Dropped
+    /// midway, it loses nothing: a read away goes on.
+    async fn next(&mut self, limit: usize) -> Option<Message> {
+        let (source, message) = match self {
+            Reading::Away(task) => {
+                let read = task.await;
+                *self = Reading::Over;
+                read.ok()?
+            }
+            Reading::Here(_) => {
+                let Reading::Here(source) = std::mem::replace(self, Reading::Over) else { unreachable!() };
+                read_one(source, limit).await
+            }
+            Reading::Over => return None,
+        };
+        if message.is_some() {
+            *self = Reading::Here(source);
+        }
+        message
+    }
+
+    /// Reads on in a task of its own, if not already.
+    fn away(&mut self, limit: usize) {
+        if let Reading::Here(_) = self {
+            let Reading::Here(source) = std::mem::replace(self, Reading::Over) else { unreachable!() };
+            *self = Reading::Away(tokio::spawn(read_one(source, limit)));
+        }
+    }
+}
 
 /// Answers one worker's requests until it goes away, then releases its
 /// holds. Requests are carried out one at a time, in the order they came;
-/// meanwhile the next are read, so a withdrawal or the end of the
+/// while one waits the next are read, so a withdrawal or the end of the
 /// connection is seen at once: the request under way is then dropped (a
 /// blocking one takes nothing).
 async fn serve(stream: UnixStream, objects: Arc<dyn Objects>, pid: u32) {
     let (reader, mut writer) = stream.into_split();
     let limit = objects.max_request() + HEAD;
-    let (incoming, mut messages) = tokio::sync::mpsc::channel::<(u8, u64, Vec<u8>)>(READ_AHEAD);
-    // Its end (end-of-file, or a message that breaks the protocol) drops
-    // `incoming`: the connection is over.
-    let reading = tokio::spawn(async move {
-        let mut reader = BufReader::with_capacity(64 << 10, reader);
-        while let Ok(Some(message)) = protocol::read_bytes_frame_async(&mut reader, limit).await {
-            let Ok(message) = parse(message) else { return };
-            if incoming.send(message).await.is_err() {
-                return;
-            }
-        }
-    });
-    let mut queue: std::collections::VecDeque<(u8, u64, Vec<u8>)> = Default::default();
+    let mut reading = Reading::Here(BufReader::with_capacity(64 << 10, reader));
+    let mut queue: std::collections::VecDeque<Message> = Default::default();
     // A request sent without waiting failed, and the worker was not told.
     let mut failed = false;
     'serve: loop {
         let (kind, id, body) = match queue.pop_front() {
             Some(next) => next,
-            None => match messages.recv().await {
+            None => match reading.next(limit).await {
                 Some(next) => next,
                 None => break,
             },
@@ -165,17 +226,29 @@ async fn serve(stream: UnixStream, objects: Arc<dyn Objects>, pid: u32) {
             kind::CALL if failed => message(kind::REFUSED, id, &[]),
             kind::CALL | kind::SEND => {
                 let mut call = objects.call(pid, body);
-                let answered = loop {
-                    tokio::select! {
-                        answered = &mut call => break answered,
-                        next = messages.recv() => match next {
-                            Some((kind::CANCEL, withdrawn, _)) if withdrawn == id => continue 'serve,
-                            Some((kind::CANCEL, withdrawn, _)) => queue.retain(|(_, queued, _)| *queued != withdrawn),
-                            Some(next) => queue.push_back(next),
-                            // The worker is gone: the request is dropped.
-                            None => break 'serve,
-                        },
-                    }
+                // Most requests are carried out at once: nothing to read
+                // meanwhile.
+                let at_once = tokio::select! {
+                    biased;
+                    answered = &mut call => Some(answered),
+                    _ = std::future::ready(()) => None,
+                };
+                let answered = match at_once {
+                    Some(answered) => answered,
+                    None => loop {
+                        reading.away(limit);
+                        tokio::select! {
+                            answered = &mut call => break answered,
+                            next = reading.next(limit) => match next {
+                                Some((kind::CANCEL, withdrawn, _)) if withdrawn == id => continue 'serve,
+                                Some((kind::CANCEL, withdrawn, _)) => queue.retain(|(_, queued, _)| *queued != withdrawn),
+                                Some(_) if queue.len() >= READ_AHEAD => break 'serve,
+                                Some(next) => queue.push_back(next),
+                                // The worker is gone: the request is dropped.
+                                None => break 'serve,
+                            },
+                        }
+                    },
                 };
                 // A request that breaks the protocol ends the connection.
                 let Ok(answered) = answered else { break };
@@ -208,7 +281,10 @@ async fn serve(stream: UnixStream, objects: Arc<dyn Objects>, pid: u32) {
             _ => break,
         }
     }
-    reading.abort();
+    if let Reading::Away(task) = reading {
+        // Its copy of the socket must go for the worker to see the end.
+        task.abort();
+    }
     objects.release(pid);
 }
 
@@ -227,6 +303,11 @@ struct Link {
     writer: std::sync::Mutex<std::os::unix::net::UnixStream>,
     next: std::sync::atomic::AtomicU64,
     state: std::sync::Mutex<LinkState>,
+    /// How many requests were sent without waiting, and how many of them
+    /// are known to be carried out (an answer tells that all sent before
+    /// its request were).
+    sent_ahead: std::sync::atomic::AtomicU64,
+    carried_out: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -257,6 +338,8 @@ impl Link {
             writer: std::sync::Mutex::new(writer),
             next: std::sync::atomic::AtomicU64::new(1),
             state: Default::default(),
+            sent_ahead: Default::default(),
+            carried_out: Default::default(),
         });
         tokio::spawn(read_answers(reader, Arc::downgrade(&link)));
         Ok(link)
@@ -402,9 +485,13 @@ impl Client {
 
     async fn call_bytes(&self, request: Vec<u8>) -> Result<Called, String> {
         let link = self.link()?;
+        let sent_ahead = link.sent_ahead.load(Ordering::SeqCst);
         loop {
             match link.ask(kind::CALL, &request).await? {
-                Response::Answer { allowance, answer } => return Ok(Called { answer, allowance }),
+                Response::Answer { allowance, answer } => {
+                    link.carried_out.fetch_max(sent_ahead, Ordering::SeqCst);
+                    return Ok(Called { answer, allowance });
+                }
                 Response::Refused => {
                     let mut state = link.state.lock().unwrap();
                     state.acknowledge = true;
@@ -421,7 +508,11 @@ impl Client {
 
     async fn flush_link(&self) -> Result<Option<Vec<u8>>, String> {
         let Some(link) = self.link.lock().unwrap().clone() else { return Ok(None) };
-        link.ask(kind::SYNC, &[]).await?;
+        let sent_ahead = link.sent_ahead.load(Ordering::SeqCst);
+        if link.carried_out.load(Ordering::SeqCst) < sent_ahead {
+            link.ask(kind::SYNC, &[]).await?;
+            link.carried_out.fetch_max(sent_ahead, Ordering::SeqCst);
+        }
         let mut state = link.state.lock().unwrap();
         let failure = state.failure.take();
         state.acknowledge |= failure.is_some();
@@ -437,6 +528,7 @@ impl RemoteObjects for Client {
     fn send(&self, request: Vec<u8>) -> Result<(), String> {
         let link = self.link()?;
         let id = link.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        link.sent_ahead.fetch_add(1, Ordering::SeqCst);
         link.write(kind::SEND, id, &request)
     }
 

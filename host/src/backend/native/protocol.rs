@@ -1,17 +1,24 @@
 //! The control channel between a host and its workers, and the one frame
 //! codec of every message between them.
 //!
-//! A frame is a 4-byte magic, a little-endian `u32` length, and that many
-//! bytes of MessagePack (serde, written by [`crate::codec`]: payloads inside,
-//! such as pool tasks' items, travel as raw bytes) for the control messages
-//! here, another layer's encoding for the shared-object requests and answers
-//! a worker exchanges with its root (see `broker.rs`). The host writes a [`Start`] on the worker's stdin,
-//! then (a pool worker) one [`Task`] at a time; the worker writes on its
-//! report pipe a [`Report::Done`] per finished task, then one
-//! [`Report::Ended`] as it ends. The magic carries the protocol version, so a worker
-//! of another build is refused rather than misread. The decoder never trusts
-//! a peer: a wrong magic, an oversized length, a truncated body or a body of
-//! the wrong shape is an [`Err`] with a message, never a panic or a hang.
+//! A message is one or more frames: each a 4-byte magic, a little-endian
+//! `u32` whose low 31 bits are the frame's length (at most [`CHUNK`]) and
+//! whose top bit says more frames of the message follow, and that many
+//! bytes. The message's bytes, joined, are MessagePack (serde, written by
+//! [`crate::codec`]: payloads inside, such as pool tasks' items, travel as
+//! raw bytes) for the control messages here, the broker's own messages
+//! around the shared objects' encoding for what a worker exchanges with its
+//! root (see `broker.rs`). So a message of any size up to what its reader
+//! accepts travels (a 17 MiB pool result, say), and a reader's memory grows
+//! only with the bytes that actually came. The host writes a [`Start`] on
+//! the worker's stdin, then (a pool worker) one [`Task`] at a time; the
+//! worker writes on its report pipe a [`Report::Done`] per finished task,
+//! then one [`Report::Ended`] as it ends. The magic carries the protocol
+//! version, so a worker of another build is refused rather than misread.
+//! The decoder never trusts a peer: a wrong magic, an oversized frame or
+//! message, an empty frame that says more follow, a truncated frame or a
+//! body of the wrong shape is an [`Err`] with a message, never a panic or
+//! a hang.
 
 use crate::codec::{Batch, BatchResults};
 use crate::journal::ProcessRecord;
