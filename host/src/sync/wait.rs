@@ -5,11 +5,10 @@
 //! a connection with a message or end-of-file to read) and answers all that
 //! are ready then, or none at the timeout. Processes are waited for in the
 //! caller's host (their nodes are there), connections in the registry with
-//! one [`Request::PollMany`]. On the thread backend both waits run side by
-//! side and the first to end decides. A native worker's broker connection
-//! carries one request at a time and cannot drop one midway, so when it
-//! waits on both kinds at once it polls its connections in short slices
-//! between which it looks at its processes.
+//! one [`Request::PollMany`]. Both waits run side by side and the first to
+//! end decides: the other is dropped, which withdraws a poll on its way to
+//! the registry (a native worker's channel to its root carries the
+//! withdrawal), so a waiter wakes at once, whichever is ready first.
 
 use super::{Error, Reply, Request};
 use crate::process::Node;
