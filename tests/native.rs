@@ -182,9 +182,11 @@ fn a_worker_that_breaks_the_protocol_is_killed_and_reported() {
     // refused for another reason (a stale magic, say) fails the test.
     let cases = [
         ("garbage!", "exec sleep 3600", "bad magic"),
-        ("MPH3\\377\\377\\377\\377", "exec sleep 3600", "exceeds the limit"),
-        ("MPH3\\005\\000\\000\\000[1,2]", "exec sleep 3600", "malformed message"),
-        ("MPH3\\100\\000\\000\\000{", "exit 0", "truncated frame body"),
+        ("MPH4\\377\\377\\377\\377", "exec sleep 3600", "exceeds the limit"),
+        ("MPH4\\000\\000\\000\\200", "exec sleep 3600", "an empty frame"),
+        ("MPH4\\002\\000\\000\\200[1", "exit 0", "truncated frame header"),
+        ("MPH4\\005\\000\\000\\000[1,2]", "exec sleep 3600", "malformed message"),
+        ("MPH4\\100\\000\\000\\000{", "exit 0", "truncated frame body"),
         ("MPH", "exit 0", "truncated frame header"),
     ];
     for (bytes, then, case) in cases {
@@ -341,4 +343,34 @@ fn the_process_cap_holds_for_the_whole_os_process_tree_whoever_spawns() {
     assert!(stdout.lines().any(|l| l.starts_with("refused: 30: ")), "the cap was reached: {stdout}");
     assert!(most <= 31, "at most 30 processes and the zygote at any time: saw {most}");
     assert!(most > 1, "the tree was sampled while it ran: saw {most}");
+}
+
+/// What crosses a worker's channel to the root arrives whole and in
+/// order: queue items of the largest size a message may have (more than
+/// one frame of the channel), and small items a producer puts on an
+/// unbounded queue without waiting for each answer (it ends only once they
+/// are all in the queue: a consumer started after its end finds them all).
+#[test]
+fn queue_items_large_and_sent_ahead_all_arrive() {
+    let host = host();
+    let program = host.load(guest("ipc-queue-throughput")).unwrap();
+    let big = host::sync::Queue::new(&host, 2).unwrap();
+    // The largest a serialized item may be, less its own header.
+    let args = (&big, 3u64, host::sync::MAX_MESSAGE as u64 - 8);
+    let out = host::Capture::new();
+    let consumer =
+        program.command().entry("consume_bytes").input(&args).stdout(host::Stdio::capture(&out)).spawn().unwrap();
+    let producer = program.command().entry("produce_bytes").input(&args).spawn().unwrap();
+    assert!(join(&producer).success() && join(&consumer).success(), "{}", out.text());
+    assert!(out.text().contains("consumed: 3"), "{}", out.text());
+
+    let unbounded = host::sync::Queue::new(&host, 0).unwrap();
+    let args = (&unbounded, 5_000u64);
+    let producer = program.command().entry("produce").input(&args).spawn().unwrap();
+    assert!(join(&producer).success());
+    assert_eq!(unbounded.qsize().unwrap(), 5_000);
+    let out = host::Capture::new();
+    let consumer = program.command().entry("consume").input(&args).stdout(host::Stdio::capture(&out)).spawn().unwrap();
+    assert!(join(&consumer).success(), "{}", out.text());
+    assert!(out.text().contains("consumed: 5000"), "{}", out.text());
 }

@@ -247,7 +247,12 @@ async fn serve(
         };
         note_fuel(&store);
         match outcome {
-            Some(Ok(results)) => job.reply.send(Outcome::Done(results)),
+            Some(Ok(results)) => {
+                // What the task put without waiting is in its queues
+                // before its results are handed over.
+                let _ = store.data().host.sync.flush().await;
+                job.reply.send(Outcome::Done(results))
+            }
             Some(Err(error)) => {
                 let ended = classify(&error, &limits);
                 let why = ended.reason.clone().unwrap_or_else(|| format!("it exited with code {}", ended.code));

@@ -197,6 +197,9 @@ pub(crate) trait Objects: Send + Sync {
     /// The process `pid` can send no more requests (it ended): whatever it
     /// held is released.
     fn release(&self, pid: u32);
+
+    /// The largest encoded request a process may send.
+    fn max_request(&self) -> usize;
 }
 
 /// The encoded answer to a request, and how to undo what it hands over if
@@ -206,14 +209,44 @@ pub(crate) trait Objects: Send + Sync {
 pub(crate) struct Answered {
     pub(crate) answer: Vec<u8>,
     pub(crate) undo: Option<Box<dyn FnOnce() + Send>>,
+    /// The request failed (its answer is an error): what a request the
+    /// process did not wait for tells it on its next one.
+    pub(crate) failed: bool,
+    /// How many bytes of requests like this one the process may send
+    /// without waiting for their answers (see [`RemoteObjects::send`]): 0
+    /// unless they can neither wait nor fail.
+    pub(crate) allowance: u64,
+}
+
+/// The answer to a request a process waited for, as [`RemoteObjects::call`]
+/// returns it.
+#[allow(dead_code)]
+pub(crate) struct Called {
+    /// The encoded answer.
+    pub(crate) answer: Vec<u8>,
+    /// See [`Answered::allowance`].
+    pub(crate) allowance: u64,
 }
 
 /// A process's way to the run's shared objects when they live in another
 /// host (see [`Backend::remote_objects`]).
 pub(crate) trait RemoteObjects: Send + Sync {
     /// Sends one encoded request and waits for its encoded answer; an
-    /// `Err` says why the objects could not be reached.
-    fn call(&self, request: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, String>>;
+    /// `Err` says why the objects could not be reached. Requests are
+    /// carried out in the order they are sent. Dropping the future before
+    /// it resolves withdraws the request: a blocking one that has not ended
+    /// takes nothing (one that ended as it was withdrawn keeps its effect).
+    fn call(&self, request: Vec<u8>) -> BoxFuture<'_, Result<Called, String>>;
+
+    /// Sends one encoded request without waiting for its answer (within an
+    /// allowance the objects gave, see [`Answered::allowance`]). Should it
+    /// fail all the same, the next [`call`](Self::call) is not carried out
+    /// and answers that failure instead.
+    fn send(&self, request: Vec<u8>) -> Result<(), String>;
+
+    /// Waits until every request sent has been carried out; the encoded
+    /// answer of one sent without waiting that failed and was not told yet.
+    fn flush(&self) -> BoxFuture<'_, Result<Option<Vec<u8>>, String>>;
 
     /// Whether this process has reached the objects yet (one that never
     /// did holds none).

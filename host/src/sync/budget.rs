@@ -139,6 +139,15 @@ impl Budgets {
         Charge { budgets: self.clone(), account: None, bytes, objects: 0 }
     }
 
+    /// How many more bytes the process `pid` may park now, within its own
+    /// budget and the run's.
+    pub(crate) fn headroom(&self, pid: u32) -> u64 {
+        let accounts = self.accounts.lock().unwrap();
+        let mine = accounts.by_pid.get(&pid).and_then(|a| accounts.usage.get(a)).map_or(0, |u| u.bytes);
+        let run = self.quotas.bytes.saturating_mul(RUN_FACTOR);
+        self.quotas.bytes.saturating_sub(mine).min(run.saturating_sub(accounts.run.bytes))
+    }
+
     /// The process `pid` has ended: its account no longer limits anyone
     /// (what it parked stays counted in the run's total until it goes).
     pub(crate) fn end(&self, pid: u32) {

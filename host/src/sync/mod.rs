@@ -568,7 +568,23 @@ pub(crate) enum Broker {
     Local(Arc<Registry>),
     /// The objects are in another host (a native worker's root), reached
     /// through the backend.
-    Remote(Arc<dyn RemoteObjects>),
+    Remote(Arc<dyn RemoteObjects>, Pipeline),
+}
+
+/// What a process whose objects are in another host may send without
+/// waiting for the answer: puts to the queues the objects said never wait
+/// (unbounded ones), within the bytes they said its budget has room for.
+/// So a put neither waits for a round trip nor fails where it would have
+/// failed had it waited (Python's feeder thread does the same for its puts,
+/// without the guarantee).
+#[derive(Default)]
+pub(crate) struct Pipeline(std::sync::Mutex<PipelineState>);
+
+#[derive(Default)]
+struct PipelineState {
+    unbounded: std::collections::HashSet<u64>,
+    /// Bytes (as budgets count them) of puts that may still go unanswered.
+    allowance: u64,
 }
 
 impl Broker {
@@ -580,7 +596,7 @@ impl Broker {
         quotas: budget::Quotas,
     ) -> anyhow::Result<Broker> {
         if let Some(remote) = backend.remote_objects()? {
-            return Ok(Broker::Remote(remote));
+            return Ok(Broker::Remote(remote, Pipeline::default()));
         }
         let registry = Arc::new(Registry::new(runtime.clone(), quotas));
         backend.serve_objects(runtime, Arc::new(Served(registry.clone())))?;
@@ -592,8 +608,25 @@ impl Broker {
     // Only a backend that forks calls it.
     #[allow(dead_code)]
     pub(crate) fn after_fork(&self) {
-        if let Broker::Remote(remote) = self {
+        if let Broker::Remote(remote, pipeline) = self {
             remote.leave_connection();
+            *pipeline.0.lock().unwrap() = PipelineState::default();
+        }
+    }
+
+    /// Waits until every request this host's processes sent has been
+    /// carried out (a process's end waits for its puts to be in their
+    /// queues); an error of one no process was told of yet.
+    pub(crate) async fn flush(&self) -> Option<Error> {
+        let Broker::Remote(remote, _) = self else { return None };
+        match remote.flush().await {
+            Ok(None) => None,
+            Ok(Some(failure)) => match wire::decode::<Answer>(&failure) {
+                Ok(Err(error)) => Some(error),
+                Ok(Ok(_)) => None,
+                Err(why) => Some(Error::Broker(why)),
+            },
+            Err(why) => Some(Error::Broker(why)),
         }
     }
 
@@ -602,7 +635,7 @@ impl Broker {
     pub(crate) fn may_hold(&self) -> bool {
         match self {
             Broker::Local(..) => true,
-            Broker::Remote(remote) => remote.connected(),
+            Broker::Remote(remote, _) => remote.connected(),
         }
     }
 
@@ -610,7 +643,7 @@ impl Broker {
     pub(crate) fn local(&self) -> Option<&Arc<Registry>> {
         match self {
             Broker::Local(registry) => Some(registry),
-            Broker::Remote(_) => None,
+            Broker::Remote(..) => None,
         }
     }
 
@@ -624,7 +657,7 @@ impl Broker {
                 }
                 registry.call(pid, request).await
             }
-            Broker::Remote(remote) => call_remote(remote.as_ref(), request).await,
+            Broker::Remote(remote, pipeline) => call_remote(remote.as_ref(), pipeline, request).await,
         }
     }
 
@@ -681,14 +714,37 @@ impl Broker {
     }
 }
 
-/// Sends `request` to objects in another host and decodes the answer.
-async fn call_remote(remote: &dyn RemoteObjects, mut request: Request) -> Answer {
+/// Sends `request` to objects in another host and decodes the answer; a
+/// put the objects allow is sent without waiting (see [`Pipeline`]).
+async fn call_remote(remote: &dyn RemoteObjects, pipeline: &Pipeline, mut request: Request) -> Answer {
     if let Some(size) = request.payload_mut().map(|p| p.len()).filter(|&size| size > MAX_MESSAGE) {
         return Err(Error::TooLarge { size: size as u64, limit: MAX_MESSAGE as u64 });
     }
+    let put = match &request {
+        Request::Put { id, item, .. } => Some((*id, budget::Message::cost(item.0.len()))),
+        _ => None,
+    };
     let encoded = wire::encode(request).map_err(Error::Broker)?;
-    let answer = remote.call(encoded).await.map_err(Error::Broker)?;
-    wire::decode::<Answer>(&answer).map_err(Error::Broker)?
+    if let Some((id, cost)) = put {
+        let mut state = pipeline.0.lock().unwrap();
+        if state.unbounded.contains(&id) && cost <= state.allowance {
+            state.allowance -= cost;
+            drop(state);
+            remote.send(encoded).map_err(Error::Broker)?;
+            return Ok(Reply::Unit);
+        }
+    }
+    let called = remote.call(encoded).await.map_err(Error::Broker)?;
+    {
+        let mut state = pipeline.0.lock().unwrap();
+        state.allowance = called.allowance;
+        if let Some((id, _)) = put
+            && called.allowance > 0
+        {
+            state.unbounded.insert(id);
+        }
+    }
+    wire::decode::<Answer>(&called.answer).map_err(Error::Broker)?
 }
 
 /// A root host's registry as its backend serves it to processes elsewhere.
@@ -702,7 +758,19 @@ impl Objects for Served {
                 Request::Get { id, .. } | Request::Recv { id } => Some(id),
                 _ => None,
             };
+            let put_to = match request {
+                Request::Put { id, .. } => Some(id),
+                _ => None,
+            };
             let answer = self.0.call(pid, request).await;
+            // Puts to a queue that never waits may go unanswered, within
+            // half the room left in the budgets (others may take the rest).
+            let allowance = match (put_to, &answer) {
+                (Some(id), Ok(_)) => self.0.queue(pid, id).map_or(0, |queue| {
+                    if queue.bounded() { 0 } else { self.0.headroom(pid) / 2 }
+                }),
+                _ => 0,
+            };
             // A message taken for a process that cannot receive it goes
             // back where it was.
             let undo = match (taken_from, &answer) {
@@ -712,12 +780,17 @@ impl Objects for Served {
                 }
                 _ => None,
             };
-            Ok(Answered { answer: wire::encode(answer)?, undo })
+            let failed = answer.is_err();
+            Ok(Answered { answer: wire::encode(answer)?, undo, failed, allowance })
         })
     }
 
     fn release(&self, pid: u32) {
         self.0.release(pid);
+    }
+
+    fn max_request(&self) -> usize {
+        wire::MAX_ENCODED
     }
 }
 

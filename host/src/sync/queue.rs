@@ -97,6 +97,12 @@ impl Queue {
         self.put.notify_one();
     }
 
+    /// Whether it has a `maxsize` (a `put` may wait); transport glue: an
+    /// unbounded queue's puts may be pipelined.
+    pub(crate) fn bounded(&self) -> bool {
+        self.maxsize != 0
+    }
+
     /// Whether a `put` would wait (Python's `Queue.full()`).
     pub(crate) fn is_full(&self) -> bool {
         self.maxsize != 0 && self.len() >= self.maxsize as u64

@@ -242,6 +242,12 @@ impl Registry {
         });
     }
 
+    /// How many more bytes the process `pid` may park now (transport glue:
+    /// what its puts may send ahead, see `sync::Pipeline`).
+    pub(crate) fn headroom(&self, pid: u32) -> u64 {
+        self.budgets.headroom(pid)
+    }
+
     /// The process `pid` has ended: every lock it held is released, its
     /// holds (and reservations) dropped, its budget closed.
     pub(crate) fn release(&self, pid: u32) {

@@ -5,21 +5,16 @@
 //! a connection with a message or end-of-file to read) and answers all that
 //! are ready then, or none at the timeout. Processes are waited for in the
 //! caller's host (their nodes are there), connections in the registry with
-//! one [`Request::PollMany`]. On the thread backend both waits run side by
-//! side and the first to end decides. A native worker's broker connection
-//! carries one request at a time and cannot drop one midway, so when it
-//! waits on both kinds at once it polls its connections in short slices
-//! between which it looks at its processes.
+//! one [`Request::PollMany`]. Both waits run side by side and the first to
+//! end decides: the other is dropped, which withdraws a poll on its way to
+//! the registry (a native worker's channel to its root carries the
+//! withdrawal), so a waiter wakes at once, whichever is ready first.
 
 use super::{Error, Reply, Request};
 use crate::process::Node;
 use crate::runtime::HostInner;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// How long one poll of the connections lasts when a native worker waits
-/// on processes and connections at once.
-const SLICE: Duration = Duration::from_millis(5);
 
 /// Waits, as the process `caller`, until one of `processes` has ended or
 /// one of the connections `ids` is readable, for at most `timeout`
@@ -96,30 +91,15 @@ pub(crate) async fn wait_many(
         }
         return Ok(all_ready(Vec::new()));
     }
-    if host.sync.local().is_some() {
-        // The registry is here: a poll dropped midway takes nothing.
-        let connections = tokio::select! {
-            _ = joins.join_next() => Vec::new(),
-            ready = poll(timeout) => ready?,
-        };
-        let connections = if connections.is_empty() {
-            poll(Some(0)).await?
-        } else {
-            connections
-        };
-        return Ok(all_ready(connections));
-    }
-    loop {
-        let slice = match deadline {
-            Some(deadline) => deadline
-                .saturating_duration_since(Instant::now())
-                .min(SLICE),
-            None => SLICE,
-        };
-        let connections = poll(Some(super::nanos(slice))).await?;
-        let past = deadline.is_some_and(|d| Instant::now() >= d);
-        if !connections.is_empty() || !ended(&processes).is_empty() || past {
-            return Ok(all_ready(connections));
-        }
-    }
+    // A poll dropped midway takes nothing.
+    let connections = tokio::select! {
+        _ = joins.join_next() => Vec::new(),
+        ready = poll(timeout) => ready?,
+    };
+    let connections = if connections.is_empty() {
+        poll(Some(0)).await?
+    } else {
+        connections
+    };
+    Ok(all_ready(connections))
 }

@@ -16,6 +16,8 @@ use serde::de::DeserializeOwned;
 const HEADER: usize = 4;
 /// The largest head (an `Array`'s initial values travel in it).
 const MAX_HEAD: usize = 16 << 20;
+/// The largest encoded message.
+pub(crate) const MAX_ENCODED: usize = HEADER + MAX_HEAD + MAX_MESSAGE;
 
 /// A message with bytes that travel beside its JSON.
 pub(crate) trait Framed: Serialize + DeserializeOwned {

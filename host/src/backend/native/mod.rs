@@ -44,7 +44,8 @@
 //! the zygote gets it with its other descriptors, as its stdin).
 //!
 //! The run's shared objects live in the root host, which serves them to
-//! every worker on a unix socket (`broker.rs`), in frames of the same codec
+//! every worker on a unix socket (`broker.rs`, multiplexed: requests
+//! withdrawn, or sent ahead without waiting), in frames of the same codec
 //! as the control messages ([`protocol`]); what the frames carry is the
 //! objects' own encoding, which the backend never looks into.
 //!

@@ -1,17 +1,24 @@
 //! The control channel between a host and its workers, and the one frame
 //! codec of every message between them.
 //!
-//! A frame is a 4-byte magic, a little-endian `u32` length, and that many
-//! bytes of MessagePack (serde, written by [`crate::codec`]: payloads inside,
-//! such as pool tasks' items, travel as raw bytes) for the control messages
-//! here, another layer's encoding for the shared-object requests and answers
-//! a worker exchanges with its root (see `broker.rs`). The host writes a [`Start`] on the worker's stdin,
-//! then (a pool worker) one [`Task`] at a time; the worker writes on its
-//! report pipe a [`Report::Done`] per finished task, then one
-//! [`Report::Ended`] as it ends. The magic carries the protocol version, so a worker
-//! of another build is refused rather than misread. The decoder never trusts
-//! a peer: a wrong magic, an oversized length, a truncated body or a body of
-//! the wrong shape is an [`Err`] with a message, never a panic or a hang.
+//! A message is one or more frames: each a 4-byte magic, a little-endian
+//! `u32` whose low 31 bits are the frame's length (at most [`CHUNK`]) and
+//! whose top bit says more frames of the message follow, and that many
+//! bytes. The message's bytes, joined, are MessagePack (serde, written by
+//! [`crate::codec`]: payloads inside, such as pool tasks' items, travel as
+//! raw bytes) for the control messages here, the broker's own messages
+//! around the shared objects' encoding for what a worker exchanges with its
+//! root (see `broker.rs`). So a message of any size up to what its reader
+//! accepts travels (a 17 MiB pool result, say), and a reader's memory grows
+//! only with the bytes that actually came. The host writes a [`Start`] on
+//! the worker's stdin, then (a pool worker) one [`Task`] at a time; the
+//! worker writes on its report pipe a [`Report::Done`] per finished task,
+//! then one [`Report::Ended`] as it ends. The magic carries the protocol
+//! version, so a worker of another build is refused rather than misread.
+//! The decoder never trusts a peer: a wrong magic, an oversized frame or
+//! message, an empty frame that says more follow, a truncated frame or a
+//! body of the wrong shape is an [`Err`] with a message, never a panic or
+//! a hang.
 
 use crate::codec::{Batch, BatchResults};
 use crate::journal::ProcessRecord;
@@ -20,12 +27,17 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 
 /// `MPH` and the protocol version.
-const MAGIC: [u8; 4] = *b"MPH3";
-/// The largest frame of a control message either side accepts.
-pub(crate) const MAX_FRAME: usize = 16 << 20;
-/// The largest frame of opaque bytes (a shared-object request or answer,
-/// whose own encoding bounds its head to 16 MiB and its payload to 4 MiB).
-pub(crate) const MAX_BYTES_FRAME: usize = 21 << 20;
+const MAGIC: [u8; 4] = *b"MPH4";
+/// The most bytes one frame carries: a larger message is cut into frames,
+/// each but the last marked [`MORE`] in its length's top bit, which the
+/// reader joins. So a reader's memory grows only with the bytes that came,
+/// never with a length a peer announced.
+pub(crate) const CHUNK: usize = 1 << 20;
+/// A frame's length has this bit set when more frames of its message follow.
+const MORE: u32 = 1 << 31;
+/// The largest control message (a pool task or its results, a start, an
+/// end) either side accepts.
+pub(crate) const MAX_MESSAGE: usize = 1 << 30;
 
 /// What a host tells a new worker to run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -179,44 +191,79 @@ impl From<Record> for ProcessRecord {
     }
 }
 
-/// A message as one frame; an error if it is larger than the peer accepts.
+/// A message as frames; an error if it is larger than [`MAX_MESSAGE`].
 pub(crate) fn encode_frame<T: Serialize>(message: &T) -> std::io::Result<Vec<u8>> {
     let mut frame = Vec::with_capacity(256);
     frame.extend_from_slice(&MAGIC);
     frame.extend_from_slice(&[0; 4]);
     crate::codec::encode_into(&mut frame, message).map_err(std::io::Error::other)?;
     let length = frame.len() - 8;
-    if length > MAX_FRAME {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("a message of {length} bytes exceeds the protocol's limit of {MAX_FRAME}"),
-        ));
+    if length > MAX_MESSAGE {
+        return Err(too_large(length, MAX_MESSAGE));
     }
-    frame[4..8].copy_from_slice(&(length as u32).to_le_bytes());
-    Ok(frame)
+    if length <= CHUNK {
+        // The common case: one frame, written in place.
+        frame[4..8].copy_from_slice(&(length as u32).to_le_bytes());
+        return Ok(frame);
+    }
+    Ok(chunked(&[&frame[8..]]))
 }
 
-/// Opaque bytes (another layer's encoding) as one frame of this protocol.
-pub(crate) fn encode_bytes_frame(body: &[u8]) -> std::io::Result<Vec<u8>> {
-    if body.len() > MAX_BYTES_FRAME {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("a message of {} bytes exceeds the protocol's limit of {MAX_BYTES_FRAME}", body.len()),
-        ));
+/// The bytes of `parts`, back to back, as one message of this protocol's
+/// frames (without joining them first).
+pub(crate) fn encode_parts(parts: &[&[u8]]) -> std::io::Result<Vec<u8>> {
+    let length: usize = parts.iter().map(|part| part.len()).sum();
+    if length > MAX_MESSAGE {
+        return Err(too_large(length, MAX_MESSAGE));
     }
-    let mut frame = Vec::with_capacity(8 + body.len());
-    frame.extend_from_slice(&MAGIC);
-    frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    frame.extend_from_slice(body);
-    Ok(frame)
+    Ok(chunked(parts))
 }
 
-/// Reads one frame of opaque bytes; `Ok(None)` if the peer closed before
-/// sending any byte.
+fn too_large(length: usize, limit: usize) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!("a message of {length} bytes exceeds the protocol's limit of {limit}"),
+    )
+}
+
+/// `parts`, back to back, cut into frames of at most [`CHUNK`] bytes, each
+/// but the last marked [`MORE`].
+fn chunked(parts: &[&[u8]]) -> Vec<u8> {
+    let length: usize = parts.iter().map(|part| part.len()).sum();
+    let frames = length.div_ceil(CHUNK).max(1);
+    let mut out = Vec::with_capacity(length + 8 * frames);
+    let mut left = length;
+    let mut room = 0;
+    for part in parts {
+        let mut part = *part;
+        loop {
+            if room == 0 && (left > 0 || out.is_empty()) {
+                let this = left.min(CHUNK);
+                let more = if left > CHUNK { MORE } else { 0 };
+                out.extend_from_slice(&MAGIC);
+                out.extend_from_slice(&(this as u32 | more).to_le_bytes());
+                room = this;
+                left -= this;
+            }
+            if part.is_empty() {
+                break;
+            }
+            let take = part.len().min(room);
+            out.extend_from_slice(&part[..take]);
+            part = &part[take..];
+            room -= take;
+        }
+    }
+    out
+}
+
+/// Reads one message of opaque bytes of at most `limit` bytes; `Ok(None)`
+/// if the peer closed before sending any byte.
 pub(crate) async fn read_bytes_frame_async(
     input: &mut (impl tokio::io::AsyncRead + Unpin),
+    limit: usize,
 ) -> Result<Option<Vec<u8>>, String> {
-    read_body_async(input, MAX_BYTES_FRAME).await
+    read_body_async(input, limit).await
 }
 
 pub(crate) fn write_frame<T: Serialize>(out: &mut impl Write, message: &T) -> std::io::Result<()> {
@@ -233,48 +280,67 @@ pub(crate) async fn write_frame_async<T: Serialize>(
     out.write_all(&encode_frame(message)?).await
 }
 
-/// Reads one frame; `Ok(None)` if the peer closed before sending any byte.
+/// Reads one message; `Ok(None)` if the peer closed before sending any byte.
 pub(crate) fn read_frame<T: DeserializeOwned>(input: &mut impl Read) -> Result<Option<T>, String> {
-    let mut header = [0u8; 8];
-    let got = read_full(&mut header, |buf| input.read(buf))?;
-    let Some(length) = frame_length(&header, got, MAX_FRAME)? else { return Ok(None) };
-    let mut body = vec![0u8; length];
-    input.read_exact(&mut body).map_err(|_| "truncated frame body".to_string())?;
-    decode(&body).map(Some)
+    let mut body = Vec::new();
+    loop {
+        let mut header = [0u8; 8];
+        let got = read_full(&mut header, |buf| input.read(buf))?;
+        let Some((length, more)) = chunk_length(&header, got, body.len(), MAX_MESSAGE, body.is_empty())? else {
+            return Ok(None);
+        };
+        let at = body.len();
+        body.resize(at + length, 0);
+        input.read_exact(&mut body[at..]).map_err(|_| "truncated frame body".to_string())?;
+        if !more {
+            return decode(&body).map(Some);
+        }
+    }
 }
 
 /// [`read_frame`], without holding a thread while the peer is silent.
 pub(crate) async fn read_frame_async<T: DeserializeOwned>(
     input: &mut (impl tokio::io::AsyncRead + Unpin),
 ) -> Result<Option<T>, String> {
-    match read_body_async(input, MAX_FRAME).await? {
+    match read_body_async(input, MAX_MESSAGE).await? {
         Some(body) => decode(&body).map(Some),
         None => Ok(None),
     }
 }
 
-/// Reads one frame's body of at most `limit` bytes.
+/// Reads one message's body of at most `limit` bytes, frame by frame: what
+/// it holds grows only with the bytes that came.
 async fn read_body_async(
     input: &mut (impl tokio::io::AsyncRead + Unpin),
     limit: usize,
 ) -> Result<Option<Vec<u8>>, String> {
     use tokio::io::AsyncReadExt;
-    let mut header = [0u8; 8];
-    let mut got = 0;
-    while got < header.len() {
-        match input.read(&mut header[got..]).await {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) => return Err(format!("cannot read frame: {e}")),
+    let mut body = Vec::new();
+    let mut first = true;
+    loop {
+        let mut header = [0u8; 8];
+        let mut got = 0;
+        while got < header.len() {
+            match input.read(&mut header[got..]).await {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) => return Err(format!("cannot read frame: {e}")),
+            }
+        }
+        let Some((length, more)) = chunk_length(&header, got, body.len(), limit, first)? else {
+            return Ok(None);
+        };
+        first = false;
+        let at = body.len();
+        body.resize(at + length, 0);
+        input
+            .read_exact(&mut body[at..])
+            .await
+            .map_err(|_| "truncated frame body".to_string())?;
+        if !more {
+            return Ok(Some(body));
         }
     }
-    let Some(length) = frame_length(&header, got, limit)? else { return Ok(None) };
-    let mut body = vec![0u8; length];
-    input
-        .read_exact(&mut body)
-        .await
-        .map_err(|_| "truncated frame body".to_string())?;
-    Ok(Some(body))
 }
 
 /// Fills `buffer` until end-of-file; how many bytes it got.
@@ -291,38 +357,68 @@ fn read_full(buffer: &mut [u8], mut read: impl FnMut(&mut [u8]) -> std::io::Resu
     Ok(got)
 }
 
-/// The body length a header of `got` bytes announces; `None` for no frame.
-fn frame_length(header: &[u8; 8], got: usize, limit: usize) -> Result<Option<usize>, String> {
+/// The length of the frame whose header of `got` bytes was read, and
+/// whether more frames of the message follow, with `so_far` bytes of the
+/// message read; `None` for no message (end-of-file before a `first` frame).
+fn chunk_length(
+    header: &[u8; 8],
+    got: usize,
+    so_far: usize,
+    limit: usize,
+    first: bool,
+) -> Result<Option<(usize, bool)>, String> {
     match got {
-        0 => Ok(None),
-        8 => body_length(header, limit).map(Some),
+        0 if first => Ok(None),
+        8 => {
+            let (length, more) = frame_header(header)?;
+            if so_far + length > limit {
+                return Err(format!("a message of more than {} bytes exceeds the limit of {limit}", so_far + length - 1));
+            }
+            Ok(Some((length, more)))
+        }
         _ => Err("truncated frame header".into()),
     }
 }
 
-/// Decodes a whole frame held in memory.
+/// Decodes a whole message held in memory.
 pub(crate) fn decode_frame<T: DeserializeOwned>(frame: &[u8]) -> Result<T, String> {
-    let header: [u8; 8] = frame
-        .get(..8)
-        .and_then(|h| h.try_into().ok())
-        .ok_or("truncated frame header")?;
-    let length = body_length(&header, MAX_FRAME)?;
-    let body = frame.get(8..8 + length).ok_or("truncated frame body")?;
-    if frame.len() > 8 + length {
+    let mut rest = frame;
+    let mut body = Vec::new();
+    loop {
+        let header: [u8; 8] = rest
+            .get(..8)
+            .and_then(|h| h.try_into().ok())
+            .ok_or("truncated frame header")?;
+        let (length, more) = frame_header(&header)?;
+        if body.len() + length > MAX_MESSAGE {
+            return Err(format!("a message exceeds the limit of {MAX_MESSAGE}"));
+        }
+        body.extend_from_slice(rest.get(8..8 + length).ok_or("truncated frame body")?);
+        rest = &rest[8 + length..];
+        if !more {
+            break;
+        }
+    }
+    if !rest.is_empty() {
         return Err("trailing bytes after the frame".into());
     }
-    decode(body)
+    decode(&body)
 }
 
-fn body_length(header: &[u8; 8], limit: usize) -> Result<usize, String> {
+/// A frame header's length and whether more frames follow.
+fn frame_header(header: &[u8; 8]) -> Result<(usize, bool), String> {
     if header[..4] != MAGIC {
         return Err("not a frame of this protocol version (bad magic)".into());
     }
-    let length = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
-    if length > limit {
-        return Err(format!("frame of {length} bytes exceeds the limit of {limit}"));
+    let word = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+    let (length, more) = ((word & !MORE) as usize, word & MORE != 0);
+    if length > CHUNK {
+        return Err(format!("a frame of {length} bytes exceeds the limit of {CHUNK}"));
     }
-    Ok(length)
+    if more && length == 0 {
+        return Err("an empty frame in the middle of a message".into());
+    }
+    Ok((length, more))
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
@@ -362,10 +458,26 @@ mod tests {
         assert_eq!(read_frame::<Report>(&mut &frame(&done)[..]), Ok(Some(done)));
     }
 
+    /// A message larger than one frame is cut into frames and joined
+    /// again; one over the limit is refused by the writer.
     #[test]
-    fn oversized_messages_are_refused() {
-        let task = Task { id: 1, entry: "e".into(), inputs: Batch::one(vec![b'x'; MAX_FRAME]), many: false };
+    fn large_messages_are_chunked() {
+        let results = BatchResults { results: Batch::one(vec![b'x'; 17 << 20]), failed: Vec::new() };
+        let done = Report::Done { id: 1, results };
+        let bytes = frame(&done);
+        assert!(bytes.len() > (17 << 20) + 8 * 17, "{}", bytes.len());
+        assert_eq!(read_frame::<Report>(&mut &bytes[..]), Ok(Some(done.clone())));
+        assert_eq!(decode_frame::<Report>(&bytes), Ok(done));
+        let task = Task { id: 1, entry: "e".into(), inputs: Batch::one(vec![b'x'; MAX_MESSAGE]), many: false };
         assert!(encode_frame(&task).unwrap_err().to_string().contains("exceeds"));
+        // Parts are joined as if they were one body.
+        let joined = encode_parts(&[&[1u8; CHUNK - 1], &[2u8; 3], &[]]).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let body = runtime.block_on(read_bytes_frame_async(&mut &joined[..], 2 * CHUNK)).unwrap().unwrap();
+        assert_eq!(body.len(), CHUNK + 2);
+        assert_eq!(&body[CHUNK - 2..], &[1, 2, 2, 2]);
+        // Under the reader's limit only.
+        assert!(runtime.block_on(read_bytes_frame_async(&mut &joined[..], CHUNK)).unwrap_err().contains("exceeds"));
     }
 
     #[test]
@@ -378,6 +490,19 @@ mod tests {
         let mut huge = MAGIC.to_vec();
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(read_frame::<Ended>(&mut &huge[..]).unwrap_err().contains("exceeds"));
+        // A frame over the chunk size, an empty frame that says more follow,
+        // a message cut after a frame that says more follow.
+        let mut over = MAGIC.to_vec();
+        over.extend_from_slice(&(CHUNK as u32 + 1).to_le_bytes());
+        assert!(read_frame::<Ended>(&mut &over[..]).unwrap_err().contains("exceeds"));
+        let mut empty = MAGIC.to_vec();
+        empty.extend_from_slice(&MORE.to_le_bytes());
+        assert!(read_frame::<Ended>(&mut &empty[..]).is_err());
+        let mut cut = MAGIC.to_vec();
+        cut.extend_from_slice(&(2 | MORE).to_le_bytes());
+        cut.extend_from_slice(b"[1");
+        assert!(read_frame::<Ended>(&mut &cut[..]).unwrap_err().contains("truncated"));
+        assert!(decode_frame::<Ended>(&cut).is_err());
         let mut wrong = good.clone();
         wrong[0] = b'X';
         assert!(read_frame::<Ended>(&mut &wrong[..]).is_err());
@@ -404,15 +529,16 @@ mod tests {
         }
     }
 
-    /// Frames of opaque bytes (a shared-object request or answer) go through
-    /// the same codec: they round-trip, a cut or oversized one is an error,
-    /// and mutants never panic the reader.
+    /// Messages of opaque bytes (a shared-object request or answer) go
+    /// through the same codec: they round-trip, a cut or oversized one is
+    /// an error, and mutants (of one frame or of many) never panic the reader.
     #[test]
     fn bytes_frames_round_trip_and_survive_random_input() {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let read = |bytes: &[u8]| runtime.block_on(read_bytes_frame_async(&mut &bytes[..]));
+        let limit = 3 * CHUNK;
+        let read = |bytes: &[u8]| runtime.block_on(read_bytes_frame_async(&mut &bytes[..], limit));
         let body = b"\x05\0\0\0{\"a\":1}payload".to_vec();
-        let frame = encode_bytes_frame(&body).unwrap();
+        let frame = encode_parts(&[&body]).unwrap();
         assert_eq!(read(&frame), Ok(Some(body.clone())));
         assert_eq!(read(&[]), Ok(None));
         for cut in 1..frame.len() {
@@ -421,11 +547,12 @@ mod tests {
         let mut huge = MAGIC.to_vec();
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(read(&huge).unwrap_err().contains("exceeds"));
-        assert!(encode_bytes_frame(&vec![0; MAX_BYTES_FRAME + 1]).is_err());
-        // Larger than a control frame may be, within the bytes frames' bound.
-        let big = vec![7u8; MAX_FRAME + 1];
-        assert_eq!(read(&encode_bytes_frame(&big).unwrap()), Ok(Some(big)));
-        let frames = [frame, encode_bytes_frame(b"").unwrap()];
+        assert!(encode_parts(&[&vec![0; MAX_MESSAGE + 1]]).is_err());
+        let big = vec![7u8; 2 * CHUNK + 5];
+        let chunked = encode_parts(&[&big]).unwrap();
+        assert_eq!(read(&chunked), Ok(Some(big)));
+        let small = [b'x'; 40];
+        let frames = [frame, encode_parts(&[b""]).unwrap(), encode_parts(&[&small, &small]).unwrap()];
         for bytes in crate::fuzz::mutants(&frames, 0x51_7cc1_b727_220au64) {
             let _ = read(&bytes);
         }

@@ -146,6 +146,12 @@ pub(crate) fn run(
     let outputs = Outputs::with_format(&launch, format);
     let node = inner.root.clone();
     let ended = host.block_on(instance::run_until_deadline(inner.clone(), node.clone(), launch, &outputs));
+    // The puts the guest did not wait for are in their queues before its
+    // end is told.
+    let flushed = host.block_on(async { tokio::time::timeout(OUTPUT_PATIENCE, inner.sync.flush()).await });
+    if let Ok(Some(error)) = flushed {
+        eprintln!("error: a shared-object request this process sent without waiting failed: {error}");
+    }
     outputs.finish();
     let timed_out = ended.code == crate::ExitCode::from_signal(Signal::Term);
     // What is still queued reaches the root before we report; after a
