@@ -8,7 +8,7 @@
 //! `python`, `ratio`, `target`, `met`).
 //!
 //! ```text
-//! cargo run --example bench [--features native] -- [--quick] [--json] [--backend thread|native] [--python PATH|none]
+//! cargo run --example bench [--features native] -- [--quick] [--json] [--backend thread|native] [--python PATH|none] [--only W8,W2]
 //! ```
 //!
 //! A workload is one row of [`WORKLOADS`]: its name, unit, SPEC's targets and
@@ -115,6 +115,9 @@ struct Options {
     json: bool,
     backends: Vec<BackendKind>,
     python: Option<PathBuf>,
+    /// `--only W8,W2`: the workloads whose names start with one of these
+    /// (empty: every workload).
+    only: Vec<String>,
 }
 
 /// One measured figure, as printed.
@@ -181,7 +184,8 @@ fn main() -> anyhow::Result<()> {
         let bench = Bench { backend, quick: options.quick, host, children, w12: std::sync::OnceLock::new() };
         // Warm up: the first start pays for lazily built state.
         spawn(&bench.children, "noop", &())?.join()?;
-        for workload in WORKLOADS.iter().filter(|w| !(w.full_only && options.quick)) {
+        let chosen = |w: &Workload| options.only.is_empty() || options.only.iter().any(|o| w.name.starts_with(o.as_str()));
+        for workload in WORKLOADS.iter().filter(|w| !(w.full_only && options.quick) && chosen(w)) {
             let Some(value) = (workload.measure)(&bench)? else { continue };
             eprintln!("bench:   {}: {value:.1} {}", workload.name, workload.unit);
             let row = Row { workload, backend, value, python: python.get(python_name(workload.name)).copied() };
@@ -203,6 +207,7 @@ fn options() -> anyhow::Result<Options> {
         json: false,
         backends: vec![BackendKind::Thread],
         python: Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/bench/python_baseline.py"))),
+        only: Vec::new(),
     };
     if BackendKind::Native.is_available() {
         options.backends.push(BackendKind::Native);
@@ -211,6 +216,7 @@ fn options() -> anyhow::Result<Options> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => options.quick = true,
+            "--only" => options.only = args.next().unwrap_or_default().split(',').map(str::to_owned).collect(),
             "--json" => options.json = true,
             "--backend" => options.backends = vec![args.next().unwrap_or_default().parse().map_err(anyhow::Error::msg)?],
             "--python" => {
@@ -219,7 +225,7 @@ fn options() -> anyhow::Result<Options> {
                     Some(path) => Some(PathBuf::from(path)),
                 }
             }
-            other => anyhow::bail!("unknown argument `{other}` (use --quick, --json, --backend NAME, --python PATH|none)"),
+            other => anyhow::bail!("unknown argument `{other}` (use --quick, --json, --backend NAME, --python PATH|none, --only W8,W2)"),
         }
     }
     Ok(options)
