@@ -8,7 +8,7 @@
 //! `python`, `ratio`, `target`, `met`).
 //!
 //! ```text
-//! cargo run --example bench [--features native] -- [--quick] [--json] [--backend thread|native] [--python PATH|none] [--only NAME-PART]...
+//! cargo run --example bench [--features native] -- [--quick] [--json] [--backend thread|native] [--python PATH|none] [--only NAME-PART[,NAME-PART]]...
 //! ```
 //!
 //! A workload is one row of [`WORKLOADS`]: its name, unit, SPEC's targets and
@@ -117,7 +117,8 @@ struct Options {
     json: bool,
     backends: Vec<BackendKind>,
     python: Option<PathBuf>,
-    /// Only the workloads whose names contain one of these (`--only`).
+    /// `--only W8,W2`: the workloads whose names contain one of these
+    /// (empty: every workload).
     only: Vec<String>,
 }
 
@@ -221,7 +222,7 @@ fn options() -> anyhow::Result<Options> {
         match arg.as_str() {
             "--quick" => options.quick = true,
             "--json" => options.json = true,
-            "--only" => options.only.push(args.next().unwrap_or_default()),
+            "--only" => options.only.extend(args.next().unwrap_or_default().split(',').map(str::to_owned)),
             "--backend" => options.backends = vec![args.next().unwrap_or_default().parse().map_err(anyhow::Error::msg)?],
             "--python" => {
                 options.python = match args.next().as_deref() {
@@ -229,7 +230,7 @@ fn options() -> anyhow::Result<Options> {
                     Some(path) => Some(PathBuf::from(path)),
                 }
             }
-            other => anyhow::bail!("unknown argument `{other}` (use --quick, --json, --backend NAME, --python PATH|none, --only NAME-PART)"),
+            other => anyhow::bail!("unknown argument `{other}` (use --quick, --json, --backend NAME, --python PATH|none, --only NAME-PART[,...])"),
         }
     }
     Ok(options)

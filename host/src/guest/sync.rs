@@ -16,6 +16,7 @@ use super::mp::host::sync::{
     self as wit, Host, HostBarrier, HostCondition, HostConnection, HostEvent,
 };
 use super::mp::host::sync::{HostLock, HostQueue, HostSemaphore, HostSharedArray};
+use crate::sync::budget::Account;
 use crate::instance::Ctx;
 use crate::sync::{
     Error, Kind, Number, Numbers, Payload, QueueObject, QuotaKind, Registry, Reply, Request, Spec, Token,
@@ -30,8 +31,18 @@ pub struct SyncHandle<K> {
     closed: bool,
     /// A queue's object in this (root) host's registry, once looked up:
     /// `put` and `get` go to it directly (see [`Ctx::local_queue`]).
-    queue: Option<Arc<QueueObject>>,
+    queue: Option<LocalQueue>,
     kind: PhantomData<K>,
+}
+
+/// What a handle keeps of a queue in this host's own registry, so that a
+/// `put` or `get` touches nothing shared but the queue and the budget's
+/// counters (no lookup, no reference count).
+struct LocalQueue {
+    registry: Arc<Registry>,
+    object: Arc<QueueObject>,
+    /// The budget account of the process holding the handle.
+    account: Arc<Account>,
 }
 
 /// Marker types, one per WIT resource.
@@ -264,26 +275,36 @@ impl Ctx {
     /// (a root host): `put` and `get` then skip the request and the
     /// registry's lookup, which checked once that this process holds the
     /// queue (it does while the handle is open). `None` on a native worker,
-    /// whose requests go to the root.
-    #[allow(clippy::type_complexity)]
+    /// whose requests go to the root. The caller hands it back with
+    /// [`Ctx::keep_local_queue`] when done (a call cut short, the process
+    /// ending, only loses the cache).
     fn local_queue(
         &mut self,
         handle: &Resource<GuestQueue>,
-    ) -> wasmtime::Result<Option<Result<(Arc<Registry>, Arc<QueueObject>, u32), wit::Error>>> {
-        let Some(registry) = self.host.sync.local().cloned() else { return Ok(None) };
-        let pid = self.node.pid().unwrap_or_default();
+    ) -> wasmtime::Result<Option<Result<LocalQueue, wit::Error>>> {
+        let Some(registry) = self.host.sync.local() else { return Ok(None) };
         let entry = self.table.get_mut(handle)?;
         if entry.closed {
             return Ok(Some(Err(wit::Error::Closed)));
         }
-        let queue = match &entry.queue {
-            Some(queue) => queue.clone(),
-            None => match registry.queue(pid, entry.token.id) {
-                Ok(queue) => entry.queue.insert(queue).clone(),
-                Err(error) => return Ok(Some(Err(error.into()))),
-            },
-        };
-        Ok(Some(Ok((registry, queue, pid))))
+        if let Some(local) = entry.queue.take() {
+            return Ok(Some(Ok(local)));
+        }
+        let pid = self.node.pid().unwrap_or_default();
+        Ok(Some(match registry.queue(pid, entry.token.id) {
+            Ok(object) => Ok(LocalQueue { registry: registry.clone(), object, account: registry.account(pid) }),
+            Err(error) => Err(error.into()),
+        }))
+    }
+
+    /// Keeps what [`Ctx::local_queue`] gave for the handle's next call,
+    /// unless the handle was closed meanwhile.
+    fn keep_local_queue(&mut self, handle: &Resource<GuestQueue>, local: LocalQueue) -> wasmtime::Result<()> {
+        let entry = self.table.get_mut(handle)?;
+        if !entry.closed {
+            entry.queue = Some(local);
+        }
+        Ok(())
     }
 
     /// Gives up the hold of a handle (once).
@@ -417,8 +438,10 @@ impl HostQueue for Ctx {
         timeout: Option<u64>,
     ) -> Answer<()> {
         match self.local_queue(&handle)? {
-            Some(Ok((registry, queue, pid))) => {
-                return Ok(registry.put(pid, &queue, item, timeout).await.map_err(Into::into));
+            Some(Ok(local)) => {
+                let put = local.registry.put_to(&local.account, &local.object, item, timeout).await;
+                self.keep_local_queue(&handle, local)?;
+                return Ok(put.map_err(Into::into));
             }
             Some(Err(error)) => return Ok(Err(error)),
             None => {}
@@ -432,7 +455,11 @@ impl HostQueue for Ctx {
     }
     async fn get(&mut self, handle: Resource<GuestQueue>, timeout: Option<u64>) -> Answer<Vec<u8>> {
         match self.local_queue(&handle)? {
-            Some(Ok((_, queue, _))) => return Ok(queue.get(timeout).await.map_err(Into::into)),
+            Some(Ok(local)) => {
+                let got = local.object.get(timeout).await;
+                self.keep_local_queue(&handle, local)?;
+                return Ok(got.map_err(Into::into));
+            }
             Some(Err(error)) => return Ok(Err(error)),
             None => {}
         }

@@ -25,6 +25,7 @@
 
 use super::{Error, QuotaKind};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// What each process may park by default: 64 MiB.
@@ -59,120 +60,143 @@ impl Default for Quotas {
     }
 }
 
+/// Bytes and objects counted, updated without a lock: a put and a get on
+/// the same queue from two threads only touch these counters.
 #[derive(Default)]
 struct Usage {
-    bytes: u64,
-    objects: u64,
+    bytes: AtomicU64,
+    objects: AtomicU64,
 }
 
-#[derive(Default)]
-struct Accounts {
-    /// The account of each live process that has parked something.
-    by_pid: HashMap<u32, u64>,
-    /// Accounts with something charged, live or ended.
-    usage: HashMap<u64, Usage>,
-    next: u64,
-    run: Usage,
+impl Usage {
+    /// Adds `more` to `counter` unless that takes it past `limit` (no limit:
+    /// `None`); the total it would have come to otherwise.
+    fn reserve(counter: &AtomicU64, more: u64, limit: Option<u64>) -> Result<(), u64> {
+        if more == 0 {
+            return Ok(());
+        }
+        let Some(limit) = limit else {
+            counter.fetch_add(more, Ordering::Relaxed);
+            return Ok(());
+        };
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                let wanted = used.saturating_add(more);
+                (wanted <= limit).then_some(wanted)
+            })
+            .map(|_| ())
+            .map_err(|used| used.saturating_add(more))
+    }
+
+    fn release(&self, bytes: u64, objects: u64) {
+        if bytes > 0 {
+            self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        }
+        if objects > 0 {
+            self.objects.fetch_sub(objects, Ordering::AcqRel);
+        }
+    }
+}
+
+/// One process's account (or the run's unlimited one, for what is counted
+/// in the run's total only).
+pub(crate) struct Account {
+    usage: Usage,
+    /// The run's total, which every charge counts in too.
+    run: Arc<Usage>,
 }
 
 /// Every process's account, in the root host's registry.
 pub(crate) struct Budgets {
     quotas: Quotas,
-    accounts: Mutex<Accounts>,
+    run: Arc<Usage>,
+    /// The account of each live process that has parked something.
+    by_pid: Mutex<HashMap<u32, Arc<Account>>>,
+    /// Charges counted in the run's total only.
+    anyway: Arc<Account>,
 }
 
 /// A charge on an account, given back when dropped.
 pub(crate) struct Charge {
-    budgets: Arc<Budgets>,
-    /// `None`: counted in the run's total only.
-    account: Option<u64>,
+    account: Arc<Account>,
     bytes: u64,
     objects: u64,
 }
 
 impl Budgets {
     pub(crate) fn new(quotas: Quotas) -> Arc<Budgets> {
-        Arc::new(Budgets {
-            quotas,
-            accounts: Mutex::default(),
-        })
+        let run = Arc::new(Usage::default());
+        let anyway = Arc::new(Account { usage: Usage::default(), run: run.clone() });
+        Arc::new(Budgets { quotas, run, by_pid: Mutex::default(), anyway })
+    }
+
+    /// The account of the process `pid`, made at its first charge. A caller
+    /// that charges it often keeps it and uses [`Budgets::charge_to`].
+    pub(crate) fn account(&self, pid: u32) -> Arc<Account> {
+        self.by_pid
+            .lock()
+            .unwrap()
+            .entry(pid)
+            .or_insert_with(|| Arc::new(Account { usage: Usage::default(), run: self.run.clone() }))
+            .clone()
     }
 
     /// Charges `bytes` and `objects` to the process `pid`, or refuses with
     /// [`Error::Quota`] if that would take it, or the run, past a limit.
-    pub(crate) fn charge(self: &Arc<Self>, pid: u32, bytes: u64, objects: u64) -> Result<Charge, Error> {
-        let mut accounts = self.accounts.lock().unwrap();
-        let accounts = &mut *accounts;
-        let account = accounts.by_pid.get(&pid).copied();
-        let mine = account.and_then(|a| accounts.usage.get(&a));
-        let (used_bytes, used_objects) = mine.map_or((0, 0), |u| (u.bytes, u.objects));
+    pub(crate) fn charge(&self, pid: u32, bytes: u64, objects: u64) -> Result<Charge, Error> {
+        self.charge_to(&self.account(pid), bytes, objects)
+    }
+
+    /// Charges `bytes` and `objects` to `account` (see [`Budgets::charge`]).
+    pub(crate) fn charge_to(&self, account: &Arc<Account>, bytes: u64, objects: u64) -> Result<Charge, Error> {
         let run = RUN_FACTOR;
-        let checks = [
-            (QuotaKind::Bytes, used_bytes, bytes, self.quotas.bytes),
-            (QuotaKind::Objects, used_objects, objects, self.quotas.objects),
-            (QuotaKind::RunBytes, accounts.run.bytes, bytes, self.quotas.bytes.saturating_mul(run)),
-            (QuotaKind::RunObjects, accounts.run.objects, objects, self.quotas.objects.saturating_mul(run)),
+        let steps = [
+            (QuotaKind::Bytes, &account.usage.bytes, bytes, self.quotas.bytes),
+            (QuotaKind::Objects, &account.usage.objects, objects, self.quotas.objects),
+            (QuotaKind::RunBytes, &self.run.bytes, bytes, self.quotas.bytes.saturating_mul(run)),
+            (QuotaKind::RunObjects, &self.run.objects, objects, self.quotas.objects.saturating_mul(run)),
         ];
-        for (kind, used, more, limit) in checks {
-            let wanted = used.saturating_add(more);
-            if more > 0 && wanted > limit {
+        for (done, &(kind, counter, more, limit)) in steps.iter().enumerate() {
+            if let Err(wanted) = Usage::reserve(counter, more, Some(limit)) {
+                // Undo the steps taken: the charge is refused whole.
+                for &(_, counter, more, _) in &steps[..done] {
+                    if more > 0 {
+                        counter.fetch_sub(more, Ordering::AcqRel);
+                    }
+                }
                 return Err(Error::Quota { kind, used: wanted, limit });
             }
         }
-        let account = account.unwrap_or_else(|| {
-            accounts.next += 1;
-            accounts.by_pid.insert(pid, accounts.next);
-            accounts.next
-        });
-        let usage = accounts.usage.entry(account).or_default();
-        usage.bytes += bytes;
-        usage.objects += objects;
-        accounts.run.bytes += bytes;
-        accounts.run.objects += objects;
-        Ok(Charge { budgets: self.clone(), account: Some(account), bytes, objects })
+        Ok(Charge { account: account.clone(), bytes, objects })
     }
 
     /// Charges `bytes` to the run's total only, without a limit: for a
     /// message put back after it could not be handed over.
-    pub(crate) fn charge_anyway(self: &Arc<Self>, bytes: u64) -> Charge {
-        self.accounts.lock().unwrap().run.bytes += bytes;
-        Charge { budgets: self.clone(), account: None, bytes, objects: 0 }
+    pub(crate) fn charge_anyway(&self, bytes: u64) -> Charge {
+        let _ = Usage::reserve(&self.run.bytes, bytes, None);
+        let _ = Usage::reserve(&self.anyway.usage.bytes, bytes, None);
+        Charge { account: self.anyway.clone(), bytes, objects: 0 }
     }
 
     /// How many more bytes the process `pid` may park now, within its own
     /// budget and the run's.
     pub(crate) fn headroom(&self, pid: u32) -> u64 {
-        let accounts = self.accounts.lock().unwrap();
-        let mine = accounts.by_pid.get(&pid).and_then(|a| accounts.usage.get(a)).map_or(0, |u| u.bytes);
+        let mine = self.by_pid.lock().unwrap().get(&pid).map_or(0, |a| a.usage.bytes.load(Ordering::Acquire));
         let run = self.quotas.bytes.saturating_mul(RUN_FACTOR);
-        self.quotas.bytes.saturating_sub(mine).min(run.saturating_sub(accounts.run.bytes))
+        self.quotas.bytes.saturating_sub(mine).min(run.saturating_sub(self.run.bytes.load(Ordering::Acquire)))
     }
 
     /// The process `pid` has ended: its account no longer limits anyone
     /// (what it parked stays counted in the run's total until it goes).
     pub(crate) fn end(&self, pid: u32) {
-        self.accounts.lock().unwrap().by_pid.remove(&pid);
-    }
-
-    fn give_back(&self, charge: &Charge) {
-        let mut accounts = self.accounts.lock().unwrap();
-        accounts.run.bytes = accounts.run.bytes.saturating_sub(charge.bytes);
-        accounts.run.objects = accounts.run.objects.saturating_sub(charge.objects);
-        if let Some(account) = charge.account
-            && let Some(usage) = accounts.usage.get_mut(&account)
-        {
-            usage.bytes = usage.bytes.saturating_sub(charge.bytes);
-            usage.objects = usage.objects.saturating_sub(charge.objects);
-            if usage.bytes == 0 && usage.objects == 0 {
-                accounts.usage.remove(&account);
-            }
-        }
+        self.by_pid.lock().unwrap().remove(&pid);
     }
 }
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        self.budgets.give_back(self);
+        self.account.usage.release(self.bytes, self.objects);
+        self.account.run.release(self.bytes, self.objects);
     }
 }
 
@@ -234,8 +258,13 @@ mod tests {
             Some(Error::Quota { kind: QuotaKind::Objects, used: 3, limit: 2 })
         );
         drop((other, again, objects));
-        assert!(b.accounts.lock().unwrap().usage.is_empty());
-        assert_eq!(b.accounts.lock().unwrap().run.bytes, 0);
+        for pid in [7, 8] {
+            let account = b.account(pid);
+            assert_eq!(account.usage.bytes.load(Ordering::Relaxed), 0);
+            assert_eq!(account.usage.objects.load(Ordering::Relaxed), 0);
+        }
+        assert_eq!(b.run.bytes.load(Ordering::Relaxed), 0);
+        assert_eq!(b.run.objects.load(Ordering::Relaxed), 0);
     }
 
     #[test]

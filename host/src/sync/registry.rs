@@ -18,7 +18,7 @@
 
 use super::array::Array;
 use super::barrier::Barrier;
-use super::budget::{Budgets, Charge, Message, Quotas};
+use super::budget::{Account, Budgets, Charge, Message, Quotas};
 use super::condition::Condition;
 use super::container::Container;
 use super::event::Event;
@@ -317,9 +317,26 @@ impl Registry {
 
     /// Puts `item` on `queue` for `pid`, charged to its budget.
     pub(crate) async fn put(&self, pid: u32, queue: &Queue, item: Vec<u8>, timeout: Option<u64>) -> Result<(), Error> {
+        self.put_to(&self.budgets.account(pid), queue, item, timeout).await
+    }
+
+    /// Puts `item` on `queue`, charged to `account` (a process's, kept by
+    /// its handle: see [`Registry::account`]).
+    pub(crate) async fn put_to(
+        &self,
+        account: &Arc<Account>,
+        queue: &Queue,
+        item: Vec<u8>,
+        timeout: Option<u64>,
+    ) -> Result<(), Error> {
         check_size(&item)?;
-        let charge = self.budgets.charge(pid, Message::cost(item.len()), 0)?;
+        let charge = self.budgets.charge_to(account, Message::cost(item.len()), 0)?;
         queue.put(Message::new(item, charge), timeout).await
+    }
+
+    /// The budget account of the process `pid`.
+    pub(crate) fn account(&self, pid: u32) -> Arc<Account> {
+        self.budgets.account(pid)
     }
 
     fn object(&self, pid: u32, id: u64) -> Result<Object, Error> {
