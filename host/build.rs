@@ -28,12 +28,8 @@ fn main() {
 }
 
 fn run() -> Result<(), String> {
-    let manifest_dir =
-        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").ok_or("CARGO_MANIFEST_DIR is not set")?);
-    let root = manifest_dir
-        .parent()
-        .ok_or("the host crate has no parent directory")?
-        .to_path_buf();
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").ok_or("CARGO_MANIFEST_DIR is not set")?);
+    let root = manifest_dir.parent().ok_or("the host crate has no parent directory")?.to_path_buf();
     let guest_ws = root.join("guest-tasks");
     let build_dir = root.join("target").join("guest-build");
     let guests_dir = root.join("target").join("guests");
@@ -50,19 +46,11 @@ fn run() -> Result<(), String> {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=MP_SKIP_GUEST_BUILD");
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
-    println!(
-        "cargo:rerun-if-changed={}",
-        guest_ws.join("Cargo.toml").display()
-    );
-    println!(
-        "cargo:rerun-if-changed={}",
-        guest_ws.join("Cargo.lock").display()
-    );
+    println!("cargo:rerun-if-changed={}", guest_ws.join("Cargo.toml").display());
+    println!("cargo:rerun-if-changed={}", guest_ws.join("Cargo.lock").display());
     // Every member's directory but never guest-tasks/target (a build there
     // would make this script rerun each time).
-    for entry in
-        fs::read_dir(&guest_ws).map_err(|e| format!("cannot read {}: {e}", guest_ws.display()))?
-    {
+    for entry in fs::read_dir(&guest_ws).map_err(|e| format!("cannot read {}: {e}", guest_ws.display()))? {
         let path = entry.map_err(|e| e.to_string())?.path();
         if path.is_dir() && path.join("Cargo.toml").is_file() {
             println!("cargo:rerun-if-changed={}", path.display());
@@ -106,9 +94,7 @@ fn ensure_target() -> Result<(), String> {
         return Ok(());
     }
 
-    println!(
-        "cargo:warning=installing the {TARGET} target with rustup (needed to build the guest programs)"
-    );
+    println!("cargo:warning=installing the {TARGET} target with rustup (needed to build the guest programs)");
     let mut cmd = Command::new("rustup");
     cmd.args(["target", "add", TARGET]);
     if let Some(toolchain) = env::var_os("RUSTUP_TOOLCHAIN") {
@@ -194,9 +180,7 @@ fn build_guests(guest_ws: &Path, build_dir: &Path) -> Result<(), String> {
             cmd.env_remove(&key);
         }
     }
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", Path::new(&cargo).display()))?;
+    let out = cmd.output().map_err(|e| format!("cannot run {}: {e}", Path::new(&cargo).display()))?;
     if !out.status.success() {
         return Err(format!(
             "`{} build --release --target {TARGET} --manifest-path {}` failed ({}):\n\n{}",
@@ -212,10 +196,8 @@ fn build_guests(guest_ws: &Path, build_dir: &Path) -> Result<(), String> {
 /// Copies every built `*.wasm` to `guests_dir/<name>.wasm` (write to a
 /// temporary file, then rename: a reader never sees half a file).
 fn copy_guests(release_dir: &Path, guests_dir: &Path) -> Result<(), String> {
-    fs::create_dir_all(guests_dir)
-        .map_err(|e| format!("cannot create {}: {e}", guests_dir.display()))?;
-    let entries = fs::read_dir(release_dir)
-        .map_err(|e| format!("cannot read {}: {e}", release_dir.display()))?;
+    fs::create_dir_all(guests_dir).map_err(|e| format!("cannot create {}: {e}", guests_dir.display()))?;
+    let entries = fs::read_dir(release_dir).map_err(|e| format!("cannot read {}: {e}", release_dir.display()))?;
     let mut copied = 0;
     for entry in entries {
         let path = entry.map_err(|e| e.to_string())?.path();
@@ -225,17 +207,12 @@ fn copy_guests(release_dir: &Path, guests_dir: &Path) -> Result<(), String> {
         let name = path.file_name().expect("a file has a name");
         let dest = guests_dir.join(name);
         let tmp = guests_dir.join(format!(".{}.tmp", name.to_string_lossy()));
-        fs::copy(&path, &tmp)
-            .map_err(|e| format!("cannot copy {} to {}: {e}", path.display(), tmp.display()))?;
-        fs::rename(&tmp, &dest)
-            .map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), dest.display()))?;
+        fs::copy(&path, &tmp).map_err(|e| format!("cannot copy {} to {}: {e}", path.display(), tmp.display()))?;
+        fs::rename(&tmp, &dest).map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), dest.display()))?;
         copied += 1;
     }
     if copied == 0 {
-        return Err(format!(
-            "the guest build produced no .wasm file in {}",
-            release_dir.display()
-        ));
+        return Err(format!("the guest build produced no .wasm file in {}", release_dir.display()));
     }
     Ok(())
 }

@@ -13,10 +13,8 @@ use std::path::{Path, PathBuf};
 fn entries(dir: &Path) -> Vec<PathBuf> {
     match std::fs::read_dir(dir) {
         Ok(listing) => {
-            let mut found: Vec<PathBuf> = listing
-                .map(|e| e.unwrap().path())
-                .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
-                .collect();
+            let mut found: Vec<PathBuf> =
+                listing.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "cwasm")).collect();
             found.sort();
             found
         }
@@ -33,12 +31,7 @@ fn run_cached(dir: &Path, args: &[&str]) -> Output {
 
 fn assert_hello(out: &Output) {
     out.assert_status(0);
-    assert!(
-        out.stdout_lines()
-            .first()
-            .is_some_and(|l| l.starts_with("hello from pid=")),
-        "{out:#?}"
-    );
+    assert!(out.stdout_lines().first().is_some_and(|l| l.starts_with("hello from pid=")), "{out:#?}");
 }
 
 #[test]
@@ -47,24 +40,14 @@ fn the_second_run_takes_the_compiled_code_from_the_cache() {
     let cache = dir.path().join("moved");
     let first = run_cached(&cache, &[s(&guest("hello"))]);
     assert_hello(&first);
-    assert!(
-        first.stderr.contains("compile cache: compiled and stored"),
-        "{first:#?}"
-    );
+    assert!(first.stderr.contains("compile cache: compiled and stored"), "{first:#?}");
     let stored = entries(&cache);
-    assert_eq!(
-        stored.len(),
-        1,
-        "one entry, in the directory MP_HOST_CACHE_DIR names"
-    );
+    assert_eq!(stored.len(), 1, "one entry, in the directory MP_HOST_CACHE_DIR names");
 
     let second = run_cached(&cache, &[s(&guest("hello"))]);
     assert_hello(&second);
     assert!(second.stderr.contains("compile cache: hit"), "{second:#?}");
-    assert!(
-        !second.stderr.contains("compiled and stored"),
-        "{second:#?}"
-    );
+    assert!(!second.stderr.contains("compiled and stored"), "{second:#?}");
     assert_eq!(entries(&cache), stored);
 
     #[cfg(unix)]
@@ -91,15 +74,8 @@ fn a_damaged_entry_is_compiled_anew_and_the_run_works() {
     std::fs::write(&entry, &damaged).unwrap();
     let out = run_cached(&cache, &[s(&guest("hello"))]);
     assert_hello(&out);
-    assert!(
-        out.stderr.contains("entry unusable") && out.stderr.contains("damaged"),
-        "{out:#?}"
-    );
-    assert_eq!(
-        std::fs::read(&entry).unwrap(),
-        whole,
-        "replaced by a good entry"
-    );
+    assert!(out.stderr.contains("entry unusable") && out.stderr.contains("damaged"), "{out:#?}");
+    assert_eq!(std::fs::read(&entry).unwrap(), whole, "replaced by a good entry");
 
     // Truncated, then something that is not an entry at all.
     std::fs::write(&entry, &whole[..whole.len() / 3]).unwrap();
@@ -126,16 +102,9 @@ fn no_cache_and_the_off_switch_write_nothing() {
 
     let hello = guest("hello");
     let args = ["run", "--backend", backend_name(), s(&hello)];
-    let out = host_with(
-        &args,
-        &[("MP_HOST_CACHE_DIR", s(&cache)), ("MP_HOST_CACHE", "off")],
-    );
+    let out = host_with(&args, &[("MP_HOST_CACHE_DIR", s(&cache)), ("MP_HOST_CACHE", "off")]);
     assert_hello(&out);
-    assert!(
-        !cache.exists(),
-        "MP_HOST_CACHE=off made {}",
-        cache.display()
-    );
+    assert!(!cache.exists(), "MP_HOST_CACHE=off made {}", cache.display());
 }
 
 #[test]
@@ -145,15 +114,8 @@ fn a_granted_directory_that_holds_the_cache_turns_it_off() {
     let grant = format!("{}::/data", s(dir.path()));
     let out = run_cached(&cache, &["--dir", &grant, s(&guest("hello"))]);
     assert_hello(&out);
-    assert!(
-        out.stderr.contains("compile cache off for this run"),
-        "{out:#?}"
-    );
-    assert!(
-        entries(&cache).is_empty(),
-        "a guest could have reached {}",
-        cache.display()
-    );
+    assert!(out.stderr.contains("compile cache off for this run"), "{out:#?}");
+    assert!(entries(&cache).is_empty(), "a guest could have reached {}", cache.display());
 }
 
 #[test]
@@ -164,23 +126,11 @@ fn inspect_says_whether_the_code_is_cached() {
     let file = guest("hello");
     let first = host_with(&["inspect", s(&file)], &env);
     first.assert_status(0);
-    assert!(
-        first
-            .stdout
-            .contains("compiled code: not cached before this load"),
-        "{first:#?}"
-    );
+    assert!(first.stdout.contains("compiled code: not cached before this load"), "{first:#?}");
     let second = host_with(&["inspect", s(&file)], &env);
-    assert!(
-        second.stdout.contains("compiled code: cached in"),
-        "{second:#?}"
-    );
+    assert!(second.stdout.contains("compiled code: cached in"), "{second:#?}");
     let off = host_with(&["inspect", "--no-cache", s(&file)], &env);
-    assert!(
-        off.stdout
-            .contains("compiled code: not cached (the compile cache is off)"),
-        "{off:#?}"
-    );
+    assert!(off.stdout.contains("compiled code: not cached (the compile cache is off)"), "{off:#?}");
 }
 
 #[test]
@@ -192,29 +142,11 @@ fn the_library_loads_from_the_cache_it_is_given() {
     assert!(!host.is_cached(&bytes));
     let program = host.load(guest("hello")).unwrap();
     assert!(host.is_cached(&bytes), "the load kept the compiled code");
-    assert!(
-        join(
-            &program
-                .command()
-                .stdout(host::Stdio::null())
-                .spawn()
-                .unwrap()
-        )
-        .success()
-    );
+    assert!(join(&program.command().stdout(host::Stdio::null()).spawn().unwrap()).success());
     drop(host);
     // Another host of the same configuration runs the cached code.
     let again = builder().compile_cache(cache).build().unwrap();
     assert!(again.is_cached(&bytes));
     let program = again.load(guest("hello")).unwrap();
-    assert!(
-        join(
-            &program
-                .command()
-                .stdout(host::Stdio::null())
-                .spawn()
-                .unwrap()
-        )
-        .success()
-    );
+    assert!(join(&program.command().stdout(host::Stdio::null()).spawn().unwrap()).success());
 }

@@ -15,10 +15,7 @@ fn single_process_runs_without_prefix_and_prints_one_summary() {
     out.assert_status(0);
     let lines = out.stdout_lines();
     assert_eq!(lines.len(), 2, "{out:#?}");
-    assert!(
-        lines[0].starts_with("hello from pid="),
-        "no prefix with one process: {out:#?}"
-    );
+    assert!(lines[0].starts_with("hello from pid="), "no prefix with one process: {out:#?}");
     assert_eq!(lines[1], "args: ");
     let summaries = out.summaries();
     assert_eq!(summaries.len(), 1, "{out:#?}");
@@ -34,50 +31,26 @@ fn count_prefixes_every_line_and_prints_a_summary_per_process() {
     out.assert_status(0);
     let mut per_process: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for line in out.stdout_lines() {
-        let (name, rest) = line
-            .split_once(": ")
-            .unwrap_or_else(|| panic!("unprefixed line {line:?}"));
-        assert!(
-            ["Process-1", "Process-2", "Process-3"].contains(&name),
-            "bad prefix in {line:?}"
-        );
-        per_process
-            .entry(name.to_string())
-            .or_default()
-            .push(rest.to_string());
+        let (name, rest) = line.split_once(": ").unwrap_or_else(|| panic!("unprefixed line {line:?}"));
+        assert!(["Process-1", "Process-2", "Process-3"].contains(&name), "bad prefix in {line:?}");
+        per_process.entry(name.to_string()).or_default().push(rest.to_string());
     }
     assert_eq!(per_process.len(), 3, "{out:#?}");
     let summaries = out.summaries();
     assert_eq!(summaries.len(), 3, "{out:#?}");
-    let summary_lines: Vec<&str> = out
-        .stderr_lines()
-        .into_iter()
-        .filter(|l| l.contains("exitcode="))
-        .collect();
+    let summary_lines: Vec<&str> = out.stderr_lines().into_iter().filter(|l| l.contains("exitcode=")).collect();
     assert_eq!(summary_lines.len(), 3);
     for line in summary_lines {
-        assert!(
-            line.contains("Process-") && line.contains("pid=") && line.contains("exitcode=0"),
-            "{line}"
-        );
+        assert!(line.contains("Process-") && line.contains("pid=") && line.contains("exitcode=0"), "{line}");
     }
     let mut pids = HashSet::new();
     for (i, summary) in summaries.iter().enumerate() {
         // Summaries come in start order.
         assert_eq!(summary.name, format!("Process-{}", i + 1));
         assert_eq!(summary.exitcode, 0);
-        assert!(
-            pids.insert(summary.pid),
-            "pids must be unique: {summaries:?}"
-        );
+        assert!(pids.insert(summary.pid), "pids must be unique: {summaries:?}");
         let lines = &per_process[&summary.name];
-        assert_eq!(
-            lines,
-            &vec![
-                format!("hello from pid={}", summary.pid),
-                "args: a b".to_string()
-            ]
-        );
+        assert_eq!(lines, &vec![format!("hello from pid={}", summary.pid), "args: a b".to_string()]);
     }
 }
 
@@ -91,9 +64,7 @@ fn whole_lines_never_interleave() {
     out.assert_status(0);
     let mut next = [1usize; 4];
     for line in out.stdout_lines() {
-        let (name, rest) = line
-            .split_once(": ")
-            .unwrap_or_else(|| panic!("unprefixed line {line:?}"));
+        let (name, rest) = line.split_once(": ").unwrap_or_else(|| panic!("unprefixed line {line:?}"));
         let index: usize = name
             .strip_prefix("Process-")
             .and_then(|k| k.parse().ok())
@@ -109,10 +80,7 @@ fn whole_lines_never_interleave() {
     for k in 1..=4 {
         for i in [1, n / 2, n] {
             let expected = format!("Process-{k}: stderr line {i}");
-            assert!(
-                out.stderr_lines().contains(&expected.as_str()),
-                "missing {expected:?}: {out:#?}"
-            );
+            assert!(out.stderr_lines().contains(&expected.as_str()), "missing {expected:?}: {out:#?}");
         }
     }
     assert_eq!(out.summaries().len(), 4);
@@ -150,10 +118,7 @@ fn output_before_a_trap_is_kept() {
     let out = run(&[s(&guest("trap"))]);
     out.assert_status(1);
     assert_eq!(out.stdout_lines(), vec!["about to panic"]);
-    assert!(
-        out.process_stderr().contains("deliberate panic"),
-        "{out:#?}"
-    );
+    assert!(out.process_stderr().contains("deliberate panic"), "{out:#?}");
     assert_eq!(out.summaries()[0].exitcode, 1);
 }
 
@@ -181,11 +146,7 @@ fn exit_status_is_the_exitcode() {
 fn timeout_terminates_and_exits_143() {
     let out = run(&["--timeout", "300ms", s(&guest("sleep")), "--", "3600"]);
     out.assert_status(143);
-    assert_eq!(
-        out.stdout_lines(),
-        vec!["sleeping"],
-        "output before the terminate is kept"
-    );
+    assert_eq!(out.stdout_lines(), vec!["sleeping"], "output before the terminate is kept");
     let summaries = out.summaries();
     assert_eq!(summaries.len(), 1);
     assert_eq!(summaries[0].exitcode, -15);
@@ -194,21 +155,10 @@ fn timeout_terminates_and_exits_143() {
 
 #[test]
 fn timeout_ends_every_process() {
-    let out = run(&[
-        "--count",
-        "3",
-        "--timeout",
-        "300ms",
-        s(&guest("sleep")),
-        "--",
-        "3600",
-    ]);
+    let out = run(&["--count", "3", "--timeout", "300ms", s(&guest("sleep")), "--", "3600"]);
     out.assert_status(143);
     assert_eq!(out.summaries().len(), 3);
-    assert!(
-        out.summaries().iter().all(|s| s.exitcode == -15),
-        "{out:#?}"
-    );
+    assert!(out.summaries().iter().all(|s| s.exitcode == -15), "{out:#?}");
 }
 
 /// More busy loops than the host has cpus: the timeout must still end them.
@@ -217,10 +167,7 @@ fn timeout_ends_more_spinners_than_cpus() {
     let n = (host::cpu_count() + 1).to_string();
     let out = run(&["--count", &n, "--timeout", "300ms", s(&guest("spin"))]);
     out.assert_status(143);
-    assert!(
-        out.summaries().iter().all(|s| s.exitcode == -15),
-        "{out:#?}"
-    );
+    assert!(out.summaries().iter().all(|s| s.exitcode == -15), "{out:#?}");
 }
 
 #[test]
@@ -248,13 +195,7 @@ fn entry_with_a_json_argument() {
     out.assert_status(4);
 
     // An argument of the wrong type fails the entry (exitcode 1) with a message.
-    let out = run(&[
-        "--entry",
-        "takes_u32",
-        s(&guest("children")),
-        "--",
-        "\"seven\"",
-    ]);
+    let out = run(&["--entry", "takes_u32", s(&guest("children")), "--", "\"seven\""]);
     out.assert_status(1);
     assert!(out.process_stderr().contains("takes_u32"), "{out:#?}");
 }
@@ -272,10 +213,7 @@ fn wasi_preview1_core_module_in_text_format_runs() {
     out.assert_status(0);
     let mut lines = out.stdout_lines();
     lines.sort();
-    assert_eq!(
-        lines,
-        vec!["Process-1: hello from wat", "Process-2: hello from wat"]
-    );
+    assert_eq!(lines, vec!["Process-1: hello from wat", "Process-2: hello from wat"]);
 }
 
 #[test]
@@ -289,21 +227,10 @@ fn plain_wasi_command_runs() {
 fn help_exits_zero_and_names_every_flag() {
     let out = host_raw(&["run", "--help"]);
     out.assert_status(0);
-    for flag in [
-        "--count",
-        "--backend",
-        "--entry",
-        "--timeout",
-        "--max-memory",
-        "--fuel",
-        "--max-processes",
-        "--dir",
-        "--env",
-    ] {
-        assert!(
-            out.stdout.contains(flag),
-            "`host run --help` must mention {flag}: {out:#?}"
-        );
+    for flag in
+        ["--count", "--backend", "--entry", "--timeout", "--max-memory", "--fuel", "--max-processes", "--dir", "--env"]
+    {
+        assert!(out.stdout.contains(flag), "`host run --help` must mention {flag}: {out:#?}");
     }
     let out = host_raw(&["--help"]);
     out.assert_status(0);
@@ -374,10 +301,7 @@ fn wrong_world_is_bad_input() {
     let wat = write_file(dir.path(), "wrong.wat", WAT_WRONG_WORLD);
     let out = run(&[s(&wat)]);
     out.assert_bad_input();
-    assert!(
-        out.stderr.contains("env"),
-        "the message names what is missing: {out:#?}"
-    );
+    assert!(out.stderr.contains("env"), "the message names what is missing: {out:#?}");
 }
 
 #[test]

@@ -89,20 +89,9 @@ fn embedder_manager() {
     let program = host.load(guest("manager-counter")).unwrap();
     let manager = host::sync::Manager::new(&host).unwrap();
     let counts = manager.dict::<String, u64>().unwrap();
-    let children: Vec<_> = (0..4)
-        .map(|_| {
-            program
-                .command()
-                .entry("adder")
-                .input(&counts)
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let children: Vec<_> = (0..4).map(|_| program.command().entry("adder").input(&counts).spawn().unwrap()).collect();
     for _ in 0..500 {
-        counts
-            .update("count".to_string(), |n| n.unwrap_or(0) + 1)
-            .unwrap();
+        counts.update("count".to_string(), |n| n.unwrap_or(0) + 1).unwrap();
     }
     for child in &children {
         assert_eq!(join(child).code(), 0);
@@ -131,12 +120,7 @@ fn embedder_manager() {
         counts.update("k".to_string(), |_| panic!("inside the update"))
     }));
     assert!(panicked.is_err());
-    assert_eq!(
-        counts
-            .update("k".to_string(), |n| n.unwrap_or(0) + 1)
-            .unwrap(),
-        2
-    );
+    assert_eq!(counts.update("k".to_string(), |n| n.unwrap_or(0) + 1).unwrap(), 2);
 }
 
 /// Shared objects in a pool's initializer arguments reach every worker,
@@ -147,14 +131,8 @@ fn shared_objects_for_pool_workers() {
     check(
         &scenario("pool-init"),
         &[
-            (
-                "greetings",
-                r#"["hello", "hello", "hello", "hello", "hello", "hello"]"#,
-            ),
-            (
-                "put",
-                r#"["hello 1", "hello 2", "hello 3", "hello 4", "hello 5", "hello 6"]"#,
-            ),
+            ("greetings", r#"["hello", "hello", "hello", "hello", "hello", "hello"]"#),
+            ("put", r#"["hello 1", "hello 2", "hello 3", "hello 4", "hello 5", "hello 6"]"#),
             ("sum", "Ok(Some(21))"),
             (
                 "handle in a task",
@@ -201,11 +179,7 @@ fn wait_first_example() {
     out.assert_status(0);
     assert_eq!(
         out.stdout_lines(),
-        [
-            "ended: sleeper-1s after 1 s",
-            "ended: sleeper-2s after 2 s",
-            "ended: sleeper-3s after 3 s"
-        ],
+        ["ended: sleeper-1s after 1 s", "ended: sleeper-2s after 2 s", "ended: sleeper-3s after 3 s"],
         "{out:#?}"
     );
 }
@@ -282,11 +256,7 @@ fn embedder_apply_async_callbacks() {
         "fail_on_3",
         &3,
         move |r| ok.send(format!("callback {r}")).unwrap(),
-        move |e| {
-            failed
-                .send(format!("error {}", matches!(e, host::TaskError::Failed(_))))
-                .unwrap()
-        },
+        move |e| failed.send(format!("error {}", matches!(e, host::TaskError::Failed(_)))).unwrap(),
     );
     assert!(result.get(None).is_err());
     assert_eq!(receiver.try_recv().unwrap(), "error true");
@@ -369,11 +339,7 @@ fn parent_process() {
     if cfg!(feature = "native") {
         check(
             &report,
-            &[
-                ("fork", "Some(0)"),
-                ("forked parent name", r#"Some("Boss")"#),
-                ("forked parent pid is getppid", "true"),
-            ],
+            &[("fork", "Some(0)"), ("forked parent name", r#"Some("Boss")"#), ("forked parent pid is getppid", "true")],
         );
     } else {
         check(&report, &[("fork", r#""Unsupported""#)]);

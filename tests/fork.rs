@@ -22,11 +22,7 @@ fn scenario(name: &str, options: &[&str]) -> Option<(Output, HashMap<String, Str
         return None;
     }
     out.assert_status(0);
-    assert_eq!(
-        out.stdout_lines().last(),
-        Some(&format!("done: {name}").as_str()),
-        "{out:#?}"
-    );
+    assert_eq!(out.stdout_lines().last(), Some(&format!("done: {name}").as_str()), "{out:#?}");
     let report = out.report();
     Some((out, report))
 }
@@ -44,9 +40,7 @@ fn assert_refused(out: &Output) {
 }
 
 fn get<'a>(report: &'a HashMap<String, String>, key: &str) -> &'a str {
-    report
-        .get(key)
-        .unwrap_or_else(|| panic!("no {key:?} in {report:?}"))
+    report.get(key).unwrap_or_else(|| panic!("no {key:?} in {report:?}"))
 }
 
 #[test]
@@ -74,11 +68,7 @@ fn fork_returns_child_and_parent() {
     assert_eq!(pid, out.summaries()[0].pid.to_string());
     let child = get(&report, "child-pid");
     assert_ne!(child, pid);
-    assert_eq!(
-        get(&report, "forked-pid"),
-        format!("Some({child})"),
-        "{out:#?}"
-    );
+    assert_eq!(get(&report, "forked-pid"), format!("Some({child})"), "{out:#?}");
     assert_eq!(get(&report, "child-ppid"), pid);
     assert_eq!(get(&report, "forked-name"), "Process-1");
     assert_eq!(get(&report, "child-name"), "Process-1");
@@ -117,8 +107,7 @@ fn forked_child_inherits_the_deadline() {
     };
     assert_eq!(get(&report, "forked"), "true");
     assert!(
-        out.process_stderr()
-            .contains("timeout: the process ran past its time limit"),
+        out.process_stderr().contains("timeout: the process ran past its time limit"),
         "the forked child ends by its deadline: {out:#?}"
     );
 }
@@ -139,10 +128,7 @@ fn buffered_output_is_printed_once() {
     let Some((out, _)) = scenario("output", &[]) else {
         return;
     };
-    assert_eq!(
-        out.stdout, "before child\nparent\ndone: output\n",
-        "{out:#?}"
-    );
+    assert_eq!(out.stdout, "before child\nparent\ndone: output\n", "{out:#?}");
 }
 
 #[test]
@@ -150,11 +136,7 @@ fn forked_child_starts_children_of_its_own() {
     let Some((out, report)) = scenario("nested", &[]) else {
         return;
     };
-    assert_eq!(
-        get(&report, "child-grandchild-exitcode"),
-        "Some(5)",
-        "{out:#?}"
-    );
+    assert_eq!(get(&report, "child-grandchild-exitcode"), "Some(5)", "{out:#?}");
     assert_eq!(get(&report, "child-exitcode"), "Some(0)");
 }
 
@@ -163,11 +145,7 @@ fn a_daemon_cannot_fork() {
     // The daemon rule comes first, on every backend.
     let out = run(&[s(&guest("fork")), "--", "daemon"]);
     out.assert_status(0);
-    assert_eq!(
-        out.report().get("child-daemon").map(String::as_str),
-        Some("DaemonChildren"),
-        "{out:#?}"
-    );
+    assert_eq!(out.report().get("child-daemon").map(String::as_str), Some("DaemonChildren"), "{out:#?}");
 }
 
 #[test]

@@ -21,14 +21,9 @@ fn seed(name: &str) -> Output {
 
 /// The number after `key` in `line` (`pid=12` -> 12).
 fn number_after(line: &str, key: &str) -> u32 {
-    let rest = line
-        .split(key)
-        .nth(1)
-        .unwrap_or_else(|| panic!("no {key:?} in {line:?}"));
+    let rest = line.split(key).nth(1).unwrap_or_else(|| panic!("no {key:?} in {line:?}"));
     let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
-    digits
-        .parse()
-        .unwrap_or_else(|_| panic!("no number after {key:?} in {line:?}"))
+    digits.parse().unwrap_or_else(|_| panic!("no number after {key:?} in {line:?}"))
 }
 
 #[test]
@@ -36,21 +31,11 @@ fn seed_hello() {
     let out = seed("seed-hello");
     let lines = out.stdout_lines();
     assert_eq!(lines.last(), Some(&"over"), "{out:#?}");
-    for expected in [
-        "this is parent process",
-        "waiting for the child...",
-        "this is sub process",
-    ] {
+    for expected in ["this is parent process", "waiting for the child...", "this is sub process"] {
         assert!(lines.contains(&expected), "missing {expected:?}: {out:#?}");
     }
-    let parent = lines
-        .iter()
-        .find(|l| l.starts_with("main process pid="))
-        .unwrap();
-    let child = lines
-        .iter()
-        .find(|l| l.starts_with("sub process id "))
-        .unwrap();
+    let parent = lines.iter().find(|l| l.starts_with("main process pid=")).unwrap();
+    let child = lines.iter().find(|l| l.starts_with("sub process id ")).unwrap();
     let parent_pid = number_after(parent, "pid=");
     let child_pid = number_after(child, "id ");
     assert_ne!(parent_pid, child_pid);
@@ -70,14 +55,8 @@ fn seed_subclass() {
         .iter()
         .find(|l| l.starts_with("downloading https://example.org/file.bin (1024 bytes) in pid "))
         .unwrap_or_else(|| panic!("{out:#?}"));
-    let parent = lines
-        .iter()
-        .find(|l| l.starts_with("parent over "))
-        .unwrap();
-    assert_ne!(
-        number_after(child, "in pid "),
-        number_after(parent, "over ")
-    );
+    let parent = lines.iter().find(|l| l.starts_with("parent over ")).unwrap();
+    assert_ne!(number_after(child, "in pid "), number_after(parent, "over "));
 }
 
 #[test]
@@ -86,24 +65,12 @@ fn seed_isolation() {
     let lines = out.stdout_lines();
     assert_eq!(lines.len(), 4, "{out:#?}");
     assert_eq!(lines[0], "child a=200");
-    assert_eq!(
-        lines[2], "parent a=257",
-        "the child's change is not the parent's: {out:#?}"
-    );
+    assert_eq!(lines[2], "parent a=257", "the child's change is not the parent's: {out:#?}");
     // The child appended to its own copy of the list: the parent's is the
     // same list without that element.
-    let child = lines[1]
-        .strip_prefix("child list=[")
-        .and_then(|l| l.strip_suffix(']'))
-        .unwrap();
-    let parent = lines[3]
-        .strip_prefix("parent list=[")
-        .and_then(|l| l.strip_suffix(']'))
-        .unwrap();
-    assert!(
-        child.len() > parent.len() && child.starts_with(parent),
-        "{out:#?}"
-    );
+    let child = lines[1].strip_prefix("child list=[").and_then(|l| l.strip_suffix(']')).unwrap();
+    let parent = lines[3].strip_prefix("parent list=[").and_then(|l| l.strip_suffix(']')).unwrap();
+    assert!(child.len() > parent.len() && child.starts_with(parent), "{out:#?}");
 }
 
 #[test]
@@ -124,11 +91,7 @@ fn seed_join_many() {
     assert_eq!(lines.len(), 101);
     for i in 0..10 {
         let expected = format!("{i} run");
-        assert_eq!(
-            lines.iter().filter(|l| **l == expected).count(),
-            10,
-            "{expected}"
-        );
+        assert_eq!(lines.iter().filter(|l| **l == expected).count(), 10, "{expected}");
     }
 }
 
@@ -141,18 +104,10 @@ fn seed_terminate() {
     assert_eq!(lines[0], "is_alive after start: true", "{out:#?}");
     // Right after terminate the end may or may not be observed yet; if it
     // is, the exitcode says so.
-    assert!(
-        ["is_alive after terminate: true", "is_alive after terminate: false"].contains(&lines[1]),
-        "{out:#?}"
-    );
+    assert!(["is_alive after terminate: true", "is_alive after terminate: false"].contains(&lines[1]), "{out:#?}");
     assert_eq!(
         &lines[2..],
-        [
-            "ended means an exitcode: true",
-            "is_alive after join: false",
-            "exitcode: Some(-15)",
-            "name: Process-1"
-        ]
+        ["ended means an exitcode: true", "is_alive after join: false", "exitcode: Some(-15)", "name: Process-1"]
     );
     assert!(!out.stdout.contains("is gone"));
 }
@@ -162,20 +117,14 @@ fn seed_daemon() {
     let out = seed("seed-daemon");
     let lines = out.stdout_lines();
     assert!(lines.contains(&"===main"), "{out:#?}");
-    assert!(
-        !out.stdout.contains("is gone"),
-        "the daemon outlived its parent: {out:#?}"
-    );
+    assert!(!out.stdout.contains("is gone"), "the daemon outlived its parent: {out:#?}");
 }
 
 #[test]
 fn seed_orphan() {
     let out = seed("seed-orphan");
     let lines = out.stdout_lines();
-    let parent = lines
-        .iter()
-        .find(|l| l.starts_with("parent pid="))
-        .unwrap_or_else(|| panic!("{out:#?}"));
+    let parent = lines.iter().find(|l| l.starts_with("parent pid=")).unwrap_or_else(|| panic!("{out:#?}"));
     let parent_pid = number_after(parent, "parent pid=");
     let child_pid = number_after(parent, "child pid=Some(");
     // The host waited for the orphan: its last line is there.
@@ -187,15 +136,9 @@ fn seed_orphan() {
     let new_ppid = number_after(orphan, "ppid=");
     assert_ne!(new_ppid, parent_pid, "the orphan was adopted: {out:#?}");
     if is_thread_backend() {
-        assert_eq!(
-            new_ppid, 1,
-            "adopted by the thread backend's root: {out:#?}"
-        );
+        assert_eq!(new_ppid, 1, "adopted by the thread backend's root: {out:#?}");
     }
-    assert_eq!(
-        position(&lines, |l| l.contains("orphan")),
-        Some(lines.len() - 1)
-    );
+    assert_eq!(position(&lines, |l| l.contains("orphan")), Some(lines.len() - 1));
 }
 
 #[test]
@@ -207,16 +150,7 @@ fn seed_piao() {
     assert!(main < first_end, "`main` comes before any end: {out:#?}");
     assert_eq!(lines.iter().filter(|l| l.ends_with(" piaoing")).count(), 8);
     assert_eq!(lines.iter().filter(|l| l.ends_with(" piao end")).count(), 8);
-    for name in [
-        "egon",
-        "alex",
-        "wupeiqi",
-        "yuanhao",
-        "egon-class",
-        "alex-class",
-        "wupeiqi-class",
-        "yuanhao-class",
-    ] {
+    for name in ["egon", "alex", "wupeiqi", "yuanhao", "egon-class", "alex-class", "wupeiqi-class", "yuanhao-class"] {
         let start = position(&lines, |l| l == format!("{name} piaoing")).unwrap();
         let end = position(&lines, |l| l == format!("{name} piao end")).unwrap();
         assert!(start < end, "{name}");
@@ -266,18 +200,13 @@ fn seed_join_timing() {
     let out = seed("seed-join-timing");
     let lines = out.stdout_lines();
     assert_eq!(lines.len(), 9, "{out:#?}");
-    let joined: Vec<usize> = (1..=3)
-        .map(|i| position(&lines, |l| l.starts_with(&format!("joined {i}: "))).unwrap())
-        .collect();
+    let joined: Vec<usize> =
+        (1..=3).map(|i| position(&lines, |l| l.starts_with(&format!("joined {i}: "))).unwrap()).collect();
     assert!(joined[0] < joined[1] && joined[1] < joined[2], "{out:#?}");
     for (i, name) in ["changxin", "liye", "haigou"].iter().enumerate() {
         let running = position(&lines, |l| l == format!("{name} is running")).unwrap();
         let gone = position(&lines, |l| l == format!("{name} is gone")).unwrap();
-        assert!(
-            running < gone && gone < joined[i],
-            "{name} ends before join {}: {out:#?}",
-            i + 1
-        );
+        assert!(running < gone && gone < joined[i], "{name} ends before join {}: {out:#?}", i + 1);
     }
 }
 
@@ -287,11 +216,7 @@ fn seed_join_timing() {
 fn scenario(name: &str) -> (Output, HashMap<String, String>) {
     let out = run(&[s(&guest("children")), "--", name]);
     out.assert_status(0);
-    assert_eq!(
-        out.stdout_lines().last(),
-        Some(&format!("done: {name}").as_str()),
-        "{out:#?}"
-    );
+    assert_eq!(out.stdout_lines().last(), Some(&format!("done: {name}").as_str()), "{out:#?}");
     let report = out.report();
     (out, report)
 }
@@ -332,10 +257,7 @@ fn guest_operations_before_start() {
 #[test]
 fn guest_join_self_is_an_error() {
     let (_, r) = scenario("join-self");
-    check(
-        &r,
-        &[("join-self", "JoinSelf"), ("join-self-timeout", "JoinSelf")],
-    );
+    check(&r, &[("join-self", "JoinSelf"), ("join-self-timeout", "JoinSelf")]);
 }
 
 #[test]
@@ -351,10 +273,7 @@ fn guest_current_process() {
             ("current-daemon", "false"),
         ],
     );
-    assert_ne!(
-        r["current-start"], "ok",
-        "the current process is already started"
-    );
+    assert_ne!(r["current-start"], "ok", "the current process is already started");
     assert_eq!(r["getpid"], out.summaries()[0].pid.to_string());
 }
 
@@ -394,56 +313,25 @@ fn guest_daemon_only_before_start() {
 #[test]
 fn guest_daemon_may_not_have_children() {
     let (_, r) = scenario("daemon-spawn");
-    check(
-        &r,
-        &[
-            ("daemon", "true"),
-            ("start", "ok"),
-            ("child-daemon-spawn", "DaemonChildren"),
-            ("join", "ok"),
-        ],
-    );
+    check(&r, &[("daemon", "true"), ("start", "ok"), ("child-daemon-spawn", "DaemonChildren"), ("join", "ok")]);
 }
 
 #[test]
 fn guest_terminate_a_sleeping_child() {
     let (_, r) = scenario("terminate-sleep");
-    check(
-        &r,
-        &[
-            ("terminate", "ok"),
-            ("join", "ok"),
-            ("is-alive", "false"),
-            ("exitcode", "Some(-15)"),
-        ],
-    );
+    check(&r, &[("terminate", "ok"), ("join", "ok"), ("is-alive", "false"), ("exitcode", "Some(-15)")]);
 }
 
 #[test]
 fn guest_kill_a_spinning_child() {
     let (_, r) = scenario("kill-spin");
-    check(
-        &r,
-        &[
-            ("kill", "ok"),
-            ("join", "ok"),
-            ("is-alive", "false"),
-            ("exitcode", "Some(-9)"),
-        ],
-    );
+    check(&r, &[("kill", "ok"), ("join", "ok"), ("is-alive", "false"), ("exitcode", "Some(-9)")]);
 }
 
 #[test]
 fn guest_terminate_a_spinning_child() {
     let (_, r) = scenario("terminate-spin");
-    check(
-        &r,
-        &[
-            ("terminate", "ok"),
-            ("join", "ok"),
-            ("exitcode", "Some(-15)"),
-        ],
-    );
+    check(&r, &[("terminate", "ok"), ("join", "ok"), ("exitcode", "Some(-15)")]);
 }
 
 /// The child is blocked in `join` of its own (daemon, sleeping) child; a
@@ -468,15 +356,7 @@ fn guest_terminate_during_a_blocking_join() {
 #[test]
 fn guest_signals_to_an_ended_child_are_harmless() {
     let (_, r) = scenario("terminate-ended");
-    check(
-        &r,
-        &[
-            ("join", "ok"),
-            ("terminate-ended", "ok"),
-            ("kill-ended", "ok"),
-            ("exitcode", "Some(0)"),
-        ],
-    );
+    check(&r, &[("join", "ok"), ("terminate-ended", "ok"), ("kill-ended", "ok"), ("exitcode", "Some(0)")]);
 }
 
 #[test]
@@ -495,10 +375,7 @@ fn guest_exitcodes() {
     );
     // std::process::exit on wasm32-wasip2 only tells failure from success.
     assert_ne!(r["std-exit-3"], "Some(0)");
-    assert!(
-        out.process_stderr().contains("deliberate panic"),
-        "{out:#?}"
-    );
+    assert!(out.process_stderr().contains("deliberate panic"), "{out:#?}");
 }
 
 #[test]
@@ -524,15 +401,9 @@ fn guest_pids() {
     let (_, r) = scenario("pids");
     let parent = &r["parent-pid"];
     let child = &r["child-pid"];
-    assert_eq!(
-        &r["child-ppid"], parent,
-        "the child's ppid is its parent's pid"
-    );
+    assert_eq!(&r["child-ppid"], parent, "the child's ppid is its parent's pid");
     assert_ne!(child, parent);
-    assert_eq!(
-        &r["child-pid-from-parent"], child,
-        "the parent sees the pid the child has"
-    );
+    assert_eq!(&r["child-pid-from-parent"], child, "the parent sees the pid the child has");
     assert_eq!(r["pid-after-join"], format!("Some({child})"));
     check(&r, &[("pids-differ", "true")]);
 }
@@ -558,14 +429,7 @@ fn guest_join_timeout_returns_with_the_child_alive() {
 #[test]
 fn guest_unknown_entry() {
     let (_, r) = scenario("unknown-entry");
-    check(
-        &r,
-        &[
-            ("unknown-entry", "UnknownEntry"),
-            ("unknown-entry-name", "no-such-entry"),
-            ("is-alive", "false"),
-        ],
-    );
+    check(&r, &[("unknown-entry", "UnknownEntry"), ("unknown-entry-name", "no-such-entry"), ("is-alive", "false")]);
 }
 
 #[test]
@@ -607,14 +471,8 @@ fn guest_children_output_is_labelled() {
     out.assert_status(0);
     for k in 1..=2 {
         let lines = out.stdout_lines();
-        assert!(
-            lines.contains(&format!("Process-{k}: over").as_str()),
-            "{out:#?}"
-        );
-        assert!(
-            lines.contains(&format!("Process-{k}/Process-1: this is sub process").as_str()),
-            "{out:#?}"
-        );
+        assert!(lines.contains(&format!("Process-{k}: over").as_str()), "{out:#?}");
+        assert!(lines.contains(&format!("Process-{k}/Process-1: this is sub process").as_str()), "{out:#?}");
     }
 }
 

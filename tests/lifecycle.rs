@@ -19,27 +19,15 @@ fn start_once_then_join() {
     assert!(!p.is_alive(), "not alive before start");
     p.start().unwrap();
     assert!(p.pid().is_some(), "a pid once started");
-    assert_eq!(
-        p.start(),
-        Err(Error::AlreadyStarted),
-        "a second start is an error"
-    );
+    assert_eq!(p.start(), Err(Error::AlreadyStarted), "a second start is an error");
     let code = join(&p);
     assert_eq!(code, ExitCode::SUCCESS);
     assert!(code.success());
     assert_eq!(p.exitcode(), Some(ExitCode::SUCCESS));
     assert!(!p.is_alive(), "not alive after its end");
     assert!(p.pid().is_some(), "the pid stays known after the end");
-    assert_eq!(
-        p.start(),
-        Err(Error::AlreadyStarted),
-        "no restart after the end"
-    );
-    assert_eq!(
-        join(&p),
-        ExitCode::SUCCESS,
-        "joining again returns the same code"
-    );
+    assert_eq!(p.start(), Err(Error::AlreadyStarted), "no restart after the end");
+    assert_eq!(join(&p), ExitCode::SUCCESS, "joining again returns the same code");
 }
 
 #[test]
@@ -48,10 +36,7 @@ fn operations_before_start_are_errors() {
     let program = host.load(guest("sleep")).unwrap();
     let p = program.command().create();
     assert_eq!(p.join().unwrap_err(), Error::NotStarted);
-    assert_eq!(
-        p.join_timeout(Duration::from_millis(1)).unwrap_err(),
-        Error::NotStarted
-    );
+    assert_eq!(p.join_timeout(Duration::from_millis(1)).unwrap_err(), Error::NotStarted);
     assert_eq!(p.terminate(), Err(Error::NotStarted));
     assert_eq!(p.kill(), Err(Error::NotStarted));
     assert_eq!(p.pid(), None);
@@ -70,10 +55,7 @@ fn join_with_a_timeout_returns_while_the_process_runs() {
     p.terminate().unwrap();
     assert_eq!(join(&p).code(), -15);
     // A join with a timeout on an ended process returns its code.
-    assert_eq!(
-        p.join_timeout(Duration::from_secs(60)).unwrap(),
-        Some(ExitCode::from(-15))
-    );
+    assert_eq!(p.join_timeout(Duration::from_secs(60)).unwrap(), Some(ExitCode::from(-15)));
 }
 
 #[test]
@@ -81,23 +63,13 @@ fn exitcodes_follow_python() {
     let host = host();
     let exit = host.load(guest("exit-code")).unwrap();
     for n in [0, 1, 3, 42, 255] {
-        let p = exit
-            .command()
-            .arg(n.to_string())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+        let p = exit.command().arg(n.to_string()).stdout(Stdio::null()).spawn().unwrap();
         assert_eq!(join(&p).code(), n, "exit({n})");
         assert_eq!(p.exitcode().map(ExitCode::code), Some(n));
     }
     let trap = host.load(guest("trap")).unwrap();
     let err = Capture::new();
-    let p = trap
-        .command()
-        .stdout(Stdio::null())
-        .stderr(Stdio::capture(&err))
-        .spawn()
-        .unwrap();
+    let p = trap.command().stdout(Stdio::null()).stderr(Stdio::capture(&err)).spawn().unwrap();
     assert_eq!(join(&p), ExitCode::FAILURE, "a trap gives 1");
     assert!(p.failure().is_some(), "a trap has a reason");
     assert!(err.text().contains("deliberate panic"), "{}", err.text());
@@ -141,10 +113,7 @@ fn terminated(program: &str, args: &[&str], signal: Signal, ready: &str) {
     assert_eq!(code, ExitCode::from_signal(signal));
     assert_eq!(code.code(), -signal.number());
     assert!(!p.is_alive());
-    assert!(
-        out.text().contains(ready),
-        "output before the signal is kept"
-    );
+    assert!(out.text().contains(ready), "output before the signal is kept");
     // Signalling an ended process is not an error and changes nothing.
     p.terminate().unwrap();
     p.kill().unwrap();
@@ -177,13 +146,7 @@ fn terminate_a_writer() {
     let host = host();
     let lines = host.load(guest("lines")).unwrap();
     let err = Capture::new();
-    let p = lines
-        .command()
-        .arg("1000000000")
-        .stdout(Stdio::null())
-        .stderr(Stdio::capture(&err))
-        .spawn()
-        .unwrap();
+    let p = lines.command().arg("1000000000").stdout(Stdio::null()).stderr(Stdio::capture(&err)).spawn().unwrap();
     wait_for_output(&err, "stderr line 1\n");
     p.terminate().unwrap();
     assert_eq!(join(&p).code(), -15);
@@ -202,11 +165,7 @@ fn terminate_right_after_start() {
 fn pids_are_unique_among_live_processes() {
     let host = host();
     let program = host.load(guest("sleep")).unwrap();
-    let ps: Vec<_> = (0..8)
-        .map(|_| {
-            sleeper(&program)
-        })
-        .collect();
+    let ps: Vec<_> = (0..8).map(|_| sleeper(&program)).collect();
     let pids: HashSet<u32> = ps.iter().map(|p| p.pid().unwrap()).collect();
     assert_eq!(pids.len(), ps.len(), "unique pids");
     assert!(!pids.contains(&host.pid()), "no process has the host's pid");
@@ -224,11 +183,7 @@ fn the_host_pid() {
     if is_thread_backend() {
         assert_eq!(host.pid(), 1, "the thread backend's root is virtual pid 1");
     } else {
-        assert_eq!(
-            host.pid(),
-            std::process::id(),
-            "the native backend's root is this process"
-        );
+        assert_eq!(host.pid(), std::process::id(), "the native backend's root is this process");
     }
     assert_eq!(host.backend(), backend());
 }
@@ -239,20 +194,12 @@ fn default_names_count_from_one_and_custom_names_stick() {
     let program = host.load(guest("plain-command")).unwrap();
     let a = program.command().create();
     let b = program.command().create();
-    let c = program
-        .command()
-        .name("worker")
-        .stdout(Stdio::null())
-        .create();
+    let c = program.command().name("worker").stdout(Stdio::null()).create();
     let d = program.command().create();
     assert_eq!(a.name(), "Process-1");
     assert_eq!(b.name(), "Process-2");
     assert_eq!(c.name(), "worker");
-    assert_eq!(
-        d.name(),
-        "Process-4",
-        "N counts every process created, named or not"
-    );
+    assert_eq!(d.name(), "Process-4", "N counts every process created, named or not");
     a.set_name("renamed");
     assert_eq!(a.name(), "renamed");
     c.start().unwrap();
@@ -270,18 +217,10 @@ fn daemon_is_settable_only_before_start() {
     assert!(p.daemon());
     p.set_daemon(false).unwrap();
     assert!(!p.daemon());
-    let q = program
-        .command()
-        .arg("0")
-        .daemon(true)
-        .stdout(Stdio::null())
-        .create();
+    let q = program.command().arg("0").daemon(true).stdout(Stdio::null()).create();
     assert!(q.daemon(), "Command::daemon");
     p.start().unwrap();
-    assert!(
-        p.set_daemon(true).is_err(),
-        "set_daemon after start is an error"
-    );
+    assert!(p.set_daemon(true).is_err(), "set_daemon after start is an error");
     assert!(!p.daemon(), "and changes nothing");
     p.terminate().unwrap();
     join(&p);
@@ -326,28 +265,12 @@ fn unknown_entry_is_refused_at_start() {
 fn entries_take_serialized_arguments() {
     let host = host();
     let program = host.load(guest("children")).unwrap();
-    let p = program
-        .command()
-        .entry("exit_with")
-        .input(&5)
-        .spawn()
-        .unwrap();
+    let p = program.command().entry("exit_with").input(&5).spawn().unwrap();
     assert_eq!(join(&p).code(), 5);
-    let p = program
-        .command()
-        .entry("takes_u32")
-        .input(&7u32)
-        .spawn()
-        .unwrap();
+    let p = program.command().entry("takes_u32").input(&7u32).spawn().unwrap();
     assert_eq!(join(&p).code(), 0);
     let err = Capture::new();
-    let p = program
-        .command()
-        .entry("takes_u32")
-        .input(&"seven")
-        .stderr(Stdio::capture(&err))
-        .spawn()
-        .unwrap();
+    let p = program.command().entry("takes_u32").input(&"seven").stderr(Stdio::capture(&err)).spawn().unwrap();
     assert_eq!(join(&p).code(), 1, "an entry's error gives 1");
     assert!(p.failure().unwrap().contains("takes_u32"));
     assert!(err.text().contains("takes_u32"));
@@ -373,21 +296,11 @@ fn programs_are_loaded_once_and_run_many_times() {
     let ps: Vec<_> = outs
         .iter()
         .enumerate()
-        .map(|(i, out)| {
-            program
-                .command()
-                .arg(i.to_string())
-                .stdout(Stdio::capture(out))
-                .spawn()
-                .unwrap()
-        })
+        .map(|(i, out)| program.command().arg(i.to_string()).stdout(Stdio::capture(out)).spawn().unwrap())
         .collect();
     for (i, (p, out)) in ps.iter().zip(&outs).enumerate() {
         assert_eq!(join(p).code(), 0);
-        assert_eq!(
-            out.text(),
-            format!("hello from pid={}\nargs: {i}\n", p.pid().unwrap())
-        );
+        assert_eq!(out.text(), format!("hello from pid={}\nargs: {i}\n", p.pid().unwrap()));
     }
 }
 
@@ -421,13 +334,8 @@ fn core_module_runs_from_the_library() {
     // line it wrote is kept.
     let out = Capture::new();
     let err = Capture::new();
-    let p = core
-        .command()
-        .entry("partial_spin")
-        .stdout(Stdio::capture(&out))
-        .stderr(Stdio::capture(&err))
-        .spawn()
-        .unwrap();
+    let p =
+        core.command().entry("partial_spin").stdout(Stdio::capture(&out)).stderr(Stdio::capture(&err)).spawn().unwrap();
     // `ready` (stderr) is written after `partial` (stdout); unlabelled, the
     // output is passed on byte for byte: no newline is added at the end.
     wait_for_output(&err, "ready\n");
@@ -457,18 +365,12 @@ fn output_is_complete_when_join_returns() {
 fn bad_programs_do_not_load() {
     let host = host();
     let dir = tempfile::tempdir().unwrap();
-    let missing = host
-        .load(dir.path().join("missing.wasm"))
-        .err()
-        .expect("a missing file");
+    let missing = host.load(dir.path().join("missing.wasm")).err().expect("a missing file");
     assert!(!missing.to_string().is_empty());
     let text = write_file(dir.path(), "text.wasm", "not wasm");
     assert!(host.load(&text).is_err());
     assert!(host.load_bytes(b"").is_err());
-    let wrong = host
-        .load_bytes(WAT_WRONG_WORLD.as_bytes())
-        .err()
-        .expect("a wrong world");
+    let wrong = host.load_bytes(WAT_WRONG_WORLD.as_bytes()).err().expect("a wrong world");
     assert!(wrong.to_string().contains("env"), "{wrong}");
     // The message is one line.
     assert_eq!(wrong.to_string().lines().count(), 1, "{wrong}");
@@ -482,11 +384,7 @@ fn orphans_are_adopted_and_waited_for() {
     let host = host();
     let program = host.load(guest("seed-orphan")).unwrap();
     let out = Capture::new();
-    let p = program
-        .command()
-        .stdout(Stdio::capture(&out))
-        .spawn()
-        .unwrap();
+    let p = program.command().stdout(Stdio::capture(&out)).spawn().unwrap();
     assert_eq!(join(&p).code(), 0);
     host.wait();
     let text = out.text();
@@ -494,28 +392,10 @@ fn orphans_are_adopted_and_waited_for() {
         .lines()
         .find(|l| l.starts_with("orphan "))
         .unwrap_or_else(|| panic!("Host::wait returned before the orphan ended: {text}"));
-    let ppid: u32 = orphan
-        .split("ppid=")
-        .nth(1)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert_eq!(
-        ppid,
-        host.pid(),
-        "the orphan's new parent is the root: {text}"
-    );
+    let ppid: u32 = orphan.split("ppid=").nth(1).unwrap().trim().parse().unwrap();
+    assert_eq!(ppid, host.pid(), "the orphan's new parent is the root: {text}");
     assert_ne!(Some(ppid), p.pid());
-    let pid: u32 = orphan
-        .split("pid=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let pid: u32 = orphan.split("pid=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
     assert_ne!(Some(pid), p.pid());
 }
 
@@ -554,20 +434,13 @@ fn daemon_children_end_with_their_parent() {
     {
         let host = host();
         let program = host.load(guest("seed-daemon")).unwrap();
-        let p = program
-            .command()
-            .stdout(Stdio::capture(&out))
-            .spawn()
-            .unwrap();
+        let p = program.command().stdout(Stdio::capture(&out)).spawn().unwrap();
         assert_eq!(join(&p).code(), 0);
         host.wait();
     }
     let text = out.text();
     assert!(text.contains("===main"), "{text}");
-    assert!(
-        !text.contains("is gone"),
-        "the daemon outlived its parent: {text}"
-    );
+    assert!(!text.contains("is gone"), "the daemon outlived its parent: {text}");
 }
 
 /// Children of a guest inherit its output, labelled with their names when
@@ -577,19 +450,11 @@ fn labelled_output_names_parent_and_child() {
     let host = host();
     let program = host.load(guest("seed-hello")).unwrap();
     let out = Capture::new();
-    let p = program
-        .command()
-        .label_output(true)
-        .stdout(Stdio::capture(&out))
-        .spawn()
-        .unwrap();
+    let p = program.command().label_output(true).stdout(Stdio::capture(&out)).spawn().unwrap();
     assert_eq!(join(&p).code(), 0);
     let text = out.text();
     assert!(text.contains("Process-1: over\n"), "{text}");
-    assert!(
-        text.contains("Process-1/Process-1: this is sub process\n"),
-        "{text}"
-    );
+    assert!(text.contains("Process-1/Process-1: this is sub process\n"), "{text}");
 }
 
 /// Dropping the host ends every process still running.
@@ -598,20 +463,11 @@ fn dropping_the_host_ends_its_processes() {
     let host = host();
     let program = host.load(guest("sleep")).unwrap();
     let p = sleeper(&program);
-    let daemon = program
-        .command()
-        .arg("3600")
-        .daemon(true)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let daemon = program.command().arg("3600").daemon(true).stdout(Stdio::null()).spawn().unwrap();
     host.shutdown();
     assert_eq!(join(&p).code(), -15);
     assert_eq!(join(&daemon).code(), -15);
-    assert!(
-        program.command().spawn().is_err(),
-        "no start after shutdown"
-    );
+    assert!(program.command().spawn().is_err(), "no start after shutdown");
     drop(host);
 }
 

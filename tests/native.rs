@@ -18,10 +18,7 @@ use std::time::Instant;
 /// `/proc/<pid>/status` field `key`, if the process exists.
 fn status_field(pid: u32, key: &str) -> Option<String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(&format!("{key}:")))
-        .map(|value| value.trim().to_string())
+    status.lines().find_map(|line| line.strip_prefix(&format!("{key}:"))).map(|value| value.trim().to_string())
 }
 
 /// True while `pid` exists and is not a zombie.
@@ -69,9 +66,7 @@ fn pids_are_real_processes_of_the_host() {
 fn unjoined_children_leave_no_zombies() {
     let host = host();
     let program = host.load(guest("children")).unwrap();
-    let processes: Vec<_> = (0..5)
-        .map(|_| program.command().entry("noop").spawn().unwrap())
-        .collect();
+    let processes: Vec<_> = (0..5).map(|_| program.command().entry("noop").spawn().unwrap()).collect();
     for process in &processes {
         // Never joined: poll only what the host observed.
         wait_until("the end of a noop process", || process.exitcode().is_some());
@@ -252,7 +247,10 @@ fn a_silent_zygote_never_runs_a_process_twice() {
     let script = dir.path().join("worker.sh");
     std::fs::write(
         &script,
-        format!("#!/bin/bash\nif [ \"$2\" = zygote ]; then exec sleep 3600; fi\nexec {} \"$@\"\n", env!("CARGO_BIN_EXE_host")),
+        format!(
+            "#!/bin/bash\nif [ \"$2\" = zygote ]; then exec sleep 3600; fi\nexec {} \"$@\"\n",
+            env!("CARGO_BIN_EXE_host")
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -21,11 +21,7 @@ fn map_keeps_input_order() {
     assert_eq!(squares, (1..=1000).map(|x| x * x).collect::<Vec<i64>>());
     let chunked: Vec<i64> = pool.map_chunked("square", [5, 6, 7], 1).unwrap();
     assert_eq!(chunked, vec![25, 36, 49]);
-    let ordered: Vec<i64> = pool
-        .imap("square", 1..=50, 7)
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let ordered: Vec<i64> = pool.imap("square", 1..=50, 7).unwrap().map(Result::unwrap).collect();
     assert_eq!(ordered, (1..=50).map(|x| x * x).collect::<Vec<i64>>());
     let empty: Vec<i64> = pool.map("square", Vec::<i64>::new()).unwrap();
     assert!(empty.is_empty());
@@ -35,11 +31,7 @@ fn map_keeps_input_order() {
 fn imap_unordered_yields_every_result() {
     let host = host();
     let pool = Pool::new(&pool_tasks(&host), 3).unwrap();
-    let mut got: Vec<i64> = pool
-        .imap_unordered("square", 1..=200, 3)
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let mut got: Vec<i64> = pool.imap_unordered("square", 1..=200, 3).unwrap().map(Result::unwrap).collect();
     got.sort();
     assert_eq!(got, (1..=200).map(|x| x * x).collect::<Vec<i64>>());
 }
@@ -55,28 +47,18 @@ fn apply_and_async_results() {
     assert_eq!(result.successful(), Some(true));
     assert_eq!(result.get(Some(Duration::from_secs(60))).unwrap(), 144);
     let slow = pool.apply_async::<_, u32>("sleep_secs", &30.0);
-    assert_eq!(
-        slow.get(Some(Duration::from_millis(1))),
-        Err(TaskError::Timeout)
-    );
+    assert_eq!(slow.get(Some(Duration::from_millis(1))), Err(TaskError::Timeout));
     assert!(!slow.ready());
     assert_eq!(slow.successful(), None);
     let pairs: Vec<i64> = pool.starmap("square", [2, 3]).unwrap();
     assert_eq!(pairs, vec![4, 9]);
-    assert!(matches!(
-        pool.apply::<_, i64>("no_such_entry", &1),
-        Err(TaskError::UnknownEntry(_))
-    ));
+    assert!(matches!(pool.apply::<_, i64>("no_such_entry", &1), Err(TaskError::UnknownEntry(_))));
 }
 
 #[test]
 fn worker_state_persists_between_tasks() {
     let host = host();
-    let pool = Pool::builder(&pool_tasks(&host))
-        .processes(1)
-        .initializer("init", &100)
-        .build()
-        .unwrap();
+    let pool = Pool::builder(&pool_tasks(&host)).processes(1).initializer("init", &100).build().unwrap();
     let counts: Vec<u32> = (0..3).map(|_| pool.apply("count", &()).unwrap()).collect();
     assert_eq!(counts, vec![101, 102, 103]);
 }
@@ -121,11 +103,7 @@ fn errors_surface_at_get_and_the_pool_carries_on() {
 #[test]
 fn maxtasksperchild_recycles_workers() {
     let host = host();
-    let pool = Pool::builder(&pool_tasks(&host))
-        .processes(1)
-        .maxtasksperchild(2)
-        .build()
-        .unwrap();
+    let pool = Pool::builder(&pool_tasks(&host)).processes(1).maxtasksperchild(2).build().unwrap();
     let pids: Vec<u32> = (0..6).map(|_| pool.apply("whoami", &()).unwrap()).collect();
     assert_eq!(pids[0], pids[1], "{pids:?}");
     assert_ne!(pids[1], pids[2], "{pids:?}");
@@ -138,9 +116,7 @@ fn maxtasksperchild_recycles_workers() {
 fn terminate_ends_busy_workers_and_fails_pending_tasks() {
     let host = host();
     let pool = Pool::new(&pool_tasks(&host), 2).unwrap();
-    let results: Vec<_> = (0..5)
-        .map(|_| pool.apply_async::<_, u32>("sleep_secs", &600.0))
-        .collect();
+    let results: Vec<_> = (0..5).map(|_| pool.apply_async::<_, u32>("sleep_secs", &600.0)).collect();
     // Both workers busy: wait until the pool has its two pids.
     let give_up = std::time::Instant::now() + Duration::from_secs(60);
     while pool.pids().len() < 2 {
@@ -151,10 +127,7 @@ fn terminate_ends_busy_workers_and_fails_pending_tasks() {
     for result in &results {
         assert!(matches!(result.get(None), Err(TaskError::Failed(_))));
     }
-    assert!(matches!(
-        pool.apply::<_, i64>("square", &1),
-        Err(TaskError::NotRunning)
-    ));
+    assert!(matches!(pool.apply::<_, i64>("square", &1), Err(TaskError::NotRunning)));
     pool.join().unwrap();
 }
 
@@ -165,10 +138,7 @@ fn join_needs_close_or_terminate() {
     assert_eq!(pool.join(), Err(TaskError::StillRunning));
     let pending = pool.apply_async::<_, i64>("square", &3);
     pool.close();
-    assert!(matches!(
-        pool.apply::<_, i64>("square", &1),
-        Err(TaskError::NotRunning)
-    ));
+    assert!(matches!(pool.apply::<_, i64>("square", &1), Err(TaskError::NotRunning)));
     pool.join().unwrap();
     assert_eq!(pending.get(None).unwrap(), 9);
     assert!(pool.pids().is_empty());
@@ -206,28 +176,13 @@ fn guest_pool_api() {
 fn seed_pool_three_workers_ten_tasks() {
     let out = run(&[s(&guest("seed-pool"))]);
     out.assert_status(0);
-    let tasks: Vec<&str> = out
-        .stdout_lines()
-        .into_iter()
-        .filter(|l| l.starts_with("----pid="))
-        .collect();
+    let tasks: Vec<&str> = out.stdout_lines().into_iter().filter(|l| l.starts_with("----pid=")).collect();
     assert_eq!(tasks.len(), 10, "{out:#?}");
-    let pids: HashSet<&str> = tasks
-        .iter()
-        .map(|l| l.trim_start_matches("----pid=").split(' ').next().unwrap())
-        .collect();
+    let pids: HashSet<&str> =
+        tasks.iter().map(|l| l.trim_start_matches("----pid=").split(' ').next().unwrap()).collect();
     assert_eq!(pids.len(), 3, "{out:#?}");
-    let mut nums: Vec<u32> = tasks
-        .iter()
-        .map(|l| {
-            l.split("num=")
-                .nth(1)
-                .unwrap()
-                .trim_end_matches("---")
-                .parse()
-                .unwrap()
-        })
-        .collect();
+    let mut nums: Vec<u32> =
+        tasks.iter().map(|l| l.split("num=").nth(1).unwrap().trim_end_matches("---").parse().unwrap()).collect();
     nums.sort();
     assert_eq!(nums, (0..10).collect::<Vec<_>>());
     let submitted = out
@@ -248,16 +203,7 @@ fn host_map_entry(entry: &str, input: &str, extra: &[&str]) -> common::Output {
     let dir = tempfile::tempdir().unwrap();
     let file = common::write_file(dir.path(), "input.jsonl", input);
     let program = guest("pool-tasks");
-    let mut args = vec![
-        "map",
-        s(&program),
-        "--entry",
-        entry,
-        "--backend",
-        common::backend_name(),
-        "--input",
-        s(&file),
-    ];
+    let mut args = vec!["map", s(&program), "--entry", entry, "--backend", common::backend_name(), "--input", s(&file)];
     args.extend_from_slice(extra);
     host_with(&args, &[])
 }
@@ -278,28 +224,16 @@ fn cli_map_malformed_line_and_failed_task() {
     let lines = out.stdout_lines();
     assert_eq!(lines.len(), 5, "{out:#?}");
     assert_eq!(lines[0], "1");
-    assert!(
-        lines[1].starts_with("{\"error\":") && lines[1].contains("line 2"),
-        "{out:#?}"
-    );
+    assert!(lines[1].starts_with("{\"error\":") && lines[1].contains("line 2"), "{out:#?}");
     assert_eq!(lines[2], "9");
-    assert!(
-        lines[3].starts_with("{\"error\":") && lines[3].contains("bad arguments"),
-        "{out:#?}"
-    );
+    assert!(lines[3].starts_with("{\"error\":") && lines[3].contains("bad arguments"), "{out:#?}");
     assert_eq!(lines[4], "25");
 }
 
 #[test]
 fn cli_map_unordered_is_complete() {
-    let input: String = (1..=300)
-        .map(|i| format!("{i}\n"))
-        .chain(["oops\n".to_string()])
-        .collect();
-    let out = host_map(
-        &input,
-        &["--workers", "3", "--chunksize", "5", "--unordered"],
-    );
+    let input: String = (1..=300).map(|i| format!("{i}\n")).chain(["oops\n".to_string()]).collect();
+    let out = host_map(&input, &["--workers", "3", "--chunksize", "5", "--unordered"]);
     out.assert_status(1);
     let lines = out.stdout_lines();
     assert_eq!(lines.len(), 301, "{out:#?}");
@@ -323,17 +257,7 @@ fn cli_map_memory_limit_fails_one_line_only() {
 #[test]
 fn cli_map_bad_input() {
     host_map("1\n", &["--workers", "0"]).assert_bad_input();
-    let out = host_with(
-        &[
-            "map",
-            s(&guest("pool-tasks")),
-            "--entry",
-            "nope",
-            "--backend",
-            common::backend_name(),
-        ],
-        &[],
-    );
+    let out = host_with(&["map", s(&guest("pool-tasks")), "--entry", "nope", "--backend", common::backend_name()], &[]);
     out.assert_bad_input();
     let out = host_with(&["map", "/no/such/file.wasm", "--entry", "square"], &[]);
     out.assert_bad_input();
@@ -341,15 +265,13 @@ fn cli_map_bad_input() {
 
 #[test]
 fn cli_map_timeout_fails_one_task_and_replaces_its_worker() {
-    let out = host_map_entry("sleep_secs", "0\n600\n0\n", &["--workers", "1", "--chunksize", "1", "--timeout", "300ms"]);
+    let out =
+        host_map_entry("sleep_secs", "0\n600\n0\n", &["--workers", "1", "--chunksize", "1", "--timeout", "300ms"]);
     out.assert_status(1);
     let lines = out.stdout_lines();
     assert_eq!(lines.len(), 3, "{out:#?}");
     assert!(lines[1].contains("timeout"), "{out:#?}");
-    assert_ne!(
-        lines[0], lines[2],
-        "a fresh worker (new pid) after the timeout: {out:#?}"
-    );
+    assert_ne!(lines[0], lines[2], "a fresh worker (new pid) after the timeout: {out:#?}");
 }
 
 /// A result larger than one frame of the native backend's channel (and

@@ -33,10 +33,7 @@ fn a_fork_bomb_ends_by_itself_at_the_cap_with_every_start_past_it_refused() {
             "a refusal is the process-limit error (EAGAIN) naming the limit: {line}"
         );
     }
-    assert!(
-        peak_rss_kib < ONE_GIB_IN_KIB,
-        "the host's peak RSS must stay under 1 GiB: {peak_rss_kib} KiB"
-    );
+    assert!(peak_rss_kib < ONE_GIB_IN_KIB, "the host's peak RSS must stay under 1 GiB: {peak_rss_kib} KiB");
 }
 
 #[test]
@@ -145,18 +142,12 @@ fn the_slots_of_orphans_come_back_whoever_reaps_them() {
     // child becomes an orphan nobody announced): the child's slot still
     // comes back once it ends.
     let out = host::Capture::new();
-    let parent = program
-        .command()
-        .entry("hold")
-        .input(&300u64)
-        .stdout(host::Stdio::capture(&out))
-        .spawn()
-        .expect("spawn");
+    let parent =
+        program.command().entry("hold").input(&300u64).stdout(host::Stdio::capture(&out)).spawn().expect("spawn");
     wait_for_output(&out, "child started");
     parent.kill().unwrap();
     assert_eq!(join(&parent).code(), -9);
-    let sleepers: Vec<_> =
-        (0..2).map(|_| sleep.command().arg("3600").stdout(host::Stdio::null()).create()).collect();
+    let sleepers: Vec<_> = (0..2).map(|_| sleep.command().arg("3600").stdout(host::Stdio::null()).create()).collect();
     for sleeper in &sleepers {
         start_once_there_is_room(sleeper);
     }

@@ -24,15 +24,9 @@ fn env_lines(out: &Output) -> Vec<&str> {
 #[test]
 fn no_environment_variables_by_default() {
     // Even a variable in the host's own environment stays outside.
-    let out = host_with(
-        &["run", "--backend", backend_name(), s(&guest("env-dir"))],
-        &[("MP_TEST_SECRET", "leaked")],
-    );
+    let out = host_with(&["run", "--backend", backend_name(), s(&guest("env-dir"))], &[("MP_TEST_SECRET", "leaked")]);
     out.assert_status(0);
-    assert!(
-        env_lines(&out).is_empty(),
-        "no variable may be visible: {out:#?}"
-    );
+    assert!(env_lines(&out).is_empty(), "no variable may be visible: {out:#?}");
     assert!(!out.stdout.contains("leaked"));
 }
 
@@ -56,11 +50,7 @@ fn env_grants_exactly_the_variables_given() {
     out.assert_status(0);
     let mut vars = env_lines(&out);
     vars.sort();
-    assert_eq!(
-        vars,
-        vec!["EMPTY=", "EQ=a=b", "GREETING=hi there"],
-        "{out:#?}"
-    );
+    assert_eq!(vars, vec!["EMPTY=", "EQ=a=b", "GREETING=hi there"], "{out:#?}");
 }
 
 #[test]
@@ -72,10 +62,7 @@ fn no_directories_by_default() {
     let out = run(&[s(&guest("env-dir")), "--", &path, &file]);
     out.assert_status(0);
     let lines = out.stdout_lines();
-    assert!(
-        lines.iter().any(|l| l.starts_with("no access: ")),
-        "{out:#?}"
-    );
+    assert!(lines.iter().any(|l| l.starts_with("no access: ")), "{out:#?}");
     assert!(lines.iter().any(|l| l.starts_with("no file: ")), "{out:#?}");
     assert!(!out.stdout.contains("top secret"));
     assert!(!lines.iter().any(|l| l.starts_with("entry: ")));
@@ -87,25 +74,10 @@ fn dir_grants_a_directory_under_a_guest_path() {
     write_file(dir.path(), "greeting.txt", "hello from the host\n");
     write_file(dir.path(), "other.txt", "x");
     let grant = format!("{}::/data", dir.path().display());
-    let out = run(&[
-        "--dir",
-        &grant,
-        s(&guest("env-dir")),
-        "--",
-        "/data",
-        "/data/greeting.txt",
-    ]);
+    let out = run(&["--dir", &grant, s(&guest("env-dir")), "--", "/data", "/data/greeting.txt"]);
     out.assert_status(0);
     let lines = out.stdout_lines();
-    assert_eq!(
-        lines,
-        vec![
-            "entry: greeting.txt",
-            "entry: other.txt",
-            "file: hello from the host"
-        ],
-        "{out:#?}"
-    );
+    assert_eq!(lines, vec!["entry: greeting.txt", "entry: other.txt", "file: hello from the host"], "{out:#?}");
 }
 
 #[test]
@@ -113,20 +85,9 @@ fn dir_grants_a_directory_at_its_own_path() {
     let dir = tempfile::tempdir().unwrap();
     write_file(dir.path(), "a.txt", "A");
     let path = dir.path().to_str().unwrap().to_string();
-    let out = run(&[
-        "--dir",
-        &path,
-        s(&guest("env-dir")),
-        "--",
-        &path,
-        &format!("{path}/a.txt"),
-    ]);
+    let out = run(&["--dir", &path, s(&guest("env-dir")), "--", &path, &format!("{path}/a.txt")]);
     out.assert_status(0);
-    assert_eq!(
-        out.stdout_lines(),
-        vec!["entry: a.txt", "file: A"],
-        "{out:#?}"
-    );
+    assert_eq!(out.stdout_lines(), vec!["entry: a.txt", "file: A"], "{out:#?}");
 }
 
 #[test]
@@ -138,20 +99,10 @@ fn a_grant_covers_only_its_directory() {
     write_file(parent.path(), "b.txt", "B");
     let grant = format!("{}::/data", granted.display());
     let parent_path = parent.path().to_str().unwrap().to_string();
-    let out = run(&[
-        "--dir",
-        &grant,
-        s(&guest("env-dir")),
-        "--",
-        &parent_path,
-        "/data/../b.txt",
-    ]);
+    let out = run(&["--dir", &grant, s(&guest("env-dir")), "--", &parent_path, "/data/../b.txt"]);
     out.assert_status(0);
     let lines = out.stdout_lines();
-    assert!(
-        lines.iter().any(|l| l.starts_with("no access: ")),
-        "{out:#?}"
-    );
+    assert!(lines.iter().any(|l| l.starts_with("no access: ")), "{out:#?}");
     assert!(lines.iter().any(|l| l.starts_with("no file: ")), "{out:#?}");
     assert!(!out.stdout.contains("file: B"), "{out:#?}");
 }
@@ -160,15 +111,9 @@ fn a_grant_covers_only_its_directory() {
 fn out_of_memory_fails_the_process_and_names_the_limit() {
     let out = run(&["--max-memory", "64MiB", s(&guest("oom"))]);
     out.assert_status(1);
-    assert!(
-        out.stdout_lines().contains(&"allocated 16 MiB"),
-        "output before the failure is kept: {out:#?}"
-    );
+    assert!(out.stdout_lines().contains(&"allocated 16 MiB"), "output before the failure is kept: {out:#?}");
     let stderr = out.process_stderr();
-    assert!(
-        stderr.contains("64MiB"),
-        "the message names the limit: {out:#?}"
-    );
+    assert!(stderr.contains("64MiB"), "the message names the limit: {out:#?}");
     assert!(stderr.to_lowercase().contains("memory"), "{out:#?}");
     assert_eq!(out.summaries()[0].exitcode, 1);
 }
@@ -193,10 +138,7 @@ fn out_of_fuel_fails_the_process() {
     let out = run(&["--fuel", "1000000", s(&guest("spin"))]);
     out.assert_status(1);
     assert_eq!(out.stdout_lines(), vec!["spinning"], "{out:#?}");
-    assert!(
-        out.process_stderr().to_lowercase().contains("fuel"),
-        "{out:#?}"
-    );
+    assert!(out.process_stderr().to_lowercase().contains("fuel"), "{out:#?}");
     assert_eq!(out.summaries()[0].exitcode, 1);
 }
 
@@ -219,10 +161,7 @@ fn trap_fails_the_process_with_a_message() {
     out.assert_status(1);
     let stderr = out.process_stderr();
     assert!(stderr.contains("deliberate panic"), "{out:#?}");
-    assert!(
-        stderr.contains("error:"),
-        "the host says why the process ended: {out:#?}"
-    );
+    assert!(stderr.contains("error:"), "the host says why the process ended: {out:#?}");
 }
 
 /// Library: a process that exceeds its memory fails alone; another process of
@@ -242,21 +181,12 @@ fn library_limits_fail_only_the_process_at_fault() {
         .stderr(Stdio::capture(&oom_err))
         .spawn()
         .unwrap();
-    let good = lines
-        .command()
-        .arg("500")
-        .stdout(Stdio::capture(&good_out))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let good = lines.command().arg("500").stdout(Stdio::capture(&good_out)).stderr(Stdio::null()).spawn().unwrap();
     assert_eq!(join(&bad).code(), 1);
     assert_eq!(join(&good).code(), 0);
     let failure = bad.failure().expect("a failure reason");
     assert!(failure.contains("64MiB"), "{failure}");
-    assert!(
-        oom_err.text().contains("64MiB"),
-        "the reason also goes to the process's stderr"
-    );
+    assert!(oom_err.text().contains("64MiB"), "the reason also goes to the process's stderr");
     assert!(oom_out.text().contains("allocated 16 MiB"));
     assert_eq!(good_out.text().lines().count(), 500);
     assert!(good.failure().is_none());
@@ -266,29 +196,14 @@ fn library_limits_fail_only_the_process_at_fault() {
 fn library_fuel_and_stack_overflow() {
     let host = fuel_host();
     let spin = host.load(guest("spin")).unwrap();
-    let p = spin
-        .command()
-        .fuel(1_000_000)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let p = spin.command().fuel(1_000_000).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     assert_eq!(join(&p).code(), 1);
     assert!(p.failure().unwrap().to_lowercase().contains("fuel"));
 
     let deep = host.load(guest("stack-overflow")).unwrap();
-    let p = deep
-        .command()
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let p = deep.command().stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     assert_eq!(join(&p).code(), 1);
-    assert!(
-        p.failure().unwrap().contains("stack overflow"),
-        "{:?}",
-        p.failure()
-    );
+    assert!(p.failure().unwrap().contains("stack overflow"), "{:?}", p.failure());
 }
 
 #[test]

@@ -12,10 +12,7 @@ use common::*;
 /// How many mappings this (test) process has.
 #[cfg(target_os = "linux")]
 fn mappings() -> usize {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .count()
+    std::fs::read_to_string("/proc/self/maps").unwrap().lines().count()
 }
 
 #[cfg(target_os = "linux")]
@@ -32,10 +29,7 @@ fn thousands_of_live_processes_take_few_mappings() {
     let processes: Vec<_> = (0..N).map(|_| sleeper(&program)).collect();
     assert!(processes.iter().all(|p| p.is_alive()));
     let added = mappings().saturating_sub(before);
-    assert!(
-        (added as f64) < 0.65 * N as f64,
-        "{N} live processes added {added} mappings: more than 0.65 each"
-    );
+    assert!((added as f64) < 0.65 * N as f64, "{N} live processes added {added} mappings: more than 0.65 each");
     for process in &processes {
         process.terminate().unwrap();
     }
@@ -47,29 +41,13 @@ fn thousands_of_live_processes_take_few_mappings() {
 #[test]
 fn a_large_count_of_sleepers_all_end_at_the_timeout() {
     // The native backend's processes are OS processes: fewer of them.
-    let (n, cap) = if is_thread_backend() {
-        (3_000, "100000")
-    } else {
-        (100, "1000")
-    };
+    let (n, cap) = if is_thread_backend() { (3_000, "100000") } else { (100, "1000") };
     let count = n.to_string();
-    let out = run(&[
-        "--count",
-        &count,
-        "--max-processes",
-        cap,
-        "--timeout",
-        "3s",
-        "-q",
-        s(&guest("sleep")),
-    ]);
+    let out = run(&["--count", &count, "--max-processes", cap, "--timeout", "3s", "-q", s(&guest("sleep"))]);
     out.assert_status(143);
     let summaries = out.summaries();
     assert_eq!(summaries.len(), n, "one summary per process");
-    assert!(
-        summaries.iter().all(|s| s.exitcode == -15),
-        "every one terminated by the timeout"
-    );
+    assert!(summaries.iter().all(|s| s.exitcode == -15), "every one terminated by the timeout");
     let mut names: Vec<&str> = summaries.iter().map(|s| s.name.as_str()).collect();
     names.sort_unstable();
     names.dedup();

@@ -273,7 +273,8 @@ fn a_labelled_long_line_passes_on_in_pieces() {
     let text = String::from_utf8(out.stdout).unwrap();
     let mut per_process = [0usize; 2];
     for line in text.lines() {
-        let (name, rest) = line.split_once(": ").unwrap_or_else(|| panic!("an unlabelled line of {} bytes", line.len()));
+        let (name, rest) =
+            line.split_once(": ").unwrap_or_else(|| panic!("an unlabelled line of {} bytes", line.len()));
         let k: usize = name.strip_prefix("Process-").and_then(|k| k.parse().ok()).expect("a process's label");
         assert!(rest.len() <= 64 << 10, "a piece of {} bytes", rest.len());
         assert!(rest.bytes().all(|b| b == b'x'));

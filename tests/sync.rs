@@ -33,10 +33,7 @@ fn queue_semantics_and_timeouts() {
             ("empty", "Ok(true)"),
             ("put after close", "Err(Closed)"),
             ("joinable join", "Ok(())"),
-            (
-                "task_done too many",
-                "Err(\"task_done() called too many times\")",
-            ),
+            ("task_done too many", "Err(\"task_done() called too many times\")"),
         ],
     );
 }
@@ -51,10 +48,7 @@ fn pipe_semantics_and_end_of_file() {
             ("echo", "Ok(\"echo hi\")"),
             ("recv after the child ended", "Err(Eof)"),
             ("send after the child ended", "Err(BrokenPipe)"),
-            (
-                "send on a read-only end",
-                "Err(\"connection is read-only\")",
-            ),
+            ("send on a read-only end", "Err(\"connection is read-only\")"),
             ("one-way recv", "Ok(5)"),
             ("recv after close", "Err(Eof)"),
             ("recv after a holder's end", "Err(Eof)"),
@@ -69,10 +63,7 @@ fn locks_and_a_holder_that_ends() {
         &scenario("lock"),
         &[
             ("rlock reacquire", "Ok(true)"),
-            (
-                "rlock release unheld",
-                "Err(\"cannot release un-acquired lock\")",
-            ),
+            ("rlock release unheld", "Err(\"cannot release un-acquired lock\")"),
             ("lock release unheld", "Err(\"release unlocked lock\")"),
             ("lock try while held", "Ok(false)"),
             ("lock timeout while held", "Ok(false)"),
@@ -92,17 +83,11 @@ fn event_condition_semaphore_barrier_value_array() {
             ("event is_set", "Ok(false)"),
             ("event wait timeout", "Ok(false)"),
             ("event after set", "Ok(true)"),
-            (
-                "notify without the lock",
-                "Err(\"cannot notify on un-acquired lock\")",
-            ),
+            ("notify without the lock", "Err(\"cannot notify on un-acquired lock\")"),
             ("semaphore value", "Ok(1)"),
             ("semaphore try when 0", "Ok(false)"),
             ("semaphore over release", "Ok(3)"),
-            (
-                "bounded over release",
-                "Err(\"semaphore or lock released too many times\")",
-            ),
+            ("bounded over release", "Err(\"semaphore or lock released too many times\")"),
             ("barrier indices", "[0, 1, 2]"),
             ("barrier timeout", "Err(BrokenBarrier)"),
             ("barrier broken", "Ok(true)"),
@@ -114,19 +99,8 @@ fn event_condition_semaphore_barrier_value_array() {
     );
     // The waiter's three steps, in order (the report keeps the first).
     let out = run(&[s(&guest("sync-scenarios")), "--", "others"]);
-    let steps: Vec<&str> = out
-        .stdout_lines()
-        .into_iter()
-        .filter(|l| l.starts_with("waiter: "))
-        .collect();
-    assert_eq!(
-        steps,
-        [
-            "waiter: Ok(\"event\")",
-            "waiter: Ok(\"waiting\")",
-            "waiter: Ok(\"notified true\")"
-        ]
-    );
+    let steps: Vec<&str> = out.stdout_lines().into_iter().filter(|l| l.starts_with("waiter: ")).collect();
+    assert_eq!(steps, ["waiter: Ok(\"event\")", "waiter: Ok(\"waiting\")", "waiter: Ok(\"notified true\")"]);
 }
 
 /// A process blocked in get, recv, acquire, wait or join is terminated at
@@ -134,19 +108,8 @@ fn event_condition_semaphore_barrier_value_array() {
 #[test]
 fn terminate_while_blocked() {
     let report = scenario("blocked");
-    for what in [
-        "get",
-        "recv",
-        "acquire",
-        "event",
-        "condition",
-        "barrier",
-        "join",
-    ] {
-        check(
-            &report,
-            &[(format!("terminated in {what}").as_str(), "Some(-15)")],
-        );
+    for what in ["get", "recv", "acquire", "event", "condition", "barrier", "join"] {
+        check(&report, &[(format!("terminated in {what}").as_str(), "Some(-15)")]);
     }
     check(&report, &[("item after a terminated consumer", "Ok(7)")]);
 }
@@ -159,10 +122,7 @@ fn hostile_use() {
         &scenario("hostile"),
         &[
             ("forged token", "Err(NotGiven(\"queue 1\"))"),
-            (
-                "garbage token",
-                "Err(UnknownObject(\"`nonsense` is not a token\"))",
-            ),
+            ("garbage token", "Err(UnknownObject(\"`nonsense` is not a token\"))"),
             ("handle in a message", "Ok(())"),
             ("huge message", "Err(true)"),
             ("queue still works", "Ok([1])"),
@@ -171,38 +131,26 @@ fn hostile_use() {
     );
     let out = run(&[s(&guest("sync-scenarios")), "--", "hostile"]);
     assert!(
-        out.stdout.contains("handle in a message: Ok(\"Queue objects should only be shared between processes through inheritance\")"),
+        out.stdout.contains(
+            "handle in a message: Ok(\"Queue objects should only be shared between processes through inheritance\")"
+        ),
         "{out:#?}"
     );
-    assert!(
-        out.stdout
-            .contains("open of a second-hand token: Err(NotGiven("),
-        "{out:#?}"
-    );
+    assert!(out.stdout.contains("open of a second-hand token: Err(NotGiven("), "{out:#?}");
 }
 
 #[test]
 fn producer_consumer_example() {
     let out = run(&[s(&guest("ipc-producer-consumer"))]);
     out.assert_status(0);
-    check(
-        &out.report(),
-        &[
-            ("consumed", "300"),
-            ("total", "45150"),
-            ("left in queue", "0"),
-        ],
-    );
+    check(&out.report(), &[("consumed", "300"), ("total", "45150"), ("left in queue", "0")]);
 }
 
 #[test]
 fn pipe_pingpong_example() {
     let out = run(&[s(&guest("ipc-pipe-pingpong"))]);
     out.assert_status(0);
-    check(
-        &out.report(),
-        &[("round trips", "10000"), ("child exitcode", "Some(0)")],
-    );
+    check(&out.report(), &[("round trips", "10000"), ("child exitcode", "Some(0)")]);
 }
 
 #[test]
@@ -219,19 +167,11 @@ fn embedder_queue_between_processes() {
     let host = host();
     let program = host.load(guest("ipc-queue-throughput")).unwrap();
     let queue = host::sync::Queue::new(&host, 0).unwrap();
-    let producer = program
-        .command()
-        .entry("produce")
-        .input(&(&queue, 100u64))
-        .spawn()
-        .unwrap();
+    let producer = program.command().entry("produce").input(&(&queue, 100u64)).spawn().unwrap();
     assert_eq!(join(&producer).code(), 0);
     let items: Vec<u64> = (0..100).map(|_| queue.get().unwrap()).collect();
     assert_eq!(items, (0..100).collect::<Vec<_>>());
-    assert_eq!(
-        queue.get_timeout::<u64>(false, None),
-        Err(host::sync::Error::Empty)
-    );
+    assert_eq!(queue.get_timeout::<u64>(false, None), Err(host::sync::Error::Empty));
     let lock = host::sync::Lock::new(&host).unwrap();
     assert!(lock.acquire(true, None).unwrap());
     assert!(!lock.acquire(false, None).unwrap());
@@ -309,7 +249,13 @@ fn a_queue_nobody_reads_is_bounded() {
     );
     assert!(report["error"].contains("quota exceeded") && report["error"].contains("--max-shared"), "{out:#?}");
     let bound = idle_rss + DEFAULT_MAX_SHARED + (64 << 20);
-    assert!(rss < bound, "host peak RSS {} MiB, over {} MiB (idle run: {} MiB)", rss >> 20, bound >> 20, idle_rss >> 20);
+    assert!(
+        rss < bound,
+        "host peak RSS {} MiB, over {} MiB (idle run: {} MiB)",
+        rss >> 20,
+        bound >> 20,
+        idle_rss >> 20
+    );
 }
 
 /// `--max-shared` sets the budget: 4 MiB fit three items of 1 MiB.

@@ -107,8 +107,18 @@ fn map_report_lists_its_workers() {
     let dir = tempfile::tempdir().unwrap();
     let input = write_file(dir.path(), "in.txt", "1\n2\n3\n4\n");
     let out = host_raw(&[
-        "map", "--backend", backend_name(), s(&guest("pool-square")), "--entry", "square",
-        "--workers", "2", "--input", s(&input), "--report", "json",
+        "map",
+        "--backend",
+        backend_name(),
+        s(&guest("pool-square")),
+        "--entry",
+        "square",
+        "--workers",
+        "2",
+        "--input",
+        s(&input),
+        "--report",
+        "json",
     ]);
     out.assert_status(0);
     assert_eq!(out.stdout_lines(), ["1", "4", "9", "16"]);
@@ -133,8 +143,18 @@ fn shards_cover_the_input_exactly_once() {
         for index in 0..count {
             let shard = format!("{index}/{count}");
             let out = host_raw(&[
-                "map", "--backend", backend_name(), s(&guest("pool-square")), "--entry", "square",
-                "--workers", "1", "--input", s(&input), "--shard", &shard,
+                "map",
+                "--backend",
+                backend_name(),
+                s(&guest("pool-square")),
+                "--entry",
+                "square",
+                "--workers",
+                "1",
+                "--input",
+                s(&input),
+                "--shard",
+                &shard,
             ]);
             out.assert_status(0);
             let got: Vec<i64> = out.stdout_lines().iter().map(|l| l.parse().unwrap()).collect();
@@ -217,7 +237,8 @@ fn logs_show_each_process_only_when_asked() {
     assert!(!quiet.stderr.contains("spawn"), "logs are off by default: {quiet:#?}");
 
     let verbose = host_raw(&["-v", "run", "--backend", backend_name(), s(&guest("seed-hello"))]);
-    let by_env = host_with(&["run", "--backend", backend_name(), s(&guest("seed-hello"))], &[("RUST_LOG", "host=info")]);
+    let by_env =
+        host_with(&["run", "--backend", backend_name(), s(&guest("seed-hello"))], &[("RUST_LOG", "host=info")]);
     for out in [verbose, by_env] {
         out.assert_status(0);
         let pid = out.summaries()[0].pid;
@@ -285,7 +306,8 @@ fn run_shows_a_live_status_on_a_terminal_only() {
     assert_eq!(stdout.lines().count(), 6, "the processes' output is whole: {stdout}");
     assert_eq!(terminal.matches("[host] Process-").count(), 3, "the summary stays: {terminal:?}");
 
-    let (status, _, terminal) = host_on_terminal(&["run", "--quiet", "--backend", backend_name(), "--count", "3", s(&hello)]);
+    let (status, _, terminal) =
+        host_on_terminal(&["run", "--quiet", "--backend", backend_name(), "--count", "3", s(&hello)]);
     assert_eq!(status, Some(0));
     assert!(!terminal.contains("running "), "--quiet draws nothing: {terminal:?}");
     assert_eq!(terminal.matches("[host] Process-").count(), 3, "{terminal:?}");

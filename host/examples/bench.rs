@@ -71,23 +71,159 @@ struct Workload {
 /// Every workload, in the order they run and print. Adding one is a
 /// function and a row here.
 const WORKLOADS: &[Workload] = &[
-    Workload { name: "W1-spawn-join-seq", unit: "us/process", higher_is_better: false, thread: Target::AtMost(60.0), native: Target::AtMost(500.0), full_only: false, measure: w1 },
-    Workload { name: "W2-spawn-join-batch", unit: "us/process", higher_is_better: false, thread: Target::AtMost(30.0), native: Target::AtMost(400.0), full_only: false, measure: w2 },
-    Workload { name: "W1b-guest-children-seq", unit: "us/child", higher_is_better: false, thread: Target::None, native: Target::AtMost(1000.0), full_only: false, measure: w1b },
-    Workload { name: "W2b-guest-children-batch", unit: "us/child", higher_is_better: false, thread: Target::None, native: Target::AtMost(500.0), full_only: false, measure: w2b },
-    Workload { name: "W3-concurrent-sleep-1s", unit: "s wall", higher_is_better: false, thread: Target::AtMost(1.2), native: Target::AtMost(1.2), full_only: false, measure: w3 },
-    Workload { name: "W3-concurrent-sleep-1s-x10000", unit: "s wall", higher_is_better: false, thread: Target::AtMost(2.5), native: Target::None, full_only: false, measure: w3_x10000 },
-    Workload { name: "W4-terminate-spin", unit: "us median", higher_is_better: false, thread: Target::AtMost(100.0), native: Target::AtMost(1000.0), full_only: false, measure: w4_spin },
-    Workload { name: "W4-terminate-sleeper", unit: "us median", higher_is_better: false, thread: Target::AtMost(100.0), native: Target::AtMost(1000.0), full_only: false, measure: w4_sleeper },
-    Workload { name: "W5-pool-map", unit: "items/s", higher_is_better: true, thread: Target::TimesPython(2.0), native: Target::TimesPython(1.0), full_only: false, measure: w5 },
-    Workload { name: "W6-pool-apply-async", unit: "tasks/s", higher_is_better: true, thread: Target::AtLeast(300_000.0), native: Target::TimesPython(5.0), full_only: false, measure: w6 },
-    Workload { name: "W7-rss-per-idle-process", unit: "KiB/process", higher_is_better: false, thread: Target::AtMost(256.0), native: Target::AtMost(1518.0), full_only: false, measure: w7 },
-    Workload { name: "W8-queue-throughput", unit: "msgs/s", higher_is_better: true, thread: Target::AtLeast(1_000_000.0), native: Target::TimesPython(2.0), full_only: false, measure: w8 },
-    Workload { name: "W8b-queue-1MiB-items", unit: "MB/s", higher_is_better: true, thread: Target::AtLeast(1000.0), native: Target::TimesPython(2.0), full_only: false, measure: w8b },
-    Workload { name: "W9-fork-join-16MiB", unit: "us/fork", higher_is_better: false, thread: Target::None, native: Target::TimesPython(0.5), full_only: false, measure: w9 },
-    Workload { name: "W11-host-run-start-to-exit", unit: "ms", higher_is_better: false, thread: Target::AtMost(30.0), native: Target::AtMost(50.0), full_only: false, measure: w11 },
-    Workload { name: "W12-100k-sleepers-start", unit: "s", higher_is_better: false, thread: Target::AtMost(10.0), native: Target::None, full_only: true, measure: w12_start },
-    Workload { name: "W12-100k-sleepers-memory", unit: "KiB/process", higher_is_better: false, thread: Target::AtMost(40.0), native: Target::None, full_only: true, measure: w12_memory },
+    Workload {
+        name: "W1-spawn-join-seq",
+        unit: "us/process",
+        higher_is_better: false,
+        thread: Target::AtMost(60.0),
+        native: Target::AtMost(500.0),
+        full_only: false,
+        measure: w1,
+    },
+    Workload {
+        name: "W2-spawn-join-batch",
+        unit: "us/process",
+        higher_is_better: false,
+        thread: Target::AtMost(30.0),
+        native: Target::AtMost(400.0),
+        full_only: false,
+        measure: w2,
+    },
+    Workload {
+        name: "W1b-guest-children-seq",
+        unit: "us/child",
+        higher_is_better: false,
+        thread: Target::None,
+        native: Target::AtMost(1000.0),
+        full_only: false,
+        measure: w1b,
+    },
+    Workload {
+        name: "W2b-guest-children-batch",
+        unit: "us/child",
+        higher_is_better: false,
+        thread: Target::None,
+        native: Target::AtMost(500.0),
+        full_only: false,
+        measure: w2b,
+    },
+    Workload {
+        name: "W3-concurrent-sleep-1s",
+        unit: "s wall",
+        higher_is_better: false,
+        thread: Target::AtMost(1.2),
+        native: Target::AtMost(1.2),
+        full_only: false,
+        measure: w3,
+    },
+    Workload {
+        name: "W3-concurrent-sleep-1s-x10000",
+        unit: "s wall",
+        higher_is_better: false,
+        thread: Target::AtMost(2.5),
+        native: Target::None,
+        full_only: false,
+        measure: w3_x10000,
+    },
+    Workload {
+        name: "W4-terminate-spin",
+        unit: "us median",
+        higher_is_better: false,
+        thread: Target::AtMost(100.0),
+        native: Target::AtMost(1000.0),
+        full_only: false,
+        measure: w4_spin,
+    },
+    Workload {
+        name: "W4-terminate-sleeper",
+        unit: "us median",
+        higher_is_better: false,
+        thread: Target::AtMost(100.0),
+        native: Target::AtMost(1000.0),
+        full_only: false,
+        measure: w4_sleeper,
+    },
+    Workload {
+        name: "W5-pool-map",
+        unit: "items/s",
+        higher_is_better: true,
+        thread: Target::TimesPython(2.0),
+        native: Target::TimesPython(1.0),
+        full_only: false,
+        measure: w5,
+    },
+    Workload {
+        name: "W6-pool-apply-async",
+        unit: "tasks/s",
+        higher_is_better: true,
+        thread: Target::AtLeast(300_000.0),
+        native: Target::TimesPython(5.0),
+        full_only: false,
+        measure: w6,
+    },
+    Workload {
+        name: "W7-rss-per-idle-process",
+        unit: "KiB/process",
+        higher_is_better: false,
+        thread: Target::AtMost(256.0),
+        native: Target::AtMost(1518.0),
+        full_only: false,
+        measure: w7,
+    },
+    Workload {
+        name: "W8-queue-throughput",
+        unit: "msgs/s",
+        higher_is_better: true,
+        thread: Target::AtLeast(1_000_000.0),
+        native: Target::TimesPython(2.0),
+        full_only: false,
+        measure: w8,
+    },
+    Workload {
+        name: "W8b-queue-1MiB-items",
+        unit: "MB/s",
+        higher_is_better: true,
+        thread: Target::AtLeast(1000.0),
+        native: Target::TimesPython(2.0),
+        full_only: false,
+        measure: w8b,
+    },
+    Workload {
+        name: "W9-fork-join-16MiB",
+        unit: "us/fork",
+        higher_is_better: false,
+        thread: Target::None,
+        native: Target::TimesPython(0.5),
+        full_only: false,
+        measure: w9,
+    },
+    Workload {
+        name: "W11-host-run-start-to-exit",
+        unit: "ms",
+        higher_is_better: false,
+        thread: Target::AtMost(30.0),
+        native: Target::AtMost(50.0),
+        full_only: false,
+        measure: w11,
+    },
+    Workload {
+        name: "W12-100k-sleepers-start",
+        unit: "s",
+        higher_is_better: false,
+        thread: Target::AtMost(10.0),
+        native: Target::None,
+        full_only: true,
+        measure: w12_start,
+    },
+    Workload {
+        name: "W12-100k-sleepers-memory",
+        unit: "KiB/process",
+        higher_is_better: false,
+        thread: Target::AtMost(40.0),
+        native: Target::None,
+        full_only: true,
+        measure: w12_memory,
+    },
 ];
 
 /// What the workloads of one backend share.
@@ -189,7 +325,8 @@ fn main() -> anyhow::Result<()> {
         let bench = Bench { backend, quick: options.quick, host, children, w12: std::sync::OnceLock::new() };
         // Warm up: the first start pays for lazily built state.
         spawn(&bench.children, "noop", &())?.join()?;
-        let chosen = |w: &&Workload| options.only.is_empty() || options.only.iter().any(|o| w.name.contains(o.as_str()));
+        let chosen =
+            |w: &&Workload| options.only.is_empty() || options.only.iter().any(|o| w.name.contains(o.as_str()));
         for workload in WORKLOADS.iter().filter(|w| !(w.full_only && options.quick)).filter(chosen) {
             let Some(value) = (workload.measure)(&bench)? else { continue };
             eprintln!("bench:   {}: {value:.1} {}", workload.name, workload.unit);
@@ -223,14 +360,18 @@ fn options() -> anyhow::Result<Options> {
             "--quick" => options.quick = true,
             "--json" => options.json = true,
             "--only" => options.only.extend(args.next().unwrap_or_default().split(',').map(str::to_owned)),
-            "--backend" => options.backends = vec![args.next().unwrap_or_default().parse().map_err(anyhow::Error::msg)?],
+            "--backend" => {
+                options.backends = vec![args.next().unwrap_or_default().parse().map_err(anyhow::Error::msg)?]
+            }
             "--python" => {
                 options.python = match args.next().as_deref() {
                     Some("none") | None => None,
                     Some(path) => Some(PathBuf::from(path)),
                 }
             }
-            other => anyhow::bail!("unknown argument `{other}` (use --quick, --json, --backend NAME, --python PATH|none, --only NAME-PART[,...])"),
+            other => anyhow::bail!(
+                "unknown argument `{other}` (use --quick, --json, --backend NAME, --python PATH|none, --only NAME-PART[,...])"
+            ),
         }
     }
     Ok(options)
@@ -687,7 +828,8 @@ fn print_table(rows: &[Row], backends: &[BackendKind]) {
     println!("{header}");
     println!("|{}", "---|".repeat(3 + 4 * backends.len()));
     for workload in WORKLOADS {
-        let of = |backend: BackendKind| rows.iter().find(|r| std::ptr::eq(r.workload, workload) && r.backend == backend);
+        let of =
+            |backend: BackendKind| rows.iter().find(|r| std::ptr::eq(r.workload, workload) && r.backend == backend);
         let Some(first) = backends.iter().find_map(|b| of(*b)) else { continue };
         let python = first.python.map_or("-".into(), |v| format!("{v:.1}"));
         let mut line = format!("| {:<30} | {:>11} | {python:>11} |", workload.name, workload.unit);
@@ -704,7 +846,9 @@ fn print_table(rows: &[Row], backends: &[BackendKind]) {
                         " {:>11.1} | {:>6} | {:>14} | {met:>3} |",
                         row.value,
                         row.ratio().map_or("-".into(), |r| format!("{r:.1}x")),
-                        target.describe(workload.unit).map_or("-".into(), |t| t.replace(workload.unit, "").trim().to_string()),
+                        target
+                            .describe(workload.unit)
+                            .map_or("-".into(), |t| t.replace(workload.unit, "").trim().to_string()),
                     );
                 }
                 None => line += &format!(" {:>11} | {:>6} | {:>14} | {:>3} |", "-", "-", "-", "-"),

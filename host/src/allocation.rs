@@ -57,11 +57,7 @@ impl Layout {
     /// on the layout).
     pub(crate) fn choose(cap: u32, dense_allowed: bool) -> Layout {
         let fits = u64::from(cap) * POOLED_MAPPINGS_PER_PROCESS + HOST_MAPPINGS <= max_map_count();
-        if fits || !dense_allowed {
-            Layout::Pooled
-        } else {
-            Layout::Dense
-        }
+        if fits || !dense_allowed { Layout::Pooled } else { Layout::Dense }
     }
 
     /// Configures `config`'s instance allocation for `cap` live processes of
@@ -124,12 +120,10 @@ fn map_count() -> Option<u64> {
 /// `error` (an instantiation's), with a machine limit named if one was
 /// reached: the kernel's map count, or memory itself.
 pub(crate) fn explain(error: wasmtime::Error) -> wasmtime::Error {
-    let out_of_memory = error.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::raw_os_error)
-            == Some(ENOMEM)
-    }) || format!("{error:#}").contains("os error 12");
+    let out_of_memory = error
+        .chain()
+        .any(|cause| cause.downcast_ref::<std::io::Error>().and_then(std::io::Error::raw_os_error) == Some(ENOMEM))
+        || format!("{error:#}").contains("os error 12");
     if !out_of_memory {
         return error;
     }
@@ -185,10 +179,7 @@ unsafe impl StackCreator for DenseStacks {
         let len = size.div_ceil(page).max(1) * page + page;
         // Fresh pages are zero, so `zeroed` holds either way.
         let base = map_anonymous(len).map_err(|e| e.context("cannot map a fiber stack"))?;
-        Ok(Box::new(DenseStack {
-            base: base.as_ptr().cast(),
-            len,
-        }))
+        Ok(Box::new(DenseStack { base: base.as_ptr().cast(), len }))
     }
 }
 
@@ -263,12 +254,7 @@ unsafe impl wasmtime::MemoryCreator for DenseMemories {
         }
         let mapped = minimum.div_ceil(page_size()).max(1) * page_size();
         let base = map_anonymous(mapped).map_err(|e| format!("{e:#}"))?;
-        Ok(Box::new(DenseMemory {
-            base,
-            mapped,
-            size: minimum,
-            maximum,
-        }))
+        Ok(Box::new(DenseMemory { base, mapped, size: minimum, maximum }))
     }
 }
 
@@ -294,16 +280,8 @@ unsafe impl wasmtime::LinearMemory for DenseMemory {
             use nix::sys::mman::{MRemapFlags, mremap};
             // SAFETY: the mapping is this memory's own; the engine holds no
             // pointer into it across a grow (it reloads the base after).
-            let base = unsafe {
-                mremap(
-                    self.base,
-                    self.mapped,
-                    mapped,
-                    MRemapFlags::MREMAP_MAYMOVE,
-                    None,
-                )
-            }
-            .map_err(|errno| explain(wasmtime::Error::from(std::io::Error::from(errno))))?;
+            let base = unsafe { mremap(self.base, self.mapped, mapped, MRemapFlags::MREMAP_MAYMOVE, None) }
+                .map_err(|errno| explain(wasmtime::Error::from(std::io::Error::from(errno))))?;
             self.base = base;
             self.mapped = mapped;
         }
@@ -346,10 +324,7 @@ fn map_anonymous(len: usize) -> wasmtime::Result<std::ptr::NonNull<std::ffi::c_v
 
 #[cfg(unix)]
 fn page_size() -> usize {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .map_or(4096, |n| n as usize)
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().map_or(4096, |n| n as usize)
 }
 
 #[cfg(test)]
@@ -376,15 +351,8 @@ mod tests {
     #[test]
     fn dense_memories_grow_and_keep_their_contents() {
         use wasmtime::{MemoryCreator, MemoryType};
-        let mut memory = DenseMemories
-            .new_memory(
-                MemoryType::new(1, Some(64)),
-                65_536,
-                Some(64 << 16),
-                Some(0),
-                0,
-            )
-            .unwrap();
+        let mut memory =
+            DenseMemories.new_memory(MemoryType::new(1, Some(64)), 65_536, Some(64 << 16), Some(0), 0).unwrap();
         assert_eq!(memory.byte_size(), 65_536);
         // SAFETY: the first byte is the memory's and mapped.
         unsafe { *memory.as_ptr() = 42 };
@@ -396,11 +364,7 @@ mod tests {
             *memory.as_ptr().add((40 << 16) - 1) = 1;
         }
         assert!(memory.grow_to(65 << 16).is_err(), "past the maximum");
-        assert!(
-            DenseMemories
-                .new_memory(MemoryType::new(1, None), 65_536, None, Some(1 << 30), 0)
-                .is_err()
-        );
+        assert!(DenseMemories.new_memory(MemoryType::new(1, None), 65_536, None, Some(1 << 30), 0).is_err());
     }
 
     #[test]

@@ -63,12 +63,8 @@ impl CompileCache {
             CompileCache::Off => None,
             CompileCache::Dir(dir) => Some(dir.clone()),
             CompileCache::Default => {
-                let off = std::env::var(CACHE_ENV).is_ok_and(|v| {
-                    matches!(
-                        v.trim().to_ascii_lowercase().as_str(),
-                        "off" | "0" | "no" | "false"
-                    )
-                });
+                let off = std::env::var(CACHE_ENV)
+                    .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "off" | "0" | "no" | "false"));
                 if off {
                     return None;
                 }
@@ -90,9 +86,7 @@ fn user_cache_dir() -> Option<PathBuf> {
     } else if cfg!(windows) {
         std::env::var_os("LOCALAPPDATA").and_then(absolute)
     } else {
-        std::env::var_os("XDG_CACHE_HOME")
-            .and_then(absolute)
-            .or_else(|| home().map(|h| h.join(".cache")))
+        std::env::var_os("XDG_CACHE_HOME").and_then(absolute).or_else(|| home().map(|h| h.join(".cache")))
     }
 }
 
@@ -175,10 +169,7 @@ impl Store {
         // What this host does with the code (its linking, its probes) is
         // part of the key too: another version of the host starts afresh.
         hasher.write(env!("CARGO_PKG_VERSION").as_bytes());
-        Store {
-            dir,
-            engine: hasher.0.finalize().into(),
-        }
+        Store { dir, engine: hasher.0.finalize().into() }
     }
 
     /// The directory the entries are in.
@@ -197,8 +188,7 @@ impl Store {
         key.update(self.engine);
         key.update([A::KIND]);
         key.update(content);
-        self.dir
-            .join(format!("{}.cwasm", hex(&key.finalize()[..20])))
+        self.dir.join(format!("{}.cwasm", hex(&key.finalize()[..20])))
     }
 
     /// Whether a valid entry for `wasm` is there now.
@@ -207,18 +197,13 @@ impl Store {
         let Ok(()) = self.check_dir() else {
             return false;
         };
-        std::fs::read(self.entry_of::<A>(&content))
-            .is_ok_and(|data| self.verify::<A>(&data, &content).is_ok())
+        std::fs::read(self.entry_of::<A>(&content)).is_ok_and(|data| self.verify::<A>(&data, &content).is_ok())
     }
 
     /// The compiled `wasm`: from its entry if there is a valid one, else
     /// compiled now and kept. A compile error is the program's; the cache's
     /// own troubles only make it compile.
-    pub(crate) fn load<A: Artifact>(
-        &self,
-        engine: &Engine,
-        wasm: &[u8],
-    ) -> wasmtime::Result<(A, Outcome)> {
+    pub(crate) fn load<A: Artifact>(&self, engine: &Engine, wasm: &[u8]) -> wasmtime::Result<(A, Outcome)> {
         let content: [u8; 32] = Sha256::digest(wasm).into();
         let path = self.entry_of::<A>(&content);
         if let Err(why) = self.check_dir() {
@@ -232,10 +217,9 @@ impl Store {
                 // read from a directory only this user can write.
                 Ok(payload) => match unsafe { A::deserialize(engine, payload) } {
                     Ok(code) => return Ok((code, Outcome::Hit(path))),
-                    Err(error) => Some(format!(
-                        "it does not load: {}",
-                        format!("{error:#}").lines().next().unwrap_or_default()
-                    )),
+                    Err(error) => {
+                        Some(format!("it does not load: {}", format!("{error:#}").lines().next().unwrap_or_default()))
+                    }
                 },
                 Err(why) => Some(why),
             },
@@ -243,13 +227,9 @@ impl Store {
             Err(error) => Some(format!("cannot read it: {error}")),
         };
         let code = A::compile(engine, wasm)?;
-        let outcome = match code
-            .serialize()
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| {
-                self.write::<A>(&path, &content, &bytes)
-                    .map_err(|e| format!("cannot write {}: {e}", path.display()))
-            }) {
+        let outcome = match code.serialize().map_err(|e| e.to_string()).and_then(|bytes| {
+            self.write::<A>(&path, &content, &bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+        }) {
             Ok(()) => match stale {
                 Some(why) => Outcome::Replaced(path, why),
                 None => Outcome::Stored(path),
@@ -260,11 +240,7 @@ impl Store {
     }
 
     /// The payload of entry `data` if it is this engine's code of `content`.
-    fn verify<'a, A: Artifact>(
-        &self,
-        data: &'a [u8],
-        content: &[u8; 32],
-    ) -> Result<&'a [u8], String> {
+    fn verify<'a, A: Artifact>(&self, data: &'a [u8], content: &[u8; 32]) -> Result<&'a [u8], String> {
         if data.len() < HEADER_LEN {
             return Err("it is truncated".into());
         }
@@ -289,12 +265,7 @@ impl Store {
     }
 
     /// Writes an entry atomically: a private temporary file, renamed.
-    fn write<A: Artifact>(
-        &self,
-        path: &Path,
-        content: &[u8; 32],
-        payload: &[u8],
-    ) -> std::io::Result<()> {
+    fn write<A: Artifact>(&self, path: &Path, content: &[u8; 32], payload: &[u8]) -> std::io::Result<()> {
         let mut header = Vec::with_capacity(HEADER_LEN);
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&FORMAT.to_le_bytes());
@@ -304,9 +275,7 @@ impl Store {
         header.extend_from_slice(&(payload.len() as u64).to_le_bytes());
         header.extend_from_slice(&Sha256::digest(payload));
         // `tempfile` creates the file 0600 with a random name.
-        let mut file = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .tempfile_in(&self.dir)?;
+        let mut file = tempfile::Builder::new().prefix(".tmp-").tempfile_in(&self.dir)?;
         file.write_all(&header)?;
         file.write_all(payload)?;
         file.persist(path).map_err(|e| e.error)?;
@@ -328,24 +297,16 @@ impl Store {
                     .create(dir)
                     .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             }
-            let meta =
-                std::fs::metadata(dir).map_err(|e| format!("cannot use {}: {e}", dir.display()))?;
+            let meta = std::fs::metadata(dir).map_err(|e| format!("cannot use {}: {e}", dir.display()))?;
             if meta.uid() != nix::unistd::geteuid().as_raw() {
-                return Err(format!(
-                    "{} belongs to another user: not used",
-                    dir.display()
-                ));
+                return Err(format!("{} belongs to another user: not used", dir.display()));
             }
             if meta.mode() & 0o022 != 0 {
-                return Err(format!(
-                    "{} is writable by others: not used (chmod 700 it)",
-                    dir.display()
-                ));
+                return Err(format!("{} is writable by others: not used (chmod 700 it)", dir.display()));
             }
         }
         #[cfg(not(unix))]
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         Ok(())
     }
 }
@@ -368,9 +329,7 @@ mod tests {
         let store = Store::new(dir.path().join("c"), &engine);
         let wasm = wat::parse_str(WAT).unwrap();
         let (_, first) = store.load::<Module>(&engine, &wasm).unwrap();
-        let Outcome::Stored(path) = first else {
-            panic!("{first:?}")
-        };
+        let Outcome::Stored(path) = first else { panic!("{first:?}") };
         assert!(store.holds::<Module>(&wasm));
         let (module, second) = store.load::<Module>(&engine, &wasm).unwrap();
         assert_eq!(second, Outcome::Hit(path.clone()));
@@ -383,14 +342,8 @@ mod tests {
         std::fs::write(&path, &data).unwrap();
         assert!(!store.holds::<Module>(&wasm));
         let (_, third) = store.load::<Module>(&engine, &wasm).unwrap();
-        assert!(
-            matches!(&third, Outcome::Replaced(p, why) if *p == path && why.contains("damaged")),
-            "{third:?}"
-        );
-        assert_eq!(
-            store.load::<Module>(&engine, &wasm).unwrap().1,
-            Outcome::Hit(path.clone())
-        );
+        assert!(matches!(&third, Outcome::Replaced(p, why) if *p == path && why.contains("damaged")), "{third:?}");
+        assert_eq!(store.load::<Module>(&engine, &wasm).unwrap().1, Outcome::Hit(path.clone()));
 
         // Truncated, and another program's entry under this name.
         std::fs::write(&path, &data[..10]).unwrap();
@@ -399,9 +352,7 @@ mod tests {
         );
         let other = wat::parse_str("(module (func (export \"g\")))").unwrap();
         let (_, outcome) = store.load::<Module>(&engine, &other).unwrap();
-        let Outcome::Stored(other_path) = outcome else {
-            panic!()
-        };
+        let Outcome::Stored(other_path) = outcome else { panic!() };
         std::fs::copy(&other_path, &path).unwrap();
         assert!(
             matches!(store.load::<Module>(&engine, &wasm).unwrap().1, Outcome::Replaced(_, why) if why.contains("another program"))
@@ -420,9 +371,7 @@ mod tests {
         let b = Store::new(dir.path().to_path_buf(), &fuel);
         assert_ne!(a.entry::<Module>(&wasm), b.entry::<Module>(&wasm));
         // An entry of the other engine copied under this one's name is refused.
-        let Outcome::Stored(path) = a.load::<Module>(&plain, &wasm).unwrap().1 else {
-            panic!()
-        };
+        let Outcome::Stored(path) = a.load::<Module>(&plain, &wasm).unwrap().1 else { panic!() };
         std::fs::copy(&path, b.entry::<Module>(&wasm)).unwrap();
         assert!(
             matches!(b.load::<Module>(&fuel, &wasm).unwrap().1, Outcome::Replaced(_, why) if why.contains("another engine"))
@@ -439,10 +388,7 @@ mod tests {
         let store = Store::new(dir.path().to_path_buf(), &engine);
         let wasm = wat::parse_str(WAT).unwrap();
         let outcome = store.load::<Module>(&engine, &wasm).unwrap().1;
-        assert!(
-            matches!(&outcome, Outcome::NotStored(why) if why.contains("writable by others")),
-            "{outcome:?}"
-        );
+        assert!(matches!(&outcome, Outcome::NotStored(why) if why.contains("writable by others")), "{outcome:?}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

@@ -20,13 +20,8 @@ use serde::{Deserialize, Serialize};
 pub(crate) const NIL: &[u8] = &[0xc0];
 
 /// Appends `value`'s encoding to `out`.
-pub(crate) fn encode_into<T: Serialize + ?Sized>(
-    out: &mut Vec<u8>,
-    value: &T,
-) -> Result<(), String> {
-    let mut serializer = rmp_serde::Serializer::new(out)
-        .with_struct_map()
-        .with_bytes(BytesMode::ForceIterables);
+pub(crate) fn encode_into<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), String> {
+    let mut serializer = rmp_serde::Serializer::new(out).with_struct_map().with_bytes(BytesMode::ForceIterables);
     value.serialize(&mut serializer).map_err(|e| e.to_string())
 }
 
@@ -44,8 +39,7 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
 
 /// The encoding of the JSON text `json`.
 pub(crate) fn from_json(json: &[u8]) -> Result<Vec<u8>, String> {
-    let value: serde_json::Value =
-        serde_json::from_slice(json).map_err(|e| format!("not JSON: {e}"))?;
+    let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| format!("not JSON: {e}"))?;
     encode(&value)
 }
 
@@ -109,10 +103,7 @@ impl<'de> serde::de::Visitor<'de> for JsonVisitor {
         Json::deserialize(d).map(|json| json.0)
     }
 
-    fn visit_newtype_struct<D: serde::Deserializer<'de>>(
-        self,
-        d: D,
-    ) -> Result<Self::Value, D::Error> {
+    fn visit_newtype_struct<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         Json::deserialize(d).map(|json| json.0)
     }
 
@@ -149,10 +140,7 @@ pub(crate) struct Batch {
 impl Batch {
     /// A batch with room for `items` items of `bytes` bytes in all.
     pub(crate) fn with_capacity(items: usize, bytes: usize) -> Batch {
-        Batch {
-            data: Vec::with_capacity(bytes),
-            ends: Vec::with_capacity(items),
-        }
+        Batch { data: Vec::with_capacity(bytes), ends: Vec::with_capacity(items) }
     }
 
     /// A batch of the one item `bytes`.
@@ -169,11 +157,7 @@ impl Batch {
     /// Item `index`'s bytes (empty for an index past the end or a batch
     /// whose ends are out of order: a peer's batch is not trusted).
     pub(crate) fn get(&self, index: usize) -> &[u8] {
-        let start = if index == 0 {
-            0
-        } else {
-            self.ends.get(index - 1).map_or(0, |&e| e as usize)
-        };
+        let start = if index == 0 { 0 } else { self.ends.get(index - 1).map_or(0, |&e| e as usize) };
         let end = self.ends.get(index).map_or(0, |&e| e as usize);
         self.data.get(start..end).unwrap_or(&[])
     }
@@ -202,15 +186,8 @@ impl Batch {
         let from = from.min(to);
         let base = if from == 0 { 0 } else { self.ends[from - 1] };
         let end = if to == 0 { 0 } else { self.ends[to - 1] };
-        let data = self
-            .data
-            .get(base as usize..end as usize)
-            .unwrap_or(&[])
-            .to_vec();
-        let ends = self.ends[from..to]
-            .iter()
-            .map(|e| e.saturating_sub(base))
-            .collect();
+        let data = self.data.get(base as usize..end as usize).unwrap_or(&[]).to_vec();
+        let ends = self.ends[from..to].iter().map(|e| e.saturating_sub(base)).collect();
         Batch { data, ends }
     }
 }
@@ -232,10 +209,7 @@ impl BatchResults {
 
     /// Item `index`'s result: its bytes, or why it failed.
     pub(crate) fn get(&self, index: usize) -> Result<&[u8], &str> {
-        match self
-            .failed
-            .binary_search_by_key(&(index as u32), |(i, _)| *i)
-        {
+        match self.failed.binary_search_by_key(&(index as u32), |(i, _)| *i) {
             Ok(at) => Err(&self.failed[at].1),
             Err(_) => Ok(self.results.get(index)),
         }
@@ -244,14 +218,8 @@ impl BatchResults {
     /// The results of one call.
     pub(crate) fn one(result: Result<Vec<u8>, String>) -> BatchResults {
         match result {
-            Ok(bytes) => BatchResults {
-                results: Batch::one(bytes),
-                failed: Vec::new(),
-            },
-            Err(why) => BatchResults {
-                results: Batch::one(Vec::new()),
-                failed: vec![(0, why)],
-            },
+            Ok(bytes) => BatchResults { results: Batch::one(bytes), failed: Vec::new() },
+            Err(why) => BatchResults { results: Batch::one(Vec::new()), failed: vec![(0, why)] },
         }
     }
 }
@@ -264,21 +232,12 @@ mod tests {
     fn values_round_trip_and_bytes_stay_bytes() {
         let bytes: Vec<u8> = (0..(3usize << 20)).map(|i| (i * 7 % 256) as u8).collect();
         let encoded = encode(&bytes).unwrap();
-        assert!(
-            encoded.len() <= bytes.len() + 5,
-            "raw bytes, not an array of numbers"
-        );
+        assert!(encoded.len() <= bytes.len() + 5, "raw bytes, not an array of numbers");
         assert_eq!(decode::<Vec<u8>>(&encoded).unwrap(), bytes);
         let buf = serde_bytes::ByteBuf::from(bytes.clone());
         assert_eq!(encode(&buf).unwrap(), encoded);
-        assert_eq!(
-            decode::<serde_bytes::ByteBuf>(&encoded).unwrap().into_vec(),
-            bytes
-        );
-        assert_eq!(
-            decode::<Vec<u8>>(&encode(&Vec::<u8>::new()).unwrap()).unwrap(),
-            Vec::<u8>::new()
-        );
+        assert_eq!(decode::<serde_bytes::ByteBuf>(&encoded).unwrap().into_vec(), bytes);
+        assert_eq!(decode::<Vec<u8>>(&encode(&Vec::<u8>::new()).unwrap()).unwrap(), Vec::<u8>::new());
 
         #[derive(Debug, PartialEq, Serialize, Deserialize)]
         enum E {
@@ -291,20 +250,8 @@ mod tests {
             e: Vec<E>,
             f: Option<f64>,
         }
-        let value = (
-            1u8,
-            -7i64,
-            u64::MAX,
-            S {
-                name: "x".into(),
-                e: vec![E::A, E::B(3)],
-                f: None,
-            },
-        );
-        assert_eq!(
-            decode::<(u8, i64, u64, S)>(&encode(&value).unwrap()).unwrap(),
-            value
-        );
+        let value = (1u8, -7i64, u64::MAX, S { name: "x".into(), e: vec![E::A, E::B(3)], f: None });
+        assert_eq!(decode::<(u8, i64, u64, S)>(&encode(&value).unwrap()).unwrap(), value);
     }
 
     #[test]
@@ -322,28 +269,14 @@ mod tests {
             f: Option<f64>,
         }
         let s: S = decode(&packed).unwrap();
-        assert_eq!(
-            s,
-            S {
-                name: "x".into(),
-                e: vec![E::A, E::B(-3)],
-                f: Some(2.5)
-            }
-        );
+        assert_eq!(s, S { name: "x".into(), e: vec![E::A, E::B(-3)], f: Some(2.5) });
         assert_eq!(decode::<i64>(&from_json(b"3").unwrap()).unwrap(), 3);
         assert_eq!(decode::<f64>(&from_json(b"3").unwrap()).unwrap(), 3.0);
         let back = to_json(&encode(&(1, "two", [3.5])).unwrap()).unwrap();
         assert_eq!(back, serde_json::json!([1, "two", [3.5]]));
         assert!(from_json(b"{nope").is_err());
-        let bytes = encode(&(
-            vec![1u8, 255],
-            std::collections::BTreeMap::from([(7u32, None::<u8>)]),
-        ))
-        .unwrap();
-        assert_eq!(
-            to_json(&bytes).unwrap(),
-            serde_json::json!([[1, 255], {"7": null}])
-        );
+        let bytes = encode(&(vec![1u8, 255], std::collections::BTreeMap::from([(7u32, None::<u8>)]))).unwrap();
+        assert_eq!(to_json(&bytes).unwrap(), serde_json::json!([[1, 255], {"7": null}]));
     }
 
     #[test]
@@ -362,20 +295,11 @@ mod tests {
         assert_eq!(decode::<i64>(tail.get(0)).unwrap(), 4000);
         assert_eq!(decode::<i64>(head.get(3)).unwrap(), 3000);
         assert_eq!(batch.part(5, 2).len(), 0);
-        let results = BatchResults {
-            results: head,
-            failed: vec![(1, "no".into())],
-        };
+        let results = BatchResults { results: head, failed: vec![(1, "no".into())] };
         assert_eq!(results.get(1), Err("no"));
         assert_eq!(decode::<i64>(results.get(2).unwrap()).unwrap(), 2000);
         assert_eq!(BatchResults::one(Err("x".into())).get(0), Err("x"));
-        let hostile = Batch {
-            data: vec![1, 2],
-            ends: vec![5, 1],
-        };
-        assert_eq!(
-            (hostile.get(0), hostile.get(1)),
-            (&[] as &[u8], &[] as &[u8])
-        );
+        let hostile = Batch { data: vec![1, 2], ends: vec![5, 1] };
+        assert_eq!((hostile.get(0), hostile.get(1)), (&[] as &[u8], &[] as &[u8]));
     }
 }

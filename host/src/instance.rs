@@ -12,10 +12,10 @@ use crate::command::Launch;
 use crate::guest::exports::mp::host::entries as wit;
 use crate::limits::format_size;
 use crate::output::{Format, GuestOutput, Input, LineSink, Stdio, Stream};
-use crate::work::{Outcome, ServeChannel, Work};
 use crate::process::{Ended, Node};
 use crate::program::{Code, first_line};
 use crate::runtime::HostInner;
+use crate::work::{Outcome, ServeChannel, Work};
 use std::sync::Arc;
 use wasmtime::component::{HasSelf, ResourceTable};
 use wasmtime::{AsContext, ResourceLimiter, Store, Trap, UpdateDeadline};
@@ -156,7 +156,12 @@ async fn run(host: Arc<HostInner>, node: Arc<Node>, launch: Box<Launch>, outputs
     ended
 }
 
-async fn call(host: Arc<HostInner>, node: Arc<Node>, launch: Box<Launch>, outputs: &Outputs) -> wasmtime::Result<Ended> {
+async fn call(
+    host: Arc<HostInner>,
+    node: Arc<Node>,
+    launch: Box<Launch>,
+    outputs: &Outputs,
+) -> wasmtime::Result<Ended> {
     let program = launch.program.clone();
     let entry = launch.work.entry().map(str::to_string);
     let input = launch.work.input().to_vec();
@@ -442,10 +447,7 @@ fn refuel(store: &mut Store<Ctx>, budget: u64) -> wasmtime::Result<()> {
 
 fn wasi_builder(env: &[(String, String)], stdin: &Input, outputs: &Outputs) -> WasiCtxBuilder {
     let mut builder = WasiCtxBuilder::new();
-    builder
-        .stdout(GuestOutput::new(outputs.stdout.clone()))
-        .stderr(GuestOutput::new(outputs.stderr.clone()))
-        .envs(env);
+    builder.stdout(GuestOutput::new(outputs.stdout.clone())).stderr(GuestOutput::new(outputs.stderr.clone())).envs(env);
     match stdin {
         // The builder's default: end-of-file at once.
         Input::Null => {}
@@ -540,9 +542,7 @@ impl std::error::Error for MemoryLimitExceeded {}
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         match self.max {
-            Some(limit) if desired as u64 > limit => {
-                Err(MemoryLimitExceeded { limit, desired: desired as u64 }.into())
-            }
+            Some(limit) if desired as u64 > limit => Err(MemoryLimitExceeded { limit, desired: desired as u64 }.into()),
             _ => {
                 self.node.usage.memory_grew(current as u64, desired as u64);
                 Ok(true)

@@ -49,10 +49,10 @@ pub mod sync;
 mod work;
 
 pub use backend::BackendKind;
-pub use cache::{CACHE_DIR_ENV, CACHE_ENV, CompileCache};
 /// Worker mode of the native backend: what the re-executed binary runs.
 #[cfg(all(feature = "native", target_os = "linux"))]
 pub use backend::native::{WORKER_ARG, worker};
+pub use cache::{CACHE_DIR_ENV, CACHE_ENV, CompileCache};
 pub use command::Command;
 pub use error::{Error, LoadError};
 pub use exit::{ExitCode, Signal};

@@ -28,9 +28,8 @@ pub struct Limits {
 /// ```
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let (number, unit) = split_number(text);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid size `{text}`: expected a number with a unit, such as 64MiB"))?;
+    let number: f64 =
+        number.parse().map_err(|_| format!("invalid size `{text}`: expected a number with a unit, such as 64MiB"))?;
     let scale: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kib" => 1 << 10,
@@ -93,9 +92,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => 3600.0,
         _ => return Err(format!("invalid duration `{text}`: unknown unit `{unit}` (use ns, us, ms, s, m or h)")),
     };
-    Duration::try_from_secs_f64(number * seconds).map_err(|_| {
-        format!("invalid duration `{text}`: too long (a duration is at most about 584 billion years)")
-    })
+    Duration::try_from_secs_f64(number * seconds)
+        .map_err(|_| format!("invalid duration `{text}`: too long (a duration is at most about 584 billion years)"))
 }
 
 /// Formats a byte count the way [`parse_size`] reads it back.
@@ -110,9 +108,7 @@ pub fn format_size(bytes: u64) -> String {
 
 fn split_number(text: &str) -> (&str, &str) {
     let text = text.trim();
-    let end = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
+    let end = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
     (&text[..end], text[end..].trim())
 }
 

@@ -26,8 +26,8 @@ use crate::output::Stdio;
 use crate::process::Node;
 use crate::program::{Program, ProgramKind};
 use crate::runtime::HostInner;
-use crate::work::{Outcome, Reply, ServeChannel, Work};
 pub(crate) use crate::work::Job;
+use crate::work::{Outcome, Reply, ServeChannel, Work};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, VecDeque};
@@ -478,9 +478,7 @@ fn encode_all<A: Serialize, I: IntoIterator<Item = A>>(items: I) -> Result<Batch
     let items = items.into_iter();
     let mut batch = Batch::with_capacity(items.size_hint().0, items.size_hint().0 * 4);
     for item in items {
-        batch
-            .push_value(&item)
-            .map_err(|e| TaskError::Serde(format!("cannot serialize a task's argument: {e}")))?;
+        batch.push_value(&item).map_err(|e| TaskError::Serde(format!("cannot serialize a task's argument: {e}")))?;
     }
     Ok(batch)
 }

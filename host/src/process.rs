@@ -411,7 +411,8 @@ impl Node {
         // event goes with its pid (`set_pid`), and its end may come at once.
         let entry = launch.work.entry().unwrap_or("main");
         let pid = tracing::field::Empty;
-        let _ = self.span.set(tracing::info_span!("process", name = %self.name(), pid, ppid = self.ppid(), entry, daemon));
+        let _ =
+            self.span.set(tracing::info_span!("process", name = %self.name(), pid, ppid = self.ppid(), entry, daemon));
         match spawn(&launch) {
             Ok(control) => {
                 *state = State::Running(control);

@@ -100,7 +100,9 @@ impl Program {
     pub fn imports(&self) -> Vec<String> {
         let engine = &self.inner.host.engine;
         match &self.inner.code {
-            Code::Component(pre) => pre.component().component_type().imports(engine).map(|(name, _)| name.to_string()).collect(),
+            Code::Component(pre) => {
+                pre.component().component_type().imports(engine).map(|(name, _)| name.to_string()).collect()
+            }
             Code::Core(pre) => pre.module().imports().map(|i| format!("{}::{}", i.module(), i.name())).collect(),
         }
     }
@@ -112,22 +114,17 @@ impl Program {
 
 /// Reads and compiles the program at `path`.
 pub(crate) fn load_file(host: &Arc<HostInner>, path: &Path) -> Result<Program, LoadError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| LoadError::new(format!("cannot read {}: {e}", path.display())))?;
+    let bytes = std::fs::read(path).map_err(|e| LoadError::new(format!("cannot read {}: {e}", path.display())))?;
     load(host, &bytes, Some(path.to_path_buf()))
 }
 
 /// Compiles `bytes` (binary Wasm, or the text format) into a program.
 pub(crate) fn load(host: &Arc<HostInner>, bytes: &[u8], path: Option<PathBuf>) -> Result<Program, LoadError> {
-    let name = path
-        .as_ref()
-        .map_or_else(|| "the program".to_string(), |p| p.display().to_string());
+    let name = path.as_ref().map_or_else(|| "the program".to_string(), |p| p.display().to_string());
     let bytes = binary(bytes, &name)?;
     let bytes = &bytes[..];
     let inner = if is_component(bytes) { load_component(host, bytes, &name)? } else { load_core(host, bytes, &name)? };
-    Ok(Program {
-        inner: Arc::new(ProgramInner { host: host.clone(), path, ..inner }),
-    })
+    Ok(Program { inner: Arc::new(ProgramInner { host: host.clone(), path, ..inner }) })
 }
 
 /// The binary of a program's file: itself, or its text format parsed.
@@ -179,10 +176,7 @@ fn load_component(host: &Arc<HostInner>, bytes: &[u8], name: &str) -> Result<Pro
              (a WASI command) nor mp:host/entries (a program of the mp:host world)"
         )));
     }
-    let pre = host
-        .component_linker
-        .instantiate_pre(&component)
-        .map_err(|e| unsupported_imports(name, &e))?;
+    let pre = host.component_linker.instantiate_pre(&component).map_err(|e| unsupported_imports(name, &e))?;
     let entries = if has_entries {
         host.block_on(crate::instance::list_entries(host.clone(), pre.clone()))
             .map_err(|why| LoadError::new(format!("{name}: cannot list its entries: {why}")))?
@@ -203,10 +197,7 @@ fn load_component(host: &Arc<HostInner>, bytes: &[u8], name: &str) -> Result<Pro
 fn load_core(host: &Arc<HostInner>, bytes: &[u8], name: &str) -> Result<ProgramInner, LoadError> {
     let module = compile::<Module>(host, bytes)
         .map_err(|e| LoadError::new(format!("{name} is not a valid WebAssembly module: {}", first_line(&e))))?;
-    let pre = host
-        .core_linker
-        .instantiate_pre(&module)
-        .map_err(|e| unsupported_imports(name, &e))?;
+    let pre = host.core_linker.instantiate_pre(&module).map_err(|e| unsupported_imports(name, &e))?;
     let entries: Vec<String> = module
         .exports()
         .filter(|export| export.name() != CORE_MAIN)

@@ -73,9 +73,7 @@ impl Reply {
 impl Drop for Reply {
     fn drop(&mut self) {
         if let Some(deliver) = self.0.take() {
-            deliver(Outcome::Failed(
-                "the task's worker ended before the task finished (it was terminated)".into(),
-            ));
+            deliver(Outcome::Failed("the task's worker ended before the task finished (it was terminated)".into()));
         }
     }
 }

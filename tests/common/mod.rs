@@ -21,20 +21,12 @@ pub const HANG: Duration = Duration::from_secs(120);
 
 /// The backend under test, as the CLI spells it.
 pub fn backend_name() -> &'static str {
-    if cfg!(feature = "native") {
-        "native"
-    } else {
-        "thread"
-    }
+    if cfg!(feature = "native") { "native" } else { "thread" }
 }
 
 /// The backend under test.
 pub fn backend() -> BackendKind {
-    if cfg!(feature = "native") {
-        BackendKind::Native
-    } else {
-        BackendKind::Thread
-    }
+    if cfg!(feature = "native") { BackendKind::Native } else { BackendKind::Thread }
 }
 
 pub fn is_thread_backend() -> bool {
@@ -44,11 +36,7 @@ pub fn is_thread_backend() -> bool {
 /// `target/guests/<name>.wasm`, built by `host/build.rs`.
 pub fn guest(name: &str) -> PathBuf {
     let path = Path::new(env!("GUESTS_DIR")).join(format!("{name}.wasm"));
-    assert!(
-        path.is_file(),
-        "guest program {} is missing (host/build.rs builds it)",
-        path.display()
-    );
+    assert!(path.is_file(), "guest program {} is missing (host/build.rs builds it)", path.display());
     path
 }
 
@@ -113,12 +101,7 @@ pub fn compile_cache() -> host::CompileCache {
 /// A started process of the `sleep` program sleeping an hour, output discarded:
 /// something to terminate, kill, join with a timeout or close.
 pub fn sleeper(program: &host::Program) -> Process {
-    program
-        .command()
-        .arg("3600")
-        .stdout(host::Stdio::null())
-        .spawn()
-        .expect("a sleeper starts")
+    program.command().arg("3600").stdout(host::Stdio::null()).spawn().expect("a sleeper starts")
 }
 
 /// Joins with the hang safety net; the process's exit code.
@@ -134,11 +117,7 @@ pub fn join(process: &Process) -> ExitCode {
 pub fn wait_for_output(capture: &Capture, needle: &str) {
     let start = Instant::now();
     while !capture.text().contains(needle) {
-        assert!(
-            start.elapsed() < HANG,
-            "`{needle}` never appeared in {:?}",
-            capture.text()
-        );
+        assert!(start.elapsed() < HANG, "`{needle}` never appeared in {:?}", capture.text());
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -169,11 +148,7 @@ impl Output {
     /// Stderr without the summary lines: what the processes (and the host's
     /// failure messages) wrote.
     pub fn process_stderr(&self) -> String {
-        self.stderr
-            .lines()
-            .filter(|l| Summary::parse(l).is_none())
-            .map(|l| format!("{l}\n"))
-            .collect()
+        self.stderr.lines().filter(|l| Summary::parse(l).is_none()).map(|l| format!("{l}\n")).collect()
     }
 
     /// `key: value` lines of stdout (the `children` program's report), first
@@ -182,8 +157,7 @@ impl Output {
         let mut map = HashMap::new();
         for line in self.stdout.lines() {
             if let Some((key, value)) = line.split_once(": ") {
-                map.entry(key.to_string())
-                    .or_insert_with(|| value.to_string());
+                map.entry(key.to_string()).or_insert_with(|| value.to_string());
             }
         }
         map
@@ -193,32 +167,15 @@ impl Output {
     /// stderr (and so no summary line: no process started).
     pub fn assert_bad_input(&self) {
         assert_eq!(self.status, Some(2), "bad input must exit 2: {self:#?}");
-        assert!(
-            self.stdout.is_empty(),
-            "bad input must print nothing on stdout: {self:#?}"
-        );
+        assert!(self.stdout.is_empty(), "bad input must print nothing on stdout: {self:#?}");
         let lines = self.stderr_lines();
-        assert_eq!(
-            lines.len(),
-            1,
-            "bad input must be exactly one line on stderr: {self:#?}"
-        );
-        assert!(
-            !lines[0].trim().is_empty(),
-            "the line must say something: {self:#?}"
-        );
-        assert!(
-            self.summaries().is_empty(),
-            "no process may start on bad input: {self:#?}"
-        );
+        assert_eq!(lines.len(), 1, "bad input must be exactly one line on stderr: {self:#?}");
+        assert!(!lines[0].trim().is_empty(), "the line must say something: {self:#?}");
+        assert!(self.summaries().is_empty(), "no process may start on bad input: {self:#?}");
     }
 
     pub fn assert_status(&self, status: i32) {
-        assert_eq!(
-            self.status,
-            Some(status),
-            "unexpected exit status: {self:#?}"
-        );
+        assert_eq!(self.status, Some(status), "unexpected exit status: {self:#?}");
     }
 }
 
@@ -245,11 +202,7 @@ impl Summary {
                 name = Some(word.to_string());
             }
         }
-        Some(Summary {
-            name: name?,
-            pid: pid?,
-            exitcode: exitcode?,
-        })
+        Some(Summary { name: name?, pid: pid?, exitcode: exitcode? })
     }
 }
 
@@ -286,12 +239,7 @@ pub fn run_with_peak_rss(args: &[&str]) -> (Output, u64) {
 #[allow(clippy::zombie_processes)]
 fn host_measured(args: &[&str], env: &[(&str, &str)]) -> (Output, u64) {
     let mut command = host_command();
-    command
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    command.args(args).envs(env.iter().copied()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = command.spawn().expect("run the host binary");
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
@@ -325,11 +273,7 @@ fn host_measured(args: &[&str], env: &[(&str, &str)]) -> (Output, u64) {
     };
     let stdout = String::from_utf8_lossy(&out_reader.join().unwrap()).into_owned();
     let stderr = String::from_utf8_lossy(&err_reader.join().unwrap()).into_owned();
-    let output = Output {
-        status: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
-        stdout,
-        stderr,
-    };
+    let output = Output { status: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)), stdout, stderr };
     (output, usage.ru_maxrss as u64)
 }
 

@@ -14,13 +14,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// Appends `value`'s encoding to `out`.
-pub(crate) fn encode_into<T: Serialize + ?Sized>(
-    out: &mut Vec<u8>,
-    value: &T,
-) -> Result<(), String> {
-    let mut serializer = rmp_serde::Serializer::new(out)
-        .with_struct_map()
-        .with_bytes(BytesMode::ForceIterables);
+pub(crate) fn encode_into<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), String> {
+    let mut serializer = rmp_serde::Serializer::new(out).with_struct_map().with_bytes(BytesMode::ForceIterables);
     value.serialize(&mut serializer).map_err(|e| e.to_string())
 }
 

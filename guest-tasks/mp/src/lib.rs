@@ -98,12 +98,12 @@ use serde::de::DeserializeOwned;
 
 mod codec;
 pub mod sync;
-pub use sync::{
-    Array, Barrier, BoundedSemaphore, Condition, Connection, Event, JoinableQueue, Lock, LockGuard,
-    Pipe, Queue, RLock, Semaphore, SemaphoreGuard, SimpleQueue, Value,
-};
 /// Why an operation on a shared object failed (see [`sync::Error`]).
 pub use sync::Error as SyncError;
+pub use sync::{
+    Array, Barrier, BoundedSemaphore, Condition, Connection, Event, JoinableQueue, Lock, LockGuard, Pipe, Queue, RLock,
+    Semaphore, SemaphoreGuard, SimpleQueue, Value,
+};
 
 /// The bindings generated from `wit/` by `wit-bindgen` (world `program`).
 ///
@@ -213,9 +213,7 @@ impl fmt::Display for Error {
             Error::JoinSelf => f.write_str("can only join a child process"),
             Error::StillRunning => f.write_str("process is still running"),
             Error::Closed => f.write_str("process object is closed"),
-            Error::DaemonChildren => {
-                f.write_str("daemonic processes are not allowed to have children")
-            }
+            Error::DaemonChildren => f.write_str("daemonic processes are not allowed to have children"),
             Error::UnknownEntry(name) => write!(f, "the program has no entry named {name:?}"),
             Error::SpawnFailed(msg) => write!(f, "could not start the process: {msg}"),
             Error::ProcessLimit(limit) => write!(
@@ -396,15 +394,10 @@ impl Process {
     fn with_entry<A: Serialize + ?Sized>(entry: &str, args: &A) -> Process {
         // Handles to shared objects in `args` serialize as tokens the child opens.
         match sync::spawning(|| codec::encode(args)) {
-            Ok(bytes) => Process {
-                inner: wit::Process::new(entry, &bytes),
-                bad_args: None,
-            },
+            Ok(bytes) => Process { inner: wit::Process::new(entry, &bytes), bad_args: None },
             Err(e) => Process {
                 inner: wit::Process::new(entry, codec::UNIT),
-                bad_args: Some(format!(
-                    "cannot serialize the arguments of entry {entry}: {e}"
-                )),
+                bad_args: Some(format!("cannot serialize the arguments of entry {entry}: {e}")),
             },
         }
     }
@@ -541,20 +534,14 @@ impl fmt::Debug for Process {
 /// println!("I am {} (pid {:?})", mp::current_process().name(), mp::current_process().pid());
 /// ```
 pub fn current_process() -> Process {
-    Process {
-        inner: wit::current_process(),
-        bad_args: None,
-    }
+    Process { inner: wit::current_process(), bad_args: None }
 }
 
 /// Python's `multiprocessing.active_children()`: this process's children
 /// still running (pool workers included), as handles (joining one works;
 /// its name and pid are the child's).
 pub fn active_children() -> Vec<Process> {
-    wit::active_children()
-        .into_iter()
-        .map(|inner| Process { inner, bad_args: None })
-        .collect()
+    wit::active_children().into_iter().map(|inner| Process { inner, bad_args: None }).collect()
 }
 
 /// Python's `multiprocessing.parent_process()`: a handle to the process
@@ -686,9 +673,7 @@ pub fn exit(code: i32) -> ! {
 #[macro_export]
 macro_rules! target {
     ($f:ident) => {
-        $crate::Target::new(::core::stringify!($f), |args| {
-            $crate::__private::Invoke::invoke(&$f, args)
-        })
+        $crate::Target::new(::core::stringify!($f), |args| $crate::__private::Invoke::invoke(&$f, args))
     };
 }
 
@@ -826,21 +811,14 @@ pub mod __private {
         f: fn(A) -> R,
         out: &mut Vec<u8>,
     ) -> Result<(), String> {
-        let a: A =
-            codec::decode(args).map_err(|e| format!("bad arguments for entry {name}: {e}"))?;
+        let a: A = codec::decode(args).map_err(|e| format!("bad arguments for entry {name}: {e}"))?;
         let r = f(a);
-        codec::encode_into(out, &r)
-            .map_err(|e| format!("cannot serialize the result of entry {name}: {e}"))
+        codec::encode_into(out, &r).map_err(|e| format!("cannot serialize the result of entry {name}: {e}"))
     }
 
     /// Runs a type entry on one encoded object: deserialize it, call `run`.
-    fn run_type<T: Run + DeserializeOwned>(
-        name: &str,
-        args: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<(), String> {
-        let mut obj: T =
-            codec::decode(args).map_err(|e| format!("bad arguments for entry {name}: {e}"))?;
+    fn run_type<T: Run + DeserializeOwned>(name: &str, args: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        let mut obj: T = codec::decode(args).map_err(|e| format!("bad arguments for entry {name}: {e}"))?;
         obj.run();
         out.extend_from_slice(codec::UNIT);
         Ok(())
@@ -859,10 +837,7 @@ pub mod __private {
     }
 
     /// Runs a type entry: deserialize the object, call `run`.
-    pub fn call_type<T: Run + DeserializeOwned>(
-        name: &str,
-        args: &[u8],
-    ) -> Result<Vec<u8>, String> {
+    pub fn call_type<T: Run + DeserializeOwned>(name: &str, args: &[u8]) -> Result<Vec<u8>, String> {
         let mut out = Vec::new();
         let result = run_type::<T>(name, args, &mut out);
         flush();
@@ -871,10 +846,7 @@ pub mod __private {
 
     /// Runs `run` on each item of `args`, the results back to back in one
     /// buffer (no allocation per item beyond the entry's own).
-    fn each(
-        args: &Batch,
-        mut run: impl FnMut(&[u8], &mut Vec<u8>) -> Result<(), String>,
-    ) -> BatchResults {
+    fn each(args: &Batch, mut run: impl FnMut(&[u8], &mut Vec<u8>) -> Result<(), String>) -> BatchResults {
         let mut data = Vec::with_capacity(args.data.len() + args.ends.len() * 4);
         let mut ends = Vec::with_capacity(args.ends.len());
         let mut failed = Vec::new();
@@ -899,18 +871,11 @@ pub mod __private {
             ends.push(data.len() as u32);
         }
         flush();
-        BatchResults {
-            results: Batch { data, ends },
-            failed,
-        }
+        BatchResults { results: Batch { data, ends }, failed }
     }
 
     /// [`call_fn`] on every item of a pool's chunk.
-    pub fn call_many_fn<A: DeserializeOwned, R: Serialize>(
-        name: &str,
-        args: &Batch,
-        f: fn(A) -> R,
-    ) -> BatchResults {
+    pub fn call_many_fn<A: DeserializeOwned, R: Serialize>(name: &str, args: &Batch, f: fn(A) -> R) -> BatchResults {
         each(args, |item, out| run_fn(name, item, f, out))
     }
 

@@ -46,28 +46,18 @@ impl Manager {
     /// Python's `manager.dict()`: a new, empty shared dict. Fails (the
     /// process goes on) when the process or the run has as many shared
     /// objects as it may: a [`SyncError::Quota`](crate::SyncError::Quota) naming the limit.
-    pub fn dict<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned>(
-        &self,
-    ) -> Result<Dict<K, V>, Error> {
-        Ok(Dict {
-            inner: wit::Container::create(wit::ContainerKind::Dict)?,
-            types: PhantomData,
-        })
+    pub fn dict<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned>(&self) -> Result<Dict<K, V>, Error> {
+        Ok(Dict { inner: wit::Container::create(wit::ContainerKind::Dict)?, types: PhantomData })
     }
 
     /// Python's `manager.list()`: a new, empty shared list.
     pub fn list<T: Serialize + DeserializeOwned>(&self) -> Result<List<T>, Error> {
-        Ok(List {
-            inner: wit::Container::create(wit::ContainerKind::List)?,
-            item: PhantomData,
-        })
+        Ok(List { inner: wit::Container::create(wit::ContainerKind::List)?, item: PhantomData })
     }
 
     /// Python's `manager.Namespace()`: a new namespace with no attributes.
     pub fn namespace(&self) -> Result<Namespace, Error> {
-        Ok(Namespace {
-            inner: wit::Container::create(wit::ContainerKind::Namespace)?,
-        })
+        Ok(Namespace { inner: wit::Container::create(wit::ContainerKind::Namespace)? })
     }
 }
 
@@ -84,10 +74,7 @@ type Types<K, V> = PhantomData<fn(K, V) -> (K, V)>;
 impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V> {
     /// The value under `key` (Python's `d.get(key)`).
     pub fn get(&self, key: &K) -> Result<Option<V>, Error> {
-        self.inner
-            .get(&encode(key)?)?
-            .map(|v| decode(&v))
-            .transpose()
+        self.inner.get(&encode(key)?)?.map(|v| decode(&v)).transpose()
     }
 
     /// `d[key] = value`.
@@ -97,10 +84,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
 
     /// Removes `key`; its value, if it had one (Python's `d.pop(key, None)`).
     pub fn remove(&self, key: &K) -> Result<Option<V>, Error> {
-        self.inner
-            .remove(&encode(key)?)?
-            .map(|v| decode(&v))
-            .transpose()
+        self.inner.remove(&encode(key)?)?.map(|v| decode(&v)).transpose()
     }
 
     /// `key in d`.
@@ -130,11 +114,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
 
     /// `list(d.items())`, in insertion order.
     pub fn items(&self) -> Result<Vec<(K, V)>, Error> {
-        self.inner
-            .items()?
-            .iter()
-            .map(|(k, v)| Ok((decode(k)?, decode(v)?)))
-            .collect()
+        self.inner.items()?.iter().map(|(k, v)| Ok((decode(k)?, decode(v)?))).collect()
     }
 
     /// Sets `key` to `f(its value now)` as one atomic step: no other
@@ -166,9 +146,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
 
 impl<K, V> fmt::Debug for Dict<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Dict")
-            .field("token", &self.inner.token())
-            .finish()
+        f.debug_struct("Dict").field("token", &self.inner.token()).finish()
     }
 }
 
@@ -180,13 +158,8 @@ impl<K, V> Serialize for Dict<K, V> {
 
 impl<'de, K, V> Deserialize<'de> for Dict<K, V> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let inner = open(deserializer, |t| {
-            wit::Container::open(t, wit::ContainerKind::Dict)
-        })?;
-        Ok(Dict {
-            inner,
-            types: PhantomData,
-        })
+        let inner = open(deserializer, |t| wit::Container::open(t, wit::ContainerKind::Dict))?;
+        Ok(Dict { inner, types: PhantomData })
     }
 }
 
@@ -230,9 +203,7 @@ impl<T: Serialize + DeserializeOwned> List<T> {
 
 impl<T> fmt::Debug for List<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("List")
-            .field("token", &self.inner.token())
-            .finish()
+        f.debug_struct("List").field("token", &self.inner.token()).finish()
     }
 }
 
@@ -244,13 +215,8 @@ impl<T> Serialize for List<T> {
 
 impl<'de, T> Deserialize<'de> for List<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let inner = open(deserializer, |t| {
-            wit::Container::open(t, wit::ContainerKind::List)
-        })?;
-        Ok(List {
-            inner,
-            item: PhantomData,
-        })
+        let inner = open(deserializer, |t| wit::Container::open(t, wit::ContainerKind::List))?;
+        Ok(List { inner, item: PhantomData })
     }
 }
 
@@ -270,10 +236,7 @@ impl Namespace {
     /// `ns.name`: the attribute's value, `None` if it has none (where
     /// Python raises `AttributeError`).
     pub fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, Error> {
-        self.inner
-            .get(name.as_bytes())?
-            .map(|v| decode(&v))
-            .transpose()
+        self.inner.get(name.as_bytes())?.map(|v| decode(&v)).transpose()
     }
 
     /// `ns.name = value`.
@@ -293,20 +256,13 @@ impl Namespace {
 
     /// The attributes' names, in the order they were first set.
     pub fn names(&self) -> Result<Vec<String>, Error> {
-        Ok(self
-            .inner
-            .items()?
-            .into_iter()
-            .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
-            .collect())
+        Ok(self.inner.items()?.into_iter().map(|(k, _)| String::from_utf8_lossy(&k).into_owned()).collect())
     }
 }
 
 impl fmt::Debug for Namespace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Namespace")
-            .field("token", &self.inner.token())
-            .finish()
+        f.debug_struct("Namespace").field("token", &self.inner.token()).finish()
     }
 }
 
@@ -318,9 +274,7 @@ impl Serialize for Namespace {
 
 impl<'de> Deserialize<'de> for Namespace {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let inner = open(deserializer, |t| {
-            wit::Container::open(t, wit::ContainerKind::Namespace)
-        })?;
+        let inner = open(deserializer, |t| wit::Container::open(t, wit::ContainerKind::Namespace))?;
         Ok(Namespace { inner })
     }
 }

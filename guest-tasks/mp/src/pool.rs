@@ -21,8 +21,8 @@ use crate::Target;
 use crate::bindings::mp::host::pool as wit;
 
 mod more;
-pub use more::{Imap, MapResult};
 use more::Pending;
+pub use more::{Imap, MapResult};
 
 /// Why a pool task or operation gave no result (mirrors the WIT
 /// `task-error` variant).
@@ -76,13 +76,11 @@ impl From<wit::TaskError> for TaskError {
 }
 
 fn to_bytes<A: Serialize>(args: &A) -> Result<Vec<u8>, TaskError> {
-    crate::codec::encode(args)
-        .map_err(|e| TaskError::Serde(format!("cannot serialize a task's argument: {e}")))
+    crate::codec::encode(args).map_err(|e| TaskError::Serde(format!("cannot serialize a task's argument: {e}")))
 }
 
 fn from_bytes<R: DeserializeOwned>(bytes: &[u8]) -> Result<R, TaskError> {
-    crate::codec::decode(bytes)
-        .map_err(|e| TaskError::Serde(format!("cannot deserialize a task's result: {e}")))
+    crate::codec::decode(bytes).map_err(|e| TaskError::Serde(format!("cannot deserialize a task's result: {e}")))
 }
 
 /// Configures a [`Pool`]: Python's `Pool(processes, initializer, initargs,
@@ -154,14 +152,9 @@ impl PoolBuilder {
         let inner = wit::Pool::create(
             self.processes,
             self.maxtasksperchild,
-            self.initializer
-                .as_ref()
-                .map(|(e, a)| (e.as_str(), a.as_slice())),
+            self.initializer.as_ref().map(|(e, a)| (e.as_str(), a.as_slice())),
         )?;
-        Ok(Pool {
-            inner,
-            callbacks: RefCell::default(),
-        })
+        Ok(Pool { inner, callbacks: RefCell::default() })
     }
 }
 
@@ -193,10 +186,7 @@ impl Pool {
     /// If the workers cannot be started (a daemon cannot have children);
     /// [`Pool::builder`] returns the error instead.
     pub fn new(processes: u32) -> Pool {
-        Pool::builder()
-            .processes(processes)
-            .build()
-            .expect("Pool::new")
+        Pool::builder().processes(processes).build().expect("Pool::new")
     }
 
     /// A pool with more settings; `Pool::builder().build()` has the cpu
@@ -206,28 +196,16 @@ impl Pool {
     }
 
     /// Runs `target` with `args` in a worker and waits for its result.
-    pub fn apply<A: Serialize, R: DeserializeOwned>(
-        &self,
-        target: Target<A, R>,
-        args: A,
-    ) -> Result<R, TaskError> {
+    pub fn apply<A: Serialize, R: DeserializeOwned>(&self, target: Target<A, R>, args: A) -> Result<R, TaskError> {
         self.apply_async(target, args).get()
     }
 
     /// Submits `target` with `args` and returns at once; the result (or the
     /// task's error, or a refusal) is read from the handle.
-    pub fn apply_async<A: Serialize, R: DeserializeOwned>(
-        &self,
-        target: Target<A, R>,
-        args: A,
-    ) -> AsyncResult<R> {
+    pub fn apply_async<A: Serialize, R: DeserializeOwned>(&self, target: Target<A, R>, args: A) -> AsyncResult<R> {
         self.run_callbacks(false);
         let inner = to_bytes(&args).map(|bytes| Rc::new(self.inner.apply_async(target.name, &bytes)));
-        AsyncResult {
-            inner,
-            pending: None,
-            _result: PhantomData,
-        }
+        AsyncResult { inner, pending: None, _result: PhantomData }
     }
 
     /// Runs `target` on every item (Python's default chunk size) and waits;
@@ -268,10 +246,7 @@ impl Pool {
         chunksize: Option<u32>,
     ) -> Result<Vec<R>, TaskError> {
         self.run_callbacks(false);
-        let args = items
-            .into_iter()
-            .map(|item| to_bytes(&item))
-            .collect::<Result<Vec<_>, _>>()?;
+        let args = items.into_iter().map(|item| to_bytes(&item)).collect::<Result<Vec<_>, _>>()?;
         let results = self.inner.map(target.name, &args, chunksize)?;
         results.iter().map(|bytes| from_bytes(bytes)).collect()
     }

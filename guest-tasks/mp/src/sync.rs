@@ -106,10 +106,9 @@ impl fmt::Display for Error {
                     f,
                     "quota exceeded: the run would park {used} bytes in shared objects, over its limit of {limit} (a multiple of --max-shared)"
                 ),
-                QuotaKind::RunObjects => write!(
-                    f,
-                    "quota exceeded: the run would hold {used} shared objects, over its limit of {limit}"
-                ),
+                QuotaKind::RunObjects => {
+                    write!(f, "quota exceeded: the run would hold {used} shared objects, over its limit of {limit}")
+                }
             },
             Error::Serde(why) => write!(f, "bad message: {why}"),
         }
@@ -225,10 +224,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// A queue of at most `maxsize` items (0: unbounded).
     pub fn with_maxsize(maxsize: u32) -> Queue<T> {
-        Queue {
-            inner: wit::Queue::new(maxsize, false),
-            item: PhantomData,
-        }
+        Queue { inner: wit::Queue::new(maxsize, false), item: PhantomData }
     }
 
     /// Puts `item`, waiting for room while the queue is full.
@@ -243,9 +239,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// Puts `item`, waiting at most `timeout` for room; [`Error::Full`] after.
     pub fn put_timeout(&self, item: &T, timeout: Duration) -> Result<(), Error> {
-        Ok(self
-            .inner
-            .put(&encode(item)?, self::timeout(Some(timeout)))?)
+        Ok(self.inner.put(&encode(item)?, self::timeout(Some(timeout)))?)
     }
 
     /// Takes the first item, waiting for one.
@@ -285,10 +279,7 @@ impl<T: Serialize + DeserializeOwned> Default for Queue<T> {
     }
 }
 
-handle_serde!("Queue", Queue<T>, wit::Queue, |h| h.inner, |w| Queue {
-    inner: w,
-    item: PhantomData
-});
+handle_serde!("Queue", Queue<T>, wit::Queue, |h| h.inner, |w| Queue { inner: w, item: PhantomData });
 
 /// Python's `multiprocessing.JoinableQueue`: a [`Queue`] whose consumers
 /// call [`task_done`](JoinableQueue::task_done) per item, and whose
@@ -309,10 +300,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     }
 
     pub fn with_maxsize(maxsize: u32) -> JoinableQueue<T> {
-        JoinableQueue(Queue {
-            inner: wit::Queue::new(maxsize, true),
-            item: PhantomData,
-        })
+        JoinableQueue(Queue { inner: wit::Queue::new(maxsize, true), item: PhantomData })
     }
 
     /// One item taken from the queue is processed.
@@ -339,16 +327,10 @@ impl<T> std::ops::Deref for JoinableQueue<T> {
     }
 }
 
-handle_serde!(
-    "JoinableQueue",
-    JoinableQueue<T>,
-    wit::Queue,
-    |h| h.0.inner,
-    |w| JoinableQueue(Queue {
-        inner: w,
-        item: PhantomData
-    })
-);
+handle_serde!("JoinableQueue", JoinableQueue<T>, wit::Queue, |h| h.0.inner, |w| JoinableQueue(Queue {
+    inner: w,
+    item: PhantomData
+}));
 
 /// One end of a pipe: Python's `Connection`.
 ///
@@ -402,13 +384,7 @@ impl Connection {
     }
 }
 
-handle_serde!(
-    "Connection",
-    Connection,
-    wit::Connection,
-    |h| h.inner,
-    |w| Connection { inner: w }
-);
+handle_serde!("Connection", Connection, wit::Connection, |h| h.inner, |w| Connection { inner: w });
 
 /// Python's `multiprocessing.Lock`. A lock held by a process that ends is
 /// released by the host.
@@ -439,9 +415,7 @@ impl Drop for LockGuard<'_> {
 
 impl Lock {
     pub fn new() -> Lock {
-        Lock {
-            inner: wit::Lock::new(false),
-        }
+        Lock { inner: wit::Lock::new(false) }
     }
 
     /// Waits for the lock and takes it.
@@ -493,9 +467,7 @@ pub struct RLock(Lock);
 
 impl RLock {
     pub fn new() -> RLock {
-        RLock(Lock {
-            inner: wit::Lock::new(true),
-        })
+        RLock(Lock { inner: wit::Lock::new(true) })
     }
 }
 
@@ -512,9 +484,7 @@ impl std::ops::Deref for RLock {
     }
 }
 
-handle_serde!("RLock", RLock, wit::Lock, |h| h.0.inner, |w| RLock(Lock {
-    inner: w
-}));
+handle_serde!("RLock", RLock, wit::Lock, |h| h.0.inner, |w| RLock(Lock { inner: w }));
 
 /// Python's `multiprocessing.Semaphore` (and, from
 /// [`Semaphore::bounded`], `BoundedSemaphore`).
@@ -531,16 +501,12 @@ pub struct Semaphore {
 
 impl Semaphore {
     pub fn new(value: u32) -> Semaphore {
-        Semaphore {
-            inner: wit::Semaphore::new(value, false),
-        }
+        Semaphore { inner: wit::Semaphore::new(value, false) }
     }
 
     /// A `BoundedSemaphore`: releasing past `value` is an error.
     pub fn bounded(value: u32) -> Semaphore {
-        Semaphore {
-            inner: wit::Semaphore::new(value, true),
-        }
+        Semaphore { inner: wit::Semaphore::new(value, true) }
     }
 
     pub fn acquire(&self) -> Result<(), Error> {
@@ -565,9 +531,7 @@ impl Semaphore {
     }
 }
 
-handle_serde!("Semaphore", Semaphore, wit::Semaphore, |h| h.inner, |w| {
-    Semaphore { inner: w }
-});
+handle_serde!("Semaphore", Semaphore, wit::Semaphore, |h| h.inner, |w| { Semaphore { inner: w } });
 
 /// Python's `BoundedSemaphore(value)`.
 #[allow(non_snake_case)]
@@ -588,9 +552,7 @@ pub struct Event {
 
 impl Event {
     pub fn new() -> Event {
-        Event {
-            inner: wit::Event::new(),
-        }
+        Event { inner: wit::Event::new() }
     }
 
     pub fn set(&self) -> Result<(), Error> {
@@ -617,9 +579,7 @@ impl Default for Event {
     }
 }
 
-handle_serde!("Event", Event, wit::Event, |h| h.inner, |w| Event {
-    inner: w
-});
+handle_serde!("Event", Event, wit::Event, |h| h.inner, |w| Event { inner: w });
 
 /// Python's `multiprocessing.Condition`: [`acquire`](Condition::acquire)
 /// its lock, then [`wait`](Condition::wait) or [`notify`](Condition::notify).
@@ -637,10 +597,7 @@ pub struct Condition {
 impl Condition {
     /// Over `lock`, or over a new `RLock` for `None`.
     pub fn new(lock: Option<&Lock>) -> Condition {
-        Condition {
-            inner: wit::Condition::new(lock.map(|l| &l.inner)),
-            lock: OnceCell::new(),
-        }
+        Condition { inner: wit::Condition::new(lock.map(|l| &l.inner)), lock: OnceCell::new() }
     }
 
     /// The condition's lock.
@@ -648,9 +605,7 @@ impl Condition {
         if let Some(lock) = self.lock.get() {
             return Ok(lock);
         }
-        let lock = Lock {
-            inner: self.inner.get_lock()?,
-        };
+        let lock = Lock { inner: self.inner.get_lock()? };
         Ok(self.lock.get_or_init(|| lock))
     }
 
@@ -683,10 +638,7 @@ impl Condition {
 }
 
 handle_serde!("Condition", Condition, wit::Condition, |h| h.inner, |w| {
-    Condition {
-        inner: w,
-        lock: OnceCell::new(),
-    }
+    Condition { inner: w, lock: OnceCell::new() }
 });
 
 /// Python's `multiprocessing.Barrier`.
@@ -702,9 +654,7 @@ pub struct Barrier {
 impl Barrier {
     /// A barrier for `parties` processes (at least 1).
     pub fn new(parties: u32) -> Barrier {
-        Barrier {
-            inner: wit::Barrier::new(parties.max(1)),
-        }
+        Barrier { inner: wit::Barrier::new(parties.max(1)) }
     }
 
     /// Waits for every party (at most `timeout`); this party's arrival index.
@@ -733,9 +683,7 @@ impl Barrier {
     }
 }
 
-handle_serde!("Barrier", Barrier, wit::Barrier, |h| h.inner, |w| Barrier {
-    inner: w
-});
+handle_serde!("Barrier", Barrier, wit::Barrier, |h| h.inner, |w| Barrier { inner: w });
 
 /// A number a [`Value`] or [`Array`] can hold: `i64` or `f64`.
 pub trait Number: Copy + sealed::Sealed {
@@ -762,9 +710,7 @@ impl Number for i64 {
     fn from_wit(n: wit::Number) -> Result<i64, Error> {
         match n {
             wit::Number::Int(n) => Ok(n),
-            wit::Number::Float(_) => Err(Error::Invalid(
-                "a float where an integer was expected".into(),
-            )),
+            wit::Number::Float(_) => Err(Error::Invalid("a float where an integer was expected".into())),
         }
     }
     fn numbers(values: Vec<i64>) -> wit::Numbers {
@@ -773,9 +719,7 @@ impl Number for i64 {
     fn from_numbers(n: wit::Numbers) -> Result<Vec<i64>, Error> {
         match n {
             wit::Numbers::Ints(v) => Ok(v),
-            wit::Numbers::Floats(_) => {
-                Err(Error::Invalid("floats where integers were expected".into()))
-            }
+            wit::Numbers::Floats(_) => Err(Error::Invalid("floats where integers were expected".into())),
         }
     }
 }
@@ -816,11 +760,7 @@ pub struct Array<T> {
 
 impl<T: Number> Array<T> {
     pub fn new(values: Vec<T>) -> Array<T> {
-        Array {
-            inner: wit::SharedArray::new(&T::numbers(values)),
-            lock: OnceCell::new(),
-            item: PhantomData,
-        }
+        Array { inner: wit::SharedArray::new(&T::numbers(values)), lock: OnceCell::new(), item: PhantomData }
     }
 
     pub fn len(&self) -> Result<u32, Error> {
@@ -848,19 +788,13 @@ impl<T: Number> Array<T> {
         if let Some(lock) = self.lock.get() {
             return Ok(lock);
         }
-        let lock = Lock {
-            inner: self.inner.get_lock()?,
-        };
+        let lock = Lock { inner: self.inner.get_lock()? };
         Ok(self.lock.get_or_init(|| lock))
     }
 }
 
 handle_serde!("Array", Array<T>, wit::SharedArray, |h| h.inner, |w| {
-    Array {
-        inner: w,
-        lock: OnceCell::new(),
-        item: PhantomData,
-    }
+    Array { inner: w, lock: OnceCell::new(), item: PhantomData }
 });
 
 /// Python's `multiprocessing.Value`: one `i64` or `f64` in the host, with
@@ -894,9 +828,5 @@ impl<T: Number> Value<T> {
 }
 
 handle_serde!("Value", Value<T>, wit::SharedArray, |h| h.0.inner, |w| {
-    Value(Array {
-        inner: w,
-        lock: OnceCell::new(),
-        item: PhantomData,
-    })
+    Value(Array { inner: w, lock: OnceCell::new(), item: PhantomData })
 });

@@ -47,9 +47,7 @@ impl Process {
     /// The process's sentinel, for [`wait`] (Python's `p.sentinel`). Waiting
     /// on a process not started is an error.
     pub fn sentinel(&self) -> Sentinel<'_> {
-        Sentinel {
-            process: &self.inner,
-        }
+        Sentinel { process: &self.inner }
     }
 }
 
@@ -94,10 +92,7 @@ pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<
     }
     let ready = wit::wait(&processes, &connections, self::timeout(timeout))?;
     from_processes.extend(from_connections);
-    let mut ready: Vec<usize> = ready
-        .into_iter()
-        .filter_map(|i| from_processes.get(i as usize).copied())
-        .collect();
+    let mut ready: Vec<usize> = ready.into_iter().filter_map(|i| from_processes.get(i as usize).copied()).collect();
     ready.sort_unstable();
     Ok(ready)
 }

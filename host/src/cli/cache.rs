@@ -76,16 +76,8 @@ mod tests {
         // SAFETY: this test module is the only one that sets this variable.
         unsafe { std::env::set_var(host::CACHE_DIR_ENV, &cache) };
         let on = CacheArgs { no_cache: false };
-        assert_eq!(
-            on.setting(&[base.path()]),
-            CompileCache::Off,
-            "a grant above the cache"
-        );
-        assert_eq!(
-            on.setting(&[&cache.join("x")]),
-            CompileCache::Off,
-            "a grant inside it"
-        );
+        assert_eq!(on.setting(&[base.path()]), CompileCache::Off, "a grant above the cache");
+        assert_eq!(on.setting(&[&cache.join("x")]), CompileCache::Off, "a grant inside it");
         let elsewhere = base.path().join("data");
         std::fs::create_dir(&elsewhere).unwrap();
         assert!(matches!(on.setting(&[&elsewhere]), CompileCache::Dir(_)));

@@ -140,11 +140,9 @@ fn check_entry(program: &Program, entry: Option<&str>, file: &std::path::Path) -
         Some(name) if !program.entries().iter().any(|e| e == name) => {
             Err(format!("{} has no entry named `{name}` ({})", file.display(), offers()))
         }
-        None if !program.has_main() => Err(format!(
-            "{} has no main to run; choose an entry with --entry ({})",
-            file.display(),
-            offers()
-        )),
+        None if !program.has_main() => {
+            Err(format!("{} has no main to run; choose an entry with --entry ({})", file.display(), offers()))
+        }
         _ => Ok(()),
     }
 }

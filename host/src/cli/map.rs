@@ -78,9 +78,7 @@ pub(super) fn map(args: MapArgs) -> Result<i32, String> {
     let report = args.feedback.open()?;
     let host = args.host.host(report.wants_records(), &[])?;
     let program = host_args::load(&host, &args.file, Some(&args.entry))?;
-    let mut builder = Pool::builder(&program)
-        .limits(args.host.limits())
-        .stdout(Stdio::host_stderr());
+    let mut builder = Pool::builder(&program).limits(args.host.limits()).stdout(Stdio::host_stderr());
     if let Some(workers) = args.workers {
         builder = builder.processes(workers as usize);
     }

@@ -111,9 +111,7 @@ pub(super) fn run(args: RunArgs) -> Result<i32, String> {
 
 fn command(program: &Program, args: &RunArgs) -> Result<Command, String> {
     let mut command = program.command();
-    command
-        .limits(args.host.limits())
-        .label_output(args.count > 1);
+    command.limits(args.host.limits()).label_output(args.count > 1);
     for (key, value) in &args.envs {
         command.env(key, value);
     }

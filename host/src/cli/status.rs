@@ -79,10 +79,7 @@ pub(super) fn progress(show: bool, total: usize) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
     }
-    let progress = bar(
-        ProgressBar::new(total as u64),
-        "{bar:30} {pos}/{len} items · {per_sec} · ETA {eta}",
-    );
+    let progress = bar(ProgressBar::new(total as u64), "{bar:30} {pos}/{len} items · {per_sec} · ETA {eta}");
     // Drawn once now, however quickly the items are done.
     progress.tick();
     progress.enable_steady_tick(TICK);

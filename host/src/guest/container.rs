@@ -12,20 +12,14 @@ use wasmtime::component::Resource;
 
 impl Ctx {
     /// A container operation with bytes: `Some` value, or `None` for none.
-    async fn container(
-        &mut self,
-        handle: &Resource<GuestContainer>,
-        op: Op,
-        data: Vec<u8>,
-    ) -> Answer<Option<Vec<u8>>> {
-        Ok(self
-            .request(handle, |id| Request::Container { id, op, data: Payload(data) })
-            .await?
-            .and_then(|reply| match reply {
+    async fn container(&mut self, handle: &Resource<GuestContainer>, op: Op, data: Vec<u8>) -> Answer<Option<Vec<u8>>> {
+        Ok(self.request(handle, |id| Request::Container { id, op, data: Payload(data) }).await?.and_then(|reply| {
+            match reply {
                 Reply::Bytes(bytes) => Ok(Some(bytes.0)),
                 Reply::Unit => Ok(None),
                 other => Err(unexpected(other)),
-            }))
+            }
+        }))
     }
 
     /// A container operation whose answer is packed byte strings.
@@ -74,12 +68,10 @@ impl HostContainer for Ctx {
         self.container(&handle, Op::Remove, key).await
     }
     async fn contains_key(&mut self, handle: Resource<GuestContainer>, key: Vec<u8>) -> Answer<bool> {
-        self.flag(&handle, |id| Request::Container { id, op: Op::Contains, data: Payload(key) })
-            .await
+        self.flag(&handle, |id| Request::Container { id, op: Op::Contains, data: Payload(key) }).await
     }
     async fn len(&mut self, handle: Resource<GuestContainer>) -> Answer<u64> {
-        self.count(&handle, |id| Request::Container { id, op: Op::Len, data: Payload::default() })
-            .await
+        self.count(&handle, |id| Request::Container { id, op: Op::Len, data: Payload::default() }).await
     }
     async fn items(&mut self, handle: Resource<GuestContainer>) -> Answer<Vec<(Vec<u8>, Vec<u8>)>> {
         Ok(self.container_parts(&handle, Op::Items).await?.map(|parts| {
@@ -105,8 +97,7 @@ impl HostContainer for Ctx {
         Ok(self.container(&handle, Op::Push, value).await?.map(|_| ()))
     }
     async fn get_at(&mut self, handle: Resource<GuestContainer>, index: u64) -> Answer<Vec<u8>> {
-        self.bytes(&handle, |id| Request::Container { id, op: Op::GetAt(index), data: Payload::default() })
-            .await
+        self.bytes(&handle, |id| Request::Container { id, op: Op::GetAt(index), data: Payload::default() }).await
     }
     async fn set_at(&mut self, handle: Resource<GuestContainer>, index: u64, value: Vec<u8>) -> Answer<()> {
         Ok(self.container(&handle, Op::SetAt(index), value).await?.map(|_| ()))

@@ -4,8 +4,8 @@
 
 use super::mp::host::pool::{self as wit, HostMapResults};
 use super::{GuestMapResults, GuestPool};
-use crate::instance::Ctx;
 use crate::codec::Batch;
+use crate::instance::Ctx;
 use crate::pool::Chunk;
 use crate::work::Outcome;
 use std::collections::VecDeque;
@@ -30,10 +30,7 @@ pub(crate) struct MapState {
 
 impl MapState {
     /// The next result: `Ok(None)` once all were given.
-    async fn next(
-        &mut self,
-        timeout: Option<Duration>,
-    ) -> Result<Option<wit::ItemResult>, wit::TaskError> {
+    async fn next(&mut self, timeout: Option<Duration>) -> Result<Option<wit::ItemResult>, wit::TaskError> {
         if let Some(error) = self.refused.take() {
             return Err(error);
         }
@@ -44,9 +41,9 @@ impl MapState {
             return Ok(None);
         }
         let arrived = match timeout {
-            Some(timeout) => tokio::time::timeout(timeout, self.receiver.recv())
-                .await
-                .map_err(|_| wit::TaskError::Timeout)?,
+            Some(timeout) => {
+                tokio::time::timeout(timeout, self.receiver.recv()).await.map_err(|_| wit::TaskError::Timeout)?
+            }
             None => self.receiver.recv().await,
         };
         // Every submitted chunk is answered exactly once.
@@ -99,17 +96,8 @@ impl HostMapResults for Ctx {
             }
             Err(error) => (Vec::new(), Some(error.into())),
         };
-        let state = MapState {
-            receiver,
-            chunks,
-            received: 0,
-            ready: VecDeque::new(),
-            refused,
-            items,
-        };
-        Ok(self.table.push(GuestMapResults {
-            state: Arc::new(tokio::sync::Mutex::new(state)),
-        })?)
+        let state = MapState { receiver, chunks, received: 0, ready: VecDeque::new(), refused, items };
+        Ok(self.table.push(GuestMapResults { state: Arc::new(tokio::sync::Mutex::new(state)) })?)
     }
 
     async fn next(

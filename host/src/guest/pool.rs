@@ -8,8 +8,8 @@
 
 use super::mp::host::pool::{self as wit, Host, HostAsyncResult, HostPool};
 use super::{GuestAsyncResult, GuestPool};
-use crate::instance::Ctx;
 use crate::codec::Batch;
+use crate::instance::Ctx;
 use crate::pool::{Chunk, Job, PoolCore, ResultSlot, Settings, TaskError};
 use std::sync::Arc;
 use std::time::Duration;

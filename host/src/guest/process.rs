@@ -6,16 +6,15 @@
 //! [`Node`] methods the embedding API uses; waiting is asynchronous, so a
 //! guest blocked in `join` can itself be terminated at once.
 
-use crate::backend::Forked;
-use crate::error::Error;
-use crate::sync::Request;
-use crate::exit::Signal;
-use crate::instance::Ctx;
 use super::GuestProcess;
 use super::mp::host::process::{self as wit, Host, HostProcess};
+use crate::backend::Forked;
+use crate::error::Error;
+use crate::exit::Signal;
+use crate::instance::Ctx;
+use crate::sync::Request;
 use std::time::Duration;
 use wasmtime::component::Resource;
-
 
 impl From<Error> for wit::Error {
     fn from(error: Error) -> wit::Error {

@@ -12,12 +12,10 @@
 //! with most resources; a `Manager`'s containers are in
 //! [`super::container`], and waiting on many in [`super::wait`].
 
-use super::mp::host::sync::{
-    self as wit, Host, HostBarrier, HostCondition, HostConnection, HostEvent,
-};
+use super::mp::host::sync::{self as wit, Host, HostBarrier, HostCondition, HostConnection, HostEvent};
 use super::mp::host::sync::{HostLock, HostQueue, HostSemaphore, HostSharedArray};
-use crate::sync::budget::Account;
 use crate::instance::Ctx;
+use crate::sync::budget::Account;
 use crate::sync::{
     Error, Kind, Number, Numbers, Payload, QueueObject, QuotaKind, Registry, Reply, Request, Spec, Token,
 };
@@ -123,10 +121,7 @@ pub(super) fn unexpected(reply: Reply) -> wit::Error {
 impl Ctx {
     /// Sends `request` as this process; the future holds no borrow of the
     /// store's data (which is not `Sync`).
-    pub(super) fn sync(
-        &self,
-        request: Request,
-    ) -> impl Future<Output = Result<Reply, wit::Error>> + Send + 'static {
+    pub(super) fn sync(&self, request: Request) -> impl Future<Output = Result<Reply, wit::Error>> + Send + 'static {
         let (host, node) = (self.host.clone(), self.node.clone());
         async move { host.sync.call(&node, request).await.map_err(Into::into) }
     }
@@ -137,11 +132,7 @@ impl Ctx {
         handle: &Resource<SyncHandle<K>>,
     ) -> wasmtime::Result<Result<u64, wit::Error>> {
         let handle = self.table.get(handle)?;
-        Ok(if handle.closed {
-            Err(wit::Error::Closed)
-        } else {
-            Ok(handle.token.id)
-        })
+        Ok(if handle.closed { Err(wit::Error::Closed) } else { Ok(handle.token.id) })
     }
 
     pub(super) async fn request<K: 'static + Send>(
@@ -169,13 +160,10 @@ impl Ctx {
         handle: &Resource<SyncHandle<K>>,
         request: impl FnOnce(u64) -> Request,
     ) -> Answer<bool> {
-        Ok(self
-            .request(handle, request)
-            .await?
-            .and_then(|reply| match reply {
-                Reply::Bool(flag) => Ok(flag),
-                other => Err(unexpected(other)),
-            }))
+        Ok(self.request(handle, request).await?.and_then(|reply| match reply {
+            Reply::Bool(flag) => Ok(flag),
+            other => Err(unexpected(other)),
+        }))
     }
 
     pub(super) async fn count<K: 'static + Send>(
@@ -183,13 +171,10 @@ impl Ctx {
         handle: &Resource<SyncHandle<K>>,
         request: impl FnOnce(u64) -> Request,
     ) -> Answer<u64> {
-        Ok(self
-            .request(handle, request)
-            .await?
-            .and_then(|reply| match reply {
-                Reply::Count(n) => Ok(n),
-                other => Err(unexpected(other)),
-            }))
+        Ok(self.request(handle, request).await?.and_then(|reply| match reply {
+            Reply::Count(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }))
     }
 
     pub(super) async fn bytes<K: 'static + Send>(
@@ -197,43 +182,23 @@ impl Ctx {
         handle: &Resource<SyncHandle<K>>,
         request: impl FnOnce(u64) -> Request,
     ) -> Answer<Vec<u8>> {
-        Ok(self
-            .request(handle, request)
-            .await?
-            .and_then(|reply| match reply {
-                Reply::Bytes(bytes) => Ok(bytes.0),
-                other => Err(unexpected(other)),
-            }))
+        Ok(self.request(handle, request).await?.and_then(|reply| match reply {
+            Reply::Bytes(bytes) => Ok(bytes.0),
+            other => Err(unexpected(other)),
+        }))
     }
 
-    pub(super) fn push<K: 'static + Send>(
-        &mut self,
-        token: Token,
-    ) -> wasmtime::Result<Resource<SyncHandle<K>>> {
-        Ok(self.table.push(SyncHandle {
-            token,
-            closed: false,
-            queue: None,
-            kind: PhantomData,
-        })?)
+    pub(super) fn push<K: 'static + Send>(&mut self, token: Token) -> wasmtime::Result<Resource<SyncHandle<K>>> {
+        Ok(self.table.push(SyncHandle { token, closed: false, queue: None, kind: PhantomData })?)
     }
 
     /// Creates one object; a failure traps (only a broken broker or a bad
     /// constructor argument can fail).
-    pub(super) async fn create<K: 'static + Send>(
-        &mut self,
-        spec: Spec,
-    ) -> wasmtime::Result<Resource<SyncHandle<K>>> {
+    pub(super) async fn create<K: 'static + Send>(&mut self, spec: Spec) -> wasmtime::Result<Resource<SyncHandle<K>>> {
         match self.sync(Request::Create(spec)).await {
             Ok(Reply::Handles(tokens)) if tokens.len() == 1 => self.push(tokens[0]),
-            Ok(other) => Err(wasmtime::format_err!(
-                "{}",
-                Error::from_wit(unexpected(other))
-            )),
-            Err(error) => Err(wasmtime::format_err!(
-                "cannot create a shared object: {}",
-                Error::from_wit(error)
-            )),
+            Ok(other) => Err(wasmtime::format_err!("{}", Error::from_wit(unexpected(other)))),
+            Err(error) => Err(wasmtime::format_err!("cannot create a shared object: {}", Error::from_wit(error))),
         }
     }
 
@@ -246,17 +211,13 @@ impl Ctx {
         let parsed = match Token::parse(&token) {
             Ok(parsed) if parsed.kind == kind => parsed,
             Ok(_) => {
-                return Ok(Err(wit::Error::UnknownObject(format!(
-                    "`{token}` is not a token of a {kind:?}"
-                ))));
+                return Ok(Err(wit::Error::UnknownObject(format!("`{token}` is not a token of a {kind:?}"))));
             }
             Err(error) => return Ok(Err(error.into())),
         };
         let input = self.launch.work.input();
         if !input.windows(token.len()).any(|w| w == token.as_bytes()) {
-            return Ok(Err(wit::Error::NotGiven(
-                format!("{kind:?} {}", parsed.id).to_lowercase(),
-            )));
+            return Ok(Err(wit::Error::NotGiven(format!("{kind:?} {}", parsed.id).to_lowercase())));
         }
         if let Err(error) = self.sync(Request::Open(parsed)).await {
             return Ok(Err(error));
@@ -264,10 +225,7 @@ impl Ctx {
         Ok(Ok(self.push(parsed)?))
     }
 
-    pub(super) fn token_of<K: 'static + Send>(
-        &self,
-        handle: &Resource<SyncHandle<K>>,
-    ) -> wasmtime::Result<String> {
+    pub(super) fn token_of<K: 'static + Send>(&self, handle: &Resource<SyncHandle<K>>) -> wasmtime::Result<String> {
         Ok(self.table.get(handle)?.token.encode())
     }
 
@@ -308,10 +266,7 @@ impl Ctx {
     }
 
     /// Gives up the hold of a handle (once).
-    async fn close_handle<K: 'static + Send>(
-        &mut self,
-        handle: &Resource<SyncHandle<K>>,
-    ) -> wasmtime::Result<()> {
+    async fn close_handle<K: 'static + Send>(&mut self, handle: &Resource<SyncHandle<K>>) -> wasmtime::Result<()> {
         let entry = self.table.get_mut(handle)?;
         if std::mem::replace(&mut entry.closed, true) {
             return Ok(());
@@ -332,10 +287,7 @@ impl Ctx {
         Ok(())
     }
 
-    async fn lock_of<K: 'static + Send>(
-        &mut self,
-        handle: &Resource<SyncHandle<K>>,
-    ) -> Answer<Resource<GuestLock>> {
+    async fn lock_of<K: 'static + Send>(&mut self, handle: &Resource<SyncHandle<K>>) -> Answer<Resource<GuestLock>> {
         match self.request(handle, |id| Request::GetLock { id }).await? {
             Ok(Reply::Handles(tokens)) if tokens.len() == 1 => Ok(Ok(self.push(tokens[0])?)),
             Ok(other) => Ok(Err(unexpected(other))),
@@ -378,10 +330,7 @@ impl Host for Ctx {
             Ok(token) => token,
             Err(error) => return Ok(Err(error.into())),
         };
-        Ok(self
-            .sync(Request::Reserve { id: token.id })
-            .await
-            .map(|_| ()))
+        Ok(self.sync(Request::Reserve { id: token.id }).await.map(|_| ()))
     }
 
     async fn queue_full(&mut self, queue: Resource<GuestQueue>) -> Answer<bool> {
@@ -397,32 +346,17 @@ impl Host for Ctx {
         self.wait_many(processes, connections, timeout).await
     }
 
-    async fn pipe(
-        &mut self,
-        duplex: bool,
-    ) -> wasmtime::Result<(Resource<GuestConnection>, Resource<GuestConnection>)> {
+    async fn pipe(&mut self, duplex: bool) -> wasmtime::Result<(Resource<GuestConnection>, Resource<GuestConnection>)> {
         match self.sync(Request::Create(Spec::Pipe { duplex })).await {
-            Ok(Reply::Handles(tokens)) if tokens.len() == 2 => {
-                Ok((self.push(tokens[0])?, self.push(tokens[1])?))
-            }
-            Ok(other) => Err(wasmtime::format_err!(
-                "{}",
-                Error::from_wit(unexpected(other))
-            )),
-            Err(error) => Err(wasmtime::format_err!(
-                "cannot create a pipe: {}",
-                Error::from_wit(error)
-            )),
+            Ok(Reply::Handles(tokens)) if tokens.len() == 2 => Ok((self.push(tokens[0])?, self.push(tokens[1])?)),
+            Ok(other) => Err(wasmtime::format_err!("{}", Error::from_wit(unexpected(other)))),
+            Err(error) => Err(wasmtime::format_err!("cannot create a pipe: {}", Error::from_wit(error))),
         }
     }
 }
 
 impl HostQueue for Ctx {
-    async fn new(
-        &mut self,
-        maxsize: u32,
-        joinable: bool,
-    ) -> wasmtime::Result<Resource<GuestQueue>> {
+    async fn new(&mut self, maxsize: u32, joinable: bool) -> wasmtime::Result<Resource<GuestQueue>> {
         self.create(Spec::Queue { maxsize, joinable }).await
     }
     async fn open(&mut self, token: String) -> Answer<Resource<GuestQueue>> {
@@ -431,12 +365,7 @@ impl HostQueue for Ctx {
     async fn token(&mut self, handle: Resource<GuestQueue>) -> wasmtime::Result<String> {
         self.token_of(&handle)
     }
-    async fn put(
-        &mut self,
-        handle: Resource<GuestQueue>,
-        item: Vec<u8>,
-        timeout: Option<u64>,
-    ) -> Answer<()> {
+    async fn put(&mut self, handle: Resource<GuestQueue>, item: Vec<u8>, timeout: Option<u64>) -> Answer<()> {
         match self.local_queue(&handle)? {
             Some(Ok(local)) => {
                 let put = local.registry.put_to(&local.account, &local.object, item, timeout).await;
@@ -446,12 +375,7 @@ impl HostQueue for Ctx {
             Some(Err(error)) => return Ok(Err(error)),
             None => {}
         }
-        self.unit(&handle, |id| Request::Put {
-            id,
-            item: Payload(item),
-            timeout,
-        })
-        .await
+        self.unit(&handle, |id| Request::Put { id, item: Payload(item), timeout }).await
     }
     async fn get(&mut self, handle: Resource<GuestQueue>, timeout: Option<u64>) -> Answer<Vec<u8>> {
         match self.local_queue(&handle)? {
@@ -490,20 +414,12 @@ impl HostConnection for Ctx {
         self.token_of(&handle)
     }
     async fn send(&mut self, handle: Resource<GuestConnection>, message: Vec<u8>) -> Answer<()> {
-        self.unit(&handle, |id| Request::Send {
-            id,
-            message: Payload(message),
-        })
-        .await
+        self.unit(&handle, |id| Request::Send { id, message: Payload(message) }).await
     }
     async fn recv(&mut self, handle: Resource<GuestConnection>) -> Answer<Vec<u8>> {
         self.bytes(&handle, |id| Request::Recv { id }).await
     }
-    async fn poll(
-        &mut self,
-        handle: Resource<GuestConnection>,
-        timeout: Option<u64>,
-    ) -> Answer<bool> {
+    async fn poll(&mut self, handle: Resource<GuestConnection>, timeout: Option<u64>) -> Answer<bool> {
         self.flag(&handle, |id| Request::Poll { id, timeout }).await
     }
     async fn close(&mut self, handle: Resource<GuestConnection>) -> wasmtime::Result<()> {
@@ -525,8 +441,7 @@ impl HostLock for Ctx {
         self.token_of(&handle)
     }
     async fn acquire(&mut self, handle: Resource<GuestLock>, timeout: Option<u64>) -> Answer<bool> {
-        self.flag(&handle, |id| Request::Acquire { id, timeout })
-            .await
+        self.flag(&handle, |id| Request::Acquire { id, timeout }).await
     }
     async fn release(&mut self, handle: Resource<GuestLock>) -> Answer<()> {
         self.unit(&handle, |id| Request::Release { id }).await
@@ -537,11 +452,7 @@ impl HostLock for Ctx {
 }
 
 impl HostSemaphore for Ctx {
-    async fn new(
-        &mut self,
-        value: u32,
-        bounded: bool,
-    ) -> wasmtime::Result<Resource<GuestSemaphore>> {
+    async fn new(&mut self, value: u32, bounded: bool) -> wasmtime::Result<Resource<GuestSemaphore>> {
         self.create(Spec::Semaphore { value, bounded }).await
     }
     async fn open(&mut self, token: String) -> Answer<Resource<GuestSemaphore>> {
@@ -550,22 +461,14 @@ impl HostSemaphore for Ctx {
     async fn token(&mut self, handle: Resource<GuestSemaphore>) -> wasmtime::Result<String> {
         self.token_of(&handle)
     }
-    async fn acquire(
-        &mut self,
-        handle: Resource<GuestSemaphore>,
-        timeout: Option<u64>,
-    ) -> Answer<bool> {
-        self.flag(&handle, |id| Request::Acquire { id, timeout })
-            .await
+    async fn acquire(&mut self, handle: Resource<GuestSemaphore>, timeout: Option<u64>) -> Answer<bool> {
+        self.flag(&handle, |id| Request::Acquire { id, timeout }).await
     }
     async fn release(&mut self, handle: Resource<GuestSemaphore>) -> Answer<()> {
         self.unit(&handle, |id| Request::Release { id }).await
     }
     async fn get_value(&mut self, handle: Resource<GuestSemaphore>) -> Answer<u32> {
-        Ok(self
-            .count(&handle, |id| Request::SemaphoreValue { id })
-            .await?
-            .map(|n| n as u32))
+        Ok(self.count(&handle, |id| Request::SemaphoreValue { id }).await?.map(|n| n as u32))
     }
     async fn drop(&mut self, handle: Resource<GuestSemaphore>) -> wasmtime::Result<()> {
         self.drop_handle(handle).await
@@ -592,8 +495,7 @@ impl HostEvent for Ctx {
         self.unit(&handle, |id| Request::EventClear { id }).await
     }
     async fn wait(&mut self, handle: Resource<GuestEvent>, timeout: Option<u64>) -> Answer<bool> {
-        self.flag(&handle, |id| Request::EventWait { id, timeout })
-            .await
+        self.flag(&handle, |id| Request::EventWait { id, timeout }).await
     }
     async fn drop(&mut self, handle: Resource<GuestEvent>) -> wasmtime::Result<()> {
         self.drop_handle(handle).await
@@ -601,15 +503,9 @@ impl HostEvent for Ctx {
 }
 
 impl HostCondition for Ctx {
-    async fn new(
-        &mut self,
-        lock: Option<Resource<GuestLock>>,
-    ) -> wasmtime::Result<Resource<GuestCondition>> {
+    async fn new(&mut self, lock: Option<Resource<GuestLock>>) -> wasmtime::Result<Resource<GuestCondition>> {
         let lock = match &lock {
-            Some(lock) => Some(
-                self.id(lock)?
-                    .map_err(|e| wasmtime::format_err!("{}", Error::from_wit(e)))?,
-            ),
+            Some(lock) => Some(self.id(lock)?.map_err(|e| wasmtime::format_err!("{}", Error::from_wit(e)))?),
             None => None,
         };
         self.create(Spec::Condition { lock }).await
@@ -623,21 +519,14 @@ impl HostCondition for Ctx {
     async fn get_lock(&mut self, handle: Resource<GuestCondition>) -> Answer<Resource<GuestLock>> {
         self.lock_of(&handle).await
     }
-    async fn wait(
-        &mut self,
-        handle: Resource<GuestCondition>,
-        timeout: Option<u64>,
-    ) -> Answer<bool> {
-        self.flag(&handle, |id| Request::ConditionWait { id, timeout })
-            .await
+    async fn wait(&mut self, handle: Resource<GuestCondition>, timeout: Option<u64>) -> Answer<bool> {
+        self.flag(&handle, |id| Request::ConditionWait { id, timeout }).await
     }
     async fn notify(&mut self, handle: Resource<GuestCondition>, n: u32) -> Answer<()> {
-        self.unit(&handle, |id| Request::ConditionNotify { id, n: Some(n) })
-            .await
+        self.unit(&handle, |id| Request::ConditionNotify { id, n: Some(n) }).await
     }
     async fn notify_all(&mut self, handle: Resource<GuestCondition>) -> Answer<()> {
-        self.unit(&handle, |id| Request::ConditionNotify { id, n: None })
-            .await
+        self.unit(&handle, |id| Request::ConditionNotify { id, n: None }).await
     }
     async fn drop(&mut self, handle: Resource<GuestCondition>) -> wasmtime::Result<()> {
         self.drop_handle(handle).await
@@ -646,17 +535,10 @@ impl HostCondition for Ctx {
 
 impl Ctx {
     async fn barrier_state(&mut self, handle: &Resource<GuestBarrier>) -> Answer<(u32, u32, bool)> {
-        Ok(self
-            .request(handle, |id| Request::BarrierState { id })
-            .await?
-            .and_then(|reply| match reply {
-                Reply::Barrier {
-                    parties,
-                    waiting,
-                    broken,
-                } => Ok((parties, waiting, broken)),
-                other => Err(unexpected(other)),
-            }))
+        Ok(self.request(handle, |id| Request::BarrierState { id }).await?.and_then(|reply| match reply {
+            Reply::Barrier { parties, waiting, broken } => Ok((parties, waiting, broken)),
+            other => Err(unexpected(other)),
+        }))
     }
 }
 
@@ -671,10 +553,7 @@ impl HostBarrier for Ctx {
         self.token_of(&handle)
     }
     async fn wait(&mut self, handle: Resource<GuestBarrier>, timeout: Option<u64>) -> Answer<u32> {
-        Ok(self
-            .count(&handle, |id| Request::BarrierWait { id, timeout })
-            .await?
-            .map(|n| n as u32))
+        Ok(self.count(&handle, |id| Request::BarrierWait { id, timeout }).await?.map(|n| n as u32))
     }
     async fn abort(&mut self, handle: Resource<GuestBarrier>) -> Answer<()> {
         self.unit(&handle, |id| Request::BarrierAbort { id }).await
@@ -711,42 +590,23 @@ impl HostSharedArray for Ctx {
         self.token_of(&handle)
     }
     async fn len(&mut self, handle: Resource<GuestArray>) -> Answer<u32> {
-        Ok(self
-            .count(&handle, |id| Request::ArrayLen { id })
-            .await?
-            .map(|n| n as u32))
+        Ok(self.count(&handle, |id| Request::ArrayLen { id }).await?.map(|n| n as u32))
     }
     async fn get(&mut self, handle: Resource<GuestArray>, index: u32) -> Answer<wit::Number> {
-        Ok(self
-            .request(&handle, |id| Request::ArrayGet { id, index })
-            .await?
-            .and_then(|reply| match reply {
-                Reply::Number(n) => Ok(n.into()),
-                other => Err(unexpected(other)),
-            }))
+        Ok(self.request(&handle, |id| Request::ArrayGet { id, index }).await?.and_then(|reply| match reply {
+            Reply::Number(n) => Ok(n.into()),
+            other => Err(unexpected(other)),
+        }))
     }
-    async fn set(
-        &mut self,
-        handle: Resource<GuestArray>,
-        index: u32,
-        value: wit::Number,
-    ) -> Answer<()> {
-        self.unit(&handle, |id| Request::ArraySet {
-            id,
-            index,
-            value: value.into(),
-        })
-        .await
+    async fn set(&mut self, handle: Resource<GuestArray>, index: u32, value: wit::Number) -> Answer<()> {
+        self.unit(&handle, |id| Request::ArraySet { id, index, value: value.into() }).await
     }
     async fn get_all(&mut self, handle: Resource<GuestArray>) -> Answer<wit::Numbers> {
-        Ok(self
-            .request(&handle, |id| Request::ArrayGetAll { id })
-            .await?
-            .and_then(|reply| match reply {
-                Reply::Numbers(Numbers::Ints(v)) => Ok(wit::Numbers::Ints(v)),
-                Reply::Numbers(Numbers::Floats(v)) => Ok(wit::Numbers::Floats(v)),
-                other => Err(unexpected(other)),
-            }))
+        Ok(self.request(&handle, |id| Request::ArrayGetAll { id }).await?.and_then(|reply| match reply {
+            Reply::Numbers(Numbers::Ints(v)) => Ok(wit::Numbers::Ints(v)),
+            Reply::Numbers(Numbers::Floats(v)) => Ok(wit::Numbers::Floats(v)),
+            other => Err(unexpected(other)),
+        }))
     }
     async fn get_lock(&mut self, handle: Resource<GuestArray>) -> Answer<Resource<GuestLock>> {
         self.lock_of(&handle).await

@@ -21,9 +21,9 @@
 //! host's own streams ([`HostStream`]).
 
 use super::host_stream::{HostStream, Producer, STDERR, STDOUT, WRITE_BUDGET};
+use super::stdio::{Stdio, Stream, Target};
 #[allow(unused_imports)] // for documentation links and the tests
 use super::{host_stream::flush_output, stdio::Capture};
-use super::stdio::{Stdio, Stream, Target};
 use std::sync::{Arc, Mutex};
 
 /// The longest piece of one line a sink in line mode holds back: a longer

@@ -34,21 +34,15 @@ impl Handle {
     fn create(host: &Host, spec: Spec) -> Result<Vec<Handle>, Error> {
         let inner = host.inner().clone();
         match call(&inner, Request::Create(spec))? {
-            Reply::Handles(tokens) => Ok(tokens
-                .into_iter()
-                .map(|token| Handle {
-                    host: inner.clone(),
-                    token,
-                })
-                .collect()),
+            Reply::Handles(tokens) => {
+                Ok(tokens.into_iter().map(|token| Handle { host: inner.clone(), token }).collect())
+            }
             other => Err(unexpected(other)),
         }
     }
 
     pub(super) fn create_one(host: &Host, spec: Spec) -> Result<Handle, Error> {
-        Handle::create(host, spec)?
-            .pop()
-            .ok_or_else(|| Error::Invalid("no handle created".into()))
+        Handle::create(host, spec)?.pop().ok_or_else(|| Error::Invalid("no handle created".into()))
     }
 
     pub(super) fn call(&self, request: Request) -> Answer {
@@ -82,10 +76,9 @@ impl Handle {
 
     fn lock(&self) -> Result<RLock, Error> {
         match self.call(Request::GetLock { id: self.token.id })? {
-            Reply::Handles(tokens) if tokens.len() == 1 => Ok(RLock(Lock(Handle {
-                host: self.host.clone(),
-                token: tokens[0],
-            }))),
+            Reply::Handles(tokens) if tokens.len() == 1 => {
+                Ok(RLock(Lock(Handle { host: self.host.clone(), token: tokens[0] })))
+            }
             other => Err(unexpected(other)),
         }
     }
@@ -106,20 +99,15 @@ impl Drop for Handle {
 /// The token, after a hold reserved for the process it is given to.
 impl Serialize for Handle {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.unit(Request::Reserve { id: self.token.id })
-            .map_err(serde::ser::Error::custom)?;
+        self.unit(Request::Reserve { id: self.token.id }).map_err(serde::ser::Error::custom)?;
         serializer.serialize_str(&self.token.encode())
     }
 }
 
 fn call(host: &Arc<HostInner>, request: Request) -> Answer {
     match host.sync.local() {
-        Some(registry) => {
-            host.block_on(registry.call(host.root.pid().unwrap_or_default(), request))
-        }
-        None => Err(Error::Broker(
-            "shared objects are created by the root host".into(),
-        )),
+        Some(registry) => host.block_on(registry.call(host.root.pid().unwrap_or_default(), request)),
+        None => Err(Error::Broker("shared objects are created by the root host".into())),
     }
 }
 
@@ -132,14 +120,11 @@ fn timeout(block: bool, timeout: Option<Duration>) -> Option<u64> {
 }
 
 pub(super) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Payload, Error> {
-    crate::codec::encode(value)
-        .map(Payload)
-        .map_err(|e| Error::Invalid(format!("cannot serialize the message: {e}")))
+    crate::codec::encode(value).map(Payload).map_err(|e| Error::Invalid(format!("cannot serialize the message: {e}")))
 }
 
 pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    crate::codec::decode(bytes)
-        .map_err(|e| Error::Invalid(format!("cannot deserialize the message: {e}")))
+    crate::codec::decode(bytes).map_err(|e| Error::Invalid(format!("cannot deserialize the message: {e}")))
 }
 
 macro_rules! serialize_as_token {
@@ -158,14 +143,7 @@ pub struct Queue(Handle);
 impl Queue {
     /// A queue holding at most `maxsize` items (0: unbounded).
     pub fn new(host: &Host, maxsize: u32) -> Result<Queue, Error> {
-        Handle::create_one(
-            host,
-            Spec::Queue {
-                maxsize,
-                joinable: false,
-            },
-        )
-        .map(Queue)
+        Handle::create_one(host, Spec::Queue { maxsize, joinable: false }).map(Queue)
     }
 
     fn handle(&self) -> &Handle {
@@ -179,17 +157,8 @@ impl Queue {
 
     /// Python's `put(item, block, timeout)`: [`Error::Full`] if there is no
     /// room in time.
-    pub fn put_timeout<T: Serialize>(
-        &self,
-        item: &T,
-        block: bool,
-        wait: Option<Duration>,
-    ) -> Result<(), Error> {
-        self.0.unit(Request::Put {
-            id: self.0.id(),
-            item: encode(item)?,
-            timeout: timeout(block, wait),
-        })
+    pub fn put_timeout<T: Serialize>(&self, item: &T, block: bool, wait: Option<Duration>) -> Result<(), Error> {
+        self.0.unit(Request::Put { id: self.0.id(), item: encode(item)?, timeout: timeout(block, wait) })
     }
 
     /// Takes the first item, waiting for one.
@@ -198,15 +167,8 @@ impl Queue {
     }
 
     /// Python's `get(block, timeout)`: [`Error::Empty`] if no item comes in time.
-    pub fn get_timeout<T: DeserializeOwned>(
-        &self,
-        block: bool,
-        wait: Option<Duration>,
-    ) -> Result<T, Error> {
-        decode(&self.0.bytes(Request::Get {
-            id: self.0.id(),
-            timeout: timeout(block, wait),
-        })?)
+    pub fn get_timeout<T: DeserializeOwned>(&self, block: bool, wait: Option<Duration>) -> Result<T, Error> {
+        decode(&self.0.bytes(Request::Get { id: self.0.id(), timeout: timeout(block, wait) })?)
     }
 
     /// How many items are in the queue now.
@@ -227,14 +189,7 @@ pub struct JoinableQueue(Queue);
 impl JoinableQueue {
     /// A joinable queue holding at most `maxsize` messages (0: no bound).
     pub fn new(host: &Host, maxsize: u32) -> Result<JoinableQueue, Error> {
-        Handle::create_one(
-            host,
-            Spec::Queue {
-                maxsize,
-                joinable: true,
-            },
-        )
-        .map(|h| JoinableQueue(Queue(h)))
+        Handle::create_one(host, Spec::Queue { maxsize, joinable: true }).map(|h| JoinableQueue(Queue(h)))
     }
 
     fn handle(&self) -> &Handle {
@@ -267,12 +222,8 @@ impl Connection {
     /// first, send on the second) unless `duplex`.
     pub fn pipe(host: &Host, duplex: bool) -> Result<(Connection, Connection), Error> {
         let mut ends = Handle::create(host, Spec::Pipe { duplex })?;
-        let second = ends
-            .pop()
-            .ok_or_else(|| Error::Invalid("a pipe has two ends".into()))?;
-        let first = ends
-            .pop()
-            .ok_or_else(|| Error::Invalid("a pipe has two ends".into()))?;
+        let second = ends.pop().ok_or_else(|| Error::Invalid("a pipe has two ends".into()))?;
+        let first = ends.pop().ok_or_else(|| Error::Invalid("a pipe has two ends".into()))?;
         Ok((Connection(first), Connection(second)))
     }
 
@@ -282,10 +233,7 @@ impl Connection {
 
     /// Sends one message (JSON) to the other end.
     pub fn send<T: Serialize>(&self, message: &T) -> Result<(), Error> {
-        self.0.unit(Request::Send {
-            id: self.0.id(),
-            message: encode(message)?,
-        })
+        self.0.unit(Request::Send { id: self.0.id(), message: encode(message)? })
     }
 
     /// The next message; [`Error::Eof`] once the other end is closed and
@@ -297,10 +245,7 @@ impl Connection {
     /// Whether a message (or end-of-file) is there to read, waiting up to
     /// `timeout` (`None`: for ever).
     pub fn poll(&self, timeout: Option<Duration>) -> Result<bool, Error> {
-        self.0.flag(Request::Poll {
-            id: self.0.id(),
-            timeout: timeout.map(nanos),
-        })
+        self.0.flag(Request::Poll { id: self.0.id(), timeout: timeout.map(nanos) })
     }
 }
 
@@ -319,10 +264,7 @@ impl Lock {
 
     /// Python's `acquire(block, timeout)`: whether the lock was taken.
     pub fn acquire(&self, block: bool, wait: Option<Duration>) -> Result<bool, Error> {
-        self.0.flag(Request::Acquire {
-            id: self.0.id(),
-            timeout: timeout(block, wait),
-        })
+        self.0.flag(Request::Acquire { id: self.0.id(), timeout: timeout(block, wait) })
     }
 
     /// Releases the lock; an error if this process does not hold it.
@@ -367,10 +309,7 @@ impl Semaphore {
 
     /// Takes one unit: waits (up to `wait`, if given) when `block`; whether it got it.
     pub fn acquire(&self, block: bool, wait: Option<Duration>) -> Result<bool, Error> {
-        self.0.flag(Request::Acquire {
-            id: self.0.id(),
-            timeout: timeout(block, wait),
-        })
+        self.0.flag(Request::Acquire { id: self.0.id(), timeout: timeout(block, wait) })
     }
 
     /// Gives one unit back (an error past a bounded semaphore's start value).
@@ -414,10 +353,7 @@ impl Event {
 
     /// Waits until the flag is set (or `timeout` passes); the flag.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<bool, Error> {
-        self.0.flag(Request::EventWait {
-            id: self.0.id(),
-            timeout: timeout.map(nanos),
-        })
+        self.0.flag(Request::EventWait { id: self.0.id(), timeout: timeout.map(nanos) })
     }
 }
 
@@ -442,26 +378,17 @@ impl Condition {
     /// Releases the lock, waits for a notification (or `timeout`), takes
     /// the lock back; false on timeout.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<bool, Error> {
-        self.0.flag(Request::ConditionWait {
-            id: self.0.id(),
-            timeout: timeout.map(nanos),
-        })
+        self.0.flag(Request::ConditionWait { id: self.0.id(), timeout: timeout.map(nanos) })
     }
 
     /// Wakes up to `n` waiters.
     pub fn notify(&self, n: u32) -> Result<(), Error> {
-        self.0.unit(Request::ConditionNotify {
-            id: self.0.id(),
-            n: Some(n),
-        })
+        self.0.unit(Request::ConditionNotify { id: self.0.id(), n: Some(n) })
     }
 
     /// Wakes every waiter.
     pub fn notify_all(&self) -> Result<(), Error> {
-        self.0.unit(Request::ConditionNotify {
-            id: self.0.id(),
-            n: None,
-        })
+        self.0.unit(Request::ConditionNotify { id: self.0.id(), n: None })
     }
 }
 
@@ -480,10 +407,7 @@ impl Barrier {
 
     /// Waits for all parties; this party's arrival index.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<u64, Error> {
-        self.0.count(Request::BarrierWait {
-            id: self.0.id(),
-            timeout: timeout.map(nanos),
-        })
+        self.0.count(Request::BarrierWait { id: self.0.id(), timeout: timeout.map(nanos) })
     }
 
     /// Breaks the barrier: every waiter, now and later, gets an error.
@@ -507,10 +431,7 @@ impl Array {
 
     /// The value at `index`.
     pub fn get(&self, index: u32) -> Result<Number, Error> {
-        match self.0.call(Request::ArrayGet {
-            id: self.0.id(),
-            index,
-        })? {
+        match self.0.call(Request::ArrayGet { id: self.0.id(), index })? {
             Reply::Number(n) => Ok(n),
             other => Err(unexpected(other)),
         }
@@ -518,11 +439,7 @@ impl Array {
 
     /// Sets the value at `index`.
     pub fn set(&self, index: u32, value: Number) -> Result<(), Error> {
-        self.0.unit(Request::ArraySet {
-            id: self.0.id(),
-            index,
-            value,
-        })
+        self.0.unit(Request::ArraySet { id: self.0.id(), index, value })
     }
 
     /// The lock that guards the array.
@@ -564,16 +481,4 @@ impl Value {
     }
 }
 
-serialize_as_token!(
-    Queue,
-    JoinableQueue,
-    Connection,
-    Lock,
-    RLock,
-    Semaphore,
-    Event,
-    Condition,
-    Barrier,
-    Array,
-    Value
-);
+serialize_as_token!(Queue, JoinableQueue, Connection, Lock, RLock, Semaphore, Event, Condition, Barrier, Array, Value);

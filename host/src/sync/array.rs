@@ -14,10 +14,7 @@ pub(crate) struct Array {
 
 impl Array {
     pub(crate) fn new(values: Numbers, lock_id: u64) -> Array {
-        Array {
-            values: Mutex::new(values),
-            lock_id,
-        }
+        Array { values: Mutex::new(values), lock_id }
     }
 
     pub(crate) fn len(&self) -> u64 {
@@ -45,14 +42,10 @@ impl Array {
         let out_of_range = || Error::Invalid(format!("array index {index} out of range"));
         match (&mut *values, value) {
             (Numbers::Ints(v), Number::Int(n)) => *v.get_mut(i).ok_or_else(out_of_range)? = n,
-            (Numbers::Floats(v), Number::Int(n)) => {
-                *v.get_mut(i).ok_or_else(out_of_range)? = n as f64
-            }
+            (Numbers::Floats(v), Number::Int(n)) => *v.get_mut(i).ok_or_else(out_of_range)? = n as f64,
             (Numbers::Floats(v), Number::Float(n)) => *v.get_mut(i).ok_or_else(out_of_range)? = n,
             (Numbers::Ints(_), Number::Float(_)) => {
-                return Err(Error::Invalid(
-                    "an integer array cannot hold a float".into(),
-                ));
+                return Err(Error::Invalid("an integer array cannot hold a float".into()));
             }
         }
         Ok(())

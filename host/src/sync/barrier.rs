@@ -46,11 +46,7 @@ impl Barrier {
         }
         Ok(Barrier {
             parties,
-            state: Mutex::new(State {
-                waiting: 0,
-                broken: false,
-                round: Arc::new(AtomicU8::new(PENDING)),
-            }),
+            state: Mutex::new(State { waiting: 0, broken: false, round: Arc::new(AtomicU8::new(PENDING)) }),
             changed: Notify::new(),
         })
     }
@@ -74,15 +70,10 @@ impl Barrier {
             }
             (index, state.round.clone())
         };
-        let waiting = Waiting {
-            barrier: self,
-            round: round.clone(),
-        };
-        let outcome = wait_for(&self.changed, timeout, || {
-            match round.load(Ordering::SeqCst) {
-                PENDING => None,
-                outcome => Some(outcome),
-            }
+        let waiting = Waiting { barrier: self, round: round.clone() };
+        let outcome = wait_for(&self.changed, timeout, || match round.load(Ordering::SeqCst) {
+            PENDING => None,
+            outcome => Some(outcome),
         })
         .await;
         drop(waiting);
@@ -110,11 +101,7 @@ impl Barrier {
         if state.waiting > 0 {
             state.round.store(BROKEN, Ordering::SeqCst);
         }
-        *state = State {
-            waiting: 0,
-            broken: false,
-            round: Arc::new(AtomicU8::new(PENDING)),
-        };
+        *state = State { waiting: 0, broken: false, round: Arc::new(AtomicU8::new(PENDING)) };
         drop(state);
         self.changed.notify_waiters();
     }

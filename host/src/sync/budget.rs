@@ -53,10 +53,7 @@ pub(crate) struct Quotas {
 
 impl Default for Quotas {
     fn default() -> Quotas {
-        Quotas {
-            bytes: DEFAULT_MAX_SHARED,
-            objects: DEFAULT_MAX_SHARED_OBJECTS,
-        }
+        Quotas { bytes: DEFAULT_MAX_SHARED, objects: DEFAULT_MAX_SHARED_OBJECTS }
     }
 }
 
@@ -244,19 +241,13 @@ mod tests {
     fn a_process_is_refused_past_its_budget_and_gets_it_back() {
         let b = budgets(100, 2);
         let first = b.charge(7, 60, 0).unwrap();
-        assert_eq!(
-            b.charge(7, 50, 0).err(),
-            Some(Error::Quota { kind: QuotaKind::Bytes, used: 110, limit: 100 })
-        );
+        assert_eq!(b.charge(7, 50, 0).err(), Some(Error::Quota { kind: QuotaKind::Bytes, used: 110, limit: 100 }));
         // Another process has its own budget.
         let other = b.charge(8, 90, 0).unwrap();
         drop(first);
         let again = b.charge(7, 100, 0).unwrap();
         let objects = b.charge(7, 0, 2).unwrap();
-        assert_eq!(
-            b.charge(7, 0, 1).err(),
-            Some(Error::Quota { kind: QuotaKind::Objects, used: 3, limit: 2 })
-        );
+        assert_eq!(b.charge(7, 0, 1).err(), Some(Error::Quota { kind: QuotaKind::Objects, used: 3, limit: 2 }));
         drop((other, again, objects));
         for pid in [7, 8] {
             let account = b.account(pid);
@@ -277,7 +268,14 @@ mod tests {
             match b.charge(pid, 100, 0) {
                 Ok(charge) => parked.push(charge),
                 Err(error) => {
-                    assert_eq!(error, Error::Quota { kind: QuotaKind::RunBytes, used: 100 * (RUN_FACTOR + 1), limit: 100 * RUN_FACTOR });
+                    assert_eq!(
+                        error,
+                        Error::Quota {
+                            kind: QuotaKind::RunBytes,
+                            used: 100 * (RUN_FACTOR + 1),
+                            limit: 100 * RUN_FACTOR
+                        }
+                    );
                     break;
                 }
             }

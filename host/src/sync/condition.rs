@@ -33,23 +33,13 @@ struct Ticket<'a> {
 
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
-        self.condition
-            .state
-            .lock()
-            .unwrap()
-            .queue
-            .retain(|(id, _)| *id != self.id);
+        self.condition.state.lock().unwrap().queue.retain(|(id, _)| *id != self.id);
     }
 }
 
 impl Condition {
     pub(crate) fn new(lock: Arc<Lock>, lock_id: u64) -> Condition {
-        Condition {
-            lock,
-            lock_id,
-            state: Mutex::new(Waiters::default()),
-            changed: Notify::new(),
-        }
+        Condition { lock, lock_id, state: Mutex::new(Waiters::default()), changed: Notify::new() }
     }
 
     /// Python's `Condition.wait(timeout)`: false if it timed out.
@@ -62,19 +52,12 @@ impl Condition {
             state.next += 1;
             let id = state.next;
             state.queue.push((id, false));
-            Ticket {
-                condition: self,
-                id,
-            }
+            Ticket { condition: self, id }
         };
         let count = self.lock.release_all(pid);
         let notified = wait_for(&self.changed, timeout, || {
             let state = self.state.lock().unwrap();
-            state
-                .queue
-                .iter()
-                .any(|&(id, notified)| id == ticket.id && notified)
-                .then_some(())
+            state.queue.iter().any(|&(id, notified)| id == ticket.id && notified).then_some(())
         })
         .await
         .is_some();

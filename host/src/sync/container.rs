@@ -71,11 +71,7 @@ pub(crate) fn unpack(mut packed: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
     let bad = || Error::Invalid("malformed container data".into());
     let mut parts = Vec::new();
     while !packed.is_empty() {
-        let len: [u8; 4] = packed
-            .get(..4)
-            .ok_or_else(bad)?
-            .try_into()
-            .map_err(|_| bad())?;
+        let len: [u8; 4] = packed.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?;
         let len = u32::from_le_bytes(len) as usize;
         let part = packed.get(4..4 + len).ok_or_else(bad)?;
         parts.push(part.to_vec());
@@ -123,17 +119,10 @@ impl Container {
             Kind::Dict | Kind::Namespace => Data::Map(Map::default()),
             Kind::List => Data::List(Vec::new()),
             other => {
-                return Err(Error::Invalid(format!(
-                    "a {} is not a manager's container",
-                    other.name()
-                )));
+                return Err(Error::Invalid(format!("a {} is not a manager's container", other.name())));
             }
         };
-        Ok(Container {
-            kind,
-            data: Mutex::new(data),
-            lock: Lock::new(true),
-        })
+        Ok(Container { kind, data: Mutex::new(data), lock: Lock::new(true) })
     }
 
     pub(crate) fn kind(&self) -> Kind {
@@ -141,13 +130,7 @@ impl Container {
     }
 
     /// Carries out `op` for the process `pid`; what it stores is charged to `pid`.
-    pub(crate) async fn call(
-        &self,
-        budgets: &Arc<Budgets>,
-        pid: u32,
-        op: Op,
-        data: Vec<u8>,
-    ) -> Result<Reply, Error> {
+    pub(crate) async fn call(&self, budgets: &Arc<Budgets>, pid: u32, op: Op, data: Vec<u8>) -> Result<Reply, Error> {
         let payer = Payer { budgets, pid };
         if let Op::Commit | Op::Abort = op {
             return self.end_update(payer, op, data);
@@ -168,9 +151,7 @@ impl Container {
     /// (`Abort`), and gives the hold back.
     fn end_update(&self, payer: Payer<'_>, op: Op, data: Vec<u8>) -> Result<Reply, Error> {
         if !self.lock.is_owned_by(payer.pid) {
-            return Err(Error::Invalid(
-                "no update of this container is in progress".into(),
-            ));
+            return Err(Error::Invalid("no update of this container is in progress".into()));
         }
         let answer = match op {
             Op::Commit => self.apply(payer, Op::Set, data),
@@ -184,10 +165,7 @@ impl Container {
         let mut guard = self.data.lock().unwrap();
         let bytes = |message: &Message| Reply::Bytes(Payload(message.bytes().to_vec()));
         match (&mut *guard, op) {
-            (Data::Map(map), Op::Get) => Ok(map
-                .entries
-                .get(&data)
-                .map_or(Reply::Unit, |(_, v)| bytes(v))),
+            (Data::Map(map), Op::Get) => Ok(map.entries.get(&data).map_or(Reply::Unit, |(_, v)| bytes(v))),
             (Data::Map(map), Op::Contains) => Ok(Reply::Bool(map.entries.contains_key(&data))),
             (Data::Map(map), Op::Len) => Ok(Reply::Count(map.entries.len() as u64)),
             (Data::Map(map), Op::Remove) => Ok(match map.entries.remove(&data) {
@@ -236,13 +214,8 @@ impl Container {
                 replace(payer, &mut list[slot], data, cost)?;
                 Ok(Reply::Unit)
             }
-            (Data::List(list), Op::Values) => {
-                Ok(Reply::Bytes(Payload(pack(list.iter().map(Message::bytes)))))
-            }
-            (_, op) => Err(Error::Invalid(format!(
-                "{op:?} is not an operation of a {}",
-                self.kind.name()
-            ))),
+            (Data::List(list), Op::Values) => Ok(Reply::Bytes(Payload(pack(list.iter().map(Message::bytes))))),
+            (_, op) => Err(Error::Invalid(format!("{op:?} is not an operation of a {}", self.kind.name()))),
         }
     }
 }
@@ -294,10 +267,7 @@ mod tests {
     #[test]
     fn packing_round_trips_and_refuses_garbage() {
         let parts: [&[u8]; 3] = [b"key", b"", b"value"];
-        assert_eq!(
-            unpack(&pack(parts)).unwrap(),
-            vec![b"key".to_vec(), vec![], b"value".to_vec()]
-        );
+        assert_eq!(unpack(&pack(parts)).unwrap(), vec![b"key".to_vec(), vec![], b"value".to_vec()]);
         assert!(unpack(&[1, 0, 0, 0]).is_err());
         assert!(unpack(&[9]).is_err());
         assert!(key_value(&pack([b"only".as_slice()])).is_err());
@@ -307,51 +277,28 @@ mod tests {
     /// back; an update holds every other process off until it commits.
     #[test]
     fn a_dict_in_order_with_an_exclusive_update() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let budgets = Budgets::new(Quotas {
-            bytes: 1000,
-            objects: 10,
-        });
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let budgets = Budgets::new(Quotas { bytes: 1000, objects: 10 });
         let dict = Arc::new(Container::new(Kind::Dict).unwrap());
         let call = |pid, op, data: Vec<u8>| runtime.block_on(dict.call(&budgets, pid, op, data));
         for key in [b"b", b"a", b"c"] {
             call(1, Op::Set, pack([key.as_slice(), b"1"])).unwrap();
         }
         call(1, Op::Set, pack([b"a".as_slice(), b"2"])).unwrap();
-        let Ok(Reply::Bytes(items)) = call(1, Op::Items, vec![]) else {
-            panic!()
-        };
+        let Ok(Reply::Bytes(items)) = call(1, Op::Items, vec![]) else { panic!() };
         let items = unpack(&items.0).unwrap();
-        assert_eq!(
-            items,
-            [b"b", b"1", b"a", b"2", b"c", b"1"].map(|p| p.to_vec())
-        );
-        assert_eq!(
-            call(1, Op::Remove, b"b".to_vec()),
-            Ok(Reply::Bytes(Payload(b"1".to_vec())))
-        );
+        assert_eq!(items, [b"b", b"1", b"a", b"2", b"c", b"1"].map(|p| p.to_vec()));
+        assert_eq!(call(1, Op::Remove, b"b".to_vec()), Ok(Reply::Bytes(Payload(b"1".to_vec()))));
         assert_eq!(call(1, Op::Get, b"b".to_vec()), Ok(Reply::Unit));
         assert_eq!(call(1, Op::Len, vec![]), Ok(Reply::Count(2)));
         // Past the budget: refused, nothing stored; a value as large as
         // the budget allows may replace another.
-        assert!(matches!(
-            call(1, Op::Set, pack([b"big".as_slice(), &[0; 2000]])),
-            Err(Error::Quota { .. })
-        ));
+        assert!(matches!(call(1, Op::Set, pack([b"big".as_slice(), &[0; 2000]])), Err(Error::Quota { .. })));
         call(1, Op::Set, pack([b"x".as_slice(), &[0; 700]])).unwrap();
         call(1, Op::Set, pack([b"x".as_slice(), &[1; 700]])).unwrap();
-        assert_eq!(
-            call(1, Op::Remove, b"x".to_vec()),
-            Ok(Reply::Bytes(Payload(vec![1; 700])))
-        );
+        assert_eq!(call(1, Op::Remove, b"x".to_vec()), Ok(Reply::Bytes(Payload(vec![1; 700]))));
 
-        assert_eq!(
-            call(1, Op::Begin, b"a".to_vec()),
-            Ok(Reply::Bytes(Payload(b"2".to_vec())))
-        );
+        assert_eq!(call(1, Op::Begin, b"a".to_vec()), Ok(Reply::Bytes(Payload(b"2".to_vec()))));
         // The updater's own reads go on; another process's wait.
         assert_eq!(call(1, Op::Contains, b"a".to_vec()), Ok(Reply::Bool(true)));
         let other = runtime.spawn({
@@ -361,23 +308,14 @@ mod tests {
         runtime.block_on(tokio::task::yield_now());
         assert!(!other.is_finished());
         call(1, Op::Commit, pack([b"a".as_slice(), b"3"])).unwrap();
-        assert_eq!(
-            runtime.block_on(other).unwrap(),
-            Ok(Reply::Bytes(Payload(b"3".to_vec())))
-        );
+        assert_eq!(runtime.block_on(other).unwrap(), Ok(Reply::Bytes(Payload(b"3".to_vec()))));
         assert!(call(2, Op::Commit, pack([b"a".as_slice(), b"4"])).is_err());
-        assert_eq!(
-            call(1, Op::Push, vec![]).unwrap_err(),
-            Error::Invalid("Push is not an operation of a dict".into())
-        );
+        assert_eq!(call(1, Op::Push, vec![]).unwrap_err(), Error::Invalid("Push is not an operation of a dict".into()));
     }
 
     #[test]
     fn a_list_pushes_gets_and_sets_in_range() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let budgets = Budgets::new(Quotas::default());
         let list = Container::new(Kind::List).unwrap();
         let call = |op, data: Vec<u8>| runtime.block_on(list.call(&budgets, 1, op, data));
@@ -386,17 +324,9 @@ mod tests {
         call(Op::SetAt(0), b"z".to_vec()).unwrap();
         assert!(call(Op::SetAt(2), b"w".to_vec()).is_err());
         assert!(call(Op::GetAt(5), vec![]).is_err());
-        assert_eq!(
-            call(Op::GetAt(1), vec![]),
-            Ok(Reply::Bytes(Payload(b"y".to_vec())))
-        );
-        let Ok(Reply::Bytes(values)) = call(Op::Values, vec![]) else {
-            panic!()
-        };
-        assert_eq!(
-            unpack(&values.0).unwrap(),
-            vec![b"z".to_vec(), b"y".to_vec()]
-        );
+        assert_eq!(call(Op::GetAt(1), vec![]), Ok(Reply::Bytes(Payload(b"y".to_vec()))));
+        let Ok(Reply::Bytes(values)) = call(Op::Values, vec![]) else { panic!() };
+        assert_eq!(unpack(&values.0).unwrap(), vec![b"z".to_vec(), b"y".to_vec()]);
         assert!(Container::new(Kind::Queue).is_err());
     }
 }

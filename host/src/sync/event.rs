@@ -24,8 +24,6 @@ impl Event {
 
     /// Waits until the flag is set; its value when the wait ends.
     pub(crate) async fn wait(&self, timeout: Option<u64>) -> bool {
-        wait_for(&self.changed, timeout, || self.is_set().then_some(()))
-            .await
-            .is_some()
+        wait_for(&self.changed, timeout, || self.is_set().then_some(())).await.is_some()
     }
 }

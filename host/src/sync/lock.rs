@@ -23,11 +23,7 @@ struct Owner {
 
 impl Lock {
     pub(crate) fn new(recursive: bool) -> Lock {
-        Lock {
-            recursive,
-            state: Mutex::new(Owner::default()),
-            changed: Notify::new(),
-        }
+        Lock { recursive, state: Mutex::new(Owner::default()), changed: Notify::new() }
     }
 
     /// Takes the lock for `pid` (`count` times over for an `RLock` being
@@ -37,10 +33,7 @@ impl Lock {
             let mut owner = self.state.lock().unwrap();
             match owner.pid {
                 None => {
-                    *owner = Owner {
-                        pid: Some(pid),
-                        count,
-                    };
+                    *owner = Owner { pid: Some(pid), count };
                     Some(())
                 }
                 Some(holder) if self.recursive && holder == pid => {
@@ -107,11 +100,7 @@ pub(crate) struct Semaphore {
 
 impl Semaphore {
     pub(crate) fn new(value: u32, bounded: bool) -> Semaphore {
-        Semaphore {
-            bound: bounded.then_some(value),
-            value: Mutex::new(value),
-            changed: Notify::new(),
-        }
+        Semaphore { bound: bounded.then_some(value), value: Mutex::new(value), changed: Notify::new() }
     }
 
     pub(crate) async fn acquire(&self, timeout: Option<u64>) -> bool {
@@ -126,9 +115,7 @@ impl Semaphore {
     pub(crate) fn release(&self) -> Result<(), Error> {
         let mut value = self.value.lock().unwrap();
         if self.bound.is_some_and(|bound| *value >= bound) || *value == u32::MAX {
-            return Err(Error::Invalid(
-                "semaphore or lock released too many times".into(),
-            ));
+            return Err(Error::Invalid("semaphore or lock released too many times".into()));
         }
         *value += 1;
         drop(value);

@@ -36,38 +36,24 @@ impl<'h> Manager<'h> {
     }
 
     /// `manager.dict()`: a new, empty shared dict.
-    pub fn dict<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned>(
-        &self,
-    ) -> Result<Dict<K, V>, Error> {
-        Ok(Dict {
-            handle: Handle::create_one(self.host, Spec::Container(Kind::Dict))?,
-            types: PhantomData,
-        })
+    pub fn dict<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned>(&self) -> Result<Dict<K, V>, Error> {
+        Ok(Dict { handle: Handle::create_one(self.host, Spec::Container(Kind::Dict))?, types: PhantomData })
     }
 
     /// `manager.list()`: a new, empty shared list.
     pub fn list<T: Serialize + DeserializeOwned>(&self) -> Result<List<T>, Error> {
-        Ok(List {
-            handle: Handle::create_one(self.host, Spec::Container(Kind::List))?,
-            item: PhantomData,
-        })
+        Ok(List { handle: Handle::create_one(self.host, Spec::Container(Kind::List))?, item: PhantomData })
     }
 
     /// `manager.Namespace()`: a new namespace with no attributes.
     pub fn namespace(&self) -> Result<Namespace, Error> {
-        Ok(Namespace {
-            handle: Handle::create_one(self.host, Spec::Container(Kind::Namespace))?,
-        })
+        Ok(Namespace { handle: Handle::create_one(self.host, Spec::Container(Kind::Namespace))? })
     }
 }
 
 /// One operation on the container of `handle`: its bytes, if it gave some.
 fn op(handle: &Handle, op: Op, data: Vec<u8>) -> Result<Option<Vec<u8>>, Error> {
-    match handle.call(Request::Container {
-        id: handle.id(),
-        op,
-        data: Payload(data),
-    })? {
+    match handle.call(Request::Container { id: handle.id(), op, data: Payload(data) })? {
         Reply::Bytes(bytes) => Ok(Some(bytes.0)),
         Reply::Unit => Ok(None),
         other => Err(unexpected(other)),
@@ -75,22 +61,14 @@ fn op(handle: &Handle, op: Op, data: Vec<u8>) -> Result<Option<Vec<u8>>, Error> 
 }
 
 fn count(handle: &Handle) -> Result<usize, Error> {
-    match handle.call(Request::Container {
-        id: handle.id(),
-        op: Op::Len,
-        data: Payload::default(),
-    })? {
+    match handle.call(Request::Container { id: handle.id(), op: Op::Len, data: Payload::default() })? {
         Reply::Count(n) => Ok(n as usize),
         other => Err(unexpected(other)),
     }
 }
 
 fn contains(handle: &Handle, key: Vec<u8>) -> Result<bool, Error> {
-    match handle.call(Request::Container {
-        id: handle.id(),
-        op: Op::Contains,
-        data: Payload(key),
-    })? {
+    match handle.call(Request::Container { id: handle.id(), op: Op::Contains, data: Payload(key) })? {
         Reply::Bool(found) => Ok(found),
         other => Err(unexpected(other)),
     }
@@ -123,9 +101,7 @@ pub struct Dict<K, V> {
 impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V> {
     /// The value under `key`.
     pub fn get(&self, key: &K) -> Result<Option<V>, Error> {
-        op(&self.handle, Op::Get, encode(key)?.0)?
-            .map(|v| decode(&v))
-            .transpose()
+        op(&self.handle, Op::Get, encode(key)?.0)?.map(|v| decode(&v)).transpose()
     }
 
     /// `d[key] = value`.
@@ -136,9 +112,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
 
     /// Removes `key`; its value, if it had one.
     pub fn remove(&self, key: &K) -> Result<Option<V>, Error> {
-        op(&self.handle, Op::Remove, encode(key)?.0)?
-            .map(|v| decode(&v))
-            .transpose()
+        op(&self.handle, Op::Remove, encode(key)?.0)?.map(|v| decode(&v)).transpose()
     }
 
     /// `key in d`.
@@ -158,16 +132,12 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Dict<K, V
 
     /// The keys, in insertion order.
     pub fn keys(&self) -> Result<Vec<K>, Error> {
-        self.items()
-            .map(|items| items.into_iter().map(|(k, _)| k).collect())
+        self.items().map(|items| items.into_iter().map(|(k, _)| k).collect())
     }
 
     /// The keys and values, in insertion order.
     pub fn items(&self) -> Result<Vec<(K, V)>, Error> {
-        pairs(parts(&self.handle, Op::Items)?)
-            .into_iter()
-            .map(|(k, v)| Ok((decode(&k)?, decode(&v)?)))
-            .collect()
+        pairs(parts(&self.handle, Op::Items)?).into_iter().map(|(k, v)| Ok((decode(&k)?, decode(&v)?))).collect()
     }
 
     /// Sets `key` to `f(its value now)` as one atomic step: no operation
@@ -232,10 +202,7 @@ impl<T: Serialize + DeserializeOwned> List<T> {
 
     /// A copy of every item, in order.
     pub fn to_vec(&self) -> Result<Vec<T>, Error> {
-        parts(&self.handle, Op::Values)?
-            .iter()
-            .map(|v| decode(v))
-            .collect()
+        parts(&self.handle, Op::Values)?.iter().map(|v| decode(v)).collect()
     }
 }
 
@@ -247,9 +214,7 @@ pub struct Namespace {
 impl Namespace {
     /// The attribute `name`, `None` if it has none.
     pub fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, Error> {
-        op(&self.handle, Op::Get, name.as_bytes().to_vec())?
-            .map(|v| decode(&v))
-            .transpose()
+        op(&self.handle, Op::Get, name.as_bytes().to_vec())?.map(|v| decode(&v)).transpose()
     }
 
     /// Sets the attribute `name`.

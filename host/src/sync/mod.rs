@@ -69,12 +69,9 @@ mod registry;
 pub(crate) mod wait;
 mod wire;
 
-pub use api::{
-    Array, Barrier, Condition, Connection, Event, JoinableQueue, Lock, Queue, RLock, Semaphore,
-    Value,
-};
-pub(crate) use queue::Queue as QueueObject;
+pub use api::{Array, Barrier, Condition, Connection, Event, JoinableQueue, Lock, Queue, RLock, Semaphore, Value};
 pub use manager::{Dict, List, Manager, Namespace};
+pub(crate) use queue::Queue as QueueObject;
 pub(crate) use registry::Registry;
 
 use crate::backend::{Answered, BoxFuture, Objects, RemoteObjects};
@@ -163,9 +160,7 @@ impl std::fmt::Display for Error {
             Error::Full => f.write_str("the queue is full"),
             Error::Closed => f.write_str("the handle is closed"),
             Error::Eof => f.write_str("end of file: the other end of the connection is closed"),
-            Error::BrokenPipe => {
-                f.write_str("broken pipe: the other end of the connection is closed")
-            }
+            Error::BrokenPipe => f.write_str("broken pipe: the other end of the connection is closed"),
             Error::UnknownObject(what) => write!(f, "no such shared object: {what}"),
             Error::NotGiven(what) => write!(
                 f,
@@ -191,10 +186,9 @@ impl std::fmt::Display for Error {
                     "quota exceeded: the run would park {used} bytes in shared objects, over its limit of {limit} ({} x --max-shared)",
                     budget::RUN_FACTOR
                 ),
-                QuotaKind::RunObjects => write!(
-                    f,
-                    "quota exceeded: the run would hold {used} shared objects, over its limit of {limit}"
-                ),
+                QuotaKind::RunObjects => {
+                    write!(f, "quota exceeded: the run would hold {used} shared objects, over its limit of {limit}")
+                }
             },
         }
     }
@@ -267,25 +261,13 @@ const TOKEN_PREFIX: &str = "mp-sync:";
 impl Token {
     /// `mp-sync:<kind>:<id>:<secret in hex>`.
     pub(crate) fn encode(&self) -> String {
-        format!(
-            "{TOKEN_PREFIX}{}:{}:{:016x}",
-            self.kind.name(),
-            self.id,
-            self.secret
-        )
+        format!("{TOKEN_PREFIX}{}:{}:{:016x}", self.kind.name(), self.id, self.secret)
     }
 
     pub(crate) fn parse(text: &str) -> Result<Token, Error> {
-        let bad = || {
-            Error::UnknownObject(format!(
-                "`{}` is not a token",
-                text.chars().take(80).collect::<String>()
-            ))
-        };
+        let bad = || Error::UnknownObject(format!("`{}` is not a token", text.chars().take(80).collect::<String>()));
         let mut parts = text.strip_prefix(TOKEN_PREFIX).ok_or_else(bad)?.split(':');
-        let kind = parts
-            .next()
-            .and_then(|k| Kind::ALL.into_iter().find(|kind| kind.name() == k));
+        let kind = parts.next().and_then(|k| Kind::ALL.into_iter().find(|kind| kind.name() == k));
         let id = parts.next().and_then(|id| id.parse().ok());
         let secret = parts.next().and_then(|s| u64::from_str_radix(s, 16).ok());
         match (kind, id, secret, parts.next()) {
@@ -766,9 +748,9 @@ impl Objects for Served {
             // Puts to a queue that never waits may go unanswered, within
             // half the room left in the budgets (others may take the rest).
             let allowance = match (put_to, &answer) {
-                (Some(id), Ok(_)) => self.0.queue(pid, id).map_or(0, |queue| {
-                    if queue.bounded() { 0 } else { self.0.headroom(pid) / 2 }
-                }),
+                (Some(id), Ok(_)) => {
+                    self.0.queue(pid, id).map_or(0, |queue| if queue.bounded() { 0 } else { self.0.headroom(pid) / 2 })
+                }
                 _ => 0,
             };
             // A message taken for a process that cannot receive it goes
@@ -860,10 +842,7 @@ pub(crate) async fn wait_for<T>(
         match deadline {
             None | Some(None) => notified.await,
             Some(Some(deadline)) => {
-                if tokio::time::timeout_at(deadline.into(), notified)
-                    .await
-                    .is_err()
-                {
+                if tokio::time::timeout_at(deadline.into(), notified).await.is_err() {
                     return ready();
                 }
             }
@@ -909,24 +888,10 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_refuse_garbage() {
-        let token = Token {
-            kind: Kind::Connection,
-            id: 42,
-            secret: 0xdead_beef,
-        };
+        let token = Token { kind: Kind::Connection, id: 42, secret: 0xdead_beef };
         assert_eq!(Token::parse(&token.encode()), Ok(token));
-        for bad in [
-            "",
-            "mp-sync:",
-            "mp-sync:queue:1",
-            "mp-sync:frob:1:2",
-            "mp-sync:queue:x:2",
-            "mp-sync:queue:1:2:3",
-        ] {
-            assert!(
-                matches!(Token::parse(bad), Err(Error::UnknownObject(_))),
-                "{bad}"
-            );
+        for bad in ["", "mp-sync:", "mp-sync:queue:1", "mp-sync:frob:1:2", "mp-sync:queue:x:2", "mp-sync:queue:1:2:3"] {
+            assert!(matches!(Token::parse(bad), Err(Error::UnknownObject(_))), "{bad}");
         }
     }
 }

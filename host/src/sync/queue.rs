@@ -40,10 +40,7 @@ impl Queue {
         Queue {
             maxsize: maxsize as usize,
             joinable,
-            state: Mutex::new(State {
-                items: VecDeque::new(),
-                unfinished: 0,
-            }),
+            state: Mutex::new(State { items: VecDeque::new(), unfinished: 0 }),
             put: Notify::new(),
             taken: Notify::new(),
             done: Notify::new(),
@@ -58,9 +55,7 @@ impl Queue {
             if self.maxsize != 0 && state.items.len() >= self.maxsize {
                 return None;
             }
-            state
-                .items
-                .push_back(item.take().expect("an item is put once"));
+            state.items.push_back(item.take().expect("an item is put once"));
             state.unfinished += 1;
             Some(())
         })
@@ -76,10 +71,7 @@ impl Queue {
 
     /// Removes the first item, waiting up to `timeout`; [`Error::Empty`] after.
     pub(crate) async fn get(&self, timeout: Option<u64>) -> Result<Vec<u8>, Error> {
-        let item = wait_for(&self.put, timeout, || {
-            self.state.lock().unwrap().items.pop_front()
-        })
-        .await;
+        let item = wait_for(&self.put, timeout, || self.state.lock().unwrap().items.pop_front()).await;
         match item {
             Some(item) => {
                 if self.maxsize != 0 {
@@ -115,9 +107,7 @@ impl Queue {
     /// Marks one item as processed (`JoinableQueue.task_done`).
     pub(crate) fn task_done(&self) -> Result<(), Error> {
         if !self.joinable {
-            return Err(Error::Invalid(
-                "task_done() on a queue that is not joinable".into(),
-            ));
+            return Err(Error::Invalid("task_done() on a queue that is not joinable".into()));
         }
         let mut state = self.state.lock().unwrap();
         if state.unfinished == 0 {
@@ -133,14 +123,9 @@ impl Queue {
     /// Waits until every item put has been marked done.
     pub(crate) async fn join(&self) -> Result<(), Error> {
         if !self.joinable {
-            return Err(Error::Invalid(
-                "join() on a queue that is not joinable".into(),
-            ));
+            return Err(Error::Invalid("join() on a queue that is not joinable".into()));
         }
-        wait_for(&self.done, None, || {
-            (self.state.lock().unwrap().unfinished == 0).then_some(())
-        })
-        .await;
+        wait_for(&self.done, None, || (self.state.lock().unwrap().unfinished == 0).then_some(())).await;
         Ok(())
     }
 }

@@ -104,42 +104,21 @@ impl Objects {
     }
 
     fn insert_at(&mut self, id: u64, object: Object, holder: Holder) -> Token {
-        let token = Token {
-            kind: object.kind(),
-            id,
-            secret: random_u64(),
-        };
-        self.map.insert(
-            id,
-            Entry {
-                secret: token.secret,
-                holders: HashMap::from([(holder, 1)]),
-                object,
-                _charge: None,
-            },
-        );
+        let token = Token { kind: object.kind(), id, secret: random_u64() };
+        self.map
+            .insert(id, Entry { secret: token.secret, holders: HashMap::from([(holder, 1)]), object, _charge: None });
         token
     }
 
     fn token(&self, id: u64) -> Option<Token> {
-        self.map.get(&id).map(|e| Token {
-            kind: e.object.kind(),
-            id,
-            secret: e.secret,
-        })
+        self.map.get(&id).map(|e| Token { kind: e.object.kind(), id, secret: e.secret })
     }
 
     /// The entry `id`, if `pid` holds it.
     fn held(&mut self, pid: u32, id: u64) -> Result<&mut Entry, Error> {
-        let entry = self
-            .map
-            .get_mut(&id)
-            .ok_or_else(|| Error::UnknownObject(format!("object {id}")))?;
+        let entry = self.map.get_mut(&id).ok_or_else(|| Error::UnknownObject(format!("object {id}")))?;
         if !entry.holders.contains_key(&Holder::Process(pid)) {
-            return Err(Error::NotGiven(format!(
-                "{} {id}",
-                entry.object.kind().name()
-            )));
+            return Err(Error::NotGiven(format!("{} {id}", entry.object.kind().name())));
         }
         Ok(entry)
     }
@@ -184,9 +163,7 @@ impl Objects {
         let entry = self.map.remove(&id).expect("present");
         match entry.object {
             Object::Connection(pipe, end) => pipe.close(end),
-            Object::Condition(condition) => {
-                self.remove(condition.lock_id, Holder::Object(id), None)
-            }
+            Object::Condition(condition) => self.remove(condition.lock_id, Holder::Object(id), None),
             Object::Array(array) => self.remove(array.lock_id, Holder::Object(id), None),
             _ => {}
         }
@@ -219,12 +196,7 @@ macro_rules! object {
 
 impl Registry {
     pub(crate) fn new(runtime: tokio::runtime::Handle, quotas: Quotas) -> Registry {
-        Registry {
-            objects: Mutex::default(),
-            budgets: Budgets::new(quotas),
-            watched: Mutex::default(),
-            runtime,
-        }
+        Registry { objects: Mutex::default(), budgets: Budgets::new(quotas), watched: Mutex::default(), runtime }
     }
 
     /// Releases `pid`'s holds when the process `node` ends (once per pid).
@@ -264,9 +236,11 @@ impl Registry {
                 }
                 _ => {}
             }
-            if entry.holders.keys().any(
-                |h| matches!(h, Holder::Process(p) | Holder::Reserved(p) | Holder::Given(p) if *p == pid),
-            ) {
+            if entry
+                .holders
+                .keys()
+                .any(|h| matches!(h, Holder::Process(p) | Holder::Reserved(p) | Holder::Given(p) if *p == pid))
+            {
                 ids.push(id);
             }
         }
@@ -294,13 +268,7 @@ impl Registry {
         // back as it was taken.
         let charge = self.budgets.charge_anyway(Message::cost(message.len()));
         let message = Message::new(message, charge);
-        let object = self
-            .objects
-            .lock()
-            .unwrap()
-            .map
-            .get(&id)
-            .map(|e| e.object.clone());
+        let object = self.objects.lock().unwrap().map.get(&id).map(|e| e.object.clone());
         match object {
             Some(Object::Queue(queue)) => queue.give_back(message),
             Some(Object::Connection(pipe, end)) => pipe.give_back(end, message),
@@ -408,31 +376,21 @@ impl Registry {
                 let queue = object!(self, pid, id, Queue);
                 self.put(pid, &queue, item.0, timeout).await.map(|()| Reply::Unit)
             }
-            Request::Get { id, timeout } => object!(self, pid, id, Queue)
-                .get(timeout)
-                .await
-                .map(|item| Reply::Bytes(super::Payload(item))),
+            Request::Get { id, timeout } => {
+                object!(self, pid, id, Queue).get(timeout).await.map(|item| Reply::Bytes(super::Payload(item)))
+            }
             Request::QueueSize { id } => Ok(Reply::Count(object!(self, pid, id, Queue).len())),
-            Request::TaskDone { id } => object!(self, pid, id, Queue)
-                .task_done()
-                .map(|()| Reply::Unit),
-            Request::JoinQueue { id } => object!(self, pid, id, Queue)
-                .join()
-                .await
-                .map(|()| Reply::Unit),
+            Request::TaskDone { id } => object!(self, pid, id, Queue).task_done().map(|()| Reply::Unit),
+            Request::JoinQueue { id } => object!(self, pid, id, Queue).join().await.map(|()| Reply::Unit),
             Request::Send { id, message } => {
                 check_size(&message.0)?;
                 let (pipe, end) = self.connection(pid, id)?;
                 let charge = self.budgets.charge(pid, Message::cost(message.0.len()), 0)?;
-                pipe.send(end, Message::new(message.0, charge))
-                    .await
-                    .map(|()| Reply::Unit)
+                pipe.send(end, Message::new(message.0, charge)).await.map(|()| Reply::Unit)
             }
             Request::Recv { id } => {
                 let (pipe, end) = self.connection(pid, id)?;
-                pipe.recv(end)
-                    .await
-                    .map(|m| Reply::Bytes(super::Payload(m)))
+                pipe.recv(end).await.map(|m| Reply::Bytes(super::Payload(m)))
             }
             Request::Poll { id, timeout } => {
                 let (pipe, end) = self.connection(pid, id)?;
@@ -441,9 +399,7 @@ impl Registry {
             Request::Acquire { id, timeout } => match self.object(pid, id)? {
                 Object::Lock(lock) => Ok(Reply::Bool(lock.acquire(pid, 1, timeout).await)),
                 Object::Semaphore(semaphore) => Ok(Reply::Bool(semaphore.acquire(timeout).await)),
-                Object::Condition(condition) => {
-                    Ok(Reply::Bool(condition.lock.acquire(pid, 1, timeout).await))
-                }
+                Object::Condition(condition) => Ok(Reply::Bool(condition.lock.acquire(pid, 1, timeout).await)),
                 other => Err(not_a(&other, id, "lock")),
             },
             Request::Release { id } => match self.object(pid, id)? {
@@ -452,9 +408,7 @@ impl Registry {
                 Object::Condition(condition) => condition.lock.release(pid).map(|()| Reply::Unit),
                 other => Err(not_a(&other, id, "lock")),
             },
-            Request::SemaphoreValue { id } => Ok(Reply::Count(
-                object!(self, pid, id, Semaphore).value().into(),
-            )),
+            Request::SemaphoreValue { id } => Ok(Reply::Count(object!(self, pid, id, Semaphore).value().into())),
             Request::EventSet { id } => {
                 object!(self, pid, id, Event).set(true);
                 Ok(Reply::Unit)
@@ -464,9 +418,7 @@ impl Registry {
                 Ok(Reply::Unit)
             }
             Request::EventIsSet { id } => Ok(Reply::Bool(object!(self, pid, id, Event).is_set())),
-            Request::EventWait { id, timeout } => Ok(Reply::Bool(
-                object!(self, pid, id, Event).wait(timeout).await,
-            )),
+            Request::EventWait { id, timeout } => Ok(Reply::Bool(object!(self, pid, id, Event).wait(timeout).await)),
             Request::GetLock { id } => {
                 let lock_id = match self.object(pid, id)? {
                     Object::Condition(condition) => condition.lock_id,
@@ -475,22 +427,18 @@ impl Registry {
                 };
                 let mut objects = self.objects.lock().unwrap();
                 objects.add(lock_id, Holder::Process(pid));
-                let token = objects
-                    .token(lock_id)
-                    .ok_or_else(|| Error::UnknownObject(format!("lock {lock_id}")))?;
+                let token = objects.token(lock_id).ok_or_else(|| Error::UnknownObject(format!("lock {lock_id}")))?;
                 Ok(Reply::Handles(vec![token]))
             }
-            Request::ConditionWait { id, timeout } => object!(self, pid, id, Condition)
-                .wait(pid, timeout)
-                .await
-                .map(Reply::Bool),
-            Request::ConditionNotify { id, n } => object!(self, pid, id, Condition)
-                .notify(pid, n)
-                .map(|()| Reply::Unit),
-            Request::BarrierWait { id, timeout } => object!(self, pid, id, Barrier)
-                .wait(timeout)
-                .await
-                .map(|i| Reply::Count(i.into())),
+            Request::ConditionWait { id, timeout } => {
+                object!(self, pid, id, Condition).wait(pid, timeout).await.map(Reply::Bool)
+            }
+            Request::ConditionNotify { id, n } => {
+                object!(self, pid, id, Condition).notify(pid, n).map(|()| Reply::Unit)
+            }
+            Request::BarrierWait { id, timeout } => {
+                object!(self, pid, id, Barrier).wait(timeout).await.map(|i| Reply::Count(i.into()))
+            }
             Request::BarrierAbort { id } => {
                 object!(self, pid, id, Barrier).abort();
                 Ok(Reply::Unit)
@@ -501,32 +449,21 @@ impl Registry {
             }
             Request::BarrierState { id } => {
                 let (parties, waiting, broken) = object!(self, pid, id, Barrier).state();
-                Ok(Reply::Barrier {
-                    parties,
-                    waiting,
-                    broken,
-                })
+                Ok(Reply::Barrier { parties, waiting, broken })
             }
             Request::ArrayLen { id } => Ok(Reply::Count(object!(self, pid, id, Array).len())),
-            Request::ArrayGet { id, index } => {
-                object!(self, pid, id, Array).get(index).map(Reply::Number)
+            Request::ArrayGet { id, index } => object!(self, pid, id, Array).get(index).map(Reply::Number),
+            Request::ArraySet { id, index, value } => {
+                object!(self, pid, id, Array).set(index, value).map(|()| Reply::Unit)
             }
-            Request::ArraySet { id, index, value } => object!(self, pid, id, Array)
-                .set(index, value)
-                .map(|()| Reply::Unit),
-            Request::ArrayGetAll { id } => {
-                Ok(Reply::Numbers(object!(self, pid, id, Array).get_all()))
-            }
+            Request::ArrayGetAll { id } => Ok(Reply::Numbers(object!(self, pid, id, Array).get_all())),
             Request::Container { id, op, data } => match self.object(pid, id)? {
                 Object::Container(container) => container.call(&self.budgets, pid, op, data.0).await,
                 other => Err(not_a(&other, id, "dict, list or namespace")),
             },
             Request::QueueFull { id } => Ok(Reply::Bool(object!(self, pid, id, Queue).is_full())),
             Request::PollMany { ids, timeout } => {
-                let ends = ids
-                    .iter()
-                    .map(|&id| self.connection(pid, id))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let ends = ids.iter().map(|&id| self.connection(pid, id)).collect::<Result<Vec<_>, _>>()?;
                 Ok(Reply::Indices(poll_many(ends, timeout).await))
             }
         }
@@ -550,9 +487,7 @@ impl Registry {
         let charge = self.budgets.charge(pid, bytes, 1)?;
         let mut objects = self.objects.lock().unwrap();
         let object = match spec {
-            Spec::Queue { maxsize, joinable } => {
-                Object::Queue(Arc::new(Queue::new(maxsize, joinable)))
-            }
+            Spec::Queue { maxsize, joinable } => Object::Queue(Arc::new(Queue::new(maxsize, joinable))),
             Spec::Pipe { duplex } => {
                 // One object per end.
                 let second_charge = self.budgets.charge(pid, 0, 1)?;
@@ -563,9 +498,7 @@ impl Registry {
                 return Ok(vec![first, second]);
             }
             Spec::Lock { recursive } => Object::Lock(Arc::new(Lock::new(recursive))),
-            Spec::Semaphore { value, bounded } => {
-                Object::Semaphore(Arc::new(Semaphore::new(value, bounded)))
-            }
+            Spec::Semaphore { value, bounded } => Object::Semaphore(Arc::new(Semaphore::new(value, bounded))),
             Spec::Event => Object::Event(Arc::default()),
             Spec::Barrier { parties } => Object::Barrier(Arc::new(Barrier::new(parties)?)),
             Spec::Container(kind) => Object::Container(Arc::new(Container::new(kind)?)),
@@ -583,17 +516,10 @@ impl Registry {
                     },
                     None => {
                         let lock = Arc::new(Lock::new(true));
-                        (
-                            lock.clone(),
-                            objects.insert(Object::Lock(lock), Holder::Object(id)).id,
-                        )
+                        (lock.clone(), objects.insert(Object::Lock(lock), Holder::Object(id)).id)
                     }
                 };
-                let token = objects.insert_at(
-                    id,
-                    Object::Condition(Arc::new(Condition::new(lock, lock_id))),
-                    me,
-                );
+                let token = objects.insert_at(id, Object::Condition(Arc::new(Condition::new(lock, lock_id))), me);
                 return Ok(vec![objects.paid(token, charge)]);
             }
             Spec::Array(values) => {
@@ -601,11 +527,7 @@ impl Registry {
                 let id = objects.next;
                 let lock = Object::Lock(Arc::new(Lock::new(true)));
                 let lock_id = objects.insert(lock, Holder::Object(id)).id;
-                let token = objects.insert_at(
-                    id,
-                    Object::Array(Arc::new(Array::new(values, lock_id))),
-                    me,
-                );
+                let token = objects.insert_at(id, Object::Array(Arc::new(Array::new(values, lock_id))), me);
                 return Ok(vec![objects.paid(token, charge)]);
             }
         };
@@ -618,13 +540,7 @@ impl Registry {
     /// reservations are never handed) any.
     fn open(&self, pid: u32, token: Token) -> Answer {
         let mut objects = self.objects.lock().unwrap();
-        let unknown = || {
-            Error::UnknownObject(format!(
-                "{} {} (freed, or a forged token)",
-                token.kind.name(),
-                token.id
-            ))
-        };
+        let unknown = || Error::UnknownObject(format!("{} {} (freed, or a forged token)", token.kind.name(), token.id));
         let entry = objects.map.get_mut(&token.id).ok_or_else(unknown)?;
         if entry.secret != token.secret || entry.object.kind() != token.kind {
             return Err(unknown());
@@ -675,10 +591,7 @@ async fn poll_many(ends: Vec<(Arc<Pipe>, usize)>, timeout: Option<u64>) -> Vec<u
 
 fn check_size(message: &[u8]) -> Result<(), Error> {
     if message.len() > MAX_MESSAGE {
-        return Err(Error::TooLarge {
-            size: message.len() as u64,
-            limit: MAX_MESSAGE as u64,
-        });
+        return Err(Error::TooLarge { size: message.len() as u64, limit: MAX_MESSAGE as u64 });
     }
     Ok(())
 }

@@ -28,32 +28,19 @@ pub(crate) async fn wait_many(
     timeout: Option<u64>,
 ) -> Result<Vec<u32>, Error> {
     if processes.iter().any(|p| p.pid().is_none()) {
-        return Err(Error::Invalid(
-            "cannot wait for a process not started".into(),
-        ));
+        return Err(Error::Invalid("cannot wait for a process not started".into()));
     }
     let deadline = timeout.and_then(|t| Instant::now().checked_add(Duration::from_nanos(t)));
     let ended = |processes: &[Arc<Node>]| -> Vec<u32> {
-        processes
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.exitcode().is_some())
-            .map(|(i, _)| i as u32)
-            .collect()
+        processes.iter().enumerate().filter(|(_, p)| p.exitcode().is_some()).map(|(i, _)| i as u32).collect()
     };
     let offset = processes.len() as u32;
     let poll = |timeout: Option<u64>| {
         let (host, caller, ids) = (host.clone(), caller.clone(), ids.clone());
         async move {
-            match host
-                .sync
-                .call(&caller, Request::PollMany { ids, timeout })
-                .await?
-            {
+            match host.sync.call(&caller, Request::PollMany { ids, timeout }).await? {
                 Reply::Indices(ready) => Ok(ready),
-                other => Err(Error::Invalid(format!(
-                    "unexpected reply from the registry: {other:?}"
-                ))),
+                other => Err(Error::Invalid(format!("unexpected reply from the registry: {other:?}"))),
             }
         }
     };
@@ -62,11 +49,7 @@ pub(crate) async fn wait_many(
         ready.extend(connections.into_iter().map(|i| i + offset));
         ready
     };
-    let now = if ids.is_empty() {
-        Vec::new()
-    } else {
-        poll(Some(0)).await?
-    };
+    let now = if ids.is_empty() { Vec::new() } else { poll(Some(0)).await? };
     if !now.is_empty() || !ended(&processes).is_empty() {
         return Ok(all_ready(now));
     }
@@ -96,10 +79,6 @@ pub(crate) async fn wait_many(
         _ = joins.join_next() => Vec::new(),
         ready = poll(timeout) => ready?,
     };
-    let connections = if connections.is_empty() {
-        poll(Some(0)).await?
-    } else {
-        connections
-    };
+    let connections = if connections.is_empty() { poll(Some(0)).await? } else { connections };
     Ok(all_ready(connections))
 }

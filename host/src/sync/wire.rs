@@ -41,10 +41,7 @@ pub(crate) fn encode<T: Framed>(mut message: T) -> Result<Vec<u8>, String> {
     let payload = message.payload().map(std::mem::take).unwrap_or_default();
     let head = serde_json::to_vec(&message).map_err(|e| format!("cannot encode: {e}"))?;
     if head.len() > MAX_HEAD || payload.len() > MAX_MESSAGE {
-        return Err(format!(
-            "a message of {} bytes exceeds the limit of {MAX_MESSAGE}",
-            payload.len()
-        ));
+        return Err(format!("a message of {} bytes exceeds the limit of {MAX_MESSAGE}", payload.len()));
     }
     let mut encoded = Vec::with_capacity(HEADER + head.len() + payload.len());
     encoded.extend_from_slice(&(head.len() as u32).to_le_bytes());
@@ -55,26 +52,18 @@ pub(crate) fn encode<T: Framed>(mut message: T) -> Result<Vec<u8>, String> {
 
 /// Decodes one message.
 pub(crate) fn decode<T: Framed>(encoded: &[u8]) -> Result<T, String> {
-    let header: [u8; HEADER] = encoded
-        .get(..HEADER)
-        .and_then(|h| h.try_into().ok())
-        .ok_or("truncated message header")?;
+    let header: [u8; HEADER] =
+        encoded.get(..HEADER).and_then(|h| h.try_into().ok()).ok_or("truncated message header")?;
     let head_len = u32::from_le_bytes(header) as usize;
     if head_len > MAX_HEAD {
         return Err(format!("a head of {head_len} bytes exceeds the limit of {MAX_HEAD}"));
     }
-    let head = encoded
-        .get(HEADER..HEADER + head_len)
-        .ok_or("truncated message head")?;
+    let head = encoded.get(HEADER..HEADER + head_len).ok_or("truncated message head")?;
     let payload = &encoded[HEADER + head_len..];
     if payload.len() > MAX_MESSAGE {
-        return Err(format!(
-            "a payload of {} bytes exceeds the limit of {MAX_MESSAGE}",
-            payload.len()
-        ));
+        return Err(format!("a payload of {} bytes exceeds the limit of {MAX_MESSAGE}", payload.len()));
     }
-    let mut message: T =
-        serde_json::from_slice(head).map_err(|e| format!("malformed message: {e}"))?;
+    let mut message: T = serde_json::from_slice(head).map_err(|e| format!("malformed message: {e}"))?;
     match message.payload() {
         Some(slot) => *slot = payload.to_vec(),
         None if payload.is_empty() => {}
@@ -89,11 +78,7 @@ mod tests {
     use crate::sync::{Error, Payload};
 
     fn put() -> Request {
-        Request::Put {
-            id: 7,
-            item: Payload(b"hello".to_vec()),
-            timeout: Some(5),
-        }
+        Request::Put { id: 7, item: Payload(b"hello".to_vec()), timeout: Some(5) }
     }
 
     #[test]
@@ -101,15 +86,9 @@ mod tests {
         let frame = encode(put()).unwrap();
         assert_eq!(decode::<Request>(&frame), Ok(put()));
         let answer: Answer = Ok(Reply::Bytes(Payload(vec![1, 2, 3])));
-        assert_eq!(
-            decode::<Answer>(&encode(answer.clone()).unwrap()),
-            Ok(answer)
-        );
+        assert_eq!(decode::<Answer>(&encode(answer.clone()).unwrap()), Ok(answer));
         let failure: Answer = Err(Error::Empty);
-        assert_eq!(
-            decode::<Answer>(&encode(failure.clone()).unwrap()),
-            Ok(failure)
-        );
+        assert_eq!(decode::<Answer>(&encode(failure.clone()).unwrap()), Ok(failure));
     }
 
     #[test]
@@ -126,10 +105,7 @@ mod tests {
         let mut frame = encode(Request::Recv { id: 1 }).unwrap();
         frame.push(0);
         assert!(decode::<Request>(&frame).is_err());
-        let too_big = Request::Send {
-            id: 1,
-            message: Payload(vec![0; MAX_MESSAGE + 1]),
-        };
+        let too_big = Request::Send { id: 1, message: Payload(vec![0; MAX_MESSAGE + 1]) };
         assert!(encode(too_big).is_err());
     }
 
@@ -137,10 +113,7 @@ mod tests {
     /// valid frames never panic, in either direction.
     #[test]
     fn decoder_survives_random_input() {
-        let frames = [
-            encode(put()).unwrap(),
-            encode::<Answer>(Ok(Reply::Count(3))).unwrap(),
-        ];
+        let frames = [encode(put()).unwrap(), encode::<Answer>(Ok(Reply::Count(3))).unwrap()];
         for bytes in crate::fuzz::mutants(&frames, 0x2545_f491_4f6c_dd1du64) {
             let _ = decode::<Request>(&bytes);
             let _ = decode::<Answer>(&bytes);

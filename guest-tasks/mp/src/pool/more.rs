@@ -106,17 +106,11 @@ impl Pool {
             }
             return result;
         };
-        let call: Callback =
-            Box::new(
-                move |value| match value.and_then(|bytes| from_bytes::<R>(&bytes)) {
-                    Ok(value) => callback(value),
-                    Err(error) => error_callback(error),
-                },
-            );
-        let pending = Pending {
-            result: inner.clone(),
-            callback: Rc::new(RefCell::new(Some(call))),
-        };
+        let call: Callback = Box::new(move |value| match value.and_then(|bytes| from_bytes::<R>(&bytes)) {
+            Ok(value) => callback(value),
+            Err(error) => error_callback(error),
+        });
+        let pending = Pending { result: inner.clone(), callback: Rc::new(RefCell::new(Some(call))) };
         self.callbacks.borrow_mut().push(pending.clone());
         result.pending = Some(pending);
         result
@@ -153,19 +147,9 @@ impl Pool {
         ordered: bool,
     ) -> Imap<R> {
         self.run_callbacks(false);
-        let args = items
-            .into_iter()
-            .map(|item| to_bytes(&item))
-            .collect::<Result<Vec<_>, _>>();
-        let source =
-            args.map(|args| wit::MapResults::new(&self.inner, target.name, &args, Some(chunksize)));
-        Imap {
-            source: source.map_err(Some),
-            ordered,
-            next_index: 0,
-            arrived: BTreeMap::new(),
-            _result: PhantomData,
-        }
+        let args = items.into_iter().map(|item| to_bytes(&item)).collect::<Result<Vec<_>, _>>();
+        let source = args.map(|args| wit::MapResults::new(&self.inner, target.name, &args, Some(chunksize)));
+        Imap { source: source.map_err(Some), ordered, next_index: 0, arrived: BTreeMap::new(), _result: PhantomData }
     }
 
     /// Python's `map_async`: submits `target` on every item and returns at
@@ -310,14 +294,7 @@ impl<R: DeserializeOwned> MapResult<R> {
         if let Some(Err(error)) = collected.values().find(|r| r.is_err()) {
             return Err(error.clone());
         }
-        collected
-            .values()
-            .map(|r| {
-                r.as_ref()
-                    .map_err(Clone::clone)
-                    .and_then(|bytes| from_bytes(bytes))
-            })
-            .collect()
+        collected.values().map(|r| r.as_ref().map_err(Clone::clone).and_then(|bytes| from_bytes(bytes))).collect()
     }
 
     /// Waits until every result has arrived.

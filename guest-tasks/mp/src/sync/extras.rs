@@ -67,11 +67,7 @@ impl Condition {
     /// Python's `Condition.wait_for(predicate, timeout)`: with the lock
     /// held, waits until `predicate()` is true (checked first, then after
     /// each notification) or `timeout` passes; the predicate's last value.
-    pub fn wait_for(
-        &self,
-        mut predicate: impl FnMut() -> bool,
-        timeout: Option<Duration>,
-    ) -> Result<bool, Error> {
+    pub fn wait_for(&self, mut predicate: impl FnMut() -> bool, timeout: Option<Duration>) -> Result<bool, Error> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             if predicate() {
@@ -93,11 +89,7 @@ impl Barrier {
     /// wait with this method (the action travels with no handle: each
     /// process names its own). A panicking action ends its process, which
     /// breaks the barrier for the others.
-    pub fn wait_with_action(
-        &self,
-        timeout: Option<Duration>,
-        action: impl FnOnce(),
-    ) -> Result<u32, Error> {
+    pub fn wait_with_action(&self, timeout: Option<Duration>, action: impl FnOnce()) -> Result<u32, Error> {
         let index = self.wait(timeout)?;
         if index == 0 {
             action();

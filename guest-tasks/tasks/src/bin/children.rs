@@ -128,10 +128,7 @@ fn started<A: serde::Serialize, R>(t: Target<A, R>, args: A) -> Process {
 
 /// The `N` of argv[2], or `default`.
 fn count(default: usize) -> usize {
-    std::env::args()
-        .nth(2)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(default)
+    std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(default)
 }
 
 // ---- scenarios ----
@@ -173,10 +170,7 @@ fn double_start() {
 fn join_before_start() {
     let p = Process::new(target!(noop), ());
     println!("join-before-start: {}", show(p.join()));
-    println!(
-        "join-timeout-before-start: {}",
-        show(p.join_timeout(Duration::from_millis(10)))
-    );
+    println!("join-timeout-before-start: {}", show(p.join_timeout(Duration::from_millis(10))));
     println!("terminate-before-start: {}", show(p.terminate()));
     println!("kill-before-start: {}", show(p.kill()));
     println!("is-alive-before-start: {}", p.is_alive());
@@ -187,10 +181,7 @@ fn join_before_start() {
 
 fn join_self() {
     println!("join-self: {}", show(current_process().join()));
-    println!(
-        "join-self-timeout: {}",
-        show(current_process().join_timeout(Duration::from_millis(10)))
-    );
+    println!("join-self-timeout: {}", show(current_process().join_timeout(Duration::from_millis(10))));
 }
 
 fn current() {
@@ -292,10 +283,7 @@ fn exitcodes() {
         ("std-exit-3", started(target!(std_exit), 3)),
         ("panic", started(target!(panics), ())),
         // Arguments of the wrong type: the entry fails before it runs.
-        (
-            "bad-args",
-            started(Target::<&str, u32>::new("takes_u32", |_| 0), "not a number"),
-        ),
+        ("bad-args", started(Target::<&str, u32>::new("takes_u32", |_| 0), "not a number")),
     ];
     for (key, p) in &cases {
         p.join().expect("join");
@@ -310,10 +298,7 @@ fn names() {
     }
     let custom = Process::new(target!(report_name), ()).with_name("worker");
     println!("custom-name: {}", custom.name());
-    println!(
-        "name-after-custom: {}",
-        Process::new(target!(noop), ()).name()
-    );
+    println!("name-after-custom: {}", Process::new(target!(noop), ()).name());
     custom.start().expect("start");
     custom.join().expect("join");
     println!("set-name-started: {}", show(custom.set_name("renamed")));
@@ -326,10 +311,7 @@ fn pids() {
     p.start().expect("start");
     let pid = p.pid();
     p.join().expect("join");
-    println!(
-        "child-pid-from-parent: {}",
-        pid.map_or("None".to_string(), |p| p.to_string())
-    );
+    println!("child-pid-from-parent: {}", pid.map_or("None".to_string(), |p| p.to_string()));
     println!("pid-after-join: {:?}", p.pid());
     let q = started(target!(noop), ());
     println!("pids-differ: {}", q.pid() != pid || q.pid().is_none());
@@ -339,10 +321,7 @@ fn pids() {
 fn join_timeout() {
     let p = started(target!(sleep_secs), 3600.0);
     let t = Instant::now();
-    println!(
-        "join-timeout: {}",
-        show(p.join_timeout(Duration::from_millis(100)))
-    );
+    println!("join-timeout: {}", show(p.join_timeout(Duration::from_millis(100))));
     println!("join-timeout-ms: {}", t.elapsed().as_millis());
     println!("is-alive: {}", p.is_alive());
     println!("exitcode: {:?}", p.exitcode());
@@ -350,10 +329,7 @@ fn join_timeout() {
     println!("join: {}", show(p.join()));
     println!("exitcode-after-terminate: {:?}", p.exitcode());
     let q = started(target!(noop), ());
-    println!(
-        "join-timeout-ended: {}",
-        show(q.join_timeout(Duration::from_secs(10)))
-    );
+    println!("join-timeout-ended: {}", show(q.join_timeout(Duration::from_secs(10))));
     println!("exitcode-ended: {:?}", q.exitcode());
 }
 
@@ -392,10 +368,7 @@ fn spawn_serial() {
         p.join().expect("join");
     }
     println!("spawned: {n}");
-    println!(
-        "us-per-process: {}",
-        t.elapsed().as_micros() / n.max(1) as u128
-    );
+    println!("us-per-process: {}", t.elapsed().as_micros() / n.max(1) as u128);
 }
 
 /// `children spawn-many N`: start N trivial children, then join them all.
@@ -407,10 +380,7 @@ fn spawn_many() {
         p.join().expect("join");
     }
     println!("spawned: {n}");
-    println!(
-        "us-per-process: {}",
-        t.elapsed().as_micros() / n.max(1) as u128
-    );
+    println!("us-per-process: {}", t.elapsed().as_micros() / n.max(1) as u128);
 }
 
 /// `children sleepers N`: N children that each sleep 1 s, concurrently.

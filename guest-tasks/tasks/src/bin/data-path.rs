@@ -40,9 +40,7 @@ fn pipe_echo((end, n): (Connection, u64)) {
 
 fn pool_bytes(items: Vec<Vec<u8>>) {
     let pool = Pool::new(2);
-    let back: Vec<Vec<u8>> = pool
-        .map(target!(echo_bytes), items.iter().cloned())
-        .expect("map");
+    let back: Vec<Vec<u8>> = pool.map(target!(echo_bytes), items.iter().cloned()).expect("map");
     let auto: Vec<i64> = pool.map(target!(square), 0..1001).expect("map");
     let in_order = auto.iter().enumerate().all(|(i, &sq)| sq == (i * i) as i64);
     mp::exit(if back == items && in_order { 0 } else { 1 });
@@ -57,9 +55,7 @@ fn items() -> Vec<Vec<u8>> {
         vec![0],
         vec![255, 0, 128],
         (0..=255).collect(),
-        (0..(1usize << 20) + 3)
-            .map(|i| (i * 31 % 251) as u8)
-            .collect(),
+        (0..(1usize << 20) + 3).map(|i| (i * 31 % 251) as u8).collect(),
     ]
 }
 

@@ -6,15 +6,11 @@ fn main() {
     for (key, value) in std::env::vars() {
         println!("{key}={value}");
     }
-    let dir = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "/data".to_string());
+    let dir = std::env::args().nth(1).unwrap_or_else(|| "/data".to_string());
     match std::fs::read_dir(&dir) {
         Ok(entries) => {
-            let mut names: Vec<String> = entries
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect();
+            let mut names: Vec<String> =
+                entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
             names.sort();
             for name in names {
                 println!("entry: {name}");

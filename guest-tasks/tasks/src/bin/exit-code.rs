@@ -3,10 +3,7 @@
 //! `std::process::exit` only tells success from failure). A plain WASI
 //! command: it imports nothing of `mp:host`.
 fn main() {
-    let code: i32 = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(0);
+    let code: i32 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(0);
     println!("exiting with {code}");
     mp::exit(code);
 }

@@ -210,10 +210,7 @@ fn nested() {
 /// forks and joins a child that ends at once, `argv[2]` times (default 20);
 /// prints the mean microseconds per fork and join.
 fn bench() {
-    let n: u32 = std::env::args()
-        .nth(2)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(20);
+    let n: u32 = std::env::args().nth(2).and_then(|n| n.parse().ok()).unwrap_or(20);
     // Every page written, as Python's `bytearray(16 MiB)` is.
     let memory = std::hint::black_box(vec![1u8; 16 << 20]);
     let start = std::time::Instant::now();
@@ -228,10 +225,7 @@ fn bench() {
     }
     let micros = start.elapsed().as_secs_f64() * 1e6 / f64::from(n);
     println!("us-per-fork: {micros:.1}");
-    println!(
-        "memory-sum: {}",
-        memory.iter().map(|&b| u64::from(b)).sum::<u64>()
-    );
+    println!("memory-sum: {}", memory.iter().map(|&b| u64::from(b)).sum::<u64>());
 }
 
 /// A queue made before the fork is usable on both sides.
@@ -287,10 +281,7 @@ fn with_child() {
         mp::exit(1);
     }) {
         Fork::Child => {
-            println!(
-                "child-sees-spawned: {:?}",
-                spawned.join().map_err(|e| e.kind())
-            );
+            println!("child-sees-spawned: {:?}", spawned.join().map_err(|e| e.kind()));
             mp::exit(0);
         }
         Fork::Parent(child) => {

@@ -18,9 +18,8 @@ mp::entries!(adder);
 fn main() {
     let counter = Value::new(0i64);
     let lock = Lock::new();
-    let processes: Vec<Process> = (0..PROCESSES)
-        .map(|_| Process::with_handles(target!(adder), (&counter, &lock)))
-        .collect();
+    let processes: Vec<Process> =
+        (0..PROCESSES).map(|_| Process::with_handles(target!(adder), (&counter, &lock))).collect();
     for p in &processes {
         p.start().expect("start");
     }

@@ -31,9 +31,8 @@ mp::entries!(producer, consumer);
 fn main() {
     let q: Queue<Option<u64>> = Queue::new();
     let results: Queue<(u64, u64)> = Queue::new();
-    let consumers: Vec<Process> = (0..CONSUMERS)
-        .map(|_| Process::with_handles(target!(consumer), (&q, &results)))
-        .collect();
+    let consumers: Vec<Process> =
+        (0..CONSUMERS).map(|_| Process::with_handles(target!(consumer), (&q, &results))).collect();
     let producer = Process::with_handles(target!(producer), &q);
     for p in consumers.iter().chain([&producer]) {
         p.start().expect("start");

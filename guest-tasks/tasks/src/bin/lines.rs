@@ -5,10 +5,7 @@
 use std::io::Write;
 
 fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1000);
+    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1000);
     let partial = std::env::args().nth(2).as_deref() == Some("partial");
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -7,8 +7,8 @@ use std::time::Duration;
 use std::cell::RefCell;
 
 use mp::{
-    Barrier, Condition, Connection, Dict, Event, List, Manager, Namespace, Pipe, Pool, Process,
-    Queue, Semaphore, SimpleQueue, Value, Waitable, target,
+    Barrier, Condition, Connection, Dict, Event, List, Manager, Namespace, Pipe, Pool, Process, Queue, Semaphore,
+    SimpleQueue, Value, Waitable, target,
 };
 
 const LONG: Duration = Duration::from_secs(60);
@@ -22,8 +22,7 @@ fn fill((list, ns, dict): (List<String>, Namespace, Dict<String, i64>)) {
     list.push(&"from child".to_string()).expect("push");
     list.set(0, &"replaced".to_string()).expect("set");
     ns.set("child", &vec![1, 2, 3]).expect("set");
-    dict.update("n".to_string(), |n| n.unwrap_or(0) + 10)
-        .expect("update");
+    dict.update("n".to_string(), |n| n.unwrap_or(0) + 10).expect("update");
 }
 
 /// Begins an update and never finishes it: it signals `inside`, then sleeps.
@@ -106,11 +105,7 @@ fn set_and_notify((cond, value): (Condition, Value<i64>)) {
 }
 
 fn party((barrier, log): (Barrier, List<String>)) {
-    barrier
-        .wait_with_action(Some(LONG), || {
-            log.push(&"action".to_string()).expect("push")
-        })
-        .expect("wait");
+    barrier.wait_with_action(Some(LONG), || log.push(&"action".to_string()).expect("push")).expect("wait");
     log.push(&"after".to_string()).expect("push");
 }
 
@@ -245,10 +240,7 @@ fn manager() {
     report("remove c", dict.remove(&"c".to_string()));
     report("remove c again", dict.remove(&"c".to_string()));
     report("len", dict.len());
-    report(
-        "update new",
-        dict.update("n".to_string(), |n| n.unwrap_or(0) + 5),
-    );
+    report("update new", dict.update("n".to_string(), |n| n.unwrap_or(0) + 5));
 
     let list = manager.list::<String>().expect("list");
     list.push(&"first".to_string()).expect("push");
@@ -279,26 +271,16 @@ fn manager() {
     child.terminate().expect("terminate");
     child.join().expect("join");
     report("after stuck updater", dict.get(&"n".to_string()));
-    report(
-        "update after",
-        dict.update("n".to_string(), |n| n.unwrap_or(0) + 1),
-    );
+    report("update after", dict.update("n".to_string(), |n| n.unwrap_or(0) + 1));
 }
 
 /// Under a small `--max-shared`: a value past the budget is refused, and
 /// replacing a value gives its charge back.
 fn manager_budget() {
-    let dict = Manager::new()
-        .expect("manager")
-        .dict::<u32, String>()
-        .expect("dict");
+    let dict = Manager::new().expect("manager").dict::<u32, String>().expect("dict");
     let big = "x".repeat(60_000);
     report("first big", dict.set(1, &big));
-    report(
-        "second big",
-        dict.set(2, &big)
-            .map_err(|e| e.to_string().contains("quota")),
-    );
+    report("second big", dict.set(2, &big).map_err(|e| e.to_string().contains("quota")));
     report("replace big", dict.set(1, &big));
     report("remove", dict.remove(&1).map(|v| v.map(|v| v.len())));
     report("after remove", dict.set(2, &big));
@@ -328,9 +310,7 @@ fn pool_init() {
     put.sort();
     report("put", put);
     report("sum", dict.get(&0));
-    let refused = pool
-        .apply(target!(use_queue), Queue::new())
-        .map_err(|e| e.to_string());
+    let refused = pool.apply(target!(use_queue), Queue::new()).map_err(|e| e.to_string());
     report("handle in a task", refused);
     pool.close();
     pool.join().expect("join");
@@ -339,14 +319,8 @@ fn pool_init() {
 fn wait() {
     let (reader, writer) = Pipe(false);
     let (other_reader, other_writer) = Pipe(false);
-    report(
-        "nothing, at the timeout",
-        mp::wait(&[&reader, &other_reader], Some(Duration::from_millis(20))),
-    );
-    report(
-        "nothing, no wait",
-        mp::wait(&[&reader], Some(Duration::ZERO)),
-    );
+    report("nothing, at the timeout", mp::wait(&[&reader, &other_reader], Some(Duration::from_millis(20))));
+    report("nothing, no wait", mp::wait(&[&reader], Some(Duration::ZERO)));
     other_writer.send(&1).expect("send");
     report("one with data", mp::wait(&[&reader, &other_reader], None));
     writer.send(&2).expect("send");
@@ -357,10 +331,7 @@ fn wait() {
     report("at end of file", mp::wait(&[&reader, &other_reader], None));
 
     let not_started = Process::new(target!(nap), 0);
-    report(
-        "not started",
-        mp::wait(&[&not_started.sentinel()], None).is_err(),
-    );
+    report("not started", mp::wait(&[&not_started.sentinel()], None).is_err());
     // A process and a connection: whichever is ready first.
     let slow = Process::new(target!(nap), 60_000);
     slow.start().expect("start");
@@ -372,10 +343,7 @@ fn wait() {
     let all: [&dyn Waitable; 3] = [&slow.sentinel(), &late_reader, &quick.sentinel()];
     report("first of three", mp::wait(&all, None));
     report("then the connection", mp::wait(&all[..2], None));
-    report(
-        "slow at the timeout",
-        mp::wait(&[&slow], Some(Duration::from_millis(20))),
-    );
+    report("slow at the timeout", mp::wait(&[&slow], Some(Duration::from_millis(20))));
     slow.terminate().expect("terminate");
     report("slow after terminate", mp::wait(&[&slow], None));
     sender.join().expect("join");
@@ -406,20 +374,13 @@ fn pool_more() {
     let items: Vec<(i64, u64)> = (1..=5).map(|x| (x, (5 - x as u64) * 30)).collect();
     let ordered: Vec<_> = pool.imap(target!(slow_square), items.clone()).collect();
     report("imap", ordered);
-    let unordered: Vec<_> = pool
-        .imap_unordered(target!(slow_square), vec![(1, 1500), (2, 0)])
-        .collect();
+    let unordered: Vec<_> = pool.imap_unordered(target!(slow_square), vec![(1, 1500), (2, 0)]).collect();
     report("imap_unordered", unordered);
-    let mut sorted: Vec<i64> = pool
-        .imap_unordered(target!(slow_square), items)
-        .map(Result::unwrap)
-        .collect();
+    let mut sorted: Vec<i64> = pool.imap_unordered(target!(slow_square), items).map(Result::unwrap).collect();
     sorted.sort();
     report("imap_unordered all", sorted);
-    let with_failure: Vec<_> = pool
-        .imap(target!(fail_on_3), 1..=4)
-        .map(|r| r.map_err(|e| matches!(e, mp::TaskError::Failed(_))))
-        .collect();
+    let with_failure: Vec<_> =
+        pool.imap(target!(fail_on_3), 1..=4).map(|r| r.map_err(|e| matches!(e, mp::TaskError::Failed(_)))).collect();
     report("imap with a failure", with_failure);
 
     let squares = pool.map_async(target!(slow_square), (1..=4).map(|x| (x, 0)));
@@ -429,12 +390,7 @@ fn pool_more() {
     let sums = pool.starmap_async(target!(add), vec![(1, 2), (3, 4)]);
     report("starmap_async", sums.get());
     let failing = pool.map_async(target!(fail_on_3), 1..=4);
-    report(
-        "map_async failing",
-        failing
-            .get()
-            .map_err(|e| matches!(e, mp::TaskError::Failed(_))),
-    );
+    report("map_async failing", failing.get().map_err(|e| matches!(e, mp::TaskError::Failed(_))));
     report("map_async failing successful", failing.successful());
 
     // Callbacks run on this thread at its next call into the pool.
@@ -450,12 +406,7 @@ fn pool_more() {
         target!(fail_on_3),
         3,
         |r| CALLED.with(|c| c.borrow_mut().push(format!("callback {r}"))),
-        |e| {
-            CALLED.with(|c| {
-                c.borrow_mut()
-                    .push(format!("error {}", matches!(e, mp::TaskError::Failed(_))))
-            })
-        },
+        |e| CALLED.with(|c| c.borrow_mut().push(format!("error {}", matches!(e, mp::TaskError::Failed(_))))),
     );
     report("after the next call", called());
     report("failed get", failed.get().is_err());
@@ -486,16 +437,10 @@ fn small() {
     {
         let _held = cond.lock().expect("lock");
         report("wait_for true at once", cond.wait_for(|| true, None));
-        report(
-            "wait_for timeout",
-            cond.wait_for(|| false, Some(Duration::from_millis(20))),
-        );
+        report("wait_for timeout", cond.wait_for(|| false, Some(Duration::from_millis(20))));
         let child = Process::with_handles(target!(set_and_notify), (&cond, &value));
         child.start().expect("start");
-        report(
-            "wait_for notified",
-            cond.wait_for(|| value.get().expect("get") == 1, Some(LONG)),
-        );
+        report("wait_for notified", cond.wait_for(|| value.get().expect("get") == 1, Some(LONG)));
         drop(_held);
         child.join().expect("join");
     }
@@ -503,17 +448,11 @@ fn small() {
     let manager = Manager::new().expect("manager");
     let log = manager.list::<String>().expect("list");
     let barrier = Barrier::new(3);
-    let parties: Vec<Process> = (0..2)
-        .map(|_| Process::with_handles(target!(party), (&barrier, &log)))
-        .collect();
+    let parties: Vec<Process> = (0..2).map(|_| Process::with_handles(target!(party), (&barrier, &log))).collect();
     for p in &parties {
         p.start().expect("start");
     }
-    barrier
-        .wait_with_action(Some(LONG), || {
-            log.push(&"action".to_string()).expect("push")
-        })
-        .expect("wait");
+    barrier.wait_with_action(Some(LONG), || log.push(&"action".to_string()).expect("push")).expect("wait");
     log.push(&"after".to_string()).expect("push");
     for p in &parties {
         p.join().expect("join");
@@ -530,9 +469,8 @@ fn small() {
     report("semaphore after", s.get_value());
 
     report("children before", mp::active_children().len());
-    let sleepers: Vec<Process> = (0..2)
-        .map(|i| Process::new(target!(nap), 60_000).with_name(format!("sleeper-{i}")))
-        .collect();
+    let sleepers: Vec<Process> =
+        (0..2).map(|i| Process::new(target!(nap), 60_000).with_name(format!("sleeper-{i}"))).collect();
     for p in &sleepers {
         p.start().expect("start");
     }

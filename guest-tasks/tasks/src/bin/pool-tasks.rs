@@ -57,12 +57,7 @@ fn main() {
     println!("apply: {}", pool.apply(mp::target!(square), 7).unwrap());
     let pending = pool.apply_async(mp::target!(square), 12);
     pending.wait();
-    println!(
-        "apply_async: {} ready={} successful={:?}",
-        pending.get().unwrap(),
-        pending.ready(),
-        pending.successful()
-    );
+    println!("apply_async: {} ready={} successful={:?}", pending.get().unwrap(), pending.ready(), pending.successful());
     let failed = pool.apply_async(mp::target!(fail), "boom".to_string());
     match failed.get() {
         Err(mp::TaskError::Failed(_)) => {
@@ -70,22 +65,12 @@ fn main() {
         }
         other => println!("failed: unexpected {other:?}"),
     }
-    println!(
-        "after failure: {}",
-        pool.apply(mp::target!(square), 5).unwrap()
-    );
+    println!("after failure: {}", pool.apply(mp::target!(square), 5).unwrap());
     println!("join before close: {:?}", pool.join());
     pool.close();
-    println!(
-        "apply after close: {:?}",
-        pool.apply(mp::target!(square), 1)
-    );
+    println!("apply after close: {:?}", pool.apply(mp::target!(square), 1));
     println!("join: {:?}", pool.join());
-    let recycled = mp::Pool::builder()
-        .processes(1)
-        .maxtasksperchild(1)
-        .build()
-        .unwrap();
+    let recycled = mp::Pool::builder().processes(1).maxtasksperchild(1).build().unwrap();
     let a = recycled.apply(mp::target!(whoami), ()).unwrap();
     let b = recycled.apply(mp::target!(whoami), ()).unwrap();
     println!("recycled: {}", a != b);

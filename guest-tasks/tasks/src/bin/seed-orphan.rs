@@ -7,11 +7,7 @@ use std::time::Duration;
 use mp::{Process, getpid, getppid, target};
 
 fn task() {
-    println!(
-        "child pid={} ppid={} (parent still alive)",
-        getpid(),
-        getppid()
-    );
+    println!("child pid={} ppid={} (parent still alive)", getpid(), getppid());
     sleep(Duration::from_secs(2));
     println!("orphan pid={} ppid={}", getpid(), getppid());
 }
@@ -21,9 +17,5 @@ mp::entries!(task);
 fn main() {
     let p = Process::new(target!(task), ());
     p.start().expect("start");
-    println!(
-        "parent pid={} exits without joining child pid={:?}",
-        getpid(),
-        p.pid()
-    );
+    println!("parent pid={} exits without joining child pid={:?}", getpid(), p.pid());
 }

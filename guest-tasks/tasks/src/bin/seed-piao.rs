@@ -36,15 +36,8 @@ mp::entries!(piao; types: Piao);
 
 fn main() {
     let names = ["egon", "alex", "wupeiqi", "yuanhao"];
-    let mut ps: Vec<Process> = names
-        .iter()
-        .map(|n| Process::new(target!(piao), n.to_string()))
-        .collect();
-    ps.extend(names.iter().map(|n| {
-        Process::from_type(Piao {
-            name: format!("{n}-class"),
-        })
-    }));
+    let mut ps: Vec<Process> = names.iter().map(|n| Process::new(target!(piao), n.to_string())).collect();
+    ps.extend(names.iter().map(|n| Process::from_type(Piao { name: format!("{n}-class") })));
     for p in &ps {
         p.start().expect("start");
     }

@@ -12,22 +12,14 @@ struct Downloader {
 
 impl Run for Downloader {
     fn run(&mut self) {
-        println!(
-            "downloading {} ({} bytes) in pid {}",
-            self.url,
-            self.size,
-            getpid()
-        );
+        println!("downloading {} ({} bytes) in pid {}", self.url, self.size, getpid());
     }
 }
 
 mp::entries!(; types: Downloader);
 
 fn main() {
-    let m = Process::from_type(Downloader {
-        url: "https://example.org/file.bin".into(),
-        size: 1024,
-    });
+    let m = Process::from_type(Downloader { url: "https://example.org/file.bin".into(), size: 1024 });
     m.start().expect("start");
     println!("parent over {}", getpid());
     m.join().expect("join");

@@ -155,7 +155,9 @@ fn main() {
         Some("per-process") => per_process(number(1)),
         Some("dicts") => dicts(),
         other => {
-            eprintln!("unknown scenario {other:?}: flood N | pipe-flood SIZE EXPECTED | objects N | dicts | per-process SIZE");
+            eprintln!(
+                "unknown scenario {other:?}: flood N | pipe-flood SIZE EXPECTED | objects N | dicts | per-process SIZE"
+            );
             mp::exit(2);
         }
     }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use mp::bindings::mp::host::sync as wit;
 use mp::{
-    Barrier, Condition, Connection, Event, JoinableQueue, Lock, Pipe, Process, Queue, RLock,
-    Semaphore, SyncError, Value, target,
+    Barrier, Condition, Connection, Event, JoinableQueue, Lock, Pipe, Process, Queue, RLock, Semaphore, SyncError,
+    Value, target,
 };
 
 const SHORT: Duration = Duration::from_millis(20);
@@ -90,17 +90,10 @@ fn blocker(
 /// Opens a token that came in a message, not in the spawn arguments.
 fn open_token(tokens: Queue<String>) {
     let token = tokens.get().expect("get");
-    report(
-        "open of a second-hand token",
-        wit::Queue::open(&token)
-            .map(|_| ())
-            .map_err(SyncError::from),
-    );
+    report("open of a second-hand token", wit::Queue::open(&token).map(|_| ()).map_err(SyncError::from));
 }
 
-mp::entries!(
-    echo, hold_end, worker, take_lock, waiter, party, blocker, open_token
-);
+mp::entries!(echo, hold_end, worker, take_lock, waiter, party, blocker, open_token);
 
 fn queue() {
     let q: Queue<u32> = Queue::with_maxsize(2);
@@ -124,10 +117,7 @@ fn queue() {
     p.start().unwrap();
     report("joinable join", jq.join());
     p.join().unwrap();
-    report(
-        "task_done too many",
-        jq.task_done().map_err(|e| e.to_string()),
-    );
+    report("task_done too many", jq.task_done().map_err(|e| e.to_string()));
 }
 
 fn pipe() {
@@ -144,10 +134,7 @@ fn pipe() {
     report("send after the child ended", a.send(&"x"));
 
     let (r, w) = Pipe(false);
-    report(
-        "send on a read-only end",
-        r.send(&1).map_err(|e| e.to_string()),
-    );
+    report("send on a read-only end", r.send(&1).map_err(|e| e.to_string()));
     w.send(&5u8).unwrap();
     report("one-way recv", r.recv::<u8>());
     w.close();
@@ -167,15 +154,9 @@ fn lock() {
     report("rlock reacquire", r.try_acquire());
     r.release().unwrap();
     r.release().unwrap();
-    report(
-        "rlock release unheld",
-        r.release().map_err(|e| e.to_string()),
-    );
+    report("rlock release unheld", r.release().map_err(|e| e.to_string()));
     let l = Lock::new();
-    report(
-        "lock release unheld",
-        l.release().map_err(|e| e.to_string()),
-    );
+    report("lock release unheld", l.release().map_err(|e| e.to_string()));
     l.acquire().unwrap();
     report("lock try while held", l.try_acquire());
     report("lock timeout while held", l.acquire_timeout(SHORT));
@@ -212,10 +193,7 @@ fn others() {
     }
     report("waiter", done.get());
     p.join().unwrap();
-    report(
-        "notify without the lock",
-        c.notify(1).map_err(|e| e.to_string()),
-    );
+    report("notify without the lock", c.notify(1).map_err(|e| e.to_string()));
 
     let s = Semaphore::new(2);
     s.acquire().unwrap();
@@ -227,15 +205,10 @@ fn others() {
     s.release().unwrap();
     report("semaphore over release", s.get_value());
     let bs = mp::BoundedSemaphore(1);
-    report(
-        "bounded over release",
-        bs.release().map_err(|e| e.to_string()),
-    );
+    report("bounded over release", bs.release().map_err(|e| e.to_string()));
 
     let b = Barrier::new(3);
-    let parties: Vec<Process> = (0..2)
-        .map(|_| Process::with_handles(target!(party), &b))
-        .collect();
+    let parties: Vec<Process> = (0..2).map(|_| Process::with_handles(target!(party), &b)).collect();
     parties.iter().for_each(|p| p.start().unwrap());
     let mine = b.wait(Some(LONG)).unwrap();
     parties.iter().for_each(|p| p.join().unwrap());
@@ -267,20 +240,9 @@ fn blocked() {
     let b = Barrier::new(2);
     let jq: JoinableQueue<u32> = JoinableQueue::new();
     jq.put(&1).unwrap();
-    for what in [
-        "get",
-        "recv",
-        "acquire",
-        "event",
-        "condition",
-        "barrier",
-        "join",
-    ] {
+    for what in ["get", "recv", "acquire", "event", "condition", "barrier", "join"] {
         let ready = Event::new();
-        let p = Process::with_handles(
-            target!(blocker),
-            (what, &ready, &q, &conn, &lock, &e, &c, &b, &jq),
-        );
+        let p = Process::with_handles(target!(blocker), (what, &ready, &q, &conn, &lock, &e, &c, &b, &jq));
         p.start().unwrap();
         ready.wait(None).unwrap();
         std::thread::sleep(SHORT);
@@ -293,36 +255,16 @@ fn blocked() {
 }
 
 fn hostile() {
-    report(
-        "forged token",
-        wit::Queue::open("mp-sync:queue:1:0123456789abcdef")
-            .map(|_| ())
-            .map_err(SyncError::from),
-    );
-    report(
-        "garbage token",
-        wit::Lock::open("nonsense")
-            .map(|_| ())
-            .map_err(SyncError::from),
-    );
+    report("forged token", wit::Queue::open("mp-sync:queue:1:0123456789abcdef").map(|_| ()).map_err(SyncError::from));
+    report("garbage token", wit::Lock::open("nonsense").map(|_| ()).map_err(SyncError::from));
     let q: Queue<String> = Queue::new();
     let inner: Queue<u8> = Queue::new();
-    report(
-        "handle in a message",
-        q.put(&mp::__serde_json::to_string(&inner).unwrap_or_else(|e| e.to_string())),
-    );
+    report("handle in a message", q.put(&mp::__serde_json::to_string(&inner).unwrap_or_else(|e| e.to_string())));
     report("handle in a message", q.get());
     let big = vec![0u8; 5 << 20];
     let raw: Queue<Vec<u8>> = Queue::new();
-    report(
-        "huge message",
-        raw.put(&big)
-            .map_err(|e| matches!(e, SyncError::TooLarge { .. })),
-    );
-    report(
-        "queue still works",
-        raw.put(&vec![1]).and_then(|()| raw.get()),
-    );
+    report("huge message", raw.put(&big).map_err(|e| matches!(e, SyncError::TooLarge { .. })));
+    report("queue still works", raw.put(&vec![1]).and_then(|()| raw.get()));
     let held = wit::Queue::new(0, false);
     let tokens: Queue<String> = Queue::new();
     tokens.put(&held.token()).unwrap();

@@ -46,10 +46,7 @@ pub(crate) struct Endpoint {
 }
 
 /// Listens for workers on a new socket and serves `objects` to them.
-pub(crate) fn listen(
-    runtime: &tokio::runtime::Handle,
-    objects: Arc<dyn Objects>,
-) -> anyhow::Result<Endpoint> {
+pub(crate) fn listen(runtime: &tokio::runtime::Handle, objects: Arc<dyn Objects>) -> anyhow::Result<Endpoint> {
     let dir = tempfile::Builder::new().prefix("mp-broker-").tempdir()?;
     let path = dir.path().join("broker.sock");
     let listener = std::os::unix::net::UnixListener::bind(&path)?;
@@ -564,7 +561,8 @@ mod tests {
     impl Objects for Fake {
         fn call(&self, _pid: u32, request: Vec<u8>) -> BoxFuture<'_, Result<Answered, String>> {
             Box::pin(async move {
-                let answered = |answer: &[u8], failed| Answered { answer: answer.to_vec(), undo: None, failed, allowance: 7 };
+                let answered =
+                    |answer: &[u8], failed| Answered { answer: answer.to_vec(), undo: None, failed, allowance: 7 };
                 match &request[..] {
                     b"ok" => Ok(answered(b"ok", false)),
                     b"fail" => Ok(answered(b"no", true)),

@@ -20,8 +20,8 @@ use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
 use std::hash::Hasher;
 use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 use std::sync::{Arc, OnceLock};
 use wasmtime::Module;
 use wasmtime::component::Component;
@@ -110,7 +110,8 @@ pub(crate) fn load(engines: &Engines, fd: OwnedFd, start: &Start) -> Result<(Cod
     let sealed = verify(fd, start.code).map_err(|why| LoadError::new(format!("{name}: {why}")))?;
     // Mapped through the descriptor itself: no path but our own /proc entry.
     let path = format!("/proc/self/fd/{}", sealed.fd.as_raw_fd());
-    let unreadable = |e: wasmtime::Error| LoadError::new(format!("cannot load the compiled code of {name}: {}", first_line(&e)));
+    let unreadable =
+        |e: wasmtime::Error| LoadError::new(format!("cannot load the compiled code of {name}: {}", first_line(&e)));
     let unlinkable = |e: wasmtime::Error| unsupported_imports(&name, &e);
     // SAFETY: the code was serialized by the root host for this engine
     // configuration and is sealed: nobody can change it while it is mapped.

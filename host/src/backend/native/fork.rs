@@ -46,10 +46,7 @@
 //! child's output lines carry its parent's label where output is labelled
 //! (`host run --count N`); a pool worker does not fork.
 
-use super::{
-    INHERITED, NativeBackend, NativeControl, Spawner, SpawnerThread, Worker, ZygoteState,
-    open_pidfd, pipe,
-};
+use super::{INHERITED, NativeBackend, NativeControl, Spawner, SpawnerThread, Worker, ZygoteState, open_pidfd, pipe};
 use crate::backend::Forked;
 use crate::command::Launch;
 use crate::error::Error;
@@ -58,8 +55,8 @@ use crate::runtime::HostInner;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::unistd::ForkResult;
 use std::os::fd::{BorrowedFd, IntoRawFd, RawFd};
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 /// The descriptor this worker writes its final report on (see
@@ -84,14 +81,10 @@ pub(super) fn fork(
 ) -> Result<Forked, Error> {
     let report_fd = REPORT_FD.load(Ordering::SeqCst);
     let Some(inherited) = INHERITED.get().filter(|_| report_fd >= 0) else {
-        return Err(Error::Unsupported(
-            "only a process running in a native worker can fork".into(),
-        ));
+        return Err(Error::Unsupported("only a process running in a native worker can fork".into()));
     };
     if matches!(launch.work, crate::work::Work::Serve(_)) {
-        return Err(Error::Unsupported(
-            "a pool worker cannot fork: its tasks come from the pool".into(),
-        ));
+        return Err(Error::Unsupported("a pool worker cannot fork: its tasks come from the pool".into()));
     }
     let parent_pid = node.pid().unwrap_or_default();
     let parent_name = node.name();
@@ -124,16 +117,9 @@ pub(super) fn fork(
                 let set_up = (|| -> Result<(), String> {
                     // SAFETY: `report_fd` is the worker's report descriptor;
                     // it becomes our own pipe's write end, atomically.
-                    let moved = unsafe {
-                        nix::unistd::dup3_raw(
-                            &report_write,
-                            report_fd,
-                            nix::fcntl::OFlag::O_CLOEXEC,
-                        )
-                    };
-                    let _ = moved
-                        .map_err(|e| format!("cannot set up the report pipe: {e}"))?
-                        .into_raw_fd();
+                    let moved =
+                        unsafe { nix::unistd::dup3_raw(&report_write, report_fd, nix::fcntl::OFlag::O_CLOEXEC) };
+                    let _ = moved.map_err(|e| format!("cannot set up the report pipe: {e}"))?.into_raw_fd();
                     drop(report_write);
                     own_reactor().map_err(|e| format!("cannot make the child's reactor: {e}"))?;
                     restart_helpers(backend, host, inherited)
@@ -149,31 +135,16 @@ pub(super) fn fork(
             Ok(ForkResult::Parent { child: pid }) => {
                 drop(report_write);
                 let pid = pid.as_raw() as u32;
-                let pidfd = open_pidfd(pid)
-                    .and_then(|fd| Ok((fd.try_clone()?, fd)))
-                    .map_err(|e| {
-                        // Not reaped yet, so the pid is still the child's.
-                        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-                        Error::Spawn(format!("cannot watch forked child {pid}: {e}"))
-                    })?;
+                let pidfd = open_pidfd(pid).and_then(|fd| Ok((fd.try_clone()?, fd))).map_err(|e| {
+                    // Not reaped yet, so the pid is still the child's.
+                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                    Error::Spawn(format!("cannot watch forked child {pid}: {e}"))
+                })?;
                 slot.started(pid);
                 child.set_pid(pid);
                 super::orphans::KNOWN.lock().unwrap().insert(pid);
-                let worker = Worker {
-                    pid,
-                    stdout: None,
-                    stderr: None,
-                    report: report_read,
-                    tasks: None,
-                };
-                let supervised = super::supervise(
-                    host.clone(),
-                    child.clone(),
-                    launch.clone(),
-                    worker,
-                    pidfd.1,
-                    slot,
-                );
+                let worker = Worker { pid, stdout: None, stderr: None, report: report_read, tasks: None };
+                let supervised = super::supervise(host.clone(), child.clone(), launch.clone(), worker, pidfd.1, slot);
                 host.runtime.spawn(supervised);
                 Ok(Arc::new(NativeControl { pidfd: pidfd.0 }) as Arc<dyn crate::backend::Control>)
             }
@@ -208,9 +179,7 @@ fn quiesce_blocking_pool() -> Result<(), Error> {
             return Ok(());
         }
         if start.elapsed() > BLOCKING_PATIENCE {
-            return Err(Error::Spawn(
-                "cannot fork while a blocking operation is still running".into(),
-            ));
+            return Err(Error::Spawn("cannot fork while a blocking operation is still running".into()));
         }
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -226,11 +195,7 @@ impl crate::backend::Control for NotHere {
 
 /// Starts anew, in the child, the helper threads the fork did not copy, and
 /// drops what only the parent may use.
-fn restart_helpers(
-    backend: &NativeBackend,
-    host: &Arc<HostInner>,
-    inherited: &super::Inherited,
-) -> Result<(), String> {
+fn restart_helpers(backend: &NativeBackend, host: &Arc<HostInner>, inherited: &super::Inherited) -> Result<(), String> {
     crate::runtime::tick_epochs(&host.engine).map_err(|e| format!("no epoch ticker: {e}"))?;
     super::worker::watch_lifeline(&inherited.lifeline)?;
     let spawner = Spawner {
@@ -284,14 +249,11 @@ fn own_reactor() -> std::io::Result<()> {
                 if !replaced.contains(&fd) {
                     // Our own eventfd, so that our wake-ups are not our parent's.
                     let own = nix::sys::eventfd::EventFd::from_flags(
-                        nix::sys::eventfd::EfdFlags::EFD_NONBLOCK
-                            | nix::sys::eventfd::EfdFlags::EFD_CLOEXEC,
+                        nix::sys::eventfd::EfdFlags::EFD_NONBLOCK | nix::sys::eventfd::EfdFlags::EFD_CLOEXEC,
                     )?;
                     // SAFETY: `fd` belongs to the runtime's waker, which keeps
                     // it; it is replaced in one step by one of the same kind.
-                    let _ =
-                        unsafe { nix::unistd::dup3_raw(&own, fd, nix::fcntl::OFlag::O_CLOEXEC) }?
-                            .into_raw_fd();
+                    let _ = unsafe { nix::unistd::dup3_raw(&own, fd, nix::fcntl::OFlag::O_CLOEXEC) }?.into_raw_fd();
                     replaced.push(fd);
                 }
             } else if !kind.starts_with("socket:") {
@@ -299,16 +261,12 @@ fn own_reactor() -> std::io::Result<()> {
             }
             // SAFETY: `fd` is open for the duration of this call.
             let target = unsafe { BorrowedFd::borrow_raw(fd) };
-            fresh.add(
-                target,
-                EpollEvent::new(EpollFlags::from_bits_retain(events as _), data),
-            )?;
+            fresh.add(target, EpollEvent::new(EpollFlags::from_bits_retain(events as _), data))?;
         }
         for epfd in fds {
             // SAFETY: `epfd` is the runtime's epoll descriptor, which it
             // keeps; it is replaced in one step by our fresh instance.
-            let _ = unsafe { nix::unistd::dup3_raw(&fresh.0, epfd, nix::fcntl::OFlag::O_CLOEXEC) }?
-                .into_raw_fd();
+            let _ = unsafe { nix::unistd::dup3_raw(&fresh.0, epfd, nix::fcntl::OFlag::O_CLOEXEC) }?.into_raw_fd();
         }
     }
     Ok(())
@@ -319,11 +277,7 @@ fn descriptors_of(link: &str) -> std::io::Result<Vec<RawFd>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc/self/fd")? {
         let entry = entry?;
-        let Some(fd) = entry
-            .file_name()
-            .to_str()
-            .and_then(|name| name.parse::<RawFd>().ok())
-        else {
+        let Some(fd) = entry.file_name().to_str().and_then(|name| name.parse::<RawFd>().ok()) else {
             continue;
         };
         if std::fs::read_link(entry.path()).is_ok_and(|target| target.as_os_str() == link) {
@@ -342,20 +296,10 @@ fn registrations(epfd: RawFd) -> std::io::Result<Vec<(RawFd, u32, u64)>> {
     for line in info.lines().filter(|line| line.starts_with("tfd:")) {
         // "tfd: %8d events: %8x data: %16llx  pos:... ino:... sdev:..."
         let words: Vec<&str> = line.split_whitespace().collect();
-        let field = |name: &str| {
-            words
-                .iter()
-                .position(|w| *w == name)
-                .and_then(|i| words.get(i + 1))
-                .copied()
-        };
+        let field = |name: &str| words.iter().position(|w| *w == name).and_then(|i| words.get(i + 1)).copied();
         let fd = field("tfd:").and_then(|v| v.parse().ok()).ok_or_else(bad)?;
-        let events = field("events:")
-            .and_then(|v| u32::from_str_radix(v, 16).ok())
-            .ok_or_else(bad)?;
-        let data = field("data:")
-            .and_then(|v| u64::from_str_radix(v, 16).ok())
-            .ok_or_else(bad)?;
+        let events = field("events:").and_then(|v| u32::from_str_radix(v, 16).ok()).ok_or_else(bad)?;
+        let data = field("data:").and_then(|v| u64::from_str_radix(v, 16).ok()).ok_or_else(bad)?;
         found.push((fd, events, data));
     }
     Ok(found)

@@ -69,19 +69,18 @@ pub mod worker;
 mod zygote;
 
 use super::{Backend, BackendKind, Control, Objects, RemoteObjects};
-use pidfd::{NativeControl, SelfControl, Status, open_pidfd, wait_pid};
-use spawner::{SpawnRequest, Spawner, SpawnerThread, Worker, ZygoteState, set_cloexec, spawn_retrying, stdin_fd};
-use supervise::supervise;
 use crate::command::Launch;
 use crate::error::Error;
-use crate::work::Work;
 use crate::process::Node;
 use crate::runtime::{Engines, HostInner};
+use crate::work::Work;
+use pidfd::{NativeControl, SelfControl, Status, open_pidfd, wait_pid};
 use protocol::{EngineSettings, Start};
+use spawner::{SpawnRequest, Spawner, SpawnerThread, Worker, ZygoteState, set_cloexec, spawn_retrying, stdin_fd};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
-
+use supervise::supervise;
 
 /// The environment variable naming a worker's report, lifeline, orphanage
 /// and process table descriptors.
@@ -165,7 +164,11 @@ static INHERITED: OnceLock<Inherited> = OnceLock::new();
 impl NativeBackend {
     /// The backend of a root host (whose run may have `max_processes` live
     /// processes), or of a worker (whose run's cap is its root's).
-    pub(crate) fn new(exe: Option<PathBuf>, settings: EngineSettings, max_processes: u32) -> anyhow::Result<NativeBackend> {
+    pub(crate) fn new(
+        exe: Option<PathBuf>,
+        settings: EngineSettings,
+        max_processes: u32,
+    ) -> anyhow::Result<NativeBackend> {
         let exe = match exe.or_else(|| std::env::var_os("HOST_WORKER_EXE").map(PathBuf::from)) {
             Some(exe) => exe,
             None => current_exe()?,
@@ -184,13 +187,7 @@ impl NativeBackend {
             }
         };
         let this = THIS_PROCESS.lock().unwrap().take();
-        let spawner = Spawner {
-            exe: exe.clone(),
-            lifeline,
-            orphanage,
-            slots: slots.fd().try_clone()?,
-            settings,
-        };
+        let spawner = Spawner { exe: exe.clone(), lifeline, orphanage, slots: slots.fd().try_clone()?, settings };
         Ok(NativeBackend {
             exe,
             settings,
@@ -368,9 +365,7 @@ impl NativeBackend {
             max_memory: launch.limits.max_memory,
             fuel: launch.limits.fuel,
             // Saturated: u64::MAX nanoseconds (584 years) is as good as never.
-            time_left: launch
-                .deadline
-                .map(|d| nanos(d.saturating_duration_since(std::time::Instant::now()))),
+            time_left: launch.deadline.map(|d| nanos(d.saturating_duration_since(std::time::Instant::now()))),
             name: node.name(),
             daemon: node.is_daemon(),
             parent: std::process::id(),
@@ -395,4 +390,3 @@ impl NativeBackend {
 fn nanos(duration: std::time::Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
-

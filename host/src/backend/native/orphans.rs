@@ -55,10 +55,8 @@ pub(super) fn adopt_strays() -> usize {
     }
     let me = std::process::id();
     let mut known = KNOWN.lock().unwrap();
-    let strays: Vec<u32> = children_of(me)
-        .into_iter()
-        .filter(|pid| !known.contains(pid) && mode(*pid).is_some())
-        .collect();
+    let strays: Vec<u32> =
+        children_of(me).into_iter().filter(|pid| !known.contains(pid) && mode(*pid).is_some()).collect();
     for &pid in &strays {
         known.insert(pid);
         adopt(pid);

@@ -34,10 +34,7 @@ impl ParentLink {
     /// parent has ended.
     pub(super) fn node(&mut self, host: &Arc<HostInner>) -> Option<Arc<Node>> {
         let (pid, name) = self.parent.as_ref()?;
-        let node = self
-            .node
-            .get_or_insert_with(|| watch(host, *pid, name.clone()))
-            .clone();
+        let node = self.node.get_or_insert_with(|| watch(host, *pid, name.clone())).clone();
         node.is_alive().then_some(node)
     }
 

@@ -103,4 +103,3 @@ impl Control for NativeControl {
         send_signal(&self.pidfd, signal.number());
     }
 }
-

@@ -333,10 +333,7 @@ async fn read_body_async(
         first = false;
         let at = body.len();
         body.resize(at + length, 0);
-        input
-            .read_exact(&mut body[at..])
-            .await
-            .map_err(|_| "truncated frame body".to_string())?;
+        input.read_exact(&mut body[at..]).await.map_err(|_| "truncated frame body".to_string())?;
         if !more {
             return Ok(Some(body));
         }
@@ -372,7 +369,10 @@ fn chunk_length(
         8 => {
             let (length, more) = frame_header(header)?;
             if so_far + length > limit {
-                return Err(format!("a message of more than {} bytes exceeds the limit of {limit}", so_far + length - 1));
+                return Err(format!(
+                    "a message of more than {} bytes exceeds the limit of {limit}",
+                    so_far + length - 1
+                ));
             }
             Ok(Some((length, more)))
         }
@@ -385,10 +385,7 @@ pub(crate) fn decode_frame<T: DeserializeOwned>(frame: &[u8]) -> Result<T, Strin
     let mut rest = frame;
     let mut body = Vec::new();
     loop {
-        let header: [u8; 8] = rest
-            .get(..8)
-            .and_then(|h| h.try_into().ok())
-            .ok_or("truncated frame header")?;
+        let header: [u8; 8] = rest.get(..8).and_then(|h| h.try_into().ok()).ok_or("truncated frame header")?;
         let (length, more) = frame_header(&header)?;
         if body.len() + length > MAX_MESSAGE {
             return Err(format!("a message exceeds the limit of {MAX_MESSAGE}"));

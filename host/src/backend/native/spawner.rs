@@ -257,7 +257,6 @@ impl Spawner {
     }
 }
 
-
 /// The descriptor a worker reads as the guest's stdin: a copy of the host's
 /// own, or a pipe a thread fills with the given bytes; `None` for none.
 pub(super) fn stdin_fd(input: &Input) -> std::io::Result<Option<OwnedFd>> {
@@ -374,4 +373,3 @@ pub(crate) fn set_cloexec(fd: &impl AsFd, cloexec: bool) {
     let flags = if cloexec { libc::FD_CLOEXEC } else { 0 };
     unsafe { libc::fcntl(fd.as_fd().as_raw_fd(), libc::F_SETFD, flags) };
 }
-

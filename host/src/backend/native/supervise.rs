@@ -31,10 +31,7 @@ pub(super) async fn supervise(
     // `flush_output` (which gives up on a stream nobody reads); any other
     // by `Host::wait`, unless the process is a daemon (a pool worker, say),
     // which `Host::wait` does not wait for.
-    let sinks = [
-        (worker.stdout, &launch.stdout, Stream::Stdout),
-        (worker.stderr, &launch.stderr, Stream::Stderr),
-    ];
+    let sinks = [(worker.stdout, &launch.stdout, Stream::Stdout), (worker.stderr, &launch.stderr, Stream::Stderr)];
     // A copy of each pipe's read end, and the forwarder's turn: once the
     // worker is reaped, what it wrote is passed on before its end is
     // recorded (see `drain`).
@@ -113,10 +110,9 @@ pub(super) async fn supervise(
             Ended::failure(reason)
         }
         (_, Status::Signalled(signal)) => Ended { code: crate::ExitCode::from(-signal), reason: None },
-        (Ok(Some(report)), Status::Exited(code)) if report.code == code => Ended {
-            code: crate::ExitCode::from(code),
-            reason: report.reason,
-        },
+        (Ok(Some(report)), Status::Exited(code)) if report.code == code => {
+            Ended { code: crate::ExitCode::from(code), reason: report.reason }
+        }
         (Ok(_), Status::Exited(code)) => Ended::code(code),
         (_, Status::Lost(why)) => Ended::failure(format!("lost track of worker {pid}: {why}")),
     };
@@ -215,7 +211,9 @@ pub(super) async fn bridge(
 }
 
 /// The worker's final report; `None` if it ended without one (a signal).
-pub(super) fn ended_report(report: Option<Result<protocol::Report, String>>) -> Result<Option<protocol::Ended>, String> {
+pub(super) fn ended_report(
+    report: Option<Result<protocol::Report, String>>,
+) -> Result<Option<protocol::Ended>, String> {
     match report {
         None => Ok(None),
         Some(Ok(protocol::Report::Ended(ended))) => Ok(Some(ended)),
@@ -282,4 +280,3 @@ pub(super) fn pending_bytes(fd: &OwnedFd) -> usize {
     let result = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut pending) };
     if result < 0 { 0 } else { pending.max(0) as usize }
 }
-

@@ -9,20 +9,20 @@
 //! are what `waitpid` sees). Embedders whose own binary is re-executed as
 //! the worker call [`main`] when their first argument is [`WORKER_ARG`](super::WORKER_ARG).
 
-use super::protocol::{self, EngineSettings, Start};
 use super::code::Sealed;
+use super::protocol::{self, EngineSettings, Start};
 use super::zygote;
 use super::{FDS_VAR, INHERITED, Inherited, STDIN_VAR};
 use crate::backend::BackendKind;
+use crate::codec::{Batch, BatchResults};
 use crate::command::Launch;
 use crate::exit::Signal;
 use crate::instance::{self, Outputs};
 use crate::limits::Limits;
-use crate::program::Code;
-use crate::codec::{Batch, BatchResults};
 use crate::output::{Format, Stdin, Stdio};
-use crate::work::{Job, Outcome, Reply, ServeChannel, Work};
+use crate::program::Code;
 use crate::runtime::{Engines, HostBuilder};
+use crate::work::{Job, Outcome, Reply, ServeChannel, Work};
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
@@ -248,11 +248,7 @@ fn take_tasks(report: Arc<Mutex<std::fs::File>>) -> async_channel::Receiver<Job>
 
 /// Takes ownership of the `N` descriptors the parent passed, if they are there.
 pub(crate) fn inherit<const N: usize>() -> Option<[OwnedFd; N]> {
-    let fds: Vec<i32> = std::env::var(FDS_VAR)
-        .ok()?
-        .split(',')
-        .map(|fd| fd.parse().ok())
-        .collect::<Option<_>>()?;
+    let fds: Vec<i32> = std::env::var(FDS_VAR).ok()?.split(',').map(|fd| fd.parse().ok()).collect::<Option<_>>()?;
     let fds: [i32; N] = fds.try_into().ok()?;
     for fd in fds {
         // Valid, and not passed on to our own children (they get copies).

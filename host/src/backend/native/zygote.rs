@@ -26,8 +26,8 @@
 //! message, a pool worker (its tasks come on a stdin only exec sets up), or
 //! any failure of the zygote falls back to exec.
 
-use super::protocol::{self, EngineSettings, Start};
 use super::code::Sealed;
+use super::protocol::{self, EngineSettings, Start};
 use super::worker;
 use super::{FDS_VAR, Inherited, Worker, pipe, set_cloexec, spawn_retrying};
 use crate::output::Stdin;
@@ -86,7 +86,11 @@ impl Zygote {
         let process = spawn_retrying(&mut command);
         passed.iter().for_each(|fd| set_cloexec(fd, true));
         // A zygote that stops answering is given up on, not waited for.
-        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::ReceiveTimeout, &nix::sys::time::TimeVal::new(ANSWER_TIMEOUT_SECS, 0))?;
+        nix::sys::socket::setsockopt(
+            &socket,
+            nix::sys::socket::sockopt::ReceiveTimeout,
+            &nix::sys::time::TimeVal::new(ANSWER_TIMEOUT_SECS, 0),
+        )?;
         let zygote = Zygote { socket, process: process? };
         send(&zygote.socket, &protocol::encode_frame(&settings)?, &[])?;
         Ok(zygote)
@@ -178,9 +182,8 @@ pub(crate) fn serve() -> Result<i32, String> {
     };
     let (settings, _) = receive(&socket).map_err(|e| format!("no engine settings: {e}"))?;
     let settings: EngineSettings = protocol::decode_frame(&settings)?;
-    let engines = worker::builder(settings)
-        .make_engines()
-        .map_err(|e| format!("cannot build the zygote's engine: {e:#}"))?;
+    let engines =
+        worker::builder(settings).make_engines().map_err(|e| format!("cannot build the zygote's engine: {e:#}"))?;
     // Each fork takes this copy for its own (never cloned: a clone of the
     // linkers costs more than the rest of a worker's start).
     let mut engines = Some(engines);
@@ -219,7 +222,8 @@ fn fork_worker(
         return Err("a worker for another engine than the zygote's".into());
     }
     let mut fds = fds.into_iter();
-    let (Some(stdout), Some(stderr), Some(report), Some(code)) = (fds.next(), fds.next(), fds.next(), fds.next()) else {
+    let (Some(stdout), Some(stderr), Some(report), Some(code)) = (fds.next(), fds.next(), fds.next(), fds.next())
+    else {
         return Err("expected four or five descriptors".into());
     };
     let stdin = fds.next();
@@ -231,7 +235,8 @@ fn fork_worker(
         Some(known) => known.clone(),
         None => {
             // Mapped here, before forking, so every worker shares the pages.
-            let loaded = super::code::load(engines.as_ref().ok_or("the zygote has no engine")?, code, &start).map_err(|e| e.to_string())?;
+            let loaded = super::code::load(engines.as_ref().ok_or("the zygote has no engine")?, code, &start)
+                .map_err(|e| e.to_string())?;
             programs.insert(key, loaded.clone());
             loaded
         }
