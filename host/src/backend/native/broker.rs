@@ -298,6 +298,8 @@ struct Link {
     /// (a withdrawal, as a request is dropped). Its reads are the reader
     /// task's.
     writer: std::sync::Mutex<std::os::unix::net::UnixStream>,
+    /// The reader task's descriptor (a copy of the writer's).
+    reader_fd: std::os::fd::RawFd,
     next: std::sync::atomic::AtomicU64,
     state: std::sync::Mutex<LinkState>,
     /// How many requests were sent without waiting, and how many of them
@@ -332,6 +334,7 @@ impl Link {
         let writer = stream.try_clone().map_err(|e| e.to_string())?;
         let reader = UnixStream::from_std(stream).map_err(|e| e.to_string())?;
         let link = Arc::new(Link {
+            reader_fd: std::os::fd::AsRawFd::as_raw_fd(&reader),
             writer: std::sync::Mutex::new(writer),
             next: std::sync::atomic::AtomicU64::new(1),
             state: Default::default(),
@@ -538,10 +541,22 @@ impl RemoteObjects for Client {
     }
 
     fn leave_connection(&self) {
-        // Not closed: closing a socket half would shut it down for the
-        // parent too.
-        if let Ok(mut link) = self.link.try_lock() {
-            std::mem::forget(link.take());
+        // Not dropped: the parent's reader task, copied by the fork, holds
+        // the link too. Its descriptors become `/dev/null` here instead, so
+        // that the copy, if it is still polled, reads end-of-file rather
+        // than the parent's answers (the socket stays the parent's alone).
+        if let Ok(mut link) = self.link.try_lock()
+            && let Some(link) = link.take()
+        {
+            if let (Ok(null), Ok(writer)) = (std::fs::File::open("/dev/null"), link.writer.try_lock()) {
+                for fd in [link.reader_fd, std::os::fd::AsRawFd::as_raw_fd(&*writer)] {
+                    // SAFETY: both descriptors are the link's, open, and
+                    // replaced in one step; only a forked child, single-
+                    // threaded, calls this.
+                    let _ = unsafe { libc::dup3(std::os::fd::AsRawFd::as_raw_fd(&null), fd, libc::O_CLOEXEC) };
+                }
+            }
+            std::mem::forget(link);
         }
     }
 }

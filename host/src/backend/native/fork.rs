@@ -54,7 +54,7 @@ use crate::process::Node;
 use crate::runtime::HostInner;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::unistd::ForkResult;
-use std::os::fd::{BorrowedFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
@@ -121,7 +121,8 @@ pub(super) fn fork(
                         unsafe { nix::unistd::dup3_raw(&report_write, report_fd, nix::fcntl::OFlag::O_CLOEXEC) };
                     let _ = moved.map_err(|e| format!("cannot set up the report pipe: {e}"))?.into_raw_fd();
                     drop(report_write);
-                    own_reactor().map_err(|e| format!("cannot make the child's reactor: {e}"))?;
+                    let keep = [report_fd, inherited.lifeline.as_raw_fd(), inherited.orphanage.as_raw_fd()];
+                    own_reactor(&keep).map_err(|e| format!("cannot make the child's reactor: {e}"))?;
                     restart_helpers(backend, host, inherited)
                 })();
                 if let Err(why) = set_up {
@@ -222,8 +223,12 @@ fn restart_helpers(backend: &NativeBackend, host: &Arc<HostInner>, inherited: &s
 /// Gives this (forked) process an epoll instance of its own in place of the
 /// one it shares with its parent, registering again what it needs: its
 /// runtime's wake-up eventfd (a new one) and its sockets. Pipes and pidfds
-/// (its parent's children's) are left out.
-fn own_reactor() -> std::io::Result<()> {
+/// (its parent's children's) are left out, and each pipe the parent's
+/// runtime watched (but those in `keep`) becomes `/dev/null` here: the
+/// child's copies of its parent's tasks may still be polled, and one that
+/// read a child's report pipe would steal the parent's bytes.
+fn own_reactor(keep: &[RawFd]) -> std::io::Result<()> {
+    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
     // One epoll instance may be open under several numbers (a runtime
     // keeps a copy for its registry): one fresh instance for each, put in
     // place under all of its numbers.
@@ -257,6 +262,11 @@ fn own_reactor() -> std::io::Result<()> {
                     replaced.push(fd);
                 }
             } else if !kind.starts_with("socket:") {
+                if kind.starts_with("pipe:") && fd > 2 && !keep.contains(&fd) {
+                    // SAFETY: `fd` is open; it is replaced in one step, and
+                    // whatever holds it reads end-of-file from now on.
+                    let _ = unsafe { nix::unistd::dup3_raw(&null, fd, nix::fcntl::OFlag::O_CLOEXEC) }?.into_raw_fd();
+                }
                 continue;
             }
             // SAFETY: `fd` is open for the duration of this call.
