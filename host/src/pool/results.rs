@@ -1,0 +1,216 @@
+//! What a pool's tasks give back: a chunk's results item by item
+//! ([`Chunk`]), the slot one task's result is filled into ([`ResultSlot`]),
+//! and the typed handles an embedder reads them through ([`AsyncResult`],
+//! [`Imap`]).
+
+#[cfg(doc)]
+use super::Pool;
+use super::{TaskError, decode};
+use crate::work::{Outcome, Reply};
+use serde::de::DeserializeOwned;
+use std::collections::{BTreeMap, VecDeque};
+use std::marker::PhantomData;
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+/// A chunk's outcome, item by item.
+pub(crate) struct Chunk(Outcome);
+
+impl Chunk {
+    /// The outcome of a chunk of `size` items; a worker that returned
+    /// another number of results failed them all.
+    pub(crate) fn new(outcome: Outcome, size: usize) -> Chunk {
+        Chunk(match outcome {
+            Outcome::Done(results) if results.len() != size => {
+                Outcome::Failed(format!("the worker returned {} results for {size} items", results.len()))
+            }
+            other => other,
+        })
+    }
+
+    /// Item `index`'s result: its bytes, or why it failed.
+    pub(crate) fn item(&self, index: usize) -> Result<&[u8], &str> {
+        match &self.0 {
+            Outcome::Done(results) => results.get(index),
+            Outcome::Failed(why) => Err(why),
+        }
+    }
+}
+
+/// The result of a one-input task's outcome.
+pub(super) fn one_result(outcome: Outcome) -> Result<Vec<u8>, TaskError> {
+    Chunk::new(outcome, 1).item(0).map(<[u8]>::to_vec).map_err(|why| TaskError::Failed(why.to_string()))
+}
+
+/// The result of one task, filled in once.
+#[derive(Default)]
+pub(crate) struct ResultSlot {
+    value: Mutex<Option<Result<Vec<u8>, TaskError>>>,
+    ready: Condvar,
+    notify: tokio::sync::Notify,
+}
+
+impl ResultSlot {
+    pub(crate) fn set(&self, value: Result<Vec<u8>, TaskError>) {
+        let mut slot = self.value.lock().unwrap();
+        if slot.is_none() {
+            *slot = Some(value);
+            self.ready.notify_all();
+            self.notify.notify_waiters();
+        }
+    }
+
+    /// A slot filled by the outcome of a one-input task.
+    pub(crate) fn reply(self: &Arc<ResultSlot>) -> Reply {
+        let slot = self.clone();
+        Reply::new(move |outcome| slot.set(one_result(outcome)))
+    }
+
+    pub(crate) fn get(&self) -> Option<Result<Vec<u8>, TaskError>> {
+        self.value.lock().unwrap().clone()
+    }
+
+    /// Blocks until filled or `timeout` passes; whether it is filled.
+    pub(crate) fn wait(&self, timeout: Option<Duration>) -> bool {
+        // A timeout too long to add to the clock is as good as none.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut value = self.value.lock().unwrap();
+        while value.is_none() {
+            value = match deadline {
+                None => self.ready.wait(value).unwrap(),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    self.ready.wait_timeout(value, left).unwrap().0
+                }
+            };
+        }
+        true
+    }
+
+    /// [`wait`](Self::wait), without blocking a thread.
+    pub(crate) async fn wait_async(&self, timeout: Option<Duration>) -> bool {
+        let filled = async {
+            loop {
+                let notified = self.notify.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.value.lock().unwrap().is_some() {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        match timeout {
+            None => {
+                filled.await;
+                true
+            }
+            Some(t) => tokio::time::timeout(t, filled).await.is_ok(),
+        }
+    }
+}
+
+/// The result of [`Pool::apply_async`]: Python's `AsyncResult`.
+///
+/// ```no_run
+/// # fn main() -> anyhow::Result<()> {
+/// # let host = host::Host::new()?;
+/// # let program = host.load("target/guests/pool-square.wasm")?;
+/// # let pool = host::Pool::new(&program, 2)?;
+/// use std::time::Duration;
+/// let result = pool.apply_async::<_, i64>("square", &3);
+/// result.wait(Some(Duration::from_secs(1)));
+/// if result.ready() && result.successful() == Some(true) {
+///     println!("{}", result.get(None)?);
+/// }
+/// # Ok(()) }
+/// ```
+pub struct AsyncResult<R> {
+    pub(super) slot: Arc<ResultSlot>,
+    pub(super) _result: PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned> AsyncResult<R> {
+    /// Waits for the result (up to `timeout`, if given); [`TaskError::Timeout`]
+    /// if it is not ready by then.
+    pub fn get(&self, timeout: Option<Duration>) -> Result<R, TaskError> {
+        if !self.slot.wait(timeout) {
+            return Err(TaskError::Timeout);
+        }
+        decode(&self.slot.get().expect("a ready result")?)
+    }
+
+    /// Waits until the result is ready or `timeout` passes.
+    pub fn wait(&self, timeout: Option<Duration>) {
+        self.slot.wait(timeout);
+    }
+
+    /// Whether the task has finished (successfully or not).
+    pub fn ready(&self) -> bool {
+        self.slot.get().is_some()
+    }
+
+    /// Whether the task succeeded; `None` while it is not ready (where
+    /// Python raises `ValueError`).
+    pub fn successful(&self) -> Option<bool> {
+        self.slot.get().map(|value| value.is_ok())
+    }
+}
+
+/// The results of [`Pool::imap`] and [`Pool::imap_unordered`], one per item.
+pub struct Imap<R> {
+    pub(super) receiver: mpsc::Receiver<(usize, Outcome)>,
+    pub(super) sizes: Vec<usize>,
+    pub(super) ordered: bool,
+    pub(super) next_chunk: usize,
+    pub(super) received: usize,
+    pub(super) arrived: BTreeMap<usize, Chunk>,
+    /// The chunks being read, and the next item of the first.
+    pub(super) current: VecDeque<(Chunk, usize, usize)>,
+    pub(super) decode: fn(&[u8]) -> Result<R, TaskError>,
+}
+
+impl<R> Iterator for Imap<R> {
+    type Item = Result<R, TaskError>;
+
+    fn next(&mut self) -> Option<Result<R, TaskError>> {
+        loop {
+            if let Some((chunk, next, size)) = self.current.front_mut() {
+                if *next < *size {
+                    let item = chunk.item(*next);
+                    *next += 1;
+                    return Some(match item {
+                        Ok(bytes) => (self.decode)(bytes),
+                        Err(why) => Err(TaskError::Failed(why.to_string())),
+                    });
+                }
+                self.current.pop_front();
+                continue;
+            }
+            if self.ordered {
+                if let Some(chunk) = self.arrived.remove(&self.next_chunk) {
+                    self.current.push_back((chunk, 0, self.sizes[self.next_chunk]));
+                    self.next_chunk += 1;
+                    continue;
+                }
+                if self.next_chunk == self.sizes.len() {
+                    return None;
+                }
+            } else if self.received == self.sizes.len() {
+                return None;
+            }
+            // Every submitted chunk is answered exactly once (see `Reply`).
+            let (index, outcome) = self.receiver.recv().ok()?;
+            self.received += 1;
+            let chunk = Chunk::new(outcome, self.sizes[index]);
+            if self.ordered {
+                self.arrived.insert(index, chunk);
+            } else {
+                self.current.push_back((chunk, 0, self.sizes[index]));
+            }
+        }
+    }
+}
