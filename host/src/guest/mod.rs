@@ -11,6 +11,7 @@ mod container;
 mod map_results;
 mod pool;
 mod process;
+mod primitives;
 mod sync;
 mod wait;
 

@@ -62,6 +62,7 @@ pub mod budget;
 mod condition;
 pub(crate) mod container;
 mod event;
+mod holds;
 mod lock;
 mod manager;
 mod pipe;
