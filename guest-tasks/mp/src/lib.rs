@@ -91,7 +91,6 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -130,7 +129,9 @@ mod wasi_exit {
 use bindings::mp::host::process as wit;
 
 mod process;
-pub use process::{Fork, Process, active_children, cpu_count, current_process, exit, fork, getpid, getppid, parent_process};
+pub use process::{
+    Fork, Process, active_children, cpu_count, current_process, exit, fork, getpid, getppid, parent_process,
+};
 
 mod pool;
 pub use pool::{AsyncResult, Imap, MapResult, Pool, PoolBuilder, TaskError};

@@ -2,7 +2,7 @@
 //! `multiprocessing.Process`), the calling process and its parent, its
 //! children, pids, [`fork`] and [`exit`].
 
-use super::{Error, Run, Target, codec, wasi_exit, wit};
+use super::{Error, Run, Target, codec, sync, wasi_exit, wit};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt;
@@ -22,7 +22,7 @@ use std::time::Duration;
 /// [`set_name`](Process::set_name)/[`set_daemon`](Process::set_daemon) write,
 /// as Python's `p.name` / `p.daemon` attributes.
 pub struct Process {
-    inner: wit::Process,
+    pub(crate) inner: wit::Process,
     /// Set when the arguments could not be serialized: `start` reports it.
     bad_args: Option<String>,
 }

@@ -28,7 +28,7 @@
 //! }
 //! ```
 
-use std::cell::{Cell, OnceCell};
+use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
@@ -187,16 +187,16 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
 /// opening it.
 macro_rules! handle_serde {
     ($name:literal, $t:ident $(<$g:ident>)?, $wit:ty, |$h:ident| $inner:expr, |$w:ident| $make:expr) => {
-        impl$(<$g>)? Serialize for $t$(<$g>)? {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        impl$(<$g>)? serde::Serialize for $t$(<$g>)? {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 let $h = self;
-                share($inner.token(), $name, serializer)
+                $crate::sync::share($inner.token(), $name, serializer)
             }
         }
 
-        impl<'de $(, $g)?> Deserialize<'de> for $t$(<$g>)? {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let $w: $wit = open(deserializer, <$wit>::open)?;
+        impl<'de $(, $g)?> serde::Deserialize<'de> for $t$(<$g>)? {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let $w: $wit = $crate::sync::open(deserializer, <$wit>::open)?;
                 Ok($make)
             }
         }

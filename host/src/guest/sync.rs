@@ -17,7 +17,7 @@ use super::mp::host::sync::{self as wit, Host, HostConnection, HostQueue};
 use crate::instance::Ctx;
 use crate::sync::budget::Account;
 use crate::sync::{
-    Error, Kind, Number, Numbers, Payload, QueueObject, QuotaKind, Registry, Reply, Request, Spec, Token,
+    Error, Kind, Number, Payload, QueueObject, QuotaKind, Registry, Reply, Request, Spec, Token,
 };
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -147,7 +147,7 @@ impl Ctx {
         Ok(self.sync(request(id)).await)
     }
 
-    async fn unit<K: 'static + Send>(
+    pub(super) async fn unit<K: 'static + Send>(
         &mut self,
         handle: &Resource<SyncHandle<K>>,
         request: impl FnOnce(u64) -> Request,
@@ -266,7 +266,7 @@ impl Ctx {
     }
 
     /// Gives up the hold of a handle (once).
-    async fn close_handle<K: 'static + Send>(&mut self, handle: &Resource<SyncHandle<K>>) -> wasmtime::Result<()> {
+    pub(super) async fn close_handle<K: 'static + Send>(&mut self, handle: &Resource<SyncHandle<K>>) -> wasmtime::Result<()> {
         let entry = self.table.get_mut(handle)?;
         if std::mem::replace(&mut entry.closed, true) {
             return Ok(());
@@ -287,7 +287,7 @@ impl Ctx {
         Ok(())
     }
 
-    async fn lock_of<K: 'static + Send>(&mut self, handle: &Resource<SyncHandle<K>>) -> Answer<Resource<GuestLock>> {
+    pub(super) async fn lock_of<K: 'static + Send>(&mut self, handle: &Resource<SyncHandle<K>>) -> Answer<Resource<GuestLock>> {
         match self.request(handle, |id| Request::GetLock { id }).await? {
             Ok(Reply::Handles(tokens)) if tokens.len() == 1 => Ok(Ok(self.push(tokens[0])?)),
             Ok(other) => Ok(Err(unexpected(other))),
@@ -297,7 +297,7 @@ impl Ctx {
 }
 
 impl Error {
-    fn from_wit(error: wit::Error) -> Error {
+    pub(super) fn from_wit(error: wit::Error) -> Error {
         match error {
             wit::Error::Empty => Error::Empty,
             wit::Error::Full => Error::Full,

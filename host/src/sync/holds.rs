@@ -78,9 +78,15 @@ pub(super) struct Objects {
 
 impl Objects {
     pub(super) fn insert(&mut self, object: Object, holder: Holder) -> Token {
-        self.next += 1;
-        let id = self.next;
+        let id = self.next_id();
         self.insert_at(id, object, holder)
+    }
+
+    /// A fresh id, for an object inserted later (one that holds another
+    /// object made first: a condition's or an array's lock).
+    pub(super) fn next_id(&mut self) -> u64 {
+        self.next += 1;
+        self.next
     }
 
     /// Makes the object of `token` carry `charge`, its creator's, until it is freed.

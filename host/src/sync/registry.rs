@@ -18,16 +18,15 @@
 
 use super::array::Array;
 use super::barrier::Barrier;
-use super::budget::{Account, Budgets, Charge, Message, Quotas};
+use super::budget::{Account, Budgets, Message, Quotas};
 use super::condition::Condition;
 use super::container::Container;
-use super::event::Event;
+use super::holds::{Holder, Object, Objects};
 use super::lock::{Lock, Semaphore};
 use super::pipe::Pipe;
-use super::holds::{Holder, Object, Objects};
 use super::queue::Queue;
-use super::{Answer, Error, Kind, MAX_MESSAGE, Numbers, Reply, Request, Spec, Token, random_u64};
-use std::collections::{HashMap, HashSet};
+use super::{Answer, Error, Kind, MAX_MESSAGE, Numbers, Reply, Request, Spec, Token};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 pub(crate) struct Registry {
@@ -363,8 +362,7 @@ impl Registry {
             Spec::Barrier { parties } => Object::Barrier(Arc::new(Barrier::new(parties)?)),
             Spec::Container(kind) => Object::Container(Arc::new(Container::new(kind)?)),
             Spec::Condition { lock } => {
-                objects.next += 1;
-                let id = objects.next;
+                let id = objects.next_id();
                 let (lock, lock_id) = match lock {
                     Some(lock_id) => match &objects.held(pid, lock_id)?.object {
                         Object::Lock(lock) => {
@@ -383,8 +381,7 @@ impl Registry {
                 return Ok(vec![objects.paid(token, charge)]);
             }
             Spec::Array(values) => {
-                objects.next += 1;
-                let id = objects.next;
+                let id = objects.next_id();
                 let lock = Object::Lock(Arc::new(Lock::new(true)));
                 let lock_id = objects.insert(lock, Holder::Object(id)).id;
                 let token = objects.insert_at(id, Object::Array(Arc::new(Array::new(values, lock_id))), me);

@@ -1,7 +1,9 @@
 //! Python's `multiprocessing.Value` and `Array` of numbers, shared between
 //! processes through the host, each with its own `RLock`.
 
-use super::{Error, RLock, wit};
+use super::{Error, Lock, wit};
+use std::cell::OnceCell;
+use std::marker::PhantomData;
 
 /// A number a [`Value`] or [`Array`] can hold: `i64` or `f64`.
 pub trait Number: Copy + sealed::Sealed {

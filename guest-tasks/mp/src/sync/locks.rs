@@ -3,6 +3,7 @@
 //! `Condition` and `Barrier`.
 
 use super::{Error, timeout, wit};
+use std::cell::OnceCell;
 use std::time::Duration;
 
 /// Python's `multiprocessing.Lock`. A lock held by a process that ends is
@@ -150,7 +151,7 @@ impl Semaphore {
     }
 }
 
-handle_serde!("Semaphore", Semaphore, wit::Semaphore, |h| h.inner, |w| { Semaphore { inner: w } });
+handle_serde!("Semaphore", Semaphore, wit::Semaphore, |h| h.inner, |w| Semaphore { inner: w });
 
 /// Python's `BoundedSemaphore(value)`.
 #[allow(non_snake_case)]

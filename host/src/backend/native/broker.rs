@@ -16,7 +16,7 @@
 //!   processes and connections together wakes as soon as either is ready;
 //! - a request can be sent without waiting for its answer
 //!   ([`kind::SEND`]): a put to an unbounded queue, within the allowance
-//!   the root gave ([`Called::allowance`]), so that it cannot fail; should
+//!   the root gave ([`crate::backend::Called::allowance`]), so that it cannot fail; should
 //!   one fail all the same, the root refuses the worker's next call with
 //!   that failure, once, and the worker's end waits for every such request
 //!   to be carried out ([`kind::SYNC`]).
@@ -29,10 +29,9 @@
 //! are released.
 
 use super::protocol;
-use crate::backend::{BoxFuture, Called, Objects, RemoteObjects};
+use crate::backend::Objects;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 

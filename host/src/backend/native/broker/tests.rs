@@ -3,7 +3,7 @@
 
 use super::client::write_all;
 use super::*;
-use crate::backend::Answered;
+use crate::backend::{Answered, BoxFuture, RemoteObjects};
 
 /// Objects that answer `ok`, fail `fail`, never answer `block`, and
 /// refuse anything else as a breach of the protocol.
