@@ -1,9 +1,10 @@
 //! The native backend's broker: the root host serves the run's shared
 //! objects to its workers over a unix socket.
 //!
-//! The root host listens on `broker.sock` in a private (0700) temporary
-//! directory and passes its path to every worker (and workers to theirs) in
-//! `HOST_SYNC_BROKER`. A worker connects the first time its guest uses a
+//! The root host listens on a socket of a random name in Linux's abstract
+//! namespace, never a file: no directory a guest may be granted (`/tmp`,
+//! `$TMPDIR`) reaches it, to remove or replace. It passes the name to every
+//! worker (and workers to theirs) in `HOST_SYNC_BROKER`. A worker connects the first time its guest uses a
 //! shared object and keeps the connection for its life. The connection is
 //! multiplexed: every message (a frame of the backend's one codec,
 //! [`protocol`], around the objects' own encoding, which this module never
@@ -38,17 +39,29 @@ use tokio::net::UnixStream;
 /// The environment variable naming the broker's socket.
 pub(crate) const BROKER_VAR: &str = "HOST_SYNC_BROKER";
 
-/// The root host's listening socket.
-pub(crate) struct Endpoint {
-    pub(crate) path: PathBuf,
-    _dir: tempfile::TempDir,
+/// The socket address of the abstract `name`.
+fn address(name: &std::path::Path) -> std::io::Result<std::os::unix::net::SocketAddr> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::ffi::OsStrExt;
+    std::os::unix::net::SocketAddr::from_abstract_name(name.as_os_str().as_bytes())
 }
 
-/// Listens for workers on a new socket and serves `objects` to them.
-pub(crate) fn listen(runtime: &tokio::runtime::Handle, objects: Arc<dyn Objects>) -> anyhow::Result<Endpoint> {
-    let dir = tempfile::Builder::new().prefix("mp-broker-").tempdir()?;
-    let path = dir.path().join("broker.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&path)?;
+/// A socket name no other process can guess, and so take first.
+fn unguessable_name() -> std::io::Result<PathBuf> {
+    let mut bytes = [0u8; 16];
+    // SAFETY: the buffer is valid for writes of its length.
+    let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if got != bytes.len() as isize {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(PathBuf::from(format!("mp-broker-{:032x}", u128::from_le_bytes(bytes))))
+}
+
+/// Listens for workers on a new socket and serves `objects` to them, for
+/// as long as the runtime lives; the socket's abstract name.
+pub(crate) fn listen(runtime: &tokio::runtime::Handle, objects: Arc<dyn Objects>) -> anyhow::Result<PathBuf> {
+    let name = unguessable_name()?;
+    let listener = std::os::unix::net::UnixListener::bind_addr(&address(&name)?)?;
     listener.set_nonblocking(true)?;
     let _entered = runtime.enter();
     let listener = tokio::net::UnixListener::from_std(listener)?;
@@ -77,7 +90,7 @@ pub(crate) fn listen(runtime: &tokio::runtime::Handle, objects: Arc<dyn Objects>
             }
         }
     });
-    Ok(Endpoint { path, _dir: dir })
+    Ok(name)
 }
 
 /// What a worker sends on its connection; every message is a kind byte,

@@ -119,11 +119,9 @@ pub(crate) struct NativeBackend {
     slots: Arc<slots::Slots>,
     /// The root keeps the lifeline's write end for as long as it lives.
     _lifeline_writer: Option<OwnedFd>,
-    /// The socket on which the root serves the run's shared objects, which
-    /// every worker is told of.
+    /// The name of the socket on which the root serves the run's shared
+    /// objects, which every worker is told of.
     broker: OnceLock<PathBuf>,
-    /// The root's listening socket, kept as long as it lives.
-    endpoint: OnceLock<broker::Endpoint>,
     /// In a worker: the process its host is (name, daemon).
     this_process: Option<(String, bool)>,
     /// In a worker: the engine its code was loaded with, until its host
@@ -199,7 +197,6 @@ impl NativeBackend {
             slots,
             _lifeline_writer: lifeline_writer,
             broker: OnceLock::new(),
-            endpoint: OnceLock::new(),
             this_process: this.as_ref().map(|this| (this.name.clone(), this.daemon)),
             parent: std::sync::Mutex::new(parent::ParentLink::new(this.as_ref().and_then(|this| this.parent.clone()))),
             engines: std::sync::Mutex::new(this.map(|this| this.engines)),
@@ -293,9 +290,7 @@ impl Backend for NativeBackend {
     }
 
     fn serve_objects(&self, runtime: &tokio::runtime::Handle, objects: Arc<dyn Objects>) -> anyhow::Result<()> {
-        let endpoint = broker::listen(runtime, objects)?;
-        let _ = self.broker.set(endpoint.path.clone());
-        let _ = self.endpoint.set(endpoint);
+        let _ = self.broker.set(broker::listen(runtime, objects)?);
         Ok(())
     }
 
@@ -306,7 +301,7 @@ impl Backend for NativeBackend {
         let client = broker::Client::from_env().ok_or_else(|| {
             anyhow::anyhow!("worker mode is for the host's own use: {} is missing", broker::BROKER_VAR)
         })?;
-        let _ = self.broker.set(client.path.clone());
+        let _ = self.broker.set(client.name.clone());
         Ok(Some(Arc::new(client)))
     }
 

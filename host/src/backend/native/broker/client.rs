@@ -49,9 +49,12 @@ struct LinkState {
 }
 
 impl Link {
-    /// Connects to the broker at `path` and starts reading its answers.
-    fn connect(path: &std::path::Path) -> Result<Arc<Link>, String> {
-        let stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| e.to_string())?;
+    /// Connects to the broker of the abstract name `name` and starts
+    /// reading its answers.
+    fn connect(name: &std::path::Path) -> Result<Arc<Link>, String> {
+        let stream = super::address(name)
+            .and_then(|address| std::os::unix::net::UnixStream::connect_addr(&address))
+            .map_err(|e| e.to_string())?;
         Link::over(stream)
     }
 
@@ -189,15 +192,16 @@ async fn read_answers(stream: UnixStream, link: std::sync::Weak<Link>) {
 /// first time its guest uses a shared object. Requests go out as they are
 /// made, tagged with an id; a reader task hands each answer to its request.
 pub(crate) struct Client {
-    pub(crate) path: PathBuf,
+    /// The broker's name in the abstract namespace.
+    pub(crate) name: PathBuf,
     link: std::sync::Mutex<Option<Arc<Link>>>,
 }
 
 impl Client {
     /// The broker this worker was given by its parent, if any.
     pub(crate) fn from_env() -> Option<Client> {
-        let path = std::env::var_os(BROKER_VAR)?;
-        Some(Client { path: path.into(), link: std::sync::Mutex::new(None) })
+        let name = std::env::var_os(BROKER_VAR)?;
+        Some(Client { name: name.into(), link: std::sync::Mutex::new(None) })
     }
 
     fn link(&self) -> Result<Arc<Link>, String> {
@@ -205,7 +209,7 @@ impl Client {
         if let Some(link) = &*link {
             return Ok(link.clone());
         }
-        let connected = Link::connect(&self.path)?;
+        let connected = Link::connect(&self.name)?;
         *link = Some(connected.clone());
         Ok(connected)
     }
@@ -252,7 +256,7 @@ impl Client {
     /// A client over a socket already connected to a broker.
     pub(super) fn over(stream: std::os::unix::net::UnixStream) -> Client {
         let link = Link::over(stream).unwrap();
-        Client { path: PathBuf::new(), link: std::sync::Mutex::new(Some(link)) }
+        Client { name: PathBuf::new(), link: std::sync::Mutex::new(Some(link)) }
     }
 }
 
