@@ -46,8 +46,11 @@ impl CacheArgs {
     }
 }
 
-/// `path` with its symbolic links resolved as far as it exists.
+/// `path`, absolute, with its symbolic links resolved as far as it exists
+/// (a relative cache directory that does not exist yet is still compared
+/// with the grants as the directory it will be).
 fn resolve(path: &Path) -> PathBuf {
+    let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let mut existing = path.to_path_buf();
     let mut rest = Vec::new();
     while !existing.as_os_str().is_empty() {
@@ -81,6 +84,11 @@ mod tests {
         let elsewhere = base.path().join("data");
         std::fs::create_dir(&elsewhere).unwrap();
         assert!(matches!(on.setting(&[&elsewhere]), CompileCache::Dir(_)));
+        // A relative cache directory, not made yet, below a granted one.
+        let cwd = std::env::current_dir().unwrap();
+        // SAFETY: as above.
+        unsafe { std::env::set_var(host::CACHE_DIR_ENV, "not-made-yet/mp-host") };
+        assert_eq!(on.setting(&[&cwd]), CompileCache::Off, "a grant above a relative cache");
         assert_eq!(CacheArgs { no_cache: true }.setting(&[]), CompileCache::Off);
         unsafe { std::env::remove_var(host::CACHE_DIR_ENV) };
     }
