@@ -112,9 +112,25 @@ impl Program {
     }
 }
 
+/// The largest program file read: WebAssembly's own bound on a module
+/// (wasmparser's), so that a path such as `/dev/zero` is refused rather
+/// than read until the host runs out of memory.
+const MAX_PROGRAM_FILE: u64 = 1 << 30;
+
 /// Reads and compiles the program at `path`.
 pub(crate) fn load_file(host: &Arc<HostInner>, path: &Path) -> Result<Program, LoadError> {
-    let bytes = std::fs::read(path).map_err(|e| LoadError::new(format!("cannot read {}: {e}", path.display())))?;
+    let cannot_read = |e: std::io::Error| LoadError::new(format!("cannot read {}: {e}", path.display()));
+    let mut bytes = Vec::new();
+    let file = std::fs::File::open(path).map_err(cannot_read)?;
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_PROGRAM_FILE + 1), &mut bytes)
+        .map_err(cannot_read)?;
+    if bytes.len() as u64 > MAX_PROGRAM_FILE {
+        return Err(LoadError::new(format!(
+            "{} is larger than {}, the most a WebAssembly program may be",
+            path.display(),
+            crate::limits::format_size(MAX_PROGRAM_FILE)
+        )));
+    }
     load(host, &bytes, Some(path.to_path_buf()))
 }
 

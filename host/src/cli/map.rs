@@ -71,9 +71,15 @@ impl Shard {
 
 /// Runs `host map`. `Err` is bad input.
 pub(super) fn map(args: MapArgs) -> Result<i32, String> {
+    // Bytes, not text: a line that is not UTF-8 is one malformed line.
     let text = match &args.input {
-        Some(path) => std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
-        None => std::io::read_to_string(std::io::stdin()).map_err(|e| format!("cannot read stdin: {e}"))?,
+        Some(path) => std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        None => {
+            let mut text = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut text)
+                .map_err(|e| format!("cannot read stdin: {e}"))?;
+            text
+        }
     };
     let report = args.feedback.open()?;
     let host = args.host.host(report.wants_records(), &[])?;
@@ -85,11 +91,10 @@ pub(super) fn map(args: MapArgs) -> Result<i32, String> {
     let pool = builder.build().map_err(|e| e.to_string())?;
 
     // Each line (of this shard) is an input, or the error that it is not JSON.
-    let lines: Vec<Result<Vec<u8>, String>> = text
-        .lines()
+    let lines: Vec<Result<Vec<u8>, String>> = lines(&text)
         .enumerate()
         .filter(|(n, _)| args.shard.is_none_or(|shard| shard.takes(*n)))
-        .map(|(n, line)| match serde_json::from_str::<serde_json::Value>(line) {
+        .map(|(n, line)| match serde_json::from_slice::<serde_json::Value>(line) {
             Ok(value) => Ok(value.to_string().into_bytes()),
             Err(e) => Err(format!("line {}: not JSON: {e}", n + 1)),
         })
@@ -144,6 +149,15 @@ pub(super) fn map(args: MapArgs) -> Result<i32, String> {
     Ok(i32::from(failed))
 }
 
+/// The lines of `text` as `str::lines` cuts them: at each `\n`, with a
+/// `\r` before it dropped.
+fn lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
+    text.split_inclusive(|&b| b == b'\n').map(|line| match line.strip_suffix(b"\n") {
+        Some(line) => line.strip_suffix(b"\r").unwrap_or(line),
+        None => line,
+    })
+}
+
 fn parse_shard(text: &str) -> Result<Shard, String> {
     let invalid = || format!("invalid shard `{text}`: expected I/N with 0 <= I < N, such as 0/4");
     let (index, count) = text.split_once('/').ok_or_else(invalid)?;
@@ -157,6 +171,14 @@ fn parse_shard(text: &str) -> Result<Shard, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_are_cut_as_text_lines_are() {
+        for text in ["", "\n", "a", "a\n", "a\r\nb", "a\r", "a\n\nb\n", "a\n\n"] {
+            let expected: Vec<&[u8]> = text.lines().map(str::as_bytes).collect();
+            assert_eq!(lines(text.as_bytes()).collect::<Vec<_>>(), expected, "{text:?}");
+        }
+    }
 
     #[test]
     fn shards_parse_and_partition() {
