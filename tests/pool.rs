@@ -285,3 +285,39 @@ fn a_huge_result_arrives() {
     assert_eq!(text.len(), 17 << 20);
     assert_eq!(pool.apply::<_, i64>("square", &4).unwrap(), 16);
 }
+
+#[test]
+fn cli_map_line_that_is_not_utf8_is_one_error_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("input.jsonl");
+    std::fs::write(&file, b"1\n\"\xff\xfe\"\n3\n").unwrap();
+    let program = guest("pool-tasks");
+    let args = ["map", s(&program), "--entry", "square", "--backend", common::backend_name(), "--input", s(&file)];
+    let out = host_with(&args, &[]);
+    out.assert_status(1);
+    let lines = out.stdout_lines();
+    assert_eq!(lines.len(), 3, "{out:#?}");
+    assert_eq!(lines[0], "1");
+    assert!(lines[1].starts_with("{\"error\":") && lines[1].contains("line 2"), "{out:#?}");
+    assert_eq!(lines[2], "9");
+}
+
+/// A pool of more workers than the run may have is refused at once, with
+/// the process-limit message, never sized by the count: from a guest
+/// (`Pool(4_000_000_000)`), from `host map --workers` and from the library.
+#[test]
+fn a_pool_larger_than_the_cap_is_refused_at_once() {
+    let out = run(&["--max-processes", "16", s(&guest("hostile")), "--", "pool-huge", "4000000000"]);
+    out.assert_status(0);
+    let refused = out.report().get("pool refused").cloned().unwrap_or_else(|| panic!("{out:#?}"));
+    assert!(refused.contains("--max-processes"), "{out:#?}");
+
+    let out = host_map("1\n", &["--workers", "4000000000"]);
+    out.assert_bad_input();
+    assert!(out.stderr.contains("--max-processes"), "{out:#?}");
+
+    let host = host();
+    let program = pool_tasks(&host);
+    let error = Pool::builder(&program).processes(usize::MAX).build().err().expect("a refusal");
+    assert!(error.to_string().contains("--max-processes"), "{error}");
+}

@@ -238,3 +238,122 @@ fn no_network() {
     }
     assert!(listener.accept().is_err(), "the guest reached the host's listener");
 }
+
+/// A symbolic link inside a granted directory leads nowhere outside it:
+/// neither to a file nor to a directory beside the grant.
+#[test]
+fn a_symlink_out_of_a_granted_dir_leads_nowhere() {
+    let parent = tempfile::tempdir().unwrap();
+    let granted = parent.path().join("granted");
+    let outside = parent.path().join("outside");
+    std::fs::create_dir(&granted).unwrap();
+    std::fs::create_dir(&outside).unwrap();
+    let secret = write_file(&outside, "secret.txt", "top secret");
+    std::os::unix::fs::symlink(&secret, granted.join("file")).unwrap();
+    std::os::unix::fs::symlink(&outside, granted.join("dir")).unwrap();
+    std::os::unix::fs::symlink("../outside", granted.join("relative")).unwrap();
+    let grant = format!("{}::/data", granted.display());
+    for (dir, file) in [("/data/dir", "/data/file"), ("/data/relative", "/data/relative/secret.txt")] {
+        let out = run(&["--dir", &grant, s(&guest("env-dir")), "--", dir, file]);
+        out.assert_status(0);
+        let lines = out.stdout_lines();
+        assert!(lines.iter().any(|l| l.starts_with("no access: ")), "{out:#?}");
+        assert!(lines.iter().any(|l| l.starts_with("no file: ")), "{out:#?}");
+        assert!(!out.stdout.contains("top secret") && !out.stdout.contains("secret.txt"), "{out:#?}");
+    }
+}
+
+/// The host's temp dir granted to a guest that removes all it finds there:
+/// nothing of the host's is among it (the native backend's broker socket
+/// is not a file), and shared objects between its processes still work.
+#[test]
+fn a_granted_temp_dir_holds_nothing_of_the_hosts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let grant = format!("{}::/tmp", tmp.path().display());
+    let out = host_with(
+        &["run", "--backend", backend_name(), "--dir", &grant, s(&guest("hostile")), "--", "wreck", "/tmp"],
+        &[("TMPDIR", s(tmp.path()))],
+    );
+    out.assert_status(0);
+    assert!(!out.stdout.contains("removed"), "the guest reached something of the host's: {out:#?}");
+    assert_eq!(out.report().get("got").map(String::as_str), Some("from the child"), "{out:#?}");
+}
+
+/// A core module's further memories and its tables count with its first
+/// memory against `--max-memory`: two memories each under the cap but
+/// together past it fail the process, and so does a table grown past it
+/// (a refused growth, -1, exits 3; a trap 1; never a success: it took
+/// 16 GiB of the host).
+#[test]
+fn tables_and_further_memories_count_against_the_memory_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let memories = write_file(
+        dir.path(),
+        "memories.wat",
+        r#"(module
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (memory $second 1)
+  (func (export "_start")
+    (if (i32.lt_s (memory.grow $second (i32.const 768)) (i32.const 0)) (then (call $exit (i32.const 3))))
+    (if (i32.lt_s (memory.grow (i32.const 768)) (i32.const 0)) (then (call $exit (i32.const 3))))
+    (call $exit (i32.const 0))))"#,
+    );
+    // (A layout that allows one memory per module refuses it at load: 2.)
+    let out = run(&["--max-memory", "64MiB", s(&memories)]);
+    assert!(matches!(out.status, Some(1..=3)), "two memories of 48 MiB each under a 64MiB cap: {out:#?}");
+    let table = write_file(
+        dir.path(),
+        "table.wat",
+        r#"(module
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (table $t 1 funcref)
+  (func (export "_start")
+    (if (i32.lt_s (table.grow $t (ref.null func) (i32.const 0x7fffffff)) (i32.const 0)) (then (call $exit (i32.const 3))))
+    (call $exit (i32.const 0))))"#,
+    );
+    for extra in [&[][..], &["--max-memory", "64MiB"][..]] {
+        let mut args = extra.to_vec();
+        args.push(s(&table));
+        let out = run(&args);
+        assert!(matches!(out.status, Some(1) | Some(3)), "a table of 2^31 elements: {out:#?}");
+    }
+}
+
+/// Children created and never started hold their arguments in the host:
+/// dropped, they give the room back (2 GiB of arguments come and go under
+/// a 64MiB cap); kept, they are bounded by the creating process's memory
+/// cap, which ends it with a message naming the limit. A process name past
+/// 4096 bytes is refused the same way.
+#[test]
+fn unstarted_children_are_bounded_and_dropped_ones_freed() {
+    let hostile = guest("hostile");
+    let mib = (1 << 20).to_string();
+    let out = run(&["--max-memory", "64MiB", s(&hostile), "--", "unstarted", "2048", &mib, "drop"]);
+    out.assert_status(0);
+    assert!(out.stdout_lines().contains(&"created: 2048"), "{out:#?}");
+
+    let out = run(&["--max-memory", "64MiB", s(&hostile), "--", "unstarted", "2048", &mib, "keep"]);
+    out.assert_status(1);
+    assert!(!out.stdout_lines().contains(&"created: 2048"), "{out:#?}");
+    assert!(out.process_stderr().contains("--max-memory"), "{out:#?}");
+
+    let long_name = "n".repeat(5000);
+    let out = run(&[s(&hostile), "--", "rename", &long_name]);
+    out.assert_status(1);
+    assert!(out.process_stderr().contains("4096"), "{out:#?}");
+    assert!(!out.stdout.contains("renamed"), "{out:#?}");
+}
+
+/// `--timeout` ends a process blocked in any host call, even one given the
+/// longest timeout a guest can ask for.
+#[test]
+fn timeout_ends_every_kind_of_blocking_call() {
+    let hostile = guest("hostile");
+    for call in ["join", "get", "acquire", "wait", "recv", "barrier", "pool-get"] {
+        let out = run(&["--timeout", "500ms", s(&hostile), "--", "forever", call]);
+        out.assert_status(143);
+        assert_eq!(out.stdout_lines(), vec![format!("blocking in: {call}")], "{out:#?}");
+    }
+}

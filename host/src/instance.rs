@@ -327,7 +327,7 @@ async fn list_entries_unbounded(
             wasi: wasi_builder(&[], &Input::Null, &launch_outputs).build(),
             p1: None,
             table: ResourceTable::new(),
-            limiter: MemoryLimiter { max: Some(PROBE_MEMORY), node: Node::detached() },
+            limiter: MemoryLimiter::new(PROBE_MEMORY, Node::detached()),
             fuel_budget: 0,
             fuel_before: 0,
             node: Node::detached(),
@@ -394,7 +394,7 @@ fn new_store(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, outputs: &Ou
             wasi,
             p1,
             table: ResourceTable::new(),
-            limiter: MemoryLimiter { max: limits.max_memory, node: node.clone() },
+            limiter: MemoryLimiter::new(limits.max_memory.unwrap_or(host.max_memory), node.clone()),
             fuel_budget: 0,
             fuel_before: 0,
             node,
@@ -513,12 +513,37 @@ fn in_deep_recursion(error: &wasmtime::Error) -> bool {
     frames.len() >= 16 && distinct.len() <= 3
 }
 
-/// Caps a process's linear memory; growing past the cap fails it. Every
-/// growth it allows is counted on the process's node (its peak memory).
+/// Caps what a process's memories and tables hold, all of them together
+/// (a module may have many of each); growing past the cap fails it. Every
+/// growth of a memory it allows is counted on the process's node (its peak
+/// memory).
 struct MemoryLimiter {
-    max: Option<u64>,
+    /// `--max-memory`, else the host's per-process maximum.
+    max: u64,
+    /// Bytes of every memory and table (a table element is a pointer) now.
+    held: u64,
     node: Arc<Node>,
 }
+
+impl MemoryLimiter {
+    fn new(max: u64, node: Arc<Node>) -> MemoryLimiter {
+        MemoryLimiter { max, held: 0, node }
+    }
+
+    /// Counts growing something from `current` to `desired` bytes, unless
+    /// that takes the process past its cap.
+    fn grow(&mut self, current: u64, desired: u64) -> Result<(), MemoryLimitExceeded> {
+        let held = self.held.saturating_sub(current).saturating_add(desired);
+        if held > self.max {
+            return Err(MemoryLimitExceeded { limit: self.max, desired: held });
+        }
+        self.held = held;
+        Ok(())
+    }
+}
+
+/// What a table element takes in the host.
+const TABLE_ELEMENT_BYTES: u64 = 8;
 
 #[derive(Debug)]
 struct MemoryLimitExceeded {
@@ -530,7 +555,7 @@ impl std::fmt::Display for MemoryLimitExceeded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "memory limit exceeded: the process tried to grow its memory to {} bytes, past its limit of {} (--max-memory)",
+            "memory limit exceeded: the process tried to grow its memory to {} bytes (its memories and tables together), past its limit of {} (--max-memory)",
             self.desired,
             format_size(self.limit)
         )
@@ -541,16 +566,14 @@ impl std::error::Error for MemoryLimitExceeded {}
 
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        match self.max {
-            Some(limit) if desired as u64 > limit => Err(MemoryLimitExceeded { limit, desired: desired as u64 }.into()),
-            _ => {
-                self.node.usage.memory_grew(current as u64, desired as u64);
-                Ok(true)
-            }
-        }
+        self.grow(current as u64, desired as u64)?;
+        self.node.usage.memory_grew(current as u64, desired as u64);
+        Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, _desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let bytes = |elements: usize| (elements as u64).saturating_mul(TABLE_ELEMENT_BYTES);
+        self.grow(bytes(current), bytes(desired))?;
         Ok(true)
     }
 }

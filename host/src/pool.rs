@@ -149,6 +149,12 @@ impl PoolCore {
             return Err(TaskError::Spawn(Error::DaemonChildren.to_string()));
         }
         let processes = settings.processes.max(1);
+        // More workers than the run may have never start: refused before
+        // anything is sized by the count (a guest's `Pool(u32::MAX)`).
+        let limit = host.backend.max_processes();
+        if processes > limit as usize {
+            return Err(TaskError::Spawn(Error::ProcessLimit { limit }.to_string()));
+        }
         let (queue, pending) = async_channel::unbounded();
         // Shared objects in the initializer's arguments (Python's
         // `initargs`): every worker may open them, as a child opens those

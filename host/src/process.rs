@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::exit::{ExitCode, Signal};
 use crate::journal::{ProcessRecord, Usage};
 use crate::runtime::HostInner;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -183,9 +183,35 @@ impl Ended {
 }
 
 enum State {
-    Created(Box<Launch>),
+    /// Its launch, and its count on its parent (kept for its `Drop`).
+    Created {
+        launch: Box<Launch>,
+        _waiting: Waiting,
+    },
     Running(Arc<dyn Control>),
     Closed,
+}
+
+/// What a child not yet started holds in the host (its entry's argument),
+/// counted on its parent ([`Node::waiting_bytes`]) until it starts, is
+/// closed or dropped: a guest cannot park unbounded bytes in children it
+/// never starts.
+struct Waiting {
+    bytes: u64,
+    total: Arc<AtomicU64>,
+}
+
+impl Waiting {
+    fn new(bytes: u64, total: &Arc<AtomicU64>) -> Waiting {
+        total.fetch_add(bytes, Ordering::Relaxed);
+        Waiting { bytes, total: total.clone() }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 /// One process as the host tracks it.
@@ -201,6 +227,8 @@ pub(crate) struct Node {
     ended_cond: Condvar,
     ended_notify: tokio::sync::Notify,
     children: Mutex<Vec<Arc<Node>>>,
+    /// Bytes its children not yet started hold ([`Waiting`]).
+    waiting: Arc<AtomicU64>,
     /// The process that created this one, while anyone holds it (none for
     /// the top of a tree).
     parent: Weak<Node>,
@@ -230,6 +258,7 @@ impl Node {
             ended_cond: Condvar::new(),
             ended_notify: tokio::sync::Notify::new(),
             children: Mutex::new(Vec::new()),
+            waiting: Arc::default(),
             parent,
             created: AtomicU32::new(0),
             started_at: Mutex::new(None),
@@ -306,14 +335,20 @@ impl Node {
     pub(crate) fn create_child(self: &Arc<Node>, launch: Launch) -> Arc<Node> {
         let n = self.created.fetch_add(1, Ordering::Relaxed) + 1;
         let ppid = self.pid().unwrap_or_default();
-        let state = State::Created(Box::new(launch));
+        let waiting = Waiting::new(launch.work.input().len() as u64, &self.waiting);
+        let state = State::Created { launch: Box::new(launch), _waiting: waiting };
         let child = Node::with_parent(format!("Process-{n}"), ppid, state, Arc::downgrade(self));
         let mut children = self.children.lock().unwrap();
-        // Ended children are dropped when the list is full, and the list
+        // Ended children are dropped when the list is full, and so are
+        // those never started that only the list still holds (nobody can
+        // start them any more: a guest that creates processes and drops
+        // them would otherwise grow the host without end); the list
         // doubles if that leaves it more than half full: amortised constant
-        // time per child however many are alive (100,000 at once).
+        // time per child however many are alive (100,000 at once). No other
+        // holder can appear meanwhile: a child is only reached through
+        // this list (locked) or a holder's own reference.
         if children.len() == children.capacity() {
-            children.retain(|c| c.ended().is_none());
+            children.retain(|c| c.ended().is_none() && (c.is_alive() || Arc::strong_count(c) > 1));
             if children.len() > children.capacity() / 2 {
                 let more = children.capacity().max(4);
                 children.reserve(more);
@@ -323,10 +358,15 @@ impl Node {
         child
     }
 
+    /// Bytes held for this process's children not yet started.
+    pub(crate) fn waiting_bytes(&self) -> u64 {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
     /// Changes the launch of a process not yet started; `None` after.
     pub(crate) fn update_launch<R>(&self, f: impl FnOnce(&mut Launch) -> R) -> Option<R> {
         match &mut *self.state.lock().unwrap() {
-            State::Created(launch) => Some(f(launch)),
+            State::Created { launch, .. } => Some(f(launch)),
             _ => None,
         }
     }
@@ -363,7 +403,7 @@ impl Node {
 
     pub(crate) fn set_daemon(&self, daemon: bool) -> Result<(), Error> {
         match &*self.state.lock().unwrap() {
-            State::Created(_) => {
+            State::Created { .. } => {
                 self.daemon.store(daemon, Ordering::SeqCst);
                 Ok(())
             }
@@ -386,7 +426,7 @@ impl Node {
     ) -> Result<(), Error> {
         let mut state = self.state.lock().unwrap();
         let launch = match &mut *state {
-            State::Created(launch) => launch,
+            State::Created { launch, .. } => launch,
             State::Running(_) => return Err(Error::AlreadyStarted),
             State::Closed => return Err(Error::Closed),
         };
@@ -507,7 +547,7 @@ impl Node {
 
     fn check_started(&self) -> Result<(), Error> {
         match &*self.state.lock().unwrap() {
-            State::Created(_) => Err(Error::NotStarted),
+            State::Created { .. } => Err(Error::NotStarted),
             State::Running(_) => Ok(()),
             State::Closed => Err(Error::Closed),
         }

@@ -12,6 +12,7 @@ use crate::backend::Forked;
 use crate::error::Error;
 use crate::exit::Signal;
 use crate::instance::Ctx;
+use crate::limits::format_size;
 use crate::sync::Request;
 use std::time::Duration;
 use wasmtime::component::Resource;
@@ -34,6 +35,10 @@ impl From<Error> for wit::Error {
 }
 
 type Answer<T> = wasmtime::Result<Result<T, wit::Error>>;
+
+/// The longest name a guest may give a process: names are held by the host
+/// for as long as the process is, and start every labelled output line.
+const MAX_NAME: usize = 4096;
 
 impl Ctx {
     fn process(&self, handle: &Resource<GuestProcess>) -> wasmtime::Result<&GuestProcess> {
@@ -64,6 +69,16 @@ impl Ctx {
 
 impl HostProcess for Ctx {
     async fn new(&mut self, entry: String, args: Vec<u8>) -> wasmtime::Result<Resource<GuestProcess>> {
+        // The arguments of children not yet started are the process's to
+        // hold, as its memory is: no more than its memory cap in all.
+        let limit = self.launch.limits.max_memory.unwrap_or(self.host.max_memory);
+        let waiting = self.node.waiting_bytes().saturating_add(args.len() as u64);
+        if waiting > limit {
+            wasmtime::bail!(
+                "cannot create a process: the arguments of the children not yet started would hold {waiting} bytes, past this process's limit of {} (--max-memory)",
+                format_size(limit)
+            );
+        }
         let launch = self.launch.child(entry, args);
         let node = self.node.create_child(launch);
         Ok(self.table.push(GuestProcess { node, is_self: false, is_parent: false })?)
@@ -74,6 +89,9 @@ impl HostProcess for Ctx {
     }
 
     async fn set_name(&mut self, handle: Resource<GuestProcess>, name: String) -> Answer<()> {
+        if name.len() > MAX_NAME {
+            wasmtime::bail!("cannot name a process: a name of {} bytes is past the {MAX_NAME} allowed", name.len());
+        }
         match self.controlled(&handle)? {
             Ok(process) => process.node.set_name(name),
             Err(error) => return Ok(Err(error)),

@@ -1,0 +1,146 @@
+//! Hostile test program: what a guest may ask of the host and must get a
+//! clear answer to, never a host crash or unbounded host growth. One
+//! scenario per first argument, each printing `key: value` lines:
+//! - `pool-huge N`: asks for a pool of N workers (far past the cap);
+//! - `unstarted N SIZE drop|keep`: creates N processes, never started, each
+//!   with SIZE bytes of arguments, and drops or keeps each;
+//! - `deep N`: the entry `deep` returns a value nested N levels (for
+//!   `host map --entry deep`);
+//! - `rename NAME`: renames itself, then prints a line;
+//! - `wreck DIR`: removes everything it can under DIR (printing `removed
+//!   PATH`), then hands a queue to a child and gets what the child put;
+//! - `forever WHAT`: blocks in WHAT (`join`, `get`, `acquire`, `wait`,
+//!   `recv`, `barrier`, `pool-get`, `stdin`) with the longest timeout a
+//!   guest can give, for `--timeout` to end.
+use mp::bindings::mp::host::{pool as wit_pool, process as wit_process, sync as wit_sync};
+use mp::{Process, target};
+use serde_json::Value;
+
+fn report(key: &str, value: impl std::fmt::Display) {
+    println!("{key}: {value}");
+}
+
+fn noop(_: serde_bytes::ByteBuf) {}
+
+fn put_one(q: mp::Queue<String>) {
+    q.put(&"from the child".to_string()).expect("a put");
+}
+
+fn deep(n: u32) -> Value {
+    (0..n).fold(Value::Null, |inner, _| Value::Array(vec![inner]))
+}
+
+fn sleeper(seconds: u64) {
+    std::thread::sleep(std::time::Duration::from_secs(seconds));
+}
+
+mp::entries!(noop, deep, sleeper, put_one);
+
+fn remove_all(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+            remove_all(&path);
+            let _ = std::fs::remove_dir(&path);
+        } else if std::fs::remove_file(&path).is_ok() {
+            report("removed", path.display());
+        }
+    }
+}
+
+fn wreck(dir: &str) {
+    remove_all(std::path::Path::new(dir));
+    let q: mp::Queue<String> = mp::Queue::new();
+    let p = Process::with_handles(target!(put_one), &q);
+    p.start().expect("start");
+    report("got", q.get().expect("a get"));
+    p.join().expect("join");
+}
+
+/// An hour in seconds, MessagePack-encoded (a `u16`): `sleeper`'s argument.
+fn an_hour() -> Vec<u8> {
+    let [high, low] = 3600u16.to_be_bytes();
+    vec![0xcd, high, low]
+}
+
+fn pool_huge(n: u32) {
+    match mp::Pool::builder().processes(n).build() {
+        Ok(_) => report("pool", "created"),
+        Err(error) => report("pool refused", error),
+    }
+}
+
+fn unstarted(n: usize, size: usize, keep: bool) {
+    let args = serde_bytes::ByteBuf::from(vec![7u8; size]);
+    let mut kept = Vec::new();
+    for i in 1..=n {
+        let p = Process::new(target!(noop), args.clone());
+        if keep {
+            kept.push(p);
+        }
+        if i % 1000 == 0 {
+            report("created", i);
+        }
+    }
+    report("created", n);
+}
+
+fn forever(what: &str) {
+    let most = Some(u64::MAX);
+    report("blocking in", what);
+    match what {
+        "join" => {
+            let child = wit_process::Process::new("sleeper", &an_hour());
+            child.start().expect("start");
+            let _ = child.join(most);
+        }
+        "get" => {
+            let _ = wit_sync::Queue::new(0, false).get(most);
+        }
+        "acquire" => {
+            let lock = wit_sync::Lock::new(false);
+            let _ = lock.acquire(most);
+            let _ = lock.acquire(most);
+        }
+        "wait" => {
+            let _ = wit_sync::Event::new().wait(most);
+        }
+        "recv" => {
+            let (r, _w) = wit_sync::pipe(false);
+            let _ = r.poll(most);
+            let _ = r.recv();
+        }
+        "barrier" => {
+            let _ = wit_sync::Barrier::new(2).wait(most);
+        }
+        "pool-get" => {
+            let pool = wit_pool::Pool::create(Some(1), None, None).expect("a pool");
+            let result = pool.apply_async("sleeper", &an_hour());
+            let _ = result.get(most);
+        }
+        "stdin" => {
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+        }
+        other => panic!("no such call: {other}"),
+    }
+    report("returned from", what);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or_default();
+    let number = |i: usize| -> usize { arg(i).parse().expect("a number argument") };
+    match arg(0) {
+        "pool-huge" => pool_huge(number(1) as u32),
+        "unstarted" => unstarted(number(1), number(2), arg(3) == "keep"),
+        "rename" => {
+            mp::current_process().set_name(arg(1)).expect("a rename");
+            report("renamed", "yes");
+        }
+        "forever" => forever(arg(1)),
+        "wreck" => wreck(arg(1)),
+        other => panic!("unknown scenario {other:?}"),
+    }
+}
