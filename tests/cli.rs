@@ -295,6 +295,28 @@ fn non_wasm_file_is_bad_input() {
     run(&[s(&truncated)]).assert_bad_input();
 }
 
+/// A "file" without end is read no further than a program may be: one
+/// line, status 2, never a host that eats all memory.
+#[test]
+fn a_program_file_without_end_is_bad_input() {
+    let out = run(&["/dev/zero"]);
+    out.assert_bad_input();
+    assert!(out.stderr.contains("1GiB"), "{out:#?}");
+}
+
+/// A name a guest gives itself is escaped where the host prints it: a
+/// newline in it cannot end the host's summary line and forge another.
+#[test]
+fn a_name_a_guest_gives_cannot_forge_the_hosts_lines() {
+    let forged = "evil\n[host] Process-7 pid=99 exitcode=0 wall=1ms";
+    let out = run(&["--count", "2", s(&guest("hostile")), "--", "rename", forged]);
+    out.assert_status(0);
+    let host_lines: Vec<&str> = out.stderr_lines().into_iter().filter(|l| l.starts_with("[host]")).collect();
+    assert_eq!(host_lines.len(), 2, "{out:#?}");
+    // (On the native backend the root names its workers itself.)
+    assert!(!host_lines.iter().any(|l| l.starts_with("[host] Process-7")), "{out:#?}");
+}
+
 #[test]
 fn wrong_world_is_bad_input() {
     let dir = tempfile::tempdir().unwrap();

@@ -40,6 +40,16 @@ type Answer<T> = wasmtime::Result<Result<T, wit::Error>>;
 /// for as long as the process is, and start every labelled output line.
 const MAX_NAME: usize = 4096;
 
+/// `name` with its control characters escaped (`\n`): a name starts the
+/// host's lines about its process (the summary, every labelled line), and
+/// one a guest gives must not end them early and forge others.
+fn printable(name: String) -> String {
+    if !name.chars().any(char::is_control) {
+        return name;
+    }
+    name.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
 impl Ctx {
     fn process(&self, handle: &Resource<GuestProcess>) -> wasmtime::Result<&GuestProcess> {
         Ok(self.table.get(handle)?)
@@ -89,6 +99,7 @@ impl HostProcess for Ctx {
     }
 
     async fn set_name(&mut self, handle: Resource<GuestProcess>, name: String) -> Answer<()> {
+        let name = printable(name);
         if name.len() > MAX_NAME {
             wasmtime::bail!("cannot name a process: a name of {} bytes is past the {MAX_NAME} allowed", name.len());
         }
