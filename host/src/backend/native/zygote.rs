@@ -203,14 +203,18 @@ pub(crate) fn serve() -> Result<i32, String> {
     drop(wasmtime_wasi::WasiCtxBuilder::new());
     let mut programs: HashMap<(u64, u64), (Code, Arc<Sealed>)> = HashMap::new();
     let mut copy_code = std::env::args_os().nth(3).is_some_and(|arg| arg == COPY_CODE_ARG);
+    // One buffer for every request: after a fork each page the zygote
+    // writes is copied first, and a fresh one would be zeroed whole.
+    let mut buffer = vec![0u8; MAX_REQUEST + 64];
     loop {
-        let (request, fds) = match receive(&socket) {
-            Ok((request, _)) if request.is_empty() => return Ok(0),
+        let (length, fds) = match receive_into(&socket, &mut buffer) {
+            Ok((0, _)) => return Ok(0),
             Ok(message) => message,
             Err(e) => return Err(format!("lost the root host: {e}")),
         };
+        let request = &buffer[..length];
         let inherited = [&lifeline, &orphanage, &slots];
-        let answer = fork_worker(&request, fds, &socket, inherited, settings, &mut engines, &mut programs, &original);
+        let answer = fork_worker(request, fds, &socket, inherited, settings, &mut engines, &mut programs, &original);
         send(&socket, &protocol::encode_frame(&answer).map_err(|e| e.to_string())?, &[])
             .map_err(|e| format!("lost the root host: {e}"))?;
         if std::mem::take(&mut copy_code) {
@@ -341,8 +345,16 @@ fn send(socket: &OwnedFd, bytes: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
 /// One message and the descriptors it carried; empty at end-of-file.
 fn receive(socket: &OwnedFd) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> {
     let mut buffer = vec![0u8; MAX_REQUEST + 64];
+    let (length, fds) = receive_into(socket, &mut buffer)?;
+    buffer.truncate(length);
+    Ok((buffer, fds))
+}
+
+/// One message into `buffer`: its length (0 at end-of-file) and the
+/// descriptors it carried.
+fn receive_into(socket: &OwnedFd, buffer: &mut [u8]) -> std::io::Result<(usize, Vec<OwnedFd>)> {
     let mut space = nix::cmsg_space!([RawFd; 5]);
-    let mut iov = [IoSliceMut::new(&mut buffer)];
+    let mut iov = [IoSliceMut::new(buffer)];
     let message = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
     let mut fds = Vec::new();
     for control in message.cmsgs()? {
@@ -354,7 +366,5 @@ fn receive(socket: &OwnedFd) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> {
     if message.flags.contains(MsgFlags::MSG_TRUNC) {
         return Err(std::io::Error::other("message too large"));
     }
-    let length = message.bytes;
-    buffer.truncate(length);
-    Ok((buffer, fds))
+    Ok((message.bytes, fds))
 }
