@@ -31,7 +31,7 @@ use wasmtime::{Config, Engine};
 pub(crate) const BLOCKING_THREAD: &str = "host-blocking";
 
 /// How often running guests are asked to yield, so that many share few threads.
-const TIME_SLICE: Duration = Duration::from_millis(10);
+pub(crate) const TIME_SLICE: Duration = Duration::from_millis(10);
 
 /// Configures a [`Host`].
 ///
@@ -251,7 +251,7 @@ impl HostBuilder {
             closed: AtomicBool::new(false),
             compile_cache: self.compile_cache.dir().map(|dir| cache::Store::new(dir, &engines_engine)),
         });
-        tick_epochs(&inner.engine)?;
+        inner.backend.tick_epochs(&inner.engine)?;
         Ok(Host { inner, runtime: Some(runtime) })
     }
 

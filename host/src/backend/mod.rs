@@ -105,6 +105,13 @@ pub(crate) trait Backend: Send + Sync {
     /// Blocks until every process the host adopted outside its own tree
     /// (the native backend's orphans of workers) has ended.
     fn wait_adopted(&self) {}
+
+    /// Ticks the engine's epoch for as long as it lives, so that running
+    /// guests yield (by default every time slice of wall time).
+    fn tick_epochs(&self, engine: &wasmtime::Engine) -> std::io::Result<()> {
+        crate::runtime::tick_epochs(engine)
+    }
+
     /// How many live processes the whole run may have, nested ones
     /// included; [`start`](Backend::start) refuses more with
     /// [`Error::ProcessLimit`].

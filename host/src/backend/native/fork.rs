@@ -9,7 +9,7 @@
 //!
 //! - **Threads.** Only the forking thread survives in the child. A worker
 //!   drives its guest on its main thread (a current-thread tokio runtime);
-//!   its helpers are the epoch ticker, the lifeline watcher, the spawner of
+//!   its helpers are the epoch ticker (which watches the lifeline), the spawner of
 //!   its own children and the writer threads of its stdout and stderr. None
 //!   holds a lock while idle, and the writers are made idle first (the
 //!   output queued so far is written out before the fork, so none is
@@ -197,8 +197,8 @@ impl crate::backend::Control for NotHere {
 /// Starts anew, in the child, the helper threads the fork did not copy, and
 /// drops what only the parent may use.
 fn restart_helpers(backend: &NativeBackend, host: &Arc<HostInner>, inherited: &super::Inherited) -> Result<(), String> {
-    crate::runtime::tick_epochs(&host.engine).map_err(|e| format!("no epoch ticker: {e}"))?;
-    super::worker::watch_lifeline(&inherited.lifeline)?;
+    // The epoch's ticker, which watches the lifeline too.
+    crate::backend::Backend::tick_epochs(backend, &host.engine).map_err(|e| format!("no epoch ticker: {e}"))?;
     let spawner = Spawner {
         exe: backend.exe.clone(),
         lifeline: inherited.lifeline.try_clone().map_err(|e| e.to_string())?,

@@ -20,6 +20,11 @@
 //! zygote is started, and execs are done, by one long-lived spawner thread
 //! (`spawner.rs`); the root watches each started worker in `supervise.rs`,
 //! through a pidfd (`pidfd.rs`).
+//! The root's zygote copies the host binary's code into huge pages after
+//! its first fork (`text.rs`), so that its forks do not fault it in again.
+//! A worker has one helper thread (`ticker.rs`): it ticks the engine's epoch
+//! by the CPU time its guest uses (a sleeping worker costs no wake-up) and
+//! watches the lifeline.
 //! Besides its stdout and stderr (piped to the root host, which passes them
 //! on in the process's format: byte for byte, or whole lines), and its stdin
 //! (the start message, then a pool worker's tasks), every worker gets five
@@ -65,6 +70,8 @@ pub(crate) mod protocol;
 mod slots;
 mod spawner;
 mod supervise;
+mod text;
+mod ticker;
 pub mod worker;
 mod zygote;
 
@@ -266,6 +273,14 @@ impl Backend for NativeBackend {
 
     fn wait_adopted(&self) {
         orphans::wait_all();
+    }
+
+    fn tick_epochs(&self, engine: &wasmtime::Engine) -> std::io::Result<()> {
+        match (&self.this_process, INHERITED.get()) {
+            // A worker: its one guest runs on this thread.
+            (Some(_), Some(inherited)) => ticker::start(engine, &inherited.lifeline),
+            _ => crate::runtime::tick_epochs(engine),
+        }
     }
 
     fn max_processes(&self) -> u32 {

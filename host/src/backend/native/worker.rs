@@ -23,7 +23,7 @@ use crate::output::{Format, Stdin, Stdio};
 use crate::program::Code;
 use crate::runtime::{Engines, HostBuilder};
 use crate::work::{Job, Outcome, Reply, ServeChannel, Work};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -99,7 +99,7 @@ pub(crate) fn run(
     if start.daemon {
         die_with_parent(start.parent);
     }
-    watch_lifeline(&inherited.lifeline)?;
+    // The lifeline is watched from the host's build on (`ticker.rs`).
     let _ = INHERITED.set(inherited);
     // A forked child puts its own report pipe here (fork::).
     super::fork::set_report_fd(std::os::fd::AsRawFd::as_raw_fd(&report));
@@ -269,21 +269,6 @@ fn die_with_parent(parent: u32) {
             libc::raise(libc::SIGTERM);
         }
     }
-}
-
-/// Dies as soon as the root host does, however it died.
-pub(super) fn watch_lifeline(lifeline: &OwnedFd) -> Result<(), String> {
-    let mut lifeline = std::fs::File::from(lifeline.try_clone().map_err(|e| e.to_string())?);
-    std::thread::Builder::new()
-        .name("host-lifeline".into())
-        .spawn(move || {
-            let mut byte = [0u8; 1];
-            // The root never writes: any return means it is gone.
-            let _ = lifeline.read(&mut byte);
-            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
-        })
-        .map(|_| ())
-        .map_err(|e| e.to_string())
 }
 
 /// Tells the root which of our children it is about to adopt.

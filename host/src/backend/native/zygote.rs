@@ -44,6 +44,12 @@ use std::sync::Arc;
 /// The second argument that makes a worker a zygote.
 pub(crate) const ZYGOTE_ARG: &str = "zygote";
 
+/// The third argument that has a zygote copy the host binary's code into
+/// huge pages (`text.rs`): the root's, which forks many workers, and not a
+/// worker's, for which the copy's cost (tens of milliseconds) is more than
+/// its few forks save.
+const COPY_CODE_ARG: &str = "copy-code";
+
 /// The zygote's process name (its `comm`), which the workers it forks do
 /// not keep.
 pub(crate) const ZYGOTE_NAME: &std::ffi::CStr = c"host-zygote";
@@ -75,6 +81,7 @@ impl Zygote {
         let mut command = std::process::Command::new(exe);
         command
             .args([super::WORKER_ARG, ZYGOTE_ARG])
+            .args(super::INHERITED.get().is_none().then_some(COPY_CODE_ARG))
             .env_clear()
             .env(FDS_VAR, passed.map(|fd| fd.as_raw_fd().to_string()).join(","))
             .envs(broker)
@@ -191,17 +198,31 @@ pub(crate) fn serve() -> Result<i32, String> {
     super::current_exe().map_err(|e| format!("cannot find the host binary: {e}"))?;
     // The engine's per-thread state (its signal stack) made here, once.
     wasmtime::Engine::tls_eager_initialize();
+    // WASI's random generators probe the CPU's features on first use (each
+    // probe a `cpuid`, which a virtual machine traps): probed here, once.
+    drop(wasmtime_wasi::WasiCtxBuilder::new());
     let mut programs: HashMap<(u64, u64), (Code, Arc<Sealed>)> = HashMap::new();
+    let mut copy_code = std::env::args_os().nth(3).is_some_and(|arg| arg == COPY_CODE_ARG);
+    // One buffer for every request: after a fork each page the zygote
+    // writes is copied first, and a fresh one would be zeroed whole.
+    let mut buffer = vec![0u8; MAX_REQUEST + 64];
     loop {
-        let (request, fds) = match receive(&socket) {
-            Ok((request, _)) if request.is_empty() => return Ok(0),
+        let (length, fds) = match receive_into(&socket, &mut buffer) {
+            Ok((0, _)) => return Ok(0),
             Ok(message) => message,
             Err(e) => return Err(format!("lost the root host: {e}")),
         };
+        let request = &buffer[..length];
         let inherited = [&lifeline, &orphanage, &slots];
-        let answer = fork_worker(&request, fds, &socket, inherited, settings, &mut engines, &mut programs, &original);
+        let answer = fork_worker(request, fds, &socket, inherited, settings, &mut engines, &mut programs, &original);
         send(&socket, &protocol::encode_frame(&answer).map_err(|e| e.to_string())?, &[])
             .map_err(|e| format!("lost the root host: {e}"))?;
+        if std::mem::take(&mut copy_code) {
+            // After the first fork, not before: the first start (a run of
+            // one process, say) does not wait for the copy. Without it,
+            // forks are slower, not wrong.
+            let _ = super::text::anonymize();
+        }
     }
 }
 
@@ -324,8 +345,16 @@ fn send(socket: &OwnedFd, bytes: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
 /// One message and the descriptors it carried; empty at end-of-file.
 fn receive(socket: &OwnedFd) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> {
     let mut buffer = vec![0u8; MAX_REQUEST + 64];
+    let (length, fds) = receive_into(socket, &mut buffer)?;
+    buffer.truncate(length);
+    Ok((buffer, fds))
+}
+
+/// One message into `buffer`: its length (0 at end-of-file) and the
+/// descriptors it carried.
+fn receive_into(socket: &OwnedFd, buffer: &mut [u8]) -> std::io::Result<(usize, Vec<OwnedFd>)> {
     let mut space = nix::cmsg_space!([RawFd; 5]);
-    let mut iov = [IoSliceMut::new(&mut buffer)];
+    let mut iov = [IoSliceMut::new(buffer)];
     let message = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
     let mut fds = Vec::new();
     for control in message.cmsgs()? {
@@ -337,7 +366,5 @@ fn receive(socket: &OwnedFd) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> {
     if message.flags.contains(MsgFlags::MSG_TRUNC) {
         return Err(std::io::Error::other("message too large"));
     }
-    let length = message.bytes;
-    buffer.truncate(length);
-    Ok((buffer, fds))
+    Ok((message.bytes, fds))
 }
