@@ -77,16 +77,19 @@ impl Backend for ThreadBackend {
             let _reaped = Reaped(node.clone());
             let end = task_end;
             // Made in place: a future moved into `pin!` would be stored twice.
-            let guest = instance::run_until_deadline(host.clone(), node.clone(), launch, &end.outputs);
-            let guest = std::pin::pin!(async {
+            let mut guest =
+                std::pin::pin!(instance::run_until_deadline(host.clone(), node.clone(), launch, &end.outputs));
+            // Borrowed, not moved in: a guest ended by a signal is torn
+            // down after its end is reported, not before.
+            let racing = std::pin::pin!(async {
                 tokio::select! {
                     biased;
                     Ok(signal) = signalled => Ended::signal(signal),
-                    ended = guest => ended,
+                    ended = &mut guest => ended,
                 }
             });
             // `None`: a signal ended the process while it waited.
-            if let Some(ended) = (Polled { end: &end, guest }).await {
+            if let Some(ended) = (Polled { end: &end, guest: racing }).await {
                 end.finish(&host, &node, ended);
             }
             // The instance is torn down only after this, when `guest` goes
