@@ -161,6 +161,30 @@ fn terminate_right_after_start() {
     assert_eq!(join(&p).code(), -15);
 }
 
+/// A process terminated while it waits (in `join` on its daemon child, or
+/// asleep with a non-daemon child running) ends at once with its output up
+/// to then, and its children are dealt with as at any end: the daemon is
+/// terminated with it, the other adopted by the host, which waits for it.
+#[test]
+fn terminate_a_process_waiting_with_children() {
+    let host = host();
+    let program = host.load(guest("children")).unwrap();
+    let (joins, sleeps) = (Capture::new(), Capture::new());
+    let joiner = program.command().entry("join_grandchild").stdout(Stdio::capture(&joins)).spawn().unwrap();
+    let sleeper = program.command().entry("orphan_a_sleeper").stdout(Stdio::capture(&sleeps)).spawn().unwrap();
+    wait_for_output(&joins, "child-grandchild-start: ok");
+    wait_for_output(&sleeps, "child-grandchild-start: ok");
+    // Both are now blocked: one in its join, the other in its sleep.
+    std::thread::sleep(Duration::from_millis(50));
+    joiner.terminate().unwrap();
+    sleeper.terminate().unwrap();
+    assert_eq!(join(&joiner).code(), -15);
+    assert_eq!(join(&sleeper).code(), -15);
+    host.wait();
+    assert!(!joins.text().contains("unreachable"), "{}", joins.text());
+    assert!(sleeps.text().contains("child-grandchild-start: ok"), "{}", sleeps.text());
+}
+
 #[test]
 fn pids_are_unique_among_live_processes() {
     let host = host();

@@ -15,8 +15,8 @@ use crate::exit::Signal;
 use crate::instance::{self, Outputs};
 use crate::process::{Ended, Node};
 use crate::runtime::HostInner;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::oneshot;
 
 /// The host's own virtual pid.
@@ -59,34 +59,118 @@ impl Backend for ThreadBackend {
 
     fn start(&self, host: &Arc<HostInner>, node: &Arc<Node>, launch: &Launch) -> Result<Arc<dyn Control>, Error> {
         self.admit()?;
-        let live = self.live.clone();
         node.set_pid(self.next_pid.fetch_add(1, Ordering::Relaxed));
         let (signals, signalled) = oneshot::channel();
+        let end = Arc::new(End {
+            state: AtomicU8::new(IDLE),
+            outputs: Outputs::new(launch),
+            node: Arc::downgrade(node),
+            host: Arc::downgrade(host),
+            live: self.live.clone(),
+        });
         // Boxed: the task keeps room for what it captures as long as the
         // process lives, and the launch is only read as it starts.
-        let (host, node, launch) = (host.clone(), node.clone(), Box::new(launch.clone()));
+        let (host, node, launch, task_end) = (host.clone(), node.clone(), Box::new(launch.clone()), end.clone());
         let engine = host.engine.clone();
         host.runtime.clone().spawn(async move {
             // Dropped last, after the instance: its memory is free again.
             let _reaped = Reaped(node.clone());
-            let outputs = Outputs::new(&launch);
+            let end = task_end;
             // Made in place: a future moved into `pin!` would be stored twice.
-            let mut guest = std::pin::pin!(instance::run_until_deadline(host.clone(), node.clone(), launch, &outputs));
-            let ended = tokio::select! {
-                biased;
-                Ok(signal) = signalled => Ended::signal(signal),
-                ended = &mut guest => ended,
-            };
-            outputs.finish();
-            // The slot is free before a joiner wakes, so that it can start
-            // another at once; the instance pool has room beyond the cap for
-            // the instances still being torn down.
-            live.fetch_sub(1, Ordering::AcqRel);
+            let mut guest =
+                std::pin::pin!(instance::run_until_deadline(host.clone(), node.clone(), launch, &end.outputs));
+            // Borrowed, not moved in: a guest ended by a signal is torn
+            // down after its end is reported, not before.
+            let racing = std::pin::pin!(async {
+                tokio::select! {
+                    biased;
+                    Ok(signal) = signalled => Ended::signal(signal),
+                    ended = &mut guest => ended,
+                }
+            });
+            // `None`: a signal ended the process while it waited.
+            if let Some(ended) = (Polled { end: &end, guest: racing }).await {
+                end.finish(&host, &node, ended);
+            }
             // The instance is torn down only after this, when `guest` goes
             // out of scope: joiners need not wait for it.
-            node.finish(&host, ended);
         });
-        Ok(Arc::new(ThreadControl { signals: Mutex::new(Some(signals)), engine }))
+        Ok(Arc::new(ThreadControl { signals: Mutex::new(Some(signals)), engine, end }))
+    }
+}
+
+/// The guest's future is not being polled: a signal may end the process at once.
+const IDLE: u8 = 0;
+/// A thread is running the guest: a signal must reach it through its task.
+const POLLING: u8 = 1;
+/// The process has ended: whoever moved it here reports the end.
+const ENDED: u8 = 2;
+
+/// How a process's end is reported, by its task or by a signal.
+///
+/// A process that waits (sleeps, blocks on a queue, joins) runs no code:
+/// the signal that terminates it ends it there and then, from the
+/// signalling thread, rather than waking a thread to poll the guest only to
+/// find the signal. Its task then drops the guest when it next runs.
+struct End {
+    /// [`IDLE`], [`POLLING`] or [`ENDED`].
+    state: AtomicU8,
+    outputs: Outputs,
+    /// Weak: the node holds the process's control, which holds this.
+    node: Weak<Node>,
+    host: Weak<HostInner>,
+    live: Arc<AtomicU32>,
+}
+
+impl End {
+    /// Passes on the last output, frees the process's slot and records
+    /// its end (which wakes its joiners).
+    fn finish(&self, host: &HostInner, node: &Node, ended: Ended) {
+        self.state.store(ENDED, Ordering::Release);
+        self.outputs.finish();
+        // The slot is free before a joiner wakes, so that it can start
+        // another at once; the instance pool has room beyond the cap for
+        // the instances still being torn down.
+        self.live.fetch_sub(1, Ordering::AcqRel);
+        node.finish(host, ended);
+    }
+
+    /// Ends the process by `signal` if no thread runs it; false if one does.
+    fn end_waiting(&self, signal: Signal) -> bool {
+        if self.state.compare_exchange(IDLE, ENDED, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return false;
+        }
+        // The task holds both while it has not ended, and it has not: it
+        // only ends by its own poll, which this state now forbids.
+        if let (Some(host), Some(node)) = (self.host.upgrade(), self.node.upgrade()) {
+            self.finish(&host, &node, Ended::signal(signal));
+        }
+        true
+    }
+}
+
+/// The guest's future, polled only while no signal has ended the process.
+struct Polled<'a, F> {
+    end: &'a End,
+    guest: std::pin::Pin<&'a mut F>,
+}
+
+impl<F: std::future::Future<Output = Ended>> std::future::Future for Polled<'_, F> {
+    type Output = Option<Ended>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Ended>> {
+        use std::task::Poll;
+        let state = &self.end.state;
+        if state.compare_exchange(IDLE, POLLING, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return Poll::Ready(None);
+        }
+        match self.guest.as_mut().poll(cx) {
+            Poll::Ready(ended) => Poll::Ready(Some(ended)),
+            Poll::Pending => {
+                state.store(IDLE, Ordering::Release);
+                Poll::Pending
+            }
+        }
     }
 }
 
@@ -103,12 +187,17 @@ impl Drop for Reaped {
 struct ThreadControl {
     signals: Mutex<Option<oneshot::Sender<Signal>>>,
     engine: wasmtime::Engine,
+    end: Arc<End>,
 }
 
 impl Control for ThreadControl {
     fn signal(&self, signal: Signal) {
-        if let Some(signals) = self.signals.lock().unwrap().take() {
-            let _ = signals.send(signal);
+        let Some(signals) = self.signals.lock().unwrap().take() else { return };
+        // Sent either way: it wakes the task, which drops the guest of a
+        // process ended here, or notices the signal in a running one.
+        let ended_here = self.end.end_waiting(signal);
+        let _ = signals.send(signal);
+        if !ended_here {
             // A guest in a tight loop notices the signal at its next epoch
             // check; tick now rather than at the next time slice.
             self.engine.increment_epoch();

@@ -1,0 +1,418 @@
+//! The dense layout's fiber stacks and linear memories: plain anonymous
+//! mappings, which the kernel merges with their neighbours, recycled from
+//! one process to the next.
+//!
+//! An instance that ends gives its stack and its memory back to a small
+//! shelf (a few dozen of each, per engine) instead of unmapping them, and the
+//! next instance takes them instead of mapping new ones: a start then costs
+//! no `mmap`, an end no `munmap`, and the pages the next process touches
+//! (its stacks' tops, its data and heap) are already there, instead of a
+//! page fault each. What the shelf holds is bounded: a kept stack keeps only
+//! its top resident, and a kept memory is zeroed before it is shelved (as
+//! wasmtime requires of a new memory), by writing zeros over the few pages
+//! a small process touched, or by giving every page back to the kernel.
+
+use super::explain;
+use std::ffi::c_void;
+use std::ops::Range;
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex, Weak};
+use wasmtime::{StackCreator, StackMemory};
+
+/// How many ended instances' stacks, and how many of their memories, are
+/// kept for the next ones.
+const SHELF_SIZE: usize = 32;
+/// How much of a kept stack's top stays resident: the depth a process's
+/// host calls reach; deeper pages go back to the kernel.
+const STACK_KEPT_RESIDENT: usize = 64 << 10;
+/// Memories larger than this are unmapped rather than kept.
+const MEMORY_KEPT_MAX: usize = 4 << 20;
+/// A memory that has more pages resident than this is zeroed by giving
+/// them back to the kernel rather than by writing zeros over them.
+const MEMORY_KEPT_RESIDENT: usize = 256 << 10;
+
+/// One private anonymous read-write mapping, unmapped when dropped.
+struct Mapping {
+    base: NonNull<c_void>,
+    len: usize,
+}
+
+// SAFETY: plain memory owned by this value; whoever uses it (a fiber, an
+// instance) is handed it whole, never shared between two at once.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; shared references only read its address.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// `len` bytes (whole pages, at least one) of fresh, zero-filled memory,
+    /// reserving no swap. A failure names the machine limit it ran into
+    /// ([`explain`]).
+    fn new(len: usize) -> wasmtime::Result<Mapping> {
+        use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
+        let length = std::num::NonZeroUsize::new(len).expect("at least a page");
+        // SAFETY: a fresh anonymous private mapping, aliasing nothing.
+        let base = unsafe {
+            mmap_anonymous(
+                None,
+                length,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE,
+            )
+        }
+        .map_err(|errno| explain(wasmtime::Error::from(std::io::Error::from(errno))))?;
+        Ok(Mapping { base, len })
+    }
+
+    fn start(&self) -> *mut u8 {
+        self.base.as_ptr().cast()
+    }
+
+    /// Gives the pages of `range` (byte offsets, whole pages) back to the
+    /// kernel: they read as zeros again, and cost nothing until touched.
+    fn discard(&self, range: Range<usize>) {
+        if range.is_empty() {
+            return;
+        }
+        use nix::sys::mman::{MmapAdvise, madvise};
+        // SAFETY: the range lies within this mapping, which nothing uses
+        // while it is being recycled.
+        let discarded = unsafe {
+            let start = NonNull::new_unchecked(self.start().add(range.start).cast());
+            madvise(start, range.len(), MmapAdvise::MADV_DONTNEED)
+        };
+        discarded.expect("a private anonymous mapping's pages can always be discarded");
+    }
+
+    /// Makes every byte zero again, at the cost of what was touched: the
+    /// pages still resident are overwritten (the next process will likely
+    /// touch them again), unless there are many, and every other page is
+    /// discarded (it was never touched, or has gone to swap).
+    fn zero(&self) {
+        let page = page_size();
+        let Some(resident) = self.resident_pages(page) else {
+            return self.discard(0..self.len);
+        };
+        if resident.iter().filter(|&&r| r).count() * page > MEMORY_KEPT_RESIDENT {
+            return self.discard(0..self.len);
+        }
+        let mut at = 0;
+        for (is_resident, run) in runs(&resident) {
+            let bytes = at * page..(at + run) * page;
+            if is_resident {
+                // SAFETY: within the mapping, which nothing uses meanwhile.
+                unsafe { self.start().add(bytes.start).write_bytes(0, bytes.len()) };
+            } else {
+                self.discard(bytes);
+            }
+            at += run;
+        }
+    }
+
+    /// Which of the mapping's pages are resident; `None` if the kernel
+    /// does not say.
+    fn resident_pages(&self, page: usize) -> Option<Vec<bool>> {
+        let mut flags = vec![0u8; self.len / page];
+        // SAFETY: `flags` has a byte for each page of the mapping, which is
+        // page-aligned and ours. (`nix` has no `mincore`.)
+        let status = unsafe { libc::mincore(self.base.as_ptr(), self.len, flags.as_mut_ptr()) };
+        (status == 0).then(|| flags.iter().map(|f| f & 1 == 1).collect())
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping is this value's alone, and whoever used it
+        // (a fiber, an instance) is gone.
+        let _ = unsafe { nix::sys::mman::munmap(self.base, self.len) };
+    }
+}
+
+/// Consecutive runs of equal values: `(value, length)`.
+fn runs(values: &[bool]) -> impl Iterator<Item = (bool, usize)> + '_ {
+    values.chunk_by(|a, b| a == b).map(|run| (run[0], run.len()))
+}
+
+/// Mappings that ended instances gave back, the most recent last (its
+/// pages the likeliest still in the cache).
+#[derive(Default)]
+struct Shelf {
+    kept: Mutex<Vec<Mapping>>,
+}
+
+impl Shelf {
+    /// The most recently kept mapping that `fits`.
+    fn take(&self, fits: impl Fn(&Mapping) -> bool) -> Option<Mapping> {
+        let mut kept = self.kept.lock().unwrap();
+        let at = kept.iter().rposition(fits)?;
+        Some(kept.swap_remove(at))
+    }
+
+    fn has_room(&self) -> bool {
+        self.kept.lock().unwrap().len() < SHELF_SIZE
+    }
+
+    /// Keeps `mapping` if there is room; unmaps it otherwise.
+    fn put(&self, mapping: Mapping) {
+        let mut kept = self.kept.lock().unwrap();
+        if kept.len() < SHELF_SIZE {
+            kept.push(mapping);
+        } else {
+            drop(kept);
+            drop(mapping);
+        }
+    }
+}
+
+/// Fiber stacks without guard pages, each its own anonymous mapping, which
+/// the kernel merges with its neighbours: no split mappings per process.
+///
+/// A guard page would catch the host's own code overflowing a fiber's stack;
+/// Wasm code cannot reach past `max_wasm_stack` (wasmtime checks it on every
+/// call), and the host's code has the rest of the 2 MiB stack above it,
+/// several times what any host call takes.
+#[derive(Default)]
+pub(crate) struct DenseStacks {
+    shelf: Arc<Shelf>,
+}
+
+struct DenseStack {
+    /// Always `Some` until it is dropped.
+    mapping: Option<Mapping>,
+    shelf: Weak<Shelf>,
+}
+
+impl DenseStack {
+    fn mapping(&self) -> &Mapping {
+        self.mapping.as_ref().expect("a stack has its mapping until it is dropped")
+    }
+}
+
+// SAFETY: `new_stack` returns page-aligned, read-write memory of at least
+// `size` bytes, valid until the `StackMemory` is dropped, and zero-filled
+// when `zeroed` is asked for. A recycled stack holds what an ended fiber
+// left on it, as wasmtime's own pooled stacks do unless zeroing is asked
+// for: Wasm code cannot read its native stack.
+unsafe impl StackCreator for DenseStacks {
+    fn new_stack(&self, size: usize, zeroed: bool) -> wasmtime::Result<Box<dyn StackMemory>> {
+        let page = page_size();
+        // A page more than asked: a length that is a multiple of 2 MiB
+        // would be aligned to 2 MiB by the kernel (for huge pages), leaving
+        // a hole between neighbours that keeps them from merging.
+        let len = size.div_ceil(page).max(1) * page + page;
+        let kept = if zeroed { None } else { self.shelf.take(|m| m.len == len) };
+        let mapping = match kept {
+            Some(mapping) => mapping,
+            None => Mapping::new(len).map_err(|e| e.context("cannot map a fiber stack"))?,
+        };
+        Ok(Box::new(DenseStack { mapping: Some(mapping), shelf: Arc::downgrade(&self.shelf) }))
+    }
+}
+
+// SAFETY: `top` is the end of a live mapping of `len` bytes starting at `base`.
+unsafe impl StackMemory for DenseStack {
+    fn top(&self) -> *mut u8 {
+        let mapping = self.mapping();
+        // SAFETY: one past the end of the mapping.
+        unsafe { mapping.start().add(mapping.len) }
+    }
+
+    fn range(&self) -> Range<usize> {
+        let mapping = self.mapping();
+        mapping.start() as usize..mapping.start() as usize + mapping.len
+    }
+
+    fn guard_range(&self) -> Range<*mut u8> {
+        let base = self.mapping().start();
+        base..base
+    }
+}
+
+impl Drop for DenseStack {
+    fn drop(&mut self) {
+        let Some(mapping) = self.mapping.take() else { return };
+        if let Some(shelf) = self.shelf.upgrade()
+            && shelf.has_room()
+        {
+            mapping.discard(0..mapping.len.saturating_sub(STACK_KEPT_RESIDENT));
+            shelf.put(mapping);
+        }
+    }
+}
+
+/// Linear memories in plain anonymous mappings, exactly as large as they
+/// are, that grow by `mremap` (which moves page tables, never copies): no
+/// reservation or guard region splits a mapping, and growing a memory page
+/// by page costs no more than growing a reserved one.
+#[derive(Default)]
+pub(crate) struct DenseMemories {
+    shelf: Arc<Shelf>,
+}
+
+struct DenseMemory {
+    /// Whole pages; always `Some` until it is dropped.
+    mapping: Option<Mapping>,
+    /// Bytes the guest may use.
+    size: usize,
+    maximum: Option<usize>,
+    shelf: Weak<Shelf>,
+}
+
+impl DenseMemory {
+    fn mapping(&self) -> &Mapping {
+        self.mapping.as_ref().expect("a memory has its mapping until it is dropped")
+    }
+}
+
+// SAFETY: memories are zero-filled, page-aligned mappings of whole pages
+// (fresh, or recycled and zeroed whole), owned by the `LinearMemory` until
+// it is dropped; no reservation or guard is promised (the engine is
+// configured with none, so the code checks every access's bounds).
+unsafe impl wasmtime::MemoryCreator for DenseMemories {
+    fn new_memory(
+        &self,
+        _ty: wasmtime::MemoryType,
+        minimum: usize,
+        maximum: Option<usize>,
+        reserved_size_in_bytes: Option<usize>,
+        guard_size_in_bytes: usize,
+    ) -> Result<Box<dyn wasmtime::LinearMemory>, String> {
+        if reserved_size_in_bytes.is_some_and(|r| r > 0) || guard_size_in_bytes > 0 {
+            return Err("a dense linear memory has no reservation or guard region".into());
+        }
+        let len = minimum.div_ceil(page_size()).max(1) * page_size();
+        let mapping = match self.shelf.take(|m| m.len >= len) {
+            Some(mapping) => mapping,
+            None => Mapping::new(len).map_err(|e| format!("{e:#}"))?,
+        };
+        let shelf = Arc::downgrade(&self.shelf);
+        Ok(Box::new(DenseMemory { mapping: Some(mapping), size: minimum, maximum, shelf }))
+    }
+}
+
+// SAFETY: `as_ptr` is the start of `byte_capacity` mapped bytes, of which
+// the first `byte_size` are the guest's and the rest zeros; growth may move
+// the base, which the engine allows (`memory_may_move`).
+unsafe impl wasmtime::LinearMemory for DenseMemory {
+    fn byte_size(&self) -> usize {
+        self.size
+    }
+
+    fn byte_capacity(&self) -> usize {
+        self.mapping().len
+    }
+
+    fn grow_to(&mut self, new_size: usize) -> wasmtime::Result<()> {
+        if self.maximum.is_some_and(|max| new_size > max) {
+            wasmtime::bail!("memory past its maximum");
+        }
+        let len = new_size.div_ceil(page_size()).max(1) * page_size();
+        let mapping = self.mapping.as_mut().expect("a memory has its mapping until it is dropped");
+        if len > mapping.len {
+            use nix::sys::mman::{MRemapFlags, mremap};
+            // SAFETY: the mapping is this memory's own; the engine holds no
+            // pointer into it across a grow (it reloads the base after).
+            let base = unsafe { mremap(mapping.base, mapping.len, len, MRemapFlags::MREMAP_MAYMOVE, None) }
+                .map_err(|errno| explain(wasmtime::Error::from(std::io::Error::from(errno))))?;
+            mapping.base = base;
+            mapping.len = len;
+        }
+        self.size = new_size;
+        Ok(())
+    }
+
+    fn as_ptr(&self) -> *mut u8 {
+        self.mapping().start()
+    }
+}
+
+impl Drop for DenseMemory {
+    fn drop(&mut self) {
+        let Some(mapping) = self.mapping.take() else { return };
+        if mapping.len <= MEMORY_KEPT_MAX
+            && let Some(shelf) = self.shelf.upgrade()
+            && shelf.has_room()
+        {
+            // The instance that used it is gone: nothing reads it meanwhile.
+            mapping.zero();
+            shelf.put(mapping);
+        }
+    }
+}
+
+fn page_size() -> usize {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().map_or(4096, |n| n as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::{LinearMemory, MemoryCreator, MemoryType};
+
+    fn memory(creator: &DenseMemories, pages: u64) -> Box<dyn LinearMemory> {
+        creator.new_memory(MemoryType::new(1, Some(64)), (pages << 16) as usize, Some(64 << 16), Some(0), 0).unwrap()
+    }
+
+    #[test]
+    fn dense_memories_grow_and_keep_their_contents() {
+        let creator = DenseMemories::default();
+        let mut memory = memory(&creator, 1);
+        assert_eq!(memory.byte_size(), 65_536);
+        // SAFETY: the first byte is the memory's and mapped.
+        unsafe { *memory.as_ptr() = 42 };
+        memory.grow_to(40 << 16).unwrap();
+        assert_eq!(memory.byte_size(), 40 << 16);
+        // SAFETY: as above, after the move; the last byte is mapped too.
+        unsafe {
+            assert_eq!(*memory.as_ptr(), 42);
+            *memory.as_ptr().add((40 << 16) - 1) = 1;
+        }
+        assert!(memory.grow_to(65 << 16).is_err(), "past the maximum");
+        assert!(creator.new_memory(MemoryType::new(1, None), 65_536, None, Some(1 << 30), 0).is_err());
+    }
+
+    /// A recycled memory is all zeros, its capacity beyond its size too,
+    /// whether its pages were few and overwritten or many and discarded.
+    #[test]
+    fn recycled_memories_are_zero() {
+        let creator = DenseMemories::default();
+        for touched in [3usize, 40 << 4] {
+            let used = memory(&creator, 41);
+            let base = used.as_ptr();
+            for page in 0..touched {
+                // SAFETY: within the memory's 41 pages of 64 KiB.
+                unsafe { *base.add(page * 4096 + 7) = 0xa5 };
+            }
+            drop(used);
+            let again = memory(&creator, 2);
+            assert_eq!(again.as_ptr(), base, "the kept memory is reused");
+            assert_eq!(again.byte_capacity(), 41 << 16);
+            // SAFETY: the whole capacity is mapped and ours.
+            let bytes = unsafe { std::slice::from_raw_parts(again.as_ptr(), 41 << 16) };
+            assert!(bytes.iter().all(|&b| b == 0), "{touched} pages touched");
+        }
+    }
+
+    #[test]
+    fn dense_stacks_are_writable_unguarded_and_reused() {
+        let creator = DenseStacks::default();
+        let stack = creator.new_stack(100_000, false).unwrap();
+        let range = stack.range();
+        assert!(range.len() >= 100_000);
+        assert_eq!(stack.top() as usize, range.end);
+        // SAFETY: the stack's memory is mapped read-write and ours.
+        unsafe { *stack.top().sub(1) = 7 };
+        assert!(stack.guard_range().is_empty());
+        drop(stack);
+        assert_eq!(creator.new_stack(100_000, false).unwrap().range(), range);
+        let zeroed = creator.new_stack(100_000, true).unwrap();
+        assert_ne!(zeroed.range(), range, "a zeroed stack is a fresh one");
+        // SAFETY: as above.
+        assert_eq!(unsafe { *zeroed.top().sub(1) }, 0);
+    }
+
+    #[test]
+    fn runs_of_pages() {
+        let pages = [false, false, true, true, true, false];
+        assert_eq!(runs(&pages).collect::<Vec<_>>(), [(false, 2), (true, 3), (false, 1)]);
+    }
+}
