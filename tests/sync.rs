@@ -388,9 +388,11 @@ fn items_a_consumer_did_not_get_stay_in_the_queue_in_order() {
     let drain = |queue: &host::sync::Queue| {
         std::iter::from_fn(|| queue.get_timeout::<Vec<u8>>(false, None).ok()).collect::<Vec<_>>()
     };
-    // The relay has taken two items (then blocks in its put to `full`).
-    let until_two_taken = |queue: &host::sync::Queue| {
-        while queue.qsize().unwrap() > 98 {
+    // The relay has put its first item (so it was answered, and any lease
+    // came with the answer) and taken its second (then it blocks in its
+    // put to `full`, which holds one).
+    let until_two_taken = |queue: &host::sync::Queue, full: &host::sync::Queue| {
+        while full.qsize().unwrap() < 1 || queue.qsize().unwrap() > 98 {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
     };
@@ -409,7 +411,7 @@ fn items_a_consumer_did_not_get_stay_in_the_queue_in_order() {
     let full = host::sync::Queue::new(&host, 1).unwrap();
     fill(&input, 0..100);
     let relay = program.command().entry("relay").input(&(&input, &full, 100u64)).spawn().unwrap();
-    until_two_taken(&input);
+    until_two_taken(&input, &full);
     let got: Vec<Vec<u8>> = (2..100).map(|_| input.get().unwrap()).collect();
     assert_eq!(got, (2..100).map(item).collect::<Vec<_>>());
     relay.terminate().unwrap();
@@ -419,7 +421,7 @@ fn items_a_consumer_did_not_get_stay_in_the_queue_in_order() {
     // Terminated while busy: every item it did not get stays, in order.
     fill(&input, 0..100);
     let relay = program.command().entry("relay").input(&(&input, &full, 100u64)).spawn().unwrap();
-    until_two_taken(&input);
+    until_two_taken(&input, &full);
     relay.terminate().unwrap();
     assert_eq!(join(&relay).code(), -15);
     assert_eq!(drain(&full), vec![item(0)]);

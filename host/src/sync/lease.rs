@@ -56,11 +56,14 @@ pub(super) type GivenBack = Vec<(u64, VecDeque<Vec<u8>>)>;
 
 impl Leases {
     /// Records `items`, taken from `queue` for `pid`, as a lease, unless a
-    /// getter waits on the queue meanwhile: then they are handed back
-    /// (`Err`) for the caller to return to the queue.
+    /// getter waits on the queue meanwhile, or `pid` holds a lease on it
+    /// already (a worker asks only once it took all of its lease: one that
+    /// asks before gets no more): then they are handed back (`Err`) for the
+    /// caller to return to the queue.
     pub(super) fn grant(&self, pid: u32, queue: u64, items: Vec<Vec<u8>>) -> Result<Lease, Vec<Vec<u8>>> {
         let mut state = self.0.lock().unwrap();
-        if state.waiting.get(&queue).is_some_and(|&n| n > 0) {
+        let held = state.by_serial.values().any(|r| r.pid == pid && r.queue == queue);
+        if held || state.waiting.get(&queue).is_some_and(|&n| n > 0) {
             return Err(items);
         }
         state.next += 1;
@@ -145,5 +148,49 @@ impl Drop for Waiting<'_> {
                 state.waiting.remove(&self.queue);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(n: u8) -> Vec<Vec<u8>> {
+        (0..n).map(|i| vec![i]).collect()
+    }
+
+    /// A lease counts until taken; a second on the same queue for the same
+    /// process, or any while a getter waits, is refused; a waiting getter
+    /// recalls the others' leases; an ended holder's untaken items come
+    /// back in order.
+    #[test]
+    fn leases_are_taken_refused_recalled_and_released() {
+        let leases = Leases::default();
+        let mut first = leases.grant(1, 7, items(3)).ok().unwrap();
+        assert_eq!(leases.outstanding(7), 3);
+        assert!(leases.grant(1, 7, items(1)).is_err());
+        leases.taken(1, first.serial);
+        leases.taken(2, first.serial);
+        assert_eq!(leases.outstanding(7), 2);
+        let waiting = leases.wait(2, 7);
+        assert_eq!(first.recalled.try_recv(), Ok(()));
+        assert!(leases.grant(3, 7, items(1)).is_err());
+        drop(waiting);
+        assert!(leases.returned(2, first.serial).is_empty());
+        let back = leases.returned(1, first.serial);
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].0, 7);
+        assert_eq!(Vec::from(back[0].1.clone()), vec![vec![1], vec![2]]);
+        let second = leases.grant(1, 7, items(2)).ok().unwrap();
+        leases.grant(1, 8, items(1)).ok().unwrap();
+        leases.taken(1, second.serial);
+        let mut back = leases.release(1);
+        back.sort_by_key(|(queue, _)| *queue);
+        assert_eq!(back.iter().map(|(q, i)| (*q, i.len())).collect::<Vec<_>>(), vec![(7, 1), (8, 1)]);
+        assert_eq!(leases.outstanding(7), 0);
+        // All taken: nothing left to recall.
+        let mut third = leases.grant(1, 7, items(1)).ok().unwrap();
+        leases.taken(1, third.serial);
+        assert!(third.recalled.try_recv().is_err());
     }
 }
