@@ -371,3 +371,59 @@ fn a_queue_outlives_the_parent_that_hands_it_on() {
         check(&out.report(), &[("consumed", "10"), ("sum", "45"), ("parent", "returns")]);
     }
 }
+
+/// Items a consumer took ahead of its gets (the native backend leases an
+/// unbounded queue's next items with a get's answer) are never lost nor
+/// delivered twice: a consumer that ends after `n` gets leaves the rest in
+/// order; a live consumer busy elsewhere gives them up to a getter that
+/// waits; a terminated one leaves every item it did not get.
+#[test]
+fn items_a_consumer_did_not_get_stay_in_the_queue_in_order() {
+    let host = host();
+    let program = host.load(guest("data-path")).unwrap();
+    let item = |i: u64| i.to_le_bytes().to_vec();
+    let fill = |queue: &host::sync::Queue, items: std::ops::Range<u64>| {
+        items.for_each(|i| queue.put(&item(i)).unwrap());
+    };
+    let drain = |queue: &host::sync::Queue| {
+        std::iter::from_fn(|| queue.get_timeout::<Vec<u8>>(false, None).ok()).collect::<Vec<_>>()
+    };
+    // The relay has put its first item (so it was answered, and any lease
+    // came with the answer) and taken its second (then it blocks in its
+    // put to `full`, which holds one).
+    let until_two_taken = |queue: &host::sync::Queue, full: &host::sync::Queue| {
+        while full.qsize().unwrap() < 1 || queue.qsize().unwrap() > 98 {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    };
+    let (input, output) = (host::sync::Queue::new(&host, 0).unwrap(), host::sync::Queue::new(&host, 0).unwrap());
+
+    // Ends after 10 gets: the other 90 wait in the queue, in order.
+    fill(&input, 0..100);
+    let relay = program.command().entry("relay").input(&(&input, &output, 10u64)).spawn().unwrap();
+    assert!(join(&relay).success());
+    assert_eq!(input.qsize().unwrap(), 90);
+    assert_eq!(drain(&output), (0..10).map(item).collect::<Vec<_>>());
+    assert_eq!(drain(&input), (10..100).map(item).collect::<Vec<_>>());
+
+    // Busy in a put to a full queue after two gets: a getter that waits
+    // gets the rest, in order; then terminated.
+    let full = host::sync::Queue::new(&host, 1).unwrap();
+    fill(&input, 0..100);
+    let relay = program.command().entry("relay").input(&(&input, &full, 100u64)).spawn().unwrap();
+    until_two_taken(&input, &full);
+    let got: Vec<Vec<u8>> = (2..100).map(|_| input.get().unwrap()).collect();
+    assert_eq!(got, (2..100).map(item).collect::<Vec<_>>());
+    relay.terminate().unwrap();
+    assert_eq!(join(&relay).code(), -15);
+    assert_eq!(drain(&full), vec![item(0)]);
+
+    // Terminated while busy: every item it did not get stays, in order.
+    fill(&input, 0..100);
+    let relay = program.command().entry("relay").input(&(&input, &full, 100u64)).spawn().unwrap();
+    until_two_taken(&input, &full);
+    relay.terminate().unwrap();
+    assert_eq!(join(&relay).code(), -15);
+    assert_eq!(drain(&full), vec![item(0)]);
+    assert_eq!(drain(&input), (2..100).map(item).collect::<Vec<_>>());
+}

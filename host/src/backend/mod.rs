@@ -202,8 +202,16 @@ pub(crate) trait Objects: Send + Sync {
     fn call(&self, pid: u32, request: Vec<u8>) -> BoxFuture<'_, Result<Answered, String>>;
 
     /// The process `pid` can send no more requests (it ended): whatever it
-    /// held is released.
+    /// held is released, and what it did not take of its leases goes back.
     fn release(&self, pid: u32);
+
+    /// The process `pid` took the oldest item of its lease `serial` (see
+    /// [`Lease`]); told before the item reaches its guest.
+    fn lease_taken(&self, pid: u32, serial: u64);
+
+    /// The process `pid` returned its lease `serial`: what it did not take
+    /// goes back to the object.
+    fn lease_returned(&self, pid: u32, serial: u64);
 
     /// The largest encoded request a process may send.
     fn max_request(&self) -> usize;
@@ -215,7 +223,8 @@ pub(crate) trait Objects: Send + Sync {
 #[allow(dead_code)]
 pub(crate) struct Answered {
     pub(crate) answer: Vec<u8>,
-    pub(crate) undo: Option<Box<dyn FnOnce() + Send>>,
+    /// Given the encoded answer back.
+    pub(crate) undo: Option<Box<dyn FnOnce(Vec<u8>) + Send>>,
     /// The request failed (its answer is an error): what a request the
     /// process did not wait for tells it on its next one.
     pub(crate) failed: bool,
@@ -223,6 +232,28 @@ pub(crate) struct Answered {
     /// without waiting for their answers (see [`RemoteObjects::send`]): 0
     /// unless they can neither wait nor fail.
     pub(crate) allowance: u64,
+    /// Items handed ahead with the answer, for the process's next requests.
+    pub(crate) lease: Option<Lease>,
+}
+
+/// Items of an object (a queue) handed ahead to a process in another host,
+/// so that its next requests for them need no round trip: it serves them
+/// from the lease, telling the objects of each it takes before its guest
+/// sees it ([`Objects::lease_taken`]), and returns the rest when asked
+/// ([`Objects::lease_returned`]). Until then the objects keep every item
+/// not taken, and take it back should the process end.
+#[allow(dead_code)]
+pub(crate) struct Lease {
+    /// The object the items come from.
+    pub(crate) object: u64,
+    /// Names the lease in what the process tells of it.
+    pub(crate) serial: u64,
+    /// Encoded like a request's payload, oldest first.
+    pub(crate) items: Vec<Vec<u8>>,
+    /// Resolves when the objects want the lease back; an error once there
+    /// is nothing left to return (all taken or returned, or the process
+    /// ended).
+    pub(crate) recalled: tokio::sync::oneshot::Receiver<()>,
 }
 
 /// The answer to a request a process waited for, as [`RemoteObjects::call`]
@@ -255,6 +286,11 @@ pub(crate) trait RemoteObjects: Send + Sync {
     /// answer of one sent without waiting that failed and was not told yet.
     fn flush(&self) -> BoxFuture<'_, Result<Option<Vec<u8>>, String>>;
 
+    /// Whether [`flush`](Self::flush) has nothing to wait for or tell (a
+    /// check without waiting, so that a caller that flushes often, after
+    /// every pool task, pays for a flush only after a request sent ahead).
+    fn settled(&self) -> bool;
+
     /// Whether this process has reached the objects yet (one that never
     /// did holds none).
     fn connected(&self) -> bool;
@@ -263,6 +299,13 @@ pub(crate) trait RemoteObjects: Send + Sync {
     /// knows it by its parent's pid), so it is left to the parent,
     /// untouched, and the child connects anew.
     fn leave_connection(&self);
+
+    /// The oldest item leased from `object` (see [`Lease`]), told as taken
+    /// before it is returned; `None` when no lease holds one.
+    fn take_leased(&self, object: u64) -> Result<Option<Vec<u8>>, String>;
+
+    /// Returns what is leased from `object`, if anything.
+    fn return_lease(&self, object: u64);
 }
 
 /// Delivers signals to one running process.

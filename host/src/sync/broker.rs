@@ -4,7 +4,7 @@
 //! [`Pipeline`]); [`Served`] is the root's side, the registry behind the
 //! backend's transport.
 
-use super::{Answer, Error, MAX_MESSAGE, Registry, Reply, Request, budget, handed_ids, random_u64, wire};
+use super::{Answer, Error, MAX_MESSAGE, Payload, Registry, Reply, Request, budget, handed_ids, random_u64, wire};
 use crate::backend::{Answered, BoxFuture, Objects, RemoteObjects};
 use std::sync::Arc;
 
@@ -66,9 +66,12 @@ impl Broker {
     /// queues); an error of one no process was told of yet.
     pub(crate) async fn flush(&self) -> Option<Error> {
         let Broker::Remote(remote, _) = self else { return None };
+        if remote.settled() {
+            return None;
+        }
         match remote.flush().await {
             Ok(None) => None,
-            Ok(Some(failure)) => match wire::decode::<Answer>(&failure) {
+            Ok(Some(failure)) => match wire::decode::<Answer>(failure) {
                 Ok(Err(error)) => Some(error),
                 Ok(Ok(_)) => None,
                 Err(why) => Some(Error::Broker(why)),
@@ -169,6 +172,16 @@ async fn call_remote(remote: &dyn RemoteObjects, pipeline: &Pipeline, mut reques
     }
     let put = match &request {
         Request::Put { id, item, .. } => Some((*id, budget::Message::cost(item.0.len()))),
+        // An item leased ahead is taken without a round trip.
+        Request::Get { id, .. } => match remote.take_leased(*id).map_err(Error::Broker)? {
+            Some(item) => return Ok(Reply::Bytes(Payload(item))),
+            None => None,
+        },
+        // What is leased of a queue this process lets go of goes back.
+        Request::Drop { id } => {
+            remote.return_lease(*id);
+            None
+        }
         _ => None,
     };
     let encoded = wire::encode(request).map_err(Error::Broker)?;
@@ -191,7 +204,7 @@ async fn call_remote(remote: &dyn RemoteObjects, pipeline: &Pipeline, mut reques
             state.unbounded.insert(id);
         }
     }
-    wire::decode::<Answer>(&called.answer).map_err(Error::Broker)?
+    wire::decode::<Answer>(called.answer).map_err(Error::Broker)?
 }
 
 /// A root host's registry as its backend serves it to processes elsewhere.
@@ -200,9 +213,13 @@ struct Served(Arc<Registry>);
 impl Objects for Served {
     fn call(&self, pid: u32, request: Vec<u8>) -> BoxFuture<'_, Result<Answered, String>> {
         Box::pin(async move {
-            let request = wire::decode::<Request>(&request)?;
+            let request = wire::decode::<Request>(request)?;
             let taken_from = match request {
                 Request::Get { id, .. } | Request::Recv { id } => Some(id),
+                _ => None,
+            };
+            let got_from = match request {
+                Request::Get { id, .. } => Some(id),
                 _ => None,
             };
             let put_to = match request {
@@ -219,21 +236,39 @@ impl Objects for Served {
                 _ => 0,
             };
             // A message taken for a process that cannot receive it goes
-            // back where it was.
+            // back where it was (found in the encoded answer: no copy).
             let undo = match (taken_from, &answer) {
-                (Some(id), Ok(Reply::Bytes(message))) => {
-                    let (registry, message) = (self.0.clone(), message.0.clone());
-                    Some(Box::new(move || registry.give_back(id, message)) as Box<dyn FnOnce() + Send>)
+                (Some(id), Ok(Reply::Bytes(_))) => {
+                    let registry = self.0.clone();
+                    let undo = move |answer: Vec<u8>| {
+                        if let Ok(Ok(Reply::Bytes(message))) = wire::decode::<Answer>(answer) {
+                            registry.give_back(id, message.0);
+                        }
+                    };
+                    Some(Box::new(undo) as Box<dyn FnOnce(Vec<u8>) + Send>)
                 }
                 _ => None,
             };
+            // A consumer that got an item may take the next ones ahead.
+            let lease = match (got_from, &answer) {
+                (Some(id), Ok(_)) => self.0.lease(pid, id).await,
+                _ => None,
+            };
             let failed = answer.is_err();
-            Ok(Answered { answer: wire::encode(answer)?, undo, failed, allowance })
+            Ok(Answered { answer: wire::encode(answer)?, undo, failed, allowance, lease })
         })
     }
 
     fn release(&self, pid: u32) {
         self.0.release(pid);
+    }
+
+    fn lease_taken(&self, pid: u32, serial: u64) {
+        self.0.lease_taken(pid, serial);
+    }
+
+    fn lease_returned(&self, pid: u32, serial: u64) {
+        self.0.lease_returned(pid, serial);
     }
 
     fn max_request(&self) -> usize {

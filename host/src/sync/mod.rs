@@ -63,6 +63,7 @@ mod condition;
 pub(crate) mod container;
 mod event;
 mod holds;
+mod lease;
 mod lock;
 mod manager;
 mod pipe;

@@ -22,16 +22,20 @@ use super::budget::{Account, Budgets, Message, Quotas};
 use super::condition::Condition;
 use super::container::Container;
 use super::holds::{Holder, Object, Objects};
+use super::lease::{GivenBack, LEASE_BYTES, LEASE_ITEMS, Leases};
 use super::lock::{Lock, Semaphore};
 use super::pipe::Pipe;
 use super::queue::Queue;
 use super::{Answer, Error, Kind, MAX_MESSAGE, Numbers, Reply, Request, Spec, Token};
+use crate::backend::Lease;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 pub(crate) struct Registry {
     objects: Mutex<Objects>,
     budgets: Arc<Budgets>,
+    /// Queue items handed ahead to consumers in other hosts.
+    leases: Leases,
     /// Processes whose end is being watched (thread backend).
     watched: Mutex<HashSet<u32>>,
     runtime: tokio::runtime::Handle,
@@ -55,7 +59,13 @@ macro_rules! object {
 
 impl Registry {
     pub(crate) fn new(runtime: tokio::runtime::Handle, quotas: Quotas) -> Registry {
-        Registry { objects: Mutex::default(), budgets: Budgets::new(quotas), watched: Mutex::default(), runtime }
+        Registry {
+            objects: Mutex::default(),
+            budgets: Budgets::new(quotas),
+            leases: Leases::default(),
+            watched: Mutex::default(),
+            runtime,
+        }
     }
 
     /// Releases `pid`'s holds when the process `node` ends (once per pid).
@@ -82,6 +92,7 @@ impl Registry {
     /// The process `pid` has ended: every lock it held is released, its
     /// holds (and reservations) dropped, its budget closed.
     pub(crate) fn release(&self, pid: u32) {
+        self.give_back_leased(self.leases.release(pid));
         let mut objects = self.objects.lock().unwrap();
         let mut ids = Vec::new();
         for (&id, entry) in &objects.map {
@@ -133,6 +144,65 @@ impl Registry {
             Some(Object::Connection(pipe, end)) => pipe.give_back(end, message),
             _ => {}
         }
+    }
+
+    /// Puts what leases did not hand over back in front of their queues.
+    fn give_back_leased(&self, given: GivenBack) {
+        for (queue, items) in given {
+            for item in items.into_iter().rev() {
+                self.give_back(queue, item);
+            }
+        }
+    }
+
+    /// After `pid`'s get on `queue` was answered: more of its items, handed
+    /// ahead as a lease (see [`super::lease`]), if the queue is unbounded,
+    /// holds more, and nobody waits on it.
+    pub(crate) async fn lease(&self, pid: u32, queue: u64) -> Option<Lease> {
+        let object = self.queue(pid, queue).ok().filter(|q| !q.bounded())?;
+        if self.leases.contended(queue) {
+            return None;
+        }
+        let (mut items, mut bytes) = (Vec::new(), 0);
+        // No more than it holds: a get never waits here.
+        let most = LEASE_ITEMS.min(object.len() as usize);
+        while items.len() < most && bytes < LEASE_BYTES {
+            let Ok(item) = object.get(Some(0)).await else { break };
+            bytes += item.len();
+            items.push(item);
+        }
+        if items.is_empty() {
+            return None;
+        }
+        match self.leases.grant(pid, queue, items) {
+            Ok(lease) => Some(lease),
+            // A getter came meanwhile: the items are its to take.
+            Err(items) => {
+                self.give_back_leased(vec![(queue, items.into())]);
+                None
+            }
+        }
+    }
+
+    /// The holder `pid` of the lease `serial` took its oldest item.
+    pub(crate) fn lease_taken(&self, pid: u32, serial: u64) {
+        self.leases.taken(pid, serial);
+    }
+
+    /// The holder `pid` of the lease `serial` returned it: what it did not
+    /// take goes back in front of the queue.
+    pub(crate) fn lease_returned(&self, pid: u32, serial: u64) {
+        self.give_back_leased(self.leases.returned(pid, serial));
+    }
+
+    /// Takes the first item of `queue` for `pid`, waiting up to `timeout`;
+    /// a wait first recalls the leases others hold on it.
+    async fn get(&self, pid: u32, id: u64, queue: &Queue, timeout: Option<u64>) -> Result<Vec<u8>, Error> {
+        if let Ok(item) = queue.get(Some(0)).await {
+            return Ok(item);
+        }
+        let _waiting = self.leases.wait(pid, id);
+        queue.get(timeout).await
     }
 
     /// The queue `id`, which `pid` holds: what a guest's handle keeps, to
@@ -236,9 +306,12 @@ impl Registry {
                 self.put(pid, &queue, item.0, timeout).await.map(|()| Reply::Unit)
             }
             Request::Get { id, timeout } => {
-                object!(self, pid, id, Queue).get(timeout).await.map(|item| Reply::Bytes(super::Payload(item)))
+                let queue = object!(self, pid, id, Queue);
+                self.get(pid, id, &queue, timeout).await.map(|item| Reply::Bytes(super::Payload(item)))
             }
-            Request::QueueSize { id } => Ok(Reply::Count(object!(self, pid, id, Queue).len())),
+            Request::QueueSize { id } => {
+                Ok(Reply::Count(object!(self, pid, id, Queue).len() + self.leases.outstanding(id)))
+            }
             Request::TaskDone { id } => object!(self, pid, id, Queue).task_done().map(|()| Reply::Unit),
             Request::JoinQueue { id } => object!(self, pid, id, Queue).join().await.map(|()| Reply::Unit),
             Request::Send { id, message } => {

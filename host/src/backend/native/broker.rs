@@ -20,7 +20,13 @@
 //!   the root gave ([`crate::backend::Called::allowance`]), so that it cannot fail; should
 //!   one fail all the same, the root refuses the worker's next call with
 //!   that failure, once, and the worker's end waits for every such request
-//!   to be carried out ([`kind::SYNC`]).
+//!   to be carried out ([`kind::SYNC`]);
+//! - items can be handed ahead ([`kind::LEASE`], see [`crate::backend::Lease`]):
+//!   the worker serves its next gets from them, telling the root of each
+//!   item it takes before its guest sees it ([`kind::TAKEN`], out of turn),
+//!   and returns the rest when the root recalls them ([`kind::RECALL`],
+//!   [`kind::RETURNED`]). What it did not take goes back to its queue when
+//!   the connection ends.
 //!
 //! The root learns the peer's pid from the kernel (`SO_PEERCRED`), so a
 //! worker acts only as the process it is, and refuses peers of another
@@ -93,9 +99,10 @@ pub(crate) fn listen(runtime: &tokio::runtime::Handle, objects: Arc<dyn Objects>
     Ok(name)
 }
 
-/// What a worker sends on its connection; every message is a kind byte,
-/// a request id (little-endian `u64`) and the rest, in one message of the
-/// backend's codec ([`protocol`]).
+/// What a worker sends on its connection; every message is the rest, a
+/// request id (little-endian `u64`) and a kind byte, last (so that the rest
+/// is taken as it came, without a copy), in one message of the backend's
+/// codec ([`protocol`]).
 mod kind {
     /// A request the worker waits for: answered with [`ANSWER`] or
     /// [`REFUSED`].
@@ -109,7 +116,12 @@ mod kind {
     pub(super) const SYNC: u8 = 4;
     /// The worker was told of the failures so far (see [`REFUSED`]).
     pub(super) const ACK: u8 = 5;
-    /// The root's answer to a [`CALL`]: an allowance (`u64`), the answer.
+    /// The worker took the oldest item of the lease its id names (out of
+    /// turn: the worker waits for nothing meanwhile).
+    pub(super) const TAKEN: u8 = 6;
+    /// The worker returned the lease its id names (out of turn).
+    pub(super) const RETURNED: u8 = 7;
+    /// The root's answer to a [`CALL`]: the answer, then an allowance (`u64`).
     pub(super) const ANSWER: u8 = 1;
     /// A [`SEND`] failed: its answer.
     pub(super) const FAILED: u8 = 2;
@@ -118,6 +130,13 @@ mod kind {
     pub(super) const REFUSED: u8 = 3;
     /// The answer to a [`SYNC`].
     pub(super) const SYNCED: u8 = 4;
+    /// Items handed ahead, just before the answer to the [`CALL`] that
+    /// took the first: its id the lease's serial, its body the object's
+    /// id (`u64`) and each item, its length (`u32`) first.
+    pub(super) const LEASE: u8 = 5;
+    /// The root wants the lease its id names back: answered with
+    /// [`RETURNED`] unless all of it was taken.
+    pub(super) const RECALL: u8 = 6;
 }
 
 /// The head of every message on a connection.
@@ -125,23 +144,70 @@ const HEAD: usize = 9;
 
 /// One message on a connection, checked.
 fn parse(mut message: Vec<u8>) -> Result<(u8, u64, Vec<u8>), String> {
-    if message.len() < HEAD {
-        return Err("a message shorter than its head".into());
-    }
-    let kind = message[0];
-    let id = u64::from_le_bytes(message[1..HEAD].try_into().expect("8 bytes"));
-    message.drain(..HEAD);
+    let at = message.len().checked_sub(HEAD).ok_or("a message shorter than its head")?;
+    let id = u64::from_le_bytes(message[at..at + 8].try_into().expect("8 bytes"));
+    let kind = message[at + 8];
+    message.truncate(at);
     Ok((kind, id, message))
 }
 
 /// A message of `kind` about request `id`, framed.
 fn message(kind: u8, id: u64, parts: &[&[u8]]) -> std::io::Result<Vec<u8>> {
-    let mut head = [0u8; HEAD];
-    head[0] = kind;
-    head[1..].copy_from_slice(&id.to_le_bytes());
-    let mut all = vec![&head[..]];
-    all.extend_from_slice(parts);
+    let mut head = [kind; HEAD];
+    head[..8].copy_from_slice(&id.to_le_bytes());
+    let mut all = parts.to_vec();
+    all.push(&head);
     protocol::encode_parts(&all)
+}
+
+/// The last `u64` of `body`, taken off it.
+fn split_u64(body: &mut Vec<u8>) -> Option<u64> {
+    let at = body.len().checked_sub(8)?;
+    let value = u64::from_le_bytes(body[at..].try_into().expect("8 bytes"));
+    body.truncate(at);
+    Some(value)
+}
+
+/// The message handing `lease` to the worker.
+fn lease_message(lease: &crate::backend::Lease) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::with_capacity(8 + lease.items.iter().map(|item| 4 + item.len()).sum::<usize>());
+    body.extend_from_slice(&lease.object.to_le_bytes());
+    for item in &lease.items {
+        body.extend_from_slice(&(item.len() as u32).to_le_bytes());
+        body.extend_from_slice(item);
+    }
+    message(kind::LEASE, lease.serial, &[&body])
+}
+
+/// A [`kind::LEASE`] message's object and items, checked.
+fn parse_lease(body: &[u8]) -> Result<(u64, std::collections::VecDeque<Vec<u8>>), String> {
+    let object = body.get(..8).ok_or("a lease without its object")?;
+    let object = u64::from_le_bytes(object.try_into().expect("8 bytes"));
+    let (mut rest, mut items) = (&body[8..], std::collections::VecDeque::new());
+    while !rest.is_empty() {
+        let length = rest.get(..4).ok_or("a lease's item cut in its length")?;
+        let length = u32::from_le_bytes(length.try_into().expect("4 bytes")) as usize;
+        let item = rest.get(4..4 + length).ok_or("a lease's item cut short")?;
+        items.push_back(item.to_vec());
+        rest = &rest[4 + length..];
+    }
+    Ok((object, items))
+}
+
+/// The root's writing half of a connection: answers, and lease recalls
+/// from tasks of their own.
+type Writer = Arc<tokio::sync::Mutex<tokio::net::unix::OwnedWriteHalf>>;
+
+/// Asks the worker to return the lease `serial` once its objects recall it.
+fn recall_when(writer: &Writer, serial: u64, recalled: tokio::sync::oneshot::Receiver<()>) {
+    let writer = writer.clone();
+    tokio::spawn(async move {
+        if recalled.await.is_ok()
+            && let Ok(frame) = message(kind::RECALL, serial, &[])
+        {
+            let _ = writer.lock().await.write_all(&frame).await;
+        }
+    });
 }
 
 /// How many requests a worker may send while one of its requests waits:
@@ -211,7 +277,8 @@ impl Reading {
 /// connection is seen at once: the request under way is then dropped (a
 /// blocking one takes nothing).
 async fn serve(stream: UnixStream, objects: Arc<dyn Objects>, pid: u32) {
-    let (reader, mut writer) = stream.into_split();
+    let (reader, writer) = stream.into_split();
+    let writer: Writer = Arc::new(tokio::sync::Mutex::new(writer));
     let limit = objects.max_request() + HEAD;
     let mut reading = Reading::Here(BufReader::with_capacity(64 << 10, reader));
     let mut queue: std::collections::VecDeque<Message> = Default::default();
@@ -229,6 +296,14 @@ async fn serve(stream: UnixStream, objects: Arc<dyn Objects>, pid: u32) {
             kind::CANCEL => continue,
             kind::ACK => {
                 failed = false;
+                continue;
+            }
+            kind::TAKEN => {
+                objects.lease_taken(pid, id);
+                continue;
+            }
+            kind::RETURNED => {
+                objects.lease_returned(pid, id);
                 continue;
             }
             kind::SYNC => message(kind::SYNCED, id, &[]),
@@ -251,6 +326,8 @@ async fn serve(stream: UnixStream, objects: Arc<dyn Objects>, pid: u32) {
                             next = reading.next(limit) => match next {
                                 Some((kind::CANCEL, withdrawn, _)) if withdrawn == id => continue 'serve,
                                 Some((kind::CANCEL, withdrawn, _)) => queue.retain(|(_, queued, _)| *queued != withdrawn),
+                                Some((kind::TAKEN, serial, _)) => objects.lease_taken(pid, serial),
+                                Some((kind::RETURNED, serial, _)) => objects.lease_returned(pid, serial),
                                 Some(_) if queue.len() >= READ_AHEAD => break 'serve,
                                 Some(next) => queue.push_back(next),
                                 // The worker is gone: the request is dropped.
@@ -260,7 +337,7 @@ async fn serve(stream: UnixStream, objects: Arc<dyn Objects>, pid: u32) {
                     },
                 };
                 // A request that breaks the protocol ends the connection.
-                let Ok(answered) = answered else { break };
+                let Ok(mut answered) = answered else { break };
                 if kind == kind::SEND {
                     if !answered.failed {
                         continue;
@@ -268,15 +345,23 @@ async fn serve(stream: UnixStream, objects: Arc<dyn Objects>, pid: u32) {
                     failed = true;
                     message(kind::FAILED, id, &[&answered.answer])
                 } else {
-                    let frame = message(kind::ANSWER, id, &[&answered.allowance.to_le_bytes(), &answered.answer]);
+                    let mut frame = message(kind::ANSWER, id, &[&answered.answer, &answered.allowance.to_le_bytes()]);
+                    // A lease goes just before the answer, in one write.
+                    if let Some(lease) = answered.lease.take() {
+                        frame = lease_message(&lease).and_then(|mut both| {
+                            both.extend_from_slice(&frame?);
+                            Ok(both)
+                        });
+                        recall_when(&writer, lease.serial, lease.recalled);
+                    }
                     let sent = match &frame {
-                        Ok(frame) => writer.write_all(frame).await.is_ok(),
+                        Ok(frame) => writer.lock().await.write_all(frame).await.is_ok(),
                         Err(_) => false,
                     };
                     if !sent {
                         // Not handed over: what it took goes back.
                         if let Some(undo) = answered.undo {
-                            undo();
+                            undo(answered.answer);
                         }
                         break;
                     }
@@ -286,7 +371,7 @@ async fn serve(stream: UnixStream, objects: Arc<dyn Objects>, pid: u32) {
             _ => break,
         };
         match frame {
-            Ok(frame) if writer.write_all(&frame).await.is_ok() => {}
+            Ok(frame) if writer.lock().await.write_all(&frame).await.is_ok() => {}
             _ => break,
         }
     }

@@ -331,9 +331,16 @@ async fn read_body_async(
             return Ok(None);
         };
         first = false;
-        let at = body.len();
-        body.resize(at + length, 0);
-        input.read_exact(&mut body[at..]).await.map_err(|_| "truncated frame body".to_string())?;
+        // Read into the spare room as it is, not zeroed first.
+        let end = body.len() + length;
+        body.reserve(length);
+        while body.len() < end {
+            let left = (end - body.len()) as u64;
+            match (&mut *input).take(left).read_buf(&mut body).await {
+                Ok(0) | Err(_) => return Err("truncated frame body".into()),
+                Ok(_) => {}
+            }
+        }
         if !more {
             return Ok(Some(body));
         }

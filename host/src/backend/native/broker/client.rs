@@ -3,7 +3,7 @@
 //! are made, tagged with an id; a reader task hands each answer to the
 //! request waiting for it, and a request dropped midway is withdrawn.
 
-use super::{BROKER_VAR, kind, message, parse};
+use super::{BROKER_VAR, kind, message, parse, parse_lease, split_u64};
 use crate::backend::native::protocol;
 use crate::backend::{BoxFuture, Called, RemoteObjects};
 use std::path::PathBuf;
@@ -34,6 +34,30 @@ struct Link {
     /// its request were).
     sent_ahead: std::sync::atomic::AtomicU64,
     carried_out: std::sync::atomic::AtomicU64,
+    /// The items the root leased ahead, by object (see [`crate::backend::Lease`]).
+    leases: std::sync::Mutex<std::collections::HashMap<u64, Leased>>,
+    /// Requests sent without waiting, not written yet: they go together,
+    /// in one write, ahead of the next message, once [`PENDING_LIMIT`]
+    /// bytes are pending, or when this host next idles.
+    pending: std::sync::Mutex<Vec<u8>>,
+    /// Wakes the task that writes what is pending when this host idles.
+    idle: Arc<tokio::sync::Notify>,
+}
+
+/// How many bytes of requests sent without waiting may wait to be written.
+const PENDING_LIMIT: usize = 64 << 10;
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        // Its writer task ends.
+        self.idle.notify_one();
+    }
+}
+
+/// One lease as the worker holds it: its serial and the items not taken.
+struct Leased {
+    serial: u64,
+    items: std::collections::VecDeque<Vec<u8>>,
 }
 
 #[derive(Default)]
@@ -70,8 +94,12 @@ impl Link {
             state: Default::default(),
             sent_ahead: Default::default(),
             carried_out: Default::default(),
+            leases: Default::default(),
+            pending: Default::default(),
+            idle: Default::default(),
         });
         tokio::spawn(read_answers(reader, Arc::downgrade(&link)));
+        tokio::spawn(write_when_idle(link.idle.clone(), Arc::downgrade(&link)));
         Ok(link)
     }
 
@@ -87,10 +115,53 @@ impl Link {
             std::mem::take(&mut state.acknowledge)
         };
         let writer = self.writer.lock().unwrap();
+        let mut pending = std::mem::take(&mut *self.pending.lock().unwrap());
         if acknowledge {
-            write_all(&writer, &message(kind::ACK, 0, &[]).map_err(|e| e.to_string())?)?;
+            pending.extend_from_slice(&message(kind::ACK, 0, &[]).map_err(|e| e.to_string())?);
         }
-        write_all(&writer, &frame)
+        if pending.is_empty() {
+            return write_all(&writer, &frame);
+        }
+        pending.extend_from_slice(&frame);
+        write_all(&writer, &pending)
+    }
+
+    /// Queues a request sent without waiting (after an acknowledgement the
+    /// root is owed): written with the next message, at once past
+    /// [`PENDING_LIMIT`] bytes, or when this host idles.
+    fn send_ahead(&self, id: u64, body: &[u8]) -> Result<(), String> {
+        let frame = message(kind::SEND, id, &[body]).map_err(|e| e.to_string())?;
+        let acknowledge = {
+            let mut state = self.state.lock().unwrap();
+            if let Some(why) = &state.closed {
+                return Err(why.clone());
+            }
+            std::mem::take(&mut state.acknowledge)
+        };
+        let (first, full) = {
+            let mut pending = self.pending.lock().unwrap();
+            let first = pending.is_empty();
+            if acknowledge {
+                pending.extend_from_slice(&message(kind::ACK, 0, &[]).map_err(|e| e.to_string())?);
+            }
+            pending.extend_from_slice(&frame);
+            (first, pending.len() >= PENDING_LIMIT)
+        };
+        if full {
+            self.write_pending()
+        } else {
+            if first {
+                self.idle.notify_one();
+            }
+            Ok(())
+        }
+    }
+
+    /// Writes what is pending, if anything.
+    fn write_pending(&self) -> Result<(), String> {
+        let writer = self.writer.lock().unwrap();
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap());
+        if pending.is_empty() { Ok(()) } else { write_all(&writer, &pending) }
     }
 
     /// Sends a message of `kind` and waits for its answer; dropped midway,
@@ -107,6 +178,38 @@ impl Link {
             let state = self.state.lock().unwrap();
             state.closed.clone().unwrap_or_else(|| "the root host closed the connection".into())
         })
+    }
+}
+
+impl Link {
+    /// The oldest item leased from `object`, told to the root as taken
+    /// first (so that, should this process end now, it is not given to
+    /// another): the lease's lock is held meanwhile, so a recall cannot
+    /// return it too.
+    fn take_leased(&self, object: u64) -> Result<Option<Vec<u8>>, String> {
+        let mut leases = self.leases.lock().unwrap();
+        let Some(leased) = leases.get_mut(&object) else { return Ok(None) };
+        let Some(item) = leased.items.pop_front() else { return Ok(None) };
+        let serial = leased.serial;
+        if leased.items.is_empty() {
+            leases.remove(&object);
+        }
+        self.write(kind::TAKEN, serial, &[])?;
+        Ok(Some(item))
+    }
+
+    /// Returns the leases `which` picks (at most one per object) to the root.
+    fn give_back(&self, which: impl Fn(u64, &Leased) -> bool) {
+        let mut leases = self.leases.lock().unwrap();
+        let objects: Vec<u64> =
+            leases.iter().filter(|&(&object, leased)| which(object, leased)).map(|(&object, _)| object).collect();
+        for object in objects {
+            if let Some(leased) = leases.remove(&object) {
+                // The connection is over if this fails: the root takes
+                // the lease back all the same.
+                let _ = self.write(kind::RETURNED, leased.serial, &[]);
+            }
+        }
     }
 }
 
@@ -144,6 +247,19 @@ pub(super) fn write_all(mut socket: &std::os::unix::net::UnixStream, mut bytes: 
     Ok(())
 }
 
+/// Writes what is pending each time this host idles after a request was
+/// sent without waiting (a guest that computes on after a put yields at
+/// its next time slice), until the link is dropped.
+async fn write_when_idle(idle: Arc<tokio::sync::Notify>, link: std::sync::Weak<Link>) {
+    loop {
+        idle.notified().await;
+        let Some(link) = link.upgrade() else { return };
+        if link.write_pending().is_err() {
+            return;
+        }
+    }
+}
+
 /// Hands each answer the root sends to the request waiting for it, until
 /// the connection ends (then every waiting request learns why).
 async fn read_answers(stream: UnixStream, link: std::sync::Weak<Link>) {
@@ -159,11 +275,29 @@ async fn read_answers(stream: UnixStream, link: std::sync::Weak<Link>) {
             Ok(message) => message,
             Err(why) => break (link, why),
         };
+        match kind {
+            kind::LEASE => match parse_lease(&body) {
+                Ok((object, items)) => {
+                    let replaced = link.leases.lock().unwrap().insert(object, Leased { serial: id, items });
+                    // Not the root's way (a lease comes when the last is
+                    // all taken), but then the last goes back whole.
+                    if let Some(replaced) = replaced {
+                        let _ = link.write(kind::RETURNED, replaced.serial, &[]);
+                    }
+                    continue;
+                }
+                Err(why) => break (link, why),
+            },
+            kind::RECALL => {
+                link.give_back(|_, leased| leased.serial == id);
+                continue;
+            }
+            _ => {}
+        }
         let mut state = link.state.lock().unwrap();
         let response = match kind {
             kind::ANSWER if body.len() >= 8 => {
-                let allowance = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
-                body.drain(..8);
+                let allowance = split_u64(&mut body).expect("8 bytes");
                 Response::Answer { allowance, answer: body }
             }
             kind::REFUSED => Response::Refused,
@@ -269,15 +403,34 @@ impl RemoteObjects for Client {
         let link = self.link()?;
         let id = link.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         link.sent_ahead.fetch_add(1, Ordering::SeqCst);
-        link.write(kind::SEND, id, &request)
+        link.send_ahead(id, &request)
     }
 
     fn flush(&self) -> BoxFuture<'_, Result<Option<Vec<u8>>, String>> {
         Box::pin(self.flush_link())
     }
 
+    fn settled(&self) -> bool {
+        let Some(link) = self.link.lock().unwrap().clone() else { return true };
+        link.carried_out.load(Ordering::SeqCst) >= link.sent_ahead.load(Ordering::SeqCst)
+            && link.state.lock().unwrap().failure.is_none()
+    }
+
     fn connected(&self) -> bool {
         self.link.try_lock().map_or(true, |link| link.is_some())
+    }
+
+    fn take_leased(&self, object: u64) -> Result<Option<Vec<u8>>, String> {
+        match self.link.lock().unwrap().clone() {
+            Some(link) => link.take_leased(object),
+            None => Ok(None),
+        }
+    }
+
+    fn return_lease(&self, object: u64) {
+        if let Some(link) = self.link.lock().unwrap().clone() {
+            link.give_back(|leased_from, _| leased_from == object);
+        }
     }
 
     fn leave_connection(&self) {

@@ -5,20 +5,37 @@ use super::client::write_all;
 use super::*;
 use crate::backend::{Answered, BoxFuture, RemoteObjects};
 
-/// Objects that answer `ok`, fail `fail`, never answer `block`, and
-/// refuse anything else as a breach of the protocol.
+/// Objects that answer `ok`, fail `fail`, never answer `block`, answer
+/// `lease` with a lease of three items of object 5 (serial 9), and refuse
+/// anything else as a breach of the protocol.
 #[derive(Default)]
 struct Fake {
     released: std::sync::Mutex<Vec<u32>>,
+    /// What the worker told of its leases: `(serial, returned)`.
+    told: std::sync::Mutex<Vec<(u64, bool)>>,
+    /// Fires the recall of the last lease granted.
+    recall: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
 impl Objects for Fake {
     fn call(&self, _pid: u32, request: Vec<u8>) -> BoxFuture<'_, Result<Answered, String>> {
         Box::pin(async move {
-            let answered =
-                |answer: &[u8], failed| Answered { answer: answer.to_vec(), undo: None, failed, allowance: 7 };
+            let answered = |answer: &[u8], failed| Answered {
+                answer: answer.to_vec(),
+                undo: None,
+                failed,
+                allowance: 7,
+                lease: None,
+            };
             match &request[..] {
                 b"ok" => Ok(answered(b"ok", false)),
+                b"lease" => {
+                    let (recall, recalled) = tokio::sync::oneshot::channel();
+                    *self.recall.lock().unwrap() = Some(recall);
+                    let items = vec![b"a".to_vec(), Vec::new(), b"c".to_vec()];
+                    let lease = crate::backend::Lease { object: 5, serial: 9, items, recalled };
+                    Ok(Answered { lease: Some(lease), ..answered(b"ok", false) })
+                }
                 b"fail" => Ok(answered(b"no", true)),
                 b"block" => std::future::pending().await,
                 _ => Err("breach".into()),
@@ -28,6 +45,14 @@ impl Objects for Fake {
 
     fn release(&self, pid: u32) {
         self.released.lock().unwrap().push(pid);
+    }
+
+    fn lease_taken(&self, _pid: u32, serial: u64) {
+        self.told.lock().unwrap().push((serial, false));
+    }
+
+    fn lease_returned(&self, _pid: u32, serial: u64) {
+        self.told.lock().unwrap().push((serial, true));
     }
 
     fn max_request(&self) -> usize {
@@ -108,8 +133,77 @@ fn garbage_ends_the_connection() {
 /// The messages of a connection survive random input.
 #[test]
 fn parse_survives_random_input() {
-    let frames = [vec![kind::CALL, 1, 0, 0, 0, 0, 0, 0, 0, b'x'], vec![kind::ANSWER; HEAD + 8]];
+    let frames = [vec![b'x', 1, 0, 0, 0, 0, 0, 0, 0, kind::CALL], vec![kind::ANSWER; HEAD + 8]];
     for bytes in crate::fuzz::mutants(&frames, 0x2545_f491_4f6c_dd1d) {
         let _ = parse(bytes);
+    }
+}
+
+/// Waits until `done` holds (a guard against a hang, not a measure of time).
+async fn until(done: impl Fn() -> bool) {
+    tokio::time::timeout(std::time::Duration::from_secs(120), async {
+        while !done() {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the channel hung");
+}
+
+/// Items leased with an answer are taken in order without a round trip,
+/// each told to the root as taken; a recall returns the rest, which are
+/// then not taken; the end of the connection releases the worker.
+#[test]
+fn leased_items_are_told_taken_and_returned_when_recalled() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let objects = Arc::new(Fake::default());
+    let (client, raw) = linked(&runtime, objects.clone());
+    runtime.block_on(async {
+        assert_eq!(client.take_leased(5).unwrap(), None);
+        assert_eq!(client.call_bytes(b"lease".to_vec()).await.unwrap().answer, b"ok");
+        assert_eq!(client.take_leased(6).unwrap(), None);
+        assert_eq!(client.take_leased(5).unwrap(), Some(b"a".to_vec()));
+        assert_eq!(client.take_leased(5).unwrap(), Some(Vec::new()));
+        until(|| objects.told.lock().unwrap().len() == 2).await;
+        objects.recall.lock().unwrap().take().unwrap().send(()).unwrap();
+        until(|| objects.told.lock().unwrap().len() == 3).await;
+        assert_eq!(*objects.told.lock().unwrap(), vec![(9, false), (9, false), (9, true)]);
+        assert_eq!(client.take_leased(5).unwrap(), None);
+        // Taken to the last: nothing to return, on a recall or a drop.
+        client.call_bytes(b"lease".to_vec()).await.unwrap();
+        for _ in 0..3 {
+            assert!(client.take_leased(5).unwrap().is_some());
+        }
+        client.return_lease(5);
+        let _ = objects.recall.lock().unwrap().take().unwrap().send(());
+        assert_eq!(client.call_bytes(b"ok".to_vec()).await.unwrap().answer, b"ok");
+        assert_eq!(objects.told.lock().unwrap().len(), 6);
+        // Returned when its object is let go of.
+        client.call_bytes(b"lease".to_vec()).await.unwrap();
+        client.return_lease(5);
+        assert_eq!(client.call_bytes(b"ok".to_vec()).await.unwrap().answer, b"ok");
+        assert_eq!(objects.told.lock().unwrap().last(), Some(&(9, true)));
+    });
+    // The worker's end: the root sees the connection close.
+    raw.shutdown(std::net::Shutdown::Both).unwrap();
+    runtime.block_on(until(|| *objects.released.lock().unwrap() == vec![42]));
+    drop(client);
+}
+
+/// A lease message cut anywhere is refused, never a panic.
+#[test]
+fn lease_messages_are_checked() {
+    let (_recall, recalled) = tokio::sync::oneshot::channel();
+    let lease = crate::backend::Lease { object: 3, serial: 1, items: vec![b"xy".to_vec(), b"z".to_vec()], recalled };
+    let bytes = lease_message(&lease).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let body = runtime.block_on(protocol::read_bytes_frame_async(&mut &bytes[..], 1 << 20)).unwrap().unwrap();
+    let (kind, serial, body) = parse(body).unwrap();
+    assert_eq!((kind, serial), (kind::LEASE, 1));
+    let (object, items) = parse_lease(&body).unwrap();
+    assert_eq!((object, Vec::from(items)), (3, vec![b"xy".to_vec(), b"z".to_vec()]));
+    for cut in 0..body.len() {
+        let parsed = parse_lease(&body[..cut]);
+        assert!(cut == 8 || cut == 14 || parsed.is_err(), "cut at {cut}: {parsed:?}");
     }
 }
