@@ -346,6 +346,31 @@ fn unstarted_children_are_bounded_and_dropped_ones_freed() {
     assert!(!out.stdout.contains("renamed"), "{out:#?}");
 }
 
+/// Pool tasks queued and not yet answered hold their arguments against the
+/// submitter's memory cap, their result handles dropped or not: past it
+/// `apply_async` traps and `map` returns an error, both naming
+/// `--max-memory`; tasks answered no longer count.
+#[test]
+fn queued_pool_tasks_are_bounded_and_answered_ones_freed() {
+    let hostile = guest("hostile");
+    let mib = (1 << 20).to_string();
+    let out = run(&["--max-memory", "64MiB", s(&hostile), "--", "queued", "200", &mib, "wait"]);
+    out.assert_status(0);
+    assert!(out.stdout_lines().contains(&"queued: 200"), "{out:#?}");
+
+    let out = run(&["--max-memory", "64MiB", s(&hostile), "--", "queued", "200", &mib, "drop"]);
+    out.assert_status(1);
+    assert!(out.stdout_lines().contains(&"queued: 60"), "{out:#?}");
+    assert!(!out.stdout_lines().contains(&"queued: 70"), "{out:#?}");
+    assert!(out.process_stderr().contains("cannot queue the task"), "{out:#?}");
+    assert!(out.process_stderr().contains("--max-memory"), "{out:#?}");
+
+    let out = run(&["--max-memory", "64MiB", s(&hostile), "--", "queued", "60", &mib, "map"]);
+    out.assert_status(0);
+    let refused = out.report().get("map refused").cloned().unwrap_or_else(|| panic!("{out:#?}"));
+    assert!(refused.contains("cannot queue the task") && refused.contains("--max-memory"), "{out:#?}");
+}
+
 /// `--timeout` ends a process blocked in any host call, even one given the
 /// longest timeout a guest can ask for.
 #[test]

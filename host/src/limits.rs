@@ -6,6 +6,8 @@
 //! it runs (`instance::run_until_deadline`), which ends it as a terminate does. Sizes (`64MiB`) and
 //! durations (`1s`, `500ms`) parse here so that the CLI and embedders agree.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Limits on one process. The default is no limit beyond the host's own.
@@ -17,6 +19,51 @@ pub struct Limits {
     pub fuel: Option<u64>,
     /// Wall time after which the process is terminated (exitcode -15).
     pub timeout: Option<Duration>,
+}
+
+/// Bytes a process has the host hold for it outside its own memory: the
+/// arguments of its children not yet started and of its pool tasks not yet
+/// taken by a worker. They count against its memory cap (`--max-memory`),
+/// all of them together, so a guest cannot park unbounded bytes in the host
+/// by creating children it never starts or queueing tasks it never waits for.
+#[derive(Default)]
+pub(crate) struct Holds(Arc<AtomicU64>);
+
+impl Holds {
+    /// Holds `bytes` more until the [`Held`] is dropped, unless that takes
+    /// the total past `limit`; the error says how far and names
+    /// `--max-memory`.
+    pub(crate) fn hold(&self, bytes: u64, limit: u64) -> Result<Held, String> {
+        let add = |held: u64| held.checked_add(bytes).filter(|&total| total <= limit);
+        match self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, add) {
+            Ok(_) => Ok(Held { bytes, total: self.0.clone() }),
+            Err(held) => Err(format!(
+                "the arguments of its children not yet started and of its pool tasks not yet taken by a worker would hold {} bytes in the host, past this process's limit of {} (--max-memory)",
+                held.saturating_add(bytes),
+                format_size(limit)
+            )),
+        }
+    }
+
+    /// Holds `bytes` more, counted but not bounded: for holders that are
+    /// not a guest's choice (the embedder's children, a pool's workers,
+    /// which start at once).
+    pub(crate) fn hold_unbounded(&self, bytes: u64) -> Held {
+        self.0.fetch_add(bytes, Ordering::Relaxed);
+        Held { bytes, total: self.0.clone() }
+    }
+}
+
+/// Bytes counted on a process's [`Holds`] while this lives.
+pub(crate) struct Held {
+    bytes: u64,
+    total: Arc<AtomicU64>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 /// Parses a size such as `4096`, `64KiB`, `64MiB`, `2GiB`, `10MB` or `1g`.

@@ -58,6 +58,9 @@ pub enum TaskError {
     Spawn(String),
     /// An argument did not serialize, or a result did not deserialize.
     Serde(String),
+    /// The task was not queued: the arguments of the tasks its submitter
+    /// has queued would pass its memory cap (`--max-memory`).
+    QueueFull(String),
 }
 
 impl std::fmt::Display for TaskError {
@@ -70,6 +73,7 @@ impl std::fmt::Display for TaskError {
             TaskError::UnknownEntry(name) => write!(f, "the program has no entry named `{name}`"),
             TaskError::Spawn(why) => write!(f, "cannot start the pool's workers: {why}"),
             TaskError::Serde(why) => write!(f, "{why}"),
+            TaskError::QueueFull(why) => write!(f, "cannot queue the task: {why}"),
         }
     }
 }
@@ -113,6 +117,9 @@ pub(crate) struct PoolCore {
     spawn_error: Mutex<Option<String>>,
     /// The pool's hold on the shared objects of its initializer's arguments.
     ticket: Option<u64>,
+    /// What the arguments of its tasks not yet answered may hold on the
+    /// parent's [`Holds`](crate::limits::Holds), with its children's.
+    max_held: u64,
 }
 
 /// How a pool is made.
@@ -121,6 +128,9 @@ pub(crate) struct Settings {
     pub(crate) max_tasks: Option<u32>,
     pub(crate) initializer: Option<(String, Vec<u8>)>,
     pub(crate) task_timeout: Option<Duration>,
+    /// The submitter's memory cap, which its queued tasks' arguments count
+    /// against (`u64::MAX` for the embedder: its bytes are its own).
+    pub(crate) max_held: u64,
 }
 
 impl PoolCore {
@@ -153,7 +163,9 @@ impl PoolCore {
         // anything is sized by the count (a guest's `Pool(u32::MAX)`).
         let limit = host.backend.max_processes();
         if processes > limit as usize {
-            return Err(TaskError::Spawn(Error::ProcessLimit { limit }.to_string()));
+            return Err(TaskError::Spawn(format!(
+                "a pool of {processes} workers is more than the run may have alive at once ({limit}): ask for fewer workers or raise --max-processes"
+            )));
         }
         let (queue, pending) = async_channel::unbounded();
         // Shared objects in the initializer's arguments (Python's
@@ -188,6 +200,7 @@ impl PoolCore {
             started: AtomicUsize::new(0),
             spawn_error: Mutex::new(None),
             ticket,
+            max_held: settings.max_held,
         });
         // The first workers start now, so that a pool that cannot start says so.
         let mut first = Vec::with_capacity(processes);
@@ -292,6 +305,15 @@ impl PoolCore {
             let entry = job.entry.clone();
             return refuse(job, TaskError::UnknownEntry(entry));
         }
+        // Tasks queued and never waited for would otherwise hold the host
+        // without bound (their result handles dropped or not): their
+        // arguments count on the submitter, as its unstarted children's do,
+        // until each is answered.
+        let bytes = job.inputs.data.len() as u64;
+        let job = match self.parent.holds().hold(bytes, self.max_held) {
+            Ok(held) => Job { reply: job.reply.holding(held), ..job },
+            Err(why) => return refuse(job, TaskError::QueueFull(why)),
+        };
         match self.queue.try_send(job) {
             Ok(()) => Ok(()),
             Err(error) => refuse(error.into_inner(), TaskError::NotRunning),

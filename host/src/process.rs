@@ -13,8 +13,9 @@ use crate::command::Launch;
 use crate::error::Error;
 use crate::exit::{ExitCode, Signal};
 use crate::journal::{ProcessRecord, Usage};
+use crate::limits::{Held, Holds};
 use crate::runtime::HostInner;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -183,35 +184,15 @@ impl Ended {
 }
 
 enum State {
-    /// Its launch, and its count on its parent (kept for its `Drop`).
+    /// Its launch, and its argument's count on its parent's [`Holds`] (kept
+    /// for its `Drop`): a guest cannot park unbounded bytes in children it
+    /// never starts.
     Created {
         launch: Box<Launch>,
-        _waiting: Waiting,
+        _held: Held,
     },
     Running(Arc<dyn Control>),
     Closed,
-}
-
-/// What a child not yet started holds in the host (its entry's argument),
-/// counted on its parent ([`Node::waiting_bytes`]) until it starts, is
-/// closed or dropped: a guest cannot park unbounded bytes in children it
-/// never starts.
-struct Waiting {
-    bytes: u64,
-    total: Arc<AtomicU64>,
-}
-
-impl Waiting {
-    fn new(bytes: u64, total: &Arc<AtomicU64>) -> Waiting {
-        total.fetch_add(bytes, Ordering::Relaxed);
-        Waiting { bytes, total: total.clone() }
-    }
-}
-
-impl Drop for Waiting {
-    fn drop(&mut self) {
-        self.total.fetch_sub(self.bytes, Ordering::Relaxed);
-    }
 }
 
 /// One process as the host tracks it.
@@ -227,8 +208,8 @@ pub(crate) struct Node {
     ended_cond: Condvar,
     ended_notify: tokio::sync::Notify,
     children: Mutex<Vec<Arc<Node>>>,
-    /// Bytes its children not yet started hold ([`Waiting`]).
-    waiting: Arc<AtomicU64>,
+    /// Bytes held in the host for this process outside its memory.
+    holds: Holds,
     /// The process that created this one, while anyone holds it (none for
     /// the top of a tree).
     parent: Weak<Node>,
@@ -258,7 +239,7 @@ impl Node {
             ended_cond: Condvar::new(),
             ended_notify: tokio::sync::Notify::new(),
             children: Mutex::new(Vec::new()),
-            waiting: Arc::default(),
+            holds: Holds::default(),
             parent,
             created: AtomicU32::new(0),
             started_at: Mutex::new(None),
@@ -331,12 +312,24 @@ impl Node {
         Node::new("probe".into(), 0, State::Closed)
     }
 
-    /// A new, not yet started child of `self`, named `Process-N`.
+    /// A new, not yet started child of `self`, named `Process-N`, its
+    /// argument held on `self` without bound (see [`Node::create_child_within`]).
     pub(crate) fn create_child(self: &Arc<Node>, launch: Launch) -> Arc<Node> {
+        let held = self.holds.hold_unbounded(launch.work.input().len() as u64);
+        self.adopt(launch, held)
+    }
+
+    /// A new, not yet started child of `self`, unless its argument would
+    /// take what `self` has the host hold past `limit` (its memory cap).
+    pub(crate) fn create_child_within(self: &Arc<Node>, launch: Launch, limit: u64) -> Result<Arc<Node>, String> {
+        let held = self.holds.hold(launch.work.input().len() as u64, limit)?;
+        Ok(self.adopt(launch, held))
+    }
+
+    fn adopt(self: &Arc<Node>, launch: Launch, held: Held) -> Arc<Node> {
         let n = self.created.fetch_add(1, Ordering::Relaxed) + 1;
         let ppid = self.pid().unwrap_or_default();
-        let waiting = Waiting::new(launch.work.input().len() as u64, &self.waiting);
-        let state = State::Created { launch: Box::new(launch), _waiting: waiting };
+        let state = State::Created { launch: Box::new(launch), _held: held };
         let child = Node::with_parent(format!("Process-{n}"), ppid, state, Arc::downgrade(self));
         let mut children = self.children.lock().unwrap();
         // Ended children are dropped when the list is full, and so are
@@ -358,9 +351,9 @@ impl Node {
         child
     }
 
-    /// Bytes held for this process's children not yet started.
-    pub(crate) fn waiting_bytes(&self) -> u64 {
-        self.waiting.load(Ordering::Relaxed)
+    /// What the host holds for this process outside its memory.
+    pub(crate) fn holds(&self) -> &Holds {
+        &self.holds
     }
 
     /// Changes the launch of a process not yet started; `None` after.

@@ -7,6 +7,7 @@
 //! that hands its workers a [`ServeChannel`] to take [`Job`]s from.
 
 use crate::codec::{Batch, BatchResults};
+use crate::limits::Held;
 use std::time::Duration;
 
 /// What a process runs.
@@ -50,29 +51,40 @@ pub(crate) enum Outcome {
 }
 
 /// Where a task's outcome goes. It is delivered exactly once: a task dropped
-/// unanswered (its worker was terminated) reports that.
-pub(crate) struct Reply(Option<Box<dyn FnOnce(Outcome) + Send>>);
+/// unanswered (its worker was terminated) reports that. It may carry the
+/// count of the task's argument on its submitter's [`Holds`](crate::limits::Holds),
+/// released once the task is answered.
+pub(crate) struct Reply {
+    deliver: Option<Box<dyn FnOnce(Outcome) + Send>>,
+    _held: Option<Held>,
+}
 
 impl Reply {
     pub(crate) fn new(deliver: impl FnOnce(Outcome) + Send + 'static) -> Reply {
-        Reply(Some(Box::new(deliver)))
+        Reply { deliver: Some(Box::new(deliver)), _held: None }
+    }
+
+    /// The same reply, keeping `held` until it is answered.
+    pub(crate) fn holding(mut self, held: Held) -> Reply {
+        self._held = Some(held);
+        self
     }
 
     pub(crate) fn send(mut self, outcome: Outcome) {
-        if let Some(deliver) = self.0.take() {
+        if let Some(deliver) = self.deliver.take() {
             deliver(outcome);
         }
     }
 
     /// Drops the reply without delivering anything.
     pub(crate) fn cancel(mut self) {
-        self.0 = None;
+        self.deliver = None;
     }
 }
 
 impl Drop for Reply {
     fn drop(&mut self) {
-        if let Some(deliver) = self.0.take() {
+        if let Some(deliver) = self.deliver.take() {
             deliver(Outcome::Failed("the task's worker ended before the task finished (it was terminated)".into()));
         }
     }

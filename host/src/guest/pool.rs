@@ -25,6 +25,7 @@ impl From<TaskError> for wit::TaskError {
             TaskError::UnknownEntry(name) => wit::TaskError::UnknownEntry(name),
             TaskError::Spawn(why) => wit::TaskError::SpawnFailed(why),
             TaskError::Serde(why) => wit::TaskError::Failed(why),
+            full @ TaskError::QueueFull(_) => wit::TaskError::Failed(full.to_string()),
         }
     }
 }
@@ -53,6 +54,7 @@ impl HostPool for Ctx {
             max_tasks: maxtasksperchild,
             initializer,
             task_timeout: None,
+            max_held: self.launch.limits.max_memory.unwrap_or(self.host.max_memory),
         };
         if let Err(error) = self.may_spawn() {
             return Ok(Err(crate::pool::TaskError::from(error).into()));
@@ -73,8 +75,12 @@ impl HostPool for Ctx {
         let core = self.pool(&handle)?;
         let slot = Arc::new(ResultSlot::default());
         let job = Job { entry, inputs: Batch::one(args), many: false, reply: slot.reply() };
-        if let Err(error) = core.submit(job) {
-            slot.set(Err(error));
+        match core.submit(job) {
+            Ok(()) => {}
+            // `apply_async` has no error to return: the guest traps, as
+            // for a child it may not create.
+            Err(full @ TaskError::QueueFull(_)) => wasmtime::bail!("{full}"),
+            Err(error) => slot.set(Err(error)),
         }
         Ok(self.table.push(GuestAsyncResult { slot })?)
     }

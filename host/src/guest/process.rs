@@ -12,7 +12,6 @@ use crate::backend::Forked;
 use crate::error::Error;
 use crate::exit::Signal;
 use crate::instance::Ctx;
-use crate::limits::format_size;
 use crate::sync::Request;
 use std::time::Duration;
 use wasmtime::component::Resource;
@@ -82,15 +81,11 @@ impl HostProcess for Ctx {
         // The arguments of children not yet started are the process's to
         // hold, as its memory is: no more than its memory cap in all.
         let limit = self.launch.limits.max_memory.unwrap_or(self.host.max_memory);
-        let waiting = self.node.waiting_bytes().saturating_add(args.len() as u64);
-        if waiting > limit {
-            wasmtime::bail!(
-                "cannot create a process: the arguments of the children not yet started would hold {waiting} bytes, past this process's limit of {} (--max-memory)",
-                format_size(limit)
-            );
-        }
         let launch = self.launch.child(entry, args);
-        let node = self.node.create_child(launch);
+        let node = match self.node.create_child_within(launch, limit) {
+            Ok(node) => node,
+            Err(why) => wasmtime::bail!("cannot create a process: {why}"),
+        };
         Ok(self.table.push(GuestProcess { node, is_self: false, is_parent: false })?)
     }
 

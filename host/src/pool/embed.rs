@@ -93,6 +93,7 @@ impl PoolBuilder {
             max_tasks: self.max_tasks,
             initializer: self.initializer,
             task_timeout,
+            max_held: u64::MAX,
         };
         let core = host.block_on(PoolCore::start(&host, &host.root, command.launch().clone(), settings))?;
         Ok(Pool { core })

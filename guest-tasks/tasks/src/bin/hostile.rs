@@ -4,6 +4,10 @@
 //! - `pool-huge N`: asks for a pool of N workers (far past the cap);
 //! - `unstarted N SIZE drop|keep`: creates N processes, never started, each
 //!   with SIZE bytes of arguments, and drops or keeps each;
+//! - `queued N SIZE wait|drop|map`: queues N tasks on a pool of one
+//!   worker, each with SIZE bytes of arguments, and waits for each (`wait`),
+//!   or, the worker kept busy, drops each handle (`drop`) or then maps ten
+//!   more items of SIZE (`map`);
 //! - `deep N`: the entry `deep` returns a value nested N levels (for
 //!   `host map --entry deep`);
 //! - `rename NAME`: renames itself, then prints a line;
@@ -86,6 +90,29 @@ fn unstarted(n: usize, size: usize, keep: bool) {
     report("created", n);
 }
 
+fn queued(n: usize, size: usize, mode: &str) {
+    let pool = mp::Pool::new(1);
+    let args = serde_bytes::ByteBuf::from(vec![7u8; size]);
+    let _busy = (mode != "wait").then(|| pool.apply_async(target!(sleeper), 3600));
+    for i in 1..=n {
+        let result = pool.apply_async(target!(noop), args.clone());
+        if mode == "wait" {
+            result.get().expect("a task");
+        }
+        if i % 10 == 0 {
+            report("queued", i);
+        }
+    }
+    report("queued", n);
+    if mode == "map" {
+        match pool.map(target!(noop), vec![args; 10]) {
+            Ok(_) => report("map", "done"),
+            Err(error) => report("map refused", error),
+        }
+    }
+    pool.terminate();
+}
+
 fn forever(what: &str) {
     let most = Some(u64::MAX);
     report("blocking in", what);
@@ -135,6 +162,7 @@ fn main() {
     match arg(0) {
         "pool-huge" => pool_huge(number(1) as u32),
         "unstarted" => unstarted(number(1), number(2), arg(3) == "keep"),
+        "queued" => queued(number(1), number(2), arg(3)),
         "rename" => {
             mp::current_process().set_name(arg(1)).expect("a rename");
             report("renamed", "yes");
