@@ -10,8 +10,8 @@ use std::sync::Arc;
 mod container;
 mod map_results;
 mod pool;
-mod process;
 mod primitives;
+mod process;
 mod sync;
 mod wait;
 

@@ -4,8 +4,12 @@
 //! helpers of [`super::sync`], which also holds the handles, the queues and
 //! the connections.
 
-use super::mp::host::sync::{self as wit, HostBarrier, HostCondition, HostEvent, HostLock, HostSemaphore, HostSharedArray};
-use super::sync::{Answer, GuestArray, GuestBarrier, GuestCondition, GuestEvent, GuestLock, GuestSemaphore, unexpected};
+use super::mp::host::sync::{
+    self as wit, HostBarrier, HostCondition, HostEvent, HostLock, HostSemaphore, HostSharedArray,
+};
+use super::sync::{
+    Answer, GuestArray, GuestBarrier, GuestCondition, GuestEvent, GuestLock, GuestSemaphore, unexpected,
+};
 use crate::instance::Ctx;
 use crate::sync::{Error, Kind, Numbers, Reply, Request, Spec};
 use wasmtime::component::Resource;

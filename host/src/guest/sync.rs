@@ -16,9 +16,7 @@
 use super::mp::host::sync::{self as wit, Host, HostConnection, HostQueue};
 use crate::instance::Ctx;
 use crate::sync::budget::Account;
-use crate::sync::{
-    Error, Kind, Number, Payload, QueueObject, QuotaKind, Registry, Reply, Request, Spec, Token,
-};
+use crate::sync::{Error, Kind, Number, Payload, QueueObject, QuotaKind, Registry, Reply, Request, Spec, Token};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use wasmtime::component::Resource;
@@ -266,7 +264,10 @@ impl Ctx {
     }
 
     /// Gives up the hold of a handle (once).
-    pub(super) async fn close_handle<K: 'static + Send>(&mut self, handle: &Resource<SyncHandle<K>>) -> wasmtime::Result<()> {
+    pub(super) async fn close_handle<K: 'static + Send>(
+        &mut self,
+        handle: &Resource<SyncHandle<K>>,
+    ) -> wasmtime::Result<()> {
         let entry = self.table.get_mut(handle)?;
         if std::mem::replace(&mut entry.closed, true) {
             return Ok(());
@@ -287,7 +288,10 @@ impl Ctx {
         Ok(())
     }
 
-    pub(super) async fn lock_of<K: 'static + Send>(&mut self, handle: &Resource<SyncHandle<K>>) -> Answer<Resource<GuestLock>> {
+    pub(super) async fn lock_of<K: 'static + Send>(
+        &mut self,
+        handle: &Resource<SyncHandle<K>>,
+    ) -> Answer<Resource<GuestLock>> {
         match self.request(handle, |id| Request::GetLock { id }).await? {
             Ok(Reply::Handles(tokens)) if tokens.len() == 1 => Ok(Ok(self.push(tokens[0])?)),
             Ok(other) => Ok(Err(unexpected(other))),
