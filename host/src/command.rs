@@ -5,9 +5,9 @@
 //! its parent's launch (program, grants, limits, output) with a new entry.
 
 use crate::error::Error;
+use crate::handle::Process;
 use crate::limits::Limits;
 use crate::output::{Format, Stdin, Stdio};
-use crate::process::Process;
 use crate::program::Program;
 use crate::work::Work;
 use std::path::PathBuf;

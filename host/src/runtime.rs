@@ -179,7 +179,7 @@ impl HostBuilder {
 
     /// The binary the native backend re-executes as a worker (default: the
     /// `HOST_WORKER_EXE` environment variable, else the current executable,
-    /// which must then call [`worker::main`](crate::worker::main) when its
+    /// which must then call `host::worker::main` (feature `native`) when its
     /// first argument is `__worker`; the `host` binary does).
     pub fn worker_program(mut self, path: impl Into<PathBuf>) -> Self {
         self.worker_program = Some(path.into());

@@ -6,14 +6,14 @@
 //! process has an *account*; a queue item or pipe message is charged to the
 //! process that put or sent it ([`ITEM_OVERHEAD`] bytes more than its size,
 //! for the host's own bookkeeping), an object and an array's numbers to the
-//! process that created it. The charge is a [`Charge`] that travels with what
+//! process that created it. The charge is a `Charge` that travels with what
 //! it pays for and is given back when that goes: the item handed over to a
 //! reader, the object freed, the pipe end closed.
 //!
 //! Two limits apply to every charge, and a charge past either is refused
 //! with [`Error::Quota`] (the host does not grow):
-//! - per process: [`Quotas::bytes`] (`--max-shared`, default
-//!   [`DEFAULT_MAX_SHARED`]) and [`Quotas::objects`] (default
+//! - per process: `Quotas::bytes` (`--max-shared`, default
+//!   [`DEFAULT_MAX_SHARED`]) and `Quotas::objects` (default
 //!   [`DEFAULT_MAX_SHARED_OBJECTS`]);
 //! - for the whole run: [`RUN_FACTOR`] times each, however many processes
 //!   come and go.

@@ -2,11 +2,11 @@
 //! `Queue`, `JoinableQueue`, `Pipe`, `Lock`, `RLock`, `Semaphore`,
 //! `BoundedSemaphore`, `Event`, `Condition`, `Barrier`, `Value` and `Array`.
 //!
-//! Every object lives in the root host, in one [`Registry`]; processes never
-//! share memory, they only send requests ([`Request`]) naming an object. On
+//! Every object lives in the root host, in one `Registry`; processes never
+//! share memory, they only send requests (`Request`) naming an object. On
 //! the thread backend a guest's request is a call into the registry; on the
 //! native backend a worker sends it over a unix socket to the root host (the
-//! broker, see [`broker`]), which runs it and answers. Either way the same
+//! broker, see `broker.rs`), which runs it and answers. Either way the same
 //! code runs every object's semantics, and every wait is asynchronous (a
 //! tokio `Notify`), so a process blocked in `get`, `recv`, `acquire`, `wait`
 //! or `join` holds no thread and is terminated at once.

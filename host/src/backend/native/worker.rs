@@ -1,6 +1,6 @@
 //! Worker mode: the host binary running one process for its parent host.
 //!
-//! A worker reads its [`Start`](protocol::Start) message from stdin, maps
+//! A worker reads its start message (`protocol::Start`) from stdin, maps
 //! the sealed compiled code the root host handed it, and runs the process as
 //! its own root: children a guest spawns become the worker's OS children.
 //! When the guest ends, the worker reports why on fd 3, announces its
