@@ -23,7 +23,7 @@ pub struct Limits {
 
 /// Bytes a process has the host hold for it outside its own memory: the
 /// arguments of its children not yet started and of its pool tasks not yet
-/// taken by a worker. They count against its memory cap (`--max-memory`),
+/// answered (running ones included). They count against its memory cap (`--max-memory`),
 /// all of them together, so a guest cannot park unbounded bytes in the host
 /// by creating children it never starts or queueing tasks it never waits for.
 #[derive(Default)]
@@ -38,7 +38,7 @@ impl Holds {
         match self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, add) {
             Ok(_) => Ok(Held { bytes, total: self.0.clone() }),
             Err(held) => Err(format!(
-                "the arguments of its children not yet started and of its pool tasks not yet taken by a worker would hold {} bytes in the host, past this process's limit of {} (--max-memory)",
+                "the arguments of its children not yet started and of its pool tasks not yet answered would hold {} bytes in the host, past this process's limit of {} (--max-memory)",
                 held.saturating_add(bytes),
                 format_size(limit)
             )),
