@@ -214,13 +214,12 @@ impl Objects for Served {
     fn call(&self, pid: u32, request: Vec<u8>) -> BoxFuture<'_, Result<Answered, String>> {
         Box::pin(async move {
             let request = wire::decode::<Request>(request)?;
-            let taken_from = match request {
-                Request::Get { id, .. } | Request::Recv { id } => Some(id),
-                _ => None,
-            };
-            let got_from = match request {
-                Request::Get { id, .. } => Some(id),
-                _ => None,
+            // What a message is taken from, and whether by a queue's get
+            // (which may lease the next items ahead).
+            let (taken_from, got_from) = match request {
+                Request::Get { id, .. } => (Some(id), Some(id)),
+                Request::Recv { id } => (Some(id), None),
+                _ => (None, None),
             };
             let put_to = match request {
                 Request::Put { id, .. } => Some(id),

@@ -85,8 +85,21 @@ impl Queue {
 
     /// Puts an item taken by `get` back in front (it was not handed over).
     pub(crate) fn give_back(&self, item: Message) {
-        self.state.lock().unwrap().items.push_front(item);
-        self.put.notify_one();
+        self.give_back_all(vec![item]);
+    }
+
+    /// Puts items taken by `get` back in front, oldest first, all at once:
+    /// a getter woken meanwhile cannot take a later one before an earlier.
+    pub(crate) fn give_back_all(&self, items: Vec<Message>) {
+        let count = items.len();
+        let mut state = self.state.lock().unwrap();
+        for item in items.into_iter().rev() {
+            state.items.push_front(item);
+        }
+        drop(state);
+        for _ in 0..count {
+            self.put.notify_one();
+        }
     }
 
     /// Whether it has a `maxsize` (a `put` may wait); transport glue: an

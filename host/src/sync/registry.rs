@@ -134,25 +134,34 @@ impl Registry {
     /// Puts back a message taken for a process that could not receive it
     /// (native backend: its worker ended as the answer was sent).
     pub(crate) fn give_back(&self, id: u64, message: Vec<u8>) {
-        // Counted in the run's total again: its sender's charge was given
-        // back as it was taken.
-        let charge = self.budgets.charge_anyway(Message::cost(message.len()));
-        let message = Message::new(message, charge);
-        let object = self.objects.lock().unwrap().map.get(&id).map(|e| e.object.clone());
-        match object {
+        let message = self.charged_again(message);
+        match self.object_by_id(id) {
             Some(Object::Queue(queue)) => queue.give_back(message),
             Some(Object::Connection(pipe, end)) => pipe.give_back(end, message),
             _ => {}
         }
     }
 
-    /// Puts what leases did not hand over back in front of their queues.
+    /// Puts what leases did not hand over back in front of their queues,
+    /// each lease's items at once and in order.
     fn give_back_leased(&self, given: GivenBack) {
         for (queue, items) in given {
-            for item in items.into_iter().rev() {
-                self.give_back(queue, item);
+            if let Some(Object::Queue(queue)) = self.object_by_id(queue) {
+                queue.give_back_all(items.into_iter().map(|item| self.charged_again(item)).collect());
             }
         }
+    }
+
+    /// A message taken and going back: counted in the run's total again
+    /// (its sender's charge was given back as it was taken).
+    fn charged_again(&self, message: Vec<u8>) -> Message {
+        let charge = self.budgets.charge_anyway(Message::cost(message.len()));
+        Message::new(message, charge)
+    }
+
+    /// The object `id`, whoever holds it.
+    fn object_by_id(&self, id: u64) -> Option<Object> {
+        self.objects.lock().unwrap().map.get(&id).map(|e| e.object.clone())
     }
 
     /// After `pid`'s get on `queue` was answered: more of its items, handed
