@@ -189,3 +189,27 @@ fn a_spawned_child_stays_its_parents_alone() {
     assert_eq!(get(&report, "spawned-exitcode"), "Some(-15)");
     assert_eq!(get(&report, "forked-name"), "Process-2");
 }
+
+/// Where output is labelled (`--count 2`), a forked child's lines carry its
+/// own label from the fork on, as a spawned child's do; its parent's
+/// unfinished line stays its parent's, printed once.
+#[test]
+fn a_forked_childs_lines_carry_its_own_label() {
+    let out = run(&["--count", "2", s(&guest("fork")), "--", "output"]);
+    if is_thread_backend() {
+        out.assert_status(1);
+        return;
+    }
+    out.assert_status(0);
+    let mut lines = out.stdout_lines();
+    lines.sort();
+    let expected = [
+        "Process-1/Process-1: child",
+        "Process-1: before parent",
+        "Process-1: done: output",
+        "Process-2/Process-1: child",
+        "Process-2: before parent",
+        "Process-2: done: output",
+    ];
+    assert_eq!(lines, expected, "{out:#?}");
+}

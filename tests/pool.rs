@@ -286,6 +286,31 @@ fn a_huge_result_arrives() {
     assert_eq!(pool.apply::<_, i64>("square", &4).unwrap(), 16);
 }
 
+/// The results of a map that came and are not yet taken (in input order,
+/// those that wait for an earlier one; here, none taken until every one
+/// came) hold at most the workers' memory cap in the host: those past it
+/// fail, naming the limit, and the others arrive whole. Taken, they give
+/// their room back.
+#[test]
+fn untaken_map_results_are_bounded_and_taken_ones_freed() {
+    let host = host();
+    let program = host.load(guest("pool-tasks")).unwrap();
+    let pool = Pool::builder(&program).processes(2).max_memory(32 << 20).build().unwrap();
+    let untaken = pool.imap::<u32, String, _>("text", vec![1; 60], 1).unwrap();
+    pool.close();
+    pool.join().unwrap();
+    let (taken, failed): (Vec<_>, Vec<_>) = untaken.partition(Result::is_ok);
+    assert!((1..32).contains(&taken.len()), "{} taken", taken.len());
+    assert!(taken.iter().all(|text| text.as_ref().unwrap().len() == 1 << 20));
+    assert_eq!(taken.len() + failed.len(), 60);
+    let TaskError::Failed(why) = failed[0].as_ref().unwrap_err() else { panic!("{:?}", failed[0]) };
+    assert!(why.contains("--max-memory") && why.contains("32MiB"), "{why}");
+
+    let pool = Pool::builder(&program).processes(2).max_memory(32 << 20).build().unwrap();
+    let taken = pool.imap::<u32, String, _>("text", vec![1; 20], 1).unwrap().filter(Result::is_ok).count();
+    assert_eq!(taken, 20);
+}
+
 #[test]
 fn cli_map_line_that_is_not_utf8_is_one_error_line() {
     let dir = tempfile::tempdir().unwrap();

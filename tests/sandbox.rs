@@ -371,6 +371,23 @@ fn queued_pool_tasks_are_bounded_and_answered_ones_freed() {
     assert!(refused.contains("cannot queue the task") && refused.contains("--max-memory"), "{out:#?}");
 }
 
+/// The results of a guest's map that came and are not yet taken count
+/// against its memory cap with the rest it has the host hold: past it the
+/// results fail with an error naming `--max-memory`, which the guest
+/// takes; taken, they give their room back.
+#[test]
+fn untaken_map_results_of_a_guest_are_bounded_and_taken_ones_freed() {
+    let mib = (1 << 20).to_string();
+    let out = run(&["--max-memory", "64MiB", s(&guest("hostile")), "--", "results", "100", &mib]);
+    out.assert_status(0);
+    let report = out.report();
+    let count = |key: &str| -> usize { report.get(key).unwrap_or_else(|| panic!("{out:#?}")).parse().unwrap() };
+    assert!((1..64).contains(&count("taken")), "{out:#?}");
+    assert_eq!(count("taken") + count("failed"), 100, "{out:#?}");
+    assert!(report["error"].contains("--max-memory"), "{out:#?}");
+    assert_eq!(count("then taken"), 10, "{out:#?}");
+}
+
 /// `--timeout` ends a process blocked in any host call, even one given the
 /// longest timeout a guest can ask for.
 #[test]

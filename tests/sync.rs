@@ -327,6 +327,22 @@ fn objects_are_bounded_and_freed_ones_give_their_room_back() {
         DEFAULT_MAX_SHARED_OBJECTS + 1
     );
     assert!(out.process_stderr().contains(&limit), "{out:#?}");
+    assert!(out.process_stderr().contains("cannot create a Lock"), "{out:#?}");
+}
+
+/// Every kind of object past the budget is refused with a quota error the
+/// guest takes from the WIT's `create` functions (the SDK's constructors
+/// panic with it, as Python raises), not a trap; one freed, one more fits.
+#[test]
+fn every_kind_of_object_past_the_budget_is_an_error_the_guest_takes() {
+    let out = run(&[s(&guest("shared-limits")), "--", "every-kind"]);
+    out.assert_status(0);
+    let report = out.report();
+    for kind in ["queue", "lock", "semaphore", "event", "condition", "barrier", "array", "pipe"] {
+        let refused = report.get(kind).unwrap_or_else(|| panic!("{kind}: {out:#?}"));
+        assert!(refused.starts_with("quota exceeded") && refused.contains("shared objects"), "{kind}: {out:#?}");
+    }
+    check(&report, &[("after one is freed", "created")]);
 }
 
 /// A manager's containers count as objects, and a refused one is an error

@@ -38,6 +38,19 @@ pub(crate) struct Ctx {
     pub(crate) node: Arc<Node>,
     pub(crate) host: Arc<HostInner>,
     pub(crate) launch: Launch,
+    /// Its stdout and stderr, which a forked child relabels.
+    outputs: Outputs,
+}
+
+impl Ctx {
+    /// In a forked child, from the fork on: `launch` is its own (its
+    /// children's labels extend its label), and so are its output lines'
+    /// labels.
+    pub(crate) fn become_forked(&mut self, launch: Launch) {
+        self.outputs.stdout.relabel(launch.label.clone());
+        self.outputs.stderr.relabel(launch.label.clone());
+        self.launch = launch;
+    }
 }
 
 impl WasiView for Ctx {
@@ -64,6 +77,7 @@ pub(crate) fn core_linker(engine: &wasmtime::Engine) -> wasmtime::Result<wasmtim
 }
 
 /// A process's stdout and stderr.
+#[derive(Clone)]
 pub(crate) struct Outputs {
     pub(crate) stdout: Arc<LineSink>,
     pub(crate) stderr: Arc<LineSink>,
@@ -333,6 +347,7 @@ async fn list_entries_unbounded(
             node: Node::detached(),
             launch: probe_launch(&host, pre)?,
             host: host.clone(),
+            outputs: launch_outputs.clone(),
         },
     );
     prepare_store(&mut store, Some(PROBE_FUEL), host.fuel);
@@ -400,6 +415,7 @@ fn new_store(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, outputs: &Ou
             node,
             host,
             launch,
+            outputs: outputs.clone(),
         },
     );
     prepare_store(&mut store, limits.fuel, fuel);

@@ -23,10 +23,12 @@ pub struct Limits {
 
 /// Bytes a process has the host hold for it outside its own memory: the
 /// arguments of its children not yet started and of its pool tasks not yet
-/// answered (running ones included). They count against its memory cap (`--max-memory`),
+/// answered (running ones included), and the results of its maps that came
+/// and are not yet taken. They count against its memory cap (`--max-memory`),
 /// all of them together, so a guest cannot park unbounded bytes in the host
-/// by creating children it never starts or queueing tasks it never waits for.
-#[derive(Default)]
+/// by creating children it never starts, queueing tasks it never waits for
+/// or leaving results untaken. A clone counts on the same total.
+#[derive(Default, Clone)]
 pub(crate) struct Holds(Arc<AtomicU64>);
 
 impl Holds {
@@ -34,14 +36,21 @@ impl Holds {
     /// the total past `limit`; the error says how far and names
     /// `--max-memory`.
     pub(crate) fn hold(&self, bytes: u64, limit: u64) -> Result<Held, String> {
+        self.hold_or(bytes, limit, |total| {
+            format!(
+                "the arguments of its children not yet started and of its pool tasks not yet answered would hold {total} bytes in the host, past this process's limit of {} (--max-memory)",
+                format_size(limit)
+            )
+        })
+    }
+
+    /// [`hold`](Self::hold), the error made by `refused` from the total
+    /// that was refused.
+    pub(crate) fn hold_or(&self, bytes: u64, limit: u64, refused: impl FnOnce(u64) -> String) -> Result<Held, String> {
         let add = |held: u64| held.checked_add(bytes).filter(|&total| total <= limit);
         match self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, add) {
             Ok(_) => Ok(Held { bytes, total: self.0.clone() }),
-            Err(held) => Err(format!(
-                "the arguments of its children not yet started and of its pool tasks not yet answered would hold {} bytes in the host, past this process's limit of {} (--max-memory)",
-                held.saturating_add(bytes),
-                format_size(limit)
-            )),
+            Err(held) => Err(refused(held.saturating_add(bytes))),
         }
     }
 

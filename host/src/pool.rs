@@ -36,7 +36,7 @@ mod embed;
 mod results;
 pub use embed::{Pool, PoolBuilder};
 pub use results::{AsyncResult, Imap};
-pub(crate) use results::{Chunk, ResultSlot};
+pub(crate) use results::{Chunk, ResultSlot, ResultsBudget};
 
 /// Why a pool task or operation gave no result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -357,6 +357,17 @@ impl PoolCore {
         // A second joiner (the handles are gone) waits for the slots too.
         while self.live_slots.load(Ordering::SeqCst) > 0 {
             tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Where the results of this pool's maps that came and are not yet
+    /// taken count: the embedder's (whose arguments are unbounded) on each
+    /// map's own count, up to its workers' memory cap, a guest's on its
+    /// holds, up to its own.
+    pub(crate) fn results_budget(&self) -> ResultsBudget {
+        match self.max_held {
+            u64::MAX => ResultsBudget::embedder(self.template.limits.max_memory.unwrap_or(self.host.max_memory)),
+            limit => ResultsBudget::guest(self.parent.holds(), limit),
         }
     }
 

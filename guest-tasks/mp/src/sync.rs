@@ -136,6 +136,13 @@ impl From<wit::Error> for Error {
     }
 }
 
+/// What a constructor makes of the host's answer: the object, or, where
+/// Python raises, a panic naming why the host refused it (past the
+/// process's or the run's object budget: [`Error::Quota`]).
+pub(crate) fn created<T>(what: &str, made: Result<T, wit::Error>) -> T {
+    made.unwrap_or_else(|error| panic!("cannot create a {what}: {}", Error::from(error)))
+}
+
 thread_local! {
     /// Set while the arguments of a new process are serialized.
     static SPAWNING: Cell<bool> = const { Cell::new(false) };
@@ -224,7 +231,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// A queue of at most `maxsize` items (0: unbounded).
     pub fn with_maxsize(maxsize: u32) -> Queue<T> {
-        Queue { inner: wit::Queue::new(maxsize, false), item: PhantomData }
+        Queue { inner: created("Queue", wit::Queue::create(maxsize, false)), item: PhantomData }
     }
 
     /// Puts `item`, waiting for room while the queue is full.
@@ -300,7 +307,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     }
 
     pub fn with_maxsize(maxsize: u32) -> JoinableQueue<T> {
-        JoinableQueue(Queue { inner: wit::Queue::new(maxsize, true), item: PhantomData })
+        JoinableQueue(Queue { inner: created("JoinableQueue", wit::Queue::create(maxsize, true)), item: PhantomData })
     }
 
     /// One item taken from the queue is processed.
@@ -347,7 +354,7 @@ pub struct Connection {
 /// the first receives, the second sends.
 #[allow(non_snake_case)]
 pub fn Pipe(duplex: bool) -> (Connection, Connection) {
-    let (a, b) = wit::pipe(duplex);
+    let (a, b) = created("Pipe", wit::create_pipe(duplex));
     (Connection { inner: a }, Connection { inner: b })
 }
 

@@ -180,8 +180,9 @@ pub(crate) fn parent_in_tree(host: &Arc<HostInner>, node: &Arc<Node>) -> Option<
 // Only a backend that forks makes a `Child`; a build without one never does.
 #[allow(dead_code)]
 pub(crate) enum Forked {
-    /// This is the new process.
-    Child,
+    /// This is the new process, started as this launch says (its own
+    /// label, its own place in the tree).
+    Child(Box<Launch>),
     /// This is the caller; the new process, started.
     Parent(Arc<Node>),
 }

@@ -45,11 +45,7 @@ impl HostContainer for Ctx {
         self.create(Spec::Container(container_kind(kind))).await
     }
     async fn create(&mut self, kind: wit::ContainerKind) -> Answer<Resource<GuestContainer>> {
-        match self.sync(Request::Create(Spec::Container(container_kind(kind)))).await {
-            Ok(Reply::Handles(tokens)) if tokens.len() == 1 => Ok(Ok(self.push(tokens[0])?)),
-            Ok(other) => Ok(Err(unexpected(other))),
-            Err(error) => Ok(Err(error)),
-        }
+        self.try_create(Spec::Container(container_kind(kind))).await
     }
     async fn open(&mut self, token: String, kind: wit::ContainerKind) -> Answer<Resource<GuestContainer>> {
         Ctx::open(self, token, container_kind(kind)).await

@@ -6,6 +6,7 @@ use super::mp::host::pool::{self as wit, HostMapResults};
 use super::{GuestMapResults, GuestPool};
 use crate::codec::Batch;
 use crate::instance::Ctx;
+use crate::limits::Held;
 use crate::pool::Chunk;
 use crate::work::Outcome;
 use std::collections::VecDeque;
@@ -15,14 +16,16 @@ use wasmtime::component::Resource;
 
 /// What a guest's `map-results` has received and not yet handed over.
 pub(crate) struct MapState {
-    /// Each chunk's outcome, with the chunk's index, as it arrives.
-    receiver: tokio::sync::mpsc::UnboundedReceiver<(usize, Outcome)>,
+    /// Each chunk's outcome, with the chunk's index and its count on what
+    /// this process has the host hold, as it arrives.
+    receiver: tokio::sync::mpsc::UnboundedReceiver<(usize, Outcome, Option<Held>)>,
     /// Each chunk's size and its first item's index.
     chunks: Vec<(usize, usize)>,
     /// Chunks received so far.
     received: usize,
-    /// Results received and not yet given.
+    /// Results received and not yet given, and their count.
     ready: VecDeque<wit::ItemResult>,
+    ready_held: Option<Held>,
     /// A refusal, for the first `next`.
     refused: Option<wit::TaskError>,
     items: u32,
@@ -47,12 +50,14 @@ impl MapState {
             None => self.receiver.recv().await,
         };
         // Every submitted chunk is answered exactly once.
-        let Some((chunk, outcome)) = arrived else {
+        let Some((chunk, outcome, held)) = arrived else {
             return Ok(None);
         };
         self.received += 1;
         let (size, first) = self.chunks[chunk];
         let chunk = Chunk::new(outcome, size);
+        // The previous chunk's results were all given.
+        self.ready_held = held;
         for i in 0..size {
             self.ready.push_back(wit::ItemResult {
                 index: (first + i) as u32,
@@ -74,8 +79,10 @@ impl HostMapResults for Ctx {
         let core = self.table.get(&pool)?.core.clone();
         let items = args.len() as u32;
         let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let budget = core.results_budget();
         let deliver = move |index, outcome| {
-            let _ = sender.send((index, outcome));
+            let (outcome, held) = budget.hold(outcome);
+            let _ = sender.send((index, outcome, held));
         };
         let chunksize = chunksize.map_or(1, |n| n.max(1) as usize);
         let mut batch = Batch::with_capacity(args.len(), args.iter().map(Vec::len).sum());
@@ -96,7 +103,8 @@ impl HostMapResults for Ctx {
             }
             Err(error) => (Vec::new(), Some(error.into())),
         };
-        let state = MapState { receiver, chunks, received: 0, ready: VecDeque::new(), refused, items };
+        let state =
+            MapState { receiver, chunks, received: 0, ready: VecDeque::new(), ready_held: None, refused, items };
         Ok(self.table.push(GuestMapResults { state: Arc::new(tokio::sync::Mutex::new(state)) })?)
     }
 

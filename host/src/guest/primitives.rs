@@ -8,15 +8,18 @@ use super::mp::host::sync::{
     self as wit, HostBarrier, HostCondition, HostEvent, HostLock, HostSemaphore, HostSharedArray,
 };
 use super::sync::{
-    Answer, GuestArray, GuestBarrier, GuestCondition, GuestEvent, GuestLock, GuestSemaphore, unexpected,
+    Answer, GuestArray, GuestBarrier, GuestCondition, GuestEvent, GuestLock, GuestSemaphore, refusal_traps, unexpected,
 };
 use crate::instance::Ctx;
-use crate::sync::{Error, Kind, Numbers, Reply, Request, Spec};
+use crate::sync::{Kind, Numbers, Reply, Request, Spec};
 use wasmtime::component::Resource;
 
 impl HostLock for Ctx {
     async fn new(&mut self, recursive: bool) -> wasmtime::Result<Resource<GuestLock>> {
         self.create(Spec::Lock { recursive }).await
+    }
+    async fn create(&mut self, recursive: bool) -> Answer<Resource<GuestLock>> {
+        self.try_create(Spec::Lock { recursive }).await
     }
     async fn open(&mut self, token: String) -> Answer<Resource<GuestLock>> {
         Ctx::open(self, token, Kind::Lock).await
@@ -38,6 +41,9 @@ impl HostLock for Ctx {
 impl HostSemaphore for Ctx {
     async fn new(&mut self, value: u32, bounded: bool) -> wasmtime::Result<Resource<GuestSemaphore>> {
         self.create(Spec::Semaphore { value, bounded }).await
+    }
+    async fn create(&mut self, value: u32, bounded: bool) -> Answer<Resource<GuestSemaphore>> {
+        self.try_create(Spec::Semaphore { value, bounded }).await
     }
     async fn open(&mut self, token: String) -> Answer<Resource<GuestSemaphore>> {
         Ctx::open(self, token, Kind::Semaphore).await
@@ -62,6 +68,9 @@ impl HostSemaphore for Ctx {
 impl HostEvent for Ctx {
     async fn new(&mut self) -> wasmtime::Result<Resource<GuestEvent>> {
         self.create(Spec::Event).await
+    }
+    async fn create(&mut self) -> Answer<Resource<GuestEvent>> {
+        self.try_create(Spec::Event).await
     }
     async fn open(&mut self, token: String) -> Answer<Resource<GuestEvent>> {
         Ctx::open(self, token, Kind::Event).await
@@ -88,11 +97,17 @@ impl HostEvent for Ctx {
 
 impl HostCondition for Ctx {
     async fn new(&mut self, lock: Option<Resource<GuestLock>>) -> wasmtime::Result<Resource<GuestCondition>> {
+        refusal_traps(HostCondition::create(self, lock).await)
+    }
+    async fn create(&mut self, lock: Option<Resource<GuestLock>>) -> Answer<Resource<GuestCondition>> {
         let lock = match &lock {
-            Some(lock) => Some(self.id(lock)?.map_err(|e| wasmtime::format_err!("{}", Error::from_wit(e)))?),
+            Some(lock) => match self.id(lock)? {
+                Ok(id) => Some(id),
+                Err(error) => return Ok(Err(error)),
+            },
             None => None,
         };
-        self.create(Spec::Condition { lock }).await
+        self.try_create(Spec::Condition { lock }).await
     }
     async fn open(&mut self, token: String) -> Answer<Resource<GuestCondition>> {
         Ctx::open(self, token, Kind::Condition).await
@@ -130,6 +145,9 @@ impl HostBarrier for Ctx {
     async fn new(&mut self, parties: u32) -> wasmtime::Result<Resource<GuestBarrier>> {
         self.create(Spec::Barrier { parties }).await
     }
+    async fn create(&mut self, parties: u32) -> Answer<Resource<GuestBarrier>> {
+        self.try_create(Spec::Barrier { parties }).await
+    }
     async fn open(&mut self, token: String) -> Answer<Resource<GuestBarrier>> {
         Ctx::open(self, token, Kind::Barrier).await
     }
@@ -161,11 +179,14 @@ impl HostBarrier for Ctx {
 
 impl HostSharedArray for Ctx {
     async fn new(&mut self, values: wit::Numbers) -> wasmtime::Result<Resource<GuestArray>> {
+        refusal_traps(HostSharedArray::create(self, values).await)
+    }
+    async fn create(&mut self, values: wit::Numbers) -> Answer<Resource<GuestArray>> {
         let values = match values {
             wit::Numbers::Ints(v) => Numbers::Ints(v),
             wit::Numbers::Floats(v) => Numbers::Floats(v),
         };
-        self.create(Spec::Array(values)).await
+        self.try_create(Spec::Array(values)).await
     }
     async fn open(&mut self, token: String) -> Answer<Resource<GuestArray>> {
         Ctx::open(self, token, Kind::Array).await

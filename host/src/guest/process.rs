@@ -229,7 +229,8 @@ impl Host for Ctx {
         }
         let forked = self.host.backend.fork(&self.host, &self.node, &self.launch);
         match (forked, ticket) {
-            (Ok(Forked::Child), ticket) => {
+            (Ok(Forked::Child(launch)), ticket) => {
+                self.become_forked(*launch);
                 if let Some(ticket) = ticket {
                     let _ = self.host.sync.call(&self.node, Request::ClaimForked { ticket }).await;
                 }

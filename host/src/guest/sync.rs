@@ -116,6 +116,13 @@ pub(super) fn unexpected(reply: Reply) -> wit::Error {
     wit::Error::Invalid(format!("unexpected reply from the broker: {reply:?}"))
 }
 
+/// What a WIT constructor (which has no error to return) makes of a
+/// refused creation (the object budget, a broken broker): a trap naming
+/// the reason. The `create` functions return it instead.
+pub(super) fn refusal_traps<T>(created: Answer<T>) -> wasmtime::Result<T> {
+    created?.map_err(|error| wasmtime::format_err!("cannot create a shared object: {}", Error::from_wit(error)))
+}
+
 impl Ctx {
     /// Sends `request` as this process; the future holds no borrow of the
     /// store's data (which is not `Sync`).
@@ -190,13 +197,18 @@ impl Ctx {
         Ok(self.table.push(SyncHandle { token, closed: false, queue: None, kind: PhantomData })?)
     }
 
-    /// Creates one object; a failure traps (only a broken broker or a bad
-    /// constructor argument can fail).
+    /// Creates one object for a WIT constructor, which has no error to
+    /// return: a refusal traps (see [`refusal_traps`]).
     pub(super) async fn create<K: 'static + Send>(&mut self, spec: Spec) -> wasmtime::Result<Resource<SyncHandle<K>>> {
+        refusal_traps(self.try_create(spec).await)
+    }
+
+    /// Creates one object, or says why the host refused it (`quota`).
+    pub(super) async fn try_create<K: 'static + Send>(&mut self, spec: Spec) -> Answer<Resource<SyncHandle<K>>> {
         match self.sync(Request::Create(spec)).await {
-            Ok(Reply::Handles(tokens)) if tokens.len() == 1 => self.push(tokens[0]),
-            Ok(other) => Err(wasmtime::format_err!("{}", Error::from_wit(unexpected(other)))),
-            Err(error) => Err(wasmtime::format_err!("cannot create a shared object: {}", Error::from_wit(error))),
+            Ok(Reply::Handles(tokens)) if tokens.len() == 1 => Ok(Ok(self.push(tokens[0])?)),
+            Ok(other) => Ok(Err(unexpected(other))),
+            Err(error) => Ok(Err(error)),
         }
     }
 
@@ -351,10 +363,14 @@ impl Host for Ctx {
     }
 
     async fn pipe(&mut self, duplex: bool) -> wasmtime::Result<(Resource<GuestConnection>, Resource<GuestConnection>)> {
+        refusal_traps(self.create_pipe(duplex).await)
+    }
+
+    async fn create_pipe(&mut self, duplex: bool) -> Answer<(Resource<GuestConnection>, Resource<GuestConnection>)> {
         match self.sync(Request::Create(Spec::Pipe { duplex })).await {
-            Ok(Reply::Handles(tokens)) if tokens.len() == 2 => Ok((self.push(tokens[0])?, self.push(tokens[1])?)),
-            Ok(other) => Err(wasmtime::format_err!("{}", Error::from_wit(unexpected(other)))),
-            Err(error) => Err(wasmtime::format_err!("cannot create a pipe: {}", Error::from_wit(error))),
+            Ok(Reply::Handles(tokens)) if tokens.len() == 2 => Ok(Ok((self.push(tokens[0])?, self.push(tokens[1])?))),
+            Ok(other) => Ok(Err(unexpected(other))),
+            Err(error) => Ok(Err(error)),
         }
     }
 }
@@ -362,6 +378,9 @@ impl Host for Ctx {
 impl HostQueue for Ctx {
     async fn new(&mut self, maxsize: u32, joinable: bool) -> wasmtime::Result<Resource<GuestQueue>> {
         self.create(Spec::Queue { maxsize, joinable }).await
+    }
+    async fn create(&mut self, maxsize: u32, joinable: bool) -> Answer<Resource<GuestQueue>> {
+        self.try_create(Spec::Queue { maxsize, joinable }).await
     }
     async fn open(&mut self, token: String) -> Answer<Resource<GuestQueue>> {
         Ctx::open(self, token, Kind::Queue).await

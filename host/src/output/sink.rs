@@ -60,11 +60,14 @@ impl Format {
 pub(crate) struct LineSink {
     target: Target,
     stream: Stream,
+    /// Its format; the prefix is the state's (a forked child takes its own).
     format: Format,
     state: Mutex<State>,
 }
 
 struct State {
+    /// The format's prefix.
+    prefix: Option<String>,
     /// The unfinished last line (line mode), shorter than [`MAX_LINE`].
     tail: Vec<u8>,
     /// How many bytes of the current line were labelled and passed on (0:
@@ -78,8 +81,21 @@ struct State {
 
 impl LineSink {
     pub(crate) fn new(stdio: &Stdio, stream: Stream, format: Format) -> Arc<LineSink> {
-        let state = State { tail: Vec::new(), column: 0, at_line_start: true, queued: 0 };
+        let prefix = format.prefix.clone();
+        let state = State { prefix, tail: Vec::new(), column: 0, at_line_start: true, queued: 0 };
         Arc::new(LineSink { target: stdio.0.clone(), stream, format, state: Mutex::new(state) })
+    }
+
+    /// In a forked child: its lines from now on carry `prefix` (its own
+    /// name) where they carried its parent's. The parent's unfinished line
+    /// is its parent's to pass on, not the child's.
+    pub(crate) fn relabel(&self, prefix: Option<String>) {
+        let mut state = self.state.lock().unwrap();
+        if state.prefix.is_some() {
+            state.prefix = prefix;
+        }
+        state.tail.clear();
+        state.column = 0;
     }
 
     /// Takes bytes a process wrote and passes on what its format allows:
@@ -89,10 +105,11 @@ impl LineSink {
         if matches!(self.target, Target::Null) || bytes.is_empty() {
             return;
         }
-        let mut state = self.state.lock().unwrap();
+        let mut guard = self.state.lock().unwrap();
+        let state = &mut *guard;
         if !self.format.whole_lines {
-            let labelled = self.label(bytes, &mut state.column);
-            self.deliver(&mut state, labelled);
+            let labelled = label(state.prefix.as_deref(), bytes, &mut state.column);
+            self.deliver(state, labelled);
             return;
         }
         // Only the new bytes are scanned: the tail holds no newline.
@@ -101,25 +118,25 @@ impl LineSink {
         if let Some(end) = rest.iter().rposition(|&b| b == b'\n') {
             let mut lines = std::mem::take(&mut state.tail);
             lines.extend_from_slice(&rest[..=end]);
-            out = self.label(&lines, &mut state.column);
+            out = label(state.prefix.as_deref(), &lines, &mut state.column);
             rest = &rest[end + 1..];
         }
         // An unfinished line that reaches the limit passes on as a piece: a
         // labelled line of its own, or (unlabelled) as it is.
-        let piece_len = self.piece_len();
+        let piece_len = piece_len(state.prefix.as_deref());
         while state.tail.len() + rest.len() >= piece_len {
             let (head, more) = rest.split_at(piece_len - state.tail.len());
             let mut piece = std::mem::take(&mut state.tail);
             piece.extend_from_slice(head);
             rest = more;
-            out.extend_from_slice(&self.label(&piece, &mut state.column));
-            if self.format.prefix.is_some() {
+            out.extend_from_slice(&label(state.prefix.as_deref(), &piece, &mut state.column));
+            if state.prefix.is_some() {
                 out.push(b'\n');
                 state.column = 0;
             }
         }
         state.tail.extend_from_slice(rest);
-        self.deliver(&mut state, out);
+        self.deliver(state, out);
     }
 
     /// Passes on an unfinished last line (ending it with a newline only when
@@ -135,7 +152,7 @@ impl LineSink {
     /// host stream may come between two deliveries.
     fn finish_locked(&self, state: &mut State) -> Vec<u8> {
         let tail = std::mem::take(&mut state.tail);
-        let mut out = self.label(&tail, &mut state.column);
+        let mut out = label(state.prefix.as_deref(), &tail, &mut state.column);
         let at_line_start = out.last().map_or(state.at_line_start, |&last| last == b'\n');
         if self.format.end_line && !at_line_start {
             out.push(b'\n');
@@ -156,61 +173,8 @@ impl LineSink {
         if !at_line_start {
             line.push(b'\n');
         }
-        line.extend_from_slice(&self.label(format!("{message}\n").as_bytes(), &mut 0));
+        line.extend_from_slice(&label(state.prefix.as_deref(), format!("{message}\n").as_bytes(), &mut 0));
         self.deliver(&mut state, line);
-    }
-
-    /// The longest line labelled with `prefix`, its newline included.
-    fn line_limit(prefix: &str) -> usize {
-        // Room for the newline, and for at least one byte after the prefix.
-        (MAX_LINE - 1).max(prefix.len() + 3)
-    }
-
-    /// How many bytes of an unfinished line make a piece: one labelled line,
-    /// or [`MAX_LINE`] unlabelled.
-    fn piece_len(&self) -> usize {
-        match &self.format.prefix {
-            Some(prefix) => LineSink::line_limit(prefix) - prefix.len() - 2,
-            None => MAX_LINE,
-        }
-    }
-
-    /// `bytes` with the prefix at the start of every line, and a line longer
-    /// than [`MAX_LINE`] (prefix and newline included) broken into labelled
-    /// lines of at most that size, which a root host passes on whole;
-    /// `column` says how much of the current line is already out (0: none),
-    /// and is updated.
-    fn label(&self, bytes: &[u8], column: &mut usize) -> Vec<u8> {
-        let Some(prefix) = &self.format.prefix else { return bytes.to_vec() };
-        let limit = LineSink::line_limit(prefix);
-        let mut out = Vec::with_capacity(bytes.len() + 16);
-        let mut rest = bytes;
-        while let Some(&first) = rest.first() {
-            if *column == limit && first != b'\n' {
-                out.push(b'\n');
-                *column = 0;
-            }
-            if *column == 0 {
-                out.extend_from_slice(prefix.as_bytes());
-                out.extend_from_slice(b": ");
-                *column = prefix.len() + 2;
-            }
-            let room = limit - *column;
-            match rest.iter().position(|&b| b == b'\n') {
-                Some(end) if end <= room => {
-                    out.extend_from_slice(&rest[..=end]);
-                    rest = &rest[end + 1..];
-                    *column = 0;
-                }
-                _ => {
-                    let n = room.min(rest.len());
-                    out.extend_from_slice(&rest[..n]);
-                    rest = &rest[n..];
-                    *column += n;
-                }
-            }
-        }
-        out
     }
 
     /// Hands bytes to the destination, in order: the caller holds the lock.
@@ -263,6 +227,59 @@ impl LineSink {
     pub(crate) fn producer(&self) -> Option<Producer> {
         self.host_stream().map(HostStream::producer)
     }
+}
+
+/// The longest line labelled with `prefix`, its newline included.
+fn line_limit(prefix: &str) -> usize {
+    // Room for the newline, and for at least one byte after the prefix.
+    (MAX_LINE - 1).max(prefix.len() + 3)
+}
+
+/// How many bytes of an unfinished line make a piece: one line labelled
+/// with `prefix`, or [`MAX_LINE`] unlabelled.
+fn piece_len(prefix: Option<&str>) -> usize {
+    match prefix {
+        Some(prefix) => line_limit(prefix) - prefix.len() - 2,
+        None => MAX_LINE,
+    }
+}
+
+/// `bytes` with `prefix` at the start of every line, and a line longer
+/// than [`MAX_LINE`] (prefix and newline included) broken into labelled
+/// lines of at most that size, which a root host passes on whole;
+/// `column` says how much of the current line is already out (0: none),
+/// and is updated.
+fn label(prefix: Option<&str>, bytes: &[u8], column: &mut usize) -> Vec<u8> {
+    let Some(prefix) = prefix else { return bytes.to_vec() };
+    let limit = line_limit(prefix);
+    let mut out = Vec::with_capacity(bytes.len() + 16);
+    let mut rest = bytes;
+    while let Some(&first) = rest.first() {
+        if *column == limit && first != b'\n' {
+            out.push(b'\n');
+            *column = 0;
+        }
+        if *column == 0 {
+            out.extend_from_slice(prefix.as_bytes());
+            out.extend_from_slice(b": ");
+            *column = prefix.len() + 2;
+        }
+        let room = limit - *column;
+        match rest.iter().position(|&b| b == b'\n') {
+            Some(end) if end <= room => {
+                out.extend_from_slice(&rest[..=end]);
+                rest = &rest[end + 1..];
+                *column = 0;
+            }
+            _ => {
+                let n = room.min(rest.len());
+                out.extend_from_slice(&rest[..n]);
+                rest = &rest[n..];
+                *column += n;
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -309,8 +309,10 @@ impl Pool {
         decode: fn(&[u8]) -> Result<R, TaskError>,
     ) -> Result<Imap<R>, TaskError> {
         let (sender, receiver) = mpsc::channel();
+        let budget = self.core.results_budget();
         let deliver = move |index, outcome| {
-            let _ = sender.send((index, outcome));
+            let (outcome, held) = budget.hold(outcome);
+            let _ = sender.send((index, outcome, held));
         };
         let sizes = self.core.submit_chunks(entry, inputs, chunksize, deliver)?;
         Ok(Imap {

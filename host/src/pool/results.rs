@@ -1,11 +1,13 @@
 //! What a pool's tasks give back: a chunk's results item by item
-//! ([`Chunk`]), the slot one task's result is filled into ([`ResultSlot`]),
-//! and the typed handles an embedder reads them through ([`AsyncResult`],
-//! [`Imap`]).
+//! ([`Chunk`]), what a map's results that came and are not yet taken may
+//! hold ([`ResultsBudget`]), the slot one task's result is filled into
+//! ([`ResultSlot`]), and the typed handles an embedder reads them through
+//! ([`AsyncResult`], [`Imap`]).
 
 #[cfg(doc)]
 use super::Pool;
 use super::{TaskError, decode};
+use crate::limits::{Held, Holds, format_size};
 use crate::work::{Outcome, Reply};
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, VecDeque};
@@ -13,26 +15,88 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-/// A chunk's outcome, item by item.
-pub(crate) struct Chunk(Outcome);
+/// A chunk's outcome, item by item, and its count on the bytes its
+/// reader has the host hold, given back as it is dropped.
+pub(crate) struct Chunk {
+    outcome: Outcome,
+    _held: Option<Held>,
+}
 
 impl Chunk {
     /// The outcome of a chunk of `size` items; a worker that returned
     /// another number of results failed them all.
     pub(crate) fn new(outcome: Outcome, size: usize) -> Chunk {
-        Chunk(match outcome {
+        Chunk::held(outcome, size, None)
+    }
+
+    /// [`new`](Self::new), keeping `held` while it lives.
+    pub(crate) fn held(outcome: Outcome, size: usize, held: Option<Held>) -> Chunk {
+        let outcome = match outcome {
             Outcome::Done(results) if results.len() != size => {
                 Outcome::Failed(format!("the worker returned {} results for {size} items", results.len()))
             }
             other => other,
-        })
+        };
+        Chunk { outcome, _held: held }
     }
 
     /// Item `index`'s result: its bytes, or why it failed.
     pub(crate) fn item(&self, index: usize) -> Result<&[u8], &str> {
-        match &self.0 {
+        match &self.outcome {
             Outcome::Done(results) => results.get(index),
             Outcome::Failed(why) => Err(why),
+        }
+    }
+}
+
+/// Where the results of one map that came and are not yet taken count
+/// (a map in input order keeps those that came while an earlier one still
+/// runs): a guest's on its [`Holds`], with its tasks' arguments, against
+/// its memory cap; the embedder's (`host map`), whose memory is its own,
+/// on the map's own count, against its workers' memory cap (what one of
+/// them could hold).
+#[derive(Clone)]
+pub(crate) struct ResultsBudget {
+    holds: Holds,
+    limit: u64,
+    guest: bool,
+}
+
+impl ResultsBudget {
+    /// The budget of a guest's maps, on its `holds` up to `limit`.
+    pub(super) fn guest(holds: &Holds, limit: u64) -> ResultsBudget {
+        ResultsBudget { holds: holds.clone(), limit, guest: true }
+    }
+
+    /// The budget of one map of the embedder, up to `limit`.
+    pub(super) fn embedder(limit: u64) -> ResultsBudget {
+        ResultsBudget { holds: Holds::default(), limit, guest: false }
+    }
+
+    /// A chunk's outcome as it comes, counted until the [`Held`] is dropped
+    /// (once its results are taken); past the bound, a failure of the chunk
+    /// that names the bound, and nothing held.
+    pub(crate) fn hold(&self, outcome: Outcome) -> (Outcome, Option<Held>) {
+        let Outcome::Done(results) = &outcome else { return (outcome, None) };
+        let bytes = results.results.data.len()
+            + results.results.ends.len() * 4
+            + results.failed.iter().map(|(_, why)| why.len() + 8).sum::<usize>();
+        match self.holds.hold_or(bytes as u64, self.limit, |total| self.refusal(total)) {
+            Ok(held) => (outcome, Some(held)),
+            Err(why) => (Outcome::Failed(why), None),
+        }
+    }
+
+    fn refusal(&self, total: u64) -> String {
+        let limit = format_size(self.limit);
+        if self.guest {
+            format!(
+                "its results would take what this process has the host hold (results that came and are not yet taken, arguments of tasks not yet answered and of children not yet started) to {total} bytes, past its limit of {limit} (--max-memory): take results as they complete (imap_unordered) or in smaller chunks"
+            )
+        } else {
+            format!(
+                "its results would take what this map has the host hold (results that came and wait for an earlier one, in input order) to {total} bytes, past the limit of {limit} for one map (its workers' --max-memory): take results as they complete (--unordered) or in smaller chunks (--chunksize)"
+            )
         }
     }
 }
@@ -162,7 +226,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
 
 /// The results of [`Pool::imap`] and [`Pool::imap_unordered`], one per item.
 pub struct Imap<R> {
-    pub(super) receiver: mpsc::Receiver<(usize, Outcome)>,
+    pub(super) receiver: mpsc::Receiver<(usize, Outcome, Option<Held>)>,
     pub(super) sizes: Vec<usize>,
     pub(super) ordered: bool,
     pub(super) next_chunk: usize,
@@ -203,9 +267,9 @@ impl<R> Iterator for Imap<R> {
                 return None;
             }
             // Every submitted chunk is answered exactly once (see `Reply`).
-            let (index, outcome) = self.receiver.recv().ok()?;
+            let (index, outcome, held) = self.receiver.recv().ok()?;
             self.received += 1;
-            let chunk = Chunk::new(outcome, self.sizes[index]);
+            let chunk = Chunk::held(outcome, self.sizes[index], held);
             if self.ordered {
                 self.arrived.insert(index, chunk);
             } else {

@@ -80,7 +80,11 @@ pub struct Array<T> {
 
 impl<T: Number> Array<T> {
     pub fn new(values: Vec<T>) -> Array<T> {
-        Array { inner: wit::SharedArray::new(&T::numbers(values)), lock: OnceCell::new(), item: PhantomData }
+        Array {
+            inner: super::created("Array", wit::SharedArray::create(&T::numbers(values))),
+            lock: OnceCell::new(),
+            item: PhantomData,
+        }
     }
 
     pub fn len(&self) -> Result<u32, Error> {

@@ -2,7 +2,7 @@
 //! the host: `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore`, `Event`,
 //! `Condition` and `Barrier`.
 
-use super::{Error, timeout, wit};
+use super::{Error, created, timeout, wit};
 use std::cell::OnceCell;
 use std::time::Duration;
 
@@ -35,7 +35,7 @@ impl Drop for LockGuard<'_> {
 
 impl Lock {
     pub fn new() -> Lock {
-        Lock { inner: wit::Lock::new(false) }
+        Lock { inner: created("Lock", wit::Lock::create(false)) }
     }
 
     /// Waits for the lock and takes it.
@@ -87,7 +87,7 @@ pub struct RLock(Lock);
 
 impl RLock {
     pub fn new() -> RLock {
-        RLock(Lock { inner: wit::Lock::new(true) })
+        RLock(Lock { inner: created("RLock", wit::Lock::create(true)) })
     }
 }
 
@@ -121,12 +121,12 @@ pub struct Semaphore {
 
 impl Semaphore {
     pub fn new(value: u32) -> Semaphore {
-        Semaphore { inner: wit::Semaphore::new(value, false) }
+        Semaphore { inner: created("Semaphore", wit::Semaphore::create(value, false)) }
     }
 
     /// A `BoundedSemaphore`: releasing past `value` is an error.
     pub fn bounded(value: u32) -> Semaphore {
-        Semaphore { inner: wit::Semaphore::new(value, true) }
+        Semaphore { inner: created("BoundedSemaphore", wit::Semaphore::create(value, true)) }
     }
 
     pub fn acquire(&self) -> Result<(), Error> {
@@ -172,7 +172,7 @@ pub struct Event {
 
 impl Event {
     pub fn new() -> Event {
-        Event { inner: wit::Event::new() }
+        Event { inner: created("Event", wit::Event::create()) }
     }
 
     pub fn set(&self) -> Result<(), Error> {
@@ -217,7 +217,7 @@ pub struct Condition {
 impl Condition {
     /// Over `lock`, or over a new `RLock` for `None`.
     pub fn new(lock: Option<&Lock>) -> Condition {
-        Condition { inner: wit::Condition::new(lock.map(|l| &l.inner)), lock: OnceCell::new() }
+        Condition { inner: created("Condition", wit::Condition::create(lock.map(|l| &l.inner))), lock: OnceCell::new() }
     }
 
     /// The condition's lock.
@@ -274,7 +274,7 @@ pub struct Barrier {
 impl Barrier {
     /// A barrier for `parties` processes (at least 1).
     pub fn new(parties: u32) -> Barrier {
-        Barrier { inner: wit::Barrier::new(parties.max(1)) }
+        Barrier { inner: created("Barrier", wit::Barrier::create(parties.max(1))) }
     }
 
     /// Waits for every party (at most `timeout`); this party's arrival index.

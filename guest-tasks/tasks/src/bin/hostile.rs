@@ -8,6 +8,10 @@
 //!   worker, each with SIZE bytes of arguments, and waits for each (`wait`),
 //!   or, the worker kept busy, drops each handle (`drop`) or then maps ten
 //!   more items of SIZE (`map`);
+//! - `results N SIZE`: maps an entry returning SIZE bytes over N items and
+//!   takes none until the pool has ended (every result came), then counts
+//!   the results taken (`taken`) and failed (`failed`, the first `error`);
+//!   then maps ten more, taking each as it comes (`then taken`);
 //! - `deep N`: the entry `deep` returns a value nested N levels (for
 //!   `host map --entry deep`);
 //! - `rename NAME`: renames itself, then prints a line;
@@ -34,11 +38,15 @@ fn deep(n: u32) -> Value {
     (0..n).fold(Value::Null, |inner, _| Value::Array(vec![inner]))
 }
 
+fn big(size: usize) -> serde_bytes::ByteBuf {
+    serde_bytes::ByteBuf::from(vec![7u8; size])
+}
+
 fn sleeper(seconds: u64) {
     std::thread::sleep(std::time::Duration::from_secs(seconds));
 }
 
-mp::entries!(noop, deep, sleeper, put_one);
+mp::entries!(noop, deep, big, sleeper, put_one);
 
 fn remove_all(dir: &std::path::Path) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
@@ -113,6 +121,32 @@ fn queued(n: usize, size: usize, mode: &str) {
     pool.terminate();
 }
 
+fn results(n: usize, size: usize) {
+    let pool = mp::Pool::new(2);
+    let untaken = pool.imap_unordered(target!(big), vec![size; n]);
+    pool.close();
+    pool.join().expect("a join");
+    let (mut taken, mut failed) = (0, 0);
+    for result in untaken {
+        match result {
+            Ok(bytes) if bytes.len() == size => taken += 1,
+            Ok(bytes) => panic!("a result of {} bytes, not {size}", bytes.len()),
+            Err(error) => {
+                if failed == 0 {
+                    report("error", error);
+                }
+                failed += 1;
+            }
+        }
+    }
+    report("taken", taken);
+    report("failed", failed);
+    let pool = mp::Pool::new(2);
+    let taken = pool.imap(target!(big), vec![size; 10]).filter(|r| r.as_ref().is_ok_and(|b| b.len() == size)).count();
+    report("then taken", taken);
+    pool.terminate();
+}
+
 fn forever(what: &str) {
     let most = Some(u64::MAX);
     report("blocking in", what);
@@ -163,6 +197,7 @@ fn main() {
         "pool-huge" => pool_huge(number(1) as u32),
         "unstarted" => unstarted(number(1), number(2), arg(3) == "keep"),
         "queued" => queued(number(1), number(2), arg(3)),
+        "results" => results(number(1), number(2)),
         "rename" => {
             mp::current_process().set_name(arg(1)).expect("a rename");
             report("renamed", "yes");

@@ -11,6 +11,10 @@
 //! - `objects N`: creates and drops N locks (freed objects give their room
 //!   back), then creates locks and keeps them until the host refuses one
 //!   (the process fails, naming the limit);
+//! - `every-kind`: keeps locks until the host refuses one, then asks for
+//!   one more object of every kind through the WIT's `create` functions
+//!   (`KIND: ` each refusal, which the guest takes), frees one and creates
+//!   again;
 //! - `dicts`: creates manager dicts and keeps them until the host refuses
 //!   one, which `Manager::dict` returns as an error (the process goes on);
 //! - `per-process SIZE`: a child puts SIZE-byte items until its budget is
@@ -105,6 +109,30 @@ fn objects(n: usize) {
     }
 }
 
+fn every_kind() {
+    use mp::bindings::mp::host::sync as wit;
+    let mut kept = Vec::new();
+    while let Ok(lock) = wit::Lock::create(false) {
+        kept.push(lock);
+    }
+    report("locks kept", kept.len());
+    let refusals = [
+        ("queue", wit::Queue::create(0, false).err()),
+        ("lock", wit::Lock::create(true).err()),
+        ("semaphore", wit::Semaphore::create(1, false).err()),
+        ("event", wit::Event::create().err()),
+        ("condition", wit::Condition::create(None).err()),
+        ("barrier", wit::Barrier::create(2).err()),
+        ("array", wit::SharedArray::create(&wit::Numbers::Ints(vec![1])).err()),
+        ("pipe", wit::create_pipe(false).err()),
+    ];
+    for (kind, refused) in refusals {
+        report(kind, refused.map_or("created".to_string(), |error| SyncError::from(error).to_string()));
+    }
+    kept.pop();
+    report("after one is freed", if wit::Event::create().is_ok() { "created" } else { "refused" });
+}
+
 fn dicts() {
     let manager = mp::Manager::new().expect("a manager");
     let mut kept = Vec::new();
@@ -154,9 +182,10 @@ fn main() {
         Some("objects") => objects(number(1)),
         Some("per-process") => per_process(number(1)),
         Some("dicts") => dicts(),
+        Some("every-kind") => every_kind(),
         other => {
             eprintln!(
-                "unknown scenario {other:?}: flood N | pipe-flood SIZE EXPECTED | objects N | dicts | per-process SIZE"
+                "unknown scenario {other:?}: flood N | pipe-flood SIZE EXPECTED | objects N | every-kind | dicts | per-process SIZE"
             );
             mp::exit(2);
         }

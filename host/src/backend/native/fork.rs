@@ -39,12 +39,15 @@
 //!   a worker's blocking threads go after 10 ms idle, and the fork waits
 //!   until none is left.
 //!
+//! Its output lines, where output is labelled (`host run --count N`), carry
+//! its own label from the fork on, as a spawned child's do
+//! (`Process-2/Process-1: `); an unfinished line of its parent's is its
+//! parent's to pass on.
+//!
 //! Not carried over: a guest that reads its stdin (inherited from the
 //! host) does so through wasmtime-wasi's reader thread, which the child
 //! lacks (a forked child reading a stdin its parent had read from is not
-//! supported, nor tested); a forked
-//! child's output lines carry its parent's label where output is labelled
-//! (`host run --count N`); a pool worker does not fork.
+//! supported, nor tested); a pool worker does not fork.
 
 use super::{INHERITED, NativeBackend, NativeControl, Spawner, SpawnerThread, Worker, ZygoteState, open_pidfd, pipe};
 use crate::backend::Forked;
@@ -95,7 +98,7 @@ pub(super) fn fork(
         ticket: None,
         ..launch.clone()
     });
-    let mut in_child = false;
+    let mut in_child = None;
     child.start_with(host, |launch| {
         quiesce_blocking_pool()?;
         let mut slot = backend.slots.take()?;
@@ -110,7 +113,7 @@ pub(super) fn fork(
         match unsafe { nix::unistd::fork() } {
             Err(e) => Err(Error::Spawn(format!("cannot fork: {e}"))),
             Ok(ForkResult::Child) => {
-                in_child = true;
+                in_child = Some(Box::new(launch.clone()));
                 // The slot is the parent's to give back, once it reaps us.
                 std::mem::forget(slot);
                 drop(report_read);
@@ -151,16 +154,16 @@ pub(super) fn fork(
             }
         }
     })?;
-    if !in_child {
+    let Some(own_launch) = in_child else {
         return Ok(Forked::Parent(child));
-    }
+    };
     node.become_forked(std::process::id(), parent_pid, child.name());
     backend.parent.lock().unwrap().forked(parent_pid, parent_name);
     if let Some(journal) = &host.journal {
         // Its parent reports those records itself.
         journal.clear();
     }
-    Ok(Forked::Child)
+    Ok(Forked::Child(own_launch))
 }
 
 /// How long a fork waits for the runtime's blocking threads to be gone.
