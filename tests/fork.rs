@@ -192,7 +192,7 @@ fn a_spawned_child_stays_its_parents_alone() {
 
 /// Where output is labelled (`--count 2`), a forked child's lines carry its
 /// own label from the fork on, as a spawned child's do; its parent's
-/// unfinished line stays its parent's, printed once.
+/// unfinished line is ended at the fork, printed once.
 #[test]
 fn a_forked_childs_lines_carry_its_own_label() {
     let out = run(&["--count", "2", s(&guest("fork")), "--", "output"]);
@@ -205,11 +205,13 @@ fn a_forked_childs_lines_carry_its_own_label() {
     lines.sort();
     let expected = [
         "Process-1/Process-1: child",
-        "Process-1: before parent",
+        "Process-1: before ",
         "Process-1: done: output",
+        "Process-1: parent",
         "Process-2/Process-1: child",
-        "Process-2: before parent",
+        "Process-2: before ",
         "Process-2: done: output",
+        "Process-2: parent",
     ];
     assert_eq!(lines, expected, "{out:#?}");
 }

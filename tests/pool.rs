@@ -311,6 +311,40 @@ fn untaken_map_results_are_bounded_and_taken_ones_freed() {
     assert_eq!(taken, 20);
 }
 
+/// Deeply nested JSON, in an input line or in a result a guest returns
+/// (nested past what the host decodes, or past the guest's own stack), is
+/// one error line each, never a crash of the host; the lines around them
+/// are answered.
+#[test]
+fn cli_map_deeply_nested_json_is_one_error_line_never_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep_line = format!("{}{}", "[".repeat(50_000), "]".repeat(50_000));
+    let input = format!("{deep_line}\n2\n1025\n100000\n3\n");
+    let file = common::write_file(dir.path(), "input.jsonl", &input);
+    let program = guest("hostile");
+    let args = [
+        "map",
+        s(&program),
+        "--entry",
+        "deep",
+        "--workers",
+        "1",
+        "--backend",
+        common::backend_name(),
+        "--input",
+        s(&file),
+    ];
+    let out = host_with(&args, &[]);
+    out.assert_status(1);
+    let lines = out.stdout_lines();
+    assert_eq!(lines.len(), 5, "{out:#?}");
+    assert!(lines[0].contains("not JSON") && lines[0].contains("recursion limit"), "{out:#?}");
+    assert_eq!(lines[1], "[[null]]");
+    assert!(lines[2].contains("depth limit exceeded"), "{out:#?}");
+    assert!(lines[3].contains("stack overflow"), "{out:#?}");
+    assert_eq!(lines[4], "[[[null]]]");
+}
+
 #[test]
 fn cli_map_line_that_is_not_utf8_is_one_error_line() {
     let dir = tempfile::tempdir().unwrap();

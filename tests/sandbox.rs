@@ -388,6 +388,42 @@ fn untaken_map_results_of_a_guest_are_bounded_and_taken_ones_freed() {
     assert_eq!(count("then taken"), 10, "{out:#?}");
 }
 
+/// The resource handles a guest holds (entries of its table in the host)
+/// are bounded by its memory cap: past it the process fails with a message
+/// naming `--max-memory`, what it printed before intact; under it, they fit.
+#[test]
+fn resource_handles_are_bounded_by_the_memory_cap() {
+    let hostile = guest("hostile");
+    let out = run(&["--max-memory", "16MiB", s(&hostile), "--", "handles", "1000000"]);
+    out.assert_status(1);
+    assert!(!out.stdout.contains("kept: 100000"), "{out:#?}");
+    assert!(out.process_stderr().contains("too many handles"), "{out:#?}");
+    assert!(out.process_stderr().contains("--max-memory"), "{out:#?}");
+    assert_eq!(out.summaries().len(), 1, "{out:#?}");
+
+    let out = run(&[s(&hostile), "--", "handles", "50000"]);
+    out.assert_status(0);
+    assert!(out.stdout_lines().contains(&"kept: 50000"), "{out:#?}");
+}
+
+/// A handle a guest was never given (a number it made up, or its own
+/// lock's used as a queue's) is refused: the process fails alone, with one
+/// error line, its earlier output intact, and the host reports it.
+#[test]
+fn a_forged_resource_handle_is_refused() {
+    for handle in ["1000000", "0"] {
+        let out = run(&["--count", "2", s(&guest("hostile")), "--", "forge", handle]);
+        out.assert_status(1);
+        let lines = out.stdout_lines();
+        for name in ["Process-1", "Process-2"] {
+            assert!(lines.contains(&format!("{name}: forging: {handle}").as_str()), "{out:#?}");
+        }
+        assert!(!out.stdout.contains("forged qsize"), "{out:#?}");
+        assert_eq!(out.summaries().len(), 2, "{out:#?}");
+        assert!(out.summaries().iter().all(|summary| summary.exitcode == 1), "{out:#?}");
+    }
+}
+
 /// `--timeout` ends a process blocked in any host call, even one given the
 /// longest timeout a guest can ask for.
 #[test]

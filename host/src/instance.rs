@@ -17,7 +17,7 @@ use crate::program::{Code, first_line};
 use crate::runtime::HostInner;
 use crate::work::{Outcome, ServeChannel, Work};
 use std::sync::Arc;
-use wasmtime::component::{HasSelf, ResourceTable};
+use wasmtime::component::{HasSelf, ResourceTable, ResourceTableError};
 use wasmtime::{AsContext, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::Command as WasiCommand;
@@ -43,6 +43,13 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// Before a fork: what the process wrote so far is passed on and an
+    /// unfinished labelled line is ended, so that the lines its child writes
+    /// (to the same streams, under its own label) start lines of their own.
+    pub(crate) fn end_output_lines(&self) {
+        self.outputs.finish();
+    }
+
     /// In a forked child, from the fork on: `launch` is its own (its
     /// children's labels extend its label), and so are its output lines'
     /// labels.
@@ -398,6 +405,8 @@ fn new_store(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, outputs: &Ou
         Code::Core(_) => (WasiCtxBuilder::new().build(), Some(Box::new(builder.build_p1()))),
     };
     let limits = launch.limits;
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(handle_cap(limits.max_memory.unwrap_or(host.max_memory)));
     let fuel = host.fuel;
     if limits.fuel.is_some() && !fuel {
         wasmtime::bail!("a fuel limit needs a host built with fuel metering (HostBuilder::fuel)");
@@ -408,7 +417,7 @@ fn new_store(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, outputs: &Ou
         Ctx {
             wasi,
             p1,
-            table: ResourceTable::new(),
+            table,
             limiter: MemoryLimiter::new(limits.max_memory.unwrap_or(host.max_memory), node.clone()),
             fuel_budget: 0,
             fuel_before: 0,
@@ -496,6 +505,11 @@ fn classify(error: &wasmtime::Error, limits: &crate::limits::Limits) -> Ended {
     if let Some(limit) = error.downcast_ref::<MemoryLimitExceeded>() {
         return Ended::failure(limit.to_string());
     }
+    if let Some(ResourceTableError::Full) = error.downcast_ref::<ResourceTableError>() {
+        return Ended::failure(format!(
+            "too many handles: the process holds as many resource handles (processes, shared objects, streams) as its memory cap allows, one per {HANDLE_BYTES} bytes of it and at most {MAX_HANDLES} (--max-memory)"
+        ));
+    }
     match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => Ended::failure(format!(
             "fuel exhausted: the process used up its budget of {} instructions (--fuel)",
@@ -556,6 +570,21 @@ impl MemoryLimiter {
         self.held = held;
         Ok(())
     }
+}
+
+/// What a resource handle a guest holds (a process, a shared object, a
+/// WASI stream or pollable: an entry of its store's table, which lives in
+/// the host) is counted as against its memory cap: the cap bounds how many
+/// it may hold at once, [`MAX_HANDLES`] at most.
+const HANDLE_BYTES: u64 = 256;
+
+/// The most handles one process may hold: wasmtime's own bound on the
+/// handles of a store, past which it refuses one more itself.
+const MAX_HANDLES: u64 = 100_000;
+
+/// How many handles a process whose memory cap is `max_memory` may hold.
+fn handle_cap(max_memory: u64) -> usize {
+    (max_memory / HANDLE_BYTES).min(MAX_HANDLES) as usize
 }
 
 /// What a table element takes in the host.

@@ -37,7 +37,7 @@ impl MapState {
         if let Some(error) = self.refused.take() {
             return Err(error);
         }
-        if let Some(item) = self.ready.pop_front() {
+        if let Some(item) = self.give() {
             return Ok(Some(item));
         }
         if self.received == self.chunks.len() {
@@ -56,7 +56,6 @@ impl MapState {
         self.received += 1;
         let (size, first) = self.chunks[chunk];
         let chunk = Chunk::new(outcome, size);
-        // The previous chunk's results were all given.
         self.ready_held = held;
         for i in 0..size {
             self.ready.push_back(wit::ItemResult {
@@ -64,7 +63,17 @@ impl MapState {
                 outcome: chunk.item(i).map(<[u8]>::to_vec).map_err(|why| wit::TaskError::Failed(why.to_string())),
             });
         }
-        Ok(self.ready.pop_front())
+        Ok(self.give())
+    }
+
+    /// The next result received, if any; the count of its chunk's results
+    /// ends with the last of them.
+    fn give(&mut self) -> Option<wit::ItemResult> {
+        let item = self.ready.pop_front();
+        if self.ready.is_empty() {
+            self.ready_held = None;
+        }
+        item
     }
 }
 

@@ -227,6 +227,7 @@ impl Host for Ctx {
         if let Some(ticket) = ticket {
             let _ = self.host.sync.call(&self.node, Request::HandForked { ticket }).await;
         }
+        self.end_output_lines();
         let forked = self.host.backend.fork(&self.host, &self.node, &self.launch);
         match (forked, ticket) {
             (Ok(Forked::Child(launch)), ticket) => {

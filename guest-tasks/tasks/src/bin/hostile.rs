@@ -12,6 +12,10 @@
 //!   takes none until the pool has ended (every result came), then counts
 //!   the results taken (`taken`) and failed (`failed`, the first `error`);
 //!   then maps ten more, taking each as it comes (`then taken`);
+//! - `handles N`: keeps N handles of itself (each an entry of its
+//!   resource table in the host), reporting every 100,000 (`kept`);
+//! - `forge HANDLE`: uses a queue handle it was never given, numbered
+//!   HANDLE, or (0) its own lock's as a queue's, after printing `forging`;
 //! - `deep N`: the entry `deep` returns a value nested N levels (for
 //!   `host map --entry deep`);
 //! - `rename NAME`: renames itself, then prints a line;
@@ -147,6 +151,27 @@ fn results(n: usize, size: usize) {
     pool.terminate();
 }
 
+fn handles(n: usize) {
+    let mut kept = Vec::new();
+    for i in 1..=n {
+        kept.push(mp::current_process());
+        if i % 100_000 == 0 {
+            report("kept", i);
+        }
+    }
+    report("kept", n);
+}
+
+fn forge(handle: u32) {
+    report("forging", handle);
+    let lock = wit_sync::Lock::create(false).expect("a lock");
+    let handle = if handle == 0 { lock.take_handle() } else { handle };
+    // SAFETY: none: the number names no queue of this process (a handle it
+    // was never given, or its lock's), which the host must refuse.
+    let forged = unsafe { wit_sync::Queue::from_handle(handle) };
+    report("forged qsize", format!("{:?}", forged.qsize()));
+}
+
 fn forever(what: &str) {
     let most = Some(u64::MAX);
     report("blocking in", what);
@@ -198,6 +223,8 @@ fn main() {
         "unstarted" => unstarted(number(1), number(2), arg(3) == "keep"),
         "queued" => queued(number(1), number(2), arg(3)),
         "results" => results(number(1), number(2)),
+        "handles" => handles(number(1)),
+        "forge" => forge(number(1) as u32),
         "rename" => {
             mp::current_process().set_name(arg(1)).expect("a rename");
             report("renamed", "yes");

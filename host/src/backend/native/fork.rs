@@ -41,8 +41,9 @@
 //!
 //! Its output lines, where output is labelled (`host run --count N`), carry
 //! its own label from the fork on, as a spawned child's do
-//! (`Process-2/Process-1: `); an unfinished line of its parent's is its
-//! parent's to pass on.
+//! (`Process-2/Process-1: `); an unfinished labelled line of its parent's
+//! is ended at the fork, so that the child's lines, on the same pipe to the
+//! root, start lines of their own.
 //!
 //! Not carried over: a guest that reads its stdin (inherited from the
 //! host) does so through wasmtime-wasi's reader thread, which the child
