@@ -324,8 +324,8 @@ fn tables_and_further_memories_count_against_the_memory_cap() {
 /// Children created and never started hold their arguments in the host:
 /// dropped, they give the room back (2 GiB of arguments come and go under
 /// a 64MiB cap); kept, they are bounded by the creating process's memory
-/// cap, which ends it with a message naming the limit. A process name past
-/// 4096 bytes is refused the same way.
+/// cap, which ends it with a message naming the limit. A process name or an
+/// entry name past 4096 bytes is refused the same way.
 #[test]
 fn unstarted_children_are_bounded_and_dropped_ones_freed() {
     let hostile = guest("hostile");
@@ -344,6 +344,14 @@ fn unstarted_children_are_bounded_and_dropped_ones_freed() {
     out.assert_status(1);
     assert!(out.process_stderr().contains("4096"), "{out:#?}");
     assert!(!out.stdout.contains("renamed"), "{out:#?}");
+
+    // An entry's name too (it is held with the child until its start).
+    let out = run(&[s(&hostile), "--", "long-entry", "100000"]);
+    out.assert_status(1);
+    assert!(out.process_stderr().contains("an entry name of 100000 bytes"), "{out:#?}");
+    let out = run(&[s(&hostile), "--", "long-entry", "40"]);
+    out.assert_status(0);
+    assert!(out.stdout_lines().contains(&"created: Process-1"), "{out:#?}");
 }
 
 /// Pool tasks queued and not yet answered hold their arguments against the

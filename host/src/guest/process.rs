@@ -78,6 +78,14 @@ impl Ctx {
 
 impl HostProcess for Ctx {
     async fn new(&mut self, entry: String, args: Vec<u8>) -> wasmtime::Result<Resource<GuestProcess>> {
+        // An entry is named as a process is (its name, unchecked until
+        // start, is held as long as the child).
+        if entry.len() > MAX_NAME {
+            wasmtime::bail!(
+                "cannot create a process: an entry name of {} bytes is past the {MAX_NAME} allowed",
+                entry.len()
+            );
+        }
         // The arguments of children not yet started are the process's to
         // hold, as its memory is: no more than its memory cap in all.
         let limit = self.launch.limits.max_memory.unwrap_or(self.host.max_memory);

@@ -19,6 +19,7 @@
 //! - `deep N`: the entry `deep` returns a value nested N levels (for
 //!   `host map --entry deep`);
 //! - `rename NAME`: renames itself, then prints a line;
+//! - `long-entry N`: creates a child whose entry's name is N bytes long;
 //! - `wreck DIR`: removes everything it can under DIR (printing `removed
 //!   PATH`), then hands a queue to a child and gets what the child put;
 //! - `forever WHAT`: blocks in WHAT (`join`, `get`, `acquire`, `wait`,
@@ -225,6 +226,10 @@ fn main() {
         "results" => results(number(1), number(2)),
         "handles" => handles(number(1)),
         "forge" => forge(number(1) as u32),
+        "long-entry" => {
+            let p = wit_process::Process::new(&"e".repeat(number(1)), &[]);
+            report("created", p.name());
+        }
         "rename" => {
             mp::current_process().set_name(arg(1)).expect("a rename");
             report("renamed", "yes");
