@@ -29,7 +29,7 @@ impl Chunk {
         Chunk::held(outcome, size, None)
     }
 
-    /// [`new`](Self::new), keeping `held` while it lives.
+    /// [`new`](Self::new), keeping `held` until it is taken or dropped.
     pub(crate) fn held(outcome: Outcome, size: usize, held: Option<Held>) -> Chunk {
         let outcome = match outcome {
             Outcome::Done(results) if results.len() != size => {
@@ -38,6 +38,13 @@ impl Chunk {
             other => other,
         };
         Chunk { outcome, _held: held }
+    }
+
+    /// Its reader takes it (reads its results one by one): its bytes no
+    /// longer wait in the host.
+    fn taken(mut self) -> Chunk {
+        self._held = None;
+        self
     }
 
     /// Item `index`'s result: its bytes, or why it failed.
@@ -52,9 +59,11 @@ impl Chunk {
 /// Where the results of one map that came and are not yet taken count
 /// (a map in input order keeps those that came while an earlier one still
 /// runs): a guest's on its [`Holds`], with its tasks' arguments, against
-/// its memory cap; the embedder's (`host map`), whose memory is its own,
-/// on the map's own count, against its workers' memory cap (what one of
-/// them could hold).
+/// its memory cap, until each result is given to it; the embedder's
+/// (`host map`), whose memory is its own, on the map's own count, against
+/// its workers' memory cap (what one of them could hold), until the chunk
+/// is being read (an [`Imap`] counts what it has not read and what waits
+/// for an earlier chunk).
 #[derive(Clone)]
 pub(crate) struct ResultsBudget {
     holds: Holds,
@@ -256,7 +265,7 @@ impl<R> Iterator for Imap<R> {
             }
             if self.ordered {
                 if let Some(chunk) = self.arrived.remove(&self.next_chunk) {
-                    self.current.push_back((chunk, 0, self.sizes[self.next_chunk]));
+                    self.current.push_back((chunk.taken(), 0, self.sizes[self.next_chunk]));
                     self.next_chunk += 1;
                     continue;
                 }
@@ -273,7 +282,7 @@ impl<R> Iterator for Imap<R> {
             if self.ordered {
                 self.arrived.insert(index, chunk);
             } else {
-                self.current.push_back((chunk, 0, self.sizes[index]));
+                self.current.push_back((chunk.taken(), 0, self.sizes[index]));
             }
         }
     }
