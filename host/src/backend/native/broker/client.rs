@@ -3,6 +3,7 @@
 //! are made, tagged with an id; a reader task hands each answer to the
 //! request waiting for it, and a request dropped midway is withdrawn.
 
+use super::tally::Tally;
 use super::{BROKER_VAR, kind, message, parse, parse_lease, split_u64};
 use crate::backend::native::protocol;
 use crate::backend::{BoxFuture, Called, RemoteObjects};
@@ -36,6 +37,8 @@ struct Link {
     carried_out: std::sync::atomic::AtomicU64,
     /// The items the root leased ahead, by object (see [`crate::backend::Lease`]).
     leases: std::sync::Mutex<std::collections::HashMap<u64, Leased>>,
+    /// Where this worker counts the leased items it takes.
+    tally: Tally,
     /// Requests sent without waiting, not written yet: they go together,
     /// in one write, ahead of the next message, once [`PENDING_LIMIT`]
     /// bytes are pending, or when this host next idles.
@@ -54,9 +57,11 @@ impl Drop for Link {
     }
 }
 
-/// One lease as the worker holds it: its serial and the items not taken.
+/// One lease as the worker holds it: its serial, its counter in the
+/// tally and the items not taken.
 struct Leased {
     serial: u64,
+    counter: u32,
     items: std::collections::VecDeque<Vec<u8>>,
 }
 
@@ -82,8 +87,9 @@ impl Link {
         Link::over(stream)
     }
 
-    /// The link over a connected socket.
+    /// The link over a connected socket, once the root sent its tally.
     fn over(stream: std::os::unix::net::UnixStream) -> Result<Arc<Link>, String> {
+        let tally = super::tally::receive(&stream)?;
         stream.set_nonblocking(true).map_err(|e| e.to_string())?;
         let writer = stream.try_clone().map_err(|e| e.to_string())?;
         let reader = UnixStream::from_std(stream).map_err(|e| e.to_string())?;
@@ -95,6 +101,7 @@ impl Link {
             sent_ahead: Default::default(),
             carried_out: Default::default(),
             leases: Default::default(),
+            tally,
             pending: Default::default(),
             idle: Default::default(),
         });
@@ -182,20 +189,20 @@ impl Link {
 }
 
 impl Link {
-    /// The oldest item leased from `object`, told to the root as taken
-    /// first (so that, should this process end now, it is not given to
-    /// another): the lease's lock is held meanwhile, so a recall cannot
-    /// return it too.
-    fn take_leased(&self, object: u64) -> Result<Option<Vec<u8>>, String> {
+    /// The oldest item leased from `object`, counted as taken first where
+    /// the root reads it (so that, should this process end now, it is not
+    /// given to another): the leases' lock is held meanwhile, so a recall
+    /// cannot return it too.
+    fn take_leased(&self, object: u64) -> Option<Vec<u8>> {
         let mut leases = self.leases.lock().unwrap();
-        let Some(leased) = leases.get_mut(&object) else { return Ok(None) };
-        let Some(item) = leased.items.pop_front() else { return Ok(None) };
-        let serial = leased.serial;
+        let leased = leases.get_mut(&object)?;
+        let item = leased.items.pop_front()?;
+        let counter = self.tally.counter(leased.counter).expect("checked as the lease came");
+        counter.fetch_add(1, std::sync::atomic::Ordering::Release);
         if leased.items.is_empty() {
             leases.remove(&object);
         }
-        self.write(kind::TAKEN, serial, &[])?;
-        Ok(Some(item))
+        Some(item)
     }
 
     /// Returns the leases `which` picks (at most one per object) to the root.
@@ -277,8 +284,12 @@ async fn read_answers(stream: UnixStream, link: std::sync::Weak<Link>) {
         };
         match kind {
             kind::LEASE => match parse_lease(&body) {
-                Ok((object, items)) => {
-                    let replaced = link.leases.lock().unwrap().insert(object, Leased { serial: id, items });
+                Ok((_, counter, _)) if link.tally.counter(counter).is_none() => {
+                    break (link, format!("a lease counted past the tally ({counter})"));
+                }
+                Ok((object, counter, items)) => {
+                    let leased = Leased { serial: id, counter, items };
+                    let replaced = link.leases.lock().unwrap().insert(object, leased);
                     // Not the root's way (a lease comes when the last is
                     // all taken), but then the last goes back whole.
                     if let Some(replaced) = replaced {
@@ -420,11 +431,8 @@ impl RemoteObjects for Client {
         self.link.try_lock().map_or(true, |link| link.is_some())
     }
 
-    fn take_leased(&self, object: u64) -> Result<Option<Vec<u8>>, String> {
-        match self.link.lock().unwrap().clone() {
-            Some(link) => link.take_leased(object),
-            None => Ok(None),
-        }
+    fn take_leased(&self, object: u64) -> Option<Vec<u8>> {
+        self.link.lock().unwrap().clone().and_then(|link| link.take_leased(object))
     }
 
     fn return_lease(&self, object: u64) {
