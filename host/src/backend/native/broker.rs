@@ -149,10 +149,16 @@ fn parse(mut message: Vec<u8>) -> Result<(u8, u64, Vec<u8>), String> {
     Ok((kind, id, message))
 }
 
-/// A message of `kind` about request `id`, framed.
-fn message(kind: u8, id: u64, parts: &[&[u8]]) -> std::io::Result<Vec<u8>> {
+/// The head a message of `kind` about request `id` ends with.
+fn head(kind: u8, id: u64) -> [u8; HEAD] {
     let mut head = [kind; HEAD];
     head[..8].copy_from_slice(&id.to_le_bytes());
+    head
+}
+
+/// A message of `kind` about request `id`, framed.
+fn message(kind: u8, id: u64, parts: &[&[u8]]) -> std::io::Result<Vec<u8>> {
+    let head = head(kind, id);
     let mut all = parts.to_vec();
     all.push(&head);
     protocol::encode_parts(&all)
@@ -209,6 +215,20 @@ fn recall_when(writer: &Writer, serial: u64, recalled: tokio::sync::oneshot::Rec
             let _ = writer.lock().await.write_all(&frame).await;
         }
     });
+}
+
+/// Writes all of `slices`, in order.
+async fn write_all_vectored(
+    writer: &mut tokio::net::unix::OwnedWriteHalf,
+    mut slices: &mut [std::io::IoSlice<'_>],
+) -> std::io::Result<()> {
+    while !slices.is_empty() {
+        match writer.write_vectored(slices).await? {
+            0 => return Err(std::io::ErrorKind::WriteZero.into()),
+            written => std::io::IoSlice::advance_slices(&mut slices, written),
+        }
+    }
+    Ok(())
 }
 
 /// How many requests a worker may send while one of its requests waits:
@@ -345,25 +365,29 @@ async fn serve(stream: UnixStream, objects: Arc<dyn Objects>, pid: u32) {
                     failed = true;
                     message(kind::FAILED, id, &[&answered.answer])
                 } else {
-                    let mut frame = message(kind::ANSWER, id, &[&answered.answer, &answered.allowance.to_le_bytes()]);
                     // A lease goes just before the answer, in one write;
                     // without a free counter, it goes back at once.
+                    let mut leased = Ok(Vec::new());
                     if let Some(lease) = answered.lease.take() {
                         match tally.give() {
                             Some(counter) => {
-                                frame = lease_message(&lease, counter.index()).and_then(|mut both| {
-                                    both.extend_from_slice(&frame?);
-                                    Ok(both)
-                                });
+                                leased = lease_message(&lease, counter.index());
                                 objects.lease_counted(pid, lease.serial, Box::new(counter));
                                 recall_when(&writer, lease.serial, lease.recalled);
                             }
                             None => objects.lease_returned(pid, lease.serial),
                         }
                     }
-                    let sent = match &frame {
-                        Ok(frame) => writer.lock().await.write_all(frame).await.is_ok(),
-                        Err(_) => false,
+                    // The answer (a large item) is written as it lies.
+                    let (allowance, head) = (answered.allowance.to_le_bytes(), head(kind::ANSWER, id));
+                    let parts = [&answered.answer[..], &allowance, &head];
+                    let sent = match (leased, protocol::Framing::new(&parts)) {
+                        (Ok(leased), Ok(framing)) => {
+                            let mut slices = vec![std::io::IoSlice::new(&leased)];
+                            slices.extend(framing.slices(&parts));
+                            write_all_vectored(&mut *writer.lock().await, &mut slices).await.is_ok()
+                        }
+                        _ => false,
                     };
                     if !sent {
                         // Not handed over: what it took goes back.

@@ -4,7 +4,7 @@
 //! request waiting for it, and a request dropped midway is withdrawn.
 
 use super::tally::Tally;
-use super::{BROKER_VAR, kind, message, parse, parse_lease, split_u64};
+use super::{BROKER_VAR, head, kind, message, parse, parse_lease, split_u64};
 use crate::backend::native::protocol;
 use crate::backend::{BoxFuture, Called, RemoteObjects};
 use std::path::PathBuf;
@@ -110,10 +110,13 @@ impl Link {
         Ok(link)
     }
 
-    /// Writes a message of `kind` (after an acknowledgement the root is
-    /// owed); waits only while the socket is full.
+    /// Writes a message of `kind` (after what is pending and an
+    /// acknowledgement the root is owed), `body` as it lies (a large item
+    /// is not copied); waits only while the socket is full.
     fn write(&self, kind: u8, id: u64, body: &[u8]) -> Result<(), String> {
-        let frame = message(kind, id, &[body]).map_err(|e| e.to_string())?;
+        let head = head(kind, id);
+        let parts = [body, &head];
+        let framing = protocol::Framing::new(&parts).map_err(|e| e.to_string())?;
         let acknowledge = {
             let mut state = self.state.lock().unwrap();
             if let Some(why) = &state.closed {
@@ -126,17 +129,19 @@ impl Link {
         if acknowledge {
             pending.extend_from_slice(&message(kind::ACK, 0, &[]).map_err(|e| e.to_string())?);
         }
-        if pending.is_empty() {
-            return write_all(&writer, &frame);
-        }
-        pending.extend_from_slice(&frame);
-        write_all(&writer, &pending)
+        let mut slices = vec![std::io::IoSlice::new(&pending)];
+        slices.extend(framing.slices(&parts));
+        write_all(&writer, &mut slices)
     }
 
     /// Queues a request sent without waiting (after an acknowledgement the
     /// root is owed): written with the next message, at once past
-    /// [`PENDING_LIMIT`] bytes, or when this host idles.
+    /// [`PENDING_LIMIT`] bytes (a large one at once, not copied), or when
+    /// this host idles.
     fn send_ahead(&self, id: u64, body: &[u8]) -> Result<(), String> {
+        if body.len() >= PENDING_LIMIT {
+            return self.write(kind::SEND, id, body);
+        }
         let frame = message(kind::SEND, id, &[body]).map_err(|e| e.to_string())?;
         let acknowledge = {
             let mut state = self.state.lock().unwrap();
@@ -168,7 +173,7 @@ impl Link {
     fn write_pending(&self) -> Result<(), String> {
         let writer = self.writer.lock().unwrap();
         let pending = std::mem::take(&mut *self.pending.lock().unwrap());
-        if pending.is_empty() { Ok(()) } else { write_all(&writer, &pending) }
+        if pending.is_empty() { Ok(()) } else { write_all(&writer, &mut [std::io::IoSlice::new(&pending)]) }
     }
 
     /// Sends a message of `kind` and waits for its answer; dropped midway,
@@ -235,14 +240,18 @@ impl Drop for Withdraw<'_> {
     }
 }
 
-/// Writes all of `bytes` on the non-blocking socket, waiting while it is full.
-pub(super) fn write_all(mut socket: &std::os::unix::net::UnixStream, mut bytes: &[u8]) -> Result<(), String> {
+/// Writes all of `slices`, in order, on the non-blocking socket, waiting
+/// while it is full.
+pub(super) fn write_all(
+    mut socket: &std::os::unix::net::UnixStream,
+    mut slices: &mut [std::io::IoSlice<'_>],
+) -> Result<(), String> {
     use std::io::Write;
     use std::os::fd::AsFd;
-    while !bytes.is_empty() {
-        match socket.write(bytes) {
+    while !slices.is_empty() {
+        match socket.write_vectored(slices) {
             Ok(0) => return Err("the root host closed the connection".into()),
-            Ok(n) => bytes = &bytes[n..],
+            Ok(n) => std::io::IoSlice::advance_slices(&mut slices, n),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 let mut fds = [nix::poll::PollFd::new(socket.as_fd(), nix::poll::PollFlags::POLLOUT)];

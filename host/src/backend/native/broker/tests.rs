@@ -116,7 +116,7 @@ fn garbage_ends_the_connection() {
     for garbage in [&b"garbage!"[..], b"MPH4\x01\x00\x00\x00\x01", b"MPH4\xff\xff\xff\xff"] {
         let objects = Arc::new(Fake::default());
         let (client, raw) = linked(&runtime, objects.clone());
-        write_all(&raw, garbage).unwrap();
+        write_all(&raw, &mut [std::io::IoSlice::new(garbage)]).unwrap();
         let error = runtime.block_on(async {
             tokio::time::timeout(std::time::Duration::from_secs(120), client.call_bytes(b"ok".to_vec()))
                 .await
