@@ -157,7 +157,6 @@ pub(super) fn receive(socket: &impl AsFd) -> Result<Tally, String> {
     if message.bytes != 1 || fds.len() != 1 {
         return Err("the root host did not greet this worker".into());
     }
-    drop(iov);
     if byte[0] != GREETING {
         return Err("the root host did not greet this worker".into());
     }
