@@ -445,7 +445,9 @@ fn a_consumer_killed_mid_stream_loses_nothing_it_did_not_get() {
         // Bounded: each relayed item is answered before the next get.
         let output = host::sync::Queue::new(&host, count as u32).unwrap();
         (0..count).for_each(|i| input.put(&item(i)).unwrap());
-        let relay = program.command().entry("relay").input(&(&input, &output, count)).spawn().unwrap();
+        // One more than there are: a relay as fast as the test still waits
+        // for its kill.
+        let relay = program.command().entry("relay").input(&(&input, &output, count + 1)).spawn().unwrap();
         while output.qsize().unwrap() < count / 4 {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
