@@ -443,3 +443,41 @@ fn items_a_consumer_did_not_get_stay_in_the_queue_in_order() {
     assert_eq!(drain(&full), vec![item(0)]);
     assert_eq!(drain(&input), (2..100).map(item).collect::<Vec<_>>());
 }
+
+/// A consumer killed mid-stream (`SIGKILL` on the native backend, where it
+/// counts the leased items it takes in memory its root reads) loses nothing
+/// it did not get and gets nothing twice: what it relayed is a prefix of
+/// the items, and what is left in the queue is the rest, in order, but for
+/// the one item it may have got and not yet relayed as it was killed. On
+/// an unbounded queue (leased ahead) and a bounded one.
+#[test]
+fn a_consumer_killed_mid_stream_loses_nothing_it_did_not_get() {
+    let host = host();
+    let program = host.load(guest("data-path")).unwrap();
+    let item = |i: u64| i.to_le_bytes().to_vec();
+    let count = 2000u64;
+    for maxsize in [0, count as u32] {
+        let input = host::sync::Queue::new(&host, maxsize).unwrap();
+        // Bounded: each relayed item is answered before the next get.
+        let output = host::sync::Queue::new(&host, count as u32).unwrap();
+        (0..count).for_each(|i| input.put(&item(i)).unwrap());
+        // One more than there are: a relay as fast as the test still waits
+        // for its kill.
+        let relay = program.command().entry("relay").input(&(&input, &output, count + 1)).spawn().unwrap();
+        while output.qsize().unwrap() < count / 4 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        relay.kill().unwrap();
+        assert_eq!(join(&relay).code(), -9);
+        let drain = |queue: &host::sync::Queue| {
+            std::iter::from_fn(|| queue.get_timeout::<Vec<u8>>(false, None).ok()).collect::<Vec<_>>()
+        };
+        let relayed = drain(&output);
+        let left = drain(&input);
+        let k = relayed.len() as u64;
+        assert_eq!(relayed, (0..k).map(item).collect::<Vec<_>>(), "maxsize {maxsize}");
+        let first_left = count - left.len() as u64;
+        assert!(first_left == k || first_left == k + 1, "maxsize {maxsize}: relayed {k}, left from {first_left}");
+        assert_eq!(left, (first_left..count).map(item).collect::<Vec<_>>(), "maxsize {maxsize}");
+    }
+}

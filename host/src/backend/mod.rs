@@ -206,9 +206,10 @@ pub(crate) trait Objects: Send + Sync {
     /// held is released, and what it did not take of its leases goes back.
     fn release(&self, pid: u32);
 
-    /// The process `pid` took the oldest item of its lease `serial` (see
-    /// [`Lease`]); told before the item reaches its guest.
-    fn lease_taken(&self, pid: u32, serial: u64);
+    /// How many items of its lease `serial` the process `pid` took is
+    /// `counter` (see [`Lease`]), which the objects read whenever they need
+    /// to know; given before the lease reaches the process.
+    fn lease_counted(&self, pid: u32, serial: u64, counter: Box<dyn TakenCount>);
 
     /// The process `pid` returned its lease `serial`: what it did not take
     /// goes back to the object.
@@ -239,22 +240,31 @@ pub(crate) struct Answered {
 
 /// Items of an object (a queue) handed ahead to a process in another host,
 /// so that its next requests for them need no round trip: it serves them
-/// from the lease, telling the objects of each it takes before its guest
-/// sees it ([`Objects::lease_taken`]), and returns the rest when asked
-/// ([`Objects::lease_returned`]). Until then the objects keep every item
-/// not taken, and take it back should the process end.
+/// from the lease, counting each it takes before its guest sees it in a
+/// counter the objects can read at any time ([`Objects::lease_counted`]),
+/// and returns the rest when asked ([`Objects::lease_returned`]). Until
+/// then the objects keep every item not taken, and take it back should the
+/// process end.
 #[allow(dead_code)]
 pub(crate) struct Lease {
     /// The object the items come from.
     pub(crate) object: u64,
     /// Names the lease in what the process tells of it.
     pub(crate) serial: u64,
-    /// Encoded like a request's payload, oldest first.
-    pub(crate) items: Vec<Vec<u8>>,
+    /// Encoded like a request's payload, oldest first (shared with the
+    /// objects' own record of the lease).
+    pub(crate) items: Arc<Vec<Vec<u8>>>,
     /// Resolves when the objects want the lease back; an error once there
     /// is nothing left to return (all taken or returned, or the process
     /// ended).
     pub(crate) recalled: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// How many items of a lease its holder took, as the holder counts them
+/// (in memory it shares with the objects' host): the first that many items
+/// of the lease are the holder's, the rest the objects' to take back.
+pub(crate) trait TakenCount: Send + Sync {
+    fn taken(&self) -> u64;
 }
 
 /// The answer to a request a process waited for, as [`RemoteObjects::call`]
@@ -301,9 +311,9 @@ pub(crate) trait RemoteObjects: Send + Sync {
     /// untouched, and the child connects anew.
     fn leave_connection(&self);
 
-    /// The oldest item leased from `object` (see [`Lease`]), told as taken
-    /// before it is returned; `None` when no lease holds one.
-    fn take_leased(&self, object: u64) -> Result<Option<Vec<u8>>, String>;
+    /// The oldest item leased from `object` (see [`Lease`]), counted as
+    /// taken before it is returned; `None` when no lease holds one.
+    fn take_leased(&self, object: u64) -> Option<Vec<u8>>;
 
     /// Returns what is leased from `object`, if anything.
     fn return_lease(&self, object: u64);

@@ -5,7 +5,7 @@
 //! backend's transport.
 
 use super::{Answer, Error, MAX_MESSAGE, Payload, Registry, Reply, Request, budget, handed_ids, random_u64, wire};
-use crate::backend::{Answered, BoxFuture, Objects, RemoteObjects};
+use crate::backend::{Answered, BoxFuture, Objects, RemoteObjects, TakenCount};
 use std::sync::Arc;
 
 /// Where a host's processes send their requests.
@@ -173,7 +173,7 @@ async fn call_remote(remote: &dyn RemoteObjects, pipeline: &Pipeline, mut reques
     let put = match &request {
         Request::Put { id, item, .. } => Some((*id, budget::Message::cost(item.0.len()))),
         // An item leased ahead is taken without a round trip.
-        Request::Get { id, .. } => match remote.take_leased(*id).map_err(Error::Broker)? {
+        Request::Get { id, .. } => match remote.take_leased(*id) {
             Some(item) => return Ok(Reply::Bytes(Payload(item))),
             None => None,
         },
@@ -250,7 +250,7 @@ impl Objects for Served {
             };
             // A consumer that got an item may take the next ones ahead.
             let lease = match (got_from, &answer) {
-                (Some(id), Ok(_)) => self.0.lease(pid, id).await,
+                (Some(id), Ok(_)) => self.0.lease(pid, id),
                 _ => None,
             };
             let failed = answer.is_err();
@@ -262,8 +262,8 @@ impl Objects for Served {
         self.0.release(pid);
     }
 
-    fn lease_taken(&self, pid: u32, serial: u64) {
-        self.0.lease_taken(pid, serial);
+    fn lease_counted(&self, pid: u32, serial: u64, counter: Box<dyn TakenCount>) {
+        self.0.lease_counted(pid, serial, counter);
     }
 
     fn lease_returned(&self, pid: u32, serial: u64) {

@@ -83,6 +83,21 @@ impl Queue {
         }
     }
 
+    /// Removes the first items at once, at most `most` of them and, past
+    /// the first, `bytes` in all (what a lease hands ahead; an unbounded
+    /// queue's: no putter waits for the room).
+    pub(crate) fn take_front(&self, most: usize, bytes: usize) -> Vec<Vec<u8>> {
+        let mut state = self.state.lock().unwrap();
+        let (mut taken, mut size) = (Vec::new(), 0);
+        while taken.len() < most && size < bytes {
+            let Some(item) = state.items.pop_front() else { break };
+            let item = item.into_bytes();
+            size += item.len();
+            taken.push(item);
+        }
+        taken
+    }
+
     /// Puts an item taken by `get` back in front (it was not handed over).
     pub(crate) fn give_back(&self, item: Message) {
         self.give_back_all(vec![item]);

@@ -27,7 +27,7 @@ use super::lock::{Lock, Semaphore};
 use super::pipe::Pipe;
 use super::queue::Queue;
 use super::{Answer, Error, Kind, MAX_MESSAGE, Numbers, Reply, Request, Spec, Token};
-use crate::backend::Lease;
+use crate::backend::{Lease, TakenCount};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
@@ -167,35 +167,14 @@ impl Registry {
     /// After `pid`'s get on `queue` was answered: more of its items, handed
     /// ahead as a lease (see [`super::lease`]), if the queue is unbounded,
     /// holds more, and nobody waits on it.
-    pub(crate) async fn lease(&self, pid: u32, queue: u64) -> Option<Lease> {
+    pub(crate) fn lease(&self, pid: u32, queue: u64) -> Option<Lease> {
         let object = self.queue(pid, queue).ok().filter(|q| !q.bounded())?;
-        if self.leases.contended(queue) {
-            return None;
-        }
-        let (mut items, mut bytes) = (Vec::new(), 0);
-        // No more than it holds: a get never waits here.
-        let most = LEASE_ITEMS.min(object.len() as usize);
-        while items.len() < most && bytes < LEASE_BYTES {
-            let Ok(item) = object.get(Some(0)).await else { break };
-            bytes += item.len();
-            items.push(item);
-        }
-        if items.is_empty() {
-            return None;
-        }
-        match self.leases.grant(pid, queue, items) {
-            Ok(lease) => Some(lease),
-            // A getter came meanwhile: the items are its to take.
-            Err(items) => {
-                self.give_back_leased(vec![(queue, items.into())]);
-                None
-            }
-        }
+        self.leases.grant(pid, queue, || object.take_front(LEASE_ITEMS, LEASE_BYTES))
     }
 
-    /// The holder `pid` of the lease `serial` took its oldest item.
-    pub(crate) fn lease_taken(&self, pid: u32, serial: u64) {
-        self.leases.taken(pid, serial);
+    /// How many items of its lease `serial` the holder `pid` took is `counter`.
+    pub(crate) fn lease_counted(&self, pid: u32, serial: u64, counter: Box<dyn TakenCount>) {
+        self.leases.counted(pid, serial, counter);
     }
 
     /// The holder `pid` of the lease `serial` returned it: what it did not
@@ -319,7 +298,8 @@ impl Registry {
                 self.get(pid, id, &queue, timeout).await.map(|item| Reply::Bytes(super::Payload(item)))
             }
             Request::QueueSize { id } => {
-                Ok(Reply::Count(object!(self, pid, id, Queue).len() + self.leases.outstanding(id)))
+                let queue = object!(self, pid, id, Queue);
+                Ok(Reply::Count(self.leases.size(id, || queue.len())))
             }
             Request::TaskDone { id } => object!(self, pid, id, Queue).task_done().map(|()| Reply::Unit),
             Request::JoinQueue { id } => object!(self, pid, id, Queue).join().await.map(|()| Reply::Unit),

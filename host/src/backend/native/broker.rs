@@ -22,11 +22,11 @@
 //!   that failure, once, and the worker's end waits for every such request
 //!   to be carried out ([`kind::SYNC`]);
 //! - items can be handed ahead ([`kind::LEASE`], see [`crate::backend::Lease`]):
-//!   the worker serves its next gets from them, telling the root of each
-//!   item it takes before its guest sees it ([`kind::TAKEN`], out of turn),
-//!   and returns the rest when the root recalls them ([`kind::RECALL`],
-//!   [`kind::RETURNED`]). What it did not take goes back to its queue when
-//!   the connection ends.
+//!   the worker serves its next gets from them, counting each item it takes
+//!   before its guest sees it in memory the root reads ([`tally`], sent as
+//!   the connection's first byte), and returns the rest when the root
+//!   recalls them ([`kind::RECALL`], [`kind::RETURNED`]). What it did not
+//!   take goes back to its queue when the connection ends.
 //!
 //! The root learns the peer's pid from the kernel (`SO_PEERCRED`), so a
 //! worker acts only as the process it is, and refuses peers of another
@@ -116,9 +116,6 @@ mod kind {
     pub(super) const SYNC: u8 = 4;
     /// The worker was told of the failures so far (see [`REFUSED`]).
     pub(super) const ACK: u8 = 5;
-    /// The worker took the oldest item of the lease its id names (out of
-    /// turn: the worker waits for nothing meanwhile).
-    pub(super) const TAKEN: u8 = 6;
     /// The worker returned the lease its id names (out of turn).
     pub(super) const RETURNED: u8 = 7;
     /// The root's answer to a [`CALL`]: the answer, then an allowance (`u64`).
@@ -132,7 +129,8 @@ mod kind {
     pub(super) const SYNCED: u8 = 4;
     /// Items handed ahead, just before the answer to the [`CALL`] that
     /// took the first: its id the lease's serial, its body the object's
-    /// id (`u64`) and each item, its length (`u32`) first.
+    /// id (`u64`), the lease's counter in the tally (`u32`) and each item,
+    /// its length (`u32`) first.
     pub(super) const LEASE: u8 = 5;
     /// The root wants the lease its id names back: answered with
     /// [`RETURNED`] unless all of it was taken.
@@ -151,10 +149,16 @@ fn parse(mut message: Vec<u8>) -> Result<(u8, u64, Vec<u8>), String> {
     Ok((kind, id, message))
 }
 
-/// A message of `kind` about request `id`, framed.
-fn message(kind: u8, id: u64, parts: &[&[u8]]) -> std::io::Result<Vec<u8>> {
+/// The head a message of `kind` about request `id` ends with.
+fn head(kind: u8, id: u64) -> [u8; HEAD] {
     let mut head = [kind; HEAD];
     head[..8].copy_from_slice(&id.to_le_bytes());
+    head
+}
+
+/// A message of `kind` about request `id`, framed.
+fn message(kind: u8, id: u64, parts: &[&[u8]]) -> std::io::Result<Vec<u8>> {
+    let head = head(kind, id);
     let mut all = parts.to_vec();
     all.push(&head);
     protocol::encode_parts(&all)
@@ -168,22 +172,25 @@ fn split_u64(body: &mut Vec<u8>) -> Option<u64> {
     Some(value)
 }
 
-/// The message handing `lease` to the worker.
-fn lease_message(lease: &crate::backend::Lease) -> std::io::Result<Vec<u8>> {
-    let mut body = Vec::with_capacity(8 + lease.items.iter().map(|item| 4 + item.len()).sum::<usize>());
+/// The message handing `lease` to the worker, counted by `counter`.
+fn lease_message(lease: &crate::backend::Lease, counter: u32) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::with_capacity(12 + lease.items.iter().map(|item| 4 + item.len()).sum::<usize>());
     body.extend_from_slice(&lease.object.to_le_bytes());
-    for item in &lease.items {
+    body.extend_from_slice(&counter.to_le_bytes());
+    for item in lease.items.iter() {
         body.extend_from_slice(&(item.len() as u32).to_le_bytes());
         body.extend_from_slice(item);
     }
     message(kind::LEASE, lease.serial, &[&body])
 }
 
-/// A [`kind::LEASE`] message's object and items, checked.
-fn parse_lease(body: &[u8]) -> Result<(u64, std::collections::VecDeque<Vec<u8>>), String> {
+/// A [`kind::LEASE`] message's object, counter and items, checked.
+fn parse_lease(body: &[u8]) -> Result<(u64, u32, std::collections::VecDeque<Vec<u8>>), String> {
     let object = body.get(..8).ok_or("a lease without its object")?;
     let object = u64::from_le_bytes(object.try_into().expect("8 bytes"));
-    let (mut rest, mut items) = (&body[8..], std::collections::VecDeque::new());
+    let counter = body.get(8..12).ok_or("a lease without its counter")?;
+    let counter = u32::from_le_bytes(counter.try_into().expect("4 bytes"));
+    let (mut rest, mut items) = (&body[12..], std::collections::VecDeque::new());
     while !rest.is_empty() {
         let length = rest.get(..4).ok_or("a lease's item cut in its length")?;
         let length = u32::from_le_bytes(length.try_into().expect("4 bytes")) as usize;
@@ -191,7 +198,7 @@ fn parse_lease(body: &[u8]) -> Result<(u64, std::collections::VecDeque<Vec<u8>>)
         items.push_back(item.to_vec());
         rest = &rest[4 + length..];
     }
-    Ok((object, items))
+    Ok((object, counter, items))
 }
 
 /// The root's writing half of a connection: answers, and lease recalls
@@ -208,6 +215,20 @@ fn recall_when(writer: &Writer, serial: u64, recalled: tokio::sync::oneshot::Rec
             let _ = writer.lock().await.write_all(&frame).await;
         }
     });
+}
+
+/// Writes all of `slices`, in order.
+async fn write_all_vectored(
+    writer: &mut tokio::net::unix::OwnedWriteHalf,
+    mut slices: &mut [std::io::IoSlice<'_>],
+) -> std::io::Result<()> {
+    while !slices.is_empty() {
+        match writer.write_vectored(slices).await? {
+            0 => return Err(std::io::ErrorKind::WriteZero.into()),
+            written => std::io::IoSlice::advance_slices(&mut slices, written),
+        }
+    }
+    Ok(())
 }
 
 /// How many requests a worker may send while one of its requests waits:
@@ -277,6 +298,10 @@ impl Reading {
 /// connection is seen at once: the request under way is then dropped (a
 /// blocking one takes nothing).
 async fn serve(stream: UnixStream, objects: Arc<dyn Objects>, pid: u32) {
+    let tally = match tally::Tally::new() {
+        Ok((tally, fd)) if tally::send(&stream, &fd).await.is_ok() => tally,
+        _ => return objects.release(pid),
+    };
     let (reader, writer) = stream.into_split();
     let writer: Writer = Arc::new(tokio::sync::Mutex::new(writer));
     let limit = objects.max_request() + HEAD;
@@ -296,10 +321,6 @@ async fn serve(stream: UnixStream, objects: Arc<dyn Objects>, pid: u32) {
             kind::CANCEL => continue,
             kind::ACK => {
                 failed = false;
-                continue;
-            }
-            kind::TAKEN => {
-                objects.lease_taken(pid, id);
                 continue;
             }
             kind::RETURNED => {
@@ -326,7 +347,6 @@ async fn serve(stream: UnixStream, objects: Arc<dyn Objects>, pid: u32) {
                             next = reading.next(limit) => match next {
                                 Some((kind::CANCEL, withdrawn, _)) if withdrawn == id => continue 'serve,
                                 Some((kind::CANCEL, withdrawn, _)) => queue.retain(|(_, queued, _)| *queued != withdrawn),
-                                Some((kind::TAKEN, serial, _)) => objects.lease_taken(pid, serial),
                                 Some((kind::RETURNED, serial, _)) => objects.lease_returned(pid, serial),
                                 Some(_) if queue.len() >= READ_AHEAD => break 'serve,
                                 Some(next) => queue.push_back(next),
@@ -345,18 +365,29 @@ async fn serve(stream: UnixStream, objects: Arc<dyn Objects>, pid: u32) {
                     failed = true;
                     message(kind::FAILED, id, &[&answered.answer])
                 } else {
-                    let mut frame = message(kind::ANSWER, id, &[&answered.answer, &answered.allowance.to_le_bytes()]);
-                    // A lease goes just before the answer, in one write.
+                    // A lease goes just before the answer, in one write;
+                    // without a free counter, it goes back at once.
+                    let mut leased = Ok(Vec::new());
                     if let Some(lease) = answered.lease.take() {
-                        frame = lease_message(&lease).and_then(|mut both| {
-                            both.extend_from_slice(&frame?);
-                            Ok(both)
-                        });
-                        recall_when(&writer, lease.serial, lease.recalled);
+                        match tally.give() {
+                            Some(counter) => {
+                                leased = lease_message(&lease, counter.index());
+                                objects.lease_counted(pid, lease.serial, Box::new(counter));
+                                recall_when(&writer, lease.serial, lease.recalled);
+                            }
+                            None => objects.lease_returned(pid, lease.serial),
+                        }
                     }
-                    let sent = match &frame {
-                        Ok(frame) => writer.lock().await.write_all(frame).await.is_ok(),
-                        Err(_) => false,
+                    // The answer (a large item) is written as it lies.
+                    let (allowance, head) = (answered.allowance.to_le_bytes(), head(kind::ANSWER, id));
+                    let parts = [&answered.answer[..], &allowance, &head];
+                    let sent = match (leased, protocol::Framing::new(&parts)) {
+                        (Ok(leased), Ok(framing)) => {
+                            let mut slices = vec![std::io::IoSlice::new(&leased)];
+                            slices.extend(framing.slices(&parts));
+                            write_all_vectored(&mut *writer.lock().await, &mut slices).await.is_ok()
+                        }
+                        _ => false,
                     };
                     if !sent {
                         // Not handed over: what it took goes back.
@@ -383,6 +414,7 @@ async fn serve(stream: UnixStream, objects: Arc<dyn Objects>, pid: u32) {
 }
 
 mod client;
+mod tally;
 #[cfg(test)]
 mod tests;
 

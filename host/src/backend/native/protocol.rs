@@ -35,6 +35,8 @@ const MAGIC: [u8; 4] = *b"MPH4";
 pub(crate) const CHUNK: usize = 1 << 20;
 /// A frame's length has this bit set when more frames of its message follow.
 const MORE: u32 = 1 << 31;
+/// What a reader reserves beyond a frame that says more follow.
+const TAIL_ROOM: usize = 4 << 10;
 /// The largest control message (a pool task or its results, a start, an
 /// end) either side accepts.
 pub(crate) const MAX_MESSAGE: usize = 1 << 30;
@@ -206,17 +208,14 @@ pub(crate) fn encode_frame<T: Serialize>(message: &T) -> std::io::Result<Vec<u8>
         frame[4..8].copy_from_slice(&(length as u32).to_le_bytes());
         return Ok(frame);
     }
-    Ok(chunked(&[&frame[8..]]))
+    let body = [&frame[8..]];
+    Ok(chunked(&body, &Framing::new(&body)?))
 }
 
 /// The bytes of `parts`, back to back, as one message of this protocol's
 /// frames (without joining them first).
 pub(crate) fn encode_parts(parts: &[&[u8]]) -> std::io::Result<Vec<u8>> {
-    let length: usize = parts.iter().map(|part| part.len()).sum();
-    if length > MAX_MESSAGE {
-        return Err(too_large(length, MAX_MESSAGE));
-    }
-    Ok(chunked(parts))
+    Ok(chunked(parts, &Framing::new(parts)?))
 }
 
 fn too_large(length: usize, limit: usize) -> std::io::Error {
@@ -226,33 +225,73 @@ fn too_large(length: usize, limit: usize) -> std::io::Error {
     )
 }
 
-/// `parts`, back to back, cut into frames of at most [`CHUNK`] bytes, each
-/// but the last marked [`MORE`].
-fn chunked(parts: &[&[u8]]) -> Vec<u8> {
-    let length: usize = parts.iter().map(|part| part.len()).sum();
-    let frames = length.div_ceil(CHUNK).max(1);
-    let mut out = Vec::with_capacity(length + 8 * frames);
-    let mut left = length;
-    let mut room = 0;
-    for part in parts {
-        let mut part = *part;
-        loop {
-            if room == 0 && (left > 0 || out.is_empty()) {
-                let this = left.min(CHUNK);
-                let more = if left > CHUNK { MORE } else { 0 };
-                out.extend_from_slice(&MAGIC);
-                out.extend_from_slice(&(this as u32 | more).to_le_bytes());
-                room = this;
-                left -= this;
-            }
-            if part.is_empty() {
-                break;
-            }
-            let take = part.len().min(room);
-            out.extend_from_slice(&part[..take]);
-            part = &part[take..];
-            room -= take;
+/// The frames of one message: their heads, which [`Framing::slices`] puts
+/// between its parts, so that a large message is written as it lies, not
+/// copied into one buffer first.
+pub(crate) struct Framing {
+    heads: Vec<[u8; 8]>,
+}
+
+impl Framing {
+    /// The frames of `parts`, back to back, cut at most [`CHUNK`] bytes
+    /// apart, each but the last marked [`MORE`]; an error past [`MAX_MESSAGE`].
+    pub(crate) fn new(parts: &[&[u8]]) -> std::io::Result<Framing> {
+        let length: usize = parts.iter().map(|part| part.len()).sum();
+        if length > MAX_MESSAGE {
+            return Err(too_large(length, MAX_MESSAGE));
         }
+        let mut heads = Vec::with_capacity(length.div_ceil(CHUNK).max(1));
+        let mut left = length;
+        loop {
+            let this = left.min(CHUNK);
+            let more = if left > CHUNK { MORE } else { 0 };
+            let mut head = [0u8; 8];
+            head[..4].copy_from_slice(&MAGIC);
+            head[4..].copy_from_slice(&(this as u32 | more).to_le_bytes());
+            heads.push(head);
+            left -= this;
+            if left == 0 {
+                return Ok(Framing { heads });
+            }
+        }
+    }
+
+    /// The message as slices to write in order: the heads, and between
+    /// them the `parts` (those `new` was given), nothing copied.
+    pub(crate) fn slices<'a>(&'a self, parts: &[&'a [u8]]) -> Vec<std::io::IoSlice<'a>> {
+        let mut slices = Vec::with_capacity(parts.len() + 2 * self.heads.len());
+        let mut heads = self.heads.iter();
+        let mut room = 0;
+        for part in parts {
+            let mut part = *part;
+            loop {
+                if room == 0
+                    && let Some(head) = heads.next()
+                {
+                    room = (u32::from_le_bytes(head[4..].try_into().expect("4 bytes")) & !MORE) as usize;
+                    slices.push(std::io::IoSlice::new(head));
+                }
+                let take = part.len().min(room);
+                if take > 0 {
+                    slices.push(std::io::IoSlice::new(&part[..take]));
+                }
+                part = &part[take..];
+                room -= take;
+                if part.is_empty() {
+                    break;
+                }
+            }
+        }
+        slices
+    }
+}
+
+/// `parts`, framed by `framing`, in one buffer.
+fn chunked(parts: &[&[u8]], framing: &Framing) -> Vec<u8> {
+    let slices = framing.slices(parts);
+    let mut out = Vec::with_capacity(slices.iter().map(|slice| slice.len()).sum());
+    for slice in &slices {
+        out.extend_from_slice(slice);
     }
     out
 }
@@ -331,9 +370,12 @@ async fn read_body_async(
             return Ok(None);
         };
         first = false;
-        // Read into the spare room as it is, not zeroed first.
+        // Read into the spare room as it is, not zeroed first. A frame
+        // that says more follow reserves a little more: a message just
+        // over a frame (a 1 MiB item and its head) then needs no second
+        // allocation and copy for its short last frame.
         let end = body.len() + length;
-        body.reserve(length);
+        body.reserve(if more { length + TAIL_ROOM } else { length });
         while body.len() < end {
             let left = (end - body.len()) as u64;
             match (&mut *input).take(left).read_buf(&mut body).await {

@@ -3,7 +3,8 @@
 //! are made, tagged with an id; a reader task hands each answer to the
 //! request waiting for it, and a request dropped midway is withdrawn.
 
-use super::{BROKER_VAR, kind, message, parse, parse_lease, split_u64};
+use super::tally::Tally;
+use super::{BROKER_VAR, head, kind, message, parse, parse_lease, split_u64};
 use crate::backend::native::protocol;
 use crate::backend::{BoxFuture, Called, RemoteObjects};
 use std::path::PathBuf;
@@ -36,6 +37,8 @@ struct Link {
     carried_out: std::sync::atomic::AtomicU64,
     /// The items the root leased ahead, by object (see [`crate::backend::Lease`]).
     leases: std::sync::Mutex<std::collections::HashMap<u64, Leased>>,
+    /// Where this worker counts the leased items it takes.
+    tally: Tally,
     /// Requests sent without waiting, not written yet: they go together,
     /// in one write, ahead of the next message, once [`PENDING_LIMIT`]
     /// bytes are pending, or when this host next idles.
@@ -54,9 +57,11 @@ impl Drop for Link {
     }
 }
 
-/// One lease as the worker holds it: its serial and the items not taken.
+/// One lease as the worker holds it: its serial, its counter in the
+/// tally and the items not taken.
 struct Leased {
     serial: u64,
+    counter: u32,
     items: std::collections::VecDeque<Vec<u8>>,
 }
 
@@ -82,8 +87,9 @@ impl Link {
         Link::over(stream)
     }
 
-    /// The link over a connected socket.
+    /// The link over a connected socket, once the root sent its tally.
     fn over(stream: std::os::unix::net::UnixStream) -> Result<Arc<Link>, String> {
+        let tally = super::tally::receive(&stream)?;
         stream.set_nonblocking(true).map_err(|e| e.to_string())?;
         let writer = stream.try_clone().map_err(|e| e.to_string())?;
         let reader = UnixStream::from_std(stream).map_err(|e| e.to_string())?;
@@ -95,6 +101,7 @@ impl Link {
             sent_ahead: Default::default(),
             carried_out: Default::default(),
             leases: Default::default(),
+            tally,
             pending: Default::default(),
             idle: Default::default(),
         });
@@ -103,10 +110,13 @@ impl Link {
         Ok(link)
     }
 
-    /// Writes a message of `kind` (after an acknowledgement the root is
-    /// owed); waits only while the socket is full.
+    /// Writes a message of `kind` (after what is pending and an
+    /// acknowledgement the root is owed), `body` as it lies (a large item
+    /// is not copied); waits only while the socket is full.
     fn write(&self, kind: u8, id: u64, body: &[u8]) -> Result<(), String> {
-        let frame = message(kind, id, &[body]).map_err(|e| e.to_string())?;
+        let head = head(kind, id);
+        let parts = [body, &head];
+        let framing = protocol::Framing::new(&parts).map_err(|e| e.to_string())?;
         let acknowledge = {
             let mut state = self.state.lock().unwrap();
             if let Some(why) = &state.closed {
@@ -119,17 +129,19 @@ impl Link {
         if acknowledge {
             pending.extend_from_slice(&message(kind::ACK, 0, &[]).map_err(|e| e.to_string())?);
         }
-        if pending.is_empty() {
-            return write_all(&writer, &frame);
-        }
-        pending.extend_from_slice(&frame);
-        write_all(&writer, &pending)
+        let mut slices = vec![std::io::IoSlice::new(&pending)];
+        slices.extend(framing.slices(&parts));
+        write_all(&writer, &mut slices)
     }
 
     /// Queues a request sent without waiting (after an acknowledgement the
     /// root is owed): written with the next message, at once past
-    /// [`PENDING_LIMIT`] bytes, or when this host idles.
+    /// [`PENDING_LIMIT`] bytes (a large one at once, not copied), or when
+    /// this host idles.
     fn send_ahead(&self, id: u64, body: &[u8]) -> Result<(), String> {
+        if body.len() >= PENDING_LIMIT {
+            return self.write(kind::SEND, id, body);
+        }
         let frame = message(kind::SEND, id, &[body]).map_err(|e| e.to_string())?;
         let acknowledge = {
             let mut state = self.state.lock().unwrap();
@@ -161,7 +173,7 @@ impl Link {
     fn write_pending(&self) -> Result<(), String> {
         let writer = self.writer.lock().unwrap();
         let pending = std::mem::take(&mut *self.pending.lock().unwrap());
-        if pending.is_empty() { Ok(()) } else { write_all(&writer, &pending) }
+        if pending.is_empty() { Ok(()) } else { write_all(&writer, &mut [std::io::IoSlice::new(&pending)]) }
     }
 
     /// Sends a message of `kind` and waits for its answer; dropped midway,
@@ -182,20 +194,20 @@ impl Link {
 }
 
 impl Link {
-    /// The oldest item leased from `object`, told to the root as taken
-    /// first (so that, should this process end now, it is not given to
-    /// another): the lease's lock is held meanwhile, so a recall cannot
-    /// return it too.
-    fn take_leased(&self, object: u64) -> Result<Option<Vec<u8>>, String> {
+    /// The oldest item leased from `object`, counted as taken first where
+    /// the root reads it (so that, should this process end now, it is not
+    /// given to another): the leases' lock is held meanwhile, so a recall
+    /// cannot return it too.
+    fn take_leased(&self, object: u64) -> Option<Vec<u8>> {
         let mut leases = self.leases.lock().unwrap();
-        let Some(leased) = leases.get_mut(&object) else { return Ok(None) };
-        let Some(item) = leased.items.pop_front() else { return Ok(None) };
-        let serial = leased.serial;
+        let leased = leases.get_mut(&object)?;
+        let item = leased.items.pop_front()?;
+        let counter = self.tally.counter(leased.counter).expect("checked as the lease came");
+        counter.fetch_add(1, std::sync::atomic::Ordering::Release);
         if leased.items.is_empty() {
             leases.remove(&object);
         }
-        self.write(kind::TAKEN, serial, &[])?;
-        Ok(Some(item))
+        Some(item)
     }
 
     /// Returns the leases `which` picks (at most one per object) to the root.
@@ -228,14 +240,18 @@ impl Drop for Withdraw<'_> {
     }
 }
 
-/// Writes all of `bytes` on the non-blocking socket, waiting while it is full.
-pub(super) fn write_all(mut socket: &std::os::unix::net::UnixStream, mut bytes: &[u8]) -> Result<(), String> {
+/// Writes all of `slices`, in order, on the non-blocking socket, waiting
+/// while it is full.
+pub(super) fn write_all(
+    mut socket: &std::os::unix::net::UnixStream,
+    mut slices: &mut [std::io::IoSlice<'_>],
+) -> Result<(), String> {
     use std::io::Write;
     use std::os::fd::AsFd;
-    while !bytes.is_empty() {
-        match socket.write(bytes) {
+    while !slices.is_empty() {
+        match socket.write_vectored(slices) {
             Ok(0) => return Err("the root host closed the connection".into()),
-            Ok(n) => bytes = &bytes[n..],
+            Ok(n) => std::io::IoSlice::advance_slices(&mut slices, n),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 let mut fds = [nix::poll::PollFd::new(socket.as_fd(), nix::poll::PollFlags::POLLOUT)];
@@ -277,8 +293,12 @@ async fn read_answers(stream: UnixStream, link: std::sync::Weak<Link>) {
         };
         match kind {
             kind::LEASE => match parse_lease(&body) {
-                Ok((object, items)) => {
-                    let replaced = link.leases.lock().unwrap().insert(object, Leased { serial: id, items });
+                Ok((_, counter, _)) if link.tally.counter(counter).is_none() => {
+                    break (link, format!("a lease counted past the tally ({counter})"));
+                }
+                Ok((object, counter, items)) => {
+                    let leased = Leased { serial: id, counter, items };
+                    let replaced = link.leases.lock().unwrap().insert(object, leased);
                     // Not the root's way (a lease comes when the last is
                     // all taken), but then the last goes back whole.
                     if let Some(replaced) = replaced {
@@ -420,11 +440,8 @@ impl RemoteObjects for Client {
         self.link.try_lock().map_or(true, |link| link.is_some())
     }
 
-    fn take_leased(&self, object: u64) -> Result<Option<Vec<u8>>, String> {
-        match self.link.lock().unwrap().clone() {
-            Some(link) => link.take_leased(object),
-            None => Ok(None),
-        }
+    fn take_leased(&self, object: u64) -> Option<Vec<u8>> {
+        self.link.lock().unwrap().clone().and_then(|link| link.take_leased(object))
     }
 
     fn return_lease(&self, object: u64) {

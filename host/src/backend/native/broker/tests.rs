@@ -3,7 +3,7 @@
 
 use super::client::write_all;
 use super::*;
-use crate::backend::{Answered, BoxFuture, RemoteObjects};
+use crate::backend::{Answered, BoxFuture, RemoteObjects, TakenCount};
 
 /// Objects that answer `ok`, fail `fail`, never answer `block`, answer
 /// `lease` with a lease of three items of object 5 (serial 9), and refuse
@@ -11,8 +11,10 @@ use crate::backend::{Answered, BoxFuture, RemoteObjects};
 #[derive(Default)]
 struct Fake {
     released: std::sync::Mutex<Vec<u32>>,
-    /// What the worker told of its leases: `(serial, returned)`.
-    told: std::sync::Mutex<Vec<(u64, bool)>>,
+    /// The counter of the last lease granted.
+    counter: std::sync::Mutex<Option<Box<dyn TakenCount>>>,
+    /// The leases the worker returned.
+    returned: std::sync::Mutex<Vec<u64>>,
     /// Fires the recall of the last lease granted.
     recall: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
@@ -32,7 +34,7 @@ impl Objects for Fake {
                 b"lease" => {
                     let (recall, recalled) = tokio::sync::oneshot::channel();
                     *self.recall.lock().unwrap() = Some(recall);
-                    let items = vec![b"a".to_vec(), Vec::new(), b"c".to_vec()];
+                    let items = Arc::new(vec![b"a".to_vec(), Vec::new(), b"c".to_vec()]);
                     let lease = crate::backend::Lease { object: 5, serial: 9, items, recalled };
                     Ok(Answered { lease: Some(lease), ..answered(b"ok", false) })
                 }
@@ -47,12 +49,12 @@ impl Objects for Fake {
         self.released.lock().unwrap().push(pid);
     }
 
-    fn lease_taken(&self, _pid: u32, serial: u64) {
-        self.told.lock().unwrap().push((serial, false));
+    fn lease_counted(&self, _pid: u32, _serial: u64, counter: Box<dyn TakenCount>) {
+        *self.counter.lock().unwrap() = Some(counter);
     }
 
     fn lease_returned(&self, _pid: u32, serial: u64) {
-        self.told.lock().unwrap().push((serial, true));
+        self.returned.lock().unwrap().push(serial);
     }
 
     fn max_request(&self) -> usize {
@@ -114,7 +116,7 @@ fn garbage_ends_the_connection() {
     for garbage in [&b"garbage!"[..], b"MPH4\x01\x00\x00\x00\x01", b"MPH4\xff\xff\xff\xff"] {
         let objects = Arc::new(Fake::default());
         let (client, raw) = linked(&runtime, objects.clone());
-        write_all(&raw, garbage).unwrap();
+        write_all(&raw, &mut [std::io::IoSlice::new(garbage)]).unwrap();
         let error = runtime.block_on(async {
             tokio::time::timeout(std::time::Duration::from_secs(120), client.call_bytes(b"ok".to_vec()))
                 .await
@@ -151,38 +153,43 @@ async fn until(done: impl Fn() -> bool) {
 }
 
 /// Items leased with an answer are taken in order without a round trip,
-/// each told to the root as taken; a recall returns the rest, which are
-/// then not taken; the end of the connection releases the worker.
+/// each counted where the root reads it; a recall returns the rest, which
+/// are then not taken; the end of the connection releases the worker.
 #[test]
-fn leased_items_are_told_taken_and_returned_when_recalled() {
+fn leased_items_are_counted_taken_and_returned_when_recalled() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let objects = Arc::new(Fake::default());
     let (client, raw) = linked(&runtime, objects.clone());
+    let taken = || objects.counter.lock().unwrap().as_ref().map(|counter| counter.taken());
     runtime.block_on(async {
-        assert_eq!(client.take_leased(5).unwrap(), None);
+        assert_eq!(client.take_leased(5), None);
         assert_eq!(client.call_bytes(b"lease".to_vec()).await.unwrap().answer, b"ok");
-        assert_eq!(client.take_leased(6).unwrap(), None);
-        assert_eq!(client.take_leased(5).unwrap(), Some(b"a".to_vec()));
-        assert_eq!(client.take_leased(5).unwrap(), Some(Vec::new()));
-        until(|| objects.told.lock().unwrap().len() == 2).await;
+        assert_eq!(taken(), Some(0));
+        assert_eq!(client.take_leased(6), None);
+        assert_eq!(client.take_leased(5), Some(b"a".to_vec()));
+        assert_eq!(client.take_leased(5), Some(Vec::new()));
+        assert_eq!(taken(), Some(2));
         objects.recall.lock().unwrap().take().unwrap().send(()).unwrap();
-        until(|| objects.told.lock().unwrap().len() == 3).await;
-        assert_eq!(*objects.told.lock().unwrap(), vec![(9, false), (9, false), (9, true)]);
-        assert_eq!(client.take_leased(5).unwrap(), None);
-        // Taken to the last: nothing to return, on a recall or a drop.
+        until(|| objects.returned.lock().unwrap().len() == 1).await;
+        assert_eq!(*objects.returned.lock().unwrap(), vec![9]);
+        assert_eq!(client.take_leased(5), None);
+        // Taken to the last: nothing to return, on a recall or a drop; the
+        // next lease's counter starts from zero.
         client.call_bytes(b"lease".to_vec()).await.unwrap();
+        assert_eq!(taken(), Some(0));
         for _ in 0..3 {
-            assert!(client.take_leased(5).unwrap().is_some());
+            assert!(client.take_leased(5).is_some());
         }
+        assert_eq!(taken(), Some(3));
         client.return_lease(5);
         let _ = objects.recall.lock().unwrap().take().unwrap().send(());
         assert_eq!(client.call_bytes(b"ok".to_vec()).await.unwrap().answer, b"ok");
-        assert_eq!(objects.told.lock().unwrap().len(), 6);
+        assert_eq!(objects.returned.lock().unwrap().len(), 1);
         // Returned when its object is let go of.
         client.call_bytes(b"lease".to_vec()).await.unwrap();
         client.return_lease(5);
         assert_eq!(client.call_bytes(b"ok".to_vec()).await.unwrap().answer, b"ok");
-        assert_eq!(objects.told.lock().unwrap().last(), Some(&(9, true)));
+        assert_eq!(*objects.returned.lock().unwrap(), vec![9, 9]);
     });
     // The worker's end: the root sees the connection close.
     raw.shutdown(std::net::Shutdown::Both).unwrap();
@@ -194,16 +201,17 @@ fn leased_items_are_told_taken_and_returned_when_recalled() {
 #[test]
 fn lease_messages_are_checked() {
     let (_recall, recalled) = tokio::sync::oneshot::channel();
-    let lease = crate::backend::Lease { object: 3, serial: 1, items: vec![b"xy".to_vec(), b"z".to_vec()], recalled };
-    let bytes = lease_message(&lease).unwrap();
+    let items = Arc::new(vec![b"xy".to_vec(), b"z".to_vec()]);
+    let lease = crate::backend::Lease { object: 3, serial: 1, items, recalled };
+    let bytes = lease_message(&lease, 4).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let body = runtime.block_on(protocol::read_bytes_frame_async(&mut &bytes[..], 1 << 20)).unwrap().unwrap();
     let (kind, serial, body) = parse(body).unwrap();
     assert_eq!((kind, serial), (kind::LEASE, 1));
-    let (object, items) = parse_lease(&body).unwrap();
-    assert_eq!((object, Vec::from(items)), (3, vec![b"xy".to_vec(), b"z".to_vec()]));
+    let (object, counter, items) = parse_lease(&body).unwrap();
+    assert_eq!((object, counter, Vec::from(items)), (3, 4, vec![b"xy".to_vec(), b"z".to_vec()]));
     for cut in 0..body.len() {
         let parsed = parse_lease(&body[..cut]);
-        assert!(cut == 8 || cut == 14 || parsed.is_err(), "cut at {cut}: {parsed:?}");
+        assert!(cut == 12 || cut == 18 || parsed.is_err(), "cut at {cut}: {parsed:?}");
     }
 }
