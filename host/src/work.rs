@@ -162,6 +162,8 @@ impl TaskQueue {
     }
 
     /// Puts tasks a taker did not start back in front, in their order.
+    // Only a backend whose workers take tasks ahead (in another OS process) lends.
+    #[allow(dead_code)]
     pub(crate) fn give_back(&self, jobs: impl DoubleEndedIterator<Item = Job>) {
         let mut queued = self.state.lock().unwrap();
         jobs.rev().for_each(|job| queued.jobs.push_front(job));
@@ -181,6 +183,8 @@ impl TaskQueue {
     }
 
     /// A taker that could give back `from` tasks can now give back `to`.
+    // Only a backend whose workers take tasks ahead (in another OS process) lends.
+    #[allow(dead_code)]
     pub(crate) fn relend(&self, from: usize, to: usize) {
         let mut queued = self.state.lock().unwrap();
         queued.lent = queued.lent + to - from;
@@ -202,6 +206,8 @@ impl TaskQueue {
     /// is. The tasks taken count as lent until the taker [`relend`](Self::relend)s
     /// them (from their number), so that the queue is never seen at its end
     /// while they are on their way.
+    // Only a backend whose workers take tasks ahead (in another OS process) lends.
+    #[allow(dead_code)]
     pub(crate) async fn take(&self, max: usize, max_bytes: usize, idle: bool) -> Option<Vec<Job>> {
         self.take_lending(max, max_bytes, idle, true).await
     }
@@ -227,15 +233,21 @@ impl TaskQueue {
     }
 
     /// Up to `max` tasks queued now, without waiting.
+    // Only a backend whose workers take tasks ahead (in another OS process) lends.
+    #[allow(dead_code)]
     pub(crate) fn take_now(&self, max: usize) -> Vec<Job> {
         take_from(&mut self.state.lock().unwrap().jobs, max, usize::MAX)
     }
 
     /// Returns once a taker is idle with nothing queued for it.
+    // Only a backend whose workers take tasks ahead (in another OS process) lends.
+    #[allow(dead_code)]
     pub(crate) async fn idle_taker(&self) {
         self.wait_for(false, |queued, _| queued.has_idle_taker().then_some(())).await
     }
 
+    // Only a backend whose workers take tasks ahead (in another OS process) lends.
+    #[allow(dead_code)]
     pub(crate) fn has_idle_taker(&self) -> bool {
         self.state.lock().unwrap().has_idle_taker()
     }
@@ -273,6 +285,7 @@ impl TaskQueue {
 }
 
 impl Queued {
+    #[allow(dead_code)]
     fn has_idle_taker(&self) -> bool {
         self.idle > 0 && self.jobs.is_empty()
     }
