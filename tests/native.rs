@@ -86,6 +86,24 @@ fn a_killed_worker_reports_minus_nine_and_is_reaped() {
     assert!(!exists(pid));
 }
 
+/// A pool worker killed with tasks sent ahead to it: the task it was
+/// running fails, those it had not started run on its replacement.
+#[test]
+fn a_killed_pool_worker_fails_only_its_running_task() {
+    let host = host();
+    let pool = host::Pool::new(&host.load(guest("pool-tasks")).unwrap(), 1).unwrap();
+    let first: u32 = pool.apply("whoami", &()).unwrap();
+    let running = pool.apply_async::<_, u32>("sleep_secs", &600.0);
+    let behind: Vec<_> = (0..10i64).map(|i| pool.apply_async::<_, i64>("square", &i)).collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    unsafe { libc::kill(first as i32, libc::SIGKILL) };
+    assert!(matches!(running.get(Some(HANG)), Err(host::TaskError::Failed(_))));
+    for (i, result) in behind.iter().enumerate() {
+        assert_eq!(result.get(Some(HANG)), Ok((i * i) as i64));
+    }
+    assert_ne!(pool.apply::<_, u32>("whoami", &()).unwrap(), first);
+}
+
 #[test]
 fn another_signal_reports_minus_its_number() {
     let host = host();

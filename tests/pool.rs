@@ -131,6 +131,24 @@ fn terminate_ends_busy_workers_and_fails_pending_tasks() {
     pool.join().unwrap();
 }
 
+/// Tasks queued behind one that does not end are run by the idle worker
+/// (on the native backend, given back by the busy worker they were sent
+/// ahead to), as Python's workers take from one shared queue.
+#[test]
+fn no_task_waits_behind_a_slow_one_while_a_worker_idles() {
+    let host = host();
+    let pool = Pool::new(&pool_tasks(&host), 2).unwrap();
+    let _: Vec<i64> = pool.map("square", 0..10).unwrap();
+    let slow = pool.apply_async::<_, u32>("sleep_secs", &600.0);
+    let quick: Vec<_> = (0..20i64).map(|i| pool.apply_async::<_, i64>("square", &i)).collect();
+    for (i, result) in quick.iter().enumerate() {
+        assert_eq!(result.get(Some(common::HANG)), Ok((i * i) as i64));
+    }
+    assert!(!slow.ready());
+    pool.terminate();
+    assert!(matches!(slow.get(None), Err(TaskError::Failed(_))));
+}
+
 #[test]
 fn join_needs_close_or_terminate() {
     let host = host();

@@ -250,7 +250,7 @@ async fn serve(
     }
     let mut served = 0;
     while serve.max_tasks.is_none_or(|max| served < max) {
-        let Ok(mut job) = serve.tasks.recv().await else { break };
+        let Some(mut job) = serve.tasks.next().await else { break };
         served += 1;
         if metered {
             refuel(&mut store, limits.fuel.unwrap_or(u64::MAX))?;

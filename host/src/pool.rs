@@ -9,9 +9,11 @@
 //! it ends and the pool starts a replacement; a task that traps or exceeds a
 //! limit ends its worker too (the task's result is an error naming the cause)
 //! and the pool carries on with a fresh one. Idle workers pull from one
-//! shared queue, so at most `processes` tasks run at once and none waits
-//! while a worker is idle. `map` and its relatives send one task per chunk of
-//! items, which the worker runs with one call into the guest.
+//! shared queue ([`TaskQueue`]), so at most `processes` tasks run at once
+//! and none waits long while a worker is idle (tasks sent ahead to a busy
+//! worker are given back for the idle one). `map` and its relatives send
+//! one task per chunk of items, which the worker runs with one call into
+//! the guest.
 //!
 //! [`PoolCore`] is the pool itself, shared by the embedding API ([`Pool`])
 //! and the guest's `mp:host/pool` interface; both only add typing and
@@ -25,7 +27,7 @@ use crate::process::Node;
 use crate::program::ProgramKind;
 use crate::runtime::HostInner;
 pub(crate) use crate::work::Job;
-use crate::work::{Outcome, Reply, ServeChannel, Work};
+use crate::work::{Outcome, Reply, ServeChannel, TaskQueue, Work};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -104,9 +106,8 @@ pub(crate) struct PoolCore {
     /// Every worker's launch, its serve channel included.
     template: Launch,
     processes: usize,
-    queue: async_channel::Sender<Job>,
-    /// Kept to fail the tasks left when the pool ends.
-    pending: async_channel::Receiver<Job>,
+    /// The tasks not yet taken by a worker (or given back by one).
+    queue: Arc<TaskQueue>,
     state: Mutex<State>,
     /// The current worker of each slot.
     workers: Mutex<Vec<Option<Arc<Node>>>>,
@@ -167,7 +168,7 @@ impl PoolCore {
                 "a pool of {processes} workers is more than the run may have alive at once ({limit}): ask for fewer workers or raise --max-processes"
             )));
         }
-        let (queue, pending) = async_channel::unbounded();
+        let queue = TaskQueue::new();
         // Shared objects in the initializer's arguments (Python's
         // `initargs`): every worker may open them, as a child opens those
         // in its spawn arguments, and the pool holds them (the holds the
@@ -181,7 +182,7 @@ impl PoolCore {
             let _ = host.sync.call(parent, crate::sync::Request::Hand { ticket, ids: shared }).await;
         }
         launch.work = Work::Serve(ServeChannel {
-            tasks: pending.clone(),
+            tasks: queue.clone(),
             initializer: settings.initializer,
             max_tasks: settings.max_tasks.filter(|&n| n > 0),
             task_timeout: settings.task_timeout,
@@ -192,7 +193,6 @@ impl PoolCore {
             template: launch,
             processes,
             queue,
-            pending,
             state: Mutex::new(State::Running),
             workers: Mutex::new(vec![None; processes]),
             slots: Mutex::new(Vec::new()),
@@ -281,13 +281,13 @@ impl PoolCore {
     fn finished(&self) -> bool {
         let state = *self.state.lock().unwrap();
         state == State::Terminated
-            || (state == State::Closed && self.pending.is_empty())
+            || (state == State::Closed && self.queue.exhausted())
             || self.parent.ended().is_some()
             || self.host.closed.load(Ordering::SeqCst)
     }
 
     fn fail_pending(&self, why: &str) {
-        while let Ok(job) = self.pending.try_recv() {
+        for job in self.queue.drain() {
             job.reply.send(Outcome::Failed(why.to_string()));
         }
     }
@@ -314,9 +314,9 @@ impl PoolCore {
             Ok(held) => Job { reply: job.reply.holding(held), ..job },
             Err(why) => return refuse(job, TaskError::QueueFull(why)),
         };
-        match self.queue.try_send(job) {
+        match self.queue.push(job) {
             Ok(()) => Ok(()),
-            Err(error) => refuse(error.into_inner(), TaskError::NotRunning),
+            Err(job) => refuse(job, TaskError::NotRunning),
         }
     }
 

@@ -59,6 +59,7 @@
 //! parent). Every child is waited for through a pidfd, which reaps exactly
 //! our own children (never an embedder's), so no zombie stays.
 
+mod bridge;
 mod broker;
 mod code;
 // The fork of a worker (issue 13): its own file, hooks marked `fork::`.

@@ -11,9 +11,11 @@
 //! root (see `broker.rs`). So a message of any size up to what its reader
 //! accepts travels (a 17 MiB pool result, say), and a reader's memory grows
 //! only with the bytes that actually came. The host writes a [`Start`] on
-//! the worker's stdin, then (a pool worker) one [`Task`] at a time; the
-//! worker writes on its report pipe a [`Report::Done`] per finished task,
-//! then one [`Report::Ended`] as it ends. The magic carries the protocol
+//! the worker's stdin, then (a pool worker) [`Order`]s: tasks, several sent
+//! ahead, and now and then a revoke of those not started; the worker writes
+//! on its report pipe a [`Report::Done`] per finished task (before it takes
+//! the next), a [`Report::Returned`] per revoke, then one [`Report::Ended`]
+//! as it ends. The magic carries the protocol
 //! version, so a worker of another build is refused rather than misread.
 //! The decoder never trusts a peer: a wrong magic, an oversized frame or
 //! message, an empty frame that says more follow, a truncated frame or a
@@ -101,11 +103,23 @@ pub(crate) struct Task {
     pub(crate) many: bool,
 }
 
+/// What a host tells a pool worker after its start.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) enum Order {
+    /// Run this task after those sent before it.
+    Task(Task),
+    /// Give back the tasks sent before this order that are not started.
+    Revoke,
+}
+
 /// What a worker tells its host on the report pipe.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub(crate) enum Report {
     /// A task's results (MessagePack, or an entry's error), one per input.
     Done { id: u64, results: BatchResults },
+    /// The answer to a [`Order::Revoke`]: the last `count` tasks sent before
+    /// it were not started, and never will be.
+    Returned { count: u64 },
     /// The worker's end: the last frame.
     Ended(Ended),
 }
@@ -310,15 +324,6 @@ pub(crate) fn write_frame<T: Serialize>(out: &mut impl Write, message: &T) -> st
     out.flush()
 }
 
-/// [`write_frame`], without holding a thread while the pipe is full.
-pub(crate) async fn write_frame_async<T: Serialize>(
-    out: &mut (impl tokio::io::AsyncWrite + Unpin),
-    message: &T,
-) -> std::io::Result<()> {
-    use tokio::io::AsyncWriteExt;
-    out.write_all(&encode_frame(message)?).await
-}
-
 /// Reads one message; `Ok(None)` if the peer closed before sending any byte.
 pub(crate) fn read_frame<T: DeserializeOwned>(input: &mut impl Read) -> Result<Option<T>, String> {
     let mut body = Vec::new();
@@ -502,6 +507,11 @@ mod tests {
         assert_eq!(decode_frame::<Task>(&frame(&task)), Ok(task));
         let done = Report::Done { id: 7, results: results() };
         assert_eq!(read_frame::<Report>(&mut &frame(&done)[..]), Ok(Some(done)));
+        let returned = Report::Returned { count: 3 };
+        assert_eq!(read_frame::<Report>(&mut &frame(&returned)[..]), Ok(Some(returned)));
+        let order = Order::Task(Task { id: 8, entry: "f".into(), inputs: batch(&[b"\x01"]), many: false });
+        assert_eq!(read_frame::<Order>(&mut &frame(&order)[..]), Ok(Some(order)));
+        assert_eq!(read_frame::<Order>(&mut &frame(&Order::Revoke)[..]), Ok(Some(Order::Revoke)));
     }
 
     /// A message larger than one frame is cut into frames and joined
@@ -565,13 +575,14 @@ mod tests {
         let frames = [
             frame(&Ended::new(-15, Some("terminated".into()))),
             frame(&Report::Done { id: 3, results: results() }),
-            frame(&Task { id: 3, entry: "f".into(), inputs: batch(&[b"\x92\x01\x02"]), many: true }),
+            frame(&Order::Task(Task { id: 3, entry: "f".into(), inputs: batch(&[b"\x92\x01\x02"]), many: true })),
+            frame(&Report::Returned { count: 2 }),
         ];
         for bytes in crate::fuzz::mutants(&frames, 0x9e37_79b9_7f4a_7c15u64) {
             let _ = decode_frame::<Ended>(&bytes);
             let _ = read_frame::<Start>(&mut &bytes[..]);
             let _ = decode_frame::<Report>(&bytes);
-            let _ = read_frame::<Task>(&mut &bytes[..]);
+            let _ = read_frame::<Order>(&mut &bytes[..]);
         }
     }
 

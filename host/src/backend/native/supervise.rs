@@ -1,15 +1,15 @@
 //! The root's watch over one started worker: its output passed on, a pool
-//! worker's tasks handed over and results delivered, its report read, its
-//! end waited for and recorded on its node.
+//! worker's tasks handed over and results delivered (`bridge.rs`), its
+//! report read, its end waited for and recorded on its node.
 
 use super::pidfd::{Status, send_signal, wait_pidfd};
 use super::spawner::Worker;
-use super::{orphans, protocol, slots};
+use super::{bridge, orphans, protocol, slots};
 use crate::command::Launch;
 use crate::output::{Format, LineSink, Stream};
 use crate::process::{Ended, Node};
 use crate::runtime::HostInner;
-use crate::work::{Outcome, ServeChannel, Work};
+use crate::work::Work;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
@@ -66,7 +66,7 @@ pub(super) async fn supervise(
             .map_err(|e| format!("cannot read the report pipe: {e}"))?;
         let reports = read_reports(report);
         let report = match (&launch.work, worker.tasks) {
-            (Work::Serve(serve), Some(stdin)) => bridge(pid, serve, stdin, reports).await,
+            (Work::Serve(serve), Some(stdin)) => bridge::bridge(pid, serve, stdin, reports).await,
             _ => {
                 let mut reports = reports;
                 ended_report(reports.recv().await)
@@ -130,8 +130,10 @@ pub(super) type Reports = tokio::sync::mpsc::UnboundedReceiver<Result<protocol::
 
 /// Reads report frames in a task of their own (a read cut short by a
 /// `select!` would lose bytes), until end-of-file or a bad frame.
-pub(super) fn read_reports(mut pipe: tokio::net::unix::pipe::Receiver) -> Reports {
+pub(super) fn read_reports(pipe: tokio::net::unix::pipe::Receiver) -> Reports {
     let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    // Buffered: one read takes in the many results a busy pool worker writes.
+    let mut pipe = tokio::io::BufReader::with_capacity(64 << 10, pipe);
     tokio::spawn(async move {
         loop {
             match protocol::read_frame_async::<protocol::Report>(&mut pipe).await {
@@ -152,64 +154,6 @@ pub(super) fn read_reports(mut pipe: tokio::net::unix::pipe::Receiver) -> Report
     receiver
 }
 
-/// The host's side of a pool worker: takes one task at a time from the
-/// pool's queue, hands it to the worker and delivers its result, until the
-/// queue closes (then the worker's stdin closes and it ends), the worker has
-/// served its `max_tasks`, or it ends. A task in flight when the worker ends
-/// fails with the reason the worker gave (a trap, a limit, a timeout).
-pub(super) async fn bridge(
-    pid: u32,
-    serve: &ServeChannel,
-    stdin: std::process::ChildStdin,
-    mut reports: Reports,
-) -> Result<Option<protocol::Ended>, String> {
-    let mut stdin = tokio::net::unix::pipe::Sender::from_owned_fd(OwnedFd::from(stdin))
-        .map_err(|e| format!("cannot write to the worker's stdin: {e}"))?;
-    let mut sent: u64 = 0;
-    while serve.max_tasks.is_none_or(|max| sent < u64::from(max)) {
-        let mut job = tokio::select! {
-            job = serve.tasks.recv() => match job {
-                Ok(job) => job,
-                Err(_) => break,
-            },
-            // The worker ended while idle (its initializer failed, or it was
-            // terminated): take no task for it.
-            report = reports.recv() => return ended_report(report),
-        };
-        sent += 1;
-        let count = job.inputs.len();
-        let task = protocol::Task {
-            id: sent,
-            entry: job.entry.clone(),
-            inputs: std::mem::take(&mut job.inputs),
-            many: job.many,
-        };
-        if let Err(error) = protocol::write_frame_async(&mut stdin, &task).await {
-            job.reply.send(Outcome::Failed(format!("cannot hand the task to worker {pid}: {error}")));
-            if error.kind() == std::io::ErrorKind::InvalidInput {
-                continue;
-            }
-            break;
-        }
-        match reports.recv().await {
-            Some(Ok(protocol::Report::Done { id, results })) if id == sent && results.len() == count => {
-                job.reply.send(Outcome::Done(results));
-            }
-            Some(Ok(protocol::Report::Done { .. })) => return Err("a result for another task".into()),
-            Some(Ok(protocol::Report::Ended(ended))) => {
-                let why = ended.reason.clone().unwrap_or_else(|| format!("its worker exited with code {}", ended.code));
-                job.reply.send(Outcome::Failed(why));
-                return Ok(Some(ended));
-            }
-            Some(Err(why)) => return Err(why),
-            // Ended by a signal: dropping the job reports it.
-            None => return Ok(None),
-        }
-    }
-    drop(stdin);
-    ended_report(reports.recv().await)
-}
-
 /// The worker's final report; `None` if it ended without one (a signal).
 pub(super) fn ended_report(
     report: Option<Result<protocol::Report, String>>,
@@ -217,7 +161,9 @@ pub(super) fn ended_report(
     match report {
         None => Ok(None),
         Some(Ok(protocol::Report::Ended(ended))) => Ok(Some(ended)),
-        Some(Ok(protocol::Report::Done { .. })) => Err("a task result from a worker given no task".into()),
+        Some(Ok(protocol::Report::Done { .. } | protocol::Report::Returned { .. })) => {
+            Err("a task result from a worker given no task".into())
+        }
         Some(Err(why)) => Err(why),
     }
 }

@@ -22,7 +22,7 @@ use crate::limits::Limits;
 use crate::output::{Format, Stdin, Stdio};
 use crate::program::Code;
 use crate::runtime::{Engines, HostBuilder};
-use crate::work::{Job, Outcome, Reply, ServeChannel, Work};
+use crate::work::{Job, Outcome, Reply, ServeChannel, TaskQueue, Work};
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
@@ -195,55 +195,75 @@ const OUTPUT_PATIENCE: Duration = Duration::from_secs(5);
 const TIMEOUT_PATIENCE: Duration = Duration::from_millis(200);
 
 /// A pool worker's tasks: read from stdin (after the start message) on a
-/// thread of their own; each finished task's results go back on the report
-/// pipe before the next task is read. End-of-file (the pool closed) or a bad
-/// frame ends the queue, and so the worker.
-fn take_tasks(report: Arc<Mutex<std::fs::File>>) -> async_channel::Receiver<Job> {
-    let (sender, receiver) = async_channel::unbounded();
+/// thread of their own, several sent ahead; each finished task's results go
+/// back on the report pipe before the next task is taken, so the host knows
+/// that those it has no answer for, but the first, were not started. A
+/// revoke gives back the tasks not started. End-of-file (the pool closed) or
+/// a bad frame ends the queue, and so the worker.
+fn take_tasks(report: Arc<Mutex<std::fs::File>>) -> Arc<TaskQueue> {
+    let tasks = TaskQueue::new();
+    let queue = tasks.clone();
     let reader = move || {
-        let mut stdin = std::io::stdin().lock();
-        loop {
-            let task = match protocol::read_frame::<protocol::Task>(&mut stdin) {
-                Ok(Some(task)) if task.many || task.inputs.len() == 1 => task,
-                Ok(Some(_)) => {
-                    eprintln!("error: bad task message: one input expected");
-                    return;
-                }
-                Ok(None) => return,
-                Err(why) => {
-                    eprintln!("error: bad task message: {why}");
-                    return;
-                }
-            };
-            let (id, report) = (task.id, report.clone());
-            let reply = Reply::new(move |outcome| {
-                // A failed task ends the worker: its `Ended` report says why.
-                if let Outcome::Done(results) = outcome {
-                    let count = results.len();
-                    let mut report = report.lock().unwrap();
-                    // Results too large for one frame fail their task, rather
-                    // than leave the host waiting for an answer that never comes.
-                    if let Err(error) = protocol::write_frame(&mut *report, &protocol::Report::Done { id, results })
-                        && error.kind() == std::io::ErrorKind::InvalidInput
-                    {
-                        let why = format!("the task's results cannot be sent to the host: {error}");
-                        let failed = (0..count as u32).map(|i| (i, why.clone())).collect();
-                        let empty = Batch { data: Vec::new(), ends: vec![0; count] };
-                        let results = BatchResults { results: empty, failed };
-                        let _ = protocol::write_frame(&mut *report, &protocol::Report::Done { id, results });
-                    }
-                }
-            });
-            let job = Job { entry: task.entry, inputs: task.inputs, many: task.many, reply };
-            if sender.send_blocking(job).is_err() {
-                return;
-            }
-        }
+        read_orders(&queue, &report);
+        queue.close();
     };
     if let Err(error) = std::thread::Builder::new().name("host-tasks".into()).spawn(reader) {
         eprintln!("error: cannot read tasks: {error}");
+        tasks.close();
     }
-    receiver
+    tasks
+}
+
+/// Reads orders into `queue` until end-of-file or a bad frame.
+fn read_orders(queue: &TaskQueue, report: &Arc<Mutex<std::fs::File>>) {
+    let mut stdin = std::io::stdin().lock();
+    loop {
+        let task = match protocol::read_frame::<protocol::Order>(&mut stdin) {
+            Ok(Some(protocol::Order::Task(task))) if task.many || task.inputs.len() == 1 => task,
+            Ok(Some(protocol::Order::Revoke)) => {
+                let unstarted = queue.take_now(usize::MAX);
+                let count = unstarted.len() as u64;
+                unstarted.into_iter().for_each(|job| job.reply.cancel());
+                let _ = protocol::write_frame(&mut *report.lock().unwrap(), &protocol::Report::Returned { count });
+                continue;
+            }
+            Ok(Some(_)) => {
+                eprintln!("error: bad task message: one input expected");
+                return;
+            }
+            Ok(None) => return,
+            Err(why) => {
+                eprintln!("error: bad task message: {why}");
+                return;
+            }
+        };
+        let job =
+            Job { entry: task.entry, inputs: task.inputs, many: task.many, reply: answer(task.id, report.clone()) };
+        if queue.push(job).is_err() {
+            return;
+        }
+    }
+}
+
+/// Where task `id`'s results go: the report pipe. A failed task ends the
+/// worker: its `Ended` report says why.
+fn answer(id: u64, report: Arc<Mutex<std::fs::File>>) -> Reply {
+    Reply::new(move |outcome| {
+        let Outcome::Done(results) = outcome else { return };
+        let count = results.len();
+        let mut report = report.lock().unwrap();
+        // Results too large for one frame fail their task, rather than
+        // leave the host waiting for an answer that never comes.
+        if let Err(error) = protocol::write_frame(&mut *report, &protocol::Report::Done { id, results })
+            && error.kind() == std::io::ErrorKind::InvalidInput
+        {
+            let why = format!("the task's results cannot be sent to the host: {error}");
+            let failed = (0..count as u32).map(|i| (i, why.clone())).collect();
+            let empty = Batch { data: Vec::new(), ends: vec![0; count] };
+            let results = BatchResults { results: empty, failed };
+            let _ = protocol::write_frame(&mut *report, &protocol::Report::Done { id, results });
+        }
+    })
 }
 
 /// Takes ownership of the `N` descriptors the parent passed, if they are there.
