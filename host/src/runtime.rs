@@ -273,11 +273,18 @@ impl HostBuilder {
 /// guests' threads may all be busy in guests that only yield on a tick.
 /// Ends with the engine.
 pub(crate) fn tick_epochs(engine: &Engine) -> std::io::Result<()> {
+    tick_epochs_then(engine, || {})
+}
+
+/// [`tick_epochs`], calling `on_tick` after every tick: work a backend
+/// defers to a thread that wakes anyway.
+pub(crate) fn tick_epochs_then(engine: &Engine, on_tick: impl Fn() + Send + 'static) -> std::io::Result<()> {
     let engine = engine.weak();
     std::thread::Builder::new().name("host-epoch".into()).spawn(move || {
         while let Some(engine) = engine.upgrade() {
             engine.increment_epoch();
             drop(engine);
+            on_tick();
             std::thread::sleep(TIME_SLICE);
         }
     })?;

@@ -27,11 +27,17 @@ pub(crate) struct ThreadBackend {
     /// Every process of the run is in this host: one count is the cap.
     live: Arc<AtomicU32>,
     max_processes: u32,
+    reaps: Arc<Reaps>,
 }
 
 impl ThreadBackend {
     pub(crate) fn new(max_processes: u32) -> ThreadBackend {
-        ThreadBackend { next_pid: AtomicU32::new(HOST_PID + 1), live: Arc::default(), max_processes }
+        ThreadBackend {
+            next_pid: AtomicU32::new(HOST_PID + 1),
+            live: Arc::default(),
+            max_processes,
+            reaps: Arc::default(),
+        }
     }
 
     /// Takes a slot for a new process, unless every one is taken.
@@ -57,8 +63,20 @@ impl Backend for ThreadBackend {
         self.max_processes
     }
 
+    fn tick_epochs(&self, engine: &wasmtime::Engine) -> std::io::Result<()> {
+        let reaps = Arc::downgrade(&self.reaps);
+        crate::runtime::tick_epochs_then(engine, move || {
+            if let Some(reaps) = reaps.upgrade() {
+                reaps.wake_all();
+            }
+        })
+    }
+
     fn start(&self, host: &Arc<HostInner>, node: &Arc<Node>, launch: &Launch) -> Result<Arc<dyn Control>, Error> {
         self.admit()?;
+        // Instances of ended processes go before a new one: this start wakes
+        // the runtime anyway.
+        self.reaps.wake_all();
         node.set_pid(self.next_pid.fetch_add(1, Ordering::Relaxed));
         let (signals, signalled) = oneshot::channel();
         let end = Arc::new(End {
@@ -95,7 +113,7 @@ impl Backend for ThreadBackend {
             // The instance is torn down only after this, when `guest` goes
             // out of scope: joiners need not wait for it.
         });
-        Ok(Arc::new(ThreadControl { signals: Mutex::new(Some(signals)), engine, end }))
+        Ok(Arc::new(ThreadControl { signals: Mutex::new(Some(signals)), engine, end, reaps: self.reaps.clone() }))
     }
 }
 
@@ -111,7 +129,8 @@ const ENDED: u8 = 2;
 /// A process that waits (sleeps, blocks on a queue, joins) runs no code:
 /// the signal that terminates it ends it there and then, from the
 /// signalling thread, rather than waking a thread to poll the guest only to
-/// find the signal. Its task then drops the guest when it next runs.
+/// find the signal. Its task then drops the guest when it next runs (see
+/// [`Reaps`]).
 struct End {
     /// [`IDLE`], [`POLLING`] or [`ENDED`].
     state: AtomicU8,
@@ -188,19 +207,63 @@ struct ThreadControl {
     signals: Mutex<Option<oneshot::Sender<Signal>>>,
     engine: wasmtime::Engine,
     end: Arc<End>,
+    reaps: Arc<Reaps>,
 }
 
 impl Control for ThreadControl {
     fn signal(&self, signal: Signal) {
         let Some(signals) = self.signals.lock().unwrap().take() else { return };
-        // Sent either way: it wakes the task, which drops the guest of a
-        // process ended here, or notices the signal in a running one.
-        let ended_here = self.end.end_waiting(signal);
-        let _ = signals.send(signal);
-        if !ended_here {
-            // A guest in a tight loop notices the signal at its next epoch
-            // check; tick now rather than at the next time slice.
-            self.engine.increment_epoch();
+        if self.end.end_waiting(signal) {
+            // Ended here: its task has only the instance to tear down.
+            self.reaps.defer(signals, signal);
+            return;
         }
+        // The task notices the signal in the running guest.
+        let _ = signals.send(signal);
+        // A guest in a tight loop notices the signal at its next epoch
+        // check; tick now rather than at the next time slice.
+        self.engine.increment_epoch();
+    }
+}
+
+/// How many ended processes' tasks may wait to be woken before the
+/// signalling thread wakes them itself.
+const REAPS_DEFERRED_MAX: usize = 16;
+
+/// The tasks of processes a signal ended while they waited, still to be
+/// woken to tear their instances down.
+///
+/// Waking a task wakes an idle runtime thread, which on a busy machine
+/// takes the signaller's CPU for the teardown: the caller of `terminate`,
+/// about to `join`, would wait for it although the process has ended.
+/// Instead the wake-up is left to a thread that wakes anyway: the next
+/// start, or the epoch ticker within a time slice. The cap's slot is free
+/// at once either way; a few instances more in teardown at a time is what
+/// the pooled layout's spare slots are for.
+#[derive(Default)]
+struct Reaps {
+    pending: Mutex<Vec<(oneshot::Sender<Signal>, Signal)>>,
+}
+
+impl Reaps {
+    fn defer(&self, signals: oneshot::Sender<Signal>, signal: Signal) {
+        let mut pending = self.pending.lock().unwrap();
+        pending.push((signals, signal));
+        if pending.len() >= REAPS_DEFERRED_MAX {
+            let due = std::mem::take(&mut *pending);
+            drop(pending);
+            wake(due);
+        }
+    }
+
+    fn wake_all(&self) {
+        let due = std::mem::take(&mut *self.pending.lock().unwrap());
+        wake(due);
+    }
+}
+
+fn wake(due: Vec<(oneshot::Sender<Signal>, Signal)>) {
+    for (signals, signal) in due {
+        let _ = signals.send(signal);
     }
 }

@@ -127,6 +127,10 @@ fn command(program: &Program, args: &RunArgs) -> Result<Command, String> {
 
 /// One summary line per process (if `print`); returns the host's exit status.
 fn summarize(processes: &[Process], print: bool) -> i32 {
+    use std::io::Write;
+    // Buffered: unbuffered stderr costs a write per formatted piece, nine
+    // per line, and a run may end a hundred thousand processes.
+    let mut out = std::io::BufWriter::new(std::io::stderr().lock());
     let mut status = 0;
     for process in processes {
         let code = process.exitcode();
@@ -134,7 +138,8 @@ fn summarize(processes: &[Process], print: bool) -> i32 {
             let pid = process.pid().map_or_else(|| "-".to_string(), |p| p.to_string());
             let wall = process.run_time().map_or_else(|| "-".to_string(), format_wall);
             let code_text = code.map_or_else(|| "none".to_string(), |c| c.to_string());
-            eprintln!("[host] {} pid={pid} exitcode={code_text} wall={wall}", process.name());
+            // A closed stderr loses the summary, not the exit status.
+            let _ = writeln!(out, "[host] {} pid={pid} exitcode={code_text} wall={wall}", process.name());
         }
         let this = code.map_or(1, |c| c.shell_status());
         if status == 0 && this != 0 {

@@ -45,6 +45,10 @@ pub(super) struct Queue {
     /// Writes fail (`EPIPE`), or [`flush_output`] gave up: bytes are discarded.
     closed: bool,
     writer_started: bool,
+    /// The writer thread waits for chunks: a push must wake it. (While it
+    /// writes it takes what was pushed meanwhile without being woken, so a
+    /// burst of lines costs a wake-up, not one each.)
+    writer_idle: bool,
     /// When the stream last took bytes (or got bytes to take when idle).
     progress: Instant,
     /// Forwarders that will still pass bytes on.
@@ -76,6 +80,7 @@ impl HostStream {
             written: 0,
             closed: false,
             writer_started: false,
+            writer_idle: false,
             progress: Instant::now(),
             producers: 0,
         };
@@ -110,7 +115,12 @@ impl HostStream {
         queue.bytes += bytes.len();
         queue.pushed += 1;
         queue.chunks.push_back(bytes);
-        self.changed.notify_all();
+        // Only the writer waits for a chunk (a flush waits for the queue to
+        // empty, which a push does not bring closer).
+        if queue.writer_idle {
+            queue.writer_idle = false;
+            self.changed.notify_all();
+        }
         queue.pushed
     }
 
@@ -120,8 +130,10 @@ impl HostStream {
         let mut queue = self.lock();
         loop {
             while queue.chunks.is_empty() {
+                queue.writer_idle = true;
                 queue = self.changed.wait(queue).unwrap();
             }
+            queue.writer_idle = false;
             let mut batch = queue.chunks.pop_front().unwrap_or_default();
             let mut last = queue.written + 1;
             while let Some(next) = queue.chunks.front()
