@@ -36,6 +36,7 @@ use nix::sys::socket::{
     AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg, sendmsg, socketpair,
 };
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -268,15 +269,17 @@ fn fork_worker(
         return Err("expected four or five descriptors".into());
     }
     let key = super::code::identity(&code).map_err(|e| format!("cannot look at the compiled code: {e}"))?;
-    if !programs.contains_key(&key) {
-        // Mapped here, before forking, so every worker shares the pages.
-        let loaded = super::code::load(engines.as_ref().ok_or("the zygote has no engine")?, code, &start)
-            .map_err(|e| e.to_string())?;
-        programs.insert(key, loaded);
-    }
     // Cloned by the fork alone: a count the zygote wrote would be a page
     // it copies (its forks share every page it has).
-    let (code, sealed) = &programs[&key];
+    let (code, sealed) = match programs.entry(key) {
+        Entry::Occupied(known) => known.into_mut(),
+        Entry::Vacant(new) => {
+            // Mapped here, before forking, so every worker shares the pages.
+            let loaded = super::code::load(engines.as_ref().ok_or("the zygote has no engine")?, code, &start)
+                .map_err(|e| e.to_string())?;
+            new.insert(loaded)
+        }
+    };
     match fork_sibling().map_err(|e| format!("cannot fork a worker: {e}"))? {
         0 => {
             // The new worker: its own name, stdio to its pipes, then run and exit.
