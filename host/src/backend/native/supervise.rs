@@ -178,14 +178,19 @@ pub(super) fn pipe_reader(fd: Option<OwnedFd>) -> Option<tokio::net::unix::pipe:
 /// Each read and the write that follows are one turn of `turn`, so that
 /// [`drain`] can tell bytes in the pipe from bytes on their way.
 pub(super) async fn forward(reader: tokio::net::unix::pipe::Receiver, sink: &LineSink, turn: &tokio::sync::Mutex<()>) {
-    let mut buffer = vec![0u8; 64 << 10];
+    // Never zeroed, and taken only once there is something to read: most
+    // workers write little or nothing, and a thousand live workers would
+    // otherwise hold 128 MiB of zeroed buffers in the root host.
+    let mut buffer = Vec::new();
     loop {
         sink.writable(0).await;
         if reader.readable().await.is_err() {
             return;
         }
         let _turn = turn.lock().await;
-        match reader.try_read(&mut buffer) {
+        buffer.clear();
+        buffer.reserve(READ_SIZE);
+        match reader.try_read_buf(&mut buffer) {
             Ok(0) => return,
             Ok(n) => sink.write(&buffer[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -193,6 +198,9 @@ pub(super) async fn forward(reader: tokio::net::unix::pipe::Receiver, sink: &Lin
         }
     }
 }
+
+/// The most of a worker's output read at once.
+const READ_SIZE: usize = 64 << 10;
 
 /// How long an ended worker's output may take to be passed on before its
 /// end is recorded anyway (a host stream nobody reads, descendants that

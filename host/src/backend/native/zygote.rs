@@ -36,6 +36,7 @@ use nix::sys::socket::{
     AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg, sendmsg, socketpair,
 };
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -214,9 +215,22 @@ pub(crate) fn serve() -> Result<i32, String> {
         };
         let request = &buffer[..length];
         let inherited = [&lifeline, &orphanage, &slots];
-        let answer = fork_worker(request, fds, &socket, inherited, settings, &mut engines, &mut programs, &original);
+        let mut passed = Vec::new();
+        let answer = fork_worker(
+            request,
+            fds,
+            &mut passed,
+            &socket,
+            inherited,
+            settings,
+            &mut engines,
+            &mut programs,
+            &original,
+        );
         send(&socket, &protocol::encode_frame(&answer).map_err(|e| e.to_string())?, &[])
             .map_err(|e| format!("lost the root host: {e}"))?;
+        // Our copies of the new worker's descriptors, closed once it is told.
+        drop(passed);
         if std::mem::take(&mut copy_code) {
             // After the first fork, not before: the first start (a run of
             // one process, say) does not wait for the copy. Without it,
@@ -226,11 +240,14 @@ pub(crate) fn serve() -> Result<i32, String> {
     }
 }
 
-/// Forks the worker one request asks for; the new pid, or why not.
+/// Forks the worker one request asks for; the new pid, or why not. The
+/// pipes and stdin the request passed, which the fork has its own copies of,
+/// are left in `passed`.
 #[allow(clippy::too_many_arguments)]
 fn fork_worker(
     request: &[u8],
     fds: Vec<OwnedFd>,
+    passed: &mut Vec<OwnedFd>,
     socket: &OwnedFd,
     inherited: [&OwnedFd; 3],
     settings: EngineSettings,
@@ -252,14 +269,15 @@ fn fork_worker(
         return Err("expected four or five descriptors".into());
     }
     let key = super::code::identity(&code).map_err(|e| format!("cannot look at the compiled code: {e}"))?;
-    let (code, sealed) = match programs.get(&key) {
-        Some(known) => known.clone(),
-        None => {
+    // Cloned by the fork alone: a count the zygote wrote would be a page
+    // it copies (its forks share every page it has).
+    let (code, sealed) = match programs.entry(key) {
+        Entry::Occupied(known) => known.into_mut(),
+        Entry::Vacant(new) => {
             // Mapped here, before forking, so every worker shares the pages.
             let loaded = super::code::load(engines.as_ref().ok_or("the zygote has no engine")?, code, &start)
                 .map_err(|e| e.to_string())?;
-            programs.insert(key, loaded.clone());
-            loaded
+            new.insert(loaded)
         }
     };
     match fork_sibling().map_err(|e| format!("cannot fork a worker: {e}"))? {
@@ -287,7 +305,7 @@ fn fork_worker(
                 };
                 // This process's copy of the zygote's engine: its own now.
                 let engines = engines.take().ok_or("the zygote has no engine")?;
-                worker::run(start, report, inherited, engines, code, sealed, input)
+                worker::run(start, report, inherited, engines, code.clone(), sealed.clone(), input)
             })();
             let status = status.unwrap_or_else(|message| {
                 eprintln!("error: {message}");
@@ -295,7 +313,11 @@ fn fork_worker(
             });
             std::process::exit(status)
         }
-        pid => Ok(pid),
+        pid => {
+            passed.extend([stdout, stderr, report]);
+            passed.extend(stdin);
+            Ok(pid)
+        }
     }
 }
 
@@ -342,9 +364,15 @@ fn send(socket: &OwnedFd, bytes: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// One message and the descriptors it carried; empty at end-of-file.
+/// The largest message [`receive`] takes: an answer or the engine
+/// settings, a few bytes each.
+const MAX_SMALL: usize = 4 << 10;
+
+/// One small message and the descriptors it carried; empty at end-of-file.
 fn receive(socket: &OwnedFd) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> {
-    let mut buffer = vec![0u8; MAX_REQUEST + 64];
+    // Not a request's size: zeroed for every answer, that cost the root
+    // host a fresh 60 KiB at each start.
+    let mut buffer = vec![0u8; MAX_SMALL];
     let (length, fds) = receive_into(socket, &mut buffer)?;
     buffer.truncate(length);
     Ok((buffer, fds))
