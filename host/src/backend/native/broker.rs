@@ -342,8 +342,11 @@ async fn serve(stream: UnixStream, objects: Arc<dyn Objects>, pid: u32) {
                     Some(answered) => answered,
                     None => loop {
                         reading.away(limit);
+                        // The connection first: a worker gone (or a
+                        // withdrawal) wins over an answer that came at the
+                        // same moment, so a dead worker's put never lands.
                         tokio::select! {
-                            answered = &mut call => break answered,
+                            biased;
                             next = reading.next(limit) => match next {
                                 Some((kind::CANCEL, withdrawn, _)) if withdrawn == id => continue 'serve,
                                 Some((kind::CANCEL, withdrawn, _)) => queue.retain(|(_, queued, _)| *queued != withdrawn),
@@ -353,6 +356,7 @@ async fn serve(stream: UnixStream, objects: Arc<dyn Objects>, pid: u32) {
                                 // The worker is gone: the request is dropped.
                                 None => break 'serve,
                             },
+                            answered = &mut call => break answered,
                         }
                     },
                 };
