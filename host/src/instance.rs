@@ -1,122 +1,30 @@
 //! One process's Wasm instance, from a fresh store to its end.
 //!
 //! Both backends run a process the same way: a [`Store`] whose data is a
-//! [`Ctx`] (the WASI context with exactly the grants of the launch, the
-//! memory limiter, the process's place in the tree), an instance from the
-//! program's `InstancePre`, and a call of `main` or of a named entry. How the
-//! call ends (a return, `exit(N)`, a trap, an exceeded limit) becomes an
-//! [`Ended`] here, with a message that names the cause.
+//! [`Ctx`] (set up in `store.rs`, its memory capped in `limiter.rs`), an
+//! instance from the program's `InstancePre`, and a call of `main` or of a
+//! named entry. How the call ends (a return, `exit(N)`, a trap, an exceeded
+//! limit) becomes an [`Ended`] here, with a message that names the cause.
+
+mod limiter;
+mod probe;
+mod store;
+
+pub(crate) use probe::list_entries;
+pub(crate) use store::{Ctx, Outputs, component_linker, core_linker};
 
 use crate::codec::{Batch, BatchResults};
 use crate::command::Launch;
 use crate::guest::exports::mp::host::entries as wit;
-use crate::limits::format_size;
-use crate::output::{Format, GuestOutput, Input, LineSink, Stdio, Stream};
 use crate::process::{Ended, Node};
 use crate::program::{Code, first_line};
 use crate::runtime::HostInner;
 use crate::work::{Outcome, ServeChannel, Work};
 use std::sync::Arc;
-use wasmtime::component::{HasSelf, ResourceTable, ResourceTableError};
-use wasmtime::{AsContext, ResourceLimiter, Store, Trap, UpdateDeadline};
-use wasmtime_wasi::p1::WasiP1Ctx;
+use store::{new_store, note_fuel, refuel};
+use wasmtime::{Store, Trap};
+use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p2::bindings::Command as WasiCommand;
-use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-
-/// The data of a process's store.
-pub(crate) struct Ctx {
-    wasi: WasiCtx,
-    /// Only for core modules, which see WASI through the preview 1 adapter
-    /// (boxed: every other store would carry its size).
-    p1: Option<Box<WasiP1Ctx>>,
-    pub(crate) table: ResourceTable,
-    limiter: MemoryLimiter,
-    /// The fuel the store was last given, and what earlier budgets (a pool
-    /// worker's earlier tasks) used: together they make the fuel used.
-    fuel_budget: u64,
-    fuel_before: u64,
-    pub(crate) node: Arc<Node>,
-    pub(crate) host: Arc<HostInner>,
-    pub(crate) launch: Launch,
-    /// Its stdout and stderr, which a forked child relabels.
-    outputs: Outputs,
-}
-
-impl Ctx {
-    /// Before a fork: what the process wrote so far is passed on and an
-    /// unfinished labelled line is ended, so that the lines its child writes
-    /// (to the same streams, under its own label) start lines of their own.
-    pub(crate) fn end_output_lines(&self) {
-        self.outputs.finish();
-    }
-
-    /// In a forked child, from the fork on: `launch` is its own (its
-    /// children's labels extend its label), and so are its output lines'
-    /// labels.
-    pub(crate) fn become_forked(&mut self, launch: Launch) {
-        self.outputs.stdout.relabel(launch.label.clone());
-        self.outputs.stderr.relabel(launch.label.clone());
-        self.launch = launch;
-    }
-}
-
-impl WasiView for Ctx {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
-    }
-}
-
-/// The linker for components: WASI 0.2 and `mp:host/process`.
-pub(crate) fn component_linker(engine: &wasmtime::Engine) -> wasmtime::Result<wasmtime::component::Linker<Ctx>> {
-    let mut linker = wasmtime::component::Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    crate::guest::Program::add_to_linker::<_, HasSelf<_>>(&mut linker, |ctx| ctx)?;
-    Ok(linker)
-}
-
-/// The linker for core modules: WASI preview 1.
-pub(crate) fn core_linker(engine: &wasmtime::Engine) -> wasmtime::Result<wasmtime::Linker<Ctx>> {
-    let mut linker = wasmtime::Linker::new(engine);
-    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |ctx: &mut Ctx| {
-        &mut **ctx.p1.as_mut().expect("a core module's store has a preview 1 context")
-    })?;
-    Ok(linker)
-}
-
-/// A process's stdout and stderr.
-#[derive(Clone)]
-pub(crate) struct Outputs {
-    pub(crate) stdout: Arc<LineSink>,
-    pub(crate) stderr: Arc<LineSink>,
-}
-
-impl Outputs {
-    pub(crate) fn new(launch: &Launch) -> Outputs {
-        Outputs::with_format(launch, launch.output_format())
-    }
-
-    /// Outputs in the given format.
-    pub(crate) fn with_format(launch: &Launch, format: Format) -> Outputs {
-        Outputs {
-            stdout: LineSink::new(&launch.stdout, Stream::Stdout, format.clone()),
-            stderr: LineSink::new(&launch.stderr, Stream::Stderr, format),
-        }
-    }
-
-    /// Passes on what is left of the last lines.
-    pub(crate) fn finish(&self) {
-        self.stdout.finish();
-        self.stderr.finish();
-    }
-
-    /// Tells, on the process's stderr, why it ended.
-    pub(crate) fn report(&self, ended: &Ended) {
-        if let Some(reason) = &ended.reason {
-            self.stdout.finish();
-            self.stderr.note(&format!("error: {reason}"));
-        }
-    }
-}
 
 /// Runs the process to its end or to its deadline, whichever comes first.
 ///
@@ -299,216 +207,13 @@ async fn serve(
     Ok(Ended::code(0))
 }
 
-/// How long a program's entry listing may run when it is loaded.
-pub(crate) const PROBE_TIME: std::time::Duration = std::time::Duration::from_secs(1);
-/// How much linear memory the listing may grow to.
-pub(crate) const PROBE_MEMORY: u64 = 64 << 20;
-/// Its instruction budget, when the host meters fuel: far more than a list
-/// of names takes.
-const PROBE_FUEL: u64 = 1_000_000_000;
-
-/// The entry names a program offers, asked of one throwaway instance.
-///
-/// This runs guest code before any limit of the user's applies, so it has
-/// its own: [`PROBE_TIME`] of wall time (the guest yields at every epoch
-/// tick, so the deadline holds even in a tight loop), [`PROBE_MEMORY`] of
-/// memory and, on a host that meters fuel, a budget of instructions. The
-/// probe cannot start processes (see [`Ctx::may_spawn`]).
-pub(crate) async fn list_entries(
-    host: Arc<HostInner>,
-    pre: wasmtime::component::InstancePre<Ctx>,
-) -> Result<Vec<String>, String> {
-    let listing = list_entries_unbounded(host, pre);
-    match tokio::time::timeout(PROBE_TIME, listing).await {
-        Ok(Ok(names)) => Ok(names),
-        Ok(Err(error)) if error.downcast_ref::<MemoryLimitExceeded>().is_some() => Err(format!(
-            "its entry listing grew its memory past the {} allowed while loading",
-            format_size(PROBE_MEMORY)
-        )),
-        Ok(Err(error)) if matches!(error.downcast_ref::<Trap>(), Some(Trap::OutOfFuel)) => {
-            Err(format!("its entry listing ran past the {PROBE_FUEL} instructions allowed while loading"))
-        }
-        Ok(Err(error)) => Err(first_line(&error)),
-        Err(_) => Err(format!("its entry listing did not finish within the {PROBE_TIME:?} allowed while loading")),
-    }
-}
-
-async fn list_entries_unbounded(
-    host: Arc<HostInner>,
-    pre: wasmtime::component::InstancePre<Ctx>,
-) -> wasmtime::Result<Vec<String>> {
-    let program = crate::guest::ProgramPre::new(pre.clone())?;
-    let launch_outputs = Outputs {
-        stdout: LineSink::new(&Stdio::null(), Stream::Stdout, Format::exact()),
-        stderr: LineSink::new(&Stdio::null(), Stream::Stderr, Format::exact()),
-    };
-    let mut store = Store::new(
-        &host.engine,
-        Ctx {
-            wasi: wasi_builder(&[], &Input::Null, &launch_outputs).build(),
-            p1: None,
-            table: ResourceTable::new(),
-            limiter: MemoryLimiter::new(PROBE_MEMORY, Node::detached()),
-            fuel_budget: 0,
-            fuel_before: 0,
-            node: Node::detached(),
-            launch: probe_launch(&host, pre)?,
-            host: host.clone(),
-            outputs: launch_outputs.clone(),
-        },
-    );
-    prepare_store(&mut store, Some(PROBE_FUEL), host.fuel);
-    let program = program.instantiate_async(&mut store).await?;
-    program.mp_host_entries().call_list(&mut store).await
-}
-
-impl Ctx {
-    /// Whether this process may start others: not the probe that lists a
-    /// program's entries as it is loaded (it is no process of the run).
-    pub(crate) fn may_spawn(&self) -> Result<(), crate::error::Error> {
-        match self.node.pid() {
-            Some(_) => Ok(()),
-            None => Err(crate::error::Error::Spawn("a program cannot start processes while it is being loaded".into())),
-        }
-    }
-}
-
-/// A launch for the probe instance: it cannot spawn, so any will do.
-fn probe_launch(host: &Arc<HostInner>, pre: wasmtime::component::InstancePre<Ctx>) -> wasmtime::Result<Launch> {
-    let program = crate::program::Program {
-        inner: Arc::new(crate::program::ProgramInner {
-            host: host.clone(),
-            path: None,
-            code: Code::Component(pre),
-            entries: Vec::new(),
-            has_main: false,
-            kind: crate::program::ProgramKind::Program,
-            backend_data: std::sync::OnceLock::new(),
-        }),
-    };
-    Ok(program.command().launch().clone())
-}
-
-fn new_store(host: Arc<HostInner>, node: Arc<Node>, launch: Launch, outputs: &Outputs) -> wasmtime::Result<Store<Ctx>> {
-    let mut builder = wasi_builder(&launch.env, &launch.stdin.0, outputs);
-    builder.arg(program_name(&launch));
-    for arg in &launch.args {
-        builder.arg(arg);
-    }
-    for (host_dir, guest_dir) in &launch.dirs {
-        builder
-            .preopened_dir(host_dir, guest_dir, FsPerms::ReadWrite)
-            .map_err(|e| wasmtime::format_err!("cannot grant directory {}: {e}", host_dir.display()))?;
-    }
-    let (wasi, p1) = match &launch.program.inner.code {
-        Code::Component(_) => (builder.build(), None),
-        Code::Core(_) => (WasiCtxBuilder::new().build(), Some(Box::new(builder.build_p1()))),
-    };
-    let limits = launch.limits;
-    let mut table = ResourceTable::new();
-    table.set_max_capacity(handle_cap(limits.max_memory.unwrap_or(host.max_memory)));
-    let fuel = host.fuel;
-    if limits.fuel.is_some() && !fuel {
-        wasmtime::bail!("a fuel limit needs a host built with fuel metering (HostBuilder::fuel)");
-    }
-    let engine = host.engine.clone();
-    let mut store = Store::new(
-        &engine,
-        Ctx {
-            wasi,
-            p1,
-            table,
-            limiter: MemoryLimiter::new(limits.max_memory.unwrap_or(host.max_memory), node.clone()),
-            fuel_budget: 0,
-            fuel_before: 0,
-            node,
-            host,
-            launch,
-            outputs: outputs.clone(),
-        },
-    );
-    prepare_store(&mut store, limits.fuel, fuel);
-    Ok(store)
-}
-
-fn prepare_store(store: &mut Store<Ctx>, budget: Option<u64>, metered: bool) {
-    store.limiter(|ctx| &mut ctx.limiter);
-    // Yield at every epoch tick: many guests share few threads, and a
-    // terminate (which ticks the epoch) reaches even a guest in a tight loop.
-    store.set_epoch_deadline(1);
-    if metered {
-        // The tick is also when the fuel used so far is written down: a
-        // process terminated mid-run (its store dropped) still has a figure.
-        store.epoch_deadline_callback(|store| {
-            note_fuel(&store);
-            Ok(UpdateDeadline::Yield(1))
-        });
-        refuel(store, budget.unwrap_or(u64::MAX)).expect("fuel metering is on");
-    } else {
-        store.epoch_deadline_async_yield_and_update(1);
-    }
-}
-
-/// Writes the fuel used so far on the process's node (if fuel is metered).
-fn note_fuel(store: &impl AsContext<Data = Ctx>) {
-    let store = store.as_context();
-    let ctx = store.data();
-    if !ctx.host.fuel {
-        return;
-    }
-    if let Ok(left) = store.get_fuel() {
-        ctx.node.usage.set_fuel_used(ctx.fuel_before.saturating_add(ctx.fuel_budget.saturating_sub(left)));
-    }
-}
-
-/// Gives the store a new fuel budget, keeping count of what the last one used.
-fn refuel(store: &mut Store<Ctx>, budget: u64) -> wasmtime::Result<()> {
-    let left = store.get_fuel()?;
-    let ctx = store.data_mut();
-    ctx.fuel_before = ctx.fuel_before.saturating_add(ctx.fuel_budget.saturating_sub(left));
-    ctx.fuel_budget = budget;
-    store.set_fuel(budget)
-}
-
-fn wasi_builder(env: &[(String, String)], stdin: &Input, outputs: &Outputs) -> WasiCtxBuilder {
-    let mut builder = WasiCtxBuilder::new();
-    builder.stdout(GuestOutput::new(outputs.stdout.clone())).stderr(GuestOutput::new(outputs.stderr.clone())).envs(env);
-    match stdin {
-        // The builder's default: end-of-file at once.
-        Input::Null => {}
-        // Read by wasmtime-wasi's own reader thread, so a guest waiting for
-        // input is a pending future that a terminate can drop.
-        Input::Inherit => {
-            builder.stdin(std::io::stdin());
-        }
-        Input::Bytes(bytes) => {
-            builder.stdin(wasmtime_wasi::p2::pipe::MemoryInputPipe::new(bytes.clone()));
-        }
-    }
-    builder
-}
-
-/// `argv[0]`: the program's file name, as a shell would give it.
-fn program_name(launch: &Launch) -> String {
-    launch
-        .program
-        .path()
-        .and_then(|p| p.file_name())
-        .map_or_else(|| "program".to_string(), |n| n.to_string_lossy().into_owned())
-}
-
 /// Turns a failed call into Python's exit code and a message naming the cause.
 fn classify(error: &wasmtime::Error, limits: &crate::limits::Limits) -> Ended {
     if let Some(exit) = error.downcast_ref::<I32Exit>() {
         return Ended::code(exit.0);
     }
-    if let Some(limit) = error.downcast_ref::<MemoryLimitExceeded>() {
-        return Ended::failure(limit.to_string());
-    }
-    if let Some(ResourceTableError::Full) = error.downcast_ref::<ResourceTableError>() {
-        return Ended::failure(format!(
-            "too many handles: the process holds as many resource handles (processes, shared objects, streams) as its memory cap allows, one per {HANDLE_BYTES} bytes of it and at most {MAX_HANDLES} (--max-memory)"
-        ));
+    if let Some(why) = limiter::exceeded(error) {
+        return Ended::failure(why);
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => Ended::failure(format!(
@@ -541,86 +246,6 @@ fn in_deep_recursion(error: &wasmtime::Error) -> bool {
     let frames = trace.frames();
     let distinct: std::collections::HashSet<_> = frames.iter().map(|f| f.func_index()).collect();
     frames.len() >= 16 && distinct.len() <= 3
-}
-
-/// Caps what a process's memories and tables hold, all of them together
-/// (a module may have many of each); growing past the cap fails it. Every
-/// growth of a memory it allows is counted on the process's node (its peak
-/// memory).
-struct MemoryLimiter {
-    /// `--max-memory`, else the host's per-process maximum.
-    max: u64,
-    /// Bytes of every memory and table (a table element is a pointer) now.
-    held: u64,
-    node: Arc<Node>,
-}
-
-impl MemoryLimiter {
-    fn new(max: u64, node: Arc<Node>) -> MemoryLimiter {
-        MemoryLimiter { max, held: 0, node }
-    }
-
-    /// Counts growing something from `current` to `desired` bytes, unless
-    /// that takes the process past its cap.
-    fn grow(&mut self, current: u64, desired: u64) -> Result<(), MemoryLimitExceeded> {
-        let held = self.held.saturating_sub(current).saturating_add(desired);
-        if held > self.max {
-            return Err(MemoryLimitExceeded { limit: self.max, desired: held });
-        }
-        self.held = held;
-        Ok(())
-    }
-}
-
-/// What a resource handle a guest holds (a process, a shared object, a
-/// WASI stream or pollable: an entry of its store's table, which lives in
-/// the host) is counted as against its memory cap: the cap bounds how many
-/// it may hold at once, [`MAX_HANDLES`] at most.
-const HANDLE_BYTES: u64 = 256;
-
-/// The most handles one process may hold: wasmtime's own bound on the
-/// handles of a store, past which it refuses one more itself.
-const MAX_HANDLES: u64 = 100_000;
-
-/// How many handles a process whose memory cap is `max_memory` may hold.
-fn handle_cap(max_memory: u64) -> usize {
-    (max_memory / HANDLE_BYTES).min(MAX_HANDLES) as usize
-}
-
-/// What a table element takes in the host.
-const TABLE_ELEMENT_BYTES: u64 = 8;
-
-#[derive(Debug)]
-struct MemoryLimitExceeded {
-    limit: u64,
-    desired: u64,
-}
-
-impl std::fmt::Display for MemoryLimitExceeded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "memory limit exceeded: the process tried to grow its memory to {} bytes (its memories and tables together), past its limit of {} (--max-memory)",
-            self.desired,
-            format_size(self.limit)
-        )
-    }
-}
-
-impl std::error::Error for MemoryLimitExceeded {}
-
-impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        self.grow(current as u64, desired as u64)?;
-        self.node.usage.memory_grew(current as u64, desired as u64);
-        Ok(true)
-    }
-
-    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        let bytes = |elements: usize| (elements as u64).saturating_mul(TABLE_ELEMENT_BYTES);
-        self.grow(bytes(current), bytes(desired))?;
-        Ok(true)
-    }
 }
 
 #[cfg(test)]
