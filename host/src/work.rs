@@ -115,27 +115,29 @@ pub(crate) struct ServeChannel {
 }
 
 /// A pool's one queue of tasks, which its workers take from (Python's
-/// pool has one inqueue too). A taker may take several tasks at once (a
-/// worker in another OS process is sent them ahead, many in one write) and
-/// give back, in front and in order, those its worker has not started. A
-/// taker says how many of the tasks it holds it could give back (*lent*):
-/// the queue is at its end only once it is closed, empty and none is lent,
-/// since lent tasks may come back. A taker that waits holding nothing is
-/// *idle*: it is served before takers that already hold a task, and a
-/// lender watches for it, to give back what the idle worker could run now
-/// rather than leave it behind a slow task.
+/// pool has one inqueue too). A taker may take several tasks at once and
+/// *lend* them: they may come back (given back, in front and in order,
+/// when its worker does not start them), so the queue is at its end only
+/// once it is closed, empty and none is lent. A taker that waits holding
+/// nothing is *idle*: it is served before takers that already hold a task.
+/// How a backend lends (and gives back) is its own business, written on
+/// [`lock`](Self::lock), [`wake`](Self::wake) and [`wait_for`](Self::wait_for);
+/// the rules every taker obeys are here.
 #[derive(Default)]
 pub(crate) struct TaskQueue {
     state: Mutex<Queued>,
     changed: tokio::sync::Notify,
 }
 
+/// A queue's state, under its lock.
 #[derive(Default)]
-struct Queued {
-    jobs: VecDeque<Job>,
+pub(crate) struct Queued {
+    pub(crate) jobs: VecDeque<Job>,
     closed: bool,
-    lent: usize,
-    idle: usize,
+    /// Tasks taken that may come back.
+    pub(crate) lent: usize,
+    /// Takers waiting with nothing in hand.
+    pub(crate) idle: usize,
 }
 
 impl TaskQueue {
@@ -143,56 +145,44 @@ impl TaskQueue {
         Arc::default()
     }
 
+    /// Its state, to be changed under the lock; whoever changes what a
+    /// taker waits for [`wake`](Self::wake)s them after.
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
+        self.state.lock().unwrap()
+    }
+
+    /// Wakes every waiting taker, to look at the state again.
+    pub(crate) fn wake(&self) {
+        self.changed.notify_waiters();
+    }
+
     /// Queues `job` at the back; gives it back if the queue is closed.
     pub(crate) fn push(&self, job: Job) -> Result<(), Job> {
-        let mut queued = self.state.lock().unwrap();
+        let mut queued = self.lock();
         if queued.closed {
             return Err(job);
         }
         queued.jobs.push_back(job);
         drop(queued);
-        self.changed.notify_waiters();
+        self.wake();
         Ok(())
     }
 
     /// Takes no more pushes; what is queued (or comes back) is still taken.
     pub(crate) fn close(&self) {
-        self.state.lock().unwrap().closed = true;
-        self.changed.notify_waiters();
-    }
-
-    /// Puts tasks a taker did not start back in front, in their order.
-    // Only a backend whose workers take tasks ahead (in another OS process) lends.
-    #[allow(dead_code)]
-    pub(crate) fn give_back(&self, jobs: impl DoubleEndedIterator<Item = Job>) {
-        let mut queued = self.state.lock().unwrap();
-        jobs.rev().for_each(|job| queued.jobs.push_front(job));
-        drop(queued);
-        self.changed.notify_waiters();
+        self.lock().closed = true;
+        self.wake();
     }
 
     /// Takes every queued task (to fail them).
     pub(crate) fn drain(&self) -> Vec<Job> {
-        self.state.lock().unwrap().jobs.drain(..).collect()
+        self.lock().jobs.drain(..).collect()
     }
 
     /// Whether no task is queued or lent.
     pub(crate) fn exhausted(&self) -> bool {
-        let queued = self.state.lock().unwrap();
+        let queued = self.lock();
         queued.jobs.is_empty() && queued.lent == 0
-    }
-
-    /// A taker that could give back `from` tasks can now give back `to`.
-    // Only a backend whose workers take tasks ahead (in another OS process) lends.
-    #[allow(dead_code)]
-    pub(crate) fn relend(&self, from: usize, to: usize) {
-        let mut queued = self.state.lock().unwrap();
-        queued.lent = queued.lent + to - from;
-        let end = queued.lent == 0 && queued.closed && queued.jobs.is_empty();
-        drop(queued);
-        if end {
-            self.changed.notify_waiters();
-        }
     }
 
     /// The next task; `None` once the queue is at its end.
@@ -203,27 +193,21 @@ impl TaskQueue {
     /// At least one task, up to `max` and, past the first, up to `max_bytes`
     /// of inputs; `None` once the queue is at its end. An `idle` taker
     /// holds nothing while it waits; one that is not waits while another
-    /// is. The tasks taken count as lent until the taker [`relend`](Self::relend)s
-    /// them (from their number), so that the queue is never seen at its end
-    /// while they are on their way.
-    // Only a backend whose workers take tasks ahead (in another OS process) lends.
-    #[allow(dead_code)]
-    pub(crate) async fn take(&self, max: usize, max_bytes: usize, idle: bool) -> Option<Vec<Job>> {
-        self.take_lending(max, max_bytes, idle, true).await
-    }
-
-    async fn take_lending(&self, max: usize, max_bytes: usize, idle: bool, lend: bool) -> Option<Vec<Job>> {
+    /// is. If `lend`, the tasks taken count as lent until the taker says
+    /// otherwise, so that the queue is never seen at its end while they
+    /// are on their way.
+    pub(crate) async fn take_lending(&self, max: usize, max_bytes: usize, idle: bool, lend: bool) -> Option<Vec<Job>> {
         self.wait_for(idle, |queued, others_idle| {
             if !queued.jobs.is_empty() {
                 if others_idle && !idle {
                     return None;
                 }
-                let jobs = take_from(&mut queued.jobs, max, max_bytes);
+                let jobs = queued.take_front(max, max_bytes);
                 if lend {
                     queued.lent += jobs.len();
                 }
                 Some(Some(jobs))
-            } else if queued.closed && queued.lent == 0 {
+            } else if queued.at_end() {
                 Some(None)
             } else {
                 None
@@ -232,38 +216,18 @@ impl TaskQueue {
         .await
     }
 
-    /// Up to `max` tasks queued now, without waiting.
-    // Only a backend whose workers take tasks ahead (in another OS process) lends.
-    #[allow(dead_code)]
-    pub(crate) fn take_now(&self, max: usize) -> Vec<Job> {
-        take_from(&mut self.state.lock().unwrap().jobs, max, usize::MAX)
-    }
-
-    /// Returns once a taker is idle with nothing queued for it.
-    // Only a backend whose workers take tasks ahead (in another OS process) lends.
-    #[allow(dead_code)]
-    pub(crate) async fn idle_taker(&self) {
-        self.wait_for(false, |queued, _| queued.has_idle_taker().then_some(())).await
-    }
-
-    // Only a backend whose workers take tasks ahead (in another OS process) lends.
-    #[allow(dead_code)]
-    pub(crate) fn has_idle_taker(&self) -> bool {
-        self.state.lock().unwrap().has_idle_taker()
-    }
-
     /// Waits until `ready` (given whether a taker other than this one is
     /// idle) gives a value, counted as idle meanwhile if `idle`.
     /// Cancel-safe: `ready` runs under the lock and only its last call
     /// takes anything.
-    async fn wait_for<T>(&self, idle: bool, mut ready: impl FnMut(&mut Queued, bool) -> Option<T>) -> T {
+    pub(crate) async fn wait_for<T>(&self, idle: bool, mut ready: impl FnMut(&mut Queued, bool) -> Option<T>) -> T {
         let mut waiting = Idle { queue: self, counted: false };
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
-                let mut queued = self.state.lock().unwrap();
+                let mut queued = self.lock();
                 let others_idle = queued.idle > usize::from(waiting.counted);
                 if let Some(value) = ready(&mut queued, others_idle) {
                     if waiting.counted {
@@ -276,7 +240,7 @@ impl TaskQueue {
                     queued.idle += 1;
                     waiting.counted = true;
                     drop(queued);
-                    self.changed.notify_waiters();
+                    self.wake();
                 }
             }
             notified.await;
@@ -285,9 +249,23 @@ impl TaskQueue {
 }
 
 impl Queued {
-    #[allow(dead_code)]
-    fn has_idle_taker(&self) -> bool {
-        self.idle > 0 && self.jobs.is_empty()
+    /// Closed, empty, and nothing lent that may come back.
+    pub(crate) fn at_end(&self) -> bool {
+        self.closed && self.jobs.is_empty() && self.lent == 0
+    }
+
+    /// Up to `max` jobs from the front, the first whatever its size, the
+    /// others while their inputs stay within `max_bytes`.
+    pub(crate) fn take_front(&mut self, max: usize, max_bytes: usize) -> Vec<Job> {
+        let (mut count, mut bytes) = (0, 0);
+        for job in self.jobs.iter().take(max) {
+            bytes += job.inputs.data.len();
+            if count > 0 && bytes > max_bytes {
+                break;
+            }
+            count += 1;
+        }
+        self.jobs.drain(..count).collect()
     }
 
     /// One idle taker less: the busy ones it held back may take what is left.
@@ -299,20 +277,6 @@ impl Queued {
     }
 }
 
-/// Up to `max` jobs from the front, the first whatever its size, the others
-/// while their inputs stay within `max_bytes`.
-fn take_from(jobs: &mut VecDeque<Job>, max: usize, max_bytes: usize) -> Vec<Job> {
-    let (mut count, mut bytes) = (0, 0);
-    for job in jobs.iter().take(max) {
-        bytes += job.inputs.data.len();
-        if count > 0 && bytes > max_bytes {
-            break;
-        }
-        count += 1;
-    }
-    jobs.drain(..count).collect()
-}
-
 /// A waiter counted as idle, uncounted however its wait ends.
 struct Idle<'a> {
     queue: &'a TaskQueue,
@@ -322,7 +286,7 @@ struct Idle<'a> {
 impl Drop for Idle<'_> {
     fn drop(&mut self) {
         if self.counted {
-            self.queue.state.lock().unwrap().unidle(&self.queue.changed);
+            self.queue.lock().unidle(&self.queue.changed);
         }
     }
 }

@@ -7,6 +7,7 @@
 //! a signal included: only the task it was running fails with it, as in
 //! Python, where a worker takes one task at a time from the shared queue.
 
+use super::lending::Lending;
 use super::protocol::{self, Order, Report};
 use super::supervise::{Reports, ended_report};
 use crate::work::{Job, Outcome, ServeChannel, TaskQueue};

@@ -64,6 +64,7 @@ mod broker;
 mod code;
 // The fork of a worker (issue 13): its own file, hooks marked `fork::`.
 mod fork;
+mod lending;
 mod orphans;
 mod parent;
 mod pidfd;

@@ -10,6 +10,7 @@
 //! the worker call [`main`] when their first argument is [`WORKER_ARG`](super::WORKER_ARG).
 
 use super::code::Sealed;
+use super::lending::Lending;
 use super::protocol::{self, EngineSettings, Start};
 use super::zygote;
 use super::{FDS_VAR, INHERITED, Inherited, STDIN_VAR};
