@@ -46,6 +46,7 @@ mod pool;
 mod process;
 mod program;
 mod runtime;
+mod set_once;
 pub mod sync;
 mod work;
 

@@ -15,8 +15,9 @@ use crate::exit::{ExitCode, Signal};
 use crate::journal::{ProcessRecord, Usage};
 use crate::limits::{Held, Holds};
 use crate::runtime::HostInner;
+use crate::set_once::SetOnce;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 /// How a process ended: its code and, for a failure, why.
@@ -61,9 +62,7 @@ pub(crate) struct Node {
     pid: AtomicU32,
     ppid: AtomicU32,
     state: Mutex<State>,
-    ended: Mutex<Option<Ended>>,
-    ended_cond: Condvar,
-    ended_notify: tokio::sync::Notify,
+    ended: SetOnce<Ended>,
     children: Mutex<Vec<Arc<Node>>>,
     /// Bytes held in the host for this process outside its memory.
     holds: Holds,
@@ -92,9 +91,7 @@ impl Node {
             pid: AtomicU32::new(0),
             ppid: AtomicU32::new(ppid),
             state: Mutex::new(state),
-            ended: Mutex::new(None),
-            ended_cond: Condvar::new(),
-            ended_notify: tokio::sync::Notify::new(),
+            ended: SetOnce::default(),
             children: Mutex::new(Vec::new()),
             holds: Holds::default(),
             parent,
@@ -153,15 +150,9 @@ impl Node {
     /// tree or the run's counts changes.
     #[allow(dead_code)]
     pub(crate) fn observe_end(&self, ended: Ended) {
-        let mut slot = self.ended.lock().unwrap();
-        if slot.is_some() {
-            return;
-        }
+        // Set before the end, as by `finish`: a second call finds both set.
         let _ = self.ended_at.set(Instant::now());
-        *slot = Some(ended);
-        drop(slot);
-        self.ended_cond.notify_all();
-        self.ended_notify.notify_waiters();
+        self.ended.set(ended);
     }
 
     /// A process outside the tree, for looking into a program once.
@@ -342,21 +333,21 @@ impl Node {
             orphans,
             "end"
         );
-        *self.ended.lock().unwrap() = Some(ended);
-        if let Some(journal) = &host.journal
-            && let Some(record) = self.record()
-        {
-            journal.push(record);
-        }
-        self.ended_cond.notify_all();
-        self.ended_notify.notify_waiters();
+        // Its record is in the journal before any waiter wakes.
+        self.ended.set_then(ended, || {
+            if let Some(journal) = &host.journal
+                && let Some(record) = self.record()
+            {
+                journal.push(record);
+            }
+        });
         if !self.is_daemon() {
             host.live.remove();
         }
     }
 
     pub(crate) fn ended(&self) -> Option<Ended> {
-        self.ended.lock().unwrap().clone()
+        self.ended.get()
     }
 
     /// The process's span in the host's logs (a disabled one before start).
@@ -392,7 +383,7 @@ impl Node {
     }
 
     pub(crate) fn is_alive(&self) -> bool {
-        matches!(*self.state.lock().unwrap(), State::Running(_)) && self.ended.lock().unwrap().is_none()
+        matches!(*self.state.lock().unwrap(), State::Running(_)) && !self.ended.is_set()
     }
 
     fn check_started(&self) -> Result<(), Error> {
@@ -406,51 +397,20 @@ impl Node {
     /// Waits for the end, blocking the calling thread.
     pub(crate) fn join(&self, timeout: Option<Duration>) -> Result<Option<ExitCode>, Error> {
         self.check_started()?;
-        // A timeout too long to add to the clock is as good as none.
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let mut ended = self.ended.lock().unwrap();
-        loop {
-            if let Some(e) = &*ended {
-                return Ok(Some(e.code));
-            }
-            ended = match deadline {
-                None => self.ended_cond.wait(ended).unwrap(),
-                Some(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Ok(None);
-                    }
-                    self.ended_cond.wait_timeout(ended, left).unwrap().0
-                }
-            };
-        }
+        Ok(if self.ended.wait(timeout) { self.exitcode() } else { None })
     }
 
     /// Waits for the end without blocking a thread: what a guest's `join` does.
     pub(crate) async fn join_async(&self, timeout: Option<Duration>) -> Result<Option<ExitCode>, Error> {
         self.check_started()?;
-        let wait = async {
-            loop {
-                let notified = self.ended_notify.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                if let Some(code) = self.exitcode() {
-                    return code;
-                }
-                notified.await;
-            }
-        };
-        match timeout {
-            None => Ok(Some(wait.await)),
-            Some(t) => Ok(tokio::time::timeout(t, wait).await.ok()),
-        }
+        Ok(if self.ended.wait_async(timeout).await { self.exitcode() } else { None })
     }
 
     /// Sends `signal`; a process that has already ended is left as it is.
     pub(crate) fn signal(&self, signal: Signal) -> Result<(), Error> {
         self.check_started()?;
         if let State::Running(control) = &*self.state.lock().unwrap()
-            && self.ended.lock().unwrap().is_none()
+            && !self.ended.is_set()
         {
             tracing::info!(parent: self.span(), signal = signal.number(), "signal");
             control.signal(signal);
@@ -460,7 +420,7 @@ impl Node {
 
     pub(crate) fn close(&self) -> Result<(), Error> {
         let mut state = self.state.lock().unwrap();
-        if matches!(*state, State::Running(_)) && self.ended.lock().unwrap().is_none() {
+        if matches!(*state, State::Running(_)) && !self.ended.is_set() {
             return Err(Error::StillRunning);
         }
         *state = State::Closed;

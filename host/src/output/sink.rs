@@ -60,7 +60,8 @@ impl Format {
 pub(crate) struct LineSink {
     target: Target,
     stream: Stream,
-    /// Its format; the prefix is the state's (a forked child takes its own).
+    /// Its format but for the prefix, which is kept once, in the state (a
+    /// forked child takes its own).
     format: Format,
     state: Mutex<State>,
 }
@@ -81,7 +82,8 @@ struct State {
 
 impl LineSink {
     pub(crate) fn new(stdio: &Stdio, stream: Stream, format: Format) -> Arc<LineSink> {
-        let prefix = format.prefix.clone();
+        let mut format = format;
+        let prefix = format.prefix.take();
         let state = State { prefix, tail: Vec::new(), column: 0, at_line_start: true, queued: 0 };
         Arc::new(LineSink { target: stdio.0.clone(), stream, format, state: Mutex::new(state) })
     }

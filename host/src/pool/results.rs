@@ -8,12 +8,13 @@
 use super::Pool;
 use super::{TaskError, decode};
 use crate::limits::{Held, Holds, format_size};
+use crate::set_once::SetOnce;
 use crate::work::{Outcome, Reply};
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, VecDeque};
 use std::marker::PhantomData;
-use std::sync::{Arc, Condvar, Mutex, mpsc};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 /// A chunk's outcome, item by item, and its count on the bytes its
 /// reader has the host hold, given back as it is dropped.
@@ -118,19 +119,12 @@ pub(super) fn one_result(outcome: Outcome) -> Result<Vec<u8>, TaskError> {
 /// The result of one task, filled in once.
 #[derive(Default)]
 pub(crate) struct ResultSlot {
-    value: Mutex<Option<Result<Vec<u8>, TaskError>>>,
-    ready: Condvar,
-    notify: tokio::sync::Notify,
+    value: SetOnce<Result<Vec<u8>, TaskError>>,
 }
 
 impl ResultSlot {
     pub(crate) fn set(&self, value: Result<Vec<u8>, TaskError>) {
-        let mut slot = self.value.lock().unwrap();
-        if slot.is_none() {
-            *slot = Some(value);
-            self.ready.notify_all();
-            self.notify.notify_waiters();
-        }
+        self.value.set(value);
     }
 
     /// A slot filled by the outcome of a one-input task.
@@ -140,49 +134,17 @@ impl ResultSlot {
     }
 
     pub(crate) fn get(&self) -> Option<Result<Vec<u8>, TaskError>> {
-        self.value.lock().unwrap().clone()
+        self.value.get()
     }
 
     /// Blocks until filled or `timeout` passes; whether it is filled.
     pub(crate) fn wait(&self, timeout: Option<Duration>) -> bool {
-        // A timeout too long to add to the clock is as good as none.
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let mut value = self.value.lock().unwrap();
-        while value.is_none() {
-            value = match deadline {
-                None => self.ready.wait(value).unwrap(),
-                Some(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return false;
-                    }
-                    self.ready.wait_timeout(value, left).unwrap().0
-                }
-            };
-        }
-        true
+        self.value.wait(timeout)
     }
 
     /// [`wait`](Self::wait), without blocking a thread.
     pub(crate) async fn wait_async(&self, timeout: Option<Duration>) -> bool {
-        let filled = async {
-            loop {
-                let notified = self.notify.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                if self.value.lock().unwrap().is_some() {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        match timeout {
-            None => {
-                filled.await;
-                true
-            }
-            Some(t) => tokio::time::timeout(t, filled).await.is_ok(),
-        }
+        self.value.wait_async(timeout).await
     }
 }
 
