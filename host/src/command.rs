@@ -4,8 +4,6 @@
 //! it hands to a backend when the process starts. A guest's child inherits
 //! its parent's launch (program, grants, limits, output) with a new entry.
 
-use crate::error::Error;
-use crate::handle::Process;
 use crate::limits::Limits;
 use crate::output::{Format, Stdin, Stdio};
 use crate::program::Program;
@@ -262,25 +260,21 @@ impl Command {
         &self.launch
     }
 
-    /// The process, not yet started: Python's `Process(...)`.
-    pub fn create(&self) -> Process {
-        let host = self.launch.program.inner.host.clone();
+    /// The launch of the process to be, its entry put in.
+    pub(crate) fn process_launch(&self) -> Launch {
         let mut launch = self.launch.clone();
         if let Some(name) = &self.entry {
             launch.work = Work::Entry { name: name.clone(), input: self.input.clone() };
         }
-        let node = host.root.create_child(launch);
-        if let Some(name) = &self.name {
-            node.set_name(name.clone());
-        }
-        node.set_daemon(self.daemon).expect("a new process is not started");
-        Process { node, host }
+        launch
     }
 
-    /// The process, started.
-    pub fn spawn(&self) -> Result<Process, Error> {
-        let process = self.create();
-        process.start()?;
-        Ok(process)
+    /// The name it was given, if any.
+    pub(crate) fn given_name(&self) -> Option<&String> {
+        self.name.as_ref()
+    }
+
+    pub(crate) fn is_daemon(&self) -> bool {
+        self.daemon
     }
 }

@@ -1,8 +1,9 @@
 //! The embedder's handle on a process: [`Process`], Python's `Process`
 //! object, as `std::process::Child` is Rust's. Every call is a rule of the
 //! lifecycle that [`Node`] keeps, in the process tree below; the handle adds
-//! only the host the process runs in.
+//! only the host the process runs in. A [`Command`] becomes one here.
 
+use crate::command::Command;
 use crate::error::Error;
 use crate::exit::{ExitCode, Signal};
 use crate::journal::ProcessRecord;
@@ -151,5 +152,25 @@ impl std::fmt::Debug for Process {
             .field("daemon", &self.daemon())
             .field("exitcode", &self.exitcode())
             .finish()
+    }
+}
+
+impl Command {
+    /// The process, not yet started: Python's `Process(...)`.
+    pub fn create(&self) -> Process {
+        let host = self.launch().program.inner.host.clone();
+        let node = host.root.create_child(self.process_launch());
+        if let Some(name) = self.given_name() {
+            node.set_name(name.clone());
+        }
+        node.set_daemon(self.is_daemon()).expect("a new process is not started");
+        Process { node, host }
+    }
+
+    /// The process, started.
+    pub fn spawn(&self) -> Result<Process, Error> {
+        let process = self.create();
+        process.start()?;
+        Ok(process)
     }
 }

@@ -73,8 +73,9 @@ pub(crate) struct Node {
     /// Unset again if the start is refused (the process cap).
     started_at: Mutex<Option<Instant>>,
     ended_at: OnceLock<Instant>,
-    /// What the process used, measured where it runs.
-    pub(crate) usage: Usage,
+    /// What the process used, measured where it runs (shared with its
+    /// store's memory limiter).
+    pub(crate) usage: Arc<Usage>,
     /// Its span in the host's logs (`RUST_LOG=host=info`), from its start.
     span: OnceLock<tracing::Span>,
 }
@@ -98,7 +99,7 @@ impl Node {
             created: AtomicU32::new(0),
             started_at: Mutex::new(None),
             ended_at: OnceLock::new(),
-            usage: Usage::default(),
+            usage: Arc::default(),
             span: OnceLock::new(),
         })
     }

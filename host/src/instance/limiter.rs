@@ -2,8 +2,8 @@
 //! (a [`ResourceLimiter`]), and how many resource handles it may hold; and
 //! the message a call that failed on either ends with.
 
+use crate::journal::Usage;
 use crate::limits::format_size;
-use crate::process::Node;
 use std::sync::Arc;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTableError;
@@ -24,19 +24,19 @@ pub(super) fn exceeded(error: &wasmtime::Error) -> Option<String> {
 
 /// Caps what a process's memories and tables hold, all of them together
 /// (a module may have many of each); growing past the cap fails it. Every
-/// growth of a memory it allows is counted on the process's node (its peak
+/// growth of a memory it allows is counted in the process's usage (its peak
 /// memory).
 pub(super) struct MemoryLimiter {
     /// `--max-memory`, else the host's per-process maximum.
     max: u64,
     /// Bytes of every memory and table (a table element is a pointer) now.
     held: u64,
-    node: Arc<Node>,
+    usage: Arc<Usage>,
 }
 
 impl MemoryLimiter {
-    pub(super) fn new(max: u64, node: Arc<Node>) -> MemoryLimiter {
-        MemoryLimiter { max, held: 0, node }
+    pub(super) fn new(max: u64, usage: Arc<Usage>) -> MemoryLimiter {
+        MemoryLimiter { max, held: 0, usage }
     }
 
     /// Counts growing something from `current` to `desired` bytes, unless
@@ -91,7 +91,7 @@ impl std::error::Error for MemoryLimitExceeded {}
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         self.grow(current as u64, desired as u64)?;
-        self.node.usage.memory_grew(current as u64, desired as u64);
+        self.usage.memory_grew(current as u64, desired as u64);
         Ok(true)
     }
 

@@ -62,7 +62,7 @@ async fn list_entries_unbounded(
             wasi: wasi_builder(&[], &Input::Null, &launch_outputs).build(),
             p1: None,
             table: ResourceTable::new(),
-            limiter: MemoryLimiter::new(PROBE_MEMORY, Node::detached()),
+            limiter: MemoryLimiter::new(PROBE_MEMORY, Arc::default()),
             fuel_budget: 0,
             fuel_before: 0,
             node: Node::detached(),

@@ -155,7 +155,7 @@ pub(super) fn new_store(
             wasi,
             p1,
             table,
-            limiter: MemoryLimiter::new(limits.max_memory.unwrap_or(host.max_memory), node.clone()),
+            limiter: MemoryLimiter::new(limits.max_memory.unwrap_or(host.max_memory), node.usage.clone()),
             fuel_budget: 0,
             fuel_before: 0,
             node,
