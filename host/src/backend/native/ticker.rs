@@ -19,7 +19,7 @@
 //! writes on is only its last writer's end.
 //!
 //! Without a CPU timer or the signal, one helper thread does both, the tick
-//! by the wall clock (a thread costs a worker's start a sixth of its time).
+//! by the wall clock (the thread was some 15% of the CPU a start costs).
 
 use nix::fcntl::{OFlag, open};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
