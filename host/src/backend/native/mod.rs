@@ -20,11 +20,12 @@
 //! zygote is started, and execs are done, by one long-lived spawner thread
 //! (`spawner.rs`); the root watches each started worker in `supervise.rs`,
 //! through a pidfd (`pidfd.rs`).
-//! The root's zygote copies the host binary's code into huge pages after
-//! its first fork (`text.rs`), so that its forks do not fault it in again.
-//! A worker has one helper thread (`ticker.rs`): it ticks the engine's epoch
-//! by the CPU time its guest uses (a sleeping worker costs no wake-up) and
-//! watches the lifeline.
+//! The root's zygote copies the host binary's code into huge pages before
+//! its second fork (`text.rs`), so that its forks do not fault it in again.
+//! A worker has no helper thread (`ticker.rs`): a timer on its guest
+//! thread's CPU clock ticks the engine's epoch from a signal handler (a
+//! sleeping worker costs no wake-up), and the lifeline's end is a signal
+//! that ends it.
 //! Besides its stdout and stderr (piped to the root host, which passes them
 //! on in the process's format: byte for byte, or whole lines), and its stdin
 //! (the start message, then a pool worker's tasks), every worker gets five

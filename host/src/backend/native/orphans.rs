@@ -53,10 +53,9 @@ pub(super) fn adopt_strays() -> usize {
     if !adopts() {
         return 0;
     }
-    let me = std::process::id();
     let mut known = KNOWN.lock().unwrap();
     let strays: Vec<u32> =
-        children_of(me).into_iter().filter(|pid| !known.contains(pid) && mode(*pid).is_some()).collect();
+        own_children().into_iter().filter(|pid| !known.contains(pid) && mode(*pid).is_some()).collect();
     for &pid in &strays {
         known.insert(pid);
         adopt(pid);
@@ -67,7 +66,7 @@ pub(super) fn adopt_strays() -> usize {
 /// Children of ours forked by the zygote that nobody knows: after the
 /// zygote fell silent, the worker it forked before it stopped answering.
 pub(super) fn unknown_zygote_forks(known: &BTreeSet<u32>) -> Vec<u32> {
-    children_of(std::process::id())
+    own_children()
         .into_iter()
         .filter(|pid| !known.contains(pid) && mode(*pid).is_some_and(|mode| mode == Mode::ZygoteFork))
         .collect()
@@ -121,6 +120,22 @@ pub(super) fn wait_all() {
             return;
         }
     }
+}
+
+/// Our own children, ended ones not yet reaped included: as each of our
+/// threads lists its own in `/proc` (a few reads, where reading every
+/// process's parent costs a host's wait milliseconds on a busy machine);
+/// the long way on a kernel without those lists.
+fn own_children() -> Vec<u32> {
+    if !std::path::Path::new("/proc/thread-self/children").exists() {
+        return children_of(std::process::id());
+    }
+    let Ok(threads) = std::fs::read_dir("/proc/self/task") else { return Vec::new() };
+    threads
+        // A thread that ended meanwhile left its children to another.
+        .filter_map(|thread| std::fs::read_to_string(thread.ok()?.path().join("children")).ok())
+        .flat_map(|list| list.split_whitespace().filter_map(|pid| pid.parse().ok()).collect::<Vec<u32>>())
+        .collect()
 }
 
 /// The pids whose parent is `parent`, from `/proc`.

@@ -203,7 +203,8 @@ pub(crate) fn serve() -> Result<i32, String> {
     // probe a `cpuid`, which a virtual machine traps): probed here, once.
     drop(wasmtime_wasi::WasiCtxBuilder::new());
     let mut programs: HashMap<(u64, u64), (Code, Arc<Sealed>)> = HashMap::new();
-    let mut copy_code = std::env::args_os().nth(3).is_some_and(|arg| arg == COPY_CODE_ARG);
+    let copy_code = std::env::args_os().nth(3).is_some_and(|arg| arg == COPY_CODE_ARG);
+    let mut requests = 0u32;
     // One buffer for every request: after a fork each page the zygote
     // writes is copied first, and a fresh one would be zeroed whole.
     let mut buffer = vec![0u8; MAX_REQUEST + 64];
@@ -213,6 +214,13 @@ pub(crate) fn serve() -> Result<i32, String> {
             Ok(message) => message,
             Err(e) => return Err(format!("lost the root host: {e}")),
         };
+        requests += 1;
+        if copy_code && requests == 2 {
+            // Before the second fork, not the first: a run of one process
+            // (`host run x.wasm`) neither waits for the copy nor shares its
+            // two cores with it. Without it, forks are slower, not wrong.
+            let _ = super::text::anonymize();
+        }
         let request = &buffer[..length];
         let inherited = [&lifeline, &orphanage, &slots];
         let mut passed = Vec::new();
@@ -231,12 +239,6 @@ pub(crate) fn serve() -> Result<i32, String> {
             .map_err(|e| format!("lost the root host: {e}"))?;
         // Our copies of the new worker's descriptors, closed once it is told.
         drop(passed);
-        if std::mem::take(&mut copy_code) {
-            // After the first fork, not before: the first start (a run of
-            // one process, say) does not wait for the copy. Without it,
-            // forks are slower, not wrong.
-            let _ = super::text::anonymize();
-        }
     }
 }
 
@@ -360,8 +362,20 @@ fn dup_onto(fd: &OwnedFd, target: RawFd) -> Result<(), String> {
 fn send(socket: &OwnedFd, bytes: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
     let rights = [ControlMessage::ScmRights(fds)];
     let control: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
-    sendmsg::<()>(socket.as_raw_fd(), &[IoSlice::new(bytes)], control, MsgFlags::empty(), None)?;
+    // A worker's guest thread takes its CPU timer's ticks (`ticker.rs`).
+    retry_interrupted(|| sendmsg::<()>(socket.as_raw_fd(), &[IoSlice::new(bytes)], control, MsgFlags::empty(), None))?;
     Ok(())
+}
+
+/// Calls `call` again while a signal interrupts it: a signal handled during
+/// a wait with a timeout (the socket's) is not restarted by the kernel.
+fn retry_interrupted<T>(mut call: impl FnMut() -> nix::Result<T>) -> nix::Result<T> {
+    loop {
+        match call() {
+            Err(nix::errno::Errno::EINTR) => continue,
+            result => return result,
+        }
+    }
 }
 
 /// The largest message [`receive`] takes: an answer or the engine
@@ -381,6 +395,16 @@ fn receive(socket: &OwnedFd) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> {
 /// One message into `buffer`: its length (0 at end-of-file) and the
 /// descriptors it carried.
 fn receive_into(socket: &OwnedFd, buffer: &mut [u8]) -> std::io::Result<(usize, Vec<OwnedFd>)> {
+    let (length, fds, truncated) = retry_interrupted(|| receive_once(socket, buffer))?;
+    if truncated {
+        return Err(std::io::Error::other("message too large"));
+    }
+    Ok((length, fds))
+}
+
+/// One `recvmsg`: the message's length, its descriptors, and whether it
+/// was cut short.
+fn receive_once(socket: &OwnedFd, buffer: &mut [u8]) -> nix::Result<(usize, Vec<OwnedFd>, bool)> {
     let mut space = nix::cmsg_space!([RawFd; 5]);
     let mut iov = [IoSliceMut::new(buffer)];
     let message = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
@@ -391,8 +415,5 @@ fn receive_into(socket: &OwnedFd, buffer: &mut [u8]) -> std::io::Result<(usize, 
             fds.extend(received.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
         }
     }
-    if message.flags.contains(MsgFlags::MSG_TRUNC) {
-        return Err(std::io::Error::other("message too large"));
-    }
-    Ok((message.bytes, fds))
+    Ok((message.bytes, fds, message.flags.contains(MsgFlags::MSG_TRUNC)))
 }
