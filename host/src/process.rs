@@ -19,6 +19,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+/// How long a blocking join looks for the end before it sleeps (see
+/// [`Node::poll_for_end`]).
+const JOIN_POLL: Duration = Duration::from_micros(50);
+
 /// How a process ended: its code and, for a failure, why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Ended {
@@ -408,6 +412,7 @@ impl Node {
         self.check_started()?;
         // A timeout too long to add to the clock is as good as none.
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        self.poll_for_end(deadline);
         let mut ended = self.ended.lock().unwrap();
         loop {
             if let Some(e) = &*ended {
@@ -423,6 +428,22 @@ impl Node {
                     self.ended_cond.wait_timeout(ended, left).unwrap().0
                 }
             };
+        }
+    }
+
+    /// Looks for the end for up to [`JOIN_POLL`] (or until `deadline`),
+    /// yielding the cpu in between, before a join sleeps: a short process
+    /// (a trivial one on the thread backend ends tens of microseconds after
+    /// its start) is then seen ending by a thread still awake, where a
+    /// sleeping joiner's cpu would first have to be woken (on a virtual
+    /// machine, an idle cpu halts, and waking it costs about as much again).
+    fn poll_for_end(&self, deadline: Option<Instant>) {
+        let start = Instant::now();
+        let until = deadline.map_or(start + JOIN_POLL, |deadline| deadline.min(start + JOIN_POLL));
+        // `ended_at` is set before the end is recorded and its waiters
+        // woken: the join that follows finds the end, or waits for it.
+        while self.ended_at.get().is_none() && Instant::now() < until {
+            std::thread::yield_now();
         }
     }
 
