@@ -153,6 +153,30 @@ fn timeout_terminates_and_exits_143() {
     assert!(out.process_stderr().contains("timeout"), "{out:#?}");
 }
 
+/// `sleep.wasm`'s argument is read as an `f64` is (its own parser, not
+/// std's): fractions and exponents sleep and wake, something else is the
+/// default (so the timeout ends it), a negative or endless time panics after
+/// `sleeping`, as `Duration::from_secs_f64` does.
+#[test]
+fn sleep_reads_its_seconds_as_a_float() {
+    for secs in ["0.01", "+.01", "1e-2", "0", "-0", "1.E-3"] {
+        let out = run(&["--timeout", "30s", s(&guest("sleep")), "--", secs]);
+        out.assert_status(0);
+        assert_eq!(out.stdout_lines(), vec!["sleeping", "woke"], "{secs}: {out:#?}");
+    }
+    for not_a_number in ["0x1", "1_0", "e3", "."] {
+        let out = run(&["--timeout", "300ms", s(&guest("sleep")), "--", not_a_number]);
+        out.assert_status(143);
+        assert_eq!(out.stdout_lines(), vec!["sleeping"], "{not_a_number}: {out:#?}");
+    }
+    for refused in ["-1", "inf", "NaN", "1e400"] {
+        let out = run(&[s(&guest("sleep")), "--", refused]);
+        out.assert_status(1);
+        assert_eq!(out.stdout_lines(), vec!["sleeping"], "{refused}: {out:#?}");
+        assert!(out.process_stderr().contains("cannot convert float seconds to Duration"), "{refused}: {out:#?}");
+    }
+}
+
 #[test]
 fn timeout_ends_every_process() {
     let out = run(&["--count", "3", "--timeout", "300ms", s(&guest("sleep")), "--", "3600"]);

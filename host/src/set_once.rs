@@ -14,9 +14,20 @@
 //! it takes the lock. A waiter uncounts itself (under the lock) when it
 //! leaves, however it leaves; a notify for one that has just left is a
 //! spare one, harmless.
+//!
+//! A thread that finds the value unset first watches it for a moment
+//! ([`WATCH`]) before it sleeps: a short process (a trivial one on the thread
+//! backend ends tens of microseconds after its start) is then seen ending by
+//! a thread still awake, where a sleeping one's cpu would first have to be
+//! woken (on a virtual machine an idle cpu halts, and waking it costs about
+//! as much again).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
+
+/// How long a blocking wait watches for the value before it sleeps.
+const WATCH: Duration = Duration::from_micros(50);
 
 pub(crate) struct SetOnce<T> {
     state: Mutex<State<T>>,
@@ -24,6 +35,8 @@ pub(crate) struct SetOnce<T> {
     set: Condvar,
     /// For tasks in [`wait_async`](SetOnce::wait_async).
     notify: tokio::sync::Notify,
+    /// Set (under the lock) with the value: what a watching thread reads.
+    is_set: AtomicBool,
 }
 
 struct State<T> {
@@ -41,6 +54,7 @@ impl<T> Default for SetOnce<T> {
             state: Mutex::new(State { value: None, blocked: 0, awaiting: 0 }),
             set: Condvar::new(),
             notify: tokio::sync::Notify::new(),
+            is_set: AtomicBool::new(false),
         }
     }
 }
@@ -60,6 +74,7 @@ impl<T> SetOnce<T> {
             return false;
         }
         state.value = Some(value);
+        self.is_set.store(true, Ordering::Release);
         let (blocked, awaiting) = (state.blocked, state.awaiting);
         drop(state);
         before_waking();
@@ -73,13 +88,14 @@ impl<T> SetOnce<T> {
     }
 
     pub(crate) fn is_set(&self) -> bool {
-        self.state.lock().unwrap().value.is_some()
+        self.is_set.load(Ordering::Acquire)
     }
 
     /// Blocks until the value is set or `timeout` passes; whether it is set.
     pub(crate) fn wait(&self, timeout: Option<Duration>) -> bool {
         // A timeout too long to add to the clock is as good as none.
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        self.watch(deadline);
         let mut state = self.state.lock().unwrap();
         if state.value.is_some() {
             return true;
@@ -99,6 +115,17 @@ impl<T> SetOnce<T> {
         }
         state.blocked -= 1;
         state.value.is_some()
+    }
+
+    /// Looks for the value for up to [`WATCH`] (or until `deadline`),
+    /// yielding the cpu in between; the wait that follows finds the value or
+    /// sleeps as before, so watching decides nothing.
+    fn watch(&self, deadline: Option<Instant>) {
+        let start = Instant::now();
+        let until = deadline.map_or(start + WATCH, |deadline| deadline.min(start + WATCH));
+        while !self.is_set() && Instant::now() < until {
+            std::thread::yield_now();
+        }
     }
 
     /// [`wait`](Self::wait), without blocking a thread.
