@@ -27,6 +27,33 @@ fn map_keeps_input_order() {
     assert!(empty.is_empty());
 }
 
+/// An argument whose encoding fails when it is negative.
+struct NonNegative(i64);
+
+impl serde::Serialize for NonNegative {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            n if n < 0 => Err(serde::ser::Error::custom(format!("{n} is negative"))),
+            n => serializer.serialize_i64(n),
+        }
+    }
+}
+
+/// Chunks are queued as they are encoded: an item that cannot be, late in
+/// the items, fails the map, and the chunks queued before it leave the pool
+/// as it was.
+#[test]
+fn an_item_that_does_not_encode_fails_the_map_and_the_pool_carries_on() {
+    let host = host();
+    let pool = Pool::new(&pool_tasks(&host), 2).unwrap();
+    let items = || (1..=100).chain([-3]).chain(1..=20).map(NonNegative);
+    let failed = pool.map::<_, i64, _>("square", items()).unwrap_err();
+    assert!(matches!(&failed, TaskError::Serde(why) if why.contains("-3 is negative")), "{failed}");
+    assert!(matches!(pool.imap::<_, i64, _>("square", items(), 7), Err(TaskError::Serde(_))));
+    let squares: Vec<i64> = pool.map("square", 1..=30).unwrap();
+    assert_eq!(squares, (1..=30).map(|x| x * x).collect::<Vec<i64>>());
+}
+
 #[test]
 fn imap_unordered_yields_every_result() {
     let host = host();

@@ -190,6 +190,13 @@ impl Batch {
         let ends = self.ends[from..to].iter().map(|e| e.saturating_sub(base)).collect();
         Batch { data, ends }
     }
+
+    /// Copies of its items in consecutive batches of `size` (at least one),
+    /// the last one shorter.
+    pub(crate) fn chunks(&self, size: usize) -> impl Iterator<Item = Batch> + '_ {
+        let size = size.max(1);
+        (0..self.len()).step_by(size).map(move |from| self.part(from, from + size))
+    }
 }
 
 /// The results of a batch of calls: one per item, in order, in `results`;
@@ -295,6 +302,9 @@ mod tests {
         assert_eq!(decode::<i64>(tail.get(0)).unwrap(), 4000);
         assert_eq!(decode::<i64>(head.get(3)).unwrap(), 3000);
         assert_eq!(batch.part(5, 2).len(), 0);
+        let sizes: Vec<usize> = batch.chunks(4).map(|chunk| chunk.len()).collect();
+        assert_eq!(sizes, [4, 4, 3]);
+        assert_eq!(decode::<i64>(batch.chunks(4).nth(1).unwrap().get(0)).unwrap(), 4000);
         let results = BatchResults { results: head, failed: vec![(1, "no".into())] };
         assert_eq!(results.get(1), Err("no"));
         assert_eq!(decode::<i64>(results.get(2).unwrap()).unwrap(), 2000);

@@ -386,16 +386,29 @@ impl PoolCore {
         chunksize: usize,
         deliver: impl Fn(usize, Outcome) + Clone + Send + 'static,
     ) -> Result<Vec<usize>, TaskError> {
+        self.submit_each(entry, inputs.chunks(chunksize).map(Ok), deliver)
+    }
+
+    /// Queues each chunk `chunks` gives for `entry` as soon as it is made,
+    /// so that the workers start on the first while the next is encoded;
+    /// each chunk's outcome goes to `deliver` with the chunk's index.
+    /// Returns each chunk's size; a chunk that could not be made is the
+    /// error (those before it still run, their outcomes unread).
+    pub(crate) fn submit_each(
+        &self,
+        entry: &str,
+        chunks: impl IntoIterator<Item = Result<Batch, TaskError>>,
+        deliver: impl Fn(usize, Outcome) + Clone + Send + 'static,
+    ) -> Result<Vec<usize>, TaskError> {
         if *self.state.lock().unwrap() != State::Running {
             return Err(TaskError::NotRunning);
         }
         if !self.template.program.has_entry(entry) {
             return Err(TaskError::UnknownEntry(entry.to_string()));
         }
-        let chunksize = chunksize.max(1);
-        let mut sizes = Vec::with_capacity(inputs.len().div_ceil(chunksize));
-        for from in (0..inputs.len()).step_by(chunksize) {
-            let chunk = inputs.part(from, from + chunksize);
+        let mut sizes = Vec::new();
+        for chunk in chunks {
+            let chunk = chunk?;
             let index = sizes.len();
             sizes.push(chunk.len());
             let deliver = deliver.clone();
@@ -414,12 +427,23 @@ fn decode<R: DeserializeOwned>(bytes: &[u8]) -> Result<R, TaskError> {
     codec::decode(bytes).map_err(|e| TaskError::Serde(format!("cannot deserialize a task's result: {e}")))
 }
 
-/// Every item, encoded back to back.
-fn encode_all<A: Serialize, I: IntoIterator<Item = A>>(items: I) -> Result<Batch, TaskError> {
-    let items = items.into_iter();
-    let mut batch = Batch::with_capacity(items.size_hint().0, items.size_hint().0 * 4);
-    for item in items {
-        batch.push_value(&item).map_err(|e| TaskError::Serde(format!("cannot serialize a task's argument: {e}")))?;
-    }
-    Ok(batch)
+/// `items` in chunks of `chunksize`, each encoded back to back as it is
+/// asked for.
+fn encode_chunks<A: Serialize>(
+    items: impl IntoIterator<Item = A>,
+    chunksize: usize,
+) -> impl Iterator<Item = Result<Batch, TaskError>> {
+    let chunksize = chunksize.max(1);
+    let mut items = items.into_iter().peekable();
+    std::iter::from_fn(move || {
+        items.peek()?;
+        let room = chunksize.min(items.size_hint().0).max(1);
+        let mut batch = Batch::with_capacity(room, room * 4);
+        for item in items.by_ref().take(chunksize) {
+            if let Err(e) = batch.push_value(&item) {
+                return Some(Err(TaskError::Serde(format!("cannot serialize a task's argument: {e}"))));
+            }
+        }
+        Some(Ok(batch))
+    })
 }

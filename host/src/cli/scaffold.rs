@@ -82,9 +82,9 @@ serde = {{ version = "1", features = ["derive"] }}
 # A workspace of its own: the crate builds wherever it lives.
 [workspace]
 
-# Small guests that build quickly, as guest-tasks/ builds them.
+# Fast guests that build quickly, as guest-tasks/ builds them.
 [profile.release]
-opt-level = "s"
+opt-level = 3
 debug = false
 strip = "debuginfo"
 codegen-units = 16

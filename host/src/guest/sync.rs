@@ -398,19 +398,20 @@ impl HostQueue for Ctx {
             Some(Err(error)) => return Ok(Err(error)),
             None => {}
         }
-        self.unit(&handle, |id| Request::Put { id, item: Payload(item), timeout }).await
+        // Boxed: the local path above, the common one, stays small.
+        Box::pin(self.unit(&handle, |id| Request::Put { id, item: Payload(item), timeout })).await
     }
     async fn get(&mut self, handle: Resource<GuestQueue>, timeout: Option<u64>) -> Answer<Vec<u8>> {
         match self.local_queue(&handle)? {
             Some(Ok(local)) => {
-                let got = local.object.get(timeout).await;
+                let got = local.object.get_watching(timeout).await;
                 self.keep_local_queue(&handle, local)?;
                 return Ok(got.map_err(Into::into));
             }
             Some(Err(error)) => return Ok(Err(error)),
             None => {}
         }
-        self.bytes(&handle, |id| Request::Get { id, timeout }).await
+        Box::pin(self.bytes(&handle, |id| Request::Get { id, timeout })).await
     }
     async fn qsize(&mut self, handle: Resource<GuestQueue>) -> Answer<u64> {
         self.count(&handle, |id| Request::QueueSize { id }).await

@@ -3,7 +3,7 @@
 //! interface shares.
 
 use super::results::one_result;
-use super::{AsyncResult, Imap, PoolCore, ResultSlot, Settings, TaskError, decode, encode, encode_all};
+use super::{AsyncResult, Imap, PoolCore, ResultSlot, Settings, TaskError, decode, encode, encode_chunks};
 use crate::codec::{self, Batch};
 use crate::limits::Limits;
 use crate::output::Stdio;
@@ -229,9 +229,11 @@ impl Pool {
         entry: &str,
         items: I,
     ) -> Result<Vec<R>, TaskError> {
-        let inputs = encode_all(items)?;
-        let chunksize = self.core.default_chunksize(inputs.len());
-        self.map_batch(entry, inputs, chunksize, decode)?.collect()
+        // Python's `map` also makes a list of the items first: the chunk
+        // size depends on their number.
+        let items: Vec<A> = items.into_iter().collect();
+        let chunksize = self.core.default_chunksize(items.len());
+        self.imap(entry, items, chunksize)?.collect()
     }
 
     /// [`map`](Self::map) with `chunksize` items per task.
@@ -263,8 +265,7 @@ impl Pool {
         items: I,
         chunksize: usize,
     ) -> Result<Imap<R>, TaskError> {
-        let inputs = encode_all(items)?;
-        self.map_batch(entry, inputs, chunksize, decode)
+        self.map_chunks(entry, encode_chunks(items, chunksize), decode)
     }
 
     /// [`imap`](Self::imap), yielding results as they complete.
@@ -296,16 +297,16 @@ impl Pool {
         let to_json = |bytes: &[u8]| {
             codec::to_json(bytes).map_err(|e| TaskError::Serde(format!("cannot show a task's result as JSON: {e}")))
         };
-        let mut results = self.map_batch(entry, batch, chunksize, to_json)?;
+        let mut results = self.map_chunks(entry, batch.chunks(chunksize).map(Ok), to_json)?;
         results.ordered = ordered;
         Ok(results)
     }
 
-    fn map_batch<R>(
+    /// Submits each chunk as it is made; its results, decoded by `decode`.
+    fn map_chunks<R>(
         &self,
         entry: &str,
-        inputs: Batch,
-        chunksize: usize,
+        chunks: impl IntoIterator<Item = Result<Batch, TaskError>>,
         decode: fn(&[u8]) -> Result<R, TaskError>,
     ) -> Result<Imap<R>, TaskError> {
         let (sender, receiver) = mpsc::channel();
@@ -314,7 +315,7 @@ impl Pool {
             let (outcome, held) = budget.hold(outcome);
             let _ = sender.send((index, outcome, held));
         };
-        let sizes = self.core.submit_chunks(entry, inputs, chunksize, deliver)?;
+        let sizes = self.core.submit_each(entry, chunks, deliver)?;
         Ok(Imap {
             receiver,
             sizes,

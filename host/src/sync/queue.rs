@@ -9,12 +9,26 @@
 //! next waiter (tokio's `Notify::notify_one` does), so none is lost.
 //! Each item carries its charge on its putter's budget until it is handed
 //! over (or the queue is freed).
+//!
+//! A getter that runs in this host ([`Queue::get_watching`]) and finds the
+//! queue empty first watches it for a moment before it sleeps: a producer
+//! running beside it on another core puts again within a microsecond, and a
+//! getter that slept would cost a thread wake-up per item (and, woken from
+//! the producer's own thread, wait on that thread until the producer
+//! yields).
 
 use super::budget::Message;
 use super::{Error, wait_for};
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+
+/// How long a getter in this host watches an empty queue before it sleeps:
+/// well under a thread wake-up on a busy machine, far over the time between
+/// two puts of a producer that runs.
+const WATCH: Duration = Duration::from_micros(50);
 
 pub(crate) struct Queue {
     /// 0: unbounded.
@@ -27,6 +41,8 @@ pub(crate) struct Queue {
     taken: Notify,
     /// Every item put was marked done (joiners wait on it).
     done: Notify,
+    /// How many items were ever put: what a watching getter looks at.
+    puts: AtomicU64,
 }
 
 struct State {
@@ -44,22 +60,29 @@ impl Queue {
             put: Notify::new(),
             taken: Notify::new(),
             done: Notify::new(),
+            puts: AtomicU64::new(0),
         }
     }
 
     /// Appends `item`, waiting up to `timeout` for room; [`Error::Full`] after.
     pub(crate) async fn put(&self, item: Message, timeout: Option<u64>) -> Result<(), Error> {
         let mut item = Some(item);
-        let put = wait_for(&self.taken, timeout, || {
+        let mut push = || {
             let mut state = self.state.lock().unwrap();
             if self.maxsize != 0 && state.items.len() >= self.maxsize {
                 return None;
             }
             state.items.push_back(item.take().expect("an item is put once"));
             state.unfinished += 1;
+            self.puts.fetch_add(1, Ordering::Release);
             Some(())
-        })
-        .await;
+        };
+        // The wait is boxed: a put that has room (most do) moves no waiter's
+        // state around.
+        let put = match push() {
+            Some(()) => Some(()),
+            None => Box::pin(wait_for(&self.taken, timeout, &mut push)).await,
+        };
         match put {
             Some(()) => {
                 self.put.notify_one();
@@ -71,7 +94,58 @@ impl Queue {
 
     /// Removes the first item, waiting up to `timeout`; [`Error::Empty`] after.
     pub(crate) async fn get(&self, timeout: Option<u64>) -> Result<Vec<u8>, Error> {
-        let item = wait_for(&self.put, timeout, || self.state.lock().unwrap().items.pop_front()).await;
+        let item = match self.pop() {
+            Some(item) => Some(item),
+            None => Box::pin(wait_for(&self.put, timeout, || self.pop())).await,
+        };
+        self.handed(item)
+    }
+
+    /// [`get`](Self::get) for a getter running in this host, which watches
+    /// an empty queue for a put (up to [`WATCH`]) before it sleeps, where
+    /// another core could be putting and the wait is not shorter.
+    pub(crate) async fn get_watching(&self, timeout: Option<u64>) -> Result<Vec<u8>, Error> {
+        let watch = WATCH.as_nanos() as u64;
+        if let Some(item) = self.pop() {
+            return self.handed(Some(item));
+        }
+        if timeout.is_none_or(|t| t > watch) && several_cores() {
+            if let Some(item) = self.watch() {
+                return self.handed(Some(item));
+            }
+            return self.get(timeout.map(|t| t - watch)).await;
+        }
+        self.get(timeout).await
+    }
+
+    fn pop(&self) -> Option<Message> {
+        self.state.lock().unwrap().items.pop_front()
+    }
+
+    /// The first item put within [`WATCH`], if one is and no other getter
+    /// took it first.
+    fn watch(&self) -> Option<Message> {
+        let start = Instant::now();
+        let mut seen = self.puts.load(Ordering::Acquire);
+        loop {
+            for _ in 0..64 {
+                std::hint::spin_loop();
+                let now = self.puts.load(Ordering::Acquire);
+                if now != seen {
+                    seen = now;
+                    if let Some(item) = self.pop() {
+                        return Some(item);
+                    }
+                }
+            }
+            if start.elapsed() >= WATCH {
+                return None;
+            }
+        }
+    }
+
+    /// What a get of `item` (`None`: none came in time) gives its getter.
+    fn handed(&self, item: Option<Message>) -> Result<Vec<u8>, Error> {
         match item {
             Some(item) => {
                 if self.maxsize != 0 {
@@ -156,4 +230,11 @@ impl Queue {
         wait_for(&self.done, None, || (self.state.lock().unwrap().unfinished == 0).then_some(())).await;
         Ok(())
     }
+}
+
+/// Whether this machine has more than one core: on one, a getter that
+/// watches only keeps the producer off it.
+fn several_cores() -> bool {
+    static SEVERAL: OnceLock<bool> = OnceLock::new();
+    *SEVERAL.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
 }
