@@ -109,11 +109,13 @@ pub(super) fn fork(
                 std::mem::forget(slot);
                 drop(ours);
                 // Before the reactor is remade: its parent's channel is no
-                // longer ours to watch.
+                // longer ours to watch, and our own is registered afresh
+                // when first used.
+                let own = theirs.as_raw_fd();
                 inherited.channel.rebind(theirs);
                 let set_up = (|| -> Result<(), String> {
                     let keep = [inherited.lifeline.as_raw_fd()];
-                    own_reactor(&keep).map_err(|e| format!("cannot make the child's reactor: {e}"))?;
+                    own_reactor(&keep, own).map_err(|e| format!("cannot make the child's reactor: {e}"))?;
                     restart_helpers(backend, host, inherited)
                 })();
                 if let Err(why) = set_up {
@@ -220,12 +222,13 @@ fn restart_helpers(backend: &NativeBackend, host: &Arc<HostInner>, inherited: &s
 
 /// Gives this (forked) process an epoll instance of its own in place of the
 /// one it shares with its parent, registering again what it needs: its
-/// runtime's wake-up eventfd (a new one) and its sockets. Pipes and pidfds
+/// runtime's wake-up eventfd (a new one) and its sockets, but its own
+/// channel `own`, which is not registered yet. Pipes and pidfds
 /// (its parent's children's) are left out, and each pipe the parent's
 /// runtime watched (but those in `keep`) becomes `/dev/null` here: the
 /// child's copies of its parent's tasks may still be polled, and one that
 /// read a child's report pipe would steal the parent's bytes.
-fn own_reactor(keep: &[RawFd]) -> std::io::Result<()> {
+fn own_reactor(keep: &[RawFd], own: RawFd) -> std::io::Result<()> {
     let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
     // One epoll instance may be open under several numbers (a runtime
     // keeps a copy for its registry): one fresh instance for each, put in
@@ -248,6 +251,11 @@ fn own_reactor(keep: &[RawFd]) -> std::io::Result<()> {
                 continue;
             };
             let kind = kind.to_string_lossy();
+            if fd == own {
+                // Our channel, under a number the parent's registration
+                // of another (since closed) descriptor may still name.
+                continue;
+            }
             if kind == "anon_inode:[eventfd]" {
                 if !replaced.contains(&fd) {
                     // Our own eventfd, so that our wake-ups are not our parent's.
