@@ -227,7 +227,7 @@ fn restart_helpers(backend: &NativeBackend, host: &Arc<HostInner>, inherited: &s
 /// (its parent's children's) are left out, and each pipe the parent's
 /// runtime watched (but those in `keep`) becomes `/dev/null` here: the
 /// child's copies of its parent's tasks may still be polled, and one that
-/// read a child's report pipe would steal the parent's bytes.
+/// read its parent's pipes would steal the parent's bytes.
 fn own_reactor(keep: &[RawFd], own: RawFd) -> std::io::Result<()> {
     let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
     // One epoll instance may be open under several numbers (a runtime

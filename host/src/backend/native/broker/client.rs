@@ -464,8 +464,11 @@ impl Client {
         // Not started: the descriptor is still blocking, and ours alone.
         let fd = self.fd.lock().unwrap();
         let fd = fd.as_ref().ok_or("this process has no channel to the root host")?;
-        std::io::Write::write_all(&mut &std::fs::File::from(fd.try_clone().map_err(|e| e.to_string())?), frames)
-            .map_err(|e| format!("cannot write to the root host: {e}"))
+        // SAFETY: borrowed for this write only, never closed through it.
+        let file = std::mem::ManuallyDrop::new(unsafe {
+            <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd.as_raw_fd())
+        });
+        std::io::Write::write_all(&mut &*file, frames).map_err(|e| format!("cannot write to the root host: {e}"))
     }
 
     /// Hands the root the channel `ours` of our new child `pid`; what it
