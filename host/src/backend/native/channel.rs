@@ -154,7 +154,7 @@ impl Peer {
                 }
             },
             kind::ORPHANS => {
-                if body.len() % 4 != 0 {
+                if !body.len().is_multiple_of(4) {
                     return Err("orphans' pids cut short".into());
                 }
                 body.chunks_exact(4).for_each(|pid| {
