@@ -174,7 +174,7 @@ fn nothing_outlives_a_killed_host() {
     }
 }
 
-/// A stand-in worker that writes `bytes` (printf escapes) as its report,
+/// A stand-in worker that writes `bytes` (printf escapes) on its channel,
 /// then runs `then`.
 fn hostile_worker(dir: &Path, bytes: &str, then: &str) -> std::path::PathBuf {
     let script = dir.join("worker.sh");
@@ -195,11 +195,17 @@ fn a_worker_that_breaks_the_protocol_is_killed_and_reported() {
     // refused for another reason (a stale magic, say) fails the test.
     let cases = [
         ("garbage!", "exec sleep 3600", "bad magic"),
-        ("MPH4\\377\\377\\377\\377", "exec sleep 3600", "exceeds the limit"),
-        ("MPH4\\000\\000\\000\\200", "exec sleep 3600", "an empty frame"),
-        ("MPH4\\002\\000\\000\\200[1", "exit 0", "truncated frame header"),
-        ("MPH4\\005\\000\\000\\000[1,2]", "exec sleep 3600", "malformed message"),
-        ("MPH4\\100\\000\\000\\000{", "exit 0", "truncated frame body"),
+        ("MPH5\\377\\377\\377\\377", "exec sleep 3600", "exceeds the limit"),
+        ("MPH5\\000\\000\\000\\200", "exec sleep 3600", "an empty frame"),
+        ("MPH5\\002\\000\\000\\200[1", "exit 0", "truncated frame header"),
+        ("MPH5\\005\\000\\000\\000[1,2]", "exec sleep 3600", "shorter than its head"),
+        // A report (kind 16) whose body is not one.
+        (
+            "MPH5\\016\\000\\000\\000[1,2]\\000\\000\\000\\000\\000\\000\\000\\000\\020",
+            "exec sleep 3600",
+            "malformed message",
+        ),
+        ("MPH5\\100\\000\\000\\000{", "exit 0", "truncated frame body"),
         ("MPH", "exit 0", "truncated frame header"),
     ];
     for (bytes, then, case) in cases {
@@ -221,6 +227,24 @@ fn a_worker_that_breaks_the_protocol_is_killed_and_reported() {
         let program = good.load(guest("hello")).unwrap();
         assert!(join(&program.command().stdout(host::Stdio::null()).spawn().unwrap()).success());
     }
+}
+
+/// The distinct sockets `pid` has open (one may be open under two numbers).
+fn sockets_of(pid: u32) -> std::collections::BTreeSet<String> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap();
+    let links = dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok()).map(|p| p.display().to_string());
+    links.filter(|link| link.starts_with("socket:")).collect()
+}
+
+#[test]
+fn a_worker_has_one_socket_its_channel_to_the_root() {
+    let host = host();
+    let program = host.load(guest("sleep")).unwrap();
+    let process = program.command().arg("3600").stdout(host::Stdio::null()).spawn().unwrap();
+    let pid = process.pid().unwrap();
+    assert_eq!(sockets_of(pid).len(), 1, "{:?}", sockets_of(pid));
+    process.kill().unwrap();
+    assert_eq!(join(&process).code(), -9);
 }
 
 #[test]

@@ -264,8 +264,9 @@ fn a_symlink_out_of_a_granted_dir_leads_nowhere() {
 }
 
 /// The host's temp dir granted to a guest that removes all it finds there:
-/// nothing of the host's is among it (the native backend's broker socket
-/// is not a file), and shared objects between its processes still work.
+/// nothing of the host's is among it (the native backend serves shared
+/// objects on each worker's channel, no file), and shared objects between
+/// its processes still work.
 #[test]
 fn a_granted_temp_dir_holds_nothing_of_the_hosts() {
     let tmp = tempfile::tempdir().unwrap();

@@ -7,13 +7,13 @@
 //! a signal included: only the task it was running fails with it, as in
 //! Python, where a worker takes one task at a time from the shared queue.
 
+use super::channel::{Orders, Reports};
 use super::lending::Lending;
 use super::protocol::{self, Order, Report};
-use super::supervise::{Reports, ended_report};
+use super::supervise::last_report;
 use crate::work::{Job, Outcome, ServeChannel, TaskQueue};
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
-use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 /// The most tasks sent ahead to one worker.
@@ -82,16 +82,15 @@ impl Drop for InFlight<'_> {
 }
 
 /// Serves the pool's tasks to the worker `pid` until the queue is at its
-/// end (then the worker's stdin closes and it ends), the worker has been
-/// sent its `max_tasks`, or it ends. Returns its final report.
+/// end (then the worker is told no more come, and ends), the worker has
+/// been sent its `max_tasks`, or it ends. Returns its final report, once
+/// its channel is over.
 pub(super) async fn bridge(
     pid: u32,
     serve: &ServeChannel,
-    stdin: std::process::ChildStdin,
+    orders: Orders,
     mut reports: Reports,
 ) -> Result<Option<protocol::Ended>, String> {
-    let mut stdin = tokio::net::unix::pipe::Sender::from_owned_fd(OwnedFd::from(stdin))
-        .map_err(|e| format!("cannot write to the worker's stdin: {e}"))?;
     let queue = &*serve.tasks;
     let mut flight = InFlight { queue, tasks: VecDeque::new(), lent: 0 };
     // How many more tasks the worker may be sent.
@@ -114,7 +113,7 @@ pub(super) async fn bridge(
             biased;
             report = reports.recv() => {
                 if let ControlFlow::Break(ended) = on_report(&mut flight, &mut revoke, report)? {
-                    return Ok(ended);
+                    return last_report(&mut reports, ended).await;
                 }
             }
             jobs = queue.take(room, WINDOW_BYTES, flight.tasks.is_empty()), if room > 0 => match jobs {
@@ -122,7 +121,7 @@ pub(super) async fn bridge(
                     // Counted as lent by the queue until recounted below.
                     left -= jobs.len();
                     flight.lent += jobs.len();
-                    taking = send(&mut stdin, pid, jobs, &mut flight, &mut sent).await.is_ok();
+                    taking = send(&orders, pid, jobs, &mut flight, &mut sent).await.is_ok();
                 }
                 None => taking = false,
             },
@@ -132,9 +131,8 @@ pub(super) async fn bridge(
             () = tokio::time::sleep_until(noticed.unwrap_or_else(Instant::now).into()), if noticed.is_some() => {
                 revoke = Revoke::Idle;
                 if queue.has_idle_taker() {
-                    use tokio::io::AsyncWriteExt;
-                    let order = protocol::encode_frame(&Order::Revoke).map_err(|e| e.to_string())?;
-                    match stdin.write_all(&order).await {
+                    let order = orders.frame(&Order::Revoke).map_err(|e| e.to_string())?;
+                    match orders.write(&order).await {
                         Ok(()) => revoke = Revoke::Sent(sent),
                         Err(_) => taking = false,
                     }
@@ -143,27 +141,29 @@ pub(super) async fn bridge(
         }
         flight.recount();
     }
-    drop(stdin);
-    ended_report(reports.recv().await)
+    if let Ok(close) = orders.frame(&Order::Close) {
+        // The worker gone already: its end says so.
+        let _ = orders.write(&close).await;
+    }
+    last_report(&mut reports, None).await
 }
 
 /// Sends `jobs` to the worker in one write, each as the task of the next id.
 /// A task too large to send fails alone; a failed write leaves the tasks in
 /// flight, to be answered as the worker ends.
 async fn send(
-    stdin: &mut tokio::net::unix::pipe::Sender,
+    orders: &Orders,
     pid: u32,
     jobs: Vec<Job>,
     flight: &mut InFlight<'_>,
     sent: &mut u64,
 ) -> std::io::Result<()> {
-    use tokio::io::AsyncWriteExt;
     let mut frames = Vec::new();
     for mut job in jobs {
         let id = *sent + 1;
         let inputs = std::mem::take(&mut job.inputs);
         let order = Order::Task(protocol::Task { id, entry: job.entry.clone(), inputs, many: job.many });
-        let encoded = protocol::encode_frame(&order);
+        let encoded = orders.frame(&order);
         // The inputs stay with the job, to be sent again if it is given back.
         if let Order::Task(task) = order {
             job.inputs = task.inputs;
@@ -177,7 +177,7 @@ async fn send(
             Err(error) => job.reply.send(Outcome::Failed(format!("cannot hand the task to worker {pid}: {error}"))),
         }
     }
-    stdin.write_all(&frames).await
+    orders.write(&frames).await
 }
 
 /// Delivers what the worker reported; `Break` with its final report (`None`

@@ -1,15 +1,10 @@
 //! The native backend's broker: the root host serves the run's shared
-//! objects to its workers over a unix socket.
+//! objects to each worker on the worker's channel (`channel.rs`).
 //!
-//! The root host listens on a socket of a random name in Linux's abstract
-//! namespace, never a file: no directory a guest may be granted (`/tmp`,
-//! `$TMPDIR`) reaches it, to remove or replace. It passes the name to every
-//! worker (and workers to theirs) in `HOST_SYNC_BROKER`. A worker connects the first time its guest uses a
-//! shared object and keeps the connection for its life. The connection is
-//! multiplexed: every message (a frame of the backend's one codec,
-//! [`protocol`], around the objects' own encoding, which this module never
-//! looks into: [`Objects`]) names its request by an id, and a reader task
-//! on each side hands what comes to whom it is for. The root carries a
+//! Object requests are messages of the channel ([`protocol`]) around the
+//! objects' own encoding, which this module never looks into
+//! ([`Objects`]); each names its request by an id, and a reader task on the
+//! worker's side hands what comes to whom it is for. The root carries a
 //! worker's requests out one at a time, in the order they came, reading
 //! ahead meanwhile, so that:
 //! - a request can be withdrawn ([`kind::CANCEL`]): the one under way is
@@ -23,146 +18,22 @@
 //!   to be carried out ([`kind::SYNC`]);
 //! - items can be handed ahead ([`kind::LEASE`], see [`crate::backend::Lease`]):
 //!   the worker serves its next gets from them, counting each item it takes
-//!   before its guest sees it in memory the root reads ([`tally`], sent as
-//!   the connection's first byte), and returns the rest when the root
-//!   recalls them ([`kind::RECALL`], [`kind::RETURNED`]). What it did not
-//!   take goes back to its queue when the connection ends.
+//!   before its guest sees it in memory the root reads ([`tally`], which
+//!   the worker sends before its first request), and returns the rest when
+//!   the root recalls them ([`kind::RECALL`], [`kind::RETURNED`]). What it
+//!   did not take goes back to its queue when the channel ends.
 //!
-//! The root learns the peer's pid from the kernel (`SO_PEERCRED`), so a
-//! worker acts only as the process it is, and refuses peers of another
-//! user. When the connection closes (the worker ended: terminate, kill,
-//! crash) or carries anything that breaks the protocol, the request under
-//! way is dropped, so it takes nothing, and the worker's holds and locks
-//! are released.
+//! Control messages on the channel are passed to [`Peer`] as they come,
+//! even while a request waits. When the channel closes (the worker ended:
+//! terminate, kill, crash) or carries anything that breaks the protocol,
+//! the request under way is dropped, so it takes nothing, the worker's
+//! holds and locks are released, and then its supervisor is told.
 
-use super::protocol;
+use super::channel::{Incoming, Peer, Writer};
+use super::protocol::{self, head, kind, message};
 use crate::backend::Objects;
-use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
-
-/// The environment variable naming the broker's socket.
-pub(crate) const BROKER_VAR: &str = "HOST_SYNC_BROKER";
-
-/// The socket address of the abstract `name`.
-fn address(name: &std::path::Path) -> std::io::Result<std::os::unix::net::SocketAddr> {
-    use std::os::linux::net::SocketAddrExt;
-    use std::os::unix::ffi::OsStrExt;
-    std::os::unix::net::SocketAddr::from_abstract_name(name.as_os_str().as_bytes())
-}
-
-/// A socket name no other process can guess, and so take first.
-fn unguessable_name() -> std::io::Result<PathBuf> {
-    let mut bytes = [0u8; 16];
-    // SAFETY: the buffer is valid for writes of its length.
-    let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    if got != bytes.len() as isize {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(PathBuf::from(format!("mp-broker-{:032x}", u128::from_le_bytes(bytes))))
-}
-
-/// Listens for workers on a new socket and serves `objects` to them, for
-/// as long as the runtime lives; the socket's abstract name.
-pub(crate) fn listen(runtime: &tokio::runtime::Handle, objects: Arc<dyn Objects>) -> anyhow::Result<PathBuf> {
-    let name = unguessable_name()?;
-    let listener = std::os::unix::net::UnixListener::bind_addr(&address(&name)?)?;
-    listener.set_nonblocking(true)?;
-    let _entered = runtime.enter();
-    let listener = tokio::net::UnixListener::from_std(listener)?;
-    // SAFETY: getuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::getuid() };
-    runtime.spawn(async move {
-        loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
-                // Out of descriptors in a spawn storm, a peer gone before it
-                // was accepted: the broker serves on, after a breath, for as
-                // long as the host lives.
-                Err(_) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            let Ok(peer) = stream.peer_cred() else {
-                continue;
-            };
-            match peer.pid() {
-                Some(pid) if peer.uid() == uid && pid > 0 => {
-                    tokio::spawn(serve(stream, objects.clone(), pid as u32));
-                }
-                _ => {}
-            }
-        }
-    });
-    Ok(name)
-}
-
-/// What a worker sends on its connection; every message is the rest, a
-/// request id (little-endian `u64`) and a kind byte, last (so that the rest
-/// is taken as it came, without a copy), in one message of the backend's
-/// codec ([`protocol`]).
-mod kind {
-    /// A request the worker waits for: answered with [`ANSWER`] or
-    /// [`REFUSED`].
-    pub(super) const CALL: u8 = 1;
-    /// A request the worker does not wait for: answered only if it fails
-    /// ([`FAILED`]).
-    pub(super) const SEND: u8 = 2;
-    /// Withdraws a [`CALL`] (out of turn): it is dropped, unanswered.
-    pub(super) const CANCEL: u8 = 3;
-    /// Answered with [`SYNCED`] once everything sent before is carried out.
-    pub(super) const SYNC: u8 = 4;
-    /// The worker was told of the failures so far (see [`REFUSED`]).
-    pub(super) const ACK: u8 = 5;
-    /// The worker returned the lease its id names (out of turn).
-    pub(super) const RETURNED: u8 = 7;
-    /// The root's answer to a [`CALL`]: the answer, then an allowance (`u64`).
-    pub(super) const ANSWER: u8 = 1;
-    /// A [`SEND`] failed: its answer.
-    pub(super) const FAILED: u8 = 2;
-    /// A [`CALL`] not carried out because a [`SEND`] before it failed
-    /// (and the worker has not acknowledged it yet).
-    pub(super) const REFUSED: u8 = 3;
-    /// The answer to a [`SYNC`].
-    pub(super) const SYNCED: u8 = 4;
-    /// Items handed ahead, just before the answer to the [`CALL`] that
-    /// took the first: its id the lease's serial, its body the object's
-    /// id (`u64`), the lease's counter in the tally (`u32`) and each item,
-    /// its length (`u32`) first.
-    pub(super) const LEASE: u8 = 5;
-    /// The root wants the lease its id names back: answered with
-    /// [`RETURNED`] unless all of it was taken.
-    pub(super) const RECALL: u8 = 6;
-}
-
-/// The head of every message on a connection.
-const HEAD: usize = 9;
-
-/// One message on a connection, checked.
-fn parse(mut message: Vec<u8>) -> Result<(u8, u64, Vec<u8>), String> {
-    let at = message.len().checked_sub(HEAD).ok_or("a message shorter than its head")?;
-    let id = u64::from_le_bytes(message[at..at + 8].try_into().expect("8 bytes"));
-    let kind = message[at + 8];
-    message.truncate(at);
-    Ok((kind, id, message))
-}
-
-/// The head a message of `kind` about request `id` ends with.
-fn head(kind: u8, id: u64) -> [u8; HEAD] {
-    let mut head = [kind; HEAD];
-    head[..8].copy_from_slice(&id.to_le_bytes());
-    head
-}
-
-/// A message of `kind` about request `id`, framed.
-fn message(kind: u8, id: u64, parts: &[&[u8]]) -> std::io::Result<Vec<u8>> {
-    let head = head(kind, id);
-    let mut all = parts.to_vec();
-    all.push(&head);
-    protocol::encode_parts(&all)
-}
 
 /// The last `u64` of `body`, taken off it.
 fn split_u64(body: &mut Vec<u8>) -> Option<u64> {
@@ -201,10 +72,6 @@ fn parse_lease(body: &[u8]) -> Result<(u64, u32, std::collections::VecDeque<Vec<
     Ok((object, counter, items))
 }
 
-/// The root's writing half of a connection: answers, and lease recalls
-/// from tasks of their own.
-type Writer = Arc<tokio::sync::Mutex<tokio::net::unix::OwnedWriteHalf>>;
-
 /// Asks the worker to return the lease `serial` once its objects recall it.
 fn recall_when(writer: &Writer, serial: u64, recalled: tokio::sync::oneshot::Receiver<()>) {
     let writer = writer.clone();
@@ -236,87 +103,106 @@ async fn write_all_vectored(
 /// sent ahead, which never wait).
 const READ_AHEAD: usize = 1024;
 
-/// A connection's incoming messages, as the root reads them.
-type Source = BufReader<tokio::net::unix::OwnedReadHalf>;
+/// A channel's incoming messages, as the root reads them.
+type Source = BufReader<Incoming>;
 
-/// One message of a connection: its kind, its request's id, the rest.
+/// One message of a channel: its kind, its request's id, the rest.
 type Message = (u8, u64, Vec<u8>);
 
-/// The root's reading of one connection: here, between requests; in a task
+/// What reading a channel gives: a message, `None` at its end, or why it
+/// broke the protocol.
+type Read = Result<Option<Message>, String>;
+
+/// The root's reading of one channel: here, between requests; in a task
 /// of its own while a request waits (so that a withdrawal or the end of the
-/// connection is seen at once, and a read cut short loses no bytes).
+/// channel is seen at once, and a read cut short loses no bytes).
 enum Reading {
     Here(Source),
-    Away(tokio::task::JoinHandle<(Source, Option<Message>)>),
+    Away(tokio::task::JoinHandle<(Source, Read)>),
     Over,
 }
 
-/// Reads one message; `None` at the end of the connection or on anything
-/// that breaks the protocol.
-async fn read_one(mut source: Source, limit: usize) -> (Source, Option<Message>) {
-    let message = match protocol::read_bytes_frame_async(&mut source, limit).await {
-        Ok(Some(message)) => parse(message).ok(),
-        _ => None,
+/// Reads one message.
+async fn read_one(mut source: Source) -> (Source, Read) {
+    let message = match protocol::read_bytes_frame_async(&mut source, protocol::MAX_MESSAGE).await {
+        Ok(Some(message)) => protocol::parse(message).map(Some),
+        Ok(None) => Ok(None),
+        Err(why) => Err(why),
     };
     (source, message)
 }
 
 impl Reading {
-    /// The next message; `None` once the connection is over. Dropped
-    /// midway, it loses nothing: a read away goes on.
-    async fn next(&mut self, limit: usize) -> Option<Message> {
+    /// The next message. Dropped midway, it loses nothing: a read away
+    /// goes on.
+    async fn next(&mut self) -> Read {
         let (source, message) = match self {
             Reading::Away(task) => {
                 let read = task.await;
                 *self = Reading::Over;
-                read.ok()?
+                read.map_err(|e| e.to_string())?
             }
             Reading::Here(_) => {
                 let Reading::Here(source) = std::mem::replace(self, Reading::Over) else { unreachable!() };
-                read_one(source, limit).await
+                read_one(source).await
             }
-            Reading::Over => return None,
+            Reading::Over => return Ok(None),
         };
-        if message.is_some() {
+        if let Ok(Some(_)) = &message {
             *self = Reading::Here(source);
         }
         message
     }
 
     /// Reads on in a task of its own, if not already.
-    fn away(&mut self, limit: usize) {
+    fn away(&mut self) {
         if let Reading::Here(_) = self {
             let Reading::Here(source) = std::mem::replace(self, Reading::Over) else { unreachable!() };
-            *self = Reading::Away(tokio::spawn(read_one(source, limit)));
+            *self = Reading::Away(tokio::spawn(read_one(source)));
+        }
+    }
+
+    /// The reading half, between reads.
+    fn incoming(&mut self) -> Option<&mut Incoming> {
+        match self {
+            Reading::Here(source) => Some(source.get_mut()),
+            _ => None,
         }
     }
 }
 
-/// Answers one worker's requests until it goes away, then releases its
-/// holds. Requests are carried out one at a time, in the order they came;
-/// while one waits the next are read, so a withdrawal or the end of the
-/// connection is seen at once: the request under way is then dropped (a
-/// blocking one takes nothing).
-async fn serve(stream: UnixStream, objects: Arc<dyn Objects>, pid: u32) {
-    let tally = match tally::Tally::new() {
-        Ok((tally, fd)) if tally::send(&stream, &fd).await.is_ok() => tally,
-        _ => return objects.release(pid),
-    };
-    let (reader, writer) = stream.into_split();
-    let writer: Writer = Arc::new(tokio::sync::Mutex::new(writer));
-    let limit = objects.max_request() + HEAD;
-    let mut reading = Reading::Here(BufReader::with_capacity(64 << 10, reader));
+/// A control message (any but an object request) passed to `peer`.
+async fn control(peer: &mut Peer, reading: &mut Reading, (kind, id, body): Message) -> Result<(), String> {
+    let incoming = reading.incoming().ok_or("the channel is not being read")?;
+    peer.control(kind, id, body, incoming).await
+}
+
+/// Serves one worker's channel until it ends, then releases its holds and
+/// tells its supervisor (`channel.rs`). Object requests are carried out one
+/// at a time, in the order they came; while one waits the next are read,
+/// so a withdrawal or the end of the channel is seen at once: the request
+/// under way is then dropped (a blocking one takes nothing).
+pub(super) async fn serve(incoming: Incoming, objects: Arc<dyn Objects>, mut peer: Peer) {
+    let pid = peer.pid;
+    let writer = peer.writer();
+    let max_request = objects.max_request();
+    let mut tally = None;
+    let mut reading = Reading::Here(BufReader::with_capacity(64 << 10, incoming));
     let mut queue: std::collections::VecDeque<Message> = Default::default();
     // A request sent without waiting failed, and the worker was not told.
     let mut failed = false;
-    'serve: loop {
+    let why = 'serve: loop {
         let (kind, id, body) = match queue.pop_front() {
             Some(next) => next,
-            None => match reading.next(limit).await {
-                Some(next) => next,
-                None => break,
+            None => match reading.next().await {
+                Ok(Some(next)) => next,
+                Ok(None) => break None,
+                Err(why) => break Some(why),
             },
         };
+        if matches!(kind, kind::CALL | kind::SEND) && body.len() > max_request {
+            break Some(format!("an object request of {} bytes exceeds the limit of {max_request}", body.len()));
+        }
         let frame = match kind {
             kind::CANCEL => continue,
             kind::ACK => {
@@ -327,6 +213,10 @@ async fn serve(stream: UnixStream, objects: Arc<dyn Objects>, pid: u32) {
                 objects.lease_returned(pid, id);
                 continue;
             }
+            kind::TALLY => match adopt_tally(&mut reading, &mut tally) {
+                Ok(()) => continue,
+                Err(why) => break Some(why),
+            },
             kind::SYNC => message(kind::SYNCED, id, &[]),
             kind::CALL if failed => message(kind::REFUSED, id, &[]),
             kind::CALL | kind::SEND => {
@@ -341,27 +231,46 @@ async fn serve(stream: UnixStream, objects: Arc<dyn Objects>, pid: u32) {
                 let answered = match at_once {
                     Some(answered) => answered,
                     None => loop {
-                        reading.away(limit);
-                        // The connection first: a worker gone (or a
+                        reading.away();
+                        // The channel first: a worker gone (or a
                         // withdrawal) wins over an answer that came at the
-                        // same moment, so a dead worker's put never lands.
+                        // same moment.
                         tokio::select! {
                             biased;
-                            next = reading.next(limit) => match next {
-                                Some((kind::CANCEL, withdrawn, _)) if withdrawn == id => continue 'serve,
-                                Some((kind::CANCEL, withdrawn, _)) => queue.retain(|(_, queued, _)| *queued != withdrawn),
-                                Some((kind::RETURNED, serial, _)) => objects.lease_returned(pid, serial),
-                                Some(_) if queue.len() >= READ_AHEAD => break 'serve,
-                                Some(next) => queue.push_back(next),
+                            next = reading.next() => match next {
+                                Ok(Some((kind::CANCEL, withdrawn, _))) if withdrawn == id => continue 'serve,
+                                Ok(Some((kind::CANCEL, withdrawn, _))) => {
+                                    queue.retain(|(_, queued, _)| *queued != withdrawn)
+                                }
+                                Ok(Some((kind::RETURNED, serial, _))) => objects.lease_returned(pid, serial),
+                                Ok(Some((kind::TALLY, ..))) => {
+                                    if let Err(why) = adopt_tally(&mut reading, &mut tally) {
+                                        break 'serve Some(why);
+                                    }
+                                }
+                                // Control messages are not object requests: passed on at once.
+                                Ok(Some(next)) if !is_object(next.0) => {
+                                    if let Err(why) = control(&mut peer, &mut reading, next).await {
+                                        break 'serve Some(why);
+                                    }
+                                }
+                                Ok(Some(_)) if queue.len() >= READ_AHEAD => {
+                                    break 'serve Some("too many requests while one waits".into())
+                                }
+                                Ok(Some(next)) => queue.push_back(next),
                                 // The worker is gone: the request is dropped.
-                                None => break 'serve,
+                                Ok(None) => break 'serve None,
+                                Err(why) => break 'serve Some(why),
                             },
                             answered = &mut call => break answered,
                         }
                     },
                 };
-                // A request that breaks the protocol ends the connection.
-                let Ok(mut answered) = answered else { break };
+                // A request that breaks the protocol ends the channel.
+                let mut answered = match answered {
+                    Ok(answered) => answered,
+                    Err(why) => break Some(why),
+                };
                 if kind == kind::SEND {
                     if !answered.failed {
                         continue;
@@ -370,10 +279,10 @@ async fn serve(stream: UnixStream, objects: Arc<dyn Objects>, pid: u32) {
                     message(kind::FAILED, id, &[&answered.answer])
                 } else {
                     // A lease goes just before the answer, in one write;
-                    // without a free counter, it goes back at once.
+                    // without a tally or a free counter, it goes back at once.
                     let mut leased = Ok(Vec::new());
                     if let Some(lease) = answered.lease.take() {
-                        match tally.give() {
+                        match tally.as_ref().and_then(tally::Tally::give) {
                             Some(counter) => {
                                 leased = lease_message(&lease, counter.index());
                                 objects.lease_counted(pid, lease.serial, Box::new(counter));
@@ -398,23 +307,43 @@ async fn serve(stream: UnixStream, objects: Arc<dyn Objects>, pid: u32) {
                         if let Some(undo) = answered.undo {
                             undo(answered.answer);
                         }
-                        break;
+                        break None;
                     }
                     continue;
                 }
             }
-            _ => break,
+            _ => match control(&mut peer, &mut reading, (kind, id, body)).await {
+                Ok(()) => continue,
+                Err(why) => break Some(why),
+            },
         };
         match frame {
             Ok(frame) if writer.lock().await.write_all(&frame).await.is_ok() => {}
-            _ => break,
+            _ => break None,
         }
-    }
+    };
     if let Reading::Away(task) = reading {
         // Its copy of the socket must go for the worker to see the end.
         task.abort();
     }
     objects.release(pid);
+    peer.end(why).await;
+}
+
+/// Whether `kind` is about objects (a request, a withdrawal, a lease),
+/// not a control message.
+fn is_object(kind: u8) -> bool {
+    matches!(kind, kind::CALL | kind::SEND | kind::SYNC | kind::ACK | kind::CANCEL | kind::RETURNED | kind::TALLY)
+}
+
+/// Maps the lease tally the worker sent with a [`kind::TALLY`] message.
+fn adopt_tally(reading: &mut Reading, tally: &mut Option<Arc<tally::Tally>>) -> Result<(), String> {
+    let fd = reading.incoming().and_then(Incoming::take_fd).ok_or("a lease tally without its descriptor")?;
+    if tally.is_some() {
+        return Err("a second lease tally".into());
+    }
+    *tally = Some(tally::Tally::adopt(&fd).map_err(|e| format!("a lease tally refused: {e}"))?);
+    Ok(())
 }
 
 mod client;

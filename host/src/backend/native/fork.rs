@@ -25,14 +25,15 @@
 //!   are not the child's, and it must not take their reports.
 //! - **Its place in the run.** The child is a new process of the tree: the
 //!   parent takes a slot of the run's [`Slots`](super::slots::Slots) for it
-//!   first (past the cap the fork is refused), and a new report pipe; the
-//!   child puts the pipe's write end where its report went, so that its end
-//!   reaches its parent, which waits for it, reaps it and gives the slot
-//!   back, as for any child ([`supervise`](super::supervise)). The child's
-//!   node becomes its own (new pid, ppid the forking worker, `Process-N` by
-//!   its parent's count); its parent's children are not its own; its
-//!   connection to the broker of shared objects is its parent's, so it
-//!   connects anew. Its deadline is its parent's (the same instant) and so
+//!   first (past the cap the fork is refused), and a new channel
+//!   (`channel.rs`): the child takes one end in place of its parent's
+//!   channel (which the root knows as its parent's: its requests,
+//!   leases and reports are the parent's), the parent hands the root the
+//!   other, so that the child's end reaches its parent, which waits for it,
+//!   reaps it and gives the slot back, as for any child
+//!   ([`supervise`](super::supervise)). The child's node becomes its own
+//!   (new pid, ppid the forking worker, `Process-N` by its parent's count);
+//!   its parent's children are not its own. Its deadline is its parent's (the same instant) and so
 //!   are its limits.
 //! - **Blocking work.** The runtime's blocking pool (WASI's file
 //!   operations) would count in the child a thread the fork did not copy:
@@ -50,7 +51,9 @@
 //! lacks (a forked child reading a stdin its parent had read from is not
 //! supported, nor tested); a pool worker does not fork.
 
-use super::{INHERITED, NativeBackend, NativeControl, Spawner, SpawnerThread, Worker, ZygoteState, open_pidfd, pipe};
+use super::{
+    INHERITED, NativeBackend, NativeControl, Spawner, SpawnerThread, Worker, ZygoteState, channel, open_pidfd,
+};
 use crate::backend::Forked;
 use crate::command::Launch;
 use crate::error::Error;
@@ -60,21 +63,10 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::unistd::ForkResult;
 use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
-
-/// The descriptor this worker writes its final report on (see
-/// [`worker::run`](super::worker::run)); -1 until it is known.
-static REPORT_FD: AtomicI32 = AtomicI32::new(-1);
 
 /// How long the fork waits for output queued so far to be written.
 const OUTPUT_PATIENCE: Duration = Duration::from_secs(5);
-
-/// Notes where this worker's final report goes, so that a forked child can
-/// put its own report pipe there.
-pub(crate) fn set_report_fd(fd: RawFd) {
-    REPORT_FD.store(fd, Ordering::SeqCst);
-}
 
 /// Forks the worker running `node`: see the module's documentation.
 pub(super) fn fork(
@@ -83,8 +75,7 @@ pub(super) fn fork(
     node: &Arc<Node>,
     launch: &Launch,
 ) -> Result<Forked, Error> {
-    let report_fd = REPORT_FD.load(Ordering::SeqCst);
-    let Some(inherited) = INHERITED.get().filter(|_| report_fd >= 0) else {
+    let Some(inherited) = INHERITED.get() else {
         return Err(Error::Unsupported("only a process running in a native worker can fork".into()));
     };
     if matches!(launch.work, crate::work::Work::Serve(_)) {
@@ -103,8 +94,7 @@ pub(super) fn fork(
     child.start_with(host, |launch| {
         quiesce_blocking_pool()?;
         let mut slot = backend.slots.take()?;
-        let (report_read, report_write) =
-            pipe().map_err(|e| Error::Spawn(format!("cannot make a report pipe: {e}")))?;
+        let (ours, theirs) = channel::pair().map_err(|e| Error::Spawn(format!("cannot make a channel: {e}")))?;
         // Nothing queued may be written by both sides, and the writer
         // threads must hold no lock as the fork copies them.
         crate::output::flush_output(OUTPUT_PATIENCE);
@@ -117,16 +107,15 @@ pub(super) fn fork(
                 in_child = Some(Box::new(launch.clone()));
                 // The slot is the parent's to give back, once it reaps us.
                 std::mem::forget(slot);
-                drop(report_read);
+                drop(ours);
+                // Before the reactor is remade: its parent's channel is no
+                // longer ours to watch, and our own is registered afresh
+                // when first used.
+                let own = theirs.as_raw_fd();
+                inherited.channel.rebind(theirs);
                 let set_up = (|| -> Result<(), String> {
-                    // SAFETY: `report_fd` is the worker's report descriptor;
-                    // it becomes our own pipe's write end, atomically.
-                    let moved =
-                        unsafe { nix::unistd::dup3_raw(&report_write, report_fd, nix::fcntl::OFlag::O_CLOEXEC) };
-                    let _ = moved.map_err(|e| format!("cannot set up the report pipe: {e}"))?.into_raw_fd();
-                    drop(report_write);
-                    let keep = [report_fd, inherited.lifeline.as_raw_fd(), inherited.orphanage.as_raw_fd()];
-                    own_reactor(&keep).map_err(|e| format!("cannot make the child's reactor: {e}"))?;
+                    let keep = [inherited.lifeline.as_raw_fd()];
+                    own_reactor(&keep, own).map_err(|e| format!("cannot make the child's reactor: {e}"))?;
                     restart_helpers(backend, host, inherited)
                 })();
                 if let Err(why) = set_up {
@@ -138,9 +127,14 @@ pub(super) fn fork(
                 Ok(Arc::new(NotHere) as Arc<dyn crate::backend::Control>)
             }
             Ok(ForkResult::Parent { child: pid }) => {
-                drop(report_write);
+                drop(theirs);
                 let pid = pid.as_raw() as u32;
-                let pidfd = open_pidfd(pid).and_then(|fd| Ok((fd.try_clone()?, fd))).map_err(|e| {
+                let watched = open_pidfd(pid).map_err(|e| e.to_string()).and_then(|fd| {
+                    let pidfd = (fd.try_clone().map_err(|e| e.to_string())?, fd);
+                    let reports = inherited.channel.adopt(pid, ours)?;
+                    Ok((pidfd, reports))
+                });
+                let (pidfd, reports) = watched.map_err(|e| {
                     // Not reaped yet, so the pid is still the child's.
                     unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
                     Error::Spawn(format!("cannot watch forked child {pid}: {e}"))
@@ -148,8 +142,11 @@ pub(super) fn fork(
                 slot.started(pid);
                 child.set_pid(pid);
                 super::orphans::KNOWN.lock().unwrap().insert(pid);
-                let worker = Worker { pid, stdout: None, stderr: None, report: report_read, tasks: None };
-                let supervised = super::supervise(host.clone(), child.clone(), launch.clone(), worker, pidfd.1, slot);
+                let worker = Worker { pid, stdout: None, stderr: None, channel: None };
+                let orders = channel::Orders::Relayed(inherited.channel.clone(), pid);
+                let channel = channel::Supervised { reports, orders };
+                let supervised =
+                    super::supervise(host.clone(), child.clone(), launch.clone(), (worker, channel), pidfd.1, slot);
                 host.runtime.spawn(supervised);
                 Ok(Arc::new(NativeControl { pidfd: pidfd.0 }) as Arc<dyn crate::backend::Control>)
             }
@@ -206,7 +203,6 @@ fn restart_helpers(backend: &NativeBackend, host: &Arc<HostInner>, inherited: &s
     let spawner = Spawner {
         exe: backend.exe.clone(),
         lifeline: inherited.lifeline.try_clone().map_err(|e| e.to_string())?,
-        orphanage: inherited.orphanage.try_clone().map_err(|e| e.to_string())?,
         slots: backend.slots.fd().try_clone().map_err(|e| e.to_string())?,
         settings: backend.settings,
     };
@@ -226,12 +222,13 @@ fn restart_helpers(backend: &NativeBackend, host: &Arc<HostInner>, inherited: &s
 
 /// Gives this (forked) process an epoll instance of its own in place of the
 /// one it shares with its parent, registering again what it needs: its
-/// runtime's wake-up eventfd (a new one) and its sockets. Pipes and pidfds
+/// runtime's wake-up eventfd (a new one) and its sockets, but its own
+/// channel `own`, which is not registered yet. Pipes and pidfds
 /// (its parent's children's) are left out, and each pipe the parent's
 /// runtime watched (but those in `keep`) becomes `/dev/null` here: the
 /// child's copies of its parent's tasks may still be polled, and one that
-/// read a child's report pipe would steal the parent's bytes.
-fn own_reactor(keep: &[RawFd]) -> std::io::Result<()> {
+/// read its parent's pipes would steal the parent's bytes.
+fn own_reactor(keep: &[RawFd], own: RawFd) -> std::io::Result<()> {
     let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
     // One epoll instance may be open under several numbers (a runtime
     // keeps a copy for its registry): one fresh instance for each, put in
@@ -254,6 +251,11 @@ fn own_reactor(keep: &[RawFd]) -> std::io::Result<()> {
                 continue;
             };
             let kind = kind.to_string_lossy();
+            if fd == own {
+                // Our channel, under a number the parent's registration
+                // of another (since closed) descriptor may still name.
+                continue;
+            }
             if kind == "anon_inode:[eventfd]" {
                 if !replaced.contains(&fd) {
                     // Our own eventfd, so that our wake-ups are not our parent's.

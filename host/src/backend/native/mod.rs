@@ -26,34 +26,27 @@
 //! thread's CPU clock ticks the engine's epoch from a signal handler (a
 //! sleeping worker costs no wake-up), and the lifeline's end is a signal
 //! that ends it.
-//! Besides its stdout and stderr (piped to the root host, which passes them
-//! on in the process's format: byte for byte, or whole lines), and its stdin
-//! (the start message, then a pool worker's tasks), every worker gets five
-//! descriptors, named in `HOST_WORKER_FDS`:
-//! - the report pipe: one [`protocol::Report::Ended`] frame saying why it
-//!   ended (a pool worker first sends a [`protocol::Report::Done`] frame per
-//!   task; its tasks come on its stdin, after the start message);
+//! Every worker has one channel to the root host, a socket pair made where
+//! the worker is made, whoever makes it (`channel.rs`): its start, a pool
+//! worker's orders and reports, its shared-object requests and their
+//! answers (`broker.rs`: the run's objects live in the root), the children
+//! it leaves to the root, and its end travel on it, in frames of one codec
+//! ([`protocol`]). Besides it, and its stdin, stdout and stderr (the
+//! root's workers' output is piped to the root host, which passes it on in
+//! the process's format: byte for byte, or whole lines; the workers below
+//! share it), a worker gets three descriptors, named in `HOST_WORKER_FDS`
+//! after its channel:
 //! - the lifeline: the read end of a pipe whose only writer is the root
 //!   host, so that when the root dies, even by `SIGKILL`, every worker sees
 //!   end-of-file and kills itself;
-//! - the orphanage: a pipe to the root host on which a worker that ends
-//!   before its non-daemon children announces their pids, so that the root
-//!   (a `PR_SET_CHILD_SUBREAPER`) adopts, waits for and reaps them;
 //! - the sealed compiled code of its program;
 //! - the process table: the run's [`slots::Slots`] in shared memory, which
 //!   every starter, root or worker, takes a slot from (the run's
 //!   `max_processes` cap) and whoever reaps a process gives back.
 //!
-//! A process given a stdin (the host's, or bytes) gets it as one more
-//! descriptor, named in `HOST_WORKER_STDIN`, which the worker puts in place
-//! of its own stdin once it has read its start message (a worker forked by
-//! the zygote gets it with its other descriptors, as its stdin).
-//!
-//! The run's shared objects live in the root host, which serves them to
-//! every worker on a unix socket (`broker.rs`, multiplexed: requests
-//! withdrawn, or sent ahead without waiting), in frames of the same codec
-//! as the control messages ([`protocol`]); what the frames carry is the
-//! objects' own encoding, which the backend never looks into.
+//! A worker that ends before its non-daemon children announces them on its
+//! channel, so that the root (a `PR_SET_CHILD_SUBREAPER`) adopts, waits for
+//! and reaps them (`orphans.rs`).
 //!
 //! A daemon sets `PR_SET_PDEATHSIG` on itself, so it dies with its parent
 //! even when the parent crashes (the spawner thread lives as long as the
@@ -62,6 +55,7 @@
 
 mod bridge;
 mod broker;
+mod channel;
 mod code;
 // The fork of a worker (issue 13): its own file, hooks marked `fork::`.
 mod fork;
@@ -84,6 +78,7 @@ use crate::error::Error;
 use crate::process::Node;
 use crate::runtime::{Engines, HostInner};
 use crate::work::Work;
+use broker::Client;
 use pidfd::{NativeControl, SelfControl, Status, open_pidfd, wait_pid};
 use protocol::{EngineSettings, Start};
 use spawner::{SpawnRequest, Spawner, SpawnerThread, Worker, ZygoteState, set_cloexec, spawn_retrying, stdin_fd};
@@ -92,13 +87,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use supervise::supervise;
 
-/// The environment variable naming a worker's report, lifeline, orphanage
-/// and process table descriptors.
+/// The environment variable naming a worker's channel, lifeline, code and
+/// process table descriptors.
 const FDS_VAR: &str = "HOST_WORKER_FDS";
-
-/// The environment variable naming the descriptor a worker takes as the
-/// guest's stdin.
-const STDIN_VAR: &str = "HOST_WORKER_STDIN";
 
 /// Whether this build can run the native backend.
 pub(crate) const AVAILABLE: bool = true;
@@ -129,9 +120,8 @@ pub(crate) struct NativeBackend {
     slots: Arc<slots::Slots>,
     /// The root keeps the lifeline's write end for as long as it lives.
     _lifeline_writer: Option<OwnedFd>,
-    /// The name of the socket on which the root serves the run's shared
-    /// objects, which every worker is told of.
-    broker: OnceLock<PathBuf>,
+    /// In the root: the run's shared objects, served on every worker's channel.
+    objects: OnceLock<Arc<dyn Objects>>,
     /// In a worker: the process its host is (name, daemon).
     this_process: Option<(String, bool)>,
     /// In a worker: the engine its code was loaded with, until its host
@@ -162,9 +152,10 @@ pub(crate) fn become_process(this: ThisProcess) {
 /// What a worker inherited from its parent.
 pub(crate) struct Inherited {
     lifeline: OwnedFd,
-    orphanage: OwnedFd,
     /// The run's process table.
     slots: OwnedFd,
+    /// Its channel to the root.
+    channel: Arc<Client>,
 }
 
 static INHERITED: OnceLock<Inherited> = OnceLock::new();
@@ -181,21 +172,18 @@ impl NativeBackend {
             Some(exe) => exe,
             None => current_exe()?,
         };
-        let (lifeline, orphanage, slots, lifeline_writer) = match INHERITED.get() {
-            Some(inherited) => (
-                inherited.lifeline.try_clone()?,
-                inherited.orphanage.try_clone()?,
-                Arc::new(slots::Slots::inherit(&inherited.slots)?),
-                None,
-            ),
+        let (lifeline, slots, lifeline_writer) = match INHERITED.get() {
+            Some(inherited) => {
+                (inherited.lifeline.try_clone()?, Arc::new(slots::Slots::inherit(&inherited.slots)?), None)
+            }
             None => {
                 let slots = Arc::new(slots::Slots::new(max_processes)?);
-                let (lifeline, orphanage, writer) = root_pipes(&slots)?;
-                (lifeline, orphanage, slots, writer)
+                let (lifeline, writer) = become_root(&slots)?;
+                (lifeline, slots, Some(writer))
             }
         };
         let this = THIS_PROCESS.lock().unwrap().take();
-        let spawner = Spawner { exe: exe.clone(), lifeline, orphanage, slots: slots.fd().try_clone()?, settings };
+        let spawner = Spawner { exe: exe.clone(), lifeline, slots: slots.fd().try_clone()?, settings };
         Ok(NativeBackend {
             exe,
             settings,
@@ -206,7 +194,7 @@ impl NativeBackend {
             spawned: std::sync::atomic::AtomicU32::new(0),
             slots,
             _lifeline_writer: lifeline_writer,
-            broker: OnceLock::new(),
+            objects: OnceLock::new(),
             this_process: this.as_ref().map(|this| (this.name.clone(), this.daemon)),
             parent: std::sync::Mutex::new(parent::ParentLink::new(this.as_ref().and_then(|this| this.parent.clone()))),
             engines: std::sync::Mutex::new(this.map(|this| this.engines)),
@@ -225,17 +213,13 @@ pub(crate) fn current_exe() -> std::io::Result<PathBuf> {
     Ok(EXE.get_or_init(|| exe).clone())
 }
 
-/// The root host's side of the lifeline and the orphanage.
-fn root_pipes(slots: &Arc<slots::Slots>) -> anyhow::Result<(OwnedFd, OwnedFd, Option<OwnedFd>)> {
+/// Makes this process the root host: the adopter of orphans, and the
+/// writer of the lifeline, whose two ends it returns.
+fn become_root(slots: &Arc<slots::Slots>) -> anyhow::Result<(OwnedFd, OwnedFd)> {
     // Orphans re-parent to the nearest subreaper: us, not init.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    let (lifeline_read, lifeline_write) = pipe()?;
-    let (orphans_read, orphans_write) = pipe()?;
-    let slots = slots.clone();
-    std::thread::Builder::new()
-        .name("host-orphanage".into())
-        .spawn(move || orphans::adopt_announced(orphans_read, slots))?;
-    Ok((lifeline_read, orphans_write, Some(lifeline_write)))
+    orphans::become_adopter(slots.clone());
+    Ok(pipe()?)
 }
 
 pub(crate) fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
@@ -307,20 +291,13 @@ impl Backend for NativeBackend {
         crate::backend::parent_in_tree(host, node)
     }
 
-    fn serve_objects(&self, runtime: &tokio::runtime::Handle, objects: Arc<dyn Objects>) -> anyhow::Result<()> {
-        let _ = self.broker.set(broker::listen(runtime, objects)?);
+    fn serve_objects(&self, _runtime: &tokio::runtime::Handle, objects: Arc<dyn Objects>) -> anyhow::Result<()> {
+        let _ = self.objects.set(objects);
         Ok(())
     }
 
     fn remote_objects(&self) -> anyhow::Result<Option<Arc<dyn RemoteObjects>>> {
-        if INHERITED.get().is_none() {
-            return Ok(None);
-        }
-        let client = broker::Client::from_env().ok_or_else(|| {
-            anyhow::anyhow!("worker mode is for the host's own use: {} is missing", broker::BROKER_VAR)
-        })?;
-        let _ = self.broker.set(client.name.clone());
-        Ok(Some(Arc::new(client)))
+        Ok(INHERITED.get().map(|inherited| inherited.channel.clone() as Arc<dyn RemoteObjects>))
     }
 
     fn start(&self, host: &Arc<HostInner>, node: &Arc<Node>, launch: &Launch) -> Result<Arc<dyn Control>, Error> {
@@ -336,13 +313,20 @@ impl Backend for NativeBackend {
             Err(Error::ProcessLimit { .. }) if self.yield_zygote() => self.slots.take()?,
             taken => taken?,
         };
-        let broker = self.broker.get().map(|path| (broker::BROKER_VAR, path.clone()));
         let stdin = stdin_fd(&launch.stdin.0).map_err(|e| Error::Spawn(format!("cannot pass on stdin: {e}")))?;
-        let worker = self.spawn(SpawnRequest { start, code, broker, stdin })?;
+        start.stdin = stdin.is_some();
+        let channel = channel::pair().map_err(|e| Error::Spawn(format!("cannot make a worker's channel: {e}")))?;
+        let mut worker = self.spawn(SpawnRequest { start, code, channel, stdin })?;
         let pid = worker.pid;
         // Signals and the wait go through a pidfd: once the worker is reaped
         // its pid may be another process's, its pidfd never is.
-        let pidfd = open_pidfd(pid).and_then(|fd| Ok((fd.try_clone()?, fd))).map_err(|e| {
+        let watched = open_pidfd(pid).and_then(|fd| Ok((fd.try_clone()?, fd)));
+        let _entered = host.runtime.enter();
+        let supervised = watched.map_err(|e| e.to_string()).and_then(|pidfd| {
+            let ours = worker.channel.take().ok_or("no channel")?;
+            Ok((pidfd, self.supervised(pid, ours)?))
+        });
+        let (pidfd, supervised) = supervised.map_err(|e| {
             // Not reaped yet, so the pid is still the worker's.
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
             Error::Spawn(format!("cannot watch worker {pid}: {e}"))
@@ -351,7 +335,7 @@ impl Backend for NativeBackend {
         node.set_pid(pid);
         let control = Arc::new(NativeControl { pidfd: pidfd.0 });
         let (host, node, launch) = (host.clone(), node.clone(), launch.clone());
-        host.runtime.clone().spawn(supervise(host, node, launch, worker, pidfd.1, slot));
+        host.runtime.clone().spawn(supervise(host, node, launch, (worker, supervised), pidfd.1, slot));
         Ok(control)
     }
 
@@ -361,6 +345,21 @@ impl Backend for NativeBackend {
 }
 
 impl NativeBackend {
+    /// The channel `ours` of the new worker `pid`, served by the root (its
+    /// own child), or handed to it (a worker's).
+    fn supervised(&self, pid: u32, ours: OwnedFd) -> Result<channel::Supervised, String> {
+        match INHERITED.get() {
+            Some(inherited) => {
+                let reports = inherited.channel.adopt(pid, ours)?;
+                Ok(channel::Supervised { reports, orders: channel::Orders::Relayed(inherited.channel.clone(), pid) })
+            }
+            None => {
+                let objects = self.objects.get().ok_or("the root serves no shared objects")?;
+                channel::serve_child(objects.clone(), ours, pid).map_err(|e| e.to_string())
+            }
+        }
+    }
+
     fn start_message(&self, node: &Node, launch: &Launch, code: protocol::CodeId, journal: bool) -> Start {
         let program = &launch.program;
         Start {
@@ -395,6 +394,7 @@ impl NativeBackend {
                 Work::Main | Work::Entry { .. } => None,
             },
             journal,
+            stdin: false,
         }
     }
 }

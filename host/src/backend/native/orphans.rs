@@ -3,8 +3,8 @@
 //! The root host is a `PR_SET_CHILD_SUBREAPER`, so every worker whose parent
 //! worker ends re-parents to it, not to init; the root then waits for each
 //! (`Host::wait` does not return before they end) and reaps it. A parent
-//! that ends normally announces its running non-daemon children on the
-//! orphanage pipe. One ended by a signal (terminate, kill, a crash)
+//! that ends normally announces its running non-daemon children on its
+//! channel (`channel.rs`). One ended by a signal (terminate, kill, a crash)
 //! announces nothing: the root then looks for *strays*, its children that
 //! are workers and that nobody waits for, and adopts them too. Daemons need
 //! none of this: they die with their parent.
@@ -18,8 +18,6 @@
 use super::slots::Slots;
 use super::{Status, WORKER_ARG, wait_pid};
 use std::collections::BTreeSet;
-use std::io::Read;
-use std::os::fd::OwnedFd;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 /// Children of this process that somebody already waits for (workers,
@@ -34,16 +32,16 @@ static SLOTS: OnceLock<Arc<Slots>> = OnceLock::new();
 static LIVE: Mutex<usize> = Mutex::new(0);
 static IDLE: Condvar = Condvar::new();
 
-/// The root's side of the orphanage: adopts every pid a worker announces.
-pub(super) fn adopt_announced(orphans: OwnedFd, slots: Arc<Slots>) {
+/// Makes the root the adopter of the run's orphans, which gives back their
+/// slots in `slots` as it reaps them.
+pub(super) fn become_adopter(slots: Arc<Slots>) {
     let _ = SLOTS.set(slots);
-    let mut orphans = std::fs::File::from(orphans);
-    let mut pid = [0u8; 4];
-    while orphans.read_exact(&mut pid).is_ok() {
-        let pid = u32::from_le_bytes(pid);
-        if KNOWN.lock().unwrap().insert(pid) {
-            adopt(pid);
-        }
+}
+
+/// Adopts `pid`, which a worker announced as it ended.
+pub(super) fn adopt_announced(pid: u32) {
+    if KNOWN.lock().unwrap().insert(pid) {
+        adopt(pid);
     }
 }
 
@@ -150,7 +148,7 @@ fn children_of(parent: u32) -> Vec<u32> {
 /// The parent of `pid`: the field after the state in `/proc/PID/stat`,
 /// read after the command name's closing parenthesis (which may itself
 /// hold spaces and parentheses).
-fn parent_of(pid: u32) -> Option<u32> {
+pub(super) fn parent_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(1)?.parse().ok()

@@ -1,35 +1,34 @@
-//! The control channel between a host and its workers, and the one frame
-//! codec of every message between them.
+//! The one frame codec of everything a host and its workers say to each
+//! other, and the messages of a worker's channel (see `channel.rs`).
 //!
 //! A message is one or more frames: each a 4-byte magic, a little-endian
 //! `u32` whose low 31 bits are the frame's length (at most [`CHUNK`]) and
 //! whose top bit says more frames of the message follow, and that many
-//! bytes. The message's bytes, joined, are MessagePack (serde, written by
-//! [`crate::codec`]: payloads inside, such as pool tasks' items, travel as
-//! raw bytes) for the control messages here, the broker's own messages
-//! around the shared objects' encoding for what a worker exchanges with its
-//! root (see `broker.rs`). So a message of any size up to what its reader
-//! accepts travels (a 17 MiB pool result, say), and a reader's memory grows
-//! only with the bytes that actually came. The host writes a [`Start`] on
-//! the worker's stdin, then (a pool worker) [`Order`]s: tasks, several sent
-//! ahead, and now and then a revoke of those not started; the worker writes
-//! on its report pipe a [`Report::Done`] per finished task (before it takes
-//! the next), a [`Report::Returned`] per revoke, then one [`Report::Ended`]
-//! as it ends. The magic carries the protocol
-//! version, so a worker of another build is refused rather than misread.
-//! The decoder never trusts a peer: a wrong magic, an oversized frame or
-//! message, an empty frame that says more follow, a truncated frame or a
-//! body of the wrong shape is an [`Err`] with a message, never a panic or
-//! a hang.
+//! bytes. So a message of any size up to what its reader accepts travels
+//! (a 17 MiB pool result, say), and a reader's memory grows only with the
+//! bytes that actually came. On a worker's channel every message's bytes,
+//! joined, end with a head: a request id (or a child's pid; little-endian
+//! `u64`) and a [`kind`] byte, last, so that what comes before it (a large
+//! queue item, say) is taken as it came, without a copy. What comes
+//! before is MessagePack (serde, written by [`crate::codec`]; payloads
+//! inside, such as pool tasks' items, travel as raw bytes) for the control
+//! messages here ([`Start`], [`Order`], [`Report`]), and the shared
+//! objects' own encoding for object requests (see `broker.rs`). The zygote's
+//! requests and answers are frames of the same codec, without a head.
+//! The magic carries the protocol version, so a worker of another build is
+//! refused rather than misread. The decoder never trusts a peer: a wrong
+//! magic, an oversized frame or message, an empty frame that says more
+//! follow, a truncated frame or a body of the wrong shape is an [`Err`]
+//! with a message, never a panic or a hang.
 
 use crate::codec::{Batch, BatchResults};
 use crate::journal::ProcessRecord;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::PathBuf;
 
 /// `MPH` and the protocol version.
-const MAGIC: [u8; 4] = *b"MPH4";
+const MAGIC: [u8; 4] = *b"MPH5";
 /// The most bytes one frame carries: a larger message is cut into frames,
 /// each but the last marked [`MORE`] in its length's top bit, which the
 /// reader joins. So a reader's memory grows only with the bytes that came,
@@ -42,6 +41,110 @@ const TAIL_ROOM: usize = 4 << 10;
 /// The largest control message (a pool task or its results, a start, an
 /// end) either side accepts.
 pub(crate) const MAX_MESSAGE: usize = 1 << 30;
+
+/// What a message on a worker's channel is, by the byte it ends with. The
+/// numbers of each direction are their own.
+pub(crate) mod kind {
+    // From a worker to the root.
+    /// An object request the worker waits for: answered with [`ANSWER`]
+    /// or [`REFUSED`].
+    pub(crate) const CALL: u8 = 1;
+    /// An object request the worker does not wait for: answered only if
+    /// it fails ([`FAILED`]).
+    pub(crate) const SEND: u8 = 2;
+    /// Withdraws a [`CALL`] (out of turn): it is dropped, unanswered.
+    pub(crate) const CANCEL: u8 = 3;
+    /// Answered with [`SYNCED`] once everything sent before is carried out.
+    pub(crate) const SYNC: u8 = 4;
+    /// The worker was told of the failures so far (see [`REFUSED`]).
+    pub(crate) const ACK: u8 = 5;
+    /// The worker returned the lease its id names (out of turn).
+    pub(crate) const RETURNED: u8 = 7;
+    /// The worker's table of lease counters: a sealed memfd, passed with
+    /// this message (`SCM_RIGHTS`), before its first object request.
+    pub(crate) const TALLY: u8 = 8;
+    /// A [`super::Report`] of the worker's own.
+    pub(crate) const REPORT: u8 = 16;
+    /// The pids (`u32` each) of children the worker leaves running as it
+    /// ends: the root adopts them.
+    pub(crate) const ORPHANS: u8 = 17;
+    /// The channel of the worker's new child, whose pid is the id: passed
+    /// with this message (`SCM_RIGHTS`), for the root to serve.
+    pub(crate) const ADOPT: u8 = 18;
+    /// An [`super::Order`] for the worker's child whose pid is the id.
+    pub(crate) const CHILD_ORDER: u8 = 19;
+
+    // From the root to a worker.
+    /// The answer to a [`CALL`]: the answer, then an allowance (`u64`).
+    pub(crate) const ANSWER: u8 = 1;
+    /// A [`SEND`] failed: its answer.
+    pub(crate) const FAILED: u8 = 2;
+    /// A [`CALL`] not carried out because a [`SEND`] before it failed
+    /// (and the worker has not acknowledged it yet).
+    pub(crate) const REFUSED: u8 = 3;
+    /// The answer to a [`SYNC`].
+    pub(crate) const SYNCED: u8 = 4;
+    /// Items handed ahead, just before the answer to the [`CALL`] that
+    /// took the first: its id the lease's serial, its body the object's
+    /// id (`u64`), the lease's counter in the tally (`u32`) and each item,
+    /// its length (`u32`) first.
+    pub(crate) const LEASE: u8 = 5;
+    /// The root wants the lease its id names back: answered with
+    /// [`RETURNED`] unless all of it was taken.
+    pub(crate) const RECALL: u8 = 6;
+    /// The worker's [`super::Start`]: the first message it reads.
+    pub(crate) const START: u8 = 15;
+    /// An [`super::Order`] for the worker.
+    pub(crate) const ORDER: u8 = 16;
+    /// A [`super::Report`] of the worker's child whose pid is the id.
+    pub(crate) const CHILD_REPORT: u8 = 17;
+    /// The channel of the worker's child whose pid is the id is over, its
+    /// requests all carried out or dropped: empty, or why it broke the
+    /// protocol.
+    pub(crate) const CHILD_END: u8 = 18;
+}
+
+/// The head every message on a worker's channel ends with.
+pub(crate) const HEAD: usize = 9;
+
+/// A channel message's kind, id and the rest, checked.
+pub(crate) fn parse(mut message: Vec<u8>) -> Result<(u8, u64, Vec<u8>), String> {
+    let at = message.len().checked_sub(HEAD).ok_or("a message shorter than its head")?;
+    let id = u64::from_le_bytes(message[at..at + 8].try_into().expect("8 bytes"));
+    let kind = message[at + 8];
+    message.truncate(at);
+    Ok((kind, id, message))
+}
+
+/// The head a message of `kind` about `id` ends with.
+pub(crate) fn head(kind: u8, id: u64) -> [u8; HEAD] {
+    let mut head = [kind; HEAD];
+    head[..8].copy_from_slice(&id.to_le_bytes());
+    head
+}
+
+/// A channel message of `kind` about `id`, `parts` before its head, framed.
+pub(crate) fn message(kind: u8, id: u64, parts: &[&[u8]]) -> std::io::Result<Vec<u8>> {
+    let head = head(kind, id);
+    let mut all = parts.to_vec();
+    all.push(&head);
+    encode_parts(&all)
+}
+
+/// A control message (`value`, MessagePack) of `kind` about `id`, framed.
+pub(crate) fn control<T: Serialize>(kind: u8, id: u64, value: &T) -> std::io::Result<Vec<u8>> {
+    let mut frame = Vec::with_capacity(256);
+    frame.extend_from_slice(&MAGIC);
+    frame.extend_from_slice(&[0; 4]);
+    crate::codec::encode_into(&mut frame, value).map_err(std::io::Error::other)?;
+    frame.extend_from_slice(&head(kind, id));
+    framed(frame)
+}
+
+/// The body of a control message, decoded.
+pub(crate) fn decode_control<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    decode(body)
+}
 
 /// What a host tells a new worker to run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -81,6 +184,9 @@ pub(crate) struct Start {
     /// Keep a journal of the worker's descendants and send it up in [`Ended`].
     #[serde(default)]
     pub(crate) journal: bool,
+    /// The worker's stdin is the guest's (else the guest has none).
+    #[serde(default)]
+    pub(crate) stdin: bool,
 }
 
 /// What makes a worker a pool worker.
@@ -110,9 +216,11 @@ pub(crate) enum Order {
     Task(Task),
     /// Give back the tasks sent before this order that are not started.
     Revoke,
+    /// No more tasks come: end once those sent are done.
+    Close,
 }
 
-/// What a worker tells its host on the report pipe.
+/// What a worker tells its host.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub(crate) enum Report {
     /// A task's results (MessagePack, or an entry's error), one per input.
@@ -213,6 +321,12 @@ pub(crate) fn encode_frame<T: Serialize>(message: &T) -> std::io::Result<Vec<u8>
     frame.extend_from_slice(&MAGIC);
     frame.extend_from_slice(&[0; 4]);
     crate::codec::encode_into(&mut frame, message).map_err(std::io::Error::other)?;
+    framed(frame)
+}
+
+/// `frame`, a message's bytes after 8 bytes kept for its first head, as
+/// frames: in place when it fits one.
+fn framed(mut frame: Vec<u8>) -> std::io::Result<Vec<u8>> {
     let length = frame.len() - 8;
     if length > MAX_MESSAGE {
         return Err(too_large(length, MAX_MESSAGE));
@@ -319,36 +433,22 @@ pub(crate) async fn read_bytes_frame_async(
     read_body_async(input, limit).await
 }
 
-pub(crate) fn write_frame<T: Serialize>(out: &mut impl Write, message: &T) -> std::io::Result<()> {
-    out.write_all(&encode_frame(message)?)?;
-    out.flush()
-}
-
-/// Reads one message; `Ok(None)` if the peer closed before sending any byte.
-pub(crate) fn read_frame<T: DeserializeOwned>(input: &mut impl Read) -> Result<Option<T>, String> {
+/// Reads one message of opaque bytes of at most `limit` bytes, exactly (no
+/// byte past it is read); `Ok(None)` if the peer closed before sending any.
+pub(crate) fn read_bytes_frame(input: &mut impl Read, limit: usize) -> Result<Option<Vec<u8>>, String> {
     let mut body = Vec::new();
     loop {
         let mut header = [0u8; 8];
         let got = read_full(&mut header, |buf| input.read(buf))?;
-        let Some((length, more)) = chunk_length(&header, got, body.len(), MAX_MESSAGE, body.is_empty())? else {
+        let Some((length, more)) = chunk_length(&header, got, body.len(), limit, body.is_empty())? else {
             return Ok(None);
         };
         let at = body.len();
         body.resize(at + length, 0);
         input.read_exact(&mut body[at..]).map_err(|_| "truncated frame body".to_string())?;
         if !more {
-            return decode(&body).map(Some);
+            return Ok(Some(body));
         }
-    }
-}
-
-/// [`read_frame`], without holding a thread while the peer is silent.
-pub(crate) async fn read_frame_async<T: DeserializeOwned>(
-    input: &mut (impl tokio::io::AsyncRead + Unpin),
-) -> Result<Option<T>, String> {
-    match read_body_async(input, MAX_MESSAGE).await? {
-        Some(body) => decode(&body).map(Some),
-        None => Ok(None),
     }
 }
 

@@ -13,7 +13,7 @@
 use super::code;
 use super::protocol::{self, EngineSettings, Start};
 use super::zygote;
-use super::{FDS_VAR, INHERITED, NativeBackend, STDIN_VAR, WORKER_ARG, orphans, pipe, slots};
+use super::{FDS_VAR, INHERITED, NativeBackend, WORKER_ARG, orphans, pipe, slots};
 use crate::error::Error;
 use crate::output::Input;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -24,8 +24,8 @@ use std::sync::Arc;
 pub(super) struct SpawnRequest {
     pub(super) start: Start,
     pub(super) code: Arc<code::Sealed>,
-    /// Where the worker finds the broker of shared objects.
-    pub(super) broker: Option<(&'static str, PathBuf)>,
+    /// The worker's end of its channel; our end goes back in [`Worker`].
+    pub(super) channel: (OwnedFd, OwnedFd),
     /// The guest's stdin, if it has one.
     pub(super) stdin: Option<OwnedFd>,
 }
@@ -37,10 +37,7 @@ pub(super) enum Request {
     /// Start the zygote: from this thread, which lives as long as the host,
     /// since `PR_SET_PDEATHSIG` of the workers the zygote forks (its
     /// siblings) fires when the thread that started it ends.
-    Zygote {
-        broker: Option<(&'static str, PathBuf)>,
-        started: crossbeam_channel::Sender<std::io::Result<zygote::Zygote>>,
-    },
+    Zygote { started: crossbeam_channel::Sender<std::io::Result<zygote::Zygote>> },
 }
 
 /// The spawner thread, once started.
@@ -84,18 +81,12 @@ impl NativeBackend {
         let earlier = self.spawned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut zygote = self.zygote.lock().unwrap();
         // A worker's zygote takes a process slot; none free, none yet.
-        // A pool worker takes its tasks on a stdin only exec sets up: no
-        // zygote is started for one.
-        let forkable = request.start.serve.is_none();
         let slot = match (&*zygote, in_worker) {
-            (ZygoteState::NotYet, true) if earlier >= ZYGOTE_AFTER && forkable => self.slots.take().ok(),
+            (ZygoteState::NotYet, true) if earlier >= ZYGOTE_AFTER => self.slots.take().ok(),
             _ => None,
         };
-        if matches!(*zygote, ZygoteState::NotYet) && forkable && (!in_worker || slot.is_some()) {
-            // The broker is the host's for its whole life: the zygote's
-            // children find it in the environment they inherit.
-            let broker = request.broker.clone();
-            *zygote = match self.ask_spawner(|started| Request::Zygote { broker, started })? {
+        if matches!(*zygote, ZygoteState::NotYet) && (!in_worker || slot.is_some()) {
+            *zygote = match self.ask_spawner(|started| Request::Zygote { started })? {
                 Ok(started) => {
                     if let Some(mut slot) = slot {
                         slot.started(started.pid());
@@ -112,10 +103,10 @@ impl NativeBackend {
             let mut known = orphans::KNOWN.lock().unwrap();
             // A worker's children write on its own stdout and stderr, as
             // when it execs them (an orphan's output still reaches the root).
-            match running.spawn(&request.start, &request.code, request.stdin.as_ref(), in_worker) {
-                Ok(worker) => {
-                    known.insert(worker.pid);
-                    return Ok(worker);
+            match running.spawn(&request.start, &request.code, &request.channel.1, request.stdin.as_ref(), in_worker) {
+                Ok(started) => {
+                    known.insert(started.pid);
+                    return Ok(started.with_channel(request.channel.0));
                 }
                 Err(zygote::Failed::Unsupported) => {}
                 // A zygote that fails once is not trusted again.
@@ -123,7 +114,7 @@ impl NativeBackend {
                 // It may have forked the worker before it fell silent or
                 // died. Stopped for good, it forks no more: a fork of it
                 // nobody knows is that worker; without one, exec is safe.
-                Err(zygote::Failed::Unanswered(mut worker)) => {
+                Err(zygote::Failed::Unanswered(mut started)) => {
                     if let ZygoteState::Running(silent) = std::mem::replace(&mut *zygote, ZygoteState::Off) {
                         known.remove(&silent.pid());
                         drop(silent);
@@ -131,9 +122,9 @@ impl NativeBackend {
                     match orphans::unknown_zygote_forks(&known)[..] {
                         [] => {}
                         [pid] => {
-                            worker.pid = pid;
+                            started.pid = pid;
                             known.insert(pid);
-                            return Ok(*worker);
+                            return Ok(started.with_channel(request.channel.0));
                         }
                         _ => return Err(failed(std::io::Error::other("the zygote forked workers nobody asked for"))),
                     }
@@ -208,8 +199,6 @@ pub(super) struct Spawner {
     pub(super) exe: PathBuf,
     /// Read end of the lifeline, passed to every worker.
     pub(super) lifeline: OwnedFd,
-    /// Write end of the orphanage, passed to every worker.
-    pub(super) orphanage: OwnedFd,
     /// The process table, passed to every worker.
     pub(super) slots: OwnedFd,
     pub(super) settings: EngineSettings,
@@ -228,22 +217,22 @@ impl Spawner {
         let (requests, incoming) = crossbeam_channel::unbounded::<Request>();
         std::thread::Builder::new().name("host-spawner".into()).spawn(move || {
             for request in incoming {
-                let inherited = [&self.lifeline, &self.orphanage, &self.slots];
+                let inherited = [&self.lifeline, &self.slots];
                 // No stray search may take a worker for an orphan between its
                 // birth and the moment it is known.
                 let mut known = orphans::KNOWN.lock().unwrap();
                 match request {
                     Request::Exec(request, started) => {
-                        let SpawnRequest { start, code, broker, stdin } = *request;
-                        let spawned = spawn_worker(&self.exe, inherited, &start, &code, broker, stdin);
+                        let SpawnRequest { start, code, channel, stdin } = *request;
+                        let spawned = spawn_worker(&self.exe, inherited, &start, &code, channel, stdin);
                         if let Ok(worker) = &spawned {
                             known.insert(worker.pid);
                         }
                         drop(known);
                         let _ = started.send(spawned);
                     }
-                    Request::Zygote { broker, started } => {
-                        let zygote = zygote::Zygote::start(&self.exe, inherited, self.settings, broker);
+                    Request::Zygote { started } => {
+                        let zygote = zygote::Zygote::start(&self.exe, inherited, self.settings);
                         if let Ok(zygote) = &zygote {
                             known.insert(zygote.pid());
                         }
@@ -281,32 +270,29 @@ pub(super) fn stdin_fd(input: &Input) -> std::io::Result<Option<OwnedFd>> {
     }
 }
 
-/// A started worker and the parent's ends of its pipes (no stdout or
-/// stderr when the worker shares its parent's).
+/// A started worker: its pid, our end of its channel, and of its stdout and
+/// stderr pipes (none when the worker shares its parent's).
 pub(super) struct Worker {
     pub(super) pid: u32,
     pub(super) stdout: Option<OwnedFd>,
     pub(super) stderr: Option<OwnedFd>,
-    pub(super) report: OwnedFd,
-    /// A pool worker's stdin, on which its tasks go.
-    pub(super) tasks: Option<std::process::ChildStdin>,
+    /// Taken by whoever serves the channel.
+    pub(super) channel: Option<OwnedFd>,
 }
 
-/// Starts a worker by exec; `inherited` are the lifeline, the orphanage and
-/// the process table.
+/// Starts a worker by exec; `inherited` are the lifeline and the process
+/// table. Its start goes first on its channel.
 pub(super) fn spawn_worker(
     exe: &PathBuf,
-    inherited: [&OwnedFd; 3],
+    inherited: [&OwnedFd; 2],
     start: &Start,
     code: &code::Sealed,
-    broker: Option<(&str, PathBuf)>,
+    (ours, theirs): (OwnedFd, OwnedFd),
     stdin: Option<OwnedFd>,
 ) -> std::io::Result<Worker> {
-    let (report_read, report_write) = pipe()?;
-    let [lifeline, orphanage, slots] = inherited;
-    let named = [report_write.as_fd(), lifeline.as_fd(), orphanage.as_fd(), code.fd(), slots.as_fd()];
+    let [lifeline, slots] = inherited;
+    let named = [theirs.as_fd(), lifeline.as_fd(), code.fd(), slots.as_fd()];
     let fds = named.map(|fd| fd.as_raw_fd().to_string()).join(",");
-    let passed: Vec<std::os::fd::BorrowedFd> = named.into_iter().chain(stdin.as_ref().map(|fd| fd.as_fd())).collect();
     // The root host reads each of its workers' output through a pipe; the
     // workers below share it, writing whole (labelled) lines, so that an
     // orphan's output still reaches the root after its parent is gone.
@@ -319,23 +305,22 @@ pub(super) fn spawn_worker(
         .arg(WORKER_ARG)
         .env_clear()
         .env(FDS_VAR, fds)
-        .envs(broker)
-        .envs(stdin.as_ref().map(|fd| (STDIN_VAR, fd.as_raw_fd().to_string())))
-        .stdin(std::process::Stdio::piped())
+        .stdin(stdin.map_or_else(std::process::Stdio::null, std::process::Stdio::from))
         .stdout(output())
         .stderr(output());
     // Inheritable for this one spawn only: spawns are serialized on the
     // spawner thread, so no other child can catch them.
-    passed.iter().for_each(|fd| set_cloexec(fd, false));
+    named.iter().for_each(|fd| set_cloexec(fd, false));
     let child = spawn_retrying(&mut command);
-    passed.iter().for_each(|fd| set_cloexec(fd, true));
-    drop(stdin);
+    named.iter().for_each(|fd| set_cloexec(fd, true));
+    drop(theirs);
     let mut child = child?;
     // Written before `start` returns: the parent may end right after it.
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    match protocol::write_frame(&mut stdin, start) {
+    let frame = protocol::control(protocol::kind::START, 0, start)?;
+    let ours = std::os::unix::net::UnixStream::from(ours);
+    match std::io::Write::write_all(&mut &ours, &frame) {
         // Already gone: it ended without its start, which its end will say.
-        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(error) if matches!(error.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset) => {}
         Err(error) => {
             let _ = child.kill();
             let _ = child.wait();
@@ -343,13 +328,11 @@ pub(super) fn spawn_worker(
         }
         Ok(()) => {}
     }
-    let tasks = start.serve.is_some().then_some(stdin);
     Ok(Worker {
         pid: child.id(),
         stdout: child.stdout.take().map(OwnedFd::from),
         stderr: child.stderr.take().map(OwnedFd::from),
-        report: report_read,
-        tasks,
+        channel: Some(OwnedFd::from(ours)),
     })
 }
 

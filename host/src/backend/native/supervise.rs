@@ -1,7 +1,9 @@
-//! The root's watch over one started worker: its output passed on, a pool
-//! worker's tasks handed over and results delivered (`bridge.rs`), its
-//! report read, its end waited for and recorded on its node.
+//! The watch over one started worker by whoever started it: its output
+//! passed on, a pool worker's tasks handed over and results delivered
+//! (`bridge.rs`), its reports read, its end waited for and recorded on its
+//! node once its channel is over (`channel.rs`).
 
+use super::channel::{Reports, Supervised};
 use super::pidfd::{Status, send_signal, wait_pidfd};
 use super::spawner::Worker;
 use super::{bridge, orphans, protocol, slots};
@@ -13,16 +15,18 @@ use crate::work::Work;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
-/// Passes on a worker's output, waits for its end (reaping it), gives back
-/// its process slot and records that end on its node.
+/// Passes on a worker's output, waits for its end (reaping it) and for the
+/// end of its channel, gives back its process slot and records that end on
+/// its node.
 pub(super) async fn supervise(
     host: Arc<HostInner>,
     node: Arc<Node>,
     launch: Launch,
-    worker: Worker,
+    worker: (Worker, Supervised),
     pidfd: OwnedFd,
     slot: slots::Slot,
 ) {
+    let (worker, channel) = worker;
     let pid = worker.pid;
     let killer = pidfd.try_clone();
     // The worker labels its own lines (and its descendants'): pass them on
@@ -62,15 +66,10 @@ pub(super) async fn supervise(
         }
     }
     let read_report = async {
-        let report = tokio::net::unix::pipe::Receiver::from_owned_fd(worker.report)
-            .map_err(|e| format!("cannot read the report pipe: {e}"))?;
-        let reports = read_reports(report);
-        let report = match (&launch.work, worker.tasks) {
-            (Work::Serve(serve), Some(stdin)) => bridge::bridge(pid, serve, stdin, reports).await,
-            _ => {
-                let mut reports = reports;
-                ended_report(reports.recv().await)
-            }
+        let Supervised { mut reports, orders } = channel;
+        let report = match &launch.work {
+            Work::Serve(serve) => bridge::bridge(pid, serve, orders, reports).await,
+            _ => last_report(&mut reports, None).await,
         };
         if report.is_err() {
             // A worker that breaks the protocol is not trusted to go on.
@@ -125,47 +124,22 @@ pub(super) async fn supervise(
     }
 }
 
-/// The frames of a worker's report pipe, read as they come.
-pub(super) type Reports = tokio::sync::mpsc::UnboundedReceiver<Result<protocol::Report, String>>;
-
-/// Reads report frames in a task of their own (a read cut short by a
-/// `select!` would lose bytes), until end-of-file or a bad frame.
-pub(super) fn read_reports(pipe: tokio::net::unix::pipe::Receiver) -> Reports {
-    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
-    // Buffered: one read takes in the many results a busy pool worker writes.
-    let mut pipe = tokio::io::BufReader::with_capacity(64 << 10, pipe);
-    tokio::spawn(async move {
-        loop {
-            match protocol::read_frame_async::<protocol::Report>(&mut pipe).await {
-                Ok(Some(report)) => {
-                    let last = matches!(report, protocol::Report::Ended(_));
-                    if sender.send(Ok(report)).is_err() || last {
-                        return;
-                    }
-                }
-                Ok(None) => return,
-                Err(why) => {
-                    let _ = sender.send(Err(why));
-                    return;
-                }
+/// The worker's final report (`None` if it ended without one: a signal),
+/// once its channel is over; `ended` if it came already.
+pub(super) async fn last_report(
+    reports: &mut Reports,
+    mut ended: Option<protocol::Ended>,
+) -> Result<Option<protocol::Ended>, String> {
+    while let Some(report) = reports.recv().await {
+        match report? {
+            protocol::Report::Ended(last) if ended.is_none() => ended = Some(last),
+            protocol::Report::Ended(_) => return Err("a second end".into()),
+            protocol::Report::Done { .. } | protocol::Report::Returned { .. } => {
+                return Err("a task result from a worker given no task".into());
             }
         }
-    });
-    receiver
-}
-
-/// The worker's final report; `None` if it ended without one (a signal).
-pub(super) fn ended_report(
-    report: Option<Result<protocol::Report, String>>,
-) -> Result<Option<protocol::Ended>, String> {
-    match report {
-        None => Ok(None),
-        Some(Ok(protocol::Report::Ended(ended))) => Ok(Some(ended)),
-        Some(Ok(protocol::Report::Done { .. } | protocol::Report::Returned { .. })) => {
-            Err("a task result from a worker given no task".into())
-        }
-        Some(Err(why)) => Err(why),
     }
+    Ok(ended)
 }
 
 pub(super) fn pipe_reader(fd: Option<OwnedFd>) -> Option<tokio::net::unix::pipe::Receiver> {

@@ -1,19 +1,21 @@
 //! Worker mode: the host binary running one process for its parent host.
 //!
-//! A worker reads its start message (`protocol::Start`) from stdin, maps
-//! the sealed compiled code the root host handed it, and runs the process as
-//! its own root: children a guest spawns become the worker's OS children.
-//! When the guest ends, the worker reports why on fd 3, announces its
-//! still-running non-daemon children to the root for adoption, and exits
+//! A worker reads its start message (`protocol::Start`) from its channel
+//! (`channel.rs`), maps the sealed compiled code the root host handed it,
+//! and runs the process as its own root: children a guest spawns become the
+//! worker's OS children. When the guest ends, the worker announces its
+//! still-running non-daemon children to the root for adoption and reports
+//! why it ended, both on its channel, and exits
 //! with the process's exit code; a signal ends it for real (so -15 and -9
 //! are what `waitpid` sees). Embedders whose own binary is re-executed as
 //! the worker call [`main`] when their first argument is [`WORKER_ARG`](super::WORKER_ARG).
 
+use super::broker::Client;
 use super::code::Sealed;
 use super::lending::Lending;
 use super::protocol::{self, EngineSettings, Start};
 use super::zygote;
-use super::{FDS_VAR, INHERITED, Inherited, STDIN_VAR};
+use super::{FDS_VAR, INHERITED, Inherited};
 use crate::backend::BackendKind;
 use crate::codec::{Batch, BatchResults};
 use crate::command::Launch;
@@ -26,7 +28,7 @@ use crate::runtime::{Engines, HostBuilder};
 use crate::work::{Job, Outcome, Reply, ServeChannel, TaskQueue, Work};
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Runs this process as a worker (or, as `__worker zygote`, as the zygote
@@ -43,35 +45,28 @@ pub fn main() -> i32 {
     }
 }
 
-/// A worker started by exec: its start message on stdin, its descriptors
-/// named in the environment.
+/// A worker started by exec: its start message first on its channel, its
+/// descriptors named in the environment.
 fn serve() -> Result<i32, String> {
-    let start: Start = match protocol::read_frame(&mut std::io::stdin().lock()) {
-        Ok(Some(start)) => start,
-        Ok(None) => return Err("worker mode is for the host's own use: no start message on stdin".into()),
-        Err(why) => return Err(format!("bad start message: {why}")),
-    };
-    let [report, lifeline, orphanage, code, slots] =
+    let [channel, lifeline, code, slots] =
         inherit().ok_or("worker mode is for the host's own use: its descriptors are missing")?;
-    let stdin = take_stdin()?;
+    let channel = std::os::unix::net::UnixStream::from(channel);
+    // Read exactly: what follows it (a pool worker's orders) stays for the
+    // channel's reader.
+    let start =
+        match protocol::read_bytes_frame(&mut &channel, protocol::MAX_MESSAGE).map(|m| m.map(protocol::parse)) {
+            Ok(Some(Ok((protocol::kind::START, _, body)))) => protocol::decode_control::<Start>(&body),
+            Ok(None) => return Err("worker mode is for the host's own use: no start message on its channel".into()),
+            Ok(Some(Ok(_))) => Err("not a start message".into()),
+            Ok(Some(Err(why))) | Err(why) => Err(why),
+        }
+        .map_err(|why| format!("bad start message: {why}"))?;
+    let stdin = if start.stdin { Stdin::inherit() } else { Stdin::null() };
     let builder = builder(start.engine);
     let engines = builder.make_engines().map_err(|e| format!("cannot start the worker's engine: {e:#}"))?;
     let (code, sealed) = super::code::load(&engines, code, &start).map_err(|e| e.to_string())?;
-    run(start, report, Inherited { lifeline, orphanage, slots }, engines, code, sealed, stdin)
-}
-
-/// The guest's stdin: the descriptor named in the environment, put in place
-/// of our own stdin (which carried the start message, all read by now).
-fn take_stdin() -> Result<Stdin, String> {
-    let Some(fd) = std::env::var(STDIN_VAR).ok().and_then(|fd| fd.parse::<i32>().ok()) else {
-        return Ok(Stdin::null());
-    };
-    // SAFETY: the parent passed this descriptor to us alone; stdin is
-    // replaced atomically, and nothing reads it until the guest does.
-    if unsafe { libc::dup2(fd, 0) } < 0 || unsafe { libc::close(fd) } < 0 {
-        return Err(format!("cannot take the stdin passed in {STDIN_VAR}: {}", std::io::Error::last_os_error()));
-    }
-    Ok(Stdin::inherit())
+    let channel = Arc::new(Client::new(OwnedFd::from(channel)));
+    run(start, Inherited { lifeline, slots, channel }, engines, code, sealed, stdin)
 }
 
 /// The host configuration of a worker: one process, the root's engine settings.
@@ -90,7 +85,6 @@ pub(crate) fn builder(settings: EngineSettings) -> HostBuilder {
 /// Runs the process of `start` as this worker, to its end; exits.
 pub(crate) fn run(
     start: Start,
-    report: OwnedFd,
     inherited: Inherited,
     engines: Engines,
     code: Code,
@@ -101,10 +95,8 @@ pub(crate) fn run(
         die_with_parent(start.parent);
     }
     // The lifeline is watched from the host's build on (`ticker.rs`).
+    let channel = inherited.channel.clone();
     let _ = INHERITED.set(inherited);
-    // A forked child puts its own report pipe here (fork::).
-    super::fork::set_report_fd(std::os::fd::AsRawFd::as_raw_fd(&report));
-    let report = Arc::new(Mutex::new(std::fs::File::from(report)));
 
     let parent = start.parent_name.clone().map(|name| (start.parent, name));
     super::become_process(super::ThisProcess { name: start.name.clone(), daemon: start.daemon, engines, parent });
@@ -117,7 +109,10 @@ pub(crate) fn run(
     let launch = Launch {
         work: match (start.serve, start.entry) {
             (Some(serve), _) => Work::Serve(ServeChannel {
-                tasks: take_tasks(report.clone()),
+                tasks: {
+                    let _entered = inner.runtime.enter();
+                    take_tasks(&channel)
+                },
                 initializer: serve.initializer,
                 max_tasks: serve.max_tasks,
                 task_timeout: serve.task_timeout.map(Duration::from_nanos),
@@ -166,16 +161,19 @@ pub(crate) fn run(
         fuel_used: node.usage.fuel_used(),
         descendants: host.journal().into_iter().map(protocol::Record::from).collect(),
     };
-    let mut report = report.lock().unwrap();
-    if let Err(error) = protocol::write_frame(&mut *report, &protocol::Report::Ended(message.clone()))
-        && error.kind() == std::io::ErrorKind::InvalidInput
-    {
-        // Too many descendants for one frame: the end itself matters more.
-        message.descendants.clear();
-        let _ = protocol::write_frame(&mut *report, &protocol::Report::Ended(message));
+    announce_orphans(&channel, &node.live_children());
+    let end = protocol::control(protocol::kind::REPORT, 0, &protocol::Report::Ended(message.clone()));
+    let end = match end {
+        Err(error) if error.kind() == std::io::ErrorKind::InvalidInput => {
+            // Too many descendants for one message: the end itself matters more.
+            message.descendants.clear();
+            protocol::control(protocol::kind::REPORT, 0, &protocol::Report::Ended(message))
+        }
+        end => end,
+    };
+    if let Ok(end) = end {
+        let _ = channel.write_framed(&end);
     }
-    drop(report);
-    announce_orphans(&node.live_children());
     super::spawner::stop_zygote();
     if timed_out {
         // A timeout: end the way a terminate does, so the parent sees -15.
@@ -195,74 +193,69 @@ const OUTPUT_PATIENCE: Duration = Duration::from_secs(5);
 /// The same after a timeout, which ends the process at once.
 const TIMEOUT_PATIENCE: Duration = Duration::from_millis(200);
 
-/// A pool worker's tasks: read from stdin (after the start message) on a
-/// thread of their own, several sent ahead; each finished task's results go
-/// back on the report pipe before the next task is taken, so the host knows
-/// that those it has no answer for, but the first, were not started. A
-/// revoke gives back the tasks not started. End-of-file (the pool closed) or
-/// a bad frame ends the queue, and so the worker.
-fn take_tasks(report: Arc<Mutex<std::fs::File>>) -> Arc<TaskQueue> {
+/// A pool worker's tasks: they come on its channel, several sent ahead;
+/// each finished task's results go back on it before the next task is
+/// taken, so the host knows that those it has no answer for, but the
+/// first, were not started. A revoke gives back the tasks not started. The
+/// channel's end or a bad order ends the queue, and so the worker.
+fn take_tasks(channel: &Arc<Client>) -> Arc<TaskQueue> {
     let tasks = TaskQueue::new();
     let queue = tasks.clone();
-    let reader = move || {
-        read_orders(&queue, &report);
-        queue.close();
+    let replies = channel.clone();
+    let sink = move |order: Option<Result<protocol::Order, String>>| {
+        let task = match order {
+            Some(Ok(protocol::Order::Task(task))) if task.many || task.inputs.len() == 1 => task,
+            Some(Ok(protocol::Order::Revoke)) => {
+                let unstarted = queue.take_now(usize::MAX);
+                let count = unstarted.len() as u64;
+                unstarted.into_iter().for_each(|job| job.reply.cancel());
+                let _ = report(&replies, &protocol::Report::Returned { count });
+                return;
+            }
+            Some(Ok(protocol::Order::Close)) | None => return queue.close(),
+            Some(Ok(_)) => {
+                eprintln!("error: bad task message: one input expected");
+                return queue.close();
+            }
+            Some(Err(why)) => {
+                eprintln!("error: bad task message: {why}");
+                return queue.close();
+            }
+        };
+        let reply = answer(task.id, replies.clone());
+        if queue.push(Job { entry: task.entry, inputs: task.inputs, many: task.many, reply }).is_err() {
+            queue.close();
+        }
     };
-    if let Err(error) = std::thread::Builder::new().name("host-tasks".into()).spawn(reader) {
+    if let Err(error) = channel.take_orders(Box::new(sink)) {
         eprintln!("error: cannot read tasks: {error}");
         tasks.close();
     }
     tasks
 }
 
-/// Reads orders into `queue` until end-of-file or a bad frame.
-fn read_orders(queue: &TaskQueue, report: &Arc<Mutex<std::fs::File>>) {
-    let mut stdin = std::io::stdin().lock();
-    loop {
-        let task = match protocol::read_frame::<protocol::Order>(&mut stdin) {
-            Ok(Some(protocol::Order::Task(task))) if task.many || task.inputs.len() == 1 => task,
-            Ok(Some(protocol::Order::Revoke)) => {
-                let unstarted = queue.take_now(usize::MAX);
-                let count = unstarted.len() as u64;
-                unstarted.into_iter().for_each(|job| job.reply.cancel());
-                let _ = protocol::write_frame(&mut *report.lock().unwrap(), &protocol::Report::Returned { count });
-                continue;
-            }
-            Ok(Some(_)) => {
-                eprintln!("error: bad task message: one input expected");
-                return;
-            }
-            Ok(None) => return,
-            Err(why) => {
-                eprintln!("error: bad task message: {why}");
-                return;
-            }
-        };
-        let job =
-            Job { entry: task.entry, inputs: task.inputs, many: task.many, reply: answer(task.id, report.clone()) };
-        if queue.push(job).is_err() {
-            return;
-        }
-    }
+/// Writes `message` on the channel; an error if it is too large.
+fn report(channel: &Client, message: &protocol::Report) -> std::io::Result<()> {
+    let frame = protocol::control(protocol::kind::REPORT, 0, message)?;
+    // The channel gone: the root is, and the lifeline ends us.
+    let _ = channel.write_framed(&frame);
+    Ok(())
 }
 
-/// Where task `id`'s results go: the report pipe. A failed task ends the
+/// Where task `id`'s results go: the channel. A failed task ends the
 /// worker: its `Ended` report says why.
-fn answer(id: u64, report: Arc<Mutex<std::fs::File>>) -> Reply {
+fn answer(id: u64, channel: Arc<Client>) -> Reply {
     Reply::new(move |outcome| {
         let Outcome::Done(results) = outcome else { return };
         let count = results.len();
-        let mut report = report.lock().unwrap();
-        // Results too large for one frame fail their task, rather than
+        // Results too large for one message fail their task, rather than
         // leave the host waiting for an answer that never comes.
-        if let Err(error) = protocol::write_frame(&mut *report, &protocol::Report::Done { id, results })
-            && error.kind() == std::io::ErrorKind::InvalidInput
-        {
+        if let Err(error) = report(&channel, &protocol::Report::Done { id, results }) {
             let why = format!("the task's results cannot be sent to the host: {error}");
             let failed = (0..count as u32).map(|i| (i, why.clone())).collect();
             let empty = Batch { data: Vec::new(), ends: vec![0; count] };
             let results = BatchResults { results: empty, failed };
-            let _ = protocol::write_frame(&mut *report, &protocol::Report::Done { id, results });
+            let _ = report(&channel, &protocol::Report::Done { id, results });
         }
     })
 }
@@ -293,14 +286,12 @@ fn die_with_parent(parent: u32) {
 }
 
 /// Tells the root which of our children it is about to adopt.
-fn announce_orphans(children: &[std::sync::Arc<crate::process::Node>]) {
-    let Some(inherited) = INHERITED.get() else { return };
-    let Ok(orphanage) = inherited.orphanage.try_clone() else { return };
-    let mut orphanage = std::fs::File::from(orphanage);
-    for child in children.iter().filter(|c| !c.is_daemon()) {
-        if let Some(pid) = child.pid() {
-            // Four bytes: well under PIPE_BUF, so never torn by another writer.
-            let _ = orphanage.write_all(&pid.to_le_bytes());
-        }
+fn announce_orphans(channel: &Client, children: &[std::sync::Arc<crate::process::Node>]) {
+    let pids: Vec<u8> =
+        children.iter().filter(|c| !c.is_daemon()).filter_map(|c| c.pid()).flat_map(u32::to_le_bytes).collect();
+    if !pids.is_empty()
+        && let Ok(frame) = protocol::message(protocol::kind::ORPHANS, 0, &[&pids])
+    {
+        let _ = channel.write_framed(&frame);
     }
 }

@@ -19,12 +19,11 @@
 //!
 //! The root talks to the zygote over a `SOCK_SEQPACKET` socket pair: one
 //! message carries a [`Start`] frame and, as `SCM_RIGHTS`, the write ends of
-//! the new worker's stdout, stderr and report pipes, the program's sealed
-//! code (mapped once per program, shared by every fork) and the guest's
-//! stdin, if it has one; the answer is one frame
-//! with the new pid or why there is none. A request too large for one
-//! message, a pool worker (its tasks come on a stdin only exec sets up), or
-//! any failure of the zygote falls back to exec.
+//! the new worker's stdout and stderr pipes, its end of its channel
+//! (`channel.rs`), the program's sealed code (mapped once per program,
+//! shared by every fork) and the guest's stdin, if it has one; the answer
+//! is one frame with the new pid or why there is none. A request too large
+//! for one message, or any failure of the zygote, falls back to exec.
 
 use super::code::Sealed;
 use super::protocol::{self, EngineSettings, Start};
@@ -39,7 +38,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 /// The second argument that makes a worker a zygote.
@@ -69,23 +68,17 @@ pub(crate) struct Zygote {
 
 impl Zygote {
     /// Starts the zygote and hands it the engine settings; `inherited` are
-    /// the lifeline, the orphanage and the process table its workers get.
-    pub(crate) fn start(
-        exe: &Path,
-        inherited: [&OwnedFd; 3],
-        settings: EngineSettings,
-        broker: Option<(&'static str, PathBuf)>,
-    ) -> std::io::Result<Zygote> {
+    /// the lifeline and the process table its workers get.
+    pub(crate) fn start(exe: &Path, inherited: [&OwnedFd; 2], settings: EngineSettings) -> std::io::Result<Zygote> {
         let (socket, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
-        let [lifeline, orphanage, slots] = inherited;
-        let passed = [&theirs, lifeline, orphanage, slots];
+        let [lifeline, slots] = inherited;
+        let passed = [&theirs, lifeline, slots];
         let mut command = std::process::Command::new(exe);
         command
             .args([super::WORKER_ARG, ZYGOTE_ARG])
             .args(super::INHERITED.get().is_none().then_some(COPY_CODE_ARG))
             .env_clear()
             .env(FDS_VAR, passed.map(|fd| fd.as_raw_fd().to_string()).join(","))
-            .envs(broker)
             // Every symbol bound as it starts, once, rather than by each
             // worker as it first calls it.
             .env("LD_BIND_NOW", "1")
@@ -108,20 +101,21 @@ impl Zygote {
         self.process.id()
     }
 
-    /// A new worker, forked by the zygote, running `start`, reading `stdin`.
-    /// With `shared_output` (the zygote of a worker) it writes on our own
-    /// stdout and stderr, as an exec'd child of a worker does; else each on a
-    /// pipe of its own, which the worker returned holds.
+    /// A new worker, forked by the zygote, running `start`, reading `stdin`,
+    /// with `channel` for its end of its channel. With `shared_output` (the
+    /// zygote of a worker) it writes on our own stdout and stderr, as an
+    /// exec'd child of a worker does; else each on a pipe of its own, which
+    /// the answer holds.
     pub(crate) fn spawn(
         &self,
         start: &Start,
         code: &Sealed,
+        channel: &OwnedFd,
         stdin: Option<&OwnedFd>,
         shared_output: bool,
-    ) -> Result<Worker, Failed> {
+    ) -> Result<Started, Failed> {
         let request = protocol::encode_frame(start).map_err(|_| Failed::Refused)?;
-        // A pool worker takes its tasks on its stdin, which only exec sets up.
-        if request.len() > MAX_REQUEST || start.serve.is_some() {
+        if request.len() > MAX_REQUEST {
             return Err(Failed::Unsupported);
         }
         let (stdout, stderr, theirs_out) = if shared_output {
@@ -136,19 +130,32 @@ impl Zygote {
             // Sent as they are: the message carries copies.
             None => (1, 2),
         };
-        let (report, report_theirs) = pipe().map_err(|_| Failed::Refused)?;
-        let mut theirs = vec![out, err, report_theirs.as_raw_fd(), code.fd().as_raw_fd()];
+        let mut theirs = vec![out, err, channel.as_raw_fd(), code.fd().as_raw_fd()];
         theirs.extend(stdin.map(|fd| fd.as_raw_fd()));
         send(&self.socket, &request, &theirs).map_err(|_| Failed::Refused)?;
-        drop((theirs_out, report_theirs));
+        drop(theirs_out);
         let Ok((answer, _)) = receive(&self.socket) else {
-            return Err(Failed::Unanswered(Box::new(Worker { pid: 0, stdout, stderr, report, tasks: None })));
+            return Err(Failed::Unanswered(Box::new(Started { pid: 0, stdout, stderr })));
         };
         // An answer not in our words is not from a zygote of ours: it forks nothing.
         let pid = protocol::decode_frame::<Result<u32, String>>(&answer)
             .map_err(|_| Failed::Refused)?
             .map_err(|_| Failed::Refused)?;
-        Ok(Worker { pid, stdout, stderr, report, tasks: None })
+        Ok(Started { pid, stdout, stderr })
+    }
+}
+
+/// A worker the zygote forked (or may have), and our ends of its output pipes.
+pub(crate) struct Started {
+    pub(crate) pid: u32,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+}
+
+impl Started {
+    /// The worker, with our end of its channel.
+    pub(crate) fn with_channel(self, channel: OwnedFd) -> Worker {
+        Worker { pid: self.pid, stdout: self.stdout, stderr: self.stderr, channel: Some(channel) }
     }
 }
 
@@ -161,7 +168,7 @@ pub(crate) enum Failed {
     Refused,
     /// It was asked and did not answer in time (or died): it may have forked
     /// the worker all the same. The pipes the worker would have (no pid).
-    Unanswered(Box<Worker>),
+    Unanswered(Box<Started>),
 }
 
 impl Drop for Zygote {
@@ -175,7 +182,7 @@ impl Drop for Zygote {
 /// The zygote's side: build once, then fork a worker per request until the
 /// root host goes away.
 pub(crate) fn serve() -> Result<i32, String> {
-    let [socket, lifeline, orphanage, slots] =
+    let [socket, lifeline, slots] =
         worker::inherit().ok_or("zygote mode is for the host's own use: its descriptors are missing")?;
     // It dies with the host (a worker, say) that started it, however that
     // ends, and goes by a name that tells it apart even as a zombie (which
@@ -222,7 +229,7 @@ pub(crate) fn serve() -> Result<i32, String> {
             let _ = super::text::anonymize();
         }
         let request = &buffer[..length];
-        let inherited = [&lifeline, &orphanage, &slots];
+        let inherited = [&lifeline, &slots];
         let mut passed = Vec::new();
         let answer = fork_worker(
             request,
@@ -251,7 +258,7 @@ fn fork_worker(
     fds: Vec<OwnedFd>,
     passed: &mut Vec<OwnedFd>,
     socket: &OwnedFd,
-    inherited: [&OwnedFd; 3],
+    inherited: [&OwnedFd; 2],
     settings: EngineSettings,
     engines: &mut Option<crate::runtime::Engines>,
     programs: &mut HashMap<(u64, u64), (Code, Arc<Sealed>)>,
@@ -262,7 +269,7 @@ fn fork_worker(
         return Err("a worker for another engine than the zygote's".into());
     }
     let mut fds = fds.into_iter();
-    let (Some(stdout), Some(stderr), Some(report), Some(code)) = (fds.next(), fds.next(), fds.next(), fds.next())
+    let (Some(stdout), Some(stderr), Some(channel), Some(code)) = (fds.next(), fds.next(), fds.next(), fds.next())
     else {
         return Err("expected four or five descriptors".into());
     };
@@ -299,15 +306,15 @@ fn fork_worker(
                     None => Stdin::null(),
                 };
                 let _ = nix::unistd::close(socket.as_raw_fd());
-                let [lifeline, orphanage, slots] = inherited.map(|fd| fd.try_clone());
+                let [lifeline, slots] = inherited.map(|fd| fd.try_clone());
                 let inherited = Inherited {
                     lifeline: lifeline.map_err(|e| e.to_string())?,
-                    orphanage: orphanage.map_err(|e| e.to_string())?,
                     slots: slots.map_err(|e| e.to_string())?,
+                    channel: Arc::new(super::broker::Client::new(channel)),
                 };
                 // This process's copy of the zygote's engine: its own now.
                 let engines = engines.take().ok_or("the zygote has no engine")?;
-                worker::run(start, report, inherited, engines, code.clone(), sealed.clone(), input)
+                worker::run(start, inherited, engines, code.clone(), sealed.clone(), input)
             })();
             let status = status.unwrap_or_else(|message| {
                 eprintln!("error: {message}");
@@ -316,7 +323,7 @@ fn fork_worker(
             std::process::exit(status)
         }
         pid => {
-            passed.extend([stdout, stderr, report]);
+            passed.extend([stdout, stderr, channel]);
             passed.extend(stdin);
             Ok(pid)
         }

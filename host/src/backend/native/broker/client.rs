@@ -1,17 +1,24 @@
-//! A worker's side of the broker: the connection to its root host, made
-//! the first time its guest uses a shared object. Requests go out as they
-//! are made, tagged with an id; a reader task hands each answer to the
-//! request waiting for it, and a request dropped midway is withdrawn.
+//! A worker's side of its channel (`channel.rs`): its object requests go
+//! out as they are made, tagged with an id, and a reader task hands each
+//! answer to the request waiting for it (a request dropped midway is
+//! withdrawn); the same task takes its orders, if it is a pool worker, and
+//! what the root relays of its children's channels. Anything the worker
+//! says (a report, its orphans, a child's channel) goes out in order with
+//! its requests.
 
 use super::tally::Tally;
-use super::{BROKER_VAR, head, kind, message, parse, parse_lease, split_u64};
-use crate::backend::native::protocol;
+use super::{parse_lease, split_u64};
+use crate::backend::native::channel::{ReportSender, Reports};
+use crate::backend::native::protocol::{self, Order, head, kind, message, parse};
 use crate::backend::{BoxFuture, Called, RemoteObjects};
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use tokio::io::BufReader;
 use tokio::net::UnixStream;
+
+/// Where a pool worker's orders go as they come; `None` once no more come.
+pub(crate) type OrderSink = Box<dyn FnMut(Option<Result<Order, String>>) + Send>;
 
 /// What the worker's reader hands to a request waiting for its answer.
 enum Response {
@@ -20,7 +27,7 @@ enum Response {
     Synced,
 }
 
-/// A worker's connection to its root's broker.
+/// A worker's channel to its root, once its reader runs.
 struct Link {
     /// The socket, written from any thread, even where nothing may wait
     /// (a withdrawal, as a request is dropped). Its reads are the reader
@@ -37,8 +44,13 @@ struct Link {
     carried_out: std::sync::atomic::AtomicU64,
     /// The items the root leased ahead, by object (see [`crate::backend::Lease`]).
     leases: std::sync::Mutex<std::collections::HashMap<u64, Leased>>,
-    /// Where this worker counts the leased items it takes.
-    tally: Tally,
+    /// Where this worker counts the leased items it takes: made, and sent
+    /// to the root, before its first object request.
+    tally: OnceLock<Tally>,
+    /// Where its orders go (a pool worker).
+    orders: std::sync::Mutex<Option<OrderSink>>,
+    /// Its children's reports, relayed by the root, by pid.
+    children: std::sync::Mutex<std::collections::HashMap<u32, ReportSender>>,
     /// Requests sent without waiting, not written yet: they go together,
     /// in one write, ahead of the next message, once [`PENDING_LIMIT`]
     /// bytes are pending, or when this host next idles.
@@ -78,18 +90,8 @@ struct LinkState {
 }
 
 impl Link {
-    /// Connects to the broker of the abstract name `name` and starts
-    /// reading its answers.
-    fn connect(name: &std::path::Path) -> Result<Arc<Link>, String> {
-        let stream = super::address(name)
-            .and_then(|address| std::os::unix::net::UnixStream::connect_addr(&address))
-            .map_err(|e| e.to_string())?;
-        Link::over(stream)
-    }
-
-    /// The link over a connected socket, once the root sent its tally.
+    /// The link over the channel, its reader started.
     fn over(stream: std::os::unix::net::UnixStream) -> Result<Arc<Link>, String> {
-        let tally = super::tally::receive(&stream)?;
         stream.set_nonblocking(true).map_err(|e| e.to_string())?;
         let writer = stream.try_clone().map_err(|e| e.to_string())?;
         let reader = UnixStream::from_std(stream).map_err(|e| e.to_string())?;
@@ -101,13 +103,36 @@ impl Link {
             sent_ahead: Default::default(),
             carried_out: Default::default(),
             leases: Default::default(),
-            tally,
+            tally: OnceLock::new(),
+            orders: Default::default(),
+            children: Default::default(),
             pending: Default::default(),
             idle: Default::default(),
         });
         tokio::spawn(read_answers(reader, Arc::downgrade(&link)));
         tokio::spawn(write_when_idle(link.idle.clone(), Arc::downgrade(&link)));
         Ok(link)
+    }
+
+    /// The tally, made and sent to the root the first time.
+    fn tally(&self) -> Result<&Tally, String> {
+        if let Some(tally) = self.tally.get() {
+            return Ok(tally);
+        }
+        let (tally, fd) = Tally::new().map_err(|e| format!("cannot make the lease tally: {e}"))?;
+        let frame = message(kind::TALLY, 0, &[]).map_err(|e| e.to_string())?;
+        self.write_with_fd(&frame, &fd)?;
+        Ok(self.tally.get_or_init(|| tally))
+    }
+
+    /// Why nothing more can be written, if so; else whether the root is
+    /// owed an acknowledgement (which goes before what is written next).
+    fn writable(&self) -> Result<bool, String> {
+        let mut state = self.state.lock().unwrap();
+        if let Some(why) = &state.closed {
+            return Err(why.clone());
+        }
+        Ok(std::mem::take(&mut state.acknowledge))
     }
 
     /// Writes a message of `kind` (after what is pending and an
@@ -117,21 +142,53 @@ impl Link {
         let head = head(kind, id);
         let parts = [body, &head];
         let framing = protocol::Framing::new(&parts).map_err(|e| e.to_string())?;
-        let acknowledge = {
-            let mut state = self.state.lock().unwrap();
-            if let Some(why) = &state.closed {
-                return Err(why.clone());
-            }
-            std::mem::take(&mut state.acknowledge)
-        };
+        self.write_after_pending(&framing.slices(&parts))
+    }
+
+    /// Writes whole messages, after what is pending.
+    fn write_framed(&self, frames: &[u8]) -> Result<(), String> {
+        self.write_after_pending(&[std::io::IoSlice::new(frames)])
+    }
+
+    fn write_after_pending(&self, slices: &[std::io::IoSlice<'_>]) -> Result<(), String> {
+        let acknowledge = self.writable()?;
         let writer = self.writer.lock().unwrap();
         let mut pending = std::mem::take(&mut *self.pending.lock().unwrap());
         if acknowledge {
             pending.extend_from_slice(&message(kind::ACK, 0, &[]).map_err(|e| e.to_string())?);
         }
-        let mut slices = vec![std::io::IoSlice::new(&pending)];
-        slices.extend(framing.slices(&parts));
-        write_all(&writer, &mut slices)
+        let mut all = vec![std::io::IoSlice::new(&pending)];
+        all.extend_from_slice(slices);
+        write_all(&writer, &mut all)
+    }
+
+    /// Writes the message `frame` with the descriptor `fd` (`SCM_RIGHTS`),
+    /// after what is pending.
+    fn write_with_fd(&self, frame: &[u8], fd: &OwnedFd) -> Result<(), String> {
+        use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+        let acknowledge = self.writable()?;
+        let writer = self.writer.lock().unwrap();
+        let mut pending = std::mem::take(&mut *self.pending.lock().unwrap());
+        if acknowledge {
+            pending.extend_from_slice(&message(kind::ACK, 0, &[]).map_err(|e| e.to_string())?);
+        }
+        write_all(&writer, &mut [std::io::IoSlice::new(&pending)])?;
+        let fds = [fd.as_raw_fd()];
+        loop {
+            let rights = [ControlMessage::ScmRights(&fds)];
+            let iov = [std::io::IoSlice::new(frame)];
+            match sendmsg::<()>(writer.as_raw_fd(), &iov, &rights, MsgFlags::MSG_NOSIGNAL, None) {
+                // The descriptor went with the first byte: the rest as any.
+                Ok(sent) => return write_all(&writer, &mut [std::io::IoSlice::new(&frame[sent..])]),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(nix::errno::Errno::EAGAIN) => {
+                    let mut fds =
+                        [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&*writer), nix::poll::PollFlags::POLLOUT)];
+                    let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE);
+                }
+                Err(e) => return Err(format!("cannot write to the root host: {e}")),
+            }
+        }
     }
 
     /// Queues a request sent without waiting (after an acknowledgement the
@@ -143,13 +200,7 @@ impl Link {
             return self.write(kind::SEND, id, body);
         }
         let frame = message(kind::SEND, id, &[body]).map_err(|e| e.to_string())?;
-        let acknowledge = {
-            let mut state = self.state.lock().unwrap();
-            if let Some(why) = &state.closed {
-                return Err(why.clone());
-            }
-            std::mem::take(&mut state.acknowledge)
-        };
+        let acknowledge = self.writable()?;
         let (first, full) = {
             let mut pending = self.pending.lock().unwrap();
             let first = pending.is_empty();
@@ -188,7 +239,7 @@ impl Link {
         withdraw.id = None;
         response.map_err(|_| {
             let state = self.state.lock().unwrap();
-            state.closed.clone().unwrap_or_else(|| "the root host closed the connection".into())
+            state.closed.clone().unwrap_or_else(|| "the root host closed the channel".into())
         })
     }
 }
@@ -202,7 +253,7 @@ impl Link {
         let mut leases = self.leases.lock().unwrap();
         let leased = leases.get_mut(&object)?;
         let item = leased.items.pop_front()?;
-        let counter = self.tally.counter(leased.counter).expect("checked as the lease came");
+        let counter = self.tally.get()?.counter(leased.counter).expect("checked as the lease came");
         counter.fetch_add(1, std::sync::atomic::Ordering::Release);
         if leased.items.is_empty() {
             leases.remove(&object);
@@ -248,9 +299,14 @@ pub(super) fn write_all(
 ) -> Result<(), String> {
     use std::io::Write;
     use std::os::fd::AsFd;
-    while !slices.is_empty() {
+    loop {
+        // Empty slices first are skipped: writing none is no end of the channel.
+        std::io::IoSlice::advance_slices(&mut slices, 0);
+        if slices.is_empty() {
+            return Ok(());
+        }
         match socket.write_vectored(slices) {
-            Ok(0) => return Err("the root host closed the connection".into()),
+            Ok(0) => return Err("the root host closed the channel".into()),
             Ok(n) => std::io::IoSlice::advance_slices(&mut slices, n),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -260,7 +316,6 @@ pub(super) fn write_all(
             Err(e) => return Err(format!("cannot write to the root host: {e}")),
         }
     }
-    Ok(())
 }
 
 /// Writes what is pending each time this host idles after a request was
@@ -283,7 +338,7 @@ async fn read_answers(stream: UnixStream, link: std::sync::Weak<Link>) {
     let why = loop {
         let message = match protocol::read_bytes_frame_async(&mut reader, protocol::MAX_MESSAGE).await {
             Ok(Some(message)) => parse(message),
-            Ok(None) => Err("the root host closed the connection".into()),
+            Ok(None) => Err("the root host closed the channel".into()),
             Err(why) => Err(why),
         };
         let Some(link) = link.upgrade() else { return };
@@ -293,7 +348,7 @@ async fn read_answers(stream: UnixStream, link: std::sync::Weak<Link>) {
         };
         match kind {
             kind::LEASE => match parse_lease(&body) {
-                Ok((_, counter, _)) if link.tally.counter(counter).is_none() => {
+                Ok((_, counter, _)) if link.tally.get().and_then(|tally| tally.counter(counter)).is_none() => {
                     break (link, format!("a lease counted past the tally ({counter})"));
                 }
                 Ok((object, counter, items)) => {
@@ -310,6 +365,28 @@ async fn read_answers(stream: UnixStream, link: std::sync::Weak<Link>) {
             },
             kind::RECALL => {
                 link.give_back(|_, leased| leased.serial == id);
+                continue;
+            }
+            kind::ORDER => {
+                let order = protocol::decode_control(&body);
+                let taken = link.orders.lock().unwrap().as_mut().map(|sink| sink(Some(order))).is_some();
+                if !taken {
+                    break (link, "an order for a worker that takes none".into());
+                }
+                continue;
+            }
+            kind::CHILD_REPORT | kind::CHILD_END => {
+                let child = u32::try_from(id).unwrap_or(0);
+                let mut children = link.children.lock().unwrap();
+                if kind == kind::CHILD_REPORT {
+                    if let Some(reports) = children.get(&child) {
+                        let _ = reports.send(protocol::decode_control(&body));
+                    }
+                } else if let Some(reports) = children.remove(&child)
+                    && !body.is_empty()
+                {
+                    let _ = reports.send(Err(String::from_utf8_lossy(&body).into_owned()));
+                }
                 continue;
             }
             _ => {}
@@ -337,25 +414,27 @@ async fn read_answers(stream: UnixStream, link: std::sync::Weak<Link>) {
         }
     };
     let (link, why) = why;
+    if let Some(mut sink) = link.orders.lock().unwrap().take() {
+        sink(None);
+    }
+    link.children.lock().unwrap().clear();
     let mut state = link.state.lock().unwrap();
     state.closed = Some(why);
     state.waiting.clear();
 }
 
-/// A worker's side: the connection to the root host's broker, made the
-/// first time its guest uses a shared object. Requests go out as they are
-/// made, tagged with an id; a reader task hands each answer to its request.
+/// A worker's side of its channel: the descriptor it inherited, until its
+/// reader is started (the first time it is needed: most workers never use
+/// a shared object, serve no pool and start no child).
 pub(crate) struct Client {
-    /// The broker's name in the abstract namespace.
-    pub(crate) name: PathBuf,
+    fd: std::sync::Mutex<Option<OwnedFd>>,
     link: std::sync::Mutex<Option<Arc<Link>>>,
 }
 
 impl Client {
-    /// The broker this worker was given by its parent, if any.
-    pub(crate) fn from_env() -> Option<Client> {
-        let name = std::env::var_os(BROKER_VAR)?;
-        Some(Client { name: name.into(), link: std::sync::Mutex::new(None) })
+    /// The channel `fd`, which the worker inherited.
+    pub(crate) fn new(fd: OwnedFd) -> Client {
+        Client { fd: std::sync::Mutex::new(Some(fd)), link: std::sync::Mutex::new(None) }
     }
 
     fn link(&self) -> Result<Arc<Link>, String> {
@@ -363,13 +442,90 @@ impl Client {
         if let Some(link) = &*link {
             return Ok(link.clone());
         }
-        let connected = Link::connect(&self.name)?;
-        *link = Some(connected.clone());
-        Ok(connected)
+        let fd = self.fd.lock().unwrap().take().ok_or("this process has no channel to the root host")?;
+        let started = Link::over(std::os::unix::net::UnixStream::from(fd))?;
+        *link = Some(started.clone());
+        Ok(started)
+    }
+
+    /// The link, ready for object requests.
+    fn objects(&self) -> Result<Arc<Link>, String> {
+        let link = self.link()?;
+        link.tally()?;
+        Ok(link)
+    }
+
+    /// Writes whole messages, in order with everything else (blocking only
+    /// while the channel is full).
+    pub(crate) fn write_framed(&self, frames: &[u8]) -> Result<(), String> {
+        if let Some(link) = self.link.lock().unwrap().clone() {
+            return link.write_framed(frames);
+        }
+        // Not started: the descriptor is still blocking, and ours alone.
+        let fd = self.fd.lock().unwrap();
+        let fd = fd.as_ref().ok_or("this process has no channel to the root host")?;
+        // SAFETY: borrowed for this write only, never closed through it.
+        let file = std::mem::ManuallyDrop::new(unsafe {
+            <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd.as_raw_fd())
+        });
+        std::io::Write::write_all(&mut &*file, frames).map_err(|e| format!("cannot write to the root host: {e}"))
+    }
+
+    /// Hands the root the channel `ours` of our new child `pid`; what it
+    /// reports comes back, relayed.
+    pub(crate) fn adopt(&self, pid: u32, ours: OwnedFd) -> Result<Reports, String> {
+        let link = self.link()?;
+        let (sender, reports) = tokio::sync::mpsc::unbounded_channel();
+        link.children.lock().unwrap().insert(pid, sender);
+        let frame = message(kind::ADOPT, u64::from(pid), &[]).map_err(|e| e.to_string())?;
+        if let Err(why) = link.write_with_fd(&frame, &ours) {
+            link.children.lock().unwrap().remove(&pid);
+            return Err(why);
+        }
+        Ok(reports)
+    }
+
+    /// Hands every order that comes to `sink` (a pool worker).
+    pub(crate) fn take_orders(&self, sink: OrderSink) -> Result<(), String> {
+        *self.link()?.orders.lock().unwrap() = Some(sink);
+        Ok(())
+    }
+
+    /// In a forked child: the channel is its parent's (the root knows it by
+    /// its parent's pid), so it is left to the parent, untouched, and the
+    /// child takes `fd`, its own.
+    pub(crate) fn rebind(&self, fd: OwnedFd) {
+        self.leave();
+        if let Some(old) = self.fd.lock().unwrap().replace(fd) {
+            // Closed here, not in the parent: our copy of its channel.
+            drop(old);
+        }
+    }
+
+    /// Leaves the parent's link, if one was started, untouched: see
+    /// [`RemoteObjects::leave_connection`].
+    fn leave(&self) {
+        // Not dropped: the parent's reader task, copied by the fork, holds
+        // the link too. Its descriptors become `/dev/null` here instead, so
+        // that the copy, if it is still polled, reads end-of-file rather
+        // than the parent's answers (the socket stays the parent's alone).
+        if let Ok(mut link) = self.link.try_lock()
+            && let Some(link) = link.take()
+        {
+            if let (Ok(null), Ok(writer)) = (std::fs::File::open("/dev/null"), link.writer.try_lock()) {
+                for fd in [link.reader_fd, std::os::fd::AsRawFd::as_raw_fd(&*writer)] {
+                    // SAFETY: both descriptors are the link's, open, and
+                    // replaced in one step; only a forked child, single-
+                    // threaded, calls this.
+                    let _ = unsafe { libc::dup3(std::os::fd::AsRawFd::as_raw_fd(&null), fd, libc::O_CLOEXEC) };
+                }
+            }
+            std::mem::forget(link);
+        }
     }
 
     pub(super) async fn call_bytes(&self, request: Vec<u8>) -> Result<Called, String> {
-        let link = self.link()?;
+        let link = self.objects()?;
         let sent_ahead = link.sent_ahead.load(Ordering::SeqCst);
         loop {
             match link.ask(kind::CALL, &request).await? {
@@ -405,22 +561,13 @@ impl Client {
     }
 }
 
-#[cfg(test)]
-impl Client {
-    /// A client over a socket already connected to a broker.
-    pub(super) fn over(stream: std::os::unix::net::UnixStream) -> Client {
-        let link = Link::over(stream).unwrap();
-        Client { name: PathBuf::new(), link: std::sync::Mutex::new(Some(link)) }
-    }
-}
-
 impl RemoteObjects for Client {
     fn call(&self, request: Vec<u8>) -> BoxFuture<'_, Result<Called, String>> {
         Box::pin(self.call_bytes(request))
     }
 
     fn send(&self, request: Vec<u8>) -> Result<(), String> {
-        let link = self.link()?;
+        let link = self.objects()?;
         let id = link.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         link.sent_ahead.fetch_add(1, Ordering::SeqCst);
         link.send_ahead(id, &request)
@@ -437,7 +584,7 @@ impl RemoteObjects for Client {
     }
 
     fn connected(&self) -> bool {
-        self.link.try_lock().map_or(true, |link| link.is_some())
+        self.link.try_lock().map_or(true, |link| link.as_ref().is_some_and(|link| link.tally.get().is_some()))
     }
 
     fn take_leased(&self, object: u64) -> Option<Vec<u8>> {
@@ -451,22 +598,6 @@ impl RemoteObjects for Client {
     }
 
     fn leave_connection(&self) {
-        // Not dropped: the parent's reader task, copied by the fork, holds
-        // the link too. Its descriptors become `/dev/null` here instead, so
-        // that the copy, if it is still polled, reads end-of-file rather
-        // than the parent's answers (the socket stays the parent's alone).
-        if let Ok(mut link) = self.link.try_lock()
-            && let Some(link) = link.take()
-        {
-            if let (Ok(null), Ok(writer)) = (std::fs::File::open("/dev/null"), link.writer.try_lock()) {
-                for fd in [link.reader_fd, std::os::fd::AsRawFd::as_raw_fd(&*writer)] {
-                    // SAFETY: both descriptors are the link's, open, and
-                    // replaced in one step; only a forked child, single-
-                    // threaded, calls this.
-                    let _ = unsafe { libc::dup3(std::os::fd::AsRawFd::as_raw_fd(&null), fd, libc::O_CLOEXEC) };
-                }
-            }
-            std::mem::forget(link);
-        }
+        self.leave();
     }
 }

@@ -3,22 +3,21 @@
 //! root still knows, whenever it needs to (a queue's size, a recall, the
 //! worker's end, however it ends), which items are the worker's.
 //!
-//! The root makes one table of [`COUNTERS`] counters per connection (a
-//! `memfd`, sealed against resizing, so that the worker cannot make the
-//! root's mapping fault) and sends it as the connection's first byte's
-//! ancillary data. Each lease the root hands over names a counter of its
-//! own, zeroed first; the worker adds one to it before its guest sees each
-//! item. A counter is the root's to give again only once its lease is over
-//! (taken to the last, returned, or its worker ended), when the worker no
-//! longer writes it.
+//! A worker makes one table of [`COUNTERS`] counters (a `memfd`, sealed
+//! against resizing) and sends it on its channel before its first object
+//! request ([`kind::TALLY`](crate::backend::native::protocol::kind::TALLY)).
+//! The root maps it only once it has checked the seals and the size, so
+//! that the worker cannot make the root's mapping fault. Each lease the
+//! root hands over names a counter of its own, zeroed first; the worker
+//! adds one to it before its guest sees each item. A counter is the root's
+//! to give again only once its lease is over (taken to the last, returned,
+//! or its worker ended), when the worker no longer writes it.
 
 use crate::backend::TakenCount;
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
-use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
-use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,9 +26,6 @@ use std::sync::{Arc, Mutex};
 pub(super) const COUNTERS: u32 = 512;
 
 const LENGTH: usize = COUNTERS as usize * size_of::<AtomicU64>();
-
-/// The byte that carries the table on a new connection.
-const GREETING: u8 = 0x54;
 
 /// One connection's table, mapped.
 pub(super) struct Tally {
@@ -44,18 +40,28 @@ unsafe impl Send for Tally {}
 unsafe impl Sync for Tally {}
 
 impl Tally {
-    /// A new table (the root's), and the descriptor to send the worker.
-    pub(super) fn new() -> std::io::Result<(Arc<Tally>, OwnedFd)> {
+    /// A new table (the worker's), and the descriptor to send its root.
+    pub(super) fn new() -> std::io::Result<(Tally, OwnedFd)> {
         let fd = memfd_create(c"host-lease-tally", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?;
         nix::unistd::ftruncate(&fd, LENGTH as i64)?;
         let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
         fcntl(&fd, FcntlArg::F_ADD_SEALS(seals))?;
-        let tally = Tally::map(&fd)?;
-        *tally.free.lock().unwrap() = (0..COUNTERS).rev().collect();
-        Ok((Arc::new(tally), fd))
+        Ok((Tally::map(&fd)?, fd))
     }
 
-    /// The table of `fd` (the worker's, as its root sent it).
+    /// The table a worker sent (the root's side), once its seals say it can
+    /// never shrink under the root's mapping.
+    pub(super) fn adopt(fd: &OwnedFd) -> std::io::Result<Arc<Tally>> {
+        let seals = SealFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GET_SEALS)?);
+        if !seals.contains(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW) {
+            return Err(std::io::Error::other("a lease tally that is not sealed"));
+        }
+        let tally = Tally::map(fd)?;
+        *tally.free.lock().unwrap() = (0..COUNTERS).rev().collect();
+        Ok(Arc::new(tally))
+    }
+
+    /// The table of `fd`, checked for its size.
     fn map(fd: &OwnedFd) -> std::io::Result<Tally> {
         let size = nix::sys::stat::fstat(fd)?.st_size;
         if size != LENGTH as i64 {
@@ -63,8 +69,9 @@ impl Tally {
         }
         let length = std::num::NonZeroUsize::new(LENGTH).expect("not zero");
         let protection = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
-        // SAFETY: a new shared mapping of a whole, sealed (root) or
-        // checked (worker) file, at an address the kernel picks.
+        // SAFETY: a new shared mapping of a whole file of the size checked
+        // (sealed against shrinking, on the root's side), at an address the
+        // kernel picks.
         let base = unsafe { mmap(None, length, protection, MapFlags::MAP_SHARED, fd, 0)? };
         Ok(Tally { base: base.cast(), free: Mutex::new(Vec::new()) })
     }
@@ -116,53 +123,6 @@ impl Drop for Counter {
     }
 }
 
-/// Sends the table `fd` as the first byte of the connection `socket`.
-pub(super) async fn send(socket: &tokio::net::UnixStream, fd: &OwnedFd) -> std::io::Result<()> {
-    let fds = [fd.as_raw_fd()];
-    let rights = [ControlMessage::ScmRights(&fds)];
-    loop {
-        socket.writable().await?;
-        let sent = socket.try_io(tokio::io::Interest::WRITABLE, || {
-            let greeting = [IoSlice::new(&[GREETING])];
-            Ok(sendmsg::<()>(socket.as_raw_fd(), &greeting, &rights, MsgFlags::MSG_NOSIGNAL, None)?)
-        });
-        match sent {
-            Ok(_) => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Receives the table the root sends first on the connection `socket`
-/// (blocking), and maps it.
-pub(super) fn receive(socket: &impl AsFd) -> Result<Tally, String> {
-    let mut byte = [0u8];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let mut iov = [IoSliceMut::new(&mut byte)];
-    let flags = MsgFlags::MSG_CMSG_CLOEXEC;
-    let message = loop {
-        match recvmsg::<()>(socket.as_fd().as_raw_fd(), &mut iov, Some(&mut space), flags) {
-            Err(nix::errno::Errno::EINTR) => {}
-            other => break other.map_err(|e| format!("cannot reach the root host: {e}"))?,
-        }
-    };
-    let mut fds = Vec::new();
-    for control in message.cmsgs().map_err(|e| e.to_string())? {
-        if let ControlMessageOwned::ScmRights(received) = control {
-            // SAFETY: the kernel just gave us these descriptors.
-            fds.extend(received.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
-        }
-    }
-    if message.bytes != 1 || fds.len() != 1 {
-        return Err("the root host did not greet this worker".into());
-    }
-    if byte[0] != GREETING {
-        return Err("the root host did not greet this worker".into());
-    }
-    Tally::map(&fds[0]).map_err(|e| format!("cannot map the lease tally: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,8 +131,8 @@ mod tests {
     /// given again only once dropped; none past the table.
     #[test]
     fn counters_are_shared_and_given_again() {
-        let (root, fd) = Tally::new().unwrap();
-        let worker = Tally::map(&fd).unwrap();
+        let (worker, fd) = Tally::new().unwrap();
+        let root = Tally::adopt(&fd).unwrap();
         let first = root.give().unwrap();
         worker.counter(first.index()).unwrap().fetch_add(2, Ordering::Release);
         assert_eq!(first.taken(), 2);
@@ -183,7 +143,11 @@ mod tests {
         assert!(worker.counter(COUNTERS).is_none());
         let all: Vec<Counter> = std::iter::from_fn(|| root.give()).collect();
         assert_eq!(all.len(), COUNTERS as usize - 1);
-        // Sealed: the worker cannot shrink it under the root.
+        // Sealed: the worker cannot shrink it under the root; an unsealed
+        // table is refused.
         assert!(nix::unistd::ftruncate(&fd, 0).is_err());
+        let unsealed = memfd_create(c"unsealed", MFdFlags::MFD_CLOEXEC).unwrap();
+        nix::unistd::ftruncate(&unsealed, LENGTH as i64).unwrap();
+        assert!(Tally::adopt(&unsealed).is_err());
     }
 }

@@ -62,15 +62,14 @@ impl Objects for Fake {
     }
 }
 
-/// A client linked to `serve` over a socket pair, in `runtime`.
+/// A client linked to a channel the root serves, over a socket pair, in
+/// `runtime`; a copy of the client's socket.
 fn linked(runtime: &tokio::runtime::Runtime, objects: Arc<Fake>) -> (Client, std::os::unix::net::UnixStream) {
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
     let raw = ours.try_clone().unwrap();
     let _entered = runtime.enter();
-    theirs.set_nonblocking(true).unwrap();
-    let theirs = UnixStream::from_std(theirs).unwrap();
-    runtime.spawn(serve(theirs, objects, 42));
-    (Client::over(ours), raw)
+    drop(crate::backend::native::channel::serve_child(objects, theirs.into(), 42).unwrap());
+    (Client::new(ours.into()), raw)
 }
 
 /// A withdrawn request is dropped at once, and the next is answered; a
@@ -113,7 +112,7 @@ fn withdrawals_and_failures_of_requests_sent_ahead() {
 #[test]
 fn garbage_ends_the_connection() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    for garbage in [&b"garbage!"[..], b"MPH4\x01\x00\x00\x00\x01", b"MPH4\xff\xff\xff\xff"] {
+    for garbage in [&b"garbage!"[..], b"MPH5\x01\x00\x00\x00\x01", b"MPH5\xff\xff\xff\xff"] {
         let objects = Arc::new(Fake::default());
         let (client, raw) = linked(&runtime, objects.clone());
         write_all(&raw, &mut [std::io::IoSlice::new(garbage)]).unwrap();
@@ -135,9 +134,9 @@ fn garbage_ends_the_connection() {
 /// The messages of a connection survive random input.
 #[test]
 fn parse_survives_random_input() {
-    let frames = [vec![b'x', 1, 0, 0, 0, 0, 0, 0, 0, kind::CALL], vec![kind::ANSWER; HEAD + 8]];
+    let frames = [vec![b'x', 1, 0, 0, 0, 0, 0, 0, 0, kind::CALL], vec![kind::ANSWER; protocol::HEAD + 8]];
     for bytes in crate::fuzz::mutants(&frames, 0x2545_f491_4f6c_dd1d) {
-        let _ = parse(bytes);
+        let _ = protocol::parse(bytes);
     }
 }
 
@@ -206,7 +205,7 @@ fn lease_messages_are_checked() {
     let bytes = lease_message(&lease, 4).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let body = runtime.block_on(protocol::read_bytes_frame_async(&mut &bytes[..], 1 << 20)).unwrap().unwrap();
-    let (kind, serial, body) = parse(body).unwrap();
+    let (kind, serial, body) = protocol::parse(body).unwrap();
     assert_eq!((kind, serial), (kind::LEASE, 1));
     let (object, counter, items) = parse_lease(&body).unwrap();
     assert_eq!((object, counter, Vec::from(items)), (3, 4, vec![b"xy".to_vec(), b"z".to_vec()]));

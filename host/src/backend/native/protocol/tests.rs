@@ -14,9 +14,34 @@ fn results() -> BatchResults {
 }
 
 fn frame<T: Serialize>(message: &T) -> Vec<u8> {
-    let mut out = Vec::new();
-    write_frame(&mut out, message).unwrap();
-    out
+    encode_frame(message).unwrap()
+}
+
+/// Reads one message of `T`; `Ok(None)` if there was none.
+fn read_frame<T: DeserializeOwned>(input: &mut &[u8]) -> Result<Option<T>, String> {
+    read_bytes_frame(input, MAX_MESSAGE)?.map(|body| decode(&body)).transpose()
+}
+
+/// A channel message round-trips with its kind and id; one cut short of
+/// its head, or of the wrong shape, is an error.
+#[test]
+fn channel_messages_round_trip() {
+    let done = Report::Done { id: 4, results: results() };
+    let bytes = control(kind::REPORT, 9, &done).unwrap();
+    let body = read_bytes_frame(&mut &bytes[..], MAX_MESSAGE).unwrap().unwrap();
+    let (kind, id, rest) = parse(body).unwrap();
+    assert_eq!((kind, id), (kind::REPORT, 9));
+    assert_eq!(decode_control::<Report>(&rest), Ok(done));
+    let raw = message(kind::ADOPT, 77, &[b"ab", b"c"]).unwrap();
+    let body = read_bytes_frame(&mut &raw[..], MAX_MESSAGE).unwrap().unwrap();
+    assert_eq!(parse(body), Ok((kind::ADOPT, 77, b"abc".to_vec())));
+    assert!(parse(vec![0; HEAD - 1]).unwrap_err().contains("shorter than its head"));
+    assert!(decode_control::<Report>(b"[1,2]").unwrap_err().contains("malformed"));
+    // Read exactly: what follows a message is left for the next read.
+    let two = [bytes.clone(), raw.clone()].concat();
+    let mut input = &two[..];
+    read_bytes_frame(&mut input, MAX_MESSAGE).unwrap();
+    assert_eq!(input, &raw[..]);
 }
 
 #[test]
