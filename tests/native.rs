@@ -240,8 +240,12 @@ fn sockets_of(pid: u32) -> std::collections::BTreeSet<String> {
 fn a_worker_has_one_socket_its_channel_to_the_root() {
     let host = host();
     let program = host.load(guest("sleep")).unwrap();
-    let process = program.command().arg("3600").stdout(host::Stdio::null()).spawn().unwrap();
+    let out = host::Capture::new();
+    let process = program.command().arg("3600").stdout(host::Stdio::capture(&out)).spawn().unwrap();
     let pid = process.pid().unwrap();
+    // Once it runs its guest: until then a forked worker may still hold the
+    // zygote's socket it is about to close.
+    common::wait_for_output(&out, "sleeping");
     assert_eq!(sockets_of(pid).len(), 1, "{:?}", sockets_of(pid));
     process.kill().unwrap();
     assert_eq!(join(&process).code(), -9);
