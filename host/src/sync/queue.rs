@@ -236,5 +236,5 @@ impl Queue {
 /// watches only keeps the producer off it.
 fn several_cores() -> bool {
     static SEVERAL: OnceLock<bool> = OnceLock::new();
-    *SEVERAL.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
+    *SEVERAL.get_or_init(|| crate::runtime::cpu_count() > 1)
 }
