@@ -35,6 +35,7 @@ fn run() -> Result<(), String> {
     let guests_dir = root.join("target").join("guests");
 
     println!("cargo:rustc-env=GUESTS_DIR={}", guests_dir.display());
+    outside_processes_cfg();
     // `host --version` names the wasmtime it runs on: the locked version.
     let lock = root.join("Cargo.lock");
     println!("cargo:rerun-if-changed={}", lock.display());
@@ -65,6 +66,20 @@ fn run() -> Result<(), String> {
     ensure_target()?;
     build_guests(&guest_ws, &build_dir)?;
     copy_guests(&build_dir.join(TARGET).join("release"), &guests_dir)
+}
+
+/// Sets the cfg `outside_processes` when the build has a backend whose
+/// processes run outside the host (the native backend: feature `native`, on
+/// Linux, the condition under which `backend/mod.rs` builds it). What only
+/// such a backend uses (forking, serving shared objects to other hosts) is
+/// then built and checked for use; a build without one leaves it out, or
+/// leaves it unused without a warning.
+fn outside_processes_cfg() {
+    println!("cargo::rustc-check-cfg=cfg(outside_processes)");
+    let native = env::var_os("CARGO_FEATURE_NATIVE").is_some();
+    if native && env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "linux") {
+        println!("cargo::rustc-cfg=outside_processes");
+    }
 }
 
 /// The version of package `name` in a `Cargo.lock`.

@@ -91,7 +91,7 @@ impl Journal {
 
     /// Forgets every record (a forked child's copy of its parent's).
     // Only a backend that forks calls it.
-    #[allow(dead_code)]
+    #[cfg(outside_processes)]
     pub(crate) fn clear(&self) {
         self.records.lock().unwrap().clear();
     }

@@ -16,7 +16,7 @@ mod sink;
 mod stdio;
 
 pub(crate) use guest::GuestOutput;
-#[allow(unused_imports)] // only a backend that forks calls it
+#[cfg(outside_processes)]
 pub(crate) use host_stream::after_fork;
 pub use host_stream::{flush_output, set_terminal_hook};
 pub(crate) use sink::{Format, LineSink};

@@ -139,7 +139,7 @@ impl Node {
     /// knows, until [`observe_end`](Node::observe_end); `control` is what
     /// signals it would go through.
     // Only a backend whose processes run outside the host makes one.
-    #[allow(dead_code)]
+    #[cfg(outside_processes)]
     pub(crate) fn outside(pid: u32, name: String, control: Arc<dyn Control>) -> Arc<Node> {
         let node = Node::new(name, 0, State::Running(control));
         node.set_pid(pid);
@@ -149,7 +149,7 @@ impl Node {
     /// Records that a process [`outside`](Node::outside) the tree has ended
     /// (how, this host cannot know): its waiters are woken; nothing of the
     /// tree or the run's counts changes.
-    #[allow(dead_code)]
+    #[cfg(outside_processes)]
     pub(crate) fn observe_end(&self, ended: Ended) {
         // Set before the end, as by `finish`: a second call finds both set.
         let _ = self.ended_at.set(Instant::now());
@@ -433,7 +433,7 @@ impl Node {
     /// children are its parent's, not its own: closed here (their handles
     /// say so), forgotten by the tree, and its count of children restarts.
     // Only a backend that forks calls it.
-    #[allow(dead_code)]
+    #[cfg(outside_processes)]
     pub(crate) fn become_forked(&self, pid: u32, ppid: u32, name: String) {
         self.pid.store(pid, Ordering::SeqCst);
         self.ppid.store(ppid, Ordering::SeqCst);

@@ -46,7 +46,7 @@ pub(crate) struct ProgramInner {
     /// Whatever a backend keeps per program, made on first use (a backend
     /// that runs processes outside the host: the compiled code it hands
     /// them; a build without one never reads it).
-    #[allow(dead_code)]
+    #[cfg_attr(not(outside_processes), allow(dead_code))]
     pub(crate) backend_data: OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
 }
 

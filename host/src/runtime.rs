@@ -26,8 +26,6 @@ use wasmtime::{Config, Engine};
 
 /// The name of a one-process host's blocking threads (a fork waits for
 /// none to be left).
-// Only a backend that forks looks for them.
-#[allow(dead_code)]
 pub(crate) const BLOCKING_THREAD: &str = "host-blocking";
 
 /// How often running guests are asked to yield, so that many share few threads.
@@ -411,7 +409,7 @@ impl Host {
     /// from this thread (which the executor of a host that runs one process
     /// needs: see [`Backend::runs_one_process`]; a build without such a
     /// backend never asks).
-    #[allow(dead_code)]
+    #[cfg(outside_processes)]
     pub(crate) fn block_on<F: Future>(&self, future: F) -> F::Output {
         self.runtime.as_ref().expect("the runtime lives as long as the host").block_on(future)
     }

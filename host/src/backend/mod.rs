@@ -178,7 +178,7 @@ pub(crate) fn parent_in_tree(host: &Arc<HostInner>, node: &Arc<Node>) -> Option<
 
 /// The two sides of a [`Backend::fork`] (only the native backend forks).
 // Only a backend that forks makes a `Child`; a build without one never does.
-#[allow(dead_code)]
+#[cfg_attr(not(outside_processes), allow(dead_code))]
 pub(crate) enum Forked {
     /// This is the new process, started as this launch says (its own
     /// label, its own place in the tree).
@@ -194,7 +194,7 @@ pub(crate) type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Out
 /// encoded requests in, encoded answers out (the encoding is
 /// [`crate::sync`]'s own; a backend only moves the bytes). A build whose
 /// backends all run their processes inside the host never calls it.
-#[allow(dead_code)]
+#[cfg_attr(not(outside_processes), allow(dead_code))]
 pub(crate) trait Objects: Send + Sync {
     /// Carries out one encoded request of the process `pid`. Dropping the
     /// future before it resolves withdraws the request (a blocking one
@@ -222,7 +222,7 @@ pub(crate) trait Objects: Send + Sync {
 /// The encoded answer to a request, and how to undo what it hands over if
 /// it cannot be delivered (a message taken for a process that is gone goes
 /// back where it was).
-#[allow(dead_code)]
+#[cfg_attr(not(outside_processes), allow(dead_code))]
 pub(crate) struct Answered {
     pub(crate) answer: Vec<u8>,
     /// Given the encoded answer back.
@@ -245,7 +245,7 @@ pub(crate) struct Answered {
 /// and returns the rest when asked ([`Objects::lease_returned`]). Until
 /// then the objects keep every item not taken, and take it back should the
 /// process end.
-#[allow(dead_code)]
+#[cfg_attr(not(outside_processes), allow(dead_code))]
 pub(crate) struct Lease {
     /// The object the items come from.
     pub(crate) object: u64,
@@ -269,7 +269,6 @@ pub(crate) trait TakenCount: Send + Sync {
 
 /// The answer to a request a process waited for, as [`RemoteObjects::call`]
 /// returns it.
-#[allow(dead_code)]
 pub(crate) struct Called {
     /// The encoded answer.
     pub(crate) answer: Vec<u8>,
@@ -309,6 +308,7 @@ pub(crate) trait RemoteObjects: Send + Sync {
     /// In a forked child: the connection is its parent's (the other end
     /// knows it by its parent's pid), so it is left to the parent,
     /// untouched, and the child connects anew.
+    #[cfg(outside_processes)]
     fn leave_connection(&self);
 
     /// The oldest item leased from `object` (see [`Lease`]), counted as
@@ -330,11 +330,11 @@ pub(crate) struct Settings {
     /// What a backend that runs processes outside the host needs: the
     /// binary they run, and the engine settings their code was compiled
     /// with (unread in a build without such a backend).
-    #[allow(dead_code)]
+    #[cfg_attr(not(outside_processes), allow(dead_code))]
     pub(crate) worker_program: Option<std::path::PathBuf>,
-    #[allow(dead_code)]
+    #[cfg_attr(not(outside_processes), allow(dead_code))]
     pub(crate) fuel: bool,
-    #[allow(dead_code)]
+    #[cfg_attr(not(outside_processes), allow(dead_code))]
     pub(crate) max_memory: u64,
     /// The cap on live processes; a native worker's comes from its root.
     pub(crate) max_processes: u32,

@@ -10,7 +10,7 @@
 //!
 //! Also here: the terminal hook every such write goes through
 //! ([`set_terminal_hook`]), and what a forked child does to its copies of
-//! the streams ([`after_fork`]).
+//! the streams (`after_fork`, which only a backend that forks calls).
 
 use super::stdio::Stream;
 use std::collections::VecDeque;
@@ -262,7 +262,7 @@ pub fn flush_output(patience: Duration) -> bool {
 /// In a forked child: its writer threads were not copied by the fork
 /// (their queues were empty), so the next output starts new ones.
 // Only a backend that forks calls it.
-#[allow(dead_code)]
+#[cfg(outside_processes)]
 pub(crate) fn after_fork() {
     for stream in [&*STDOUT, &*STDERR] {
         stream.lock().writer_started = false;

@@ -17,13 +17,11 @@
 //!   with a newline when the process ends. What is left when the process
 //!   ends (however it ends) is passed on, so nothing written is lost.
 //!
-//! What a sink passes on goes to a [`Capture`] buffer or to one of the
+//! What a sink passes on goes to a [`Capture`](super::Capture) buffer or to one of the
 //! host's own streams ([`HostStream`]).
 
 use super::host_stream::{HostStream, Producer, STDERR, STDOUT, WRITE_BUDGET};
 use super::stdio::{Stdio, Stream, Target};
-#[allow(unused_imports)] // for documentation links and the tests
-use super::{host_stream::flush_output, stdio::Capture};
 use std::sync::{Arc, Mutex};
 
 /// The longest piece of one line a sink in line mode holds back: a longer
@@ -221,11 +219,11 @@ impl LineSink {
         self.host_stream().is_none_or(|stream| stream.lock().written >= flushed)
     }
 
-    /// While the returned guard lives, [`flush_output`] waits for it: a
+    /// While the returned guard lives, [`flush_output`](super::flush_output) waits for it: a
     /// forwarder that will still pass bytes on to a host stream, from a
     /// process that runs outside the host (a build whose backends all run
     /// processes inside it never asks). `None` for other targets.
-    #[allow(dead_code)]
+    #[cfg_attr(not(outside_processes), allow(dead_code))]
     pub(crate) fn producer(&self) -> Option<Producer> {
         self.host_stream().map(HostStream::producer)
     }
@@ -287,6 +285,7 @@ fn label(prefix: Option<&str>, bytes: &[u8], column: &mut usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::Capture;
 
     fn capture_sink(format: Format) -> (Capture, Arc<LineSink>) {
         let capture = Capture::new();

@@ -53,7 +53,7 @@ impl Broker {
     /// In a forked child: its copy of the way to the objects is its
     /// parent's, left to the parent (see [`RemoteObjects::leave_connection`]).
     // Only a backend that forks calls it.
-    #[allow(dead_code)]
+    #[cfg(outside_processes)]
     pub(crate) fn after_fork(&self) {
         if let Broker::Remote(remote, pipeline) = self {
             remote.leave_connection();
