@@ -1,6 +1,7 @@
 //! Handles as they travel in a child's spawn arguments: a [`Token`] names
-//! the object and carries the secret that proves the sender held it, and
-//! [`handed_ids`] finds the tokens in encoded arguments.
+//! the object and carries the secret that proves the sender held it
+//! ([`random_u64`] draws it), and [`handed_ids`] finds the tokens in
+//! encoded arguments.
 
 use super::{Error, Kind};
 use serde::{Deserialize, Serialize};
@@ -71,4 +72,52 @@ fn token_length(bytes: &[u8]) -> Option<usize> {
     at += 1;
     let secret = bytes.get(at..at + 16)?;
     secret.iter().all(u8::is_ascii_hexdigit).then_some(at + 16)
+}
+
+/// 64 random bits, for the secrets of tokens.
+pub(crate) fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    #[cfg(unix)]
+    {
+        // SAFETY: the kernel writes at most `bytes.len()` bytes into `bytes`
+        // (nix has no getrandom).
+        let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+        if got == bytes.len() as isize {
+            return u64::from_le_bytes(bytes);
+        }
+    }
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    hasher.write_u128(now.as_nanos());
+    bytes = hasher.finish().to_le_bytes();
+    u64::from_le_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_found_in_a_childs_arguments() {
+        let token = |id| Token { kind: Kind::Queue, id, secret: 0xabc }.encode();
+        let input = format!("[\"{}\",3,[\"{}\",\"mp-sync:nonsense\"],\"{}\"]", token(7), token(9), token(7));
+        assert_eq!(handed_ids(input.as_bytes()), vec![7, 9, 7]);
+        assert_eq!(handed_ids(b"null"), Vec::<u64>::new());
+        // In MessagePack a token is followed by whatever the next value is.
+        let packed = crate::codec::encode(&(token(7), 51u8, token(9), "abc", token(8))).unwrap();
+        assert_eq!(handed_ids(&packed), vec![7, 9, 8]);
+        let mut glued = token(3).into_bytes();
+        glued.extend_from_slice(b"3f");
+        assert_eq!(handed_ids(&glued), vec![3]);
+    }
+
+    #[test]
+    fn tokens_round_trip_and_refuse_garbage() {
+        let token = Token { kind: Kind::Connection, id: 42, secret: 0xdead_beef };
+        assert_eq!(Token::parse(&token.encode()), Ok(token));
+        for bad in ["", "mp-sync:", "mp-sync:queue:1", "mp-sync:frob:1:2", "mp-sync:queue:x:2", "mp-sync:queue:1:2:3"] {
+            assert!(matches!(Token::parse(bad), Err(Error::UnknownObject(_))), "{bad}");
+        }
+    }
 }
