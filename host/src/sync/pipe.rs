@@ -10,11 +10,13 @@
 //! thread, so it can still be terminated) while [`PIPE_WINDOW`] bytes are in
 //! flight towards the reader. Each message carries its charge on the
 //! sender's budget until it is received (or its end closed).
+//!
+//! [`poll_many`] waits on many ends at once (`connection.wait`).
 
 use super::budget::Message;
 use super::{Error, PIPE_WINDOW, wait_for};
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 pub(crate) struct Pipe {
@@ -134,4 +136,34 @@ impl Pipe {
         drop(state);
         self.changed.notify_waiters();
     }
+}
+
+/// Waits until one of `ends` has something to read (for at most `timeout`
+/// nanoseconds); the indices of all that have. Cancel-safe: it takes nothing.
+pub(super) async fn poll_many(ends: Vec<(Arc<Pipe>, usize)>, timeout: Option<u64>) -> Vec<u32> {
+    let ready = |ends: &[(Arc<Pipe>, usize)]| {
+        ends.iter()
+            .enumerate()
+            .filter(|(_, (pipe, end))| pipe.readable(*end))
+            .map(|(i, _)| i as u32)
+            .collect::<Vec<_>>()
+    };
+    if ends.is_empty() {
+        // Nothing to wait for: Python sleeps out the timeout.
+        if let Some(timeout) = timeout {
+            tokio::time::sleep(std::time::Duration::from_nanos(timeout)).await;
+        }
+        return Vec::new();
+    }
+    let now = ready(&ends);
+    if !now.is_empty() {
+        return now;
+    }
+    let mut waits = tokio::task::JoinSet::new();
+    for (pipe, end) in ends.iter().cloned() {
+        waits.spawn(async move { pipe.poll(end, timeout).await });
+    }
+    // The first to end (ready, or timed out: then all have) decides.
+    let _ = waits.join_next().await;
+    ready(&ends)
 }

@@ -16,17 +16,12 @@
 //! is charged to its creator and each queue item or pipe message to its
 //! sender, and a request past a budget is refused.
 
-use super::array::Array;
-use super::barrier::Barrier;
 use super::budget::{Account, Budgets, Message, Quotas};
-use super::condition::Condition;
-use super::container::Container;
 use super::holds::{Holder, Object, Objects};
 use super::lease::{GivenBack, LEASE_BYTES, LEASE_ITEMS, Leases};
-use super::lock::{Lock, Semaphore};
-use super::pipe::Pipe;
+use super::pipe::{self, Pipe};
 use super::queue::Queue;
-use super::{Answer, Error, Kind, MAX_MESSAGE, Numbers, Reply, Request, Spec, Token};
+use super::{Answer, Error, Kind, MAX_MESSAGE, Reply, Request};
 use crate::backend::{Lease, TakenCount};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -56,6 +51,8 @@ macro_rules! object {
         }
     };
 }
+
+mod handles;
 
 impl Registry {
     pub(crate) fn new(runtime: tokio::runtime::Handle, quotas: Quotas) -> Registry {
@@ -385,7 +382,7 @@ impl Registry {
             Request::QueueFull { id } => Ok(Reply::Bool(object!(self, pid, id, Queue).is_full())),
             Request::PollMany { ids, timeout } => {
                 let ends = ids.iter().map(|&id| self.connection(pid, id)).collect::<Result<Vec<_>, _>>()?;
-                Ok(Reply::Indices(poll_many(ends, timeout).await))
+                Ok(Reply::Indices(pipe::poll_many(ends, timeout).await))
             }
         }
     }
@@ -396,116 +393,6 @@ impl Registry {
             other => Err(not_a(&other, id, "connection")),
         }
     }
-
-    fn create(&self, pid: u32, spec: Spec) -> Result<Vec<Token>, Error> {
-        let me = Holder::Process(pid);
-        // An array's numbers are parked in the host too.
-        let bytes = match &spec {
-            Spec::Array(Numbers::Ints(v)) => Message::cost(v.len() * 8),
-            Spec::Array(Numbers::Floats(v)) => Message::cost(v.len() * 8),
-            _ => 0,
-        };
-        let charge = self.budgets.charge(pid, bytes, 1)?;
-        let mut objects = self.objects.lock().unwrap();
-        let object = match spec {
-            Spec::Queue { maxsize, joinable } => Object::Queue(Arc::new(Queue::new(maxsize, joinable))),
-            Spec::Pipe { duplex } => {
-                // One object per end.
-                let second_charge = self.budgets.charge(pid, 0, 1)?;
-                let pipe = Arc::new(Pipe::new(duplex));
-                let first = objects.insert(Object::Connection(pipe.clone(), 0), me);
-                let second = objects.insert(Object::Connection(pipe, 1), me);
-                let (first, second) = (objects.paid(first, charge), objects.paid(second, second_charge));
-                return Ok(vec![first, second]);
-            }
-            Spec::Lock { recursive } => Object::Lock(Arc::new(Lock::new(recursive))),
-            Spec::Semaphore { value, bounded } => Object::Semaphore(Arc::new(Semaphore::new(value, bounded))),
-            Spec::Event => Object::Event(Arc::default()),
-            Spec::Barrier { parties } => Object::Barrier(Arc::new(Barrier::new(parties)?)),
-            Spec::Container(kind) => Object::Container(Arc::new(Container::new(kind)?)),
-            Spec::Condition { lock } => {
-                let id = objects.next_id();
-                let (lock, lock_id) = match lock {
-                    Some(lock_id) => match &objects.held(pid, lock_id)?.object {
-                        Object::Lock(lock) => {
-                            let lock = lock.clone();
-                            objects.add(lock_id, Holder::Object(id));
-                            (lock, lock_id)
-                        }
-                        other => return Err(not_a(other, lock_id, "lock")),
-                    },
-                    None => {
-                        let lock = Arc::new(Lock::new(true));
-                        (lock.clone(), objects.insert(Object::Lock(lock), Holder::Object(id)).id)
-                    }
-                };
-                let token = objects.insert_at(id, Object::Condition(Arc::new(Condition::new(lock, lock_id))), me);
-                return Ok(vec![objects.paid(token, charge)]);
-            }
-            Spec::Array(values) => {
-                let id = objects.next_id();
-                let lock = Object::Lock(Arc::new(Lock::new(true)));
-                let lock_id = objects.insert(lock, Holder::Object(id)).id;
-                let token = objects.insert_at(id, Object::Array(Arc::new(Array::new(values, lock_id))), me);
-                return Ok(vec![objects.paid(token, charge)]);
-            }
-        };
-        let token = objects.insert(object, me);
-        Ok(vec![objects.paid(token, charge)])
-    }
-
-    /// Opens a token for `pid`, taking over the reservation made for it: the
-    /// one it claimed at its start, else (a child of the embedder, whose
-    /// reservations are never handed) any.
-    fn open(&self, pid: u32, token: Token) -> Answer {
-        let mut objects = self.objects.lock().unwrap();
-        let unknown = || Error::UnknownObject(format!("{} {} (freed, or a forged token)", token.kind.name(), token.id));
-        let entry = objects.map.get_mut(&token.id).ok_or_else(unknown)?;
-        if entry.secret != token.secret || entry.object.kind() != token.kind {
-            return Err(unknown());
-        }
-        let given = Holder::Given(pid);
-        let reserved = if entry.holders.contains_key(&given) {
-            Some(given)
-        } else {
-            entry.holders.keys().copied().find(|h| matches!(h, Holder::Reserved(_)))
-        };
-        *entry.holders.entry(Holder::Process(pid)).or_default() += 1;
-        if let Some(reservation) = reserved {
-            objects.remove(token.id, reservation, Some(1));
-        }
-        Ok(Reply::Unit)
-    }
-}
-
-/// Waits until one of `ends` has something to read (for at most `timeout`
-/// nanoseconds); the indices of all that have. Cancel-safe: it takes nothing.
-async fn poll_many(ends: Vec<(Arc<Pipe>, usize)>, timeout: Option<u64>) -> Vec<u32> {
-    let ready = |ends: &[(Arc<Pipe>, usize)]| {
-        ends.iter()
-            .enumerate()
-            .filter(|(_, (pipe, end))| pipe.readable(*end))
-            .map(|(i, _)| i as u32)
-            .collect::<Vec<_>>()
-    };
-    if ends.is_empty() {
-        // Nothing to wait for: Python sleeps out the timeout.
-        if let Some(timeout) = timeout {
-            tokio::time::sleep(std::time::Duration::from_nanos(timeout)).await;
-        }
-        return Vec::new();
-    }
-    let now = ready(&ends);
-    if !now.is_empty() {
-        return now;
-    }
-    let mut waits = tokio::task::JoinSet::new();
-    for (pipe, end) in ends.iter().cloned() {
-        waits.spawn(async move { pipe.poll(end, timeout).await });
-    }
-    // The first to end (ready, or timed out: then all have) decides.
-    let _ = waits.join_next().await;
-    ready(&ends)
 }
 
 fn check_size(message: &[u8]) -> Result<(), Error> {
@@ -522,7 +409,7 @@ fn not_a(object: &Object, id: u64, what: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::Payload;
+    use crate::sync::{Payload, Spec};
 
     fn call(registry: &Registry, runtime: &tokio::runtime::Runtime, pid: u32, request: Request) -> Answer {
         runtime.block_on(registry.call(pid, request))
