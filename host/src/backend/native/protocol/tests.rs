@@ -1,6 +1,7 @@
 //! The codec's and the control messages' own tests: round trips, and hostile input
 //! that must be refused with an error, never a panic or a hang.
 
+use super::frame::{CHUNK, MORE};
 use super::*;
 
 fn batch(items: &[&[u8]]) -> Batch {
