@@ -262,6 +262,12 @@ impl tokio::io::AsyncRead for Incoming {
 
 /// One `recvmsg` into `len` bytes at `ptr`; the descriptors that came are
 /// pushed to `fds`.
+///
+/// Raw libc, not nix's `recvmsg`: nix wants the bytes as an initialized
+/// `&mut [u8]` (these are the unfilled, maybe uninitialized, part of
+/// tokio's buffer), and on `MSG_CTRUNC` its `cmsgs()` refuses to walk the
+/// control messages at all, so the descriptors that did come could not be
+/// owned and closed here: they would stay open in the root for good.
 fn receive(socket: i32, ptr: *mut u8, len: usize, fds: &mut VecDeque<OwnedFd>) -> io::Result<usize> {
     // Room for the descriptors of a few messages read at once.
     let mut control = [0u64; 16];
