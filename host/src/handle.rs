@@ -39,7 +39,7 @@ pub struct Process {
 impl Process {
     /// Starts the process; the caller is not blocked. At most once.
     pub fn start(&self) -> Result<(), Error> {
-        self.node.start(&self.host)
+        self.host.start(&self.node)
     }
 
     /// Blocks until the process ends; returns its exit code.

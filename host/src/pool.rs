@@ -238,7 +238,7 @@ impl PoolCore {
         let node = self.parent.create_child(self.template.clone());
         node.set_name(format!("PoolWorker-{n}"));
         node.set_daemon(true)?;
-        node.start(&self.host)?;
+        self.host.start(&node)?;
         Ok(node)
     }
 

@@ -8,16 +8,14 @@
 //! backends only start a process and report its end through
 //! [`Node::finish`]; every rule of the lifecycle lives here, written once.
 
-use crate::backend::Control;
 use crate::command::Launch;
 use crate::error::Error;
 use crate::exit::{ExitCode, Signal};
-use crate::journal::{ProcessRecord, Usage};
+use crate::journal::{Journal, ProcessRecord, Usage};
 use crate::limits::{Held, Holds};
-use crate::runtime::HostInner;
 use crate::set_once::SetOnce;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 /// How a process ended: its code and, for a failure, why.
@@ -51,6 +49,67 @@ enum State {
     },
     Running(Arc<dyn Control>),
     Closed,
+}
+
+/// Delivers signals to one running process (its backend's way to it).
+pub(crate) trait Control: Send + Sync {
+    fn signal(&self, signal: Signal);
+}
+
+/// What the lifecycle rules need of the host whose tree a process is in:
+/// the top of the tree (which adopts orphans), the count of its running
+/// non-daemon processes, its journal, and whether it still starts any.
+pub(crate) trait Tree {
+    fn root(&self) -> &Arc<Node>;
+    fn live(&self) -> &Live;
+    fn journal(&self) -> Option<&Journal>;
+    fn is_closed(&self) -> bool;
+}
+
+impl<T: Tree> Tree for Arc<T> {
+    fn root(&self) -> &Arc<Node> {
+        (**self).root()
+    }
+
+    fn live(&self) -> &Live {
+        (**self).live()
+    }
+
+    fn journal(&self) -> Option<&Journal> {
+        (**self).journal()
+    }
+
+    fn is_closed(&self) -> bool {
+        (**self).is_closed()
+    }
+}
+
+/// The count of running non-daemon processes, which the host waits on.
+#[derive(Default)]
+pub(crate) struct Live {
+    count: Mutex<usize>,
+    idle: Condvar,
+}
+
+impl Live {
+    pub(crate) fn add(&self) {
+        *self.count.lock().unwrap() += 1;
+    }
+
+    pub(crate) fn remove(&self) {
+        let mut count = self.count.lock().unwrap();
+        *count -= 1;
+        if *count == 0 {
+            self.idle.notify_all();
+        }
+    }
+
+    pub(crate) fn wait_idle(&self) {
+        let mut count = self.count.lock().unwrap();
+        while *count > 0 {
+            count = self.idle.wait(count).unwrap();
+        }
+    }
 }
 
 /// One process as the host tracks it.
@@ -254,16 +313,11 @@ impl Node {
         }
     }
 
-    /// Starts the process on the host's backend.
-    pub(crate) fn start(self: &Arc<Node>, host: &Arc<HostInner>) -> Result<(), Error> {
-        self.start_with(host, |launch| host.backend.start(host, self, launch))
-    }
-
-    /// [`start`](Node::start), with `spawn` in place of the backend's
-    /// start (a fork: the process exists once `spawn` returns).
+    /// Starts the process in `host`'s tree with `spawn`, which the backend
+    /// gives (its start; a fork: the process exists once `spawn` returns).
     pub(crate) fn start_with(
         self: &Arc<Node>,
-        host: &Arc<HostInner>,
+        host: &impl Tree,
         spawn: impl FnOnce(&Launch) -> Result<Arc<dyn Control>, Error>,
     ) -> Result<(), Error> {
         let mut state = self.state.lock().unwrap();
@@ -277,7 +331,7 @@ impl Node {
         {
             return Err(Error::UnknownEntry(entry.to_string()));
         }
-        if host.closed.load(Ordering::SeqCst) {
+        if host.is_closed() {
             return Err(Error::Spawn("the host is shutting down".into()));
         }
         // Prepared on a copy: a refused start (the process cap) leaves the
@@ -287,7 +341,7 @@ impl Node {
         *self.started_at.lock().unwrap() = Some(Instant::now());
         let daemon = self.is_daemon();
         if !daemon {
-            host.live.add();
+            host.live().add();
         }
         // The span exists before the backend starts the process: its spawn
         // event goes with its pid (`set_pid`), and its end may come at once.
@@ -303,7 +357,7 @@ impl Node {
             Err(error) => {
                 *self.started_at.lock().unwrap() = None;
                 if !daemon {
-                    host.live.remove();
+                    host.live().remove();
                 }
                 tracing::warn!(name = %self.name(), %error, "spawn failed");
                 Err(error)
@@ -313,19 +367,19 @@ impl Node {
 
     /// Records the end of the process: daemon children are terminated,
     /// the others adopted by the root; then waiters are woken.
-    pub(crate) fn finish(&self, host: &HostInner, ended: Ended) {
+    pub(crate) fn finish(&self, host: &impl Tree, ended: Ended) {
         let children = std::mem::take(&mut *self.children.lock().unwrap());
         let orphans: Vec<Arc<Node>> = children.into_iter().filter(|c| c.is_alive()).collect();
         for child in &orphans {
             if child.is_daemon() {
                 let _ = child.signal(Signal::Term);
             } else {
-                child.ppid.store(host.root.pid().unwrap_or_default(), Ordering::SeqCst);
+                child.ppid.store(host.root().pid().unwrap_or_default(), Ordering::SeqCst);
             }
         }
         let adopted: Vec<Arc<Node>> = orphans.into_iter().filter(|c| !c.is_daemon()).collect();
         let orphans = adopted.len();
-        host.root.children.lock().unwrap().extend(adopted);
+        host.root().children.lock().unwrap().extend(adopted);
         let _ = self.ended_at.set(Instant::now());
         tracing::info!(
             parent: self.span(),
@@ -336,14 +390,14 @@ impl Node {
         );
         // Its record is in the journal before any waiter wakes.
         self.ended.set_then(ended, || {
-            if let Some(journal) = &host.journal
+            if let Some(journal) = host.journal()
                 && let Some(record) = self.record()
             {
                 journal.push(record);
             }
         });
         if !self.is_daemon() {
-            host.live.remove();
+            host.live().remove();
         }
     }
 

@@ -12,15 +12,15 @@
 use crate::allocation::Layout;
 use crate::backend::{self, Backend, BackendKind};
 use crate::cache::{self, CompileCache};
-use crate::error::LoadError;
+use crate::error::{Error, LoadError};
 use crate::instance::Ctx;
 use crate::journal::Journal;
-use crate::process::Node;
+use crate::process::{Live, Node, Tree};
 use crate::program::{self, Program};
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use wasmtime::{Config, Engine};
 
@@ -431,40 +431,35 @@ impl Drop for Host {
     }
 }
 
+impl Tree for HostInner {
+    fn root(&self) -> &Arc<Node> {
+        &self.root
+    }
+
+    fn live(&self) -> &Live {
+        &self.live
+    }
+
+    fn journal(&self) -> Option<&Journal> {
+        self.journal.as_ref()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+}
+
 impl HostInner {
+    /// Starts the process `node` on the host's backend.
+    pub(crate) fn start(self: &Arc<HostInner>, node: &Arc<Node>) -> Result<(), Error> {
+        node.start_with(self, |launch| self.backend.start(self, node, launch))
+    }
+
     /// Runs `future` to completion on the host's executor, from outside it.
     pub(crate) fn block_on<F: Future>(&self, future: F) -> F::Output {
         match tokio::runtime::Handle::try_current() {
             Ok(_) => tokio::task::block_in_place(|| self.runtime.block_on(future)),
             Err(_) => self.runtime.block_on(future),
-        }
-    }
-}
-
-/// The count of running non-daemon processes, which the host waits on.
-#[derive(Default)]
-pub(crate) struct Live {
-    count: Mutex<usize>,
-    idle: Condvar,
-}
-
-impl Live {
-    pub(crate) fn add(&self) {
-        *self.count.lock().unwrap() += 1;
-    }
-
-    pub(crate) fn remove(&self) {
-        let mut count = self.count.lock().unwrap();
-        *count -= 1;
-        if *count == 0 {
-            self.idle.notify_all();
-        }
-    }
-
-    fn wait_idle(&self) {
-        let mut count = self.count.lock().unwrap();
-        while *count > 0 {
-            count = self.idle.wait(count).unwrap();
         }
     }
 }

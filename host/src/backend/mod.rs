@@ -6,7 +6,7 @@
 
 use crate::command::Launch;
 use crate::error::Error;
-use crate::exit::Signal;
+pub(crate) use crate::process::Control;
 use crate::process::Node;
 use crate::runtime::{Engines, HostInner};
 use std::sync::Arc;
@@ -317,11 +317,6 @@ pub(crate) trait RemoteObjects: Send + Sync {
 
     /// Returns what is leased from `object`, if anything.
     fn return_lease(&self, object: u64);
-}
-
-/// Delivers signals to one running process.
-pub(crate) trait Control: Send + Sync {
-    fn signal(&self, signal: Signal);
 }
 
 /// What a backend needs to know of the host's configuration.

@@ -133,11 +133,11 @@ impl Broker {
             })
             .flatten();
         let Some((ticket, ids)) = handed else {
-            return child.start(host);
+            return host.start(child);
         };
         // Unreachable broker: the reservations stay the parent's, as before.
         let _ = self.call(parent, Request::Hand { ticket, ids }).await;
-        let started = child.start(host);
+        let started = host.start(child);
         if started.is_err() {
             let _ = self.call(parent, Request::Unticket { ticket }).await;
             return started;
