@@ -183,7 +183,10 @@ impl Forker<'_> {
         let (worker, code) = Passed::of(fds)?;
         let (code, sealed) = program(Some(code), &start, settings, self.engines, programs)?;
         match fork_sibling().map_err(|e| format!("cannot fork a worker: {e}"))? {
-            0 => self.become_worker(start, worker, code.clone(), sealed.clone()),
+            0 => {
+                self.leave_root();
+                self.become_worker(start, worker, code.clone(), sealed.clone())
+            }
             pid => {
                 passed.extend([worker.stdout, worker.stderr, worker.channel]);
                 passed.extend(worker.stdin);
@@ -211,7 +214,7 @@ impl Forker<'_> {
         match forked.map_err(|e| format!("cannot fork a spare: {e}"))? {
             0 => {
                 drop(ours);
-                let _ = nix::unistd::close(self.socket.as_raw_fd());
+                self.leave_root();
                 let status = self.wait_for_start(&theirs, buffer, settings, programs);
                 // Its socket ended (or broke) before a start came: nothing ran.
                 let status = status.unwrap_or_else(|message| {
@@ -245,6 +248,13 @@ impl Forker<'_> {
         self.become_worker(start, worker, code, sealed)
     }
 
+    /// In a fork: closes its copy of the zygote's socket to the root host
+    /// (once, before anything else is opened: the number may be reused), so
+    /// that the root sees the zygote's end when it ends.
+    fn leave_root(&self) {
+        let _ = nix::unistd::close(self.socket.as_raw_fd());
+    }
+
     /// In a fork: becomes the worker `start` asks for, with its own name and
     /// its stdio; runs it and exits.
     fn become_worker(&mut self, start: Start, passed: Passed, code: Code, sealed: Arc<Sealed>) -> ! {
@@ -262,7 +272,6 @@ impl Forker<'_> {
                 }
                 None => Stdin::null(),
             };
-            let _ = nix::unistd::close(self.socket.as_raw_fd());
             let [lifeline, slots] = self.inherited.map(|fd| fd.try_clone());
             let inherited = Inherited {
                 lifeline: lifeline.map_err(|e| e.to_string())?,
