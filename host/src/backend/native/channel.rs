@@ -23,8 +23,7 @@
 //!
 //! The root serves each channel in one task (`broker::serve`): it carries
 //! out object requests in order and passes control messages on as they
-//! come. When the channel ends (the worker told its end and closed it, so
-//! that its end travels while it exits; or it was killed, or broke the
+//! come. When the channel ends (the worker exited, was killed, or broke the
 //! protocol) the task drops the request under way, releases what the
 //! worker held, and only then tells whoever supervises the worker that the
 //! channel is over: a worker's end is recorded after every request it sent

@@ -174,7 +174,6 @@ pub(crate) fn run(
     if let Ok(end) = end {
         let _ = channel.write_framed(&end);
     }
-    channel.close();
     super::spawner::stop_zygote();
     if timed_out {
         // A timeout: end the way a terminate does, so the parent sees -15.

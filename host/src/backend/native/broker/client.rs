@@ -381,22 +381,6 @@ impl Client {
         std::io::Write::write_all(&mut &*file, frames).map_err(|e| format!("cannot write to the root host: {e}"))
     }
 
-    /// Writes no more: the root reads the channel's end at once, rather than
-    /// once this process has exited (an exit unmaps a worker's memory, which
-    /// takes a while), and passes it on to whoever waits for it. Called once
-    /// the process has told its end.
-    pub(crate) fn close(&self) {
-        let link = self.link.lock().unwrap().clone();
-        let _ = match &link {
-            Some(link) => link.writer.lock().unwrap().shutdown(std::net::Shutdown::Write),
-            None => match &*self.fd.lock().unwrap() {
-                Some(fd) => nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Write)
-                    .map_err(std::io::Error::from),
-                None => Ok(()),
-            },
-        };
-    }
-
     /// Hands the root the channel `ours` of our new child `pid`; what it
     /// reports comes back, relayed.
     pub(crate) fn adopt(&self, pid: u32, ours: OwnedFd) -> Result<Reports, String> {
