@@ -166,8 +166,9 @@ impl Peer {
                 let child = u32::try_from(id).map_err(|_| "a child's pid out of range")?;
                 // A worker speaks for its own children alone: one that is
                 // another's is refused (as its end). One already reaped by
-                // its parent (which reaps as soon as it exits) is gone from
-                // `/proc`: its channel is served to its end all the same.
+                // its parent (which reaps as soon as it exits), or being
+                // reaped, has no parent left to compare: its channel is
+                // served to its end all the same.
                 if super::orphans::parent_of(child).is_some_and(|parent| parent != self.pid) {
                     let frame = protocol::message(kind::CHILD_END, id, &[b"not a child of its parent"]);
                     let _ = write(&self.writer, frame).await;

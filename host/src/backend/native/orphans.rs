@@ -145,13 +145,18 @@ fn children_of(parent: u32) -> Vec<u32> {
         .collect()
 }
 
-/// The parent of `pid`: the field after the state in `/proc/PID/stat`,
-/// read after the command name's closing parenthesis (which may itself
-/// hold spaces and parentheses).
+/// The parent of `pid`, if it has one still: see [`parent_in_stat`].
 pub(super) fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parent_in_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The parent in a `/proc/PID/stat` line: the field after the state, read
+/// after the command name's closing parenthesis (which may itself hold
+/// spaces and parentheses). The kernel writes 0 there for a process being
+/// reaped (its parent gone from it): no parent, not a parent of pid 0.
+fn parent_in_stat(stat: &str) -> Option<u32> {
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
+    rest.split_whitespace().nth(1)?.parse().ok().filter(|&parent| parent != 0)
 }
 
 /// The command name of `pid` (`comm`), between the parentheses of
@@ -193,4 +198,23 @@ fn mode(pid: u32) -> Option<Mode> {
         Some(arg) if arg == super::zygote::ZYGOTE_ARG.as_bytes() => Mode::ZygoteFork,
         _ => Mode::Worker,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parent_in_stat;
+
+    #[test]
+    fn the_parent_is_read_after_the_command_name() {
+        assert_eq!(parent_in_stat("42 (a) b (c)) S 7 42 42 0 -1"), Some(7));
+        assert_eq!(parent_in_stat("42 (host) Z 7 0 0"), Some(7));
+    }
+
+    #[test]
+    fn a_process_being_reaped_has_no_parent() {
+        // Its parent reaps it while another reads its stat: a race the
+        // root met as it checked a worker's new child (which ended at once).
+        assert_eq!(parent_in_stat("42 (host) X 0 0 0 0 -1"), None);
+        assert_eq!(parent_in_stat("garbage"), None);
+    }
 }
