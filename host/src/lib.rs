@@ -48,6 +48,7 @@ mod program;
 mod runtime;
 mod set_once;
 pub mod sync;
+mod watch;
 mod work;
 
 pub use backend::BackendKind;

@@ -16,18 +16,15 @@
 //! spare one, harmless.
 //!
 //! A thread that finds the value unset first watches it for a moment
-//! ([`WATCH`]) before it sleeps: a short process (a trivial one on the thread
-//! backend ends tens of microseconds after its start) is then seen ending by
-//! a thread still awake, where a sleeping one's cpu would first have to be
-//! woken (on a virtual machine an idle cpu halts, and waking it costs about
-//! as much again).
+//! ([`crate::watch`]) before it sleeps: a short process (a trivial one on
+//! the thread backend ends tens of microseconds after its start) is then
+//! seen ending by a thread still awake, where a sleeping one's cpu would
+//! first have to be woken.
 
+use crate::watch::{WATCH, watch};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
-
-/// How long a blocking wait watches for the value before it sleeps.
-const WATCH: Duration = Duration::from_micros(50);
 
 pub(crate) struct SetOnce<T> {
     state: Mutex<State<T>>,
@@ -94,8 +91,10 @@ impl<T> SetOnce<T> {
     /// Blocks until the value is set or `timeout` passes; whether it is set.
     pub(crate) fn wait(&self, timeout: Option<Duration>) -> bool {
         // A timeout too long to add to the clock is as good as none.
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        self.watch(deadline);
+        let now = Instant::now();
+        let deadline = timeout.and_then(|t| now.checked_add(t));
+        // Watching decides nothing: what follows finds the value or sleeps.
+        watch(deadline.map_or(now + WATCH, |deadline| deadline.min(now + WATCH)), || self.is_set().then_some(()));
         let mut state = self.state.lock().unwrap();
         if state.value.is_some() {
             return true;
@@ -115,17 +114,6 @@ impl<T> SetOnce<T> {
         }
         state.blocked -= 1;
         state.value.is_some()
-    }
-
-    /// Looks for the value for up to [`WATCH`] (or until `deadline`),
-    /// yielding the cpu in between; the wait that follows finds the value or
-    /// sleeps as before, so watching decides nothing.
-    fn watch(&self, deadline: Option<Instant>) {
-        let start = Instant::now();
-        let until = deadline.map_or(start + WATCH, |deadline| deadline.min(start + WATCH));
-        while !self.is_set() && Instant::now() < until {
-            std::thread::yield_now();
-        }
     }
 
     /// [`wait`](Self::wait), without blocking a thread.

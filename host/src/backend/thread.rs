@@ -109,6 +109,10 @@ impl Backend for ThreadBackend {
             // `None`: a signal ended the process while it waited.
             if let Some(ended) = (Polled { end: &end, guest: racing }).await {
                 end.finish(&host, &node, ended);
+                // A joiner watching for the end may share this cpu (the
+                // scheduler packs threads onto few): it goes first, rather
+                // than only once the instance is torn down.
+                std::thread::yield_now();
             }
             // The instance is torn down only after this, when `guest` goes
             // out of scope: joiners need not wait for it.

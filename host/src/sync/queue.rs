@@ -11,24 +11,27 @@
 //! over (or the queue is freed).
 //!
 //! A getter that runs in this host ([`Queue::get_watching`]) and finds the
-//! queue empty first watches it for a moment before it sleeps: a producer
-//! running beside it on another core puts again within a microsecond, and a
-//! getter that slept would cost a thread wake-up per item (and, woken from
-//! the producer's own thread, wait on that thread until the producer
-//! yields).
+//! queue empty first watches it for a moment ([`crate::watch`]) before it
+//! sleeps: a producer running beside it on another core puts again within a
+//! microsecond, and a getter that slept would cost a thread wake-up per item.
+//!
+//! A put that wakes a sleeping getter then gives up its turn on its thread.
+//! The executor runs a task woken from one of its threads next on that same
+//! thread, where no other thread may take it, so the getter would otherwise
+//! wait for a producer that keeps putting (a guest in a loop) to yield at
+//! its time slice's end, up to 10 ms, while the queue fills. Given up, the
+//! turn goes to the getter, and the producer, queued behind it, to another
+//! thread that is free.
 
 use super::budget::Message;
 use super::{Error, wait_for};
+use crate::watch::{WATCH, watch};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::task::Poll;
+use std::time::Instant;
 use tokio::sync::Notify;
-
-/// How long a getter in this host watches an empty queue before it sleeps:
-/// well under a thread wake-up on a busy machine, far over the time between
-/// two puts of a producer that runs.
-const WATCH: Duration = Duration::from_micros(50);
 
 pub(crate) struct Queue {
     /// 0: unbounded.
@@ -43,6 +46,9 @@ pub(crate) struct Queue {
     done: Notify,
     /// How many items were ever put: what a watching getter looks at.
     puts: AtomicU64,
+    /// Getters waiting for a put (past any watch): a put that may have
+    /// woken one gives up its turn.
+    sleeping: AtomicUsize,
 }
 
 struct State {
@@ -61,6 +67,7 @@ impl Queue {
             taken: Notify::new(),
             done: Notify::new(),
             puts: AtomicU64::new(0),
+            sleeping: AtomicUsize::new(0),
         }
     }
 
@@ -86,6 +93,9 @@ impl Queue {
         match put {
             Some(()) => {
                 self.put.notify_one();
+                if self.sleeping.load(Ordering::SeqCst) > 0 {
+                    give_up_turn().await;
+                }
                 Ok(())
             }
             None => Err(Error::Full),
@@ -96,7 +106,10 @@ impl Queue {
     pub(crate) async fn get(&self, timeout: Option<u64>) -> Result<Vec<u8>, Error> {
         let item = match self.pop() {
             Some(item) => Some(item),
-            None => Box::pin(wait_for(&self.put, timeout, || self.pop())).await,
+            None => {
+                let _sleeping = Sleeping::count(&self.sleeping);
+                Box::pin(wait_for(&self.put, timeout, || self.pop())).await
+            }
         };
         self.handed(item)
     }
@@ -105,15 +118,15 @@ impl Queue {
     /// an empty queue for a put (up to [`WATCH`]) before it sleeps, where
     /// another core could be putting and the wait is not shorter.
     pub(crate) async fn get_watching(&self, timeout: Option<u64>) -> Result<Vec<u8>, Error> {
-        let watch = WATCH.as_nanos() as u64;
+        let watched = WATCH.as_nanos() as u64;
         if let Some(item) = self.pop() {
             return self.handed(Some(item));
         }
-        if timeout.is_none_or(|t| t > watch) && several_cores() {
+        if timeout.is_none_or(|t| t > watched) && several_cores() {
             if let Some(item) = self.watch() {
                 return self.handed(Some(item));
             }
-            return self.get(timeout.map(|t| t - watch)).await;
+            return self.get(timeout.map(|t| t - watched)).await;
         }
         self.get(timeout).await
     }
@@ -125,23 +138,15 @@ impl Queue {
     /// The first item put within [`WATCH`], if one is and no other getter
     /// took it first.
     fn watch(&self) -> Option<Message> {
-        let start = Instant::now();
         let mut seen = self.puts.load(Ordering::Acquire);
-        loop {
-            for _ in 0..64 {
-                std::hint::spin_loop();
-                let now = self.puts.load(Ordering::Acquire);
-                if now != seen {
-                    seen = now;
-                    if let Some(item) = self.pop() {
-                        return Some(item);
-                    }
-                }
-            }
-            if start.elapsed() >= WATCH {
+        watch(Instant::now() + WATCH, || {
+            let now = self.puts.load(Ordering::Acquire);
+            if now == seen {
                 return None;
             }
-        }
+            seen = now;
+            self.pop()
+        })
     }
 
     /// What a get of `item` (`None`: none came in time) gives its getter.
@@ -232,9 +237,108 @@ impl Queue {
     }
 }
 
+/// A getter counted in [`Queue::sleeping`], uncounted however its wait ends
+/// (its future may be dropped: a timeout, a terminate).
+struct Sleeping<'a>(&'a AtomicUsize);
+
+impl Sleeping<'_> {
+    fn count(sleeping: &AtomicUsize) -> Sleeping<'_> {
+        sleeping.fetch_add(1, Ordering::SeqCst);
+        Sleeping(sleeping)
+    }
+}
+
+impl Drop for Sleeping<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Ends the calling task's turn on its thread: it is woken at once and
+/// queued behind what is ready there, where another thread may take it
+/// (`tokio::task::yield_now` would hold it back from other threads until
+/// this one had nothing else to run).
+async fn give_up_turn() {
+    let mut given_up = false;
+    std::future::poll_fn(|cx| {
+        if given_up {
+            return Poll::Ready(());
+        }
+        given_up = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
+}
+
 /// Whether this machine has more than one core: on one, a getter that
 /// watches only keeps the producer off it.
 fn several_cores() -> bool {
     static SEVERAL: OnceLock<bool> = OnceLock::new();
     *SEVERAL.get_or_init(|| crate::runtime::cpu_count() > 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::budget::{Budgets, Quotas};
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    fn message(budgets: &Budgets, bytes: &[u8]) -> Message {
+        Message::new(bytes.to_vec(), budgets.charge_anyway(Message::cost(bytes.len())))
+    }
+
+    /// A putter that keeps its thread after its put (a guest in a loop)
+    /// does not hold back the getter it woke: before, the getter waited on
+    /// the putter's thread for it to yield, here for ever.
+    #[test]
+    fn a_woken_getter_runs_while_its_putter_keeps_busy() {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let budgets = Budgets::new(Quotas::default());
+        let queue = Arc::new(Queue::new(0, false));
+        let got = Arc::new(AtomicBool::new(false));
+        let getter = runtime.spawn({
+            let (queue, got) = (queue.clone(), got.clone());
+            async move {
+                let item = queue.get(None).await;
+                got.store(true, Ordering::SeqCst);
+                item
+            }
+        });
+        while queue.sleeping.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        let putter = runtime.spawn({
+            let (queue, got, item) = (queue.clone(), got.clone(), message(&budgets, b"one"));
+            async move {
+                queue.put(item, None).await.unwrap();
+                // Busy without yielding, as a guest between two epoch ticks;
+                // bounded only so that a failure does not hang the suite.
+                let give_up = Instant::now() + Duration::from_secs(30);
+                while !got.load(Ordering::SeqCst) && Instant::now() < give_up {
+                    std::hint::spin_loop();
+                }
+                got.load(Ordering::SeqCst)
+            }
+        });
+        assert!(runtime.block_on(putter).unwrap(), "the getter never ran while its putter kept its thread");
+        assert_eq!(runtime.block_on(getter).unwrap().unwrap(), b"one");
+    }
+
+    /// A getter that stops waiting (timed out, or its future dropped: a
+    /// terminate) is no longer counted as sleeping, and takes nothing.
+    #[test]
+    fn a_getter_that_stops_waiting_is_uncounted() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let budgets = Budgets::new(Quotas::default());
+        let queue = Queue::new(0, false);
+        assert_eq!(runtime.block_on(queue.get(Some(1_000_000))), Err(Error::Empty));
+        let dropped = runtime.block_on(async { tokio::time::timeout(Duration::from_millis(1), queue.get(None)).await });
+        assert!(dropped.is_err());
+        assert_eq!(queue.sleeping.load(Ordering::SeqCst), 0);
+        runtime.block_on(queue.put(message(&budgets, b"kept"), None)).unwrap();
+        assert_eq!(runtime.block_on(queue.get(None)).unwrap(), b"kept");
+    }
 }
