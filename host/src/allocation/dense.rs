@@ -215,6 +215,8 @@ struct Slab {
     /// Slots that ended stacks gave back (addresses), the most recent last:
     /// the first [`SHELF_SIZE`] kept their tops resident.
     free: Vec<usize>,
+    /// Stacks in use.
+    live: usize,
     /// Whether the kernel installs guard regions (until it refuses one).
     guarded: bool,
 }
@@ -225,11 +227,17 @@ impl Slab {
     }
 
     fn new(stack_len: usize) -> Slab {
-        Slab { stack_len, chunks: Vec::new(), fresh: 0..0, free: Vec::new(), guarded: true }
+        Slab { stack_len, chunks: Vec::new(), fresh: 0..0, free: Vec::new(), live: 0, guarded: true }
     }
 
     /// A slot's address; its stack is all zeros if `zeroed`.
     fn take(&mut self, zeroed: bool) -> wasmtime::Result<usize> {
+        let slot = self.carve(zeroed)?;
+        self.live += 1;
+        Ok(slot)
+    }
+
+    fn carve(&mut self, zeroed: bool) -> wasmtime::Result<usize> {
         if let Some(slot) = self.free.pop() {
             if zeroed {
                 self.discard(slot, 0);
@@ -270,7 +278,20 @@ impl Slab {
     }
 
     /// Takes back the slot at `slot`, whose stack is no longer used.
+    ///
+    /// Once no stack is in use, a slab of more than one chunk unmaps them
+    /// all (the next stack maps a new one): a slot once used keeps a
+    /// page-table page (the one its top shares with the guard of the slot
+    /// above, a marker the kernel does not reclaim), 4 KiB per slot of the
+    /// most processes seen at once, until the whole slab is idle again.
     fn give_back(&mut self, slot: usize) {
+        self.live -= 1;
+        if self.live == 0 && self.chunks.len() > 1 {
+            self.chunks.clear();
+            self.free.clear();
+            self.fresh = 0..0;
+            return;
+        }
         let kept = if self.free.len() < SHELF_SIZE { STACK_KEPT_RESIDENT } else { 0 };
         self.discard(slot, kept);
         self.free.push(slot);
@@ -512,6 +533,22 @@ mod tests {
         assert_eq!(zeroed.range(), range);
         // SAFETY: as above.
         assert_eq!(unsafe { *zeroed.top().sub(1) }, 0, "a stack asked zeroed is zeroed");
+    }
+
+    /// A slab that fell idle after more stacks than one chunk holds gives
+    /// its chunks back; new stacks come from a new one.
+    #[test]
+    fn an_idle_slab_unmaps_its_chunks() {
+        let creator = DenseStacks::default();
+        let stacks: Vec<_> = (0..STACKS_PER_CHUNK + 1).map(|_| creator.new_stack(100_000, false).unwrap()).collect();
+        let slab = creator.slabs.lock().unwrap()[0].1.clone();
+        assert_eq!(slab.lock().unwrap().chunks.len(), 2);
+        drop(stacks);
+        assert!(slab.lock().unwrap().chunks.is_empty());
+        let again = creator.new_stack(100_000, false).unwrap();
+        // SAFETY: the new stack's memory is mapped read-write and ours.
+        unsafe { *again.top().sub(1) = 1 };
+        assert_eq!(slab.lock().unwrap().chunks.len(), 1);
     }
 
     /// Writing just below a stack (its host code overflowing it) faults
