@@ -53,3 +53,45 @@ fn a_large_count_of_sleepers_all_end_at_the_timeout() {
     names.dedup();
     assert_eq!(names.len(), n, "every process once");
 }
+
+/// The dense layout's fiber stacks are carved side by side from shared
+/// chunks: a guest that recurses without end still ends in a stack overflow
+/// trap (wasmtime's own limit, short of the guard below each stack), each
+/// of several at once alone, and their stacks serve the next processes.
+#[test]
+fn a_dense_host_stack_overflow_fails_only_that_process() {
+    if !is_thread_backend() {
+        // The dense layout is the thread backend's.
+        return;
+    }
+    let out = run(&["--count", "4", "--max-processes", "100000", s(&guest("stack-overflow"))]);
+    out.assert_status(1);
+    let summaries = out.summaries();
+    assert_eq!(summaries.len(), 4, "{out:#?}");
+    assert!(summaries.iter().all(|s| s.exitcode == 1), "{out:#?}");
+    assert_eq!(out.process_stderr().matches("stack overflow").count(), 4, "{out:#?}");
+
+    let host = builder().max_processes(100_000).build().unwrap();
+    let deep = host.load(guest("stack-overflow")).unwrap();
+    let hello = host.load(guest("hello")).unwrap();
+    let quiet = |program: &host::Program| {
+        program.command().stdout(host::Stdio::null()).stderr(host::Stdio::null()).spawn().unwrap()
+    };
+    assert_eq!(join(&quiet(&deep)).code(), 1);
+    let after: Vec<_> = (0..50).map(|_| quiet(&hello)).collect();
+    assert!(after.iter().all(|p| join(p).code() == 0), "processes on recycled stacks run");
+}
+
+/// A dense layout's linear memory has no reservation: it grows by moving,
+/// up to `--max-memory` and no further, and the failure names the limit.
+#[test]
+fn a_dense_host_memory_grows_up_to_max_memory() {
+    if !is_thread_backend() {
+        return;
+    }
+    let out = run(&["--max-processes", "100000", "--max-memory", "64MiB", s(&guest("oom"))]);
+    out.assert_status(1);
+    assert!(out.stdout_lines().contains(&"allocated 48 MiB"), "the memory grew, moving as it must: {out:#?}");
+    assert!(out.process_stderr().contains("64MiB"), "the message names the limit: {out:#?}");
+    assert_eq!(out.summaries()[0].exitcode, 1);
+}

@@ -16,8 +16,8 @@
 //! copying rather than from a mapped image (a copy-on-write image is a file
 //! mapping of its own per instance, which no neighbour can merge with:
 //! 100,000 of them are more than the default map count allows), and fiber
-//! stacks without guard pages (see [`dense`], which also recycles both from
-//! one process to the next). Adjacent anonymous mappings of the same
+//! stacks carved from shared chunks behind guards that split no mapping
+//! (see [`dense`], which also recycles both from one process to the next). Adjacent anonymous mappings of the same
 //! protection are merged by the kernel, so a live instance costs well under
 //! one mapping on average, and 100,000 sleeping processes fit the default
 //! map count.

@@ -2,15 +2,19 @@
 //! mappings, which the kernel merges with their neighbours, recycled from
 //! one process to the next.
 //!
-//! An instance that ends gives its stack and its memory back to a small
-//! shelf (a few dozen of each, per engine) instead of unmapping them, and the
-//! next instance takes them instead of mapping new ones: a start then costs
-//! no `mmap`, an end no `munmap`, and the pages the next process touches
-//! (its stacks' tops, its data and heap) are already there, instead of a
-//! page fault each. What the shelf holds is bounded: a kept stack keeps only
-//! its top resident, and a kept memory is zeroed before it is shelved (as
-//! wasmtime requires of a new memory), by writing zeros over the few pages
-//! a small process touched, or by giving every page back to the kernel.
+//! Stacks are slots carved from large chunks, each behind a guard region
+//! that splits no mapping ([`DenseStacks`]); an ended stack's slot goes to
+//! a free list for the next. Memories are mappings of their own (they grow
+//! by `mremap`); an instance that ends gives its memory back to a small
+//! shelf (a few dozen, per engine) instead of unmapping it, and the next
+//! instance takes it instead of mapping a new one. A start then costs no
+//! `mmap`, an end no `munmap`, and the pages the next process touches (its
+//! stack's top, its data and heap) are already there, instead of a page
+//! fault each. What is kept resident is bounded: the few dozen most recently
+//! freed stacks keep only their tops, the others nothing; and a kept memory
+//! is zeroed before it is shelved (as wasmtime requires of a new memory), by
+//! writing zeros over the few pages a small process touched, or by giving
+//! every page back to the kernel.
 
 use super::explain;
 use std::ffi::c_void;
@@ -70,17 +74,10 @@ impl Mapping {
     /// Gives the pages of `range` (byte offsets, whole pages) back to the
     /// kernel: they read as zeros again, and cost nothing until touched.
     fn discard(&self, range: Range<usize>) {
-        if range.is_empty() {
-            return;
-        }
-        use nix::sys::mman::{MmapAdvise, madvise};
+        let start = self.start() as usize;
         // SAFETY: the range lies within this mapping, which nothing uses
         // while it is being recycled.
-        let discarded = unsafe {
-            let start = NonNull::new_unchecked(self.start().add(range.start).cast());
-            madvise(start, range.len(), MmapAdvise::MADV_DONTNEED)
-        };
-        discarded.expect("a private anonymous mapping's pages can always be discarded");
+        unsafe { discard(start + range.start..start + range.end) };
     }
 
     /// Makes every byte zero again, at the cost of what was touched: the
@@ -127,6 +124,22 @@ impl Drop for Mapping {
     }
 }
 
+/// Gives the pages at the addresses `range` (whole pages) back to the
+/// kernel: they read as zeros again, and cost nothing until touched.
+///
+/// # Safety
+/// The pages are private anonymous memory that nothing uses meanwhile.
+unsafe fn discard(range: Range<usize>) {
+    if range.is_empty() {
+        return;
+    }
+    use nix::sys::mman::{MmapAdvise, madvise};
+    // SAFETY: as the caller promises; the start is a page's, never null.
+    let discarded =
+        unsafe { madvise(NonNull::new_unchecked(range.start as *mut c_void), range.len(), MmapAdvise::MADV_DONTNEED) };
+    discarded.expect("a private anonymous mapping's pages can always be discarded");
+}
+
 /// Consecutive runs of equal values: `(value, length)`.
 fn runs(values: &[bool]) -> impl Iterator<Item = (bool, usize)> + '_ {
     values.chunk_by(|a, b| a == b).map(|run| (run[0], run.len()))
@@ -163,79 +176,188 @@ impl Shelf {
     }
 }
 
-/// Fiber stacks without guard pages, each its own anonymous mapping, which
-/// the kernel merges with its neighbours: no split mappings per process.
+/// Fiber stacks carved from large shared mappings ([`STACKS_PER_CHUNK`]
+/// slots each), each slot a guard page then the stack: a new stack costs
+/// no system call of its own but its guard's, and an ended one goes back to
+/// a free list (its pages to the kernel) instead of being unmapped, so
+/// that the chunks never split.
 ///
-/// A guard page would catch the host's own code overflowing a fiber's stack;
-/// Wasm code cannot reach past `max_wasm_stack` (wasmtime checks it on every
-/// call), and the host's code has the rest of the 2 MiB stack above it,
-/// several times what any host call takes.
+/// The guard is a *guard region* (`MADV_GUARD_INSTALL`, Linux 6.13): a
+/// marker in the page table, which faults like `PROT_NONE` without making a
+/// mapping of its own (a `PROT_NONE` page per stack would cost two mappings
+/// per process: 100,000 of them are more than the default map count
+/// allows). It sits just above the top of the slot below, in the same
+/// page-table page, so it costs no memory either. Wasm code cannot reach
+/// it (wasmtime checks `max_wasm_stack` on every call); it catches the
+/// host's own code overflowing a fiber's stack, which would otherwise write
+/// over the neighbouring one. A kernel without guard regions gets stacks
+/// without guards, the host's code having the rest of the 2 MiB stack above
+/// the Wasm frames, several times what any host call takes.
 #[derive(Default)]
 pub(crate) struct DenseStacks {
-    shelf: Arc<Shelf>,
+    /// One slab per stack size asked for (an engine asks one), by size.
+    slabs: Mutex<Vec<(usize, Arc<Mutex<Slab>>)>>,
+}
+
+/// How many stacks one chunk of address space holds.
+const STACKS_PER_CHUNK: usize = 64;
+/// `madvise` advice that installs a guard region (linux/mman.h), which
+/// neither `libc` nor `nix` names yet.
+const MADV_GUARD_INSTALL: libc::c_int = 102;
+
+/// Stacks of one size: the chunks they are carved from and the slots free.
+struct Slab {
+    /// Bytes of a stack, without its guard page.
+    stack_len: usize,
+    chunks: Vec<Mapping>,
+    /// Slots never used yet, at the end of the last chunk (addresses).
+    fresh: Range<usize>,
+    /// Slots that ended stacks gave back (addresses), the most recent last:
+    /// the first [`SHELF_SIZE`] kept their tops resident.
+    free: Vec<usize>,
+    /// Stacks in use.
+    live: usize,
+    /// Whether the kernel installs guard regions (until it refuses one).
+    guarded: bool,
+}
+
+impl Slab {
+    fn slot_len(&self) -> usize {
+        self.stack_len + page_size()
+    }
+
+    fn new(stack_len: usize) -> Slab {
+        Slab { stack_len, chunks: Vec::new(), fresh: 0..0, free: Vec::new(), live: 0, guarded: true }
+    }
+
+    /// A slot's address; its stack is all zeros if `zeroed`.
+    fn take(&mut self, zeroed: bool) -> wasmtime::Result<usize> {
+        let slot = self.carve(zeroed)?;
+        self.live += 1;
+        Ok(slot)
+    }
+
+    fn carve(&mut self, zeroed: bool) -> wasmtime::Result<usize> {
+        if let Some(slot) = self.free.pop() {
+            if zeroed {
+                self.discard(slot, 0);
+            }
+            return Ok(slot);
+        }
+        if self.fresh.is_empty() {
+            let chunk = Mapping::new(self.slot_len() * STACKS_PER_CHUNK)?;
+            let start = chunk.start() as usize;
+            self.fresh = start..start + chunk.len;
+            self.chunks.push(chunk);
+        }
+        let slot = self.fresh.start;
+        self.fresh.start += self.slot_len();
+        self.guard(slot);
+        Ok(slot)
+    }
+
+    /// Makes the first page of the slot at `slot` a guard region.
+    fn guard(&mut self, slot: usize) {
+        if !self.guarded {
+            return;
+        }
+        // SAFETY: the page is the slot's guard page, within a chunk of ours,
+        // which no stack uses. (`nix` has no `MADV_GUARD_INSTALL`.)
+        let status = unsafe { libc::madvise(slot as *mut c_void, page_size(), MADV_GUARD_INSTALL) };
+        // Only a kernel without guard regions refuses one (`EINVAL`).
+        self.guarded = status == 0;
+    }
+
+    /// Gives the pages of the stack of the slot at `slot` back to the
+    /// kernel, all but its top `kept` bytes.
+    fn discard(&self, slot: usize, kept: usize) {
+        let stack = slot + page_size();
+        // SAFETY: the slot's stack lies in one of the slab's chunks, and
+        // is free (or being made free): no fiber runs on it.
+        unsafe { discard(stack..stack + self.stack_len.saturating_sub(kept)) };
+    }
+
+    /// Takes back the slot at `slot`, whose stack is no longer used.
+    ///
+    /// Once no stack is in use, a slab of more than one chunk unmaps them
+    /// all (the next stack maps a new one): a slot once used keeps a
+    /// page-table page (the one its top shares with the guard of the slot
+    /// above, a marker the kernel does not reclaim), 4 KiB per slot of the
+    /// most processes seen at once, until the whole slab is idle again.
+    fn give_back(&mut self, slot: usize) {
+        self.live -= 1;
+        if self.live == 0 && self.chunks.len() > 1 {
+            self.chunks.clear();
+            self.free.clear();
+            self.fresh = 0..0;
+            return;
+        }
+        let kept = if self.free.len() < SHELF_SIZE { STACK_KEPT_RESIDENT } else { 0 };
+        self.discard(slot, kept);
+        self.free.push(slot);
+    }
 }
 
 struct DenseStack {
-    /// Always `Some` until it is dropped.
-    mapping: Option<Mapping>,
-    shelf: Weak<Shelf>,
-}
-
-impl DenseStack {
-    fn mapping(&self) -> &Mapping {
-        self.mapping.as_ref().expect("a stack has its mapping until it is dropped")
-    }
+    slab: Arc<Mutex<Slab>>,
+    /// The slot's address: its guard page, then the stack.
+    slot: usize,
+    /// The stack's bytes: the slot without its guard page.
+    stack: Range<usize>,
+    /// Whether the slot's first page is a guard region.
+    guarded: bool,
 }
 
 // SAFETY: `new_stack` returns page-aligned, read-write memory of at least
-// `size` bytes, valid until the `StackMemory` is dropped, and zero-filled
-// when `zeroed` is asked for. A recycled stack holds what an ended fiber
-// left on it, as wasmtime's own pooled stacks do unless zeroing is asked
-// for: Wasm code cannot read its native stack.
+// `size` bytes, valid until the `StackMemory` is dropped (its slab, which
+// it keeps alive, unmaps nothing before), and zero-filled when `zeroed` is
+// asked for. A recycled stack holds what an ended fiber left on it, as
+// wasmtime's own pooled stacks do unless zeroing is asked for: Wasm code
+// cannot read its native stack.
 unsafe impl StackCreator for DenseStacks {
     fn new_stack(&self, size: usize, zeroed: bool) -> wasmtime::Result<Box<dyn StackMemory>> {
         let page = page_size();
-        // A page more than asked: a length that is a multiple of 2 MiB
-        // would be aligned to 2 MiB by the kernel (for huge pages), leaving
-        // a hole between neighbours that keeps them from merging.
-        let len = size.div_ceil(page).max(1) * page + page;
-        let kept = if zeroed { None } else { self.shelf.take(|m| m.len == len) };
-        let mapping = match kept {
-            Some(mapping) => mapping,
-            None => Mapping::new(len).map_err(|e| e.context("cannot map a fiber stack"))?,
+        let stack_len = size.div_ceil(page).max(1) * page;
+        let slab = {
+            let mut slabs = self.slabs.lock().unwrap();
+            match slabs.iter().find(|(len, _)| *len == stack_len) {
+                Some((_, slab)) => slab.clone(),
+                None => {
+                    let slab = Arc::new(Mutex::new(Slab::new(stack_len)));
+                    slabs.push((stack_len, slab.clone()));
+                    slab
+                }
+            }
         };
-        Ok(Box::new(DenseStack { mapping: Some(mapping), shelf: Arc::downgrade(&self.shelf) }))
+        let (slot, guarded) = {
+            let mut slots = slab.lock().unwrap();
+            let slot = slots.take(zeroed).map_err(|e| e.context("cannot map fiber stacks"))?;
+            (slot, slots.guarded)
+        };
+        let stack = slot + page..slot + page + stack_len;
+        Ok(Box::new(DenseStack { slab, slot, stack, guarded }))
     }
 }
 
-// SAFETY: `top` is the end of a live mapping of `len` bytes starting at `base`.
+// SAFETY: `top` is the end of the stack's bytes, which lie in a live chunk.
 unsafe impl StackMemory for DenseStack {
     fn top(&self) -> *mut u8 {
-        let mapping = self.mapping();
-        // SAFETY: one past the end of the mapping.
-        unsafe { mapping.start().add(mapping.len) }
+        self.stack.end as *mut u8
     }
 
     fn range(&self) -> Range<usize> {
-        let mapping = self.mapping();
-        mapping.start() as usize..mapping.start() as usize + mapping.len
+        self.stack.clone()
     }
 
     fn guard_range(&self) -> Range<*mut u8> {
-        let base = self.mapping().start();
-        base..base
+        let end = if self.guarded { self.stack.start } else { self.slot };
+        self.slot as *mut u8..end as *mut u8
     }
 }
 
 impl Drop for DenseStack {
     fn drop(&mut self) {
-        let Some(mapping) = self.mapping.take() else { return };
-        if let Some(shelf) = self.shelf.upgrade()
-            && shelf.has_room()
-        {
-            mapping.discard(0..mapping.len.saturating_sub(STACK_KEPT_RESIDENT));
-            shelf.put(mapping);
-        }
+        self.slab.lock().unwrap().give_back(self.slot);
     }
 }
 
@@ -393,7 +515,7 @@ mod tests {
     }
 
     #[test]
-    fn dense_stacks_are_writable_unguarded_and_reused() {
+    fn dense_stacks_are_writable_and_reused() {
         let creator = DenseStacks::default();
         let stack = creator.new_stack(100_000, false).unwrap();
         let range = stack.range();
@@ -401,13 +523,65 @@ mod tests {
         assert_eq!(stack.top() as usize, range.end);
         // SAFETY: the stack's memory is mapped read-write and ours.
         unsafe { *stack.top().sub(1) = 7 };
-        assert!(stack.guard_range().is_empty());
+        let other = creator.new_stack(100_000, false).unwrap();
+        assert!(other.range().start >= range.end || other.range().end <= range.start, "stacks never overlap");
         drop(stack);
-        assert_eq!(creator.new_stack(100_000, false).unwrap().range(), range);
+        let again = creator.new_stack(100_000, false).unwrap();
+        assert_eq!(again.range(), range, "an ended stack's slot is reused");
+        drop(again);
         let zeroed = creator.new_stack(100_000, true).unwrap();
-        assert_ne!(zeroed.range(), range, "a zeroed stack is a fresh one");
+        assert_eq!(zeroed.range(), range);
         // SAFETY: as above.
-        assert_eq!(unsafe { *zeroed.top().sub(1) }, 0);
+        assert_eq!(unsafe { *zeroed.top().sub(1) }, 0, "a stack asked zeroed is zeroed");
+    }
+
+    /// A slab that fell idle after more stacks than one chunk holds gives
+    /// its chunks back; new stacks come from a new one.
+    #[test]
+    fn an_idle_slab_unmaps_its_chunks() {
+        let creator = DenseStacks::default();
+        let stacks: Vec<_> = (0..STACKS_PER_CHUNK + 1).map(|_| creator.new_stack(100_000, false).unwrap()).collect();
+        let slab = creator.slabs.lock().unwrap()[0].1.clone();
+        assert_eq!(slab.lock().unwrap().chunks.len(), 2);
+        drop(stacks);
+        assert!(slab.lock().unwrap().chunks.is_empty());
+        let again = creator.new_stack(100_000, false).unwrap();
+        // SAFETY: the new stack's memory is mapped read-write and ours.
+        unsafe { *again.top().sub(1) = 1 };
+        assert_eq!(slab.lock().unwrap().chunks.len(), 1);
+    }
+
+    /// Writing just below a stack (its host code overflowing it) faults
+    /// instead of writing over the neighbouring stack; tried in a forked
+    /// child, which the fault kills.
+    #[test]
+    fn a_stack_overflow_hits_the_guard_not_the_neighbour() {
+        let creator = DenseStacks::default();
+        let below = creator.new_stack(100_000, false).unwrap();
+        let stack = creator.new_stack(100_000, false).unwrap();
+        let guard = stack.guard_range();
+        if guard.is_empty() {
+            eprintln!("this kernel has no guard regions (MADV_GUARD_INSTALL): stacks are unguarded");
+            return;
+        }
+        assert_eq!(guard.end as usize, stack.range().start);
+        assert_eq!(below.top(), guard.start, "the guard sits right above the slot below");
+        use nix::sys::wait::{WaitStatus, waitpid};
+        use nix::unistd::{ForkResult, fork};
+        // SAFETY: the child only writes one byte and exits.
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Child => {
+                // SAFETY: the guard page is mapped (as a guard); the write
+                // is meant to fault.
+                unsafe { ((stack.range().start - 1) as *mut u8).write_volatile(1) };
+                // SAFETY: exits the forked child at once, running nothing of the parent's.
+                unsafe { libc::_exit(0) }
+            }
+            ForkResult::Parent { child } => {
+                let status = waitpid(child, None).unwrap();
+                assert_eq!(status, WaitStatus::Signaled(child, nix::sys::signal::Signal::SIGSEGV, false));
+            }
+        }
     }
 
     #[test]

@@ -24,6 +24,15 @@ pub(crate) const QUEUE_BOUND: usize = 1 << 20;
 /// The most a guest may hand over in one write.
 pub(super) const WRITE_BUDGET: usize = 64 << 10;
 
+/// The least time between two writes of a stream that keeps being written
+/// to in small pieces: a writer woken sooner after a small write waits out
+/// the rest, and writes what arrived meanwhile at once. A stream flooded
+/// with small lines (a hundred thousand processes saying one each) then
+/// costs a wake-up and a `write` per interval, not per line; a line after a
+/// quiet spell is written at once, and a stream that fills half a write's
+/// budget per interval is never held back.
+const WRITE_INTERVAL: Duration = Duration::from_millis(1);
+
 /// One of the host's own streams: a writer thread fed by a bounded queue.
 pub(crate) struct HostStream {
     stream: Stream,
@@ -128,12 +137,23 @@ impl HostStream {
     /// they are small, until the process exits.
     fn run(&self) {
         let mut queue = self.lock();
+        // When the last small write was made.
+        let mut last_write: Option<Instant> = None;
         loop {
             while queue.chunks.is_empty() {
                 queue.writer_idle = true;
                 queue = self.changed.wait(queue).unwrap();
             }
             queue.writer_idle = false;
+            if let Some(wait) = last_write.and_then(|at| WRITE_INTERVAL.checked_sub(at.elapsed())) {
+                // Pushes meanwhile see a writer that is not idle: no wake-up.
+                drop(queue);
+                std::thread::sleep(wait);
+                queue = self.lock();
+                if queue.chunks.is_empty() {
+                    continue;
+                }
+            }
             let mut batch = queue.chunks.pop_front().unwrap_or_default();
             let mut last = queue.written + 1;
             while let Some(next) = queue.chunks.front()
@@ -154,6 +174,7 @@ impl HostStream {
                     Stream::Stderr => std::io::stderr().lock().write_all(&batch),
                 };
             });
+            last_write = (batch.len() < WRITE_BUDGET / 2).then(Instant::now);
             queue = self.lock();
             if !queue.closed {
                 queue.bytes -= batch.len();
