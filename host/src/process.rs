@@ -366,8 +366,10 @@ impl Node {
     }
 
     /// Records the end of the process: daemon children are terminated,
-    /// the others adopted by the root; then waiters are woken.
-    pub(crate) fn finish(&self, host: &impl Tree, ended: Ended) {
+    /// the others adopted by the root; then waiters are woken. Whether a
+    /// thread was watching for the end as it came (a joiner about to see it
+    /// without sleeping).
+    pub(crate) fn finish(&self, host: &impl Tree, ended: Ended) -> bool {
         let children = std::mem::take(&mut *self.children.lock().unwrap());
         let orphans: Vec<Arc<Node>> = children.into_iter().filter(|c| c.is_alive()).collect();
         for child in &orphans {
@@ -388,6 +390,7 @@ impl Node {
             orphans,
             "end"
         );
+        let watched = self.ended.is_watched();
         // Its record is in the journal before any waiter wakes.
         self.ended.set_then(ended, || {
             if let Some(journal) = host.journal()
@@ -399,6 +402,7 @@ impl Node {
         if !self.is_daemon() {
             host.live().remove();
         }
+        watched
     }
 
     pub(crate) fn ended(&self) -> Option<Ended> {

@@ -22,7 +22,7 @@
 //! first have to be woken.
 
 use crate::watch::{WATCH, watch};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,9 @@ pub(crate) struct SetOnce<T> {
     notify: tokio::sync::Notify,
     /// Set (under the lock) with the value: what a watching thread reads.
     is_set: AtomicBool,
+    /// Threads watching for the value in [`wait`](SetOnce::wait), before
+    /// they would sleep.
+    watching: AtomicUsize,
 }
 
 struct State<T> {
@@ -52,6 +55,7 @@ impl<T> Default for SetOnce<T> {
             set: Condvar::new(),
             notify: tokio::sync::Notify::new(),
             is_set: AtomicBool::new(false),
+            watching: AtomicUsize::new(0),
         }
     }
 }
@@ -88,13 +92,21 @@ impl<T> SetOnce<T> {
         self.is_set.load(Ordering::Acquire)
     }
 
+    /// Whether a thread is watching for the value this moment (it sees it
+    /// sooner if the setter then offers it the cpu they may share).
+    pub(crate) fn is_watched(&self) -> bool {
+        self.watching.load(Ordering::Acquire) > 0
+    }
+
     /// Blocks until the value is set or `timeout` passes; whether it is set.
     pub(crate) fn wait(&self, timeout: Option<Duration>) -> bool {
         // A timeout too long to add to the clock is as good as none.
         let now = Instant::now();
         let deadline = timeout.and_then(|t| now.checked_add(t));
         // Watching decides nothing: what follows finds the value or sleeps.
+        self.watching.fetch_add(1, Ordering::AcqRel);
         watch(deadline.map_or(now + WATCH, |deadline| deadline.min(now + WATCH)), || self.is_set().then_some(()));
+        self.watching.fetch_sub(1, Ordering::AcqRel);
         let mut state = self.state.lock().unwrap();
         if state.value.is_some() {
             return true;
@@ -165,6 +177,25 @@ impl<T> Drop for Awaiting<'_, T> {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    /// A thread watching for the value is seen as watching (its setter
+    /// offers it the cpu), and no longer once it has the value.
+    #[test]
+    fn a_watching_waiter_is_seen_until_it_has_the_value() {
+        let once = Arc::new(SetOnce::<u8>::default());
+        assert!(!once.is_watched());
+        let waiter = {
+            let once = once.clone();
+            // Short waits, over and over: each begins with a watch.
+            std::thread::spawn(move || while !once.wait(Some(Duration::from_millis(1))) {})
+        };
+        while !once.is_watched() {
+            std::hint::spin_loop();
+        }
+        assert!(once.set(1));
+        waiter.join().unwrap();
+        assert!(!once.is_watched());
+    }
 
     /// Many threads and tasks wait while the value is set: every one wakes
     /// (a lost wake-up would hang this test).

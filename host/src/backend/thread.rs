@@ -108,11 +108,12 @@ impl Backend for ThreadBackend {
             });
             // `None`: a signal ended the process while it waited.
             if let Some(ended) = (Polled { end: &end, guest: racing }).await {
-                end.finish(&host, &node, ended);
                 // A joiner watching for the end may share this cpu (the
                 // scheduler packs threads onto few): it goes first, rather
                 // than only once the instance is torn down.
-                std::thread::yield_now();
+                if end.finish(&host, &node, ended) {
+                    std::thread::yield_now();
+                }
             }
             // The instance is torn down only after this, when `guest` goes
             // out of scope: joiners need not wait for it.
@@ -147,15 +148,16 @@ struct End {
 
 impl End {
     /// Passes on the last output, frees the process's slot and records
-    /// its end (which wakes its joiners).
-    fn finish(&self, host: &HostInner, node: &Node, ended: Ended) {
+    /// its end (which wakes its joiners); whether a joiner was watching
+    /// for it ([`Node::finish`]).
+    fn finish(&self, host: &HostInner, node: &Node, ended: Ended) -> bool {
         self.state.store(ENDED, Ordering::Release);
         self.outputs.finish();
         // The slot is free before a joiner wakes, so that it can start
         // another at once; the instance pool has room beyond the cap for
         // the instances still being torn down.
         self.live.fetch_sub(1, Ordering::AcqRel);
-        node.finish(host, ended);
+        node.finish(host, ended)
     }
 
     /// Ends the process by `signal` if no thread runs it; false if one does.
