@@ -25,19 +25,19 @@ fn no_error_backtraces_unless_asked() {
     }
 }
 
-/// One malloc arena, grown 64 MiB of address space at a time. glibc gives
-/// each thread that allocates an arena of its own, grown a page at a time
-/// by an `mprotect` that takes the address space's lock for writing: a run
-/// of 100,000 processes (each about 20 KiB of host heap, allocated from
-/// whichever of the runtime's threads starts it) spent a tenth of its time
-/// there, contending with its own page faults. The few threads a host runs
-/// share one arena well; untouched pad costs no memory.
+/// The main malloc arena grows 64 MiB of address space at a time instead
+/// of the default 128 KiB: a run of 100,000 processes (each about 20 KiB of
+/// host heap) otherwise grows it by a system call every few processes.
+/// Untouched pad costs no memory. The other threads keep arenas of their
+/// own: one shared arena was tried, and on an idle machine its lock's waits
+/// and wake-ups cost more than the others' page-at-a-time growth (in
+/// alternating runs of 100,000 sleepers, the good runs had all started in
+/// 3.9-4.3 s with their own arenas, in 4.9 s with one).
 fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: called before the CLI starts any thread; `mallopt` only sets
     // glibc's allocator parameters (a refused one leaves the default).
     unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
         libc::mallopt(libc::M_TOP_PAD, 64 << 20);
     }
 }
