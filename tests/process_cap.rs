@@ -39,7 +39,7 @@ fn a_fork_bomb_ends_by_itself_at_the_cap_with_every_start_past_it_refused() {
 #[test]
 fn the_cap_frees_up_as_processes_end() {
     // The guest and 4 children fill a cap of 5; a fifth child is refused;
-    // once the 4 are joined, 4 more start.
+    // once the 4 are terminated and joined, 4 more start.
     let out = run(&["--max-processes", "5", s(&guest("process-cap")), "--", "refill", "4"]);
     out.assert_status(0);
     let report = out.report();

@@ -2,9 +2,10 @@
 //! (argv[1]); run it under `--max-processes` of the number the scenario says.
 //!
 //! - `refill N`: starts N sleeping children (with itself, N + 1 processes),
-//!   then one more, which is refused; joins them all, then starts N again,
-//!   which all fit, since the first N have ended. Prints `first: N`,
-//!   `extra: <error kind>`, `second: N`.
+//!   then one more, which is refused; terminates and joins them all, then
+//!   starts N again, which all fit, since the first N have ended. Prints
+//!   `first: N`, `extra: <error kind>`, `second: N`. The first N sleep an
+//!   hour, so however slowly they start, none has ended by the extra one.
 //! - `pool N`: a `Pool(N)` (N workers, children of this process) past the
 //!   cap fails to be created; a `Pool(1)` then works. Prints `pool: <error>`
 //!   and `small pool: [1, 4, 9]`.
@@ -56,7 +57,7 @@ fn main() {
     let n: u32 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(4);
     match args.get(1).map(String::as_str) {
         Some("refill") => {
-            let first = start_many(n, 300);
+            let first = start_many(n, 3_600_000);
             println!("first: {}", first.len());
             let extra = Process::new(target!(nap), 0);
             match extra.start() {
@@ -67,6 +68,7 @@ fn main() {
                 Err(error) => println!("extra: {}: {error}", error.kind()),
             }
             for child in &first {
+                child.terminate().unwrap();
                 child.join().unwrap();
             }
             let second = start_many(n, 0);
