@@ -18,7 +18,7 @@
 //! name, `host-zygote`, tells it apart even as a zombie).
 //!
 //! The root talks to the zygote over a `SOCK_SEQPACKET` socket pair: one
-//! message carries a request ([`Ask`], then a [`Start`] frame) and, as
+//! message carries a request ([`Ask`]: a [`Start`] frame) and, as
 //! `SCM_RIGHTS`, the write ends of the new worker's stdout and stderr
 //! pipes, its end of its channel (`channel.rs`), the program's sealed code
 //! (mapped once per program, shared by every fork) and the guest's stdin,
@@ -93,37 +93,15 @@ struct Spares {
     started: u32,
 }
 
-/// What the root asks of its zygote: that it fork a worker for the start
-/// that follows (passing five or four descriptors) and then `spares` spares
-/// with that program mapped; or, without `fork`, the spares alone (passing
-/// the program's code alone). Its few bytes go before the start's frame,
-/// the very bytes a spare is sent: the start is encoded once, and the
-/// zygote decodes it only to fork a worker or map a program it has not.
-#[derive(Clone, Copy)]
-struct Ask {
+/// What the root asks of its zygote: that it fork a worker for `start`
+/// (passing five or four descriptors) and then `spares` spares with that
+/// program mapped; or, without `fork`, the spares alone (passing the
+/// program's code alone).
+#[derive(Serialize, Deserialize)]
+struct Ask<S> {
+    start: S,
     fork: bool,
     spares: u32,
-}
-
-impl Ask {
-    const LEN: usize = 5;
-
-    fn bytes(self) -> [u8; Ask::LEN] {
-        let [a, b, c, d] = self.spares.to_le_bytes();
-        [u8::from(self.fork), a, b, c, d]
-    }
-
-    /// The ask at the head of `message`, and the start's frame after it.
-    fn parse(message: &[u8]) -> Option<(Ask, &[u8])> {
-        let (head, start) = message.split_first_chunk::<{ Ask::LEN }>()?;
-        let fork = match head[0] {
-            0 => false,
-            1 => true,
-            _ => return None,
-        };
-        let spares = u32::from_le_bytes(head[1..].try_into().ok()?);
-        Some((Ask { fork, spares }, start))
-    }
 }
 
 /// What the zygote says: the pid of the worker it was asked to fork (or why
@@ -165,7 +143,7 @@ impl Zygote {
         )?;
         let spares = super::INHERITED.get().is_none().then(|| Spares { ready: VecDeque::new(), coming: 0, started: 0 });
         let zygote = Zygote { socket, process: process?, spares };
-        send(&zygote.socket, &[&protocol::encode_frame(&settings)?], &[])?;
+        send(&zygote.socket, &protocol::encode_frame(&settings)?, &[])?;
         Ok(zygote)
     }
 
@@ -187,7 +165,7 @@ impl Zygote {
         shared_output: bool,
     ) -> Result<Started, Failed> {
         let request = protocol::encode_frame(start).map_err(|_| Failed::Refused)?;
-        if request.len() + Ask::LEN > MAX_REQUEST {
+        if request.len() > MAX_REQUEST {
             return Err(Failed::Unsupported);
         }
         let (stdout, stderr, theirs_out) = if shared_output {
@@ -207,17 +185,17 @@ impl Zygote {
         if let Some((pid, spare)) = self.next_spare()? {
             // The spare is ours to reap: until it has its start, it is no
             // worker, and nobody else waits for it.
-            let sent = send(&spare, &[&request], &theirs);
+            let sent = send(&spare, &request, &theirs);
             if sent.is_err() {
                 reap_spare(pid);
                 return Err(Failed::Refused);
             }
-            self.ask_spare(&request, code);
+            self.ask_spare(start, code);
             return Ok(Started { pid, stdout, stderr });
         }
         let spares = self.spares.as_ref().map_or(0, |spares| if spares.started > 0 { SPARES } else { 0 });
-        let ask = Ask { fork: true, spares }.bytes();
-        send(&self.socket, &[&ask, &request], &theirs).map_err(|_| Failed::Refused)?;
+        let ask = protocol::encode_frame(&Ask { start, fork: true, spares }).map_err(|_| Failed::Refused)?;
+        send(&self.socket, &ask, &theirs).map_err(|_| Failed::Refused)?;
         drop(theirs_out);
         let Ok(Said::Forked(answer)) = self.hear() else {
             return Err(Failed::Unanswered(Box::new(Started { pid: 0, stdout, stderr })));
@@ -231,12 +209,12 @@ impl Zygote {
         Ok(Started { pid, stdout, stderr })
     }
 
-    /// Asks the zygote for one more spare, with the program of `request`
-    /// (a start's frame) mapped; if it cannot be asked, none comes, and the
-    /// next start asks it for a worker, which fails as it would have.
-    fn ask_spare(&mut self, request: &[u8], code: &Sealed) {
-        let ask = Ask { fork: false, spares: 1 }.bytes();
-        if send(&self.socket, &[&ask, request], &[code.fd().as_raw_fd()]).is_ok()
+    /// Asks the zygote for one more spare, with the program of `start`
+    /// mapped; if it cannot be asked, none comes, and the next start asks
+    /// it for a worker, which fails as it would have.
+    fn ask_spare(&mut self, start: &Start, code: &Sealed) {
+        let Ok(ask) = protocol::encode_frame(&Ask { start, fork: false, spares: 1 }) else { return };
+        if send(&self.socket, &ask, &[code.fd().as_raw_fd()]).is_ok()
             && let Some(kept) = &mut self.spares
         {
             kept.coming += 1;
@@ -371,13 +349,11 @@ fn dup_onto(fd: &OwnedFd, target: RawFd) -> Result<(), String> {
     }
 }
 
-/// Sends `parts` as one message, with the descriptors `fds`.
-fn send(socket: &OwnedFd, parts: &[&[u8]], fds: &[RawFd]) -> std::io::Result<()> {
-    let parts: Vec<IoSlice> = parts.iter().map(|part| IoSlice::new(part)).collect();
+fn send(socket: &OwnedFd, bytes: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
     let rights = [ControlMessage::ScmRights(fds)];
     let control: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
     // A worker's guest thread takes its CPU timer's ticks (`ticker.rs`).
-    retry_interrupted(|| sendmsg::<()>(socket.as_raw_fd(), &parts, control, MsgFlags::empty(), None))?;
+    retry_interrupted(|| sendmsg::<()>(socket.as_raw_fd(), &[IoSlice::new(bytes)], control, MsgFlags::empty(), None))?;
     Ok(())
 }
 

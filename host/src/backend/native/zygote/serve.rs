@@ -67,7 +67,7 @@ pub(crate) fn serve() -> Result<i32, String> {
             // two cores with it. Without it, forks are slower, not wrong.
             let _ = crate::backend::native::text::anonymize();
         }
-        let Some((ask, start)) = Ask::parse(&buffer[..length]) else {
+        let Ok(ask) = protocol::decode_frame::<Ask<Start>>(&buffer[..length]) else {
             let refused = Said::Forked(Err("not a request".into()));
             tell(&socket, &refused, None)?;
             continue;
@@ -77,15 +77,13 @@ pub(crate) fn serve() -> Result<i32, String> {
         let mut spares = ask.spares;
         if ask.fork {
             let mut passed = Vec::new();
-            let answer = protocol::decode_frame::<Start>(start)
-                .and_then(|start| zygote.fork_worker(start, fds, &mut passed, settings, &mut programs));
+            let answer = zygote.fork_worker(ask.start.clone(), fds, &mut passed, settings, &mut programs);
             let forked = answer.is_ok();
             tell(&socket, &Said::Forked(answer), None)?;
             // Our copies of the new worker's descriptors, closed once it is told.
             drop(passed);
             spares = if forked { spares } else { 0 };
-        } else if let Err(why) =
-            program(fds.into_iter().next(), || protocol::decode_frame(start), settings, &*zygote.engines, &mut programs)
+        } else if let Err(why) = program(fds.into_iter().next(), &ask.start, settings, &*zygote.engines, &mut programs)
         {
             // Forked all the same: a spare can load the program itself.
             eprintln!("error: the zygote cannot map a program ahead: {why}");
@@ -101,20 +99,22 @@ pub(crate) fn serve() -> Result<i32, String> {
 /// Tells the root host `said`, with the descriptor `fd` if there is one.
 fn tell(socket: &OwnedFd, said: &Said, fd: Option<OwnedFd>) -> Result<(), String> {
     let fds: Vec<RawFd> = fd.iter().map(|fd| fd.as_raw_fd()).collect();
-    send(socket, &[&protocol::encode_frame(said).map_err(|e| e.to_string())?], &fds)
+    send(socket, &protocol::encode_frame(said).map_err(|e| e.to_string())?, &fds)
         .map_err(|e| format!("lost the root host: {e}"))
 }
 
-/// The compiled code of the program a start runs, from the sealed `code`:
-/// mapped once per program, before forking, so every worker shares the
-/// pages. The start is asked of `start` only for a program not mapped yet.
+/// The compiled code of the program `start` runs, from the sealed `code`:
+/// mapped once per program, before forking, so every worker shares the pages.
 fn program<'a>(
     code: Option<OwnedFd>,
-    start: impl FnOnce() -> Result<Start, String>,
+    start: &Start,
     settings: EngineSettings,
     engines: &Option<crate::runtime::Engines>,
     programs: &'a mut HashMap<(u64, u64), (Code, Arc<Sealed>)>,
 ) -> Result<&'a (Code, Arc<Sealed>), String> {
+    if start.engine != settings {
+        return Err("a worker for another engine than the zygote's".into());
+    }
     let code = code.ok_or("no compiled code")?;
     let key =
         crate::backend::native::code::identity(&code).map_err(|e| format!("cannot look at the compiled code: {e}"))?;
@@ -123,21 +123,12 @@ fn program<'a>(
     Ok(match programs.entry(key) {
         Entry::Occupied(known) => known.into_mut(),
         Entry::Vacant(new) => {
-            let start = for_our_engine(start()?, settings)?;
             let loaded =
-                crate::backend::native::code::load(engines.as_ref().ok_or("the zygote has no engine")?, code, &start)
+                crate::backend::native::code::load(engines.as_ref().ok_or("the zygote has no engine")?, code, start)
                     .map_err(|e| e.to_string())?;
             new.insert(loaded)
         }
     })
-}
-
-/// `start`, if it runs on the zygote's engine.
-fn for_our_engine(start: Start, settings: EngineSettings) -> Result<Start, String> {
-    match start.engine == settings {
-        true => Ok(start),
-        false => Err("a worker for another engine than the zygote's".into()),
-    }
 }
 
 /// The descriptors a worker is started with, as a request passed them
@@ -189,9 +180,8 @@ impl Forker<'_> {
         settings: EngineSettings,
         programs: &mut HashMap<(u64, u64), (Code, Arc<Sealed>)>,
     ) -> Result<u32, String> {
-        let start = for_our_engine(start, settings)?;
         let (worker, code) = Passed::of(fds)?;
-        let (code, sealed) = program(Some(code), || Ok(start.clone()), settings, self.engines, programs)?;
+        let (code, sealed) = program(Some(code), &start, settings, self.engines, programs)?;
         match fork_sibling().map_err(|e| format!("cannot fork a worker: {e}"))? {
             0 => {
                 self.leave_root();
@@ -251,9 +241,9 @@ impl Forker<'_> {
             Ok((0, _)) | Err(_) => return Ok(0),
             Ok(message) => message,
         };
-        let start = for_our_engine(protocol::decode_frame(&buffer[..length])?, settings)?;
+        let start: Start = protocol::decode_frame(&buffer[..length])?;
         let (worker, code) = Passed::of(fds)?;
-        let (code, sealed) = program(Some(code), || Ok(start.clone()), settings, self.engines, programs)?;
+        let (code, sealed) = program(Some(code), &start, settings, self.engines, programs)?;
         let (code, sealed) = (code.clone(), sealed.clone());
         self.become_worker(start, worker, code, sealed)
     }
