@@ -16,8 +16,7 @@
 //! child, started at its second child: so the forks are the worker's
 //! children), and execs its first, as does anyone whose zygote is
 //! unavailable (`posix_spawn`: no `fork` of the host's large address space).
-//! The starting thread asks the zygote itself, one request at a time (or,
-//! in the root, hands the start to a spare the zygote forked ahead); the
+//! The starting thread asks the zygote itself, one request at a time; the
 //! zygote is started, and execs are done, by one long-lived spawner thread
 //! (`spawner.rs`); the root watches each started worker in `supervise.rs`,
 //! through a pidfd (`pidfd.rs`).

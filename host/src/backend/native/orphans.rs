@@ -180,14 +180,8 @@ enum Mode {
 
 /// How `pid` runs the host binary in worker mode; `None` if it does not.
 fn mode(pid: u32) -> Option<Mode> {
-    let name = command_name(pid);
-    if name.as_ref().is_some_and(|name| name.as_bytes() == super::zygote::ZYGOTE_NAME.to_bytes()) {
+    if command_name(pid).is_some_and(|name| name.as_bytes() == super::zygote::ZYGOTE_NAME.to_bytes()) {
         return Some(Mode::Zygote);
-    }
-    // A spare of the root's zygote, not started: its zygote's handle
-    // waits for it.
-    if name.is_some_and(|name| name.as_bytes() == super::zygote::SPARE_NAME.to_bytes()) {
-        return None;
     }
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let mut args = cmdline.split(|&b| b == 0).skip(1);

@@ -97,7 +97,7 @@ impl NativeBackend {
                 Err(_) => ZygoteState::Off,
             };
         }
-        if let ZygoteState::Running(running) = &mut *zygote {
+        if let ZygoteState::Running(running) = &*zygote {
             // No stray search may take a worker for an orphan between its
             // birth and the moment it is known.
             let mut known = orphans::KNOWN.lock().unwrap();

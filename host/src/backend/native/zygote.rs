@@ -18,32 +18,28 @@
 //! name, `host-zygote`, tells it apart even as a zombie).
 //!
 //! The root talks to the zygote over a `SOCK_SEQPACKET` socket pair: one
-//! message carries a request ([`Ask`]: a [`Start`] frame) and, as
-//! `SCM_RIGHTS`, the write ends of the new worker's stdout and stderr
-//! pipes, its end of its channel (`channel.rs`), the program's sealed code
-//! (mapped once per program, shared by every fork) and the guest's stdin,
-//! if it has one; the answer is one frame with the new pid or why there is
-//! none. From its second worker on, the root's zygote also keeps spares,
-//! workers forked ahead that wait for their start ([`Spares`]): the root
-//! then sends the same message to a spare, and the fork is off the path of
-//! the start. A request too large for one message, or any failure of the
-//! zygote, falls back to exec.
+//! message carries a [`Start`] frame and, as `SCM_RIGHTS`, the write ends of
+//! the new worker's stdout and stderr pipes, its end of its channel
+//! (`channel.rs`), the program's sealed code (mapped once per program,
+//! shared by every fork) and the guest's stdin, if it has one; the answer
+//! is one frame with the new pid or why there is none. A request too large
+//! for one message, or any failure of the zygote, falls back to exec.
 
 use super::code::Sealed;
 use super::protocol::{self, EngineSettings, Start};
-use super::{FDS_VAR, Worker, pipe, set_cloexec, spawn_retrying};
+use super::worker;
+use super::{FDS_VAR, Inherited, Worker, pipe, set_cloexec, spawn_retrying};
+use crate::output::Stdin;
+use crate::program::Code;
 use nix::sys::socket::{
     AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg, sendmsg, socketpair,
 };
-use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
-
-// The zygote's own side: what it does for each request.
-mod serve;
-pub(crate) use serve::serve;
+use std::sync::Arc;
 
 /// The second argument that makes a worker a zygote.
 pub(crate) const ZYGOTE_ARG: &str = "zygote";
@@ -68,52 +64,7 @@ const MAX_REQUEST: usize = 60 << 10;
 pub(crate) struct Zygote {
     socket: OwnedFd,
     process: std::process::Child,
-    /// The root's zygote keeps spares (see [`Spares`]); a worker's does not.
-    spares: Option<Spares>,
 }
-
-/// How many spares the root's zygote keeps forked ahead.
-const SPARES: u32 = 2;
-
-/// The root's zygote forks its workers ahead of their start: each spare,
-/// forked (`CLONE_PARENT`: the root's child, as any worker) and announced
-/// with its pid and one end of a socket pair, waits on that socket for the
-/// request the zygote would have been sent; the root sends it there itself
-/// and has its pid at once, and the zygote forks the next spare while the
-/// new worker runs. Spares are kept from the second start on, so a run of
-/// one process forks none. A spare is named `host-spare` until it is
-/// started, so that nobody adopts it for an orphan (`orphans.rs`); it exits
-/// when its socket ends (the root gone, or its handle dropped), and the
-/// handle's drop kills and reaps those it holds.
-struct Spares {
-    ready: VecDeque<(u32, OwnedFd)>,
-    /// Asked for and not yet announced.
-    coming: u32,
-    /// Workers started so far.
-    started: u32,
-}
-
-/// What the root asks of its zygote: that it fork a worker for `start`
-/// (passing five or four descriptors) and then `spares` spares with that
-/// program mapped; or, without `fork`, the spares alone (passing the
-/// program's code alone).
-#[derive(Serialize, Deserialize)]
-struct Ask<S> {
-    start: S,
-    fork: bool,
-    spares: u32,
-}
-
-/// What the zygote says: the pid of the worker it was asked to fork (or why
-/// there is none), or a spare it forked (its socket as `SCM_RIGHTS`).
-#[derive(Serialize, Deserialize)]
-enum Said {
-    Forked(Result<u32, String>),
-    Spare(Result<u32, String>),
-}
-
-/// A spare's name until it is started.
-pub(crate) const SPARE_NAME: &std::ffi::CStr = c"host-spare";
 
 impl Zygote {
     /// Starts the zygote and hands it the engine settings; `inherited` are
@@ -141,8 +92,7 @@ impl Zygote {
             nix::sys::socket::sockopt::ReceiveTimeout,
             &nix::sys::time::TimeVal::new(ANSWER_TIMEOUT_SECS, 0),
         )?;
-        let spares = super::INHERITED.get().is_none().then(|| Spares { ready: VecDeque::new(), coming: 0, started: 0 });
-        let zygote = Zygote { socket, process: process?, spares };
+        let zygote = Zygote { socket, process: process? };
         send(&zygote.socket, &protocol::encode_frame(&settings)?, &[])?;
         Ok(zygote)
     }
@@ -157,7 +107,7 @@ impl Zygote {
     /// exec'd child of a worker does; else each on a pipe of its own, which
     /// the answer holds.
     pub(crate) fn spawn(
-        &mut self,
+        &self,
         start: &Start,
         code: &Sealed,
         channel: &OwnedFd,
@@ -182,87 +132,16 @@ impl Zygote {
         };
         let mut theirs = vec![out, err, channel.as_raw_fd(), code.fd().as_raw_fd()];
         theirs.extend(stdin.map(|fd| fd.as_raw_fd()));
-        if let Some((pid, spare)) = self.next_spare()? {
-            // The spare is ours to reap: until it has its start, it is no
-            // worker, and nobody else waits for it.
-            let sent = send(&spare, &request, &theirs);
-            if sent.is_err() {
-                reap_spare(pid);
-                return Err(Failed::Refused);
-            }
-            self.ask_spare(start, code);
-            return Ok(Started { pid, stdout, stderr });
-        }
-        let spares = self.spares.as_ref().map_or(0, |spares| if spares.started > 0 { SPARES } else { 0 });
-        let ask = protocol::encode_frame(&Ask { start, fork: true, spares }).map_err(|_| Failed::Refused)?;
-        send(&self.socket, &ask, &theirs).map_err(|_| Failed::Refused)?;
+        send(&self.socket, &request, &theirs).map_err(|_| Failed::Refused)?;
         drop(theirs_out);
-        let Ok(Said::Forked(answer)) = self.hear() else {
+        let Ok((answer, _)) = receive(&self.socket) else {
             return Err(Failed::Unanswered(Box::new(Started { pid: 0, stdout, stderr })));
         };
         // An answer not in our words is not from a zygote of ours: it forks nothing.
-        let pid = answer.map_err(|_| Failed::Refused)?;
-        if let Some(kept) = &mut self.spares {
-            kept.started += 1;
-            kept.coming += spares;
-        }
+        let pid = protocol::decode_frame::<Result<u32, String>>(&answer)
+            .map_err(|_| Failed::Refused)?
+            .map_err(|_| Failed::Refused)?;
         Ok(Started { pid, stdout, stderr })
-    }
-
-    /// Asks the zygote for one more spare, with the program of `start`
-    /// mapped; if it cannot be asked, none comes, and the next start asks
-    /// it for a worker, which fails as it would have.
-    fn ask_spare(&mut self, start: &Start, code: &Sealed) {
-        let Ok(ask) = protocol::encode_frame(&Ask { start, fork: false, spares: 1 }) else { return };
-        if send(&self.socket, &ask, &[code.fd().as_raw_fd()]).is_ok()
-            && let Some(kept) = &mut self.spares
-        {
-            kept.coming += 1;
-        }
-    }
-
-    /// A spare to start, waiting for one the zygote was asked for; `None`
-    /// if it keeps none, or none is coming.
-    fn next_spare(&mut self) -> Result<Option<(u32, OwnedFd)>, Failed> {
-        loop {
-            let Some(kept) = &mut self.spares else { return Ok(None) };
-            if let Some(spare) = kept.ready.pop_front() {
-                kept.started += 1;
-                return Ok(Some(spare));
-            }
-            if kept.coming == 0 {
-                return Ok(None);
-            }
-            // Silent, or out of turn: it is not trusted again.
-            let Ok(Said::Spare(_)) = self.hear() else { return Err(Failed::Refused) };
-        }
-    }
-
-    /// The zygote's next word; each spare it announces is kept.
-    fn hear(&mut self) -> std::io::Result<Said> {
-        let (said, fds) = receive(&self.socket)?;
-        self.keep_spare(said, fds)
-    }
-
-    /// Keeps the spare `said` announces, if it does; what it says.
-    fn keep_spare(&mut self, said: Vec<u8>, fds: Vec<OwnedFd>) -> std::io::Result<Said> {
-        let said: Said = protocol::decode_frame(&said).map_err(std::io::Error::other)?;
-        if let (Said::Spare(spare), Some(kept)) = (&said, &mut self.spares) {
-            kept.coming = kept.coming.saturating_sub(1);
-            if let (Ok(pid), Some(socket)) = (spare, fds.into_iter().next()) {
-                kept.ready.push_back((*pid, socket));
-            }
-        }
-        Ok(said)
-    }
-}
-
-/// Kills and reaps the spare `pid`, our child that has not been started.
-fn reap_spare(pid: u32) {
-    // SAFETY: `pid` is our own child, not reaped yet: it is still the spare.
-    unsafe {
-        libc::kill(pid as libc::pid_t, libc::SIGKILL);
-        libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0);
     }
 }
 
@@ -297,18 +176,156 @@ impl Drop for Zygote {
         // The workers it forked are our children, not its: they live on.
         let _ = self.process.kill();
         let _ = self.process.wait();
-        // Its spares are ours too, and die with it: those it announced and
-        // we did not hear yet included.
-        while let Ok((said, fds)) = receive_now(&self.socket) {
-            if said.is_empty() || self.keep_spare(said, fds).is_err() {
-                break;
-            }
+    }
+}
+
+/// The zygote's side: build once, then fork a worker per request until the
+/// root host goes away.
+pub(crate) fn serve() -> Result<i32, String> {
+    let [socket, lifeline, slots] =
+        worker::inherit().ok_or("zygote mode is for the host's own use: its descriptors are missing")?;
+    // It dies with the host (a worker, say) that started it, however that
+    // ends, and goes by a name that tells it apart even as a zombie (which
+    // the root, a worker's orphan's adopter, then reaps: `orphans.rs`).
+    // SAFETY: prctl with these options reads and writes nothing of ours.
+    let original = unsafe {
+        let mut name = [0u8; 16];
+        libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr());
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        libc::prctl(libc::PR_SET_NAME, ZYGOTE_NAME.as_ptr());
+        name
+    };
+    let (settings, _) = receive(&socket).map_err(|e| format!("no engine settings: {e}"))?;
+    let settings: EngineSettings = protocol::decode_frame(&settings)?;
+    let engines =
+        worker::builder(settings).make_engines().map_err(|e| format!("cannot build the zygote's engine: {e:#}"))?;
+    // Each fork takes this copy for its own (never cloned: a clone of the
+    // linkers costs more than the rest of a worker's start).
+    let mut engines = Some(engines);
+    // Looked up once here, not by every worker.
+    super::current_exe().map_err(|e| format!("cannot find the host binary: {e}"))?;
+    // The engine's per-thread state (its signal stack) made here, once.
+    wasmtime::Engine::tls_eager_initialize();
+    // WASI's random generators probe the CPU's features on first use (each
+    // probe a `cpuid`, which a virtual machine traps): probed here, once.
+    drop(wasmtime_wasi::WasiCtxBuilder::new());
+    let mut programs: HashMap<(u64, u64), (Code, Arc<Sealed>)> = HashMap::new();
+    let copy_code = std::env::args_os().nth(3).is_some_and(|arg| arg == COPY_CODE_ARG);
+    let mut requests = 0u32;
+    // One buffer for every request: after a fork each page the zygote
+    // writes is copied first, and a fresh one would be zeroed whole.
+    let mut buffer = vec![0u8; MAX_REQUEST + 64];
+    loop {
+        let (length, fds) = match receive_into(&socket, &mut buffer) {
+            Ok((0, _)) => return Ok(0),
+            Ok(message) => message,
+            Err(e) => return Err(format!("lost the root host: {e}")),
+        };
+        requests += 1;
+        if copy_code && requests == 2 {
+            // Before the second fork, not the first: a run of one process
+            // (`host run x.wasm`) neither waits for the copy nor shares its
+            // two cores with it. Without it, forks are slower, not wrong.
+            let _ = super::text::anonymize();
         }
-        if let Some(kept) = &mut self.spares {
-            kept.ready.drain(..).for_each(|(pid, socket)| {
-                drop(socket);
-                reap_spare(pid);
+        let request = &buffer[..length];
+        let inherited = [&lifeline, &slots];
+        let mut passed = Vec::new();
+        let answer = fork_worker(
+            request,
+            fds,
+            &mut passed,
+            &socket,
+            inherited,
+            settings,
+            &mut engines,
+            &mut programs,
+            &original,
+        );
+        send(&socket, &protocol::encode_frame(&answer).map_err(|e| e.to_string())?, &[])
+            .map_err(|e| format!("lost the root host: {e}"))?;
+        // Our copies of the new worker's descriptors, closed once it is told.
+        drop(passed);
+    }
+}
+
+/// Forks the worker one request asks for; the new pid, or why not. The
+/// pipes and stdin the request passed, which the fork has its own copies of,
+/// are left in `passed`.
+#[allow(clippy::too_many_arguments)]
+fn fork_worker(
+    request: &[u8],
+    fds: Vec<OwnedFd>,
+    passed: &mut Vec<OwnedFd>,
+    socket: &OwnedFd,
+    inherited: [&OwnedFd; 2],
+    settings: EngineSettings,
+    engines: &mut Option<crate::runtime::Engines>,
+    programs: &mut HashMap<(u64, u64), (Code, Arc<Sealed>)>,
+    name: &[u8; 16],
+) -> Result<u32, String> {
+    let start: Start = protocol::decode_frame(request)?;
+    if start.engine != settings {
+        return Err("a worker for another engine than the zygote's".into());
+    }
+    let mut fds = fds.into_iter();
+    let (Some(stdout), Some(stderr), Some(channel), Some(code)) = (fds.next(), fds.next(), fds.next(), fds.next())
+    else {
+        return Err("expected four or five descriptors".into());
+    };
+    let stdin = fds.next();
+    if fds.next().is_some() {
+        return Err("expected four or five descriptors".into());
+    }
+    let key = super::code::identity(&code).map_err(|e| format!("cannot look at the compiled code: {e}"))?;
+    // Cloned by the fork alone: a count the zygote wrote would be a page
+    // it copies (its forks share every page it has).
+    let (code, sealed) = match programs.entry(key) {
+        Entry::Occupied(known) => known.into_mut(),
+        Entry::Vacant(new) => {
+            // Mapped here, before forking, so every worker shares the pages.
+            let loaded = super::code::load(engines.as_ref().ok_or("the zygote has no engine")?, code, &start)
+                .map_err(|e| e.to_string())?;
+            new.insert(loaded)
+        }
+    };
+    match fork_sibling().map_err(|e| format!("cannot fork a worker: {e}"))? {
+        0 => {
+            // The new worker: its own name, stdio to its pipes, then run and exit.
+            // SAFETY: `name` is NUL-terminated (PR_GET_NAME wrote it).
+            unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+            let status = (|| {
+                dup_onto(&stdout, 1)?;
+                dup_onto(&stderr, 2)?;
+                drop((stdout, stderr));
+                let input = match stdin {
+                    Some(stdin) => {
+                        dup_onto(&stdin, 0)?;
+                        Stdin::inherit()
+                    }
+                    None => Stdin::null(),
+                };
+                let _ = nix::unistd::close(socket.as_raw_fd());
+                let [lifeline, slots] = inherited.map(|fd| fd.try_clone());
+                let inherited = Inherited {
+                    lifeline: lifeline.map_err(|e| e.to_string())?,
+                    slots: slots.map_err(|e| e.to_string())?,
+                    channel: Arc::new(super::broker::Client::new(channel)),
+                };
+                // This process's copy of the zygote's engine: its own now.
+                let engines = engines.take().ok_or("the zygote has no engine")?;
+                worker::run(start, inherited, engines, code.clone(), sealed.clone(), input)
+            })();
+            let status = status.unwrap_or_else(|message| {
+                eprintln!("error: {message}");
+                crate::ExitCode::FAILURE.code()
             });
+            std::process::exit(status)
+        }
+        pid => {
+            passed.extend([stdout, stderr, channel]);
+            passed.extend(stdin);
+            Ok(pid)
         }
     }
 }
@@ -374,22 +391,10 @@ const MAX_SMALL: usize = 4 << 10;
 
 /// One small message and the descriptors it carried; empty at end-of-file.
 fn receive(socket: &OwnedFd) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> {
-    receive_small(socket, MsgFlags::empty())
-}
-
-/// [`receive`], but what is there already: an error if nothing is.
-fn receive_now(socket: &OwnedFd) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> {
-    receive_small(socket, MsgFlags::MSG_DONTWAIT)
-}
-
-fn receive_small(socket: &OwnedFd, flags: MsgFlags) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> {
     // Not a request's size: zeroed for every answer, that cost the root
     // host a fresh 60 KiB at each start.
     let mut buffer = vec![0u8; MAX_SMALL];
-    let (length, fds, truncated) = retry_interrupted(|| receive_once(socket, &mut buffer, flags))?;
-    if truncated {
-        return Err(std::io::Error::other("message too large"));
-    }
+    let (length, fds) = receive_into(socket, &mut buffer)?;
     buffer.truncate(length);
     Ok((buffer, fds))
 }
@@ -397,7 +402,7 @@ fn receive_small(socket: &OwnedFd, flags: MsgFlags) -> std::io::Result<(Vec<u8>,
 /// One message into `buffer`: its length (0 at end-of-file) and the
 /// descriptors it carried.
 fn receive_into(socket: &OwnedFd, buffer: &mut [u8]) -> std::io::Result<(usize, Vec<OwnedFd>)> {
-    let (length, fds, truncated) = retry_interrupted(|| receive_once(socket, buffer, MsgFlags::empty()))?;
+    let (length, fds, truncated) = retry_interrupted(|| receive_once(socket, buffer))?;
     if truncated {
         return Err(std::io::Error::other("message too large"));
     }
@@ -406,10 +411,10 @@ fn receive_into(socket: &OwnedFd, buffer: &mut [u8]) -> std::io::Result<(usize, 
 
 /// One `recvmsg`: the message's length, its descriptors, and whether it
 /// was cut short.
-fn receive_once(socket: &OwnedFd, buffer: &mut [u8], flags: MsgFlags) -> nix::Result<(usize, Vec<OwnedFd>, bool)> {
+fn receive_once(socket: &OwnedFd, buffer: &mut [u8]) -> nix::Result<(usize, Vec<OwnedFd>, bool)> {
     let mut space = nix::cmsg_space!([RawFd; 5]);
     let mut iov = [IoSliceMut::new(buffer)];
-    let message = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut space), flags | MsgFlags::MSG_CMSG_CLOEXEC)?;
+    let message = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
     let mut fds = Vec::new();
     for control in message.cmsgs()? {
         if let ControlMessageOwned::ScmRights(received) = control {
