@@ -38,6 +38,13 @@ const HOST_MAPPINGS: u64 = 4_096;
 /// Mappings a pooled layout costs per process the run may have: its slot's
 /// stack and guard, and a live instance's memory image, heap and tail.
 const POOLED_MAPPINGS_PER_PROCESS: u64 = 6;
+/// How deep Wasm frames may go on a fiber's stack (wasmtime's default,
+/// named because the dense layout's stacks are sized from it).
+const WASM_STACK: usize = 512 << 10;
+/// What a dense layout's fiber stack has above the deepest Wasm frames, for
+/// the host's own calls: four times what the whole test suite needed (it
+/// passes with 64 KiB), where wasmtime's default leaves 1.5 MiB.
+const DENSE_HOST_STACK: usize = 256 << 10;
 
 /// Which layout a host's engine uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +99,14 @@ impl Layout {
                 config.memory_reservation_for_growth(0);
                 config.memory_may_move(true);
                 config.memory_init_cow(false);
+                // A fiber touches only its stack's top, but tops 2 MiB apart
+                // (wasmtime's default size) each take a page-table page of
+                // their own, a fresh page the kernel clears: 100,000 were
+                // 400 MB of page tables, and a third of the starts' CPU when
+                // the machine's memory was cold. Stacks as deep as Wasm may
+                // go plus the host's share put two or three tops in each.
+                config.max_wasm_stack(WASM_STACK);
+                config.async_stack_size(WASM_STACK + DENSE_HOST_STACK);
                 #[cfg(target_os = "linux")]
                 {
                     config.with_host_stack(std::sync::Arc::new(dense::DenseStacks::default()));

@@ -191,8 +191,8 @@ impl Shelf {
 /// it (wasmtime checks `max_wasm_stack` on every call); it catches the
 /// host's own code overflowing a fiber's stack, which would otherwise write
 /// over the neighbouring one. A kernel without guard regions gets stacks
-/// without guards, the host's code having the rest of the 2 MiB stack above
-/// the Wasm frames, several times what any host call takes.
+/// without guards, the host's code having the rest of the stack above the
+/// Wasm frames, several times what any host call takes.
 #[derive(Default)]
 pub(crate) struct DenseStacks {
     /// One slab per stack size asked for (an engine asks one), by size.
@@ -280,10 +280,11 @@ impl Slab {
     /// Takes back the slot at `slot`, whose stack is no longer used.
     ///
     /// Once no stack is in use, a slab of more than one chunk unmaps them
-    /// all (the next stack maps a new one): a slot once used keeps a
-    /// page-table page (the one its top shares with the guard of the slot
-    /// above, a marker the kernel does not reclaim), 4 KiB per slot of the
-    /// most processes seen at once, until the whole slab is idle again.
+    /// all (the next stack maps a new one): a slot once used keeps its
+    /// share of a page-table page (the one its top shares with the guard of
+    /// the slot above, a marker the kernel does not reclaim), a few KiB per
+    /// slot of the most processes seen at once, until the whole slab is
+    /// idle again.
     fn give_back(&mut self, slot: usize) {
         self.live -= 1;
         if self.live == 0 && self.chunks.len() > 1 {
