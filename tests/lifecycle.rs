@@ -31,6 +31,31 @@ fn start_once_then_join() {
 }
 
 #[test]
+fn many_starts_of_one_program_each_run_once_with_their_own_arguments() {
+    // Started together, so that each start is handed over while the
+    // processes started before it still run: every process runs its own
+    // start (its arguments), once (one greeting on its own stdout).
+    let host = host();
+    let program = host.load(guest("hello")).unwrap();
+    let started: Vec<(Capture, host::Process)> = (0..24)
+        .map(|i| {
+            let out = Capture::new();
+            let process =
+                program.command().args([format!("start-{i}"), "x".repeat(i)]).stdout(Stdio::capture(&out)).spawn();
+            (out, process.unwrap())
+        })
+        .collect();
+    let mut pids = HashSet::new();
+    for (i, (out, process)) in started.iter().enumerate() {
+        assert!(join(process).success(), "{}", out.text());
+        let text = out.text();
+        assert_eq!(text.matches("hello from pid=").count(), 1, "start {i} ran other than once: {text}");
+        assert!(text.contains(&format!("args: start-{i} {}\n", "x".repeat(i))), "start {i} ran another's: {text}");
+        assert!(pids.insert(process.pid().unwrap()), "two starts share pid {:?}", process.pid());
+    }
+}
+
+#[test]
 fn operations_before_start_are_errors() {
     let host = host();
     let program = host.load(guest("sleep")).unwrap();

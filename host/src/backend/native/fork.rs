@@ -130,7 +130,7 @@ pub(super) fn fork(
                 drop(theirs);
                 let pid = pid.as_raw() as u32;
                 let watched = open_pidfd(pid).map_err(|e| e.to_string()).and_then(|fd| {
-                    let pidfd = (fd.try_clone().map_err(|e| e.to_string())?, fd);
+                    let pidfd = Arc::new(fd);
                     let reports = inherited.channel.adopt(pid, ours)?;
                     Ok((pidfd, reports))
                 });
@@ -145,10 +145,16 @@ pub(super) fn fork(
                 let worker = Worker { pid, stdout: None, stderr: None, channel: None };
                 let orders = channel::Orders::Relayed(inherited.channel.clone(), pid);
                 let channel = channel::Supervised { reports, orders };
-                let supervised =
-                    super::supervise(host.clone(), child.clone(), launch.clone(), (worker, channel), pidfd.1, slot);
+                let supervised = super::supervise(
+                    host.clone(),
+                    child.clone(),
+                    launch.clone(),
+                    (worker, channel),
+                    pidfd.clone(),
+                    slot,
+                );
                 host.runtime.spawn(supervised);
-                Ok(Arc::new(NativeControl { pidfd: pidfd.0 }) as Arc<dyn crate::backend::Control>)
+                Ok(Arc::new(NativeControl { pidfd }) as Arc<dyn crate::backend::Control>)
             }
         }
     })?;

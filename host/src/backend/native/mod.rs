@@ -320,7 +320,7 @@ impl Backend for NativeBackend {
         let pid = worker.pid;
         // Signals and the wait go through a pidfd: once the worker is reaped
         // its pid may be another process's, its pidfd never is.
-        let watched = open_pidfd(pid).and_then(|fd| Ok((fd.try_clone()?, fd)));
+        let watched = open_pidfd(pid).map(Arc::new);
         let _entered = host.runtime.enter();
         let supervised = watched.map_err(|e| e.to_string()).and_then(|pidfd| {
             let ours = worker.channel.take().ok_or("no channel")?;
@@ -333,9 +333,9 @@ impl Backend for NativeBackend {
         })?;
         slot.started(pid);
         node.set_pid(pid);
-        let control = Arc::new(NativeControl { pidfd: pidfd.0 });
+        let control = Arc::new(NativeControl { pidfd: pidfd.clone() });
         let (host, node, launch) = (host.clone(), node.clone(), launch.clone());
-        host.runtime.clone().spawn(supervise(host, node, launch, (worker, supervised), pidfd.1, slot));
+        host.runtime.clone().spawn(supervise(host, node, launch, (worker, supervised), pidfd, slot));
         Ok(control)
     }
 

@@ -24,6 +24,13 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 /// orphans, the zygote): never adopted twice.
 pub(super) static KNOWN: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
 
+/// Held by a starter from before a worker's birth until it is in [`KNOWN`],
+/// and by a search for strays (before `KNOWN`): no search takes a worker
+/// being born for an orphan. A lock of its own, so that a supervisor that
+/// forgets a reaped worker (in `KNOWN`, briefly) never waits for a start
+/// under way (a zygote's round trip, an exec).
+pub(super) static BIRTHS: Mutex<()> = Mutex::new(());
+
 /// The run's process table: whoever reaps a process gives back its slot,
 /// and for orphans that is the root.
 static SLOTS: OnceLock<Arc<Slots>> = OnceLock::new();
@@ -51,6 +58,7 @@ pub(super) fn adopt_strays() -> usize {
     if !adopts() {
         return 0;
     }
+    let _births = BIRTHS.lock().unwrap();
     let mut known = KNOWN.lock().unwrap();
     let strays: Vec<u32> =
         own_children().into_iter().filter(|pid| !known.contains(pid) && mode(*pid).is_some()).collect();

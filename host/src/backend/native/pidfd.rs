@@ -5,6 +5,11 @@
 use super::super::Control;
 use crate::exit::Signal;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+/// A pidfd that its worker's control and its supervisor share (one
+/// descriptor, not a copy each: a start makes no `dup` for it).
+pub(super) type SharedPidfd = Arc<OwnedFd>;
 
 pub(super) enum Status {
     Exited(i32),
@@ -25,7 +30,7 @@ pub(super) fn open_pidfd(pid: u32) -> std::io::Result<OwnedFd> {
 }
 
 /// Sends `signal` to the process behind `pidfd`; nothing once it is reaped.
-pub(super) fn send_signal(pidfd: &OwnedFd, signal: i32) {
+pub(super) fn send_signal(pidfd: &impl AsRawFd, signal: i32) {
     // SAFETY: no siginfo, no flags: the same as kill(2), by descriptor.
     unsafe {
         libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), signal, std::ptr::null::<libc::siginfo_t>(), 0)
@@ -41,8 +46,9 @@ pub(super) async fn wait_pid(pid: u32) -> Status {
 }
 
 /// Waits for the process behind `pidfd` (our child) to end, and reaps it.
-pub(super) async fn wait_pidfd(pidfd: OwnedFd) -> Status {
-    // SAFETY: the pidfd is owned by the AsyncFd, and closed only with it.
+pub(super) async fn wait_pidfd(pidfd: impl AsRawFd) -> Status {
+    // SAFETY: the pidfd is held by the AsyncFd (alone, or shared with a
+    // control), and closed only once both are dropped.
     let ready = match unsafe { tokio::io::unix::AsyncFd::register(pidfd) } {
         Ok(fd) => fd,
         Err(e) => return Status::Lost(e.to_string()),
@@ -64,7 +70,7 @@ pub(super) async fn wait_pidfd(pidfd: OwnedFd) -> Status {
 }
 
 /// Reaps the ended process behind `pidfd`, if it is ours to reap yet.
-pub(super) fn reap(pidfd: &OwnedFd) -> Option<Status> {
+pub(super) fn reap(pidfd: &impl AsRawFd) -> Option<Status> {
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     let flags = libc::WEXITED | libc::WNOHANG;
     let result = unsafe { libc::waitid(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, flags) };
@@ -95,7 +101,7 @@ impl Control for SelfControl {
 
 /// Signals one worker.
 pub(super) struct NativeControl {
-    pub(super) pidfd: OwnedFd,
+    pub(super) pidfd: SharedPidfd,
 }
 
 impl Control for NativeControl {

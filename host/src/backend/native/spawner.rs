@@ -100,12 +100,12 @@ impl NativeBackend {
         if let ZygoteState::Running(running) = &*zygote {
             // No stray search may take a worker for an orphan between its
             // birth and the moment it is known.
-            let mut known = orphans::KNOWN.lock().unwrap();
+            let _births = orphans::BIRTHS.lock().unwrap();
             // A worker's children write on its own stdout and stderr, as
             // when it execs them (an orphan's output still reaches the root).
             match running.spawn(&request.start, &request.code, &request.channel.1, request.stdin.as_ref(), in_worker) {
                 Ok(started) => {
-                    known.insert(started.pid);
+                    orphans::KNOWN.lock().unwrap().insert(started.pid);
                     return Ok(started.with_channel(request.channel.0));
                 }
                 Err(zygote::Failed::Unsupported) => {}
@@ -115,6 +115,7 @@ impl NativeBackend {
                 // died. Stopped for good, it forks no more: a fork of it
                 // nobody knows is that worker; without one, exec is safe.
                 Err(zygote::Failed::Unanswered(mut started)) => {
+                    let mut known = orphans::KNOWN.lock().unwrap();
                     if let ZygoteState::Running(silent) = std::mem::replace(&mut *zygote, ZygoteState::Off) {
                         known.remove(&silent.pid());
                         drop(silent);
@@ -220,23 +221,26 @@ impl Spawner {
                 let inherited = [&self.lifeline, &self.slots];
                 // No stray search may take a worker for an orphan between its
                 // birth and the moment it is known.
-                let mut known = orphans::KNOWN.lock().unwrap();
+                let births = orphans::BIRTHS.lock().unwrap();
+                let know = |pid| {
+                    orphans::KNOWN.lock().unwrap().insert(pid);
+                };
                 match request {
                     Request::Exec(request, started) => {
                         let SpawnRequest { start, code, channel, stdin } = *request;
                         let spawned = spawn_worker(&self.exe, inherited, &start, &code, channel, stdin);
                         if let Ok(worker) = &spawned {
-                            known.insert(worker.pid);
+                            know(worker.pid);
                         }
-                        drop(known);
+                        drop(births);
                         let _ = started.send(spawned);
                     }
                     Request::Zygote { started } => {
                         let zygote = zygote::Zygote::start(&self.exe, inherited, self.settings);
                         if let Ok(zygote) = &zygote {
-                            known.insert(zygote.pid());
+                            know(zygote.pid());
                         }
-                        drop(known);
+                        drop(births);
                         let _ = started.send(zygote);
                     }
                 }

@@ -4,7 +4,7 @@
 //! node once its channel is over (`channel.rs`).
 
 use super::channel::{Reports, Supervised};
-use super::pidfd::{Status, send_signal, wait_pidfd};
+use super::pidfd::{SharedPidfd, Status, send_signal, wait_pidfd};
 use super::spawner::Worker;
 use super::{bridge, orphans, protocol, slots};
 use crate::command::Launch;
@@ -14,6 +14,7 @@ use crate::runtime::HostInner;
 use crate::work::Work;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
+use tokio::net::unix::pipe::Receiver;
 
 /// Passes on a worker's output, waits for its end (reaping it) and for the
 /// end of its channel, gives back its process slot and records that end on
@@ -23,12 +24,12 @@ pub(super) async fn supervise(
     node: Arc<Node>,
     launch: Launch,
     worker: (Worker, Supervised),
-    pidfd: OwnedFd,
+    pidfd: SharedPidfd,
     slot: slots::Slot,
 ) {
     let (worker, channel) = worker;
     let pid = worker.pid;
-    let killer = pidfd.try_clone();
+    let killer = pidfd.clone();
     // The worker labels its own lines (and its descendants'): pass them on
     // in the process's format, until every process sharing the pipes has
     // ended. A forwarder to a host stream is waited for by the host's final
@@ -36,17 +37,15 @@ pub(super) async fn supervise(
     // by `Host::wait`, unless the process is a daemon (a pool worker, say),
     // which `Host::wait` does not wait for.
     let sinks = [(worker.stdout, &launch.stdout, Stream::Stdout), (worker.stderr, &launch.stderr, Stream::Stderr)];
-    // A copy of each pipe's read end, and the forwarder's turn: once the
-    // worker is reaped, what it wrote is passed on before its end is
-    // recorded (see `drain`).
+    // Each pipe's reader, shared with its forwarder, and the forwarder's
+    // turn: once the worker is reaped, what it wrote is passed on before
+    // its end is recorded (see `drain`).
     let mut drains = Vec::new();
     for (fd, stdio, stream) in sinks {
-        let copy = fd.as_ref().and_then(|fd| fd.try_clone().ok());
         if let Some(reader) = pipe_reader(fd) {
+            let reader = Arc::new(reader);
             let turn = Arc::new(tokio::sync::Mutex::new(()));
-            if let Some(copy) = copy {
-                drains.push((copy, turn.clone()));
-            }
+            drains.push((reader.clone(), turn.clone()));
             // The worker labelled its lines itself: no prefix here.
             let sink = LineSink::new(stdio, stream, Format { prefix: None, ..launch.output_format() });
             let producer = sink.producer();
@@ -73,9 +72,7 @@ pub(super) async fn supervise(
         };
         if report.is_err() {
             // A worker that breaks the protocol is not trusted to go on.
-            if let Ok(killer) = &killer {
-                send_signal(killer, libc::SIGKILL);
-            }
+            send_signal(&killer, libc::SIGKILL);
         }
         report
     };
@@ -83,8 +80,8 @@ pub(super) async fn supervise(
     // Reaped: the slot is free before a joiner wakes, and its last output
     // is passed on.
     drop(slot);
-    for (fd, turn) in &drains {
-        drain(fd, turn).await;
+    for (reader, turn) in &drains {
+        drain(reader, turn).await;
     }
     let signalled = matches!(status, Status::Signalled(_));
     tracing::info!(parent: node.span(), "reap");
@@ -142,8 +139,8 @@ pub(super) async fn last_report(
     Ok(ended)
 }
 
-pub(super) fn pipe_reader(fd: Option<OwnedFd>) -> Option<tokio::net::unix::pipe::Receiver> {
-    tokio::net::unix::pipe::Receiver::from_owned_fd(fd?).ok()
+pub(super) fn pipe_reader(fd: Option<OwnedFd>) -> Option<Receiver> {
+    Receiver::from_owned_fd(fd?).ok()
 }
 
 /// Passes everything a worker writes on to `sink`, until end-of-file. It
@@ -151,7 +148,7 @@ pub(super) fn pipe_reader(fd: Option<OwnedFd>) -> Option<tokio::net::unix::pipe:
 /// stream nobody reads) leaves the bytes in the pipe, and the worker waits.
 /// Each read and the write that follows are one turn of `turn`, so that
 /// [`drain`] can tell bytes in the pipe from bytes on their way.
-pub(super) async fn forward(reader: tokio::net::unix::pipe::Receiver, sink: &LineSink, turn: &tokio::sync::Mutex<()>) {
+pub(super) async fn forward(reader: Arc<Receiver>, sink: &LineSink, turn: &tokio::sync::Mutex<()>) {
     // Never zeroed, and taken only once there is something to read: most
     // workers write little or nothing, and a thousand live workers would
     // otherwise hold 128 MiB of zeroed buffers in the root host.
@@ -181,16 +178,16 @@ const READ_SIZE: usize = 64 << 10;
 /// share the pipe and keep writing).
 pub(super) const DRAIN_PATIENCE: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// Waits, briefly, until the pipe `fd` (a copy of a forwarder's read end)
-/// holds nothing its forwarder has not passed on: what an ended worker
+/// Waits, briefly, until the pipe `reader` (a forwarder's, shared) holds
+/// nothing its forwarder has not passed on: what an ended worker
 /// wrote has then reached its sink. Bounded by [`DRAIN_PATIENCE`]; it
 /// polls rather than waits on a wake-up, so it cannot hang.
-pub(super) async fn drain(fd: &OwnedFd, turn: &tokio::sync::Mutex<()>) {
+pub(super) async fn drain(reader: &Receiver, turn: &tokio::sync::Mutex<()>) {
     let deadline = std::time::Instant::now() + DRAIN_PATIENCE;
     loop {
         {
             let _turn = turn.lock().await;
-            if pending_bytes(fd) == 0 {
+            if pending_bytes(reader) == 0 {
                 return;
             }
         }
@@ -202,7 +199,7 @@ pub(super) async fn drain(fd: &OwnedFd, turn: &tokio::sync::Mutex<()>) {
 }
 
 /// How many bytes wait in the pipe `fd`; 0 if it cannot be asked.
-pub(super) fn pending_bytes(fd: &OwnedFd) -> usize {
+pub(super) fn pending_bytes(fd: &impl AsRawFd) -> usize {
     let mut pending: libc::c_int = 0;
     // SAFETY: FIONREAD writes one int through the pointer, which is valid.
     let result = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut pending) };

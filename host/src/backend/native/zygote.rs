@@ -252,6 +252,12 @@ pub(crate) fn serve() -> Result<i32, String> {
 /// Forks the worker one request asks for; the new pid, or why not. The
 /// pipes and stdin the request passed, which the fork has its own copies of,
 /// are left in `passed`.
+///
+/// The request is decoded by the fork, not by the zygote, once its program
+/// is known: after a fork every page the zygote writes is copied (and the
+/// fork's share of it freed later), and a decoded [`Start`] is a dozen
+/// allocations spread over several pages of its heap. The zygote decodes
+/// only the first request of each program, whose code it loads.
 #[allow(clippy::too_many_arguments)]
 fn fork_worker(
     request: &[u8],
@@ -264,10 +270,6 @@ fn fork_worker(
     programs: &mut HashMap<(u64, u64), (Code, Arc<Sealed>)>,
     name: &[u8; 16],
 ) -> Result<u32, String> {
-    let start: Start = protocol::decode_frame(request)?;
-    if start.engine != settings {
-        return Err("a worker for another engine than the zygote's".into());
-    }
     let mut fds = fds.into_iter();
     let (Some(stdout), Some(stderr), Some(channel), Some(code)) = (fds.next(), fds.next(), fds.next(), fds.next())
     else {
@@ -284,6 +286,7 @@ fn fork_worker(
         Entry::Occupied(known) => known.into_mut(),
         Entry::Vacant(new) => {
             // Mapped here, before forking, so every worker shares the pages.
+            let start = decode_start(request, settings)?;
             let loaded = super::code::load(engines.as_ref().ok_or("the zygote has no engine")?, code, &start)
                 .map_err(|e| e.to_string())?;
             new.insert(loaded)
@@ -298,6 +301,9 @@ fn fork_worker(
                 dup_onto(&stdout, 1)?;
                 dup_onto(&stderr, 2)?;
                 drop((stdout, stderr));
+                // Checked as the zygote checks a program's first request
+                // (a failure is this worker's, told on its stderr).
+                let start = decode_start(request, settings)?;
                 let input = match stdin {
                     Some(stdin) => {
                         dup_onto(&stdin, 0)?;
@@ -328,6 +334,15 @@ fn fork_worker(
             Ok(pid)
         }
     }
+}
+
+/// The start a request asks for, if it is for the zygote's engine.
+fn decode_start(request: &[u8], settings: EngineSettings) -> Result<Start, String> {
+    let start: Start = protocol::decode_frame(request)?;
+    if start.engine != settings {
+        return Err("a worker for another engine than the zygote's".into());
+    }
+    Ok(start)
 }
 
 /// Forks this (single-threaded) process into a sibling: a child of our
