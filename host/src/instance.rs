@@ -11,7 +11,7 @@ mod probe;
 mod store;
 
 pub(crate) use probe::list_entries;
-pub(crate) use store::{Ctx, Outputs, component_linker, core_linker};
+pub(crate) use store::{Ctx, Outputs, component_linker, core_linker, reseed_random};
 
 use crate::codec::{Batch, BatchResults};
 use crate::command::Launch;
@@ -94,7 +94,7 @@ async fn call(
     let program = launch.program.clone();
     let entry = launch.work.entry().map(str::to_string);
     let input = launch.work.input().to_vec();
-    let mut store = new_store(host, node, *launch, outputs)?;
+    let mut store = new_store(host, node, launch, outputs)?;
     let ended = call_in(&mut store, &program.inner.code, entry, &input).await;
     note_fuel(&store);
     ended
@@ -147,7 +147,7 @@ async fn serve(
     let Code::Component(pre) = &program.inner.code else {
         wasmtime::bail!("a pool worker needs a program of the mp:host world (one that exports named entries)");
     };
-    let mut store = new_store(host, node, *launch, outputs)?;
+    let mut store = new_store(host, node, launch, outputs)?;
     let instance = Box::pin(pre.instantiate_async(&mut store)).await?;
     let guest = crate::guest::Program::new(&mut store, &instance)?;
     let entries = guest.mp_host_entries();
