@@ -11,7 +11,9 @@ mod probe;
 mod store;
 
 pub(crate) use probe::list_entries;
-pub(crate) use store::{Ctx, Outputs, component_linker, core_linker, reseed_random};
+#[cfg(outside_processes)]
+pub(crate) use store::reseed_random;
+pub(crate) use store::{Ctx, Outputs, component_linker, core_linker};
 
 use crate::codec::{Batch, BatchResults};
 use crate::command::Launch;

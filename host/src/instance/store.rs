@@ -265,6 +265,8 @@ impl rand::TryRng for ThreadRandom {
 
 /// In a forked process: the generator behind `wasi:random` ([`ThreadRandom`])
 /// was copied with the rest, and would hand the child its parent's bytes.
+// Only a backend that forks calls it.
+#[cfg(outside_processes)]
 pub(crate) fn reseed_random() -> Result<(), rand::rngs::SysError> {
     rand::rng().reseed()
 }
