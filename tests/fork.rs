@@ -59,6 +59,17 @@ fn fork_copies_the_whole_process() {
     assert_eq!(get(&report, "global"), "2");
 }
 
+/// The random source is not copied with the process: the child's secure
+/// random bytes are not its parent's.
+#[test]
+fn a_forked_child_draws_its_own_random_bytes() {
+    let Some((out, report)) = scenario("random", &[]) else {
+        return;
+    };
+    assert_eq!(get(&report, "random").len(), 32, "{out:#?}");
+    assert_ne!(get(&report, "random"), get(&report, "child-random"), "{out:#?}");
+}
+
 #[test]
 fn fork_returns_child_and_parent() {
     let Some((out, report)) = scenario("returns", &[]) else {

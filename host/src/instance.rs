@@ -11,6 +11,8 @@ mod probe;
 mod store;
 
 pub(crate) use probe::list_entries;
+#[cfg(outside_processes)]
+pub(crate) use store::reseed_random;
 pub(crate) use store::{Ctx, Outputs, component_linker, core_linker};
 
 use crate::codec::{Batch, BatchResults};
@@ -94,7 +96,7 @@ async fn call(
     let program = launch.program.clone();
     let entry = launch.work.entry().map(str::to_string);
     let input = launch.work.input().to_vec();
-    let mut store = new_store(host, node, *launch, outputs)?;
+    let mut store = new_store(host, node, launch, outputs)?;
     let ended = call_in(&mut store, &program.inner.code, entry, &input).await;
     note_fuel(&store);
     ended
@@ -147,7 +149,7 @@ async fn serve(
     let Code::Component(pre) = &program.inner.code else {
         wasmtime::bail!("a pool worker needs a program of the mp:host world (one that exports named entries)");
     };
-    let mut store = new_store(host, node, *launch, outputs)?;
+    let mut store = new_store(host, node, launch, outputs)?;
     let instance = Box::pin(pre.instantiate_async(&mut store)).await?;
     let guest = crate::guest::Program::new(&mut store, &instance)?;
     let entries = guest.mp_host_entries();

@@ -121,12 +121,16 @@ impl Ctx {
     }
 }
 
+/// A store for the process `launch` describes. The launch comes boxed and
+/// leaves its box here: a caller that moved it out itself would keep the
+/// empty box for as long as its future lives (the process's whole life).
 pub(super) fn new_store(
     host: Arc<HostInner>,
     node: Arc<Node>,
-    launch: Launch,
+    launch: Box<Launch>,
     outputs: &Outputs,
 ) -> wasmtime::Result<Store<Ctx>> {
+    let launch = *launch;
     let mut builder = wasi_builder(&launch.env, &launch.stdin.0, outputs);
     builder.arg(program_name(&launch));
     for arg in &launch.args {
@@ -210,6 +214,7 @@ pub(super) fn refuel(store: &mut Store<Ctx>, budget: u64) -> wasmtime::Result<()
 pub(super) fn wasi_builder(env: &[(String, String)], stdin: &Input, outputs: &Outputs) -> WasiCtxBuilder {
     let mut builder = WasiCtxBuilder::new();
     builder.stdout(GuestOutput::new(outputs.stdout.clone())).stderr(GuestOutput::new(outputs.stderr.clone())).envs(env);
+    builder.secure_random(ThreadRandom).insecure_random(ThreadRandom);
     match stdin {
         // The builder's default: end-of-file at once.
         Input::Null => {}
@@ -232,4 +237,36 @@ fn program_name(launch: &Launch) -> String {
         .path()
         .and_then(|p| p.file_name())
         .map_or_else(|| "program".to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+/// `wasi:random`'s generators, secure and insecure alike: the thread's own
+/// (rand's `ThreadRng`, a ChaCha12 generator seeded and reseeded from the
+/// system's), instead of WASI's default of a generator per process seeded
+/// from it, whose state (a third of a KiB) each of a hundred thousand
+/// sleeping processes would keep. A forked process reseeds it
+/// ([`reseed_random`]).
+struct ThreadRandom;
+
+impl rand::TryRng for ThreadRandom {
+    type Error = std::convert::Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        rand::rng().try_next_u32()
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        rand::rng().try_next_u64()
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        rand::rng().try_fill_bytes(dst)
+    }
+}
+
+/// In a forked process: the generator behind `wasi:random` ([`ThreadRandom`])
+/// was copied with the rest, and would hand the child its parent's bytes.
+// Only a backend that forks calls it.
+#[cfg(outside_processes)]
+pub(crate) fn reseed_random() -> Result<(), rand::rngs::SysError> {
+    rand::rng().reseed()
 }

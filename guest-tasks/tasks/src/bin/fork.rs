@@ -74,6 +74,33 @@ fn copy() {
     }
 }
 
+unsafe extern "C" {
+    /// wasi-libc's, from `wasi:random/random`.
+    fn getentropy(buffer: *mut u8, len: usize) -> i32;
+}
+
+/// 16 bytes from `wasi:random/random`, in hex.
+fn random_hex() -> String {
+    let mut bytes = [0u8; 16];
+    // SAFETY: the buffer is 16 writable bytes (getentropy takes up to 256).
+    assert_eq!(unsafe { getentropy(bytes.as_mut_ptr(), bytes.len()) }, 0);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Secure random bytes drawn on each side after the fork.
+fn random() {
+    match fork() {
+        Fork::Child => {
+            println!("child-random: {}", random_hex());
+            mp::exit(0);
+        }
+        Fork::Parent(child) => {
+            println!("random: {}", random_hex());
+            child.join().unwrap();
+        }
+    }
+}
+
 fn returns() {
     let me = getpid();
     println!("pid: {me}");
@@ -297,12 +324,13 @@ fn with_child() {
 }
 
 fn main() {
-    let scenarios: [(&str, fn()); 13] = [
+    let scenarios: [(&str, fn()); 14] = [
         ("with-child", with_child),
         ("files", files),
         ("shared", shared),
         ("bench", bench),
         ("copy", copy),
+        ("random", random),
         ("returns", returns),
         ("terminate", terminate),
         ("many", many),

@@ -116,6 +116,7 @@ pub(super) fn fork(
                 let set_up = (|| -> Result<(), String> {
                     let keep = [inherited.lifeline.as_raw_fd()];
                     own_reactor(&keep, own).map_err(|e| format!("cannot make the child's reactor: {e}"))?;
+                    crate::instance::reseed_random().map_err(|e| format!("cannot reseed its random generator: {e}"))?;
                     restart_helpers(backend, host, inherited)
                 })();
                 if let Err(why) = set_up {
