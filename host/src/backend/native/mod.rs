@@ -152,6 +152,11 @@ pub(crate) fn become_process(this: ThisProcess) {
 /// What a worker inherited from its parent.
 pub(crate) struct Inherited {
     lifeline: OwnedFd,
+    /// The lifeline's own file description (see `ticker.rs`), when the
+    /// zygote opened it before the fork: the first open of `/proc/self`
+    /// costs a new process several times what it costs the long-lived
+    /// zygote. Taken by the first ticker (a fork opens its own).
+    watch: std::sync::Mutex<Option<OwnedFd>>,
     /// The run's process table.
     slots: OwnedFd,
     /// Its channel to the root.
@@ -265,7 +270,9 @@ impl Backend for NativeBackend {
     fn tick_epochs(&self, engine: &wasmtime::Engine) -> std::io::Result<()> {
         match (&self.this_process, INHERITED.get()) {
             // A worker: its one guest runs on this thread.
-            (Some(_), Some(inherited)) => ticker::start(engine, &inherited.lifeline),
+            (Some(_), Some(inherited)) => {
+                ticker::start(engine, &inherited.lifeline, inherited.watch.lock().unwrap().take())
+            }
             _ => crate::runtime::tick_epochs(engine),
         }
     }

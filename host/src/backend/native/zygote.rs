@@ -289,6 +289,9 @@ fn fork_worker(
             new.insert(loaded)
         }
     };
+    // Opened here, where `/proc/self` is known, and the new worker's alone
+    // once we close our copy; without it, the worker opens its own.
+    let watch = super::ticker::own_description(inherited[0]).ok();
     match fork_sibling().map_err(|e| format!("cannot fork a worker: {e}"))? {
         0 => {
             // The new worker: its own name, stdio to its pipes, then run and exit.
@@ -309,6 +312,7 @@ fn fork_worker(
                 let [lifeline, slots] = inherited.map(|fd| fd.try_clone());
                 let inherited = Inherited {
                     lifeline: lifeline.map_err(|e| e.to_string())?,
+                    watch: std::sync::Mutex::new(watch),
                     slots: slots.map_err(|e| e.to_string())?,
                     channel: Arc::new(super::broker::Client::new(channel)),
                 };
@@ -325,6 +329,7 @@ fn fork_worker(
         pid => {
             passed.extend([stdout, stderr, channel]);
             passed.extend(stdin);
+            drop(watch);
             Ok(pid)
         }
     }
