@@ -157,8 +157,9 @@ pub(crate) struct Inherited {
     /// costs a new process several times what it costs the long-lived
     /// zygote. Taken by the first ticker (a fork opens its own).
     watch: std::sync::Mutex<Option<OwnedFd>>,
-    /// The run's process table.
-    slots: OwnedFd,
+    /// The run's process table, mapped (a zygote maps it once for all its
+    /// forks).
+    slots: Arc<slots::Slots>,
     /// Its channel to the root.
     channel: Arc<Client>,
 }
@@ -173,14 +174,15 @@ impl NativeBackend {
         settings: EngineSettings,
         max_processes: u32,
     ) -> anyhow::Result<NativeBackend> {
-        let exe = match exe.or_else(|| std::env::var_os("HOST_WORKER_EXE").map(PathBuf::from)) {
+        // A worker's children run its own binary (its environment is the
+        // root's choice, without the variable).
+        let named = || std::env::var_os("HOST_WORKER_EXE").map(PathBuf::from);
+        let exe = match exe.or_else(|| INHERITED.get().is_none().then(named).flatten()) {
             Some(exe) => exe,
             None => current_exe()?,
         };
         let (lifeline, slots, lifeline_writer) = match INHERITED.get() {
-            Some(inherited) => {
-                (inherited.lifeline.try_clone()?, Arc::new(slots::Slots::inherit(&inherited.slots)?), None)
-            }
+            Some(inherited) => (inherited.lifeline.try_clone()?, inherited.slots.clone(), None),
             None => {
                 let slots = Arc::new(slots::Slots::new(max_processes)?);
                 let (lifeline, writer) = become_root(&slots)?;

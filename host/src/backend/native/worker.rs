@@ -67,6 +67,8 @@ fn serve() -> Result<i32, String> {
     let (code, sealed) = super::code::load(&engines, code, &start).map_err(|e| e.to_string())?;
     let channel = Arc::new(Client::new(OwnedFd::from(channel)));
     let watch = std::sync::Mutex::new(None);
+    let slots =
+        Arc::new(super::slots::Slots::inherit(&slots).map_err(|e| format!("cannot map the process table: {e}"))?);
     run(start, Inherited { lifeline, watch, slots, channel }, engines, code, sealed, stdin)
 }
 
