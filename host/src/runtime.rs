@@ -450,6 +450,12 @@ impl Tree for HostInner {
 }
 
 impl HostInner {
+    /// Whether the host runs one process and exits once it has ended (see
+    /// [`Backend::runs_one_process`]).
+    pub(crate) fn ends_with_its_process(&self) -> bool {
+        self.backend.runs_one_process()
+    }
+
     /// Starts the process `node` on the host's backend.
     pub(crate) fn start(self: &Arc<HostInner>, node: &Arc<Node>) -> Result<(), Error> {
         node.start_with(self, |launch| self.backend.start(self, node, launch))

@@ -90,7 +90,9 @@ pub(crate) trait Backend: Send + Sync {
     }
 
     /// Whether the host runs one process only, driven by the thread that
-    /// waits for it: its executor then needs no threads of its own.
+    /// waits for it, and exits once it has ended: its executor then needs
+    /// no threads of its own, and its instance's memory need not be given
+    /// back.
     fn runs_one_process(&self) -> bool {
         false
     }

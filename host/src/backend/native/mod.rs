@@ -152,8 +152,14 @@ pub(crate) fn become_process(this: ThisProcess) {
 /// What a worker inherited from its parent.
 pub(crate) struct Inherited {
     lifeline: OwnedFd,
-    /// The run's process table.
-    slots: OwnedFd,
+    /// The lifeline's own file description (see `ticker.rs`), when the
+    /// zygote opened it before the fork: the first open of `/proc/self`
+    /// costs a new process several times what it costs the long-lived
+    /// zygote. Taken by the first ticker (a fork opens its own).
+    watch: std::sync::Mutex<Option<OwnedFd>>,
+    /// The run's process table, mapped (a zygote maps it once for all its
+    /// forks).
+    slots: Arc<slots::Slots>,
     /// Its channel to the root.
     channel: Arc<Client>,
 }
@@ -168,14 +174,15 @@ impl NativeBackend {
         settings: EngineSettings,
         max_processes: u32,
     ) -> anyhow::Result<NativeBackend> {
-        let exe = match exe.or_else(|| std::env::var_os("HOST_WORKER_EXE").map(PathBuf::from)) {
+        // A worker's children run its own binary (its environment is the
+        // root's choice, without the variable).
+        let named = || std::env::var_os("HOST_WORKER_EXE").map(PathBuf::from);
+        let exe = match exe.or_else(|| INHERITED.get().is_none().then(named).flatten()) {
             Some(exe) => exe,
             None => current_exe()?,
         };
         let (lifeline, slots, lifeline_writer) = match INHERITED.get() {
-            Some(inherited) => {
-                (inherited.lifeline.try_clone()?, Arc::new(slots::Slots::inherit(&inherited.slots)?), None)
-            }
+            Some(inherited) => (inherited.lifeline.try_clone()?, inherited.slots.clone(), None),
             None => {
                 let slots = Arc::new(slots::Slots::new(max_processes)?);
                 let (lifeline, writer) = become_root(&slots)?;
@@ -265,7 +272,9 @@ impl Backend for NativeBackend {
     fn tick_epochs(&self, engine: &wasmtime::Engine) -> std::io::Result<()> {
         match (&self.this_process, INHERITED.get()) {
             // A worker: its one guest runs on this thread.
-            (Some(_), Some(inherited)) => ticker::start(engine, &inherited.lifeline),
+            (Some(_), Some(inherited)) => {
+                ticker::start(engine, &inherited.lifeline, inherited.watch.lock().unwrap().take())
+            }
             _ => crate::runtime::tick_epochs(engine),
         }
     }

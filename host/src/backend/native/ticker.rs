@@ -39,9 +39,10 @@ const TICK: Signal = Signal::SIGVTALRM;
 static ENGINE: OnceLock<Engine> = OnceLock::new();
 
 /// Ticks the epoch of `engine` by the CPU time of the calling thread (the
-/// guest's), and ends the worker when the lifeline ends.
-pub(super) fn start(engine: &Engine, lifeline: &OwnedFd) -> std::io::Result<()> {
-    if let Err(error) = watch_lifeline(lifeline) {
+/// guest's), and ends the worker when the lifeline ends; `own` is the
+/// lifeline's own description, if it was opened before ([`own_description`]).
+pub(super) fn start(engine: &Engine, lifeline: &OwnedFd, own: Option<OwnedFd>) -> std::io::Result<()> {
+    if let Err(error) = watch_lifeline(lifeline, own) {
         eprintln!("warning: the lifeline is watched by a thread: {error}");
         return helper(engine, lifeline);
     }
@@ -52,12 +53,22 @@ pub(super) fn start(engine: &Engine, lifeline: &OwnedFd) -> std::io::Result<()> 
     Ok(())
 }
 
-/// Has the kernel end this process (`SIGIO`, whose default action does)
-/// when the lifeline's last writer, the root host, is gone.
-fn watch_lifeline(lifeline: &OwnedFd) -> nix::Result<()> {
+/// A file description of the lifeline `lifeline` of its own, for one
+/// process to watch.
+pub(super) fn own_description(lifeline: &OwnedFd) -> nix::Result<OwnedFd> {
     // Not blocking: the open of a pipe without writers would wait for one.
     let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
-    let own = open(format!("/proc/self/fd/{}", lifeline.as_raw_fd()).as_str(), flags, Mode::empty())?;
+    open(format!("/proc/self/fd/{}", lifeline.as_raw_fd()).as_str(), flags, Mode::empty())
+}
+
+/// Has the kernel end this process (`SIGIO`, whose default action does)
+/// when the lifeline's last writer, the root host, is gone; through `own`,
+/// a description nobody else holds, if given.
+fn watch_lifeline(lifeline: &OwnedFd, own: Option<OwnedFd>) -> nix::Result<()> {
+    let own = match own {
+        Some(own) => own,
+        None => own_description(lifeline)?,
+    };
     // SAFETY: SIG_DFL for SIGIO touches no memory of ours.
     unsafe { sigaction(Signal::SIGIO, &SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty())) }?;
     // SAFETY: F_SETOWN and F_SETFL take integers, on a descriptor we own.

@@ -66,7 +66,10 @@ fn serve() -> Result<i32, String> {
     let engines = builder.make_engines().map_err(|e| format!("cannot start the worker's engine: {e:#}"))?;
     let (code, sealed) = super::code::load(&engines, code, &start).map_err(|e| e.to_string())?;
     let channel = Arc::new(Client::new(OwnedFd::from(channel)));
-    run(start, Inherited { lifeline, slots, channel }, engines, code, sealed, stdin)
+    let watch = std::sync::Mutex::new(None);
+    let slots =
+        Arc::new(super::slots::Slots::inherit(&slots).map_err(|e| format!("cannot map the process table: {e}"))?);
+    run(start, Inherited { lifeline, watch, slots, channel }, engines, code, sealed, stdin)
 }
 
 /// The host configuration of a worker: one process, the root's engine settings.

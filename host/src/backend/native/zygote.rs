@@ -27,6 +27,7 @@
 
 use super::code::Sealed;
 use super::protocol::{self, EngineSettings, Start};
+use super::slots::Slots;
 use super::worker;
 use super::{FDS_VAR, Inherited, Worker, pipe, set_cloexec, spawn_retrying};
 use crate::output::Stdin;
@@ -195,6 +196,9 @@ pub(crate) fn serve() -> Result<i32, String> {
         libc::prctl(libc::PR_SET_NAME, ZYGOTE_NAME.as_ptr());
         name
     };
+    // Mapped once here: every fork has the mapping.
+    let table = Arc::new(Slots::inherit(&slots).map_err(|e| format!("cannot map the process table: {e}"))?);
+    drop(slots);
     let (settings, _) = receive(&socket).map_err(|e| format!("no engine settings: {e}"))?;
     let settings: EngineSettings = protocol::decode_frame(&settings)?;
     let engines =
@@ -229,7 +233,7 @@ pub(crate) fn serve() -> Result<i32, String> {
             let _ = super::text::anonymize();
         }
         let request = &buffer[..length];
-        let inherited = [&lifeline, &slots];
+        let inherited = (&lifeline, &table);
         let mut passed = Vec::new();
         let answer = fork_worker(
             request,
@@ -264,7 +268,7 @@ fn fork_worker(
     fds: Vec<OwnedFd>,
     passed: &mut Vec<OwnedFd>,
     socket: &OwnedFd,
-    inherited: [&OwnedFd; 2],
+    inherited: (&OwnedFd, &Arc<Slots>),
     settings: EngineSettings,
     engines: &mut Option<crate::runtime::Engines>,
     programs: &mut HashMap<(u64, u64), (Code, Arc<Sealed>)>,
@@ -292,6 +296,10 @@ fn fork_worker(
             new.insert(loaded)
         }
     };
+    // Opened here, where `/proc/self` is known, and the new worker's alone
+    // once we close our copy; without it, the worker opens its own.
+    let (lifeline, table) = inherited;
+    let watch = super::ticker::own_description(lifeline).ok();
     match fork_sibling().map_err(|e| format!("cannot fork a worker: {e}"))? {
         0 => {
             // The new worker: its own name, stdio to its pipes, then run and exit.
@@ -312,10 +320,10 @@ fn fork_worker(
                     None => Stdin::null(),
                 };
                 let _ = nix::unistd::close(socket.as_raw_fd());
-                let [lifeline, slots] = inherited.map(|fd| fd.try_clone());
                 let inherited = Inherited {
-                    lifeline: lifeline.map_err(|e| e.to_string())?,
-                    slots: slots.map_err(|e| e.to_string())?,
+                    lifeline: lifeline.try_clone().map_err(|e| e.to_string())?,
+                    watch: std::sync::Mutex::new(watch),
+                    slots: table.clone(),
                     channel: Arc::new(super::broker::Client::new(channel)),
                 };
                 // This process's copy of the zygote's engine: its own now.
@@ -331,6 +339,7 @@ fn fork_worker(
         pid => {
             passed.extend([stdout, stderr, channel]);
             passed.extend(stdin);
+            drop(watch);
             Ok(pid)
         }
     }
