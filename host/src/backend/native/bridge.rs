@@ -98,7 +98,10 @@ pub(super) async fn bridge(
     let (mut sent, mut taking, mut revoke) = (0u64, true, Revoke::Idle);
     loop {
         let room = if taking { (WINDOW - flight.tasks.len()).min(left) } else { 0 };
-        if room == 0 && flight.tasks.is_empty() {
+        // A revoke is answered even when every task it could take back was
+        // answered first (`Returned` of none): that answer is awaited here,
+        // where it is expected, not met after the loop as a stray report.
+        if room == 0 && flight.tasks.is_empty() && !matches!(revoke, Revoke::Sent(_)) {
             break;
         }
         let lending = flight.tasks.len() > 1;
@@ -113,7 +116,7 @@ pub(super) async fn bridge(
             biased;
             report = reports.recv() => {
                 if let ControlFlow::Break(ended) = on_report(&mut flight, &mut revoke, report)? {
-                    return last_report(&mut reports, ended).await;
+                    return last_report(&mut reports, ended, matches!(revoke, Revoke::Sent(_))).await;
                 }
             }
             jobs = queue.take(room, WINDOW_BYTES, flight.tasks.is_empty()), if room > 0 => match jobs {
@@ -145,7 +148,7 @@ pub(super) async fn bridge(
         // The worker gone already: its end says so.
         let _ = orders.write(&close).await;
     }
-    last_report(&mut reports, None).await
+    last_report(&mut reports, None, false).await
 }
 
 /// Sends `jobs` to the worker in one write, each as the task of the next id.

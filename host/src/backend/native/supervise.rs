@@ -68,7 +68,7 @@ pub(super) async fn supervise(
         let Supervised { mut reports, orders } = channel;
         let report = match &launch.work {
             Work::Serve(serve) => bridge::bridge(pid, serve, orders, reports).await,
-            _ => last_report(&mut reports, None).await,
+            _ => last_report(&mut reports, None, false).await,
         };
         if report.is_err() {
             // A worker that breaks the protocol is not trusted to go on.
@@ -122,15 +122,19 @@ pub(super) async fn supervise(
 }
 
 /// The worker's final report (`None` if it ended without one: a signal),
-/// once its channel is over; `ended` if it came already.
+/// once its channel is over; `ended` if it came already. With
+/// `revoke_pending`, the answer to a revoke sent before the end may still
+/// come (a pool worker that ended as it was asked).
 pub(super) async fn last_report(
     reports: &mut Reports,
     mut ended: Option<protocol::Ended>,
+    mut revoke_pending: bool,
 ) -> Result<Option<protocol::Ended>, String> {
     while let Some(report) = reports.recv().await {
         match report? {
             protocol::Report::Ended(last) if ended.is_none() => ended = Some(last),
             protocol::Report::Ended(_) => return Err("a second end".into()),
+            protocol::Report::Returned { .. } if revoke_pending => revoke_pending = false,
             protocol::Report::Done { .. } | protocol::Report::Returned { .. } => {
                 return Err("a task result from a worker given no task".into());
             }
